@@ -1,0 +1,37 @@
+"""The dispatcher turns bad input into one line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sim import cli
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: pagedlab" in capsys.readouterr().err
+
+
+def test_value_error_becomes_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def add_parser(subparsers: argparse._SubParsersAction) -> None:
+        p = subparsers.add_parser("boom")
+
+        def run(args: argparse.Namespace) -> int:
+            raise ValueError("trace.csv:3: prompt_tokens:\n must be >= 0")
+
+        p.set_defaults(func=run)
+
+    real_build = cli.build_parser
+
+    def build() -> argparse.ArgumentParser:
+        parser = real_build()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        add_parser(sub)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", build)
+    monkeypatch.delenv("PAGEDLAB_TRACEBACK", raising=False)
+    assert cli.main(["boom"]) == 2
+    err = capsys.readouterr().err
+    assert err == "pagedlab: error: trace.csv:3: prompt_tokens: must be >= 0\n"
