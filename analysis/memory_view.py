@@ -1,0 +1,84 @@
+"""The memory view of one replay: KV-cache usage, slots held but unused, preemptions, swaps, copies.
+
+Computed from the simulator's `steps` table (one row per engine step). Means are time-weighted by each step's
+`duration_s`, over the time the engine was busy (idle gaps between steps hold no step). Usage is a fraction of
+the GPU's KV slots (`kv_blocks_total * block_size`): `kv_usage` counts slots *held* (`kv_slots_reserved`: whole
+blocks for paged policies, max-length reservations for Orca/static), `kv_token_usage` the slots holding a token.
+The gap between the two is the waste PagedAttention attacks (reservation, internal fragmentation).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+STEP_COLUMNS: tuple[str, ...] = (
+    "start_s", "duration_s", "batch_size", "kv_blocks_used", "kv_blocks_free", "kv_tokens", "kv_slots_reserved",
+    "cow_copies", "preemptions", "swaps_out", "swaps_in",
+)
+EVENT_COLUMNS: tuple[str, ...] = ("preemptions", "swaps_out", "swaps_in", "cow_copies")
+
+
+def check_step_columns(steps: pd.DataFrame) -> None:
+    missing = [c for c in STEP_COLUMNS if c not in steps.columns]
+    if missing:
+        raise ValueError(f"steps table: missing columns {', '.join(missing)}")
+
+
+def total_kv_slots(steps: pd.DataFrame, summary: Mapping[str, Any]) -> int:
+    """GPU KV slots: `kv_blocks_total * block_size` from the summary (blocks used + free if it lacks the total)."""
+    block_size = int(summary["block_size"])
+    if "kv_blocks_total" in summary:
+        blocks = int(summary["kv_blocks_total"])
+    else:
+        blocks = int((steps["kv_blocks_used"] + steps["kv_blocks_free"]).max())
+    assert blocks > 0 and block_size > 0, f"no KV memory: {blocks} blocks of {block_size} slots"
+    return blocks * block_size
+
+
+def kv_timeline(steps: pd.DataFrame, summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Per step: `time_s` (step start), `kv_usage`, `kv_token_usage`, `batch_size`."""
+    check_step_columns(steps)
+    slots = total_kv_slots(steps, summary)
+    return pd.DataFrame(
+        {
+            "time_s": steps["start_s"].astype(float).to_numpy(),
+            "kv_usage": steps["kv_slots_reserved"].to_numpy(dtype=float) / slots,
+            "kv_token_usage": steps["kv_tokens"].to_numpy(dtype=float) / slots,
+            "batch_size": steps["batch_size"].to_numpy(dtype=float),
+        }
+    )
+
+
+def _time_weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
+    if values.size == 0:
+        return math.nan
+    if weights.sum() <= 0:  # zero-length steps only: fall back to a plain mean
+        return float(values.mean())
+    return float(np.average(values, weights=weights))
+
+
+def memory_metrics(steps: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, float]:
+    """KV usage (mean, peak), unused held slots, mean batch size and event counts of one run."""
+    timeline = kv_timeline(steps, summary)
+    weights = steps["duration_s"].to_numpy(dtype=float)
+    reserved = steps["kv_slots_reserved"].to_numpy(dtype=float)
+    tokens = steps["kv_tokens"].to_numpy(dtype=float)
+    assert (tokens <= reserved + 1e-9).all(), "a step holds more tokens than reserved slots"
+    reserved_time = float((reserved * weights).sum()) if weights.sum() > 0 else float(reserved.sum())
+    token_time = float((tokens * weights).sum()) if weights.sum() > 0 else float(tokens.sum())
+    metrics: dict[str, float] = {
+        "num_steps": len(steps),
+        "mean_batch_size": _time_weighted_mean(timeline["batch_size"].to_numpy(), weights),
+        "kv_usage_mean": _time_weighted_mean(timeline["kv_usage"].to_numpy(), weights),
+        "kv_usage_peak": float(timeline["kv_usage"].max()) if len(steps) else math.nan,
+        "kv_token_usage_mean": _time_weighted_mean(timeline["kv_token_usage"].to_numpy(), weights),
+        "kv_slots_unused_mean": _time_weighted_mean(reserved - tokens, weights),
+        "kv_unused_fraction": 1.0 - token_time / reserved_time if reserved_time > 0 else math.nan,
+    }
+    for column in EVENT_COLUMNS:
+        metrics[column] = int(steps[column].sum())
+    metrics["sharing_saved_fraction"] = float(summary.get("sharing_saved_fraction", math.nan))
+    return metrics
