@@ -1,0 +1,177 @@
+"""`report.md` and a self-contained `report.html` (PNG plots embedded as base64) for a policy comparison."""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from analysis import plots
+from analysis.atomic import write_text_atomic
+from analysis.runs import RunData
+from analysis.slo import SLO
+from analysis.tables import LATENCY_COLUMNS, MEMORY_COLUMNS, format_value, formatted, to_html, to_markdown
+
+PLOT_TITLES: dict[str, str] = {
+    "latency_cdf.png": "Latency CDFs per policy",
+    "latency_vs_rate.png": "p99 TTFT, p99 TPOT and normalized latency against request rate",
+    "throughput_vs_rate.png": "Throughput against request rate",
+    "kv_timeline.png": "KV-cache usage and batch size over time",
+    "capacity.png": "Capacity under the SLOs",
+}
+
+
+@dataclass
+class ReportContext:
+    """What the report says about how it was made."""
+
+    command: str
+    trace_description: str
+    model: str
+    gpu: str
+    seed: int
+    policies: Sequence[str]
+    loads: Sequence[float]
+    load_label: str  # "rate" (req/s) or "rate scale" (x the trace's own rate)
+    slo: SLO
+    slo_note: str  # where the SLOs came from
+    target: float
+    timeline_load: float
+    notes: list[str] = field(default_factory=list)
+
+
+def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) -> list[str]:
+    """Plain sentences read off the numbers: who has the most capacity, who wins at the highest load, memory."""
+    out: list[str] = []
+    caps = capacity.dropna(subset=["capacity"]).sort_values("capacity", ascending=False)
+    if caps.empty:
+        out.append(f"No policy meets the SLOs ({ctx.slo.describe()}) for {100 * ctx.target:g}% of requests at any tested load.")
+    else:
+        parts = [f"{r.policy} {r.capacity:g}{'+' if r.all_loads_met else ''}" for r in caps.itertuples()]
+        none = [p for p in capacity["policy"] if p not in set(caps["policy"])]
+        out.append(
+            f"Capacity (req/s, highest tested rate with >= {100 * ctx.target:g}% of requests within {ctx.slo.describe()}): "
+            + ", ".join(parts) + (f"; none for {', '.join(none)}" if none else "") + ". A `+` means every tested rate passed."
+        )
+    top = table[table["load"] == max(ctx.loads)]
+    if not top.empty:
+        best_tput = top.loc[top["output_throughput"].idxmax()]
+        out.append(f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s) "
+                   f"{best_tput['policy']} has the highest output throughput ({best_tput['output_throughput']:.0f} tok/s).")
+        for column, what, unit in (("p99_ttft_ms", "p99 TTFT", "ms"), ("p99_tpot_ms", "p99 TPOT", "ms"),
+                                   ("mean_normalized_latency_s", "mean normalized latency", "s/token")):
+            valid = top.dropna(subset=[column])
+            if not valid.empty:
+                best = valid.loc[valid[column].idxmin()]
+                worst = valid.loc[valid[column].idxmax()]
+                out.append(f"There the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
+                           f"the highest {worst['policy']}'s ({format_value(column, worst[column])} {unit}).")
+    waste = table.groupby("policy", sort=False)["kv_unused_fraction"].mean().dropna()
+    if not waste.empty:
+        out.append("Held but unused KV slots (mean over loads): "
+                   + ", ".join(f"{p} {100 * v:.1f}%" for p, v in waste.sort_values().items()) + ".")
+    events = table.groupby("policy", sort=False)[["preemptions", "swaps_out", "cow_copies"]].sum()
+    busy = events[(events > 0).any(axis=1)]
+    if not busy.empty:
+        out.append("Preemptions / swap-outs / copy-on-write copies over all loads: "
+                   + ", ".join(f"{p} {int(r.preemptions)}/{int(r.swaps_out)}/{int(r.cow_copies)}" for p, r in busy.iterrows()) + ".")
+    return out
+
+
+def write_plots(out_dir: Path, table: pd.DataFrame, capacity: pd.DataFrame,
+                runs: Mapping[tuple[str, float], RunData], ctx: ReportContext) -> list[Path]:
+    """Every plot of the report, as PNG files under `out_dir/plots/`."""
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    policies = list(ctx.policies)
+    return [
+        plots.plot_latency_cdfs(runs, policies, ctx.loads, ctx.load_label, plot_dir / "latency_cdf.png"),
+        plots.plot_latency_vs_rate(table, policies, ctx.slo, plot_dir / "latency_vs_rate.png"),
+        plots.plot_throughput_vs_rate(table, policies, plot_dir / "throughput_vs_rate.png"),
+        plots.plot_kv_timeline(runs, policies, ctx.timeline_load, ctx.load_label, plot_dir / "kv_timeline.png"),
+        plots.plot_capacity(table, capacity, policies, ctx.target, ctx.slo, plot_dir / "capacity.png"),
+    ]
+
+
+def _setup_lines(ctx: ReportContext) -> list[tuple[str, str]]:
+    return [
+        ("command", ctx.command),
+        ("trace", ctx.trace_description),
+        ("model / GPU", f"{ctx.model} on {ctx.gpu}"),
+        ("seed", str(ctx.seed)),
+        ("policies", ", ".join(ctx.policies)),
+        ("loads", f"{ctx.load_label} " + ", ".join(f"{x:g}" for x in ctx.loads)),
+        ("SLOs", f"{ctx.slo.describe()} ({ctx.slo_note}); a load meets them when >= {100 * ctx.target:g}% of requests do"),
+    ]
+
+
+def _capacity_display(capacity: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "policy": capacity["policy"],
+        "capacity (req/s)": ["none" if math.isnan(c) else f"{c:g}" for c in capacity["capacity"]],
+        "highest rate tested": [f"{x:.3g}" for x in capacity["max_load_tested"]],
+        "every rate met": ["yes" if m else "no" for m in capacity["all_loads_met"]],
+    })
+
+
+def render_markdown(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext) -> str:
+    lines = ["# Policy comparison", ""]
+    lines += [f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}" for k, v in _setup_lines(ctx)]
+    lines += [f"- {note}" for note in ctx.notes]
+    lines += ["", "## Findings", ""] + [f"- {s}" for s in findings(table, capacity, ctx)]
+    lines += ["", "## Latency and throughput", "", to_markdown(formatted(table, LATENCY_COLUMNS)), ""]
+    lines += ["Latencies in ms (normalized latency in s per output token); throughputs per second of the run "
+              "(first arrival to last finish); `request_goodput` counts requests within every SLO.", ""]
+    lines += ["## Capacity", "", to_markdown(_capacity_display(capacity)), ""]
+    lines += ["## Memory", "", to_markdown(formatted(table, MEMORY_COLUMNS)), ""]
+    lines += ["KV usage is the time-weighted share of GPU KV slots held; `kv_unused_fraction` is the share of held "
+              "slots holding no token (over-reservation and block fragmentation).", ""]
+    lines += ["## Plots", ""]
+    for path in plot_files:
+        lines += [f"### {PLOT_TITLES.get(path.name, path.stem)}", "", f"![{path.stem}](plots/{path.name})", ""]
+    lines += ["Every metric of every run is in `summary.csv`; each replay's tables are under `runs/<policy>-<load>/`.", ""]
+    return "\n".join(lines)
+
+
+HTML_STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+code{background:#f5f5f5;padding:1px 4px}"""
+
+
+def render_html(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext) -> str:
+    """One file with no outside references: styles inline, plots as data: URIs."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>pagedlab policy comparison</title>"
+             f"<style>{HTML_STYLE}</style></head><body><h1>Policy comparison</h1><ul>"]
+    for key, value in _setup_lines(ctx):
+        shown = f"<code>{html.escape(value)}</code>" if key == "command" else html.escape(value)
+        parts.append(f"<li><b>{html.escape(key)}</b>: {shown}</li>")
+    parts += [f"<li>{html.escape(note)}</li>" for note in ctx.notes]
+    parts.append("</ul><h2>Findings</h2><ul>")
+    parts += [f"<li>{html.escape(s)}</li>" for s in findings(table, capacity, ctx)]
+    parts.append("</ul><h2>Latency and throughput</h2>" + to_html(formatted(table, LATENCY_COLUMNS)))
+    parts.append("<h2>Capacity</h2>" + to_html(_capacity_display(capacity)))
+    parts.append("<h2>Memory</h2>" + to_html(formatted(table, MEMORY_COLUMNS)) + "<h2>Plots</h2>")
+    for path in plot_files:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        title = html.escape(PLOT_TITLES.get(path.name, path.stem))
+        parts.append(f"<h3>{title}</h3><img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out_dir: Path, table: pd.DataFrame, capacity: pd.DataFrame,
+                 runs: Mapping[tuple[str, float], RunData], ctx: ReportContext) -> dict[str, Path]:
+    """Plots, `summary.csv`, `capacity.csv`, `report.md`, `report.html` under `out_dir`; returns their paths."""
+    out_dir = Path(out_dir)
+    plot_files = write_plots(out_dir, table, capacity, runs, ctx)
+    write_text_atomic(out_dir / "summary.csv", table.to_csv(index=False))
+    write_text_atomic(out_dir / "capacity.csv", capacity.to_csv(index=False))
+    write_text_atomic(out_dir / "report.md", render_markdown(table, capacity, plot_files, ctx))
+    write_text_atomic(out_dir / "report.html", render_html(table, capacity, plot_files, ctx))
+    return {"summary": out_dir / "summary.csv", "markdown": out_dir / "report.md", "html": out_dir / "report.html",
+            **{p.stem: p for p in plot_files}}
