@@ -1,0 +1,193 @@
+"""Run every policy at every load on one trace, then write the comparison report.
+
+Runs are independent replays of the same trace (rescaled per load) with the same seed, so policies see
+identical requests. With `jobs > 1` they run in worker processes (`multiprocessing.Pool`, whose `terminate()`
+stops running replays at once on Ctrl-C). Everything lands in `out_dir` atomically (see `analysis.atomic`).
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from analysis.atomic import atomic_directory, write_manifest
+from analysis.capacity import DEFAULT_ATTAINMENT, capacity_by_policy, check_attainment_target
+from analysis.metrics import DEFAULT_PERCENTILES
+from analysis.report import ReportContext, write_report
+from analysis.runs import RunData, run_metrics
+from analysis.slo import SLO
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """One load of a sweep: `load` as the user gave it, the trace's resulting mean `rate` (req/s), and the
+    factor `scale` applied to the base trace's arrival rate."""
+
+    load: float
+    rate: float
+    scale: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.load:g}"
+
+
+def trace_rate(trace: Any) -> float:
+    """Mean arrival rate of a trace: (requests - 1) / (last arrival - first arrival)."""
+    if len(trace) < 2 or not trace.duration_s > 0:
+        raise ValueError(f"{trace.source}: need at least two requests arriving at different times to define a rate")
+    return (len(trace) - 1) / trace.duration_s
+
+
+def _positive(values: Sequence[float], what: str) -> list[float]:
+    out = [float(v) for v in values]
+    if not out:
+        raise ValueError(f"{what}: give at least one value")
+    bad = [v for v in out if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise ValueError(f"{what}: every value must be a positive number, got {bad[0]:g}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what}: values repeat")
+    return sorted(out)
+
+
+def load_points(base_rate: float, *, rates: Sequence[float] | None = None,
+                rate_scales: Sequence[float] | None = None) -> list[LoadPoint]:
+    """Loads from target rates (req/s) or from factors on `base_rate`, the base trace's rate."""
+    assert (rates is None) != (rate_scales is None), "exactly one of rates, rate_scales"
+    if rates is not None:
+        return [LoadPoint(load=r, rate=r, scale=r / base_rate) for r in _positive(rates, "rates")]
+    return [LoadPoint(load=s, rate=s * base_rate, scale=s) for s in _positive(rate_scales or [], "rate-scales")]
+
+
+@dataclass
+class CompareSpec:
+    """What to compare and how. `engine` holds extra `EngineConfig` fields (block_size, num_gpu_blocks...)."""
+
+    policies: tuple[str, ...]
+    model: str = "llama-3-8b"
+    gpu: str = "h100-sxm"
+    seed: int = 0
+    engine: dict[str, Any] = field(default_factory=dict)
+    slo: SLO = field(default_factory=SLO)
+    slo_note: str = "given"
+    target: float = DEFAULT_ATTAINMENT
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        from sim import POLICIES
+
+        if not self.policies:
+            raise ValueError("policies: give at least one policy")
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown:
+            raise ValueError(f"policies: unknown policy {unknown[0]!r}; valid names: {', '.join(POLICIES)}")
+        if len(set(self.policies)) != len(self.policies):
+            raise ValueError("policies: a policy is listed twice")
+        if self.jobs < 1:
+            raise ValueError(f"jobs: must be >= 1, got {self.jobs}")
+        check_attainment_target(self.target)
+        self.engine_config()  # unknown model/GPU or a bad field fails here, before any replay
+
+    def engine_config(self):  # -> sim.EngineConfig
+        from sim import EngineConfig
+
+        return EngineConfig(model=self.model, gpu=self.gpu, **self.engine)
+
+
+@dataclass(frozen=True)
+class Job:
+    policy: str
+    point: LoadPoint
+    trace: Any  # the base trace; the worker rescales it
+    spec: CompareSpec
+    run_dir: Path
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Replay one (policy, load), write its tables to `job.run_dir`, return its metrics row."""
+    from sim import replay
+
+    trace = job.trace.scale_rate(job.point.scale) if job.point.scale != 1.0 else job.trace
+    result = replay(trace, job.spec.engine_config(), policy=job.policy, seed=job.spec.seed, progress=False)
+    result.write(job.run_dir)
+    run = RunData.from_result(result)
+    return {"policy": job.policy, "load": job.point.load, "rate": job.point.rate, "rate_scale": job.point.scale,
+            **run_metrics(run, job.spec.slo, job.spec.percentiles)}
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; only the parent handles it (and terminates the pool).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_jobs(jobs: list[Job], workers: int, progress: bool) -> list[dict[str, Any]]:
+    """Rows in job order; a progress bar on stderr unless `progress` is False."""
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any] | None] = [None] * len(jobs)
+    with tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress, file=sys.stderr) as bar:
+        if workers == 1 or len(jobs) == 1:
+            for i, job in enumerate(jobs):
+                bar.set_postfix_str(f"{job.policy} @ {job.point.label}")
+                rows[i] = run_job(job)
+                bar.update()
+        else:
+            pool = multiprocessing.Pool(min(workers, len(jobs)), initializer=_ignore_sigint)
+            try:
+                for i, row in pool.imap_unordered(_indexed_run_job, list(enumerate(jobs))):
+                    rows[i] = row
+                    bar.set_postfix_str(f"{row['policy']} @ {jobs[i].point.label}")
+                    bar.update()
+                pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
+    assert all(row is not None for row in rows)
+    return rows  # type: ignore[return-value]
+
+
+def _indexed_run_job(item: tuple[int, Job]) -> tuple[int, dict[str, Any]]:
+    return item[0], run_job(item[1])
+
+
+@dataclass
+class CompareOutcome:
+    table: pd.DataFrame
+    capacity: pd.DataFrame
+    out_dir: Path
+    wall_s: float
+
+
+def compare(trace: Any, points: list[LoadPoint], spec: CompareSpec, out_dir: str | Path, *, command: str,
+            trace_description: str, load_label: str, progress: bool = True) -> CompareOutcome:
+    """Replay `trace` under every policy at every load point and write the report to `out_dir`."""
+    started = time.perf_counter()
+    final = Path(out_dir)
+    with atomic_directory(final) as tmp:
+        jobs = [Job(policy, point, trace, spec, tmp / "runs" / f"{policy}-{point.label}")
+                for policy in spec.policies for point in points]
+        table = pd.DataFrame(run_jobs(jobs, spec.jobs, progress))
+        runs = {(job.policy, job.point.load): RunData.from_dir(job.run_dir) for job in jobs}
+        capacity = capacity_by_policy(table, target=spec.target, load_column="rate")
+        ctx = ReportContext(
+            command=command, trace_description=trace_description, model=spec.model, gpu=spec.gpu, seed=spec.seed,
+            policies=spec.policies, loads=[p.load for p in points], load_label=load_label, slo=spec.slo,
+            slo_note=spec.slo_note, target=spec.target, timeline_load=max(p.load for p in points),
+            notes=[f"trace: {n}" for n in getattr(trace, "notices", [])],
+        )
+        write_report(tmp, table, capacity, runs, ctx)
+        wall_s = time.perf_counter() - started
+        write_manifest(tmp, {"command": command, "seed": spec.seed, "policies": list(spec.policies),
+                             "loads": [p.load for p in points], "wall_s": round(wall_s, 3)})
+    return CompareOutcome(table=table, capacity=capacity, out_dir=final.resolve(), wall_s=wall_s)

@@ -1,0 +1,151 @@
+"""`pagedlab compare`: policies side by side on one trace across load, with a report.
+
+    pagedlab compare                      # built-in default: preset trace, five policies, four rates
+    pagedlab compare --trace ../shared/traces/AzureLLMInferenceTrace_code.csv --rate-scales 1,2,4 --out out/azure
+
+Heavy imports (pandas, matplotlib, the simulator) happen inside `run`, so `pagedlab --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_POLICIES = ("vllm", "vllm-swap", "sarathi", "orca-max", "static")
+DEFAULT_OUT = "out/compare"
+# Used when --goodput is not given: a chat-style bound on waiting for the first token and on decode pace.
+DEFAULT_GOODPUT = ("ttft:2000", "tpot:100")
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _name_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare", help="compare scheduler policies on a trace across load, with a report",
+        description="Replay a trace under several policies at several loads; write summary.csv, each run's "
+                    "tables, report.md, a self-contained report.html and PNG plots to --out.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--trace", metavar="PATH", help="a trace file (see `pagedlab trace stats`)")
+    source.add_argument("--preset", metavar="NAME", help="a built-in trace (default: 'default')")
+    p.add_argument("--format", default="auto", help="trace file format (default: auto)")
+    p.add_argument("--num-requests", type=int, metavar="N",
+                   help="preset size, or keep only the first N requests of --trace")
+    p.add_argument("--policies", type=_name_list, default=list(DEFAULT_POLICIES), metavar="A,B,...",
+                   help=f"policies to compare (default: {','.join(DEFAULT_POLICIES)})")
+    loads = p.add_mutually_exclusive_group()
+    loads.add_argument("--rates", type=_float_list, metavar="R1,R2,...",
+                       help="mean request rates (req/s); the trace is rescaled to each")
+    loads.add_argument("--rate-scales", type=_float_list, metavar="S1,S2,...",
+                       help="factors on the trace's own rate (default for --trace: 1)")
+    p.add_argument("--model", default="llama-3-8b")
+    p.add_argument("--gpu", default="h100-sxm")
+    p.add_argument("--seed", type=int, default=0, help="drives trace generation and every replay (default 0)")
+    p.add_argument("--block-size", type=int, help="KV block size in tokens (simulator default if unset)")
+    p.add_argument("--num-gpu-blocks", type=int, help="override the KV blocks that fit on the GPU")
+    p.add_argument("--max-num-seqs", type=int, help="most sequences in one batch (simulator default if unset)")
+    p.add_argument("--goodput", nargs="+", metavar="NAME:MS",
+                   help=f"SLOs as vLLM's benchmark takes them: ttft:MS tpot:MS e2el:MS "
+                        f"(default: {' '.join(DEFAULT_GOODPUT)})")
+    p.add_argument("--slo-attainment", type=float, default=0.9, metavar="F",
+                   help="share of requests that must meet the SLOs for a load to count (default 0.9)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="replays run in N parallel processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"report directory (default: {DEFAULT_OUT})")
+    p.set_defaults(func=run)
+
+
+def canonical_command(args: argparse.Namespace, *, preset: str | None, loads_flag: str, loads: list[float],
+                      goodput: list[str]) -> str:
+    """The command with every effective option spelled out: rerunning it reproduces the report."""
+    words = ["pagedlab", "compare"]
+    words += ["--trace", args.trace] if args.trace else ["--preset", preset or ""]
+    if args.trace and args.format != "auto":
+        words += ["--format", args.format]
+    if args.num_requests is not None:
+        words += ["--num-requests", str(args.num_requests)]
+    words += ["--policies", ",".join(args.policies), loads_flag, ",".join(f"{x:g}" for x in loads)]
+    words += ["--model", args.model, "--gpu", args.gpu, "--seed", str(args.seed)]
+    for flag, value in (("--block-size", args.block_size), ("--num-gpu-blocks", args.num_gpu_blocks),
+                        ("--max-num-seqs", args.max_num_seqs)):
+        if value is not None:
+            words += [flag, str(value)]
+    words += ["--goodput", *goodput, "--slo-attainment", f"{args.slo_attainment:g}", "--out", args.out]
+    return shlex.join(words)
+
+
+def _check_name(kind: str, name: str, valid: Any) -> None:
+    if name not in valid:
+        raise ValueError(f"{kind}: unknown {kind} {name!r}; valid names: {', '.join(valid)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim import GPUS, MODELS
+
+    from analysis.compare import CompareSpec, compare, load_points, trace_rate
+    from analysis.presets import DEFAULT_PRESET, generate_preset, get_preset
+    from analysis.slo import parse_goodput
+    from analysis.tables import CONSOLE_COLUMNS, formatted, to_console
+
+    _check_name("model", args.model, MODELS)
+    _check_name("gpu", args.gpu, GPUS)
+    if args.num_requests is not None and args.num_requests < 2:
+        raise ValueError(f"num-requests: must be >= 2, got {args.num_requests}")
+    goodput = list(args.goodput) if args.goodput else list(DEFAULT_GOODPUT)
+    slo = parse_goodput(goodput)
+    engine = {k: v for k, v in (("block_size", args.block_size), ("num_gpu_blocks", args.num_gpu_blocks),
+                                ("max_num_seqs", args.max_num_seqs)) if v is not None}
+    spec = CompareSpec(policies=tuple(args.policies), model=args.model, gpu=args.gpu, seed=args.seed,
+                       engine=engine, slo=slo, slo_note="--goodput" if args.goodput else "default, no --goodput given",
+                       target=args.slo_attainment, jobs=args.jobs)
+
+    preset_name = None
+    if args.trace:
+        from traces import load
+
+        trace = load(args.trace, format=args.format)
+        if args.num_requests is not None:
+            trace = trace.head(args.num_requests)
+        base_rate = trace_rate(trace)
+        description = (f"{args.trace}: {len(trace)} requests over {trace.duration_s:.0f} s "
+                       f"(mean {base_rate:.3g} req/s as recorded)")
+        if args.rates is None and args.rate_scales is None:
+            args.rate_scales = [1.0]
+    else:
+        preset_name = args.preset or DEFAULT_PRESET
+        preset = get_preset(preset_name)
+        trace = generate_preset(preset_name, seed=args.seed, num_requests=args.num_requests)
+        base_rate = preset.base_rate
+        description = f"preset {preset_name!r}: {preset.description}; {len(trace)} requests, seed {args.seed}"
+        if args.rates is None and args.rate_scales is None:
+            args.rates = list(preset.rates)
+    if args.rates is not None:
+        points, flag, label = load_points(base_rate, rates=args.rates), "--rates", "rate"
+    else:
+        points, flag, label = load_points(base_rate, rate_scales=args.rate_scales), "--rate-scales", "rate scale"
+    command = canonical_command(args, preset=preset_name, loads_flag=flag, loads=[p.load for p in points],
+                                goodput=slo.as_args())
+
+    outcome = compare(trace, points, spec, args.out, command=command, trace_description=description,
+                      load_label=label, progress=not args.quiet)
+    print(to_console(formatted(outcome.table, CONSOLE_COLUMNS)))
+    caps = ", ".join(
+        f"{row.policy} {'none' if row.capacity != row.capacity else f'{row.capacity:g}'}"
+        + ("+" if row.all_loads_met else "")
+        for row in outcome.capacity.itertuples()
+    )
+    print(f"\ncapacity (req/s within {slo.describe()} for >= {100 * spec.target:g}% of requests): {caps}")
+    print(f"report: {Path(outcome.out_dir) / 'report.html'} (and report.md, summary.csv, plots/, runs/); "
+          f"{len(outcome.table)} runs in {outcome.wall_s:.1f} s", file=sys.stdout)
+    return 0

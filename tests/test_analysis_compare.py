@@ -1,0 +1,129 @@
+"""`pagedlab compare` end to end on tiny traces with the real simulator, and its load sweep."""
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.compare import load_points
+
+sim = pytest.importorskip("sim")
+needs_sim = pytest.mark.skipif(not hasattr(sim, "replay"), reason="sim.replay not built yet")
+
+AZURE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+
+
+def test_load_points_from_rates_and_from_scales() -> None:
+    points = load_points(2.0, rates=[8, 1])
+    assert [(p.load, p.rate, p.scale) for p in points] == [(1, 1, 0.5), (8, 8, 4)]  # sorted by load
+    points = load_points(2.5, rate_scales=[1, 2])
+    assert [(p.load, p.rate, p.scale, p.label) for p in points] == [(1, 2.5, 1, "1"), (2, 5.0, 2, "2")]
+    for bad, message in (([], "at least one"), ([1, -1], "positive"), ([1, 1], "repeat")):
+        with pytest.raises(ValueError, match=message):
+            load_points(1.0, rates=bad)
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from sim import cli
+
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+TINY = ["compare", "--preset", "default", "--num-requests", "24", "--policies", "vllm,static", "--rates", "2,16",
+        "--quiet"]
+
+
+@needs_sim
+def test_compare_end_to_end_on_a_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    code, stdout, _ = run_cli([*TINY, "--out", str(out)], capsys)
+    assert code == 0
+    assert "p99_ttft_ms" in stdout and f"report: {out.resolve() / 'report.html'}" in stdout
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary[["policy", "load"]].itertuples(index=False, name=None)) == [
+        ("vllm", 2), ("vllm", 16), ("static", 2), ("static", 16)]
+    assert (summary["completed"] + summary["rejected"] == 24).all()
+    for policy, load in (("vllm", 2), ("static", 16)):
+        run_dir = out / "runs" / f"{policy}-{load}"
+        assert {p.name for p in run_dir.iterdir()} >= {"requests.csv", "steps.csv", "summary.json", "config.json", "itl.npy"}
+    page = (out / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 5 and all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
+    report = (out / "report.md").read_text()
+    assert "pagedlab compare --preset default --num-requests 24 --policies vllm,static --rates 2,16" in report
+
+
+@needs_sim
+def test_parallel_jobs_give_the_same_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert run_cli([*TINY, "--out", str(serial)], capsys)[0] == 0
+    assert run_cli([*TINY, "--jobs", "2", "--out", str(parallel)], capsys)[0] == 0
+    drop = ["sim_wall_s"]  # the simulator's own run time differs run to run
+    pd.testing.assert_frame_equal(pd.read_csv(serial / "summary.csv").drop(columns=drop),
+                                  pd.read_csv(parallel / "summary.csv").drop(columns=drop))
+
+
+@needs_sim
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--policies", "vllm,fifo"], "unknown policy 'fifo'; valid names: "),
+        (["--model", "gpt-5"], "unknown model 'gpt-5'; valid names: "),
+        (["--gpu", "tpu"], "unknown gpu 'tpu'; valid names: "),
+        (["--preset", "nope"], "unknown preset 'nope'; valid names: default"),
+        (["--goodput", "ttfb:5"], "valid names: ttft, tpot, e2el"),
+        (["--rates", "0,1"], "rates: every value must be a positive number"),
+    ],
+)
+def test_bad_input_is_one_line_error_listing_valid_names(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli([*TINY, *extra, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@needs_sim
+def test_unknown_trace_format_lists_valid_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,10,5\n")
+    code, _, err = run_cli(["compare", "--trace", str(trace), "--format", "bogus", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "bogus" in err and "azure" in err and err.count("\n") == 1
+
+
+@needs_sim
+def test_interrupted_compare_leaves_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import analysis.compare as compare_module
+
+    real_run_job = compare_module.run_job
+    calls = []
+
+    def interrupted(job: compare_module.Job) -> dict:
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run_job(job)
+
+    monkeypatch.setattr(compare_module, "run_job", interrupted)
+    code, _, err = run_cli([*TINY, "--out", str(tmp_path / "out")], capsys)
+    assert code == 130 and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []  # no report, no temporary directory
+
+
+@needs_sim
+@pytest.mark.skipif(not AZURE.is_file(), reason="shared Azure trace not present")
+def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "azure"
+    code, stdout, _ = run_cli(["compare", "--trace", str(AZURE), "--num-requests", "40", "--policies", "vllm,orca-max",
+                               "--rate-scales", "1,4", "--quiet", "--out", str(out)], capsys)
+    assert code == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["rate_scale"]) == [1, 4, 1, 4]
+    assert summary["rate"].iloc[1] == pytest.approx(4 * summary["rate"].iloc[0])
+    assert (summary["completed"] + summary["rejected"] == 40).all()
