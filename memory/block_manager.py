@@ -1,0 +1,331 @@
+"""Block tables for sequences over a GPU and a CPU block pool: allocate, append, fork/copy-on-write, swap.
+
+A sequence owns a block table (physical block ids) and a token count; its tokens fill the table's blocks
+in order, so only the last block can be partial. A fork shares every block (refcount + 1). A write into a
+shared partial block first copies it (copy-on-write); the caller performs the returned `(src, dst)` copies
+before writing. Full shared blocks are never written again, so they stay shared.
+
+Every operation is O(blocks of the sequences it touches); the single-token append that stays inside an
+unshared last block (the common decode step) touches nothing but two integers.
+
+A sequence lives on the GPU or, after `swap_out`, on the CPU ("swapped"). A swapped sequence's
+`block_table` names CPU block ids; it cannot be appended to or read by `slot_mapping` until `swap_in`.
+Failed operations raise and change nothing: `NoFreeBlocksError` when a pool is too small, `ValueError`
+for misuse (unknown or duplicate sequence id, wrong location, partial family swap).
+"""
+from __future__ import annotations
+
+import enum
+from typing import Hashable, Iterable, Sequence
+
+from memory.block_allocator import BlockAllocator, NoFreeBlocksError, _check_count
+from memory.invariants import check_invariants
+from memory.swap import collect_family, move_family
+
+SeqId = Hashable
+Copies = Sequence[tuple[int, int]]
+
+# Returned by every append that needs no copy: shared and immutable, so the hot path allocates nothing.
+_NO_COPIES: tuple[tuple[int, int], ...] = ()
+
+
+class AllocStatus(enum.Enum):
+    """vLLM's answer to "can this prompt be allocated?"."""
+
+    OK = "ok"          # fits now, leaving the watermark free
+    LATER = "later"    # fits in the pool, but not with what is free now
+    NEVER = "never"    # can never fit, even into an empty pool (minus the watermark)
+
+
+class _Seq:
+    __slots__ = ("blocks", "num_tokens")
+
+    def __init__(self, blocks: list[int], num_tokens: int) -> None:
+        self.blocks = blocks
+        self.num_tokens = num_tokens
+
+
+class BlockManager:
+    """Refcounted block tables over `num_gpu_blocks` GPU and `num_cpu_blocks` CPU blocks."""
+
+    def __init__(
+        self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0, watermark: float = 0.0
+    ) -> None:
+        _check_count("num_gpu_blocks", num_gpu_blocks, 1)
+        _check_count("block_size", block_size, 1)
+        _check_count("num_cpu_blocks", num_cpu_blocks, 0)
+        if not isinstance(watermark, (int, float)) or not 0.0 <= watermark < 1.0:
+            raise ValueError(f"watermark: must be a fraction in [0, 1), got {watermark!r}")
+        self.block_size = block_size
+        self.watermark = float(watermark)
+        # Blocks kept free for running sequences to grow into (vLLM's watermark against thrashing).
+        self.watermark_blocks = int(watermark * num_gpu_blocks)
+        self._gpu = BlockAllocator(num_gpu_blocks)
+        self._cpu = BlockAllocator(num_cpu_blocks)
+        self._gpu_refcounts = self._gpu._refcounts  # hot-path alias
+        self._gpu_seqs: dict[SeqId, _Seq] = {}
+        self._cpu_seqs: dict[SeqId, _Seq] = {}
+        # Tokens held in GPU blocks, each physical block counted once; fragmentation is derived from it.
+        self._gpu_filled_slots = 0
+        self.num_cow_copies = 0
+        self.num_swapped_out_blocks = 0
+        self.num_swapped_in_blocks = 0
+
+    # ---- sizes and counters (all O(1)) -------------------------------------------------------------
+    @property
+    def num_gpu_blocks(self) -> int:
+        return self._gpu.num_blocks
+
+    @property
+    def num_cpu_blocks(self) -> int:
+        return self._cpu.num_blocks
+
+    @property
+    def num_free_gpu_blocks(self) -> int:
+        return len(self._gpu._free)
+
+    @property
+    def num_free_cpu_blocks(self) -> int:
+        return len(self._cpu._free)
+
+    @property
+    def num_used_gpu_blocks(self) -> int:
+        return self._gpu.num_used_blocks
+
+    @property
+    def num_shared_gpu_blocks(self) -> int:
+        return self._gpu.num_shared_blocks
+
+    @property
+    def num_allocated_unused_slots(self) -> int:
+        """Slots in allocated GPU blocks that hold no token (internal fragmentation)."""
+        return self._gpu.num_used_blocks * self.block_size - self._gpu_filled_slots
+
+    def num_required_blocks(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    # ---- per-sequence queries ----------------------------------------------------------------------
+    def has_seq(self, seq_id: SeqId) -> bool:
+        return seq_id in self._gpu_seqs or seq_id in self._cpu_seqs
+
+    def is_swapped(self, seq_id: SeqId) -> bool:
+        self._lookup(seq_id)
+        return seq_id in self._cpu_seqs
+
+    def num_tokens(self, seq_id: SeqId) -> int:
+        return self._lookup(seq_id).num_tokens
+
+    def num_blocks(self, seq_id: SeqId) -> int:
+        return len(self._lookup(seq_id).blocks)
+
+    def block_table(self, seq_id: SeqId) -> list[int]:
+        """A copy of the sequence's block table: GPU block ids, or CPU block ids while swapped."""
+        return list(self._lookup(seq_id).blocks)
+
+    def slot_mapping(self, seq_id: SeqId, start: int, end: int) -> list[int]:
+        """Physical GPU slots (block * block_size + offset) of token positions [start, end)."""
+        seq = self._on_gpu(seq_id)
+        if not 0 <= start <= end <= seq.num_tokens:
+            raise ValueError(f"slot range [{start}, {end}) outside 0..{seq.num_tokens} of {seq_id!r}")
+        bs, blocks = self.block_size, seq.blocks
+        return [blocks[pos // bs] * bs + pos % bs for pos in range(start, end)]
+
+    def refcount(self, block: int) -> int:
+        """Refcount of a GPU block (0 when free)."""
+        return self._gpu.refcount(block)
+
+    def cpu_refcount(self, block: int) -> int:
+        """Refcount of a CPU block (0 when free)."""
+        return self._cpu.refcount(block)
+
+    # ---- allocate / append / fork / free -----------------------------------------------------------
+    def can_allocate(self, num_tokens: int) -> AllocStatus:
+        _check_count("num_tokens", num_tokens, 0)
+        required = self.num_required_blocks(num_tokens)
+        if self._gpu.num_blocks - required < self.watermark_blocks:
+            return AllocStatus.NEVER
+        if len(self._gpu._free) - required >= self.watermark_blocks:
+            return AllocStatus.OK
+        return AllocStatus.LATER
+
+    def allocate(self, seq_id: SeqId, num_tokens: int) -> None:
+        """Blocks for a prompt of `num_tokens`. Raises `NoFreeBlocksError` (changing nothing) if they
+        do not fit; the watermark is the scheduler's business (`can_allocate`), not enforced here."""
+        _check_count("num_tokens", num_tokens, 0)
+        if self.has_seq(seq_id):
+            raise ValueError(f"sequence {seq_id!r} already exists")
+        required = self.num_required_blocks(num_tokens)
+        if required > len(self._gpu._free):
+            raise NoFreeBlocksError(
+                f"prompt of {num_tokens} tokens needs {required} blocks, {len(self._gpu._free)} free"
+            )
+        self._gpu_seqs[seq_id] = _Seq([self._gpu.allocate() for _ in range(required)], num_tokens)
+        self._gpu_filled_slots += num_tokens
+
+    def can_append_slots(self, seq_id: SeqId, num_new_tokens: int = 1) -> bool:
+        seq = self._on_gpu(seq_id)
+        _check_count("num_new_tokens", num_new_tokens, 0)
+        return self._blocks_needed_for_append(seq, num_new_tokens) <= len(self._gpu._free)
+
+    def append_slots(self, seq_id: SeqId, num_new_tokens: int = 1) -> Copies:
+        """Reserve slots for `num_new_tokens` new tokens; cost O(new blocks), not O(tokens).
+
+        Returns the `(src, dst)` GPU block copies to perform before writing: at most one, when the
+        partial last block was shared (copy-on-write). The no-copy answer is a shared empty tuple.
+        """
+        try:
+            seq = self._gpu_seqs[seq_id]
+        except KeyError:
+            raise self._missing(seq_id, "append to") from None
+        # Fast path: room left in the last block and nobody else reads it.
+        if type(num_new_tokens) is int and num_new_tokens > 0:
+            blocks = seq.blocks
+            new_total = seq.num_tokens + num_new_tokens
+            if new_total <= len(blocks) * self.block_size and self._gpu_refcounts[blocks[-1]] == 1:
+                seq.num_tokens = new_total
+                self._gpu_filled_slots += num_new_tokens
+                return _NO_COPIES
+        return self._append_slow(seq, num_new_tokens)
+
+    def _blocks_needed_for_append(self, seq: _Seq, num_new_tokens: int) -> int:
+        if num_new_tokens == 0:
+            return 0
+        n, blocks = seq.num_tokens, seq.blocks
+        needed = self.num_required_blocks(n + num_new_tokens) - len(blocks)
+        if n % self.block_size and self._gpu_refcounts[blocks[-1]] > 1:
+            needed += 1  # copy-on-write of the shared partial last block
+        return needed
+
+    def _append_slow(self, seq: _Seq, num_new_tokens: int) -> Copies:
+        _check_count("num_new_tokens", num_new_tokens, 0)
+        needed = self._blocks_needed_for_append(seq, num_new_tokens)
+        if needed > len(self._gpu._free):
+            raise NoFreeBlocksError(
+                f"appending {num_new_tokens} tokens needs {needed} blocks, {len(self._gpu._free)} free"
+            )
+        if num_new_tokens == 0:
+            return _NO_COPIES
+        copies = _NO_COPIES
+        blocks, bs, gpu = seq.blocks, self.block_size, self._gpu
+        in_last = seq.num_tokens % bs
+        if in_last and self._gpu_refcounts[blocks[-1]] > 1:
+            src, dst = blocks[-1], gpu.allocate()
+            gpu.decref(src)  # stays allocated: other sequences still hold it
+            blocks[-1] = dst
+            self._gpu_filled_slots += in_last  # the copy holds the same tokens in a new physical block
+            self.num_cow_copies += 1
+            copies = ((src, dst),)
+        for _ in range(self.num_required_blocks(seq.num_tokens + num_new_tokens) - len(blocks)):
+            blocks.append(gpu.allocate())
+        seq.num_tokens += num_new_tokens
+        self._gpu_filled_slots += num_new_tokens
+        return copies
+
+    def fork(self, parent_id: SeqId, child_id: SeqId) -> None:
+        """The child shares every block of the parent (on the parent's device); nothing is allocated."""
+        parent = self._lookup(parent_id)
+        if self.has_seq(child_id):
+            raise ValueError(f"fork: child sequence {child_id!r} already exists")
+        swapped = parent_id in self._cpu_seqs
+        pool = self._cpu if swapped else self._gpu
+        for block in parent.blocks:
+            pool.incref(block)
+        (self._cpu_seqs if swapped else self._gpu_seqs)[child_id] = _Seq(
+            list(parent.blocks), parent.num_tokens
+        )
+
+    def free(self, seq_id: SeqId) -> None:
+        """Drop the sequence and its references; blocks nobody else holds return to their pool."""
+        if seq_id in self._gpu_seqs:
+            seq = self._gpu_seqs.pop(seq_id)
+            fills = self._block_fills(seq)
+            decref = self._gpu.decref
+            for block, fill in zip(seq.blocks, fills):
+                if decref(block):
+                    self._gpu_filled_slots -= fill
+        elif seq_id in self._cpu_seqs:
+            for block in self._cpu_seqs.pop(seq_id).blocks:
+                self._cpu.decref(block)
+        else:
+            raise ValueError(f"free of unknown sequence {seq_id!r}")
+
+    # ---- swap --------------------------------------------------------------------------------------
+    def can_swap_out(self, seq_ids: Iterable[SeqId]) -> bool:
+        """Whether the CPU pool can take these sequences; raises `ValueError` on an invalid request."""
+        _, refs = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
+        return len(refs) <= len(self._cpu._free)
+
+    def swap_out(self, seq_ids: Iterable[SeqId]) -> dict[int, int]:
+        """Move whole families to the CPU; returns the GPU block -> CPU block copies to perform."""
+        seqs, refs = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
+        if len(refs) > len(self._cpu._free):
+            raise NoFreeBlocksError(
+                f"swap out needs {len(refs)} CPU blocks, {len(self._cpu._free)} free"
+            )
+        mapping = move_family(seqs, refs, self._gpu_seqs, self._cpu_seqs, self._gpu, self._cpu)
+        self._gpu_filled_slots -= self._distinct_fill(seqs)
+        self.num_swapped_out_blocks += len(mapping)
+        return mapping
+
+    def can_swap_in(self, seq_ids: Iterable[SeqId]) -> bool:
+        """Whether these sequences fit back on the GPU leaving the watermark free."""
+        _, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
+        return len(self._gpu._free) - len(refs) >= self.watermark_blocks
+
+    def swap_in(self, seq_ids: Iterable[SeqId]) -> dict[int, int]:
+        """Move whole swapped families back; returns the CPU block -> GPU block copies to perform.
+        Raises `NoFreeBlocksError` only when they do not fit at all (the watermark is `can_swap_in`'s)."""
+        seqs, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
+        if len(refs) > len(self._gpu._free):
+            raise NoFreeBlocksError(
+                f"swap in needs {len(refs)} GPU blocks, {len(self._gpu._free)} free"
+            )
+        mapping = move_family(seqs, refs, self._cpu_seqs, self._gpu_seqs, self._cpu, self._gpu)
+        self._gpu_filled_slots += self._distinct_fill(seqs)
+        self.num_swapped_in_blocks += len(mapping)
+        return mapping
+
+    def _distinct_fill(self, seqs: dict[SeqId, _Seq]) -> int:
+        """Tokens held by the distinct blocks of `seqs`, a block shared among them counted once."""
+        fills: dict[int, int] = {}
+        for seq in seqs.values():
+            fills.update(zip(seq.blocks, self._block_fills(seq)))
+        return sum(fills.values())
+
+    def _block_fills(self, seq: _Seq) -> list[int]:
+        """Tokens held in each block of the table: full blocks, then a possibly partial last one."""
+        n = len(seq.blocks)
+        if n == 0:
+            return []
+        return [self.block_size] * (n - 1) + [seq.num_tokens - (n - 1) * self.block_size]
+
+    # ---- lookups and checks ------------------------------------------------------------------------
+    def _lookup(self, seq_id: SeqId) -> _Seq:
+        seq = self._gpu_seqs.get(seq_id) or self._cpu_seqs.get(seq_id)
+        if seq is None:
+            raise ValueError(f"unknown sequence {seq_id!r}")
+        return seq
+
+    def _on_gpu(self, seq_id: SeqId) -> _Seq:
+        seq = self._gpu_seqs.get(seq_id)
+        if seq is None:
+            raise self._missing(seq_id, "use")
+        return seq
+
+    def _missing(self, seq_id: SeqId, what: str) -> ValueError:
+        if seq_id in self._cpu_seqs:
+            return ValueError(f"cannot {what} sequence {seq_id!r}: it is swapped out")
+        if seq_id in self._gpu_seqs:
+            return ValueError(f"cannot {what} sequence {seq_id!r}: it is on the GPU")
+        return ValueError(f"cannot {what} unknown sequence {seq_id!r}")
+
+    def check_invariants(self) -> None:
+        """Full O(pool + tables) consistency check; raises `InvariantError` naming the first violation."""
+        check_invariants(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"BlockManager(gpu {self.num_free_gpu_blocks}/{self.num_gpu_blocks} free, "
+            f"cpu {self.num_free_cpu_blocks}/{self.num_cpu_blocks} free, block_size={self.block_size}, "
+            f"seqs={len(self._gpu_seqs)} on gpu + {len(self._cpu_seqs)} swapped)"
+        )

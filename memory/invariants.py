@@ -1,0 +1,84 @@
+"""Full consistency check of a BlockManager: O(pool + block tables), for tests and debugging only."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from memory.block_allocator import BlockAllocator
+
+if TYPE_CHECKING:
+    from memory.block_manager import BlockManager, SeqId, _Seq
+
+
+class InvariantError(AssertionError):
+    """A BlockManager's internal state is inconsistent; the message names the first violation."""
+
+
+def _fail(message: str) -> None:
+    raise InvariantError(message)
+
+
+def check_allocator(pool: BlockAllocator, name: str) -> None:
+    """Free list and refcounts agree: free <=> refcount 0, no duplicates, shared counter exact."""
+    free = pool._free
+    if len(set(free)) != len(free):
+        _fail(f"{name}: free list holds a block twice")
+    for block in free:
+        if not 0 <= block < pool.num_blocks:
+            _fail(f"{name}: free list holds out-of-range block {block}")
+        if pool._refcounts[block] != 0:
+            _fail(f"{name}: block {block} is on the free list with refcount {pool._refcounts[block]}")
+    num_live = sum(1 for rc in pool._refcounts if rc > 0)
+    if any(rc < 0 for rc in pool._refcounts):
+        _fail(f"{name}: negative refcount")
+    if len(free) + num_live != pool.num_blocks:
+        _fail(f"{name}: {len(free)} free + {num_live} live != {pool.num_blocks} blocks (a block leaked)")
+    shared = sum(1 for rc in pool._refcounts if rc > 1)
+    if shared != pool._num_shared:
+        _fail(f"{name}: shared counter {pool._num_shared} != {shared} blocks with refcount > 1")
+
+
+def check_tables(
+    seqs: dict[SeqId, _Seq], pool: BlockAllocator, block_size: int, name: str
+) -> dict[int, int]:
+    """Each table has exactly the blocks its tokens need; refcount == references from tables; a shared
+    block holds the same number of tokens in every table. Returns block -> tokens held."""
+    refs: dict[int, int] = {}
+    fills: dict[int, int] = {}
+    for seq_id, seq in seqs.items():
+        blocks, n = seq.blocks, seq.num_tokens
+        if n < 0 or len(blocks) != -(-n // block_size):
+            _fail(f"{name}: sequence {seq_id!r} has {len(blocks)} blocks for {n} tokens")
+        if len(set(blocks)) != len(blocks):
+            _fail(f"{name}: sequence {seq_id!r} names a block twice")
+        for i, block in enumerate(blocks):
+            if type(block) is not int or not 0 <= block < pool.num_blocks:
+                _fail(f"{name}: sequence {seq_id!r} names out-of-range block {block!r}")
+            refs[block] = refs.get(block, 0) + 1
+            fill = block_size if i < len(blocks) - 1 else n - i * block_size
+            if fills.setdefault(block, fill) != fill:
+                _fail(f"{name}: shared block {block} holds {fills[block]} tokens in one table, {fill} in another")
+    for block in range(pool.num_blocks):
+        if pool._refcounts[block] != refs.get(block, 0):
+            _fail(
+                f"{name}: block {block} has refcount {pool._refcounts[block]} but "
+                f"{refs.get(block, 0)} block-table references"
+            )
+    return fills
+
+
+def check_invariants(manager: BlockManager) -> None:
+    check_allocator(manager._gpu, "gpu")
+    check_allocator(manager._cpu, "cpu")
+    both = manager._gpu_seqs.keys() & manager._cpu_seqs.keys()
+    if both:
+        _fail(f"sequence {next(iter(both))!r} is both on the GPU and swapped")
+    fills = check_tables(manager._gpu_seqs, manager._gpu, manager.block_size, "gpu")
+    check_tables(manager._cpu_seqs, manager._cpu, manager.block_size, "cpu")
+    if manager._gpu_refcounts is not manager._gpu._refcounts:
+        _fail("hot-path refcount alias no longer points at the GPU allocator's list")
+    filled = sum(fills.values())
+    if filled != manager._gpu_filled_slots:
+        _fail(f"filled-slot counter {manager._gpu_filled_slots} != {filled} tokens held in GPU blocks")
+    for counter in ("num_cow_copies", "num_swapped_out_blocks", "num_swapped_in_blocks"):
+        if getattr(manager, counter) < 0:
+            _fail(f"{counter} is negative")

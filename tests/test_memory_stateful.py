@@ -1,0 +1,308 @@
+"""Stateful property test of the block manager against a shadow model of every physical KV slot.
+
+The model stores the token written to each GPU and CPU slot. Every write goes to the slot the writing
+sequence's own block table names, after performing the copies `append_slots` returned; every swap copies
+block contents the way the returned mapping says and poisons the source. After each step every live
+sequence must read back exactly its own tokens, so a write that leaks into a shared block, a lost copy or
+a wrong swap mapping shows up as a wrong token. Refused operations must leave no trace.
+
+    HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest tests/test_memory_stateful.py   # 10,000 runs
+"""
+from __future__ import annotations
+
+from typing import Any, Hashable
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from memory import AllocStatus, BlockManager, NoFreeBlocksError
+
+SeqId = Hashable
+
+
+class BlockManagerMachine(RuleBasedStateMachine):
+    @initialize(
+        block_size=st.sampled_from([1, 2, 3, 4, 8]),
+        num_gpu_blocks=st.integers(1, 16),
+        num_cpu_blocks=st.integers(0, 12),
+        watermark=st.sampled_from([0.0, 0.0, 0.1, 0.3]),
+    )
+    def setup(self, block_size: int, num_gpu_blocks: int, num_cpu_blocks: int, watermark: float) -> None:
+        self.bm = BlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
+        self.bs = block_size
+        self.mem: dict[bool, dict[int, int]] = {False: {}, True: {}}  # swapped? -> slot -> token
+        self.tokens: dict[SeqId, list[int]] = {}
+        self.swapped: dict[SeqId, bool] = {}
+        self.next_token = 0
+        self.next_id = 0
+        self.cow_copies = 0
+        self.blocks_out = 0
+        self.blocks_in = 0
+
+    # ---- helpers -----------------------------------------------------------------------------------
+    def new_id(self) -> SeqId:
+        self.next_id += 1
+        i = self.next_id
+        return (i, f"s{i}", ("beam", i))[i % 3]  # any hashable is a sequence id
+
+    def new_tokens(self, n: int) -> list[int]:
+        start = self.next_token
+        self.next_token += n
+        return list(range(start, start + n))
+
+    def pick(self, data: st.DataObject, swapped: bool | None = None) -> SeqId:
+        ids = sorted((s for s in self.tokens if swapped is None or self.swapped[s] == swapped), key=repr)
+        return data.draw(st.sampled_from(ids))
+
+    def has(self, swapped: bool) -> bool:
+        return any(v == swapped for v in self.swapped.values())
+
+    def family(self, seq_id: SeqId) -> list[SeqId]:
+        """Sequences on the same device connected to seq_id through shared blocks."""
+        where = self.swapped[seq_id]
+        tables = {s: set(self.bm.block_table(s)) for s in self.tokens if self.swapped[s] == where}
+        fam, blocks, grew = {seq_id}, set(tables[seq_id]), True
+        while grew:
+            grew = False
+            for s, t in tables.items():
+                if s not in fam and t & blocks:
+                    fam.add(s)
+                    blocks |= t
+                    grew = True
+        return sorted(fam, key=repr)
+
+    def snapshot(self) -> Any:
+        bm = self.bm
+        return (
+            {s: (bm.is_swapped(s), bm.block_table(s), bm.num_tokens(s)) for s in self.tokens},
+            [bm.refcount(b) for b in range(bm.num_gpu_blocks)],
+            [bm.cpu_refcount(b) for b in range(bm.num_cpu_blocks)],
+            bm.num_free_gpu_blocks, bm.num_free_cpu_blocks, bm.num_allocated_unused_slots,
+            bm.num_shared_gpu_blocks, bm.num_cow_copies, bm.num_swapped_out_blocks,
+            bm.num_swapped_in_blocks,
+        )
+
+    def write(self, seq_id: SeqId, start: int, toks: list[int]) -> None:
+        slots = self.bm.slot_mapping(seq_id, start, start + len(toks))
+        self.mem[False].update(zip(slots, toks))
+        self.tokens[seq_id].extend(toks)
+
+    def copy_blocks(self, mapping: dict[int, int], src_swapped: bool) -> None:
+        src, dst = self.mem[src_swapped], self.mem[not src_swapped]
+        for s_block, d_block in mapping.items():
+            for off in range(self.bs):
+                s_slot, d_slot = s_block * self.bs + off, d_block * self.bs + off
+                if s_slot in src:
+                    dst[d_slot] = src.pop(s_slot)  # pop: the freed source must never be read again
+                else:
+                    dst.pop(d_slot, None)
+
+    # ---- rules -------------------------------------------------------------------------------------
+    @rule(num_tokens=st.integers(0, 40))
+    def allocate(self, num_tokens: int) -> None:
+        bm, seq_id = self.bm, self.new_id()
+        required = -(-num_tokens // self.bs)
+        free = bm.num_free_gpu_blocks
+        status = bm.can_allocate(num_tokens)
+        if required > bm.num_gpu_blocks - bm.watermark_blocks:
+            assert status is AllocStatus.NEVER
+        elif free - required >= bm.watermark_blocks:
+            assert status is AllocStatus.OK
+        else:
+            assert status is AllocStatus.LATER
+        before = self.snapshot()
+        try:
+            bm.allocate(seq_id, num_tokens)
+        except NoFreeBlocksError:
+            assert required > free and status is not AllocStatus.OK
+            assert self.snapshot() == before
+            return
+        assert required <= free and bm.num_free_gpu_blocks == free - required
+        self.tokens[seq_id], self.swapped[seq_id] = [], False
+        self.write(seq_id, 0, self.new_tokens(num_tokens))
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data(), num_new=st.one_of(st.just(1), st.integers(0, 12)))
+    def append(self, data: st.DataObject, num_new: int) -> None:
+        if not self.has(False):
+            return
+        bm, seq_id = self.bm, self.pick(data, swapped=False)
+        n = len(self.tokens[seq_id])
+        table = bm.block_table(seq_id)
+        cow_needed = num_new > 0 and n % self.bs != 0 and bm.refcount(table[-1]) > 1
+        new_blocks = -(-(n + num_new) // self.bs) - len(table)
+        free = bm.num_free_gpu_blocks
+        can = bm.can_append_slots(seq_id, num_new)
+        before = self.snapshot()
+        try:
+            copies = bm.append_slots(seq_id, num_new)
+        except NoFreeBlocksError:
+            assert not can and new_blocks + cow_needed > free
+            assert self.snapshot() == before
+            return
+        assert can and bm.num_free_gpu_blocks == free - new_blocks - cow_needed
+        if cow_needed:
+            ((src, dst),) = copies
+            assert src == table[-1] and before[1][dst] == 0 and bm.refcount(dst) == 1
+            self.cow_copies += 1
+        else:
+            assert len(copies) == 0
+        if table:
+            assert bm.block_table(seq_id)[: len(table) - 1] == table[:-1]  # full blocks never move
+        self.copy_and_keep(dict(copies))
+        self.write(seq_id, n, self.new_tokens(num_new))
+
+    def copy_and_keep(self, mapping: dict[int, int]) -> None:
+        # Copy-on-write: the source stays live for the other sharers, so copy without poisoning.
+        gpu = self.mem[False]
+        for s_block, d_block in mapping.items():
+            for off in range(self.bs):
+                s_slot, d_slot = s_block * self.bs + off, d_block * self.bs + off
+                if s_slot in gpu:
+                    gpu[d_slot] = gpu[s_slot]
+                else:
+                    gpu.pop(d_slot, None)
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def fork(self, data: st.DataObject) -> None:
+        bm, parent = self.bm, self.pick(data)
+        child = self.new_id()
+        before = self.snapshot()
+        bm.fork(parent, child)
+        assert bm.block_table(child) == bm.block_table(parent)
+        assert (bm.num_free_gpu_blocks, bm.num_free_cpu_blocks) == (before[3], before[4])
+        self.tokens[child] = list(self.tokens[parent])
+        self.swapped[child] = self.swapped[parent]
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def free(self, data: st.DataObject) -> None:
+        bm, seq_id = self.bm, self.pick(data)
+        swapped = self.swapped[seq_id]
+        table = bm.block_table(seq_id)
+        rc = bm.cpu_refcount if swapped else bm.refcount
+        released = sum(1 for b in table if rc(b) == 1)
+        free_before = bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks
+        bm.free(seq_id)
+        assert (bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks) == free_before + released
+        assert not bm.has_seq(seq_id)
+        del self.tokens[seq_id], self.swapped[seq_id]
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def swap(self, data: st.DataObject) -> None:
+        """Swap the family of a random sequence out (if on the GPU) or in (if swapped)."""
+        bm, seq_id = self.bm, self.pick(data)
+        swapped = self.swapped[seq_id]
+        fam = data.draw(st.permutations(self.family(seq_id)))
+        tables = {s: bm.block_table(s) for s in fam}
+        distinct = {b for t in tables.values() for b in t}
+        src_rc = bm.cpu_refcount if swapped else bm.refcount
+        dst_rc = bm.refcount if swapped else bm.cpu_refcount
+        old_rc = {b: src_rc(b) for b in distinct}
+        can = bm.can_swap_in(fam) if swapped else bm.can_swap_out(fam)
+        before = self.snapshot()
+        try:
+            mapping = bm.swap_in(fam) if swapped else bm.swap_out(fam)
+        except NoFreeBlocksError:
+            assert not can and self.snapshot() == before
+            return
+        if not swapped:
+            assert can  # swap out has no watermark: can_swap_out is exact
+        assert set(mapping) == distinct and len(set(mapping.values())) == len(distinct)
+        for b, twin in mapping.items():
+            assert dst_rc(twin) == old_rc[b] and src_rc(b) == 0  # a shared block moves once
+        for s in fam:
+            assert bm.block_table(s) == [mapping[b] for b in tables[s]]
+            self.swapped[s] = not swapped
+        self.copy_blocks(mapping, swapped)
+        if swapped:
+            self.blocks_in += len(mapping)
+        else:
+            self.blocks_out += len(mapping)
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def swap_part_of_family(self, data: st.DataObject) -> None:
+        seq_id = self.pick(data)
+        fam = self.family(seq_id)
+        if len(fam) == 1:
+            return
+        part = data.draw(st.lists(st.sampled_from(fam), min_size=1, max_size=len(fam) - 1, unique=True))
+        swapped = self.swapped[seq_id]
+        before = self.snapshot()
+        for op in ((self.bm.can_swap_in, self.bm.swap_in) if swapped else (self.bm.can_swap_out, self.bm.swap_out)):
+            try:
+                op(part)
+            except ValueError as exc:
+                assert "family" in str(exc)
+            else:
+                raise AssertionError(f"{op.__name__} of part of a family {part} of {fam} did not raise")
+        assert self.snapshot() == before
+
+    @rule(data=st.data(), kind=st.sampled_from(["dup_alloc", "dup_fork", "free_unknown", "append_swapped", "swap_in_gpu", "bad_count"]))
+    def misuse(self, data: st.DataObject, kind: str) -> None:
+        bm = self.bm
+        before = self.snapshot()
+        live = sorted(self.tokens, key=repr)
+        try:
+            if kind == "dup_alloc" and live:
+                bm.allocate(data.draw(st.sampled_from(live)), 1)
+            elif kind == "dup_fork" and len(live) >= 2:
+                bm.fork(live[0], live[1])
+            elif kind == "append_swapped" and self.has(True):
+                bm.append_slots(self.pick(data, swapped=True), 1)
+            elif kind == "swap_in_gpu" and self.has(False):
+                bm.swap_in([self.pick(data, swapped=False)])
+            elif kind == "bad_count" and self.has(False):
+                bm.append_slots(self.pick(data, swapped=False), -1)
+            else:
+                bm.free(("never", "allocated"))
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"misuse {kind} did not raise")
+        assert self.snapshot() == before
+
+    # ---- invariants --------------------------------------------------------------------------------
+    @invariant()
+    def every_sequence_reads_back_its_own_tokens(self) -> None:
+        bm, bs = self.bm, self.bs
+        bm.check_invariants()
+        refs: dict[bool, dict[int, int]] = {False: {}, True: {}}
+        filled: set[int] = set()
+        for seq_id, toks in self.tokens.items():
+            swapped = self.swapped[seq_id]
+            assert bm.is_swapped(seq_id) == swapped and bm.num_tokens(seq_id) == len(toks)
+            table = bm.block_table(seq_id)
+            assert len(table) == -(-len(toks) // bs) == bm.num_blocks(seq_id)
+            slots = [table[p // bs] * bs + p % bs for p in range(len(toks))]
+            if not swapped:
+                assert bm.slot_mapping(seq_id, 0, len(toks)) == slots
+                filled.update(slots)
+            assert [self.mem[swapped].get(s) for s in slots] == toks, f"{seq_id!r} reads wrong tokens"
+            for b in table:
+                refs[swapped][b] = refs[swapped].get(b, 0) + 1
+        for swapped, total, rc in ((False, bm.num_gpu_blocks, bm.refcount), (True, bm.num_cpu_blocks, bm.cpu_refcount)):
+            assert [rc(b) for b in range(total)] == [refs[swapped].get(b, 0) for b in range(total)]
+        assert bm.num_free_gpu_blocks + len(refs[False]) == bm.num_gpu_blocks
+        assert bm.num_free_cpu_blocks + len(refs[True]) == bm.num_cpu_blocks
+        assert bm.num_used_gpu_blocks == len(refs[False])
+        assert bm.num_shared_gpu_blocks == sum(1 for c in refs[False].values() if c > 1)
+        assert bm.num_allocated_unused_slots == len(refs[False]) * bs - len(filled)
+        assert bm.num_cow_copies == self.cow_copies
+        assert (bm.num_swapped_out_blocks, bm.num_swapped_in_blocks) == (self.blocks_out, self.blocks_in)
+
+    def teardown(self) -> None:
+        if not hasattr(self, "bm"):
+            return
+        for seq_id in sorted(self.tokens, key=repr):
+            self.bm.free(seq_id)
+        self.bm.check_invariants()
+        assert self.bm.num_free_gpu_blocks == self.bm.num_gpu_blocks
+        assert self.bm.num_free_cpu_blocks == self.bm.num_cpu_blocks
+        assert self.bm.num_allocated_unused_slots == 0 and self.bm.num_shared_gpu_blocks == 0
+
+
+TestBlockManagerMachine = BlockManagerMachine.TestCase
