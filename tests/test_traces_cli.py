@@ -1,0 +1,67 @@
+"""`pagedlab trace stats` and `pagedlab trace convert`."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sim import cli
+from traces import load
+
+AZURE_CODE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+
+
+def stats_rows(out: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+
+
+def test_stats_prints_count_duration_rate_and_percentiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.csv"
+    rows = [(0, 10, 1), (1, 20, 2), (2, 30, 3), (4, 40, 400)]
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + "".join(f"{a},{p},{o}\n" for a, p, o in rows))
+    assert cli.main(["trace", "stats", str(path)]) == 0
+    rows_out = stats_rows(capsys.readouterr().out)
+    assert rows_out["requests"] == ["4"]
+    assert rows_out["duration"] == ["4.000", "s"]
+    assert rows_out["mean"] == ["rate", "0.75", "req/s"]  # 3 gaps over 4 s
+    assert rows_out["tokens"] == ["p50", "p90", "p99", "max", "mean"]
+    assert rows_out["prompt"] == ["20", "40", "40", "40", "25.0"]  # nearest-rank percentiles
+    assert rows_out["output"] == ["2", "400", "400", "400", "101.5"]
+
+
+def test_stats_reports_skipped_rows_and_transformations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "burst.csv"
+    path.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                    "5,ChatGPT,472,18,490,Conversation log\n45,ChatGPT,1087,0,1087,Conversation log\n"
+                    "118,GPT-4,417,276,693,API log\n130,GPT-4,5000,60,5060,API log\n")
+    assert cli.main(["trace", "stats", str(path), "--window", "0:200", "--rate-scale", "2",
+                     "--max-context", "4096"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped     1 rows (1 failed requests (0 Response tokens))" in out
+    assert "notice: skipped 1 failed requests (0 Response tokens)" in out
+    assert "notice: rate scaled by 2" in out
+    assert "notice: clipped 1 of 3 requests to a 4096-token context" in out
+    assert stats_rows(out)["duration"] == ["62.500", "s"]
+
+
+def test_convert_writes_a_native_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "m.jsonl"
+    src.write_text('{"timestamp": 1000, "input_length": 600, "output_length": 5, "hash_ids": [3, 4]}\n'
+                   '{"timestamp": 3000, "input_length": 10, "output_length": 0, "hash_ids": [5]}\n'
+                   '{"timestamp": 5000, "input_length": 20, "output_length": 7, "hash_ids": [3]}\n')
+    out = tmp_path / "native.csv"
+    assert cli.main(["trace", "convert", str(src), "--out", str(out), "--head", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 2 requests" in printed and "notice: skipped 1 rows with 0 output_length" in printed
+    back = load(out)
+    assert [(r.request_id, r.arrival_s, r.hash_ids) for r in back] == [("0", 0.0, (3, 4)), ("2", 4.0, (3,))]
+
+
+@pytest.mark.skipif(not AZURE_CODE.exists(), reason="real Azure trace not present beside the checkout")
+def test_stats_on_the_real_azure_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["trace", "stats", str(AZURE_CODE), "--format", "azure"]) == 0
+    rows = stats_rows(capsys.readouterr().out)
+    assert rows["requests"] == ["8819"] and rows["duration"] == ["3435.948", "s"]
+    assert rows["prompt"][3] == "7437" and rows["output"][3] == "1899"  # max lengths of the file
+    assert re.fullmatch(r"2\.56\d", rows["mean"][1])

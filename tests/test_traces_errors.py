@@ -1,0 +1,113 @@
+"""Bad input: one line `path:line: field: reason` and exit code 2 from the CLI, never a traceback."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim import cli
+from traces import load
+
+AZ = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+NATIVE = "arrival_s,prompt_tokens,output_tokens\n"
+VIDUR = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
+MOON = '{"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": [1]}\n'
+
+# (case, file name, content, location after the path (":line" or ""), field, start of the reason)
+CASES = [
+    ("missing column (native)", "t.csv", "arrival_s,prompt_tokens\n0,1\n", ":1", "output_tokens", "missing column"),
+    ("missing column (azure)", "t.csv", "TIMESTAMP,ContextTokens\n2023-11-16 18:17:03.9799600,5\n", ":1",
+     "GeneratedTokens", "missing column (azure needs TIMESTAMP, ContextTokens, GeneratedTokens)"),
+    ("non-numeric token count", "t.csv", AZ + "2023-11-16 18:17:03.9799600,5,1\n2023-11-16 18:17:04.0000000,abc,1\n",
+     ":3", "ContextTokens", "not a number: 'abc'"),
+    ("negative token count", "t.csv", VIDUR + "0,10,2\n1,-5,2\n", ":3", "num_prefill_tokens", "negative token count: -5"),
+    ("fractional token count", "t.csv", NATIVE + "0,2.5,1\n", ":2", "prompt_tokens", "not an integer: 2.5"),
+    ("empty cell", "t.csv", NATIVE + "0,3,1\n1,,1\n", ":3", "prompt_tokens", "missing value"),
+    ("zero native output", "t.csv", NATIVE + "0,3,0\n", ":2", "output_tokens", "must be >= 1, got 0"),
+    ("negative time", "t.csv", VIDUR + "-1,10,2\n", ":2", "arrived_at", "negative time"),
+    ("empty file", "t.csv", "", ":1", "file", "empty"),
+    ("blank lines only", "t.csv", "\n \n", ":1", "file", "empty"),
+    ("header only", "t.csv", NATIVE, ":2", "rows", "no requests"),
+    ("unknown format (CSV header)", "t.csv", "foo,bar\n1,2\n", ":1", "header", "unknown trace format (columns: foo, bar)"),
+    ("unknown format (JSON keys)", "t.jsonl", '{"a": 1}\n', ":1", "header", "unknown trace format"),
+    ("bad timestamp", "t.csv", AZ + "2023-11-16 18:17:03.9799600,5,1\n2023-13-45 18:17:03,5,1\n", ":3", "TIMESTAMP",
+     "not a timestamp: '2023-13-45 18:17:03'"),
+    ("truncated JSON line", "t.jsonl", MOON + '{"timestamp": 10, "input_le', ":2", "json", "truncated JSON"),
+    ("invalid JSON line", "t.jsonl", MOON + MOON + "{'timestamp': 1}\n", ":3", "json", "invalid JSON"),
+    ("JSON line without a key", "t.jsonl", MOON + '{"timestamp": 5, "input_length": 3}\n', ":2", "output_length",
+     "missing value"),
+    ("bad hash ids", "t.jsonl", MOON + '{"timestamp": 5, "input_length": 3, "output_length": 1, "hash_ids": [1, "x"]}\n',
+     ":2", "hash_ids", "not a list of non-negative integers"),
+    ("ragged row", "t.csv", NATIVE + "0,1,1\n1,2,2,9\n", ":3", "row", "expected 3 fields, saw 4"),
+    ("duplicate id", "t.csv", "request_id," + NATIVE + "a,0,1,1\na,1,1,1\n", ":3", "request_id", "duplicate id 'a'"),
+    ("greedy with n=4", "t.csv", "n," + NATIVE + "1,0,1,1\n4,1,1,1\n", ":3", "n", "greedy sampling decodes one sequence"),
+    ("unknown sampling", "t.csv", "sampling," + NATIVE + "topk,0,1,1\n", ":2", "sampling", "unknown mode 'topk'"),
+    ("not UTF-8", "t.csv", None, "", "file", "not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("case, name, content, loc, field, reason", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch, case: str, name: str,
+                                          content: str | None, loc: str, field: str, reason: str) -> None:
+    monkeypatch.delenv("PAGEDLAB_TRACEBACK", raising=False)
+    path = tmp_path / name
+    if content is None:
+        path.write_bytes(b"arrival_s,prompt_tokens,output_tokens\n0,1,\xff\xfe\n")
+    else:
+        path.write_text(content)
+    expected = f"{path}{loc}: {field}: {reason}"
+    with pytest.raises(ValueError) as info:
+        load(path)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+    assert cli.main(["trace", "stats", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"pagedlab: error: {info.value}\n"  # exactly one line, no traceback
+
+
+def test_first_problem_in_the_file_is_reported(tmp_path: Path) -> None:
+    # Two bad cells in different columns: the earlier line wins, whatever the column order.
+    path = tmp_path / "t.csv"
+    path.write_text(NATIVE + "0,1,1\n1,2,x\n2,y,1\n")
+    with pytest.raises(ValueError, match=r"t\.csv:3: output_tokens: not a number: 'x'$"):
+        load(path)
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    (["--format", "xyz"], {"format": "xyz"}, ": format: unknown format 'xyz'; expected auto or one of native-csv"),
+    (["--format", "mooncake"], {"format": "mooncake"}, ":1: file: mooncake is a JSONL format, found CSV"),
+    (["--model", "GPT-4"], {"model": "GPT-4"}, ": filter: model / log type filters apply to burstgpt traces"),
+])
+def test_bad_options_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  args: list[str], kwargs: dict, message: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(NATIVE + "0,1,1\n")
+    assert cli.main(["trace", "stats", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pagedlab: error: {path}{message}") and err.count("\n") == 1
+    with pytest.raises(ValueError) as info:
+        load(path, **kwargs)
+    assert err == f"pagedlab: error: {info.value}\n"
+
+
+def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nope.csv"
+    assert cli.main(["trace", "stats", str(path)]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {path}: file: no such file\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rate", "-1"], "generate: rate: must be > 0 requests/s, got -1.0"),
+    (["--lengths", "wikipedia"], "generate: lengths: unknown 'wikipedia'"),
+    (["--arrival", "weibull"], "generate: arrival: unknown 'weibull'"),
+    (["--parallel-fraction", "0.8", "--beam-fraction", "0.5"], "generate: parallel_fraction/beam_fraction:"),
+    (["--prefix-groups", "3"], "generate: prefix_tokens: prefix groups need prefix_tokens >= 1"),
+])
+def test_bad_generator_options_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            args: list[str], message: str) -> None:
+    out = tmp_path / "g.csv"
+    assert cli.main(["trace", "gen", "--out", str(out), "-n", "10", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pagedlab: error: {message}") and err.count("\n") == 1
+    assert not out.exists()

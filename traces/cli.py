@@ -1,0 +1,149 @@
+"""`pagedlab trace stats|gen|convert`. Bad input raises ValueError `path:line: field: reason`; the
+dispatcher in sim/cli.py prints it on one line and exits 2."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from traces.catalog import ARRIVALS, FORMATS, LENGTH_DISTRIBUTIONS, PRESET_NAMES
+
+
+def _window(text: str) -> tuple[float, float]:
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(start or 0.0), float(end) if end else math.inf
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END in seconds (either may be empty), got {text!r}")
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="trace file (.gz is decompressed)")
+    # Names are checked by load(), so a wrong one is a one-line error like any other bad input.
+    p.add_argument("--format", default="auto", metavar="F",
+                   help=f"auto (default: recognised from the header) or one of: {', '.join(FORMATS)}")
+    p.add_argument("--model", help="BurstGPT: keep only this Model, e.g. ChatGPT or GPT-4")
+    p.add_argument("--log-type", help="BurstGPT: keep only this Log Type, e.g. 'Conversation log'")
+
+
+def _add_transform_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transformations (applied in this order)")
+    g.add_argument("--window", type=_window, metavar="A:B", help="keep arrivals in [A, B) seconds, re-based to 0")
+    g.add_argument("--head", type=int, metavar="N", help="keep the first N requests")
+    g.add_argument("--rate-scale", type=float, metavar="X", help="multiply the arrival rate by X (2 doubles it)")
+    g.add_argument("--max-context", type=int, metavar="L", help="clip prompt+output to an L-token context")
+
+
+def _transform(trace, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if args.window is not None:
+        trace = trace.window(*args.window)
+    if args.head is not None:
+        trace = trace.head(args.head)
+    if args.rate_scale is not None:
+        trace = trace.scale_rate(args.rate_scale)
+    if args.max_context is not None:
+        trace = trace.clip(args.max_context)
+    return trace
+
+
+def _write(trace, out: Path) -> None:  # type: ignore[no-untyped-def]
+    """Native JSONL for a .jsonl path, native CSV otherwise."""
+    if out.suffix == ".jsonl":
+        trace.to_jsonl(out)
+    else:
+        trace.to_csv(out)
+
+
+def _report(trace) -> str:  # type: ignore[no-untyped-def]
+    from traces.stats import format_stats, summarize
+
+    return format_stats(summarize(trace), source=trace.source, notices=trace.notices)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from traces.loader import load
+
+    trace = _transform(load(args.path, args.format, model=args.model, log_type=args.log_type), args)
+    print(_report(trace))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from traces.loader import load
+
+    trace = _transform(load(args.path, args.format, model=args.model, log_type=args.log_type), args)
+    _write(trace, Path(args.out))
+    print(f"wrote {len(trace)} requests to {args.out}")
+    for notice in trace.notices:
+        print(f"notice: {notice}")
+    return 0
+
+
+def run_gen(args: argparse.Namespace) -> int:
+    from traces.generator import generate
+
+    trace = generate(
+        args.num_requests, rate=args.rate, arrival=args.arrival, burstiness=args.burstiness,
+        lengths=args.lengths, seed=args.seed, parallel_fraction=args.parallel_fraction,
+        beam_fraction=args.beam_fraction, n=args.n, num_prefix_groups=args.prefix_groups,
+        prefix_tokens=args.prefix_tokens, prefix_fraction=args.prefix_fraction, input_len=args.input_len,
+        output_len=args.output_len, range_ratio=args.range_ratio, sigma=args.sigma,
+        max_prompt_tokens=args.max_prompt_tokens, max_output_tokens=args.max_output_tokens,
+        num_priorities=args.priorities,
+    )
+    trace = _transform(trace, args)
+    _write(trace, Path(args.out))
+    print(f"wrote {args.out}")
+    print(_report(trace))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    trace = subparsers.add_parser("trace", help="request traces: stats, generate, convert",
+                                  description="Read, summarise, generate and convert request traces.")
+    sub = trace.add_subparsers(dest="trace_command", metavar="{stats,gen,convert}", required=True)
+
+    stats = sub.add_parser("stats", help="count, duration, rate and length percentiles of a trace")
+    _add_load_options(stats)
+    _add_transform_options(stats)
+    stats.set_defaults(func=run_stats)
+
+    convert = sub.add_parser("convert", help="rewrite any supported trace as a native trace")
+    _add_load_options(convert)
+    _add_transform_options(convert)
+    convert.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV)")
+    convert.set_defaults(func=run_convert)
+
+    gen = sub.add_parser("gen", help="write a seeded synthetic native trace")
+    gen.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV)")
+    gen.add_argument("-n", "--num-requests", type=int, default=1000, help="requests (default 1000)")
+    gen.add_argument("--rate", type=float, default=1.0, help="requests/s; inf sends all at 0 (default 1)")
+    gen.add_argument("--arrival", default="poisson", help=f"one of: {', '.join(ARRIVALS)} (default poisson)")
+    gen.add_argument("--burstiness", type=float, default=1.0, help="gamma shape; 1 is Poisson (default 1)")
+    gen.add_argument("--lengths", default="sharegpt",
+                     help=f"one of: {', '.join((*LENGTH_DISTRIBUTIONS, *PRESET_NAMES))} (default sharegpt)")
+    gen.add_argument("--input-len", type=int, default=512, help="fixed/uniform/lognormal prompt length (mean)")
+    gen.add_argument("--output-len", type=int, default=128, help="fixed/uniform/lognormal output length (mean)")
+    gen.add_argument("--range-ratio", type=float, default=0.5, help="uniform: +- this fraction of the length")
+    gen.add_argument("--sigma", type=float, default=1.0, help="lognormal: log-space standard deviation")
+    gen.add_argument("--max-prompt-tokens", type=int, help="cap on sampled prompt lengths")
+    gen.add_argument("--max-output-tokens", type=int, help="cap on sampled output lengths")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--parallel-fraction", type=float, default=0.0, help="share of parallel-sampling requests")
+    gen.add_argument("--beam-fraction", type=float, default=0.0, help="share of beam-search requests")
+    gen.add_argument("--n", type=int, default=4, help="samples / beam width of those requests (default 4)")
+    gen.add_argument("--prefix-groups", type=int, default=0, help="number of shared-prefix groups")
+    gen.add_argument("--prefix-tokens", type=int, default=0, help="shared prefix length of each group")
+    gen.add_argument("--prefix-fraction", type=float, default=1.0, help="share of requests in a group")
+    gen.add_argument("--priorities", type=int, default=1, help="priorities drawn uniformly from [0, N)")
+    _add_transform_options(gen)
+    gen.set_defaults(func=run_gen)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m traces.cli` mirrors `pagedlab trace`
+    from sim.cli import main
+
+    sys.exit(main(["trace", *sys.argv[1:]]))

@@ -1,0 +1,110 @@
+"""`load(path)`: any supported trace file into a `Trace`, refusing bad input with one precise line and
+counting every row it leaves out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from traces.formats import FORMAT_SPECS, FORMATS, FormatSpec, LoadOptions, detect
+from traces.reading import read_csv_table, read_header, read_jsonl_table
+from traces.trace import Trace, sort_by_arrival
+from traces.validate import Problems, error, row_ids
+
+
+def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line: int) -> FormatSpec:
+    if format == "auto":
+        spec = detect(kind, columns)
+        if spec is None:
+            shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
+            raise error(f"{path}:{line}", "header", f"unknown trace format (columns: {shown}); "
+                        f"known formats: {', '.join(FORMATS)}")
+        return spec
+    spec = FORMAT_SPECS[format]
+    if spec.kind != kind:
+        found = "JSON lines" if kind == "jsonl" else "CSV"
+        raise error(f"{path}:{line}", "file", f"{spec.name} is a {spec.kind.upper()} format, found {found}")
+    return spec
+
+
+def load(path: str | Path, format: str = "auto", *, model: str | None = None,
+         log_type: str | None = None) -> Trace:
+    """Read a trace file. `format` is "auto" (recognised from the header) or one of `FORMATS`.
+
+    Arrivals count from the first request, which arrives at 0. Rows are sorted stably by arrival if
+    they were not. `model` / `log_type` filter BurstGPT traces. Skipped rows (failed requests, zero
+    token counts, filters, blank lines) are counted in `trace.skipped` and `trace.notices`. Bad input
+    raises ValueError `path:line: field: reason`.
+    """
+    path = Path(path)
+    if format != "auto" and format not in FORMAT_SPECS:
+        raise error(str(path), "format", f"unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: file: is a directory, not a trace file")
+    header = read_header(path)
+    spec = _spec_for(path, format, header.kind, header.columns, header.line)
+    for name in spec.required:
+        if name not in header.columns:
+            raise error(f"{path}:{header.line}", name,
+                        f"missing column ({spec.name} needs {', '.join(spec.required)})")
+    options = LoadOptions(model=model, log_type=log_type)
+    if spec.name != "burstgpt" and (model is not None or log_type is not None):
+        raise error(str(path), "filter", f"model / log type filters apply to burstgpt traces, this is {spec.name}")
+
+    if spec.kind == "csv":
+        frame, locator, blank = read_csv_table(path, header, spec.text_columns)
+    else:
+        frame, locator, blank = read_jsonl_table(path)
+    if len(frame) == 0:
+        raise error(f"{path}:{header.line + 1}", "rows", "no requests (the file has only a header)")
+    # A JSON object missing a required key is a missing value on its line, not a missing column.
+    for name in spec.required:
+        if name not in frame.columns:
+            frame[name] = None
+
+    problems = Problems(locator)
+    parsed = spec.adapter(frame, problems, options)
+    problems.raise_first()
+    if spec.name not in ("native-csv", "native-jsonl"):
+        # Ids default to the 0-based index of the data row in the file (native files may name them).
+        parsed.cols["request_id"] = row_ids(len(frame))
+
+    notices: list[str] = [f"read as {spec.name}"]
+    skipped: dict[str, int] = {}
+    if blank:
+        notices.append(f"ignored {blank} blank lines")
+    unknown = [c for c in frame.columns if c not in (*spec.required, *spec.optional)]
+    if unknown:
+        notices.append(f"ignored columns: {', '.join(map(str, unknown))}")
+    keep = np.ones(len(frame), dtype=bool)
+    for reason, mask in parsed.skips:
+        newly = mask & keep
+        if newly.any():
+            skipped[reason] = int(newly.sum())
+            notices.append(f"skipped {int(newly.sum())} {reason}")
+            keep &= ~newly
+    if not keep.any():
+        left_out = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
+        raise error(str(path), "rows", f"no requests left after skipping {left_out}")
+
+    cols = {name: values[keep] for name, values in parsed.cols.items()}
+    kept_locator = locator.take(keep)
+    arrival = parsed.arrival[keep]
+    start = arrival.min()
+    cols["arrival_s"] = (arrival - start) / parsed.per_second
+    if parsed.origin == "timestamp":
+        notices.append(f"time 0 is the first request's timestamp {pd.Timestamp(int(start))}")
+    elif start != 0:
+        notices.append(f"arrivals shifted by -{start / parsed.per_second:g} s so the first request arrives at 0")
+
+    seconds = cols["arrival_s"]
+    late = seconds[1:] < np.maximum.accumulate(seconds)[:-1]
+    if late.any():
+        first = kept_locator.where(int(np.argmax(late)) + 1)
+        cols, out_of_order = sort_by_arrival(cols)
+        notices.append(f"arrivals out of order ({out_of_order} rows arrived before an earlier row, "
+                       f"first at {first}); sorted stably by arrival")
+    return Trace._from_columns(cols, source=str(path), notices=notices, skipped=skipped)

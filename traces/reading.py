@@ -1,0 +1,117 @@
+"""Reading trace files into tables whose rows remember their file line, so every error can name it."""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from traces.validate import Locator, error
+
+
+@dataclass(frozen=True)
+class Header:
+    """The first non-blank line of a file: CSV column names, or the keys of the first JSON object."""
+
+    kind: str  # "csv" or "jsonl"
+    line: int  # 1-based line number of the header (CSV) or of the first JSON object
+    columns: tuple[str, ...]
+
+
+def open_text(path: Path) -> IO[str]:
+    """Text of a trace file; `.gz` files are decompressed. A BOM is dropped."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, "r", encoding="utf-8-sig", newline="")
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ValueError:
+    return error(str(path), "file", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+
+
+def read_header(path: Path) -> Header:
+    try:
+        with open_text(path) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                if line.lstrip().startswith("{"):
+                    return Header("jsonl", number, tuple(parse_json_line(path, number, line)))
+                return Header("csv", number, tuple(c.strip() for c in next(csv.reader([line]))))
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    raise error(f"{path}:1", "file", "empty (no header and no requests)")
+
+
+def parse_json_line(path: Path, number: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        # An object that never closes was cut off (a partial download, a killed writer).
+        reason = "invalid JSON" if line.rstrip().endswith("}") else "truncated JSON"
+        raise error(f"{path}:{number}", "json", f"{reason} ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise error(f"{path}:{number}", "json", f"expected an object, got {type(record).__name__}")
+    return record
+
+
+def read_csv_table(path: Path, header: Header, text_columns: tuple[str, ...]) -> tuple[pd.DataFrame, Locator, int]:
+    """All rows of a CSV file, and how many blank lines were skipped. Only empty cells count as
+    missing (an id such as `NA` stays text); `text_columns` are read as text, never as numbers."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mixed-type columns are reported by the checks instead
+            frame = pd.read_csv(
+                path, header=header.line - 1, skip_blank_lines=False, keep_default_na=False,
+                na_values=[""], dtype={c: str for c in text_columns if c in header.columns},
+                low_memory=False, encoding="utf-8-sig",
+            )
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    except pd.errors.ParserError as exc:
+        raise _parser_error(path, exc) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    lines = np.arange(header.line + 1, header.line + 1 + len(frame), dtype=np.int64)
+    blank = frame.isna().all(axis=1).to_numpy()
+    if blank.any():
+        frame = frame.loc[~blank].reset_index(drop=True)
+        lines = lines[~blank]
+    return frame, Locator(str(path), lines), int(blank.sum())
+
+
+def _parser_error(path: Path, exc: Exception) -> ValueError:
+    text = str(exc)
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if found:
+        expected, line, saw = found.groups()
+        return error(f"{path}:{line}", "row", f"expected {expected} fields, saw {saw}")
+    found = re.search(r"line (\d+)", text)
+    line = found.group(1) if found else "?"
+    return error(f"{path}:{line}", "row", " ".join(text.split()[-12:]))
+
+
+def read_jsonl_table(path: Path) -> tuple[pd.DataFrame, Locator, int]:
+    """All objects of a JSON-lines file, and how many blank lines were skipped."""
+    records: list[dict] = []
+    lines: list[int] = []
+    blank = 0
+    try:
+        with open_text(path) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    blank += 1
+                    continue
+                records.append(parse_json_line(path, number, line))
+                lines.append(number)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    # Lists (hash ids) and mixed values must stay Python objects, not be coerced per column.
+    return frame, Locator(str(path), np.asarray(lines, dtype=np.int64)), blank

@@ -1,0 +1,212 @@
+"""Vectorized column checks: a million rows are checked in numpy, and the first bad one is named as
+`source:line: field: reason` (one line, no traceback)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from traces.request import DEFAULTS, SAMPLING_MODES
+
+# Above this a float can no longer hold every integer exactly; no real trace comes near it.
+_MAX_EXACT_INT = 2.0**53
+
+
+def error(where: str, field: str, reason: str) -> ValueError:
+    """The one shape every bad-input message has."""
+    return ValueError(f"{where}: {field}: {reason}")
+
+
+class Locator:
+    """Maps a row position of a parsed table back to where the row came from: a file line, or a
+    DataFrame index label."""
+
+    def __init__(self, source: str, lines: np.ndarray | pd.Index) -> None:
+        self.source = source
+        self.lines = lines
+
+    def where(self, pos: int) -> str:
+        return f"{self.source}:{self.lines[pos]}"
+
+    def take(self, keep: np.ndarray) -> "Locator":
+        """The locator of the rows that `keep` (a boolean mask or positions) selects."""
+        return Locator(self.source, self.lines[keep])
+
+
+class Problems:
+    """Collects the first offending row of each check, then reports the earliest one in the input
+    (ties go to the check made first), so the message points at the first line to fix."""
+
+    def __init__(self, locator: Locator) -> None:
+        self.locator = locator
+        self._first: tuple[int, int, str, Callable[[int], str]] | None = None
+        self._checks = 0
+
+    def flag(self, bad: np.ndarray, field: str, reason: Callable[[int], str]) -> None:
+        self._checks += 1
+        if not bad.any():
+            return
+        pos = int(np.argmax(bad))
+        if self._first is None or (pos, self._checks) < self._first[:2]:
+            self._first = (pos, self._checks, field, reason)
+
+    def raise_first(self) -> None:
+        if self._first is not None:
+            pos, _, field, reason = self._first
+            raise error(self.locator.where(pos), field, reason(pos))
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()  # 2.5, not np.float64(2.5)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def int_column(
+    col: pd.Series, field: str, problems: Problems, *, minimum: int | None, default: int | None = None,
+    noun: str = "value",
+) -> np.ndarray:
+    """Integers such as token counts. Empty cells take `default` where there is one, else are errors;
+    so are text, fractions, negatives and values below `minimum`."""
+    if pd.api.types.is_integer_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        values = col.to_numpy(np.int64)
+    else:
+        numeric = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+        missing = col.isna().to_numpy()
+        if default is not None:
+            numeric = np.where(missing, float(default), numeric)
+            missing = np.zeros_like(missing)
+        problems.flag(missing, field, lambda p: "missing value")
+        problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {_shown(col.iloc[p])}")
+        finite = np.isfinite(numeric)
+        problems.flag(~finite & ~np.isnan(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
+        with np.errstate(invalid="ignore"):
+            fractional = finite & (numeric != np.floor(numeric))
+            huge = finite & (np.abs(numeric) > _MAX_EXACT_INT)
+        problems.flag(fractional, field, lambda p: f"not an integer: {_shown(col.iloc[p])}")
+        problems.flag(huge, field, lambda p: f"too large: {_shown(col.iloc[p])}")
+        values = np.where(finite & ~huge, numeric, 0.0).astype(np.int64)
+    if minimum is not None and minimum >= 0:
+        problems.flag(values < 0, field, lambda p: f"negative {noun}: {values[p]}")
+    if minimum is not None and minimum > 0:
+        problems.flag(values < minimum, field, lambda p: f"must be >= {minimum}, got {values[p]}")
+    return values
+
+
+def seconds_column(col: pd.Series, field: str, problems: Problems) -> np.ndarray:
+    """Times as numbers (seconds or milliseconds; the caller knows which): finite and not negative."""
+    numeric = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+    missing = col.isna().to_numpy()
+    problems.flag(missing, field, lambda p: "missing value")
+    problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {_shown(col.iloc[p])}")
+    problems.flag(np.isinf(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
+    problems.flag(numeric < 0, field, lambda p: f"negative time: {_shown(col.iloc[p])}")
+    return np.where(np.isfinite(numeric), numeric, 0.0)
+
+
+def timestamp_column(col: pd.Series, field: str, problems: Problems) -> np.ndarray:
+    """Wall-clock timestamps such as `2023-11-16 18:17:03.9799600` (up to 9 fractional digits, an
+    optional UTC offset), as int64 nanoseconds."""
+    missing = col.isna().to_numpy()
+    problems.flag(missing, field, lambda p: "missing value")
+    parsed = pd.to_datetime(col, format="ISO8601", errors="coerce", utc=True)
+    bad = parsed.isna().to_numpy() & ~missing
+    problems.flag(bad, field, lambda p: f"not a timestamp: {_shown(col.iloc[p])} "
+                  "(expected e.g. 2023-11-16 18:17:03.9799600)")
+    return parsed.to_numpy("datetime64[ns]", na_value=np.datetime64(0, "ns")).view(np.int64)
+
+
+def text_column(col: pd.Series, default: str | None) -> np.ndarray:
+    """Text cells as an object array of str; empty cells become `default`."""
+    missing = col.isna().to_numpy()
+    values = col.to_numpy(dtype=object, na_value=None).copy()
+    values[missing] = default
+    if not isinstance(col.dtype, pd.StringDtype) and not all(v is None or isinstance(v, str) for v in values):
+        values = np.array([v if v is None or isinstance(v, str) else str(v) for v in values], dtype=object)
+    return values
+
+
+def row_ids(num_rows: int) -> np.ndarray:
+    """Default request ids: the 0-based row index as text."""
+    return np.array(list(map(str, range(num_rows))), dtype=object)
+
+
+def ids_column(col: pd.Series | None, num_rows: int, field: str, problems: Problems) -> np.ndarray:
+    """Request ids as strings; absent ids default to the 0-based row index. Ids must be unique."""
+    if col is None:
+        return row_ids(num_rows)
+    missing = col.isna().to_numpy()
+    problems.flag(missing, field, lambda p: "missing value")
+    ids = col.astype(str).to_numpy(object)
+    ids[missing] = ""
+    duplicated = pd.Series(ids).duplicated().to_numpy() & ~missing
+    problems.flag(duplicated, field, lambda p: f"duplicate id {_shown(ids[p])}")
+    return ids
+
+
+def hash_ids_column(col: pd.Series, field: str, problems: Problems) -> np.ndarray:
+    """Per-row tuples of block hash ids, from lists (JSON) or space-separated text (CSV)."""
+    out = np.full(len(col), None, dtype=object)
+    bad = np.zeros(len(col), dtype=bool)
+    values = col.to_numpy(dtype=object)
+    present = np.flatnonzero(~col.isna().to_numpy())  # most rows of most traces have none
+    for pos in present.tolist():
+        value = values[pos]
+        if isinstance(value, str) and not value.strip():
+            continue
+        try:
+            items = value.split() if isinstance(value, str) else list(value)
+            ids = tuple(int(h) for h in items)
+            if any(h < 0 for h in ids) or any(isinstance(h, (bool, float)) for h in items):
+                raise ValueError
+            out[pos] = ids or None  # no blocks named: same as no hash ids
+        except (TypeError, ValueError):
+            bad[pos] = True
+    problems.flag(bad, field, lambda p: f"not a list of non-negative integers: {_shown(col.iloc[p])}")
+    return out
+
+
+def request_rules(cols: dict[str, np.ndarray], problems: Problems) -> None:
+    """The cross-field rules of `Request`, column-wise."""
+    sampling, n = cols["sampling"], cols["n"]
+    known = np.isin(sampling, SAMPLING_MODES)
+    problems.flag(~known, "sampling", lambda p: f"unknown mode {_shown(sampling[p])} "
+                  f"(expected one of {', '.join(SAMPLING_MODES)})")
+    problems.flag((sampling == "greedy") & (n != 1), "n",
+                  lambda p: f"greedy sampling decodes one sequence, got n={n[p]}")
+    prefix, prompt, group = cols["prefix_tokens"], cols["prompt_tokens"], cols["prefix_group"]
+    problems.flag(prefix > prompt, "prefix_tokens",
+                  lambda p: f"must be <= prompt_tokens={prompt[p]}, got {prefix[p]}")
+    no_group = np.array([g is None for g in group], dtype=bool) if len(group) else np.zeros(0, bool)
+    problems.flag((prefix > 0) & no_group, "prefix_tokens", lambda p: "a shared prefix needs a prefix_group")
+
+
+def native_columns(frame: pd.DataFrame, problems: Problems) -> dict[str, np.ndarray]:
+    """Validated columns of a table in the native schema (field names as columns; only arrival_s,
+    prompt_tokens and output_tokens are required, request_id defaults to the row index)."""
+    num_rows = len(frame)
+    cols: dict[str, np.ndarray] = {
+        "request_id": ids_column(frame.get("request_id"), num_rows, "request_id", problems),
+        "arrival_s": seconds_column(frame["arrival_s"], "arrival_s", problems),
+        "prompt_tokens": int_column(frame["prompt_tokens"], "prompt_tokens", problems, minimum=1,
+                                    noun="token count"),
+        "output_tokens": int_column(frame["output_tokens"], "output_tokens", problems, minimum=1,
+                                    noun="token count"),
+    }
+    for name in ("n", "priority", "prefix_tokens"):
+        default = int(DEFAULTS[name])  # type: ignore[arg-type]
+        if name in frame:
+            minimum = {"n": 1, "priority": None, "prefix_tokens": 0}[name]
+            cols[name] = int_column(frame[name], name, problems, minimum=minimum, default=default)
+        else:
+            cols[name] = np.full(num_rows, default, dtype=np.int64)
+    cols["sampling"] = (text_column(frame["sampling"], "greedy") if "sampling" in frame
+                        else np.full(num_rows, "greedy", dtype=object))
+    cols["prefix_group"] = (text_column(frame["prefix_group"], None) if "prefix_group" in frame
+                            else np.full(num_rows, None, dtype=object))
+    cols["hash_ids"] = (hash_ids_column(frame["hash_ids"], "hash_ids", problems) if "hash_ids" in frame
+                        else np.full(num_rows, None, dtype=object))
+    request_rules(cols, problems)
+    return cols
