@@ -55,6 +55,21 @@ class BlockAllocator:
         self._refcounts[block] = 1
         return block
 
+    def allocate_many(self, count: int) -> list[int]:
+        """Take `count` free blocks at once (refcount 1 each), or none: O(count)."""
+        free = self._free
+        if count > len(free):
+            raise NoFreeBlocksError(f"{count} blocks requested, {len(free)} free (pool of {self.num_blocks})")
+        if count <= 0:
+            return []
+        blocks = free[-count:]
+        del free[-count:]
+        blocks.reverse()  # same order as `count` calls to allocate()
+        refcounts = self._refcounts
+        for block in blocks:
+            refcounts[block] = 1
+        return blocks
+
     def incref(self, block: int) -> None:
         """Add a reference to an allocated block."""
         rc = self._refcounts[self._check_id(block)]

@@ -159,7 +159,7 @@ class BlockManager:
             raise NoFreeBlocksError(
                 f"prompt of {num_tokens} tokens needs {required} blocks, {len(self._gpu._free)} free"
             )
-        self._gpu_seqs[seq_id] = _Seq([self._gpu.allocate() for _ in range(required)], num_tokens)
+        self._gpu_seqs[seq_id] = _Seq(self._gpu.allocate_many(required), num_tokens)
         self._gpu_filled_slots += num_tokens
 
     def can_append_slots(self, seq_id: SeqId, num_new_tokens: int = 1) -> bool:
@@ -215,8 +215,7 @@ class BlockManager:
             self._gpu_filled_slots += in_last  # the copy holds the same tokens in a new physical block
             self.num_cow_copies += 1
             copies = ((src, dst),)
-        for _ in range(self.num_required_blocks(seq.num_tokens + num_new_tokens) - len(blocks)):
-            blocks.append(gpu.allocate())
+        blocks += gpu.allocate_many(self.num_required_blocks(seq.num_tokens + num_new_tokens) - len(blocks))
         seq.num_tokens += num_new_tokens
         self._gpu_filled_slots += num_new_tokens
         return copies

@@ -242,3 +242,24 @@ def test_constructor_validates() -> None:
     for args in [(0, 4), (4, 0), (4, 4, -1), (4.0, 4)]:
         with pytest.raises(ValueError):
             BlockManager(*args)  # type: ignore[arg-type]
+
+
+# ---- demo command and benchmark script ---------------------------------------------------------------
+def test_demo_memory_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from sim import cli
+
+    assert cli.main(["demo-memory"]) == 0
+    out = capsys.readouterr().out
+    assert "copy-on-write [(2, 3)]" in out and "in place, no copy" in out
+    assert "swapped out/in 5/5 blocks" in out and "gpu free 16/16, cpu free 16/16" in out
+    assert cli.main(["demo-memory", "--gpu-blocks", "3"]) == 2
+    assert "the demo needs 6 blocks" in capsys.readouterr().err
+
+
+def test_bench_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from memory import bench
+
+    cases = [c for c in bench._cases(quick=True) if "2M" not in c[1]]  # skip the huge pool here
+    for op, case, _, make in cases:
+        assert make()() > 0, f"{op} {case} did no operations"
+    assert bench._pin_one_core(-1) == "not pinned"
