@@ -1,0 +1,119 @@
+"""Shared checks and small helpers for the paged-attention kernels.
+
+Every public wrapper validates its inputs here so a bad call fails with one clear `ValueError` instead of a
+Triton compile error or a silent out-of-bounds read. Checks never read device memory (no host sync), so
+the wrappers stay usable inside CUDA graphs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+SUPPORTED_BLOCK_SIZES: tuple[int, ...] = (8, 16, 32, 64, 128)
+SUPPORTED_HEAD_DIMS: tuple[int, ...] = (64, 80, 96, 128, 256)
+SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def default_scale(head_dim: int, scale: float | None) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale: must be a positive finite number, got {scale}")
+    return float(scale)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    # fp32 must stay fp32 on tensor-core GPUs (tf32 would miss the 1e-4 bar); other dtypes ignore this.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def check_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> tuple[int, int, int, int]:
+    """Validate a paged K/V cache pair; returns (num_blocks, block_size, num_kv_heads, head_dim)."""
+    if k_cache.dim() != 4:
+        raise ValueError(
+            f"k_cache: expected [num_blocks, block_size, num_kv_heads, head_dim], got shape {tuple(k_cache.shape)}"
+        )
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(f"v_cache: shape {tuple(v_cache.shape)} differs from k_cache {tuple(k_cache.shape)}")
+    if v_cache.dtype != k_cache.dtype or v_cache.device != k_cache.device:
+        raise ValueError("v_cache: dtype/device differ from k_cache")
+    num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
+    if block_size not in SUPPORTED_BLOCK_SIZES:
+        raise ValueError(f"block_size: {block_size} not supported; use one of {SUPPORTED_BLOCK_SIZES}")
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim: {head_dim} not supported; use one of {SUPPORTED_HEAD_DIMS}")
+    if k_cache.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype: {k_cache.dtype} not supported; use float16, bfloat16 or float32")
+    if num_kv_heads < 1 or num_blocks < 1:
+        raise ValueError("k_cache: num_blocks and num_kv_heads must be >= 1")
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.stride(3) != 1 or t.stride(2) != head_dim:
+            raise ValueError(f"{name}: each block must be [block_size, num_kv_heads, head_dim] with contiguous heads")
+    return num_blocks, block_size, num_kv_heads, head_dim
+
+
+def check_query(q: torch.Tensor, k_cache: torch.Tensor, rank: int, name: str = "q") -> tuple[int, int]:
+    """Validate q of shape [n, num_q_heads, head_dim]; returns (n, num_q_heads)."""
+    if q.dim() != rank:
+        raise ValueError(f"{name}: expected [tokens, num_q_heads, head_dim], got shape {tuple(q.shape)}")
+    n, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[2]
+    if head_dim != k_cache.shape[3]:
+        raise ValueError(f"{name}: head_dim {head_dim} differs from the cache's {k_cache.shape[3]}")
+    if num_q_heads < 1 or num_q_heads % num_kv_heads != 0:
+        raise ValueError(f"{name}: num_q_heads {num_q_heads} must be a positive multiple of num_kv_heads {num_kv_heads}")
+    if q.dtype != k_cache.dtype:
+        raise ValueError(f"{name}: dtype {q.dtype} differs from the cache's {k_cache.dtype}")
+    if q.device != k_cache.device:
+        raise ValueError(f"{name}: device {q.device} differs from the cache's {k_cache.device}")
+    if q.stride(2) != 1:
+        raise ValueError(f"{name}: the head_dim axis must be contiguous")
+    return n, num_q_heads
+
+
+def check_index(t: torch.Tensor, name: str, rank: int, length: int | None, device: torch.device) -> None:
+    if t.dim() != rank:
+        raise ValueError(f"{name}: expected a {rank}-D int32 tensor, got shape {tuple(t.shape)}")
+    if t.dtype != torch.int32:
+        raise ValueError(f"{name}: dtype must be int32, got {t.dtype}")
+    if length is not None and t.shape[0] != length:
+        raise ValueError(f"{name}: expected {length} rows, got {t.shape[0]}")
+    if t.device != device:
+        raise ValueError(f"{name}: device {t.device} differs from the cache's {device}")
+    if t.stride(-1) != 1:
+        raise ValueError(f"{name}: last axis must be contiguous")
+
+
+def check_out(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if out is None:
+        return torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    if out.shape != like.shape or out.dtype != like.dtype or out.device != like.device:
+        raise ValueError(f"out: expected {tuple(like.shape)} {like.dtype} on {like.device}, got {tuple(out.shape)} {out.dtype}")
+    if out.stride(-1) != 1:
+        raise ValueError("out: the head_dim axis must be contiguous")
+    return out
+
+
+def gather_sequence(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` tokens of one sequence as a contiguous [length, num_kv_heads, head_dim] tensor."""
+    block_size = cache.shape[1]
+    num_blocks = -(-length // block_size)
+    blocks = block_table[:num_blocks].long()
+    return cache[blocks].reshape(-1, cache.shape[2], cache.shape[3])[:length]
+
+
+def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal_offset: int | None) -> torch.Tensor:
+    """float64 attention of q [m, Hq, D] over k, v [n, Hkv, D]; query i sees keys <= causal_offset + i."""
+    group = q.shape[1] // k.shape[1]
+    q64, k64, v64 = q.double(), k.double().repeat_interleave(group, 1), v.double().repeat_interleave(group, 1)
+    scores = torch.einsum("mhd,nhd->hmn", q64, k64) * scale
+    if causal_offset is not None:
+        rows = torch.arange(q.shape[0], device=q.device)[:, None] + causal_offset
+        cols = torch.arange(k.shape[0], device=q.device)[None, :]
+        scores = scores.masked_fill(cols > rows, float("-inf"))
+    return torch.einsum("hmn,nhd->mhd", torch.softmax(scores, dim=-1), v64)

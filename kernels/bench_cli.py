@@ -1,0 +1,20 @@
+"""`pagedlab bench kernels`: registers the kernel benchmark; torch and triton load only when it runs."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from kernels.bench import add_arguments  # stdlib-only at module level
+
+    bench = subparsers.add_parser("bench", help="benchmarks that need a GPU")
+    families = bench.add_subparsers(dest="bench_family", metavar="FAMILY")
+    parser = families.add_parser("kernels", help="paged decode/prefill kernels vs SDPA, FlexAttention, two-pass")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kernels.bench import run as run_bench
+
+    return run_bench(args)

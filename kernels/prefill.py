@@ -1,0 +1,146 @@
+"""Chunked-prefill paged attention: causal attention of new tokens over each sequence's whole cached context.
+
+The new tokens' K/V are already in the cache (`write_kv` runs first), so a chunk of `q_len` queries of a
+sequence with `seq_len` cached tokens sits at positions seq_len - q_len ... seq_len - 1 and query i sees
+keys 0 ... seq_len - q_len + i. One program owns BLOCK_M queries of one (sequence, query head); keys left
+of the chunk's first position are visible to every row and skip the causal mask, the rest are masked.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import (
+    attention_ref, check_cache, check_index, check_out, check_query, default_scale, dot_precision,
+    gather_sequence, next_pow2,
+)
+from kernels.decode import LOG2E
+
+
+@triton.jit
+def _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos, key_end,
+                 offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
+                 BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    tokens = tile_start + offs_n
+    n_mask = tokens < key_end
+    block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+    kv_off = block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off
+    tile_mask = n_mask[:, None] & d_mask[None, :]
+    k = tl.load(k_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    if CAUSAL:
+        s = tl.where((tokens[None, :] <= rows_pos[:, None]) & n_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    v = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return acc, l_i * alpha + tl.sum(p, 1), m_new
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, qstart_ptr, out_ptr,
+    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh, qk_scale,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    head = tl.program_id(1)
+    seq = tl.program_id(2)
+    q_begin = tl.load(qstart_ptr + seq)
+    q_len = tl.load(qstart_ptr + seq + 1) - q_begin
+    if tile * BLOCK_M < q_len:
+        seq_len = tl.load(lens_ptr + seq)
+        first_pos = seq_len - q_len  # absolute position of the chunk's first query
+        offs_m = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM_PAD)
+        d_mask = offs_d < HEAD_DIM
+        m_mask = offs_m < q_len
+        rows_pos = first_pos + offs_m
+        q_ptrs = q_ptr + (q_begin + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :]
+        q = tl.load(q_ptrs, mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
+        bt_row = bt_ptr + seq * stride_bt
+        head_off = (head // GROUP) * stride_kh
+        # Keys before the tile's first query position are visible to all its rows: no mask needed.
+        full_end = (first_pos + tile * BLOCK_M) // BLOCK_N * BLOCK_N
+        for tile_start in range(0, full_end, BLOCK_N):
+            acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
+                                         seq_len, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
+                                         BLOCK_SIZE, False, DOT_PRECISION)
+        key_end = tl.minimum(seq_len, first_pos + tile * BLOCK_M + BLOCK_M)
+        for tile_start in range(full_end, key_end, BLOCK_N):
+            acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
+                                         key_end, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
+                                         BLOCK_SIZE, True, DOT_PRECISION)
+        acc = acc / tl.where(m_mask, l_i, 1.0)[:, None]
+        out_ptrs = out_ptr + (q_begin + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
+
+
+def _launch_config(head_dim: int, on_gpu: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages); tiny tiles in the interpreter, where size is time."""
+    if not on_gpu:
+        return 32, 32, 1, 1
+    if head_dim > 128:
+        return 64, 32, 4, 2
+    return 128, 64, 8, 3
+
+
+def paged_prefill(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    seq_lens: torch.Tensor, query_start_loc: torch.Tensor, *, scale: float | None = None,
+    max_query_len: int | None = None, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal paged attention for chunks of new tokens; q, out: [num_tokens, num_q_heads, head_dim].
+
+    Sequence i's queries are q[query_start_loc[i]:query_start_loc[i+1]] (int32, num_seqs + 1 entries);
+    `seq_lens[i]` counts its cached tokens including the chunk. Pass `max_query_len` to avoid a host sync.
+    """
+    _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
+    num_tokens, num_q_heads = check_query(q, k_cache, rank=3)
+    num_seqs = seq_lens.shape[0] if seq_lens.dim() == 1 else -1
+    check_index(seq_lens, "seq_lens", 1, None, k_cache.device)
+    check_index(block_tables, "block_tables", 2, num_seqs, k_cache.device)
+    check_index(query_start_loc, "query_start_loc", 1, num_seqs + 1, k_cache.device)
+    out = check_out(out, q)
+    if num_tokens == 0 or num_seqs == 0:
+        return out
+    if max_query_len is None:
+        max_query_len = int(torch.diff(query_start_loc).max().item())
+    if max_query_len <= 0:
+        return out
+    scale = default_scale(head_dim, scale)
+    block_m, block_n, num_warps, num_stages = _launch_config(head_dim, q.is_cuda)
+    grid = (triton.cdiv(max_query_len, block_m), num_q_heads, num_seqs)
+    _prefill_kernel[grid](
+        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        out.stride(0), out.stride(1), scale * LOG2E,
+        GROUP=num_q_heads // num_kv_heads, HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim),
+        BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=num_warps, num_stages=num_stages)
+    return out
+
+
+def paged_prefill_ref(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    seq_lens: torch.Tensor, query_start_loc: torch.Tensor, *, scale: float | None = None,
+) -> torch.Tensor:
+    """float64 reference over each sequence's contiguous K/V with a bottom-right-aligned causal mask."""
+    scale = default_scale(q.shape[-1], scale)
+    out = torch.zeros(q.shape, dtype=torch.float64, device=q.device)
+    starts = query_start_loc.tolist()
+    for i, length in enumerate(seq_lens.tolist()):
+        lo, hi = starts[i], starts[i + 1]
+        if hi == lo:
+            continue
+        k = gather_sequence(k_cache, block_tables[i], length)
+        v = gather_sequence(v_cache, block_tables[i], length)
+        out[lo:hi] = attention_ref(q[lo:hi], k, v, scale, causal_offset=length - (hi - lo))
+    return out

@@ -1,0 +1,129 @@
+"""One-pass and two-pass paged decode against a float64 reference over each contiguous sequence.
+
+Runs under TRITON_INTERPRET=1 on the CPU (fp16/fp32) and natively on a GPU (bf16 added). The case list
+covers every supported block size and head dim, MHA/GQA/MQA, split and unsplit, with lengths 1 and exact
+multiples of the block size; the full cartesian grid is marked slow.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import (
+    SUPPORTED_BLOCK_SIZES, SUPPORTED_HEAD_DIMS, choose_num_splits, paged_decode, paged_decode_ref,
+    paged_decode_two_pass,
+)
+from kernels.testing import TOLERANCE, max_rel_err, poisoned_like, randn, random_paged_case
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+DTYPES = [torch.float16, torch.float32] + ([torch.bfloat16] if CUDA else [])
+
+# (block_size, head_dim, num_q_heads, num_kv_heads, num_splits): each block size, head dim, MHA/GQA/MQA and
+# split/unsplit appears at least once; None = the heuristic.
+CASES = [
+    (8, 64, 4, 4, 1),
+    (16, 80, 4, 2, None),
+    (32, 96, 4, 1, 3),
+    (64, 128, 8, 2, 2),
+    (128, 256, 2, 1, 1),
+    (16, 64, 8, 1, 4),
+    (8, 128, 2, 2, 5),
+]
+
+
+def lengths_for(block_size: int) -> list[int]:
+    # 1, exact multiples of the block size, and ragged lengths
+    return [1, block_size, 2 * block_size, 3 * block_size - 5, 7]
+
+
+def run_decode(fn, block_size, head_dim, num_q_heads, num_kv_heads, num_splits, dtype, lens, seed=0) -> float:
+    gen = torch.Generator().manual_seed(seed)
+    case = random_paged_case(lens, num_kv_heads, head_dim, block_size, dtype, DEVICE, gen)
+    q = randn((len(lens), num_q_heads, head_dim), dtype, DEVICE, gen)
+    out = poisoned_like(q)
+    result = fn(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, num_splits=num_splits, out=out)
+    assert result is out
+    ref = paged_decode_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
+    return max_rel_err(out, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("block_size,head_dim,num_q_heads,num_kv_heads,num_splits", CASES)
+def test_one_pass_matches_reference(block_size, head_dim, num_q_heads, num_kv_heads, num_splits, dtype):
+    err = run_decode(paged_decode, block_size, head_dim, num_q_heads, num_kv_heads, num_splits, dtype,
+                     lengths_for(block_size))
+    assert err < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("block_size,head_dim,num_q_heads,num_kv_heads", [c[:4] for c in CASES[:5]])
+def test_two_pass_matches_reference(block_size, head_dim, num_q_heads, num_kv_heads, dtype):
+    err = run_decode(paged_decode_two_pass, block_size, head_dim, num_q_heads, num_kv_heads, None, dtype,
+                     lengths_for(block_size))
+    assert err < TOLERANCE[dtype]
+
+
+def test_more_splits_than_tiles_leaves_empty_splits_harmless():
+    # 12 splits over contexts of 1..40 tokens: most splits are empty and must not disturb the merge.
+    err = run_decode(paged_decode, 16, 64, 2, 1, 12, torch.float32, [1, 40])
+    assert err < TOLERANCE[torch.float32]
+
+
+def test_custom_scale():
+    gen = torch.Generator().manual_seed(3)
+    case = random_paged_case([9, 30], 2, 64, 16, torch.float32, DEVICE, gen)
+    q = randn((2, 4, 64), torch.float32, DEVICE, gen)
+    out = paged_decode(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, scale=0.3, num_splits=2)
+    ref = paged_decode_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, scale=0.3)
+    assert max_rel_err(out, ref) < 1e-4
+
+
+def test_split_heuristic():
+    # Many sequences fill the GPU alone; one long sequence is split; short contexts are not split.
+    assert choose_num_splits(256, 8, 2048, 132) == 1
+    assert choose_num_splits(1, 8, 32768, 132) > 16
+    assert choose_num_splits(1, 8, 256, 132) == 1
+    assert choose_num_splits(1, 1, 10**6, 132) == 64
+
+
+@settings(max_examples=max(10, settings().max_examples // 5))
+@given(
+    lens=st.lists(st.integers(1, 70), min_size=1, max_size=4),
+    block_size=st.sampled_from(SUPPORTED_BLOCK_SIZES),
+    head_dim=st.sampled_from(SUPPORTED_HEAD_DIMS),
+    num_kv_heads=st.integers(1, 2),
+    group=st.sampled_from([1, 2, 4]),
+    num_splits=st.one_of(st.none(), st.integers(1, 5)),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**16),
+)
+def test_decode_random_shapes(lens, block_size, head_dim, num_kv_heads, group, num_splits, dtype, seed):
+    err = run_decode(paged_decode, block_size, head_dim, num_kv_heads * group, num_kv_heads, num_splits, dtype,
+                     lens, seed=seed)
+    assert err < TOLERANCE[dtype]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("block_size,head_dim", list(itertools.product(SUPPORTED_BLOCK_SIZES, SUPPORTED_HEAD_DIMS)))
+@pytest.mark.parametrize("num_q_heads,num_kv_heads", [(4, 4), (8, 2), (8, 1)])
+@pytest.mark.parametrize("num_splits", [1, 3, None])
+def test_one_pass_full_grid(block_size, head_dim, num_q_heads, num_kv_heads, num_splits, dtype):
+    lens = lengths_for(block_size) + ([4096, 1000] if CUDA else [])
+    err = run_decode(paged_decode, block_size, head_dim, num_q_heads, num_kv_heads, num_splits, dtype, lens)
+    assert err < TOLERANCE[dtype]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_q_heads,num_kv_heads", [(32, 8), (32, 32), (32, 1)])
+def test_one_pass_long_contexts_on_gpu(num_q_heads, num_kv_heads, dtype):
+    # The benchmark's shapes at small batch: long contexts exercise the automatic split-K path.
+    err = run_decode(paged_decode, 16, 128, num_q_heads, num_kv_heads, None, dtype, [32768, 1, 4097, 2048])
+    assert err < TOLERANCE[dtype]
