@@ -1,0 +1,137 @@
+"""`EngineConfig`: one model replica's settings, validated; the KV pool follows from memory left after weights."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from sim.presets import GIB, GPUS, MODELS, GpuSpec, ModelSpec, lookup
+
+BACKENDS: tuple[str, ...] = ("analytic",)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of one engine (model replica). Unknown names and bad values raise a one-line ValueError.
+
+    The KV pool is `num_gpu_blocks` if given, else what fits in `gpu_memory_utilization` of the GPU after
+    the weights and `activation_reserve_gib` (activations, CUDA graphs, allocator slack: vLLM's profiling
+    run measures this; we take a constant).
+    """
+
+    model: str = "llama-3-8b"
+    gpu: str = "h100-sxm"
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None   # None: max(max_model_len, 2048), vLLM's default
+    prefill_chunk_tokens: int = 512             # sarathi's per-step token budget (chunked prefill)
+    swap_space_gib: float = 4.0                 # CPU swap pool per GPU (vllm-swap)
+    num_gpu_blocks: int | None = None           # override the computed pool size
+    watermark: float = 0.01                     # fraction of GPU blocks kept free at admission (paged)
+    max_model_len: int | None = None            # None: the model's context length
+    max_output_tokens: int | None = None        # orca-max/static reserve prompt + this (None: up to max_model_len)
+    beam_replace_prob: float = 0.25             # beam search: chance a beam is dropped for a fork each step
+    activation_reserve_gib: float = 1.5
+    backend: str = "analytic"
+    cost_profile: str = "default"               # a name in sim/profiles/ or a path to a JSON profile
+    fast_forward: bool = True                   # False: schedule every step (slow; same tables)
+    check_every: int = 0                        # > 0: full invariant checks about every N steps (tests)
+
+    def __post_init__(self) -> None:
+        lookup("model", MODELS, self.model)
+        lookup("gpu", GPUS, self.gpu)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: unknown name {self.backend!r}; valid names: {', '.join(BACKENDS)}")
+        _positive_int("block_size", self.block_size)
+        _positive_int("max_num_seqs", self.max_num_seqs)
+        _positive_int("prefill_chunk_tokens", self.prefill_chunk_tokens)
+        for name in ("max_num_batched_tokens", "num_gpu_blocks", "max_model_len", "max_output_tokens"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if not isinstance(self.check_every, int) or self.check_every < 0:
+            raise ValueError(f"check_every: must be an integer >= 0, got {self.check_every!r}")
+        _fraction("gpu_memory_utilization", self.gpu_memory_utilization, low_open=True, high_closed=True)
+        _fraction("watermark", self.watermark, low_open=False, high_closed=False)
+        _fraction("beam_replace_prob", self.beam_replace_prob, low_open=False, high_closed=True)
+        for name in ("swap_space_gib", "activation_reserve_gib"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+        if self.max_model_len is not None and self.max_model_len > self.model_spec.max_model_len:
+            raise ValueError(f"max_model_len: {self.max_model_len} exceeds {self.model}'s context of "
+                             f"{self.model_spec.max_model_len} tokens")
+        if self.num_gpu_blocks is None and self._memory_blocks() < 1:
+            free_gib = self._kv_memory_bytes() / GIB
+            raise ValueError(f"model {self.model} does not fit on {self.gpu}: {free_gib:.2f} GiB left for the KV "
+                             f"cache at gpu_memory_utilization={self.gpu_memory_utilization}")
+
+    # ---- derived -------------------------------------------------------------------------------------
+    @property
+    def model_spec(self) -> ModelSpec:
+        return MODELS[self.model]
+
+    @property
+    def gpu_spec(self) -> GpuSpec:
+        return GPUS[self.gpu]
+
+    @property
+    def context_len(self) -> int:
+        """The longest sequence (prompt + output) the engine serves."""
+        return self.max_model_len or self.model_spec.max_model_len
+
+    @property
+    def token_budget(self) -> int:
+        """Tokens one unchunked step may prefill."""
+        return self.max_num_batched_tokens or max(self.context_len, 2048)
+
+    @property
+    def block_bytes(self) -> int:
+        """One KV block on one GPU (K and V, all layers)."""
+        return self.model_spec.kv_bytes_per_token_per_gpu * self.block_size
+
+    def _kv_memory_bytes(self) -> float:
+        gpu, model = self.gpu_spec, self.model_spec
+        budget = gpu.memory_gib * GIB * self.gpu_memory_utilization
+        return budget - model.weight_bytes_per_gpu - self.activation_reserve_gib * GIB
+
+    def _memory_blocks(self) -> int:
+        return max(int(self._kv_memory_bytes() // self.block_bytes), 0)
+
+    @property
+    def kv_blocks(self) -> int:
+        """GPU KV blocks: the override, or what fits in memory."""
+        return self.num_gpu_blocks if self.num_gpu_blocks is not None else self._memory_blocks()
+
+    @property
+    def cpu_blocks(self) -> int:
+        return int(self.swap_space_gib * GIB // self.block_bytes)
+
+    def to_dict(self) -> dict:
+        """The settings plus what follows from them (JSON-able), for `config.json`."""
+        out = asdict(self)
+        model = self.model_spec
+        out.update(
+            derived_num_gpu_blocks=self.kv_blocks,
+            derived_num_cpu_blocks=self.cpu_blocks,
+            derived_token_budget=self.token_budget,
+            derived_context_len=self.context_len,
+            derived_block_bytes=self.block_bytes,
+            derived_kv_gib=self.kv_blocks * self.block_bytes / GIB,
+            model_spec=asdict(model) | {"num_params": model.num_params},
+            gpu_spec=asdict(self.gpu_spec),
+        )
+        return out
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+
+
+def _fraction(name: str, value: object, *, low_open: bool, high_closed: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > 0 if low_open else value >= 0) and (value <= 1 if high_closed else value < 1)
+    if not ok:
+        lo, hi = ("(0" if low_open else "[0"), ("1]" if high_closed else "1)")
+        raise ValueError(f"{name}: must be a number in {lo}, {hi}, got {value!r}")

@@ -1,0 +1,179 @@
+"""Step time: the `StepCostModel` protocol and its default, an analytic roofline over the presets.
+
+A step's time is a fixed host overhead, the GEMMs (weights read once, FLOPs per token), attention (prefill
+chunks by FLOPs, decode by the KV bytes it reads), tensor-parallel all-reduces, and copy-on-write / swap
+copies. Each part is `max(FLOPs / (peak * eff), bytes / (bandwidth * eff))`; the efficiencies and overheads
+live in a `CostProfile` (JSON in `sim/profiles/`) that a measured one can replace.
+
+Decode attention is linear in the summed context, so a run of decode steps with a fixed batch has step
+times `base(B) + a * C_j`: `decode_times` evaluates that for many steps at once, and the engine uses it
+for every pure decode step (one or many), which keeps fast-forwarding exact.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from sim.presets import GpuSpec, ModelSpec
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
+
+
+@dataclass(frozen=True)
+class CostProfile:
+    """Constants of the analytic cost model (efficiencies are fractions of the datasheet peak)."""
+
+    name: str = "default"
+    description: str = ""
+    gemm_compute_efficiency: float = 0.7
+    gemm_memory_efficiency: float = 0.85
+    attn_prefill_compute_efficiency: float = 0.5
+    attn_prefill_memory_efficiency: float = 0.7
+    attn_decode_compute_efficiency: float = 0.3
+    attn_decode_memory_efficiency: float = 0.6
+    copy_memory_efficiency: float = 0.5
+    swap_host_efficiency: float = 0.8
+    interconnect_efficiency: float = 0.7
+    allreduce_latency_s: float = 8e-6
+    step_overhead_s: float = 0.002
+    per_seq_overhead_s: float = 5e-6
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name in ("name", "description"):
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"cost profile {self.name}: {f.name}: must be a number >= 0, got {value!r}")
+            if f.name.endswith("efficiency") and not 0 < value <= 1:
+                raise ValueError(f"cost profile {self.name}: {f.name}: must be in (0, 1], got {value!r}")
+
+    @classmethod
+    def load(cls, name_or_path: str) -> "CostProfile":
+        """A profile by name (`sim/profiles/<name>.json`) or by path to a JSON file."""
+        path = Path(name_or_path)
+        if path.suffix != ".json":
+            path = PROFILE_DIR / f"{name_or_path}.json"
+            if not path.is_file():
+                names = sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+                raise ValueError(f"cost_profile: unknown name {name_or_path!r}; valid names: {', '.join(names)}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class StepBatch:
+    """What one engine step computes. Pure decode steps never build one (see `decode_times`)."""
+
+    prefill_tokens: int = 0        # new tokens of prefill chunks
+    prefill_seqs: int = 0          # requests with a chunk in this step
+    prefill_attn_pairs: float = 0  # sum over chunks of q * (c + (q + 1) / 2): causal query-key pairs
+    prefill_kv_tokens: int = 0     # sum over chunks of c + q: KV tokens the chunks read
+    decode_seqs: int = 0
+    decode_context: int = 0        # sum of the decode sequences' context lengths
+    sampled_seqs: int = 0          # sequences that sample a token (lm head)
+    cow_copies: int = 0            # block copies inside HBM
+    swap_blocks: int = 0           # blocks moved over the host link
+
+
+@runtime_checkable
+class StepCostModel(Protocol):
+    """Where step times come from. `decode_times` must agree with what `step_time` would say for a pure
+    decode batch; a backend without a closed form may loop over `step_time`."""
+
+    name: str
+
+    def step_time(self, batch: StepBatch) -> float: ...
+
+    def decode_times(self, num_seqs: int, context: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict: ...
+
+
+class AnalyticCostModel:
+    """Roofline step times for `model` on `gpu` with `profile`'s efficiencies."""
+
+    name = "analytic"
+
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, profile: CostProfile, block_size: int = 16) -> None:
+        self.model, self.gpu, self.profile, self.block_size = model, gpu, profile, block_size
+        p, m, tp = profile, model, model.tp
+        flops_c = gpu.peak_flops * p.gemm_compute_efficiency
+        bw_m = gpu.hbm_bandwidth * p.gemm_memory_efficiency
+        h, q, kv = m.hidden_size, m.num_q_heads * m.head_dim, m.num_kv_heads * m.head_dim
+        # GEMMs: per token FLOPs and activation traffic; weights (layers + lm head) read once per step.
+        self._gemm_s_per_token = 2 * m.num_layers * m.layer_params / tp / flops_c
+        self._head_s_per_sample = 2 * h * m.vocab_size / tp / flops_c
+        self._weights_s = (m.num_layers * m.layer_params + m.vocab_size * h) * m.dtype_bytes / tp / bw_m
+        act_elems = 4 * h + 2 * q + 2 * kv + (3 if m.gated_mlp else 2) * m.intermediate_size
+        self._act_s_per_token = m.num_layers * act_elems * m.dtype_bytes / tp / bw_m
+        # Attention: 4 FLOPs per (query, key) pair per head dim (QK^T and PV); KV bytes per context token.
+        attn_flops = 4 * m.num_layers * m.num_q_heads * m.head_dim / tp
+        kv_bytes = m.kv_bytes_per_token_per_gpu
+        self._decode_s_per_ctx = max(
+            attn_flops / (gpu.peak_flops * p.attn_decode_compute_efficiency),
+            kv_bytes / (gpu.hbm_bandwidth * p.attn_decode_memory_efficiency),
+        )
+        self._prefill_s_per_pair = attn_flops / (gpu.peak_flops * p.attn_prefill_compute_efficiency)
+        self._prefill_s_per_kv = kv_bytes / (gpu.hbm_bandwidth * p.attn_prefill_memory_efficiency)
+        # Tensor parallelism: two ring all-reduces of the hidden state per layer.
+        if tp > 1:
+            link = gpu.interconnect_bandwidth * p.interconnect_efficiency
+            self._ar_fixed_s = 2 * m.num_layers * p.allreduce_latency_s
+            self._ar_s_per_token = 2 * m.num_layers * 2 * (tp - 1) / tp * h * m.dtype_bytes / link
+        else:
+            self._ar_fixed_s = self._ar_s_per_token = 0.0
+        block_bytes_per_token = kv_bytes  # a block copy moves block_size tokens of K and V
+        self._copy_s_per_token = 2 * block_bytes_per_token / (gpu.hbm_bandwidth * p.copy_memory_efficiency)
+        self._swap_s_per_token = block_bytes_per_token / (gpu.host_bandwidth * p.swap_host_efficiency)
+
+    def _fixed_s(self, tokens: int, seqs: int, sampled: int) -> float:
+        """Everything but attention for a step of `tokens` new tokens over `seqs` sequences."""
+        p = self.profile
+        gemm = max(tokens * self._gemm_s_per_token + sampled * self._head_s_per_sample,
+                   self._weights_s + tokens * self._act_s_per_token)
+        allreduce = (self._ar_fixed_s + tokens * self._ar_s_per_token) if tokens else 0.0
+        return p.step_overhead_s + p.per_seq_overhead_s * seqs + gemm + allreduce
+
+    def decode_coefficients(self, num_seqs: int) -> tuple[float, float]:
+        """A pure decode step of `num_seqs` sequences with summed context C takes base + slope * C."""
+        return self._fixed_s(num_seqs, num_seqs, num_seqs), self._decode_s_per_ctx
+
+    def decode_times(self, num_seqs: int, context: np.ndarray) -> np.ndarray:
+        """Seconds of pure decode steps of `num_seqs` sequences whose contexts sum to each `context`."""
+        base, slope = self.decode_coefficients(num_seqs)
+        return base + slope * context
+
+    def step_time(self, batch: StepBatch) -> float:
+        tokens = batch.prefill_tokens + batch.decode_seqs
+        seqs = batch.decode_seqs + batch.prefill_seqs
+        t = self._fixed_s(tokens, seqs, batch.sampled_seqs) if tokens else self.profile.step_overhead_s
+        if batch.prefill_tokens:
+            t += max(batch.prefill_attn_pairs * self._prefill_s_per_pair,
+                     batch.prefill_kv_tokens * self._prefill_s_per_kv)
+        t += batch.decode_context * self._decode_s_per_ctx
+        t += batch.cow_copies * self.block_size * self._copy_s_per_token
+        t += batch.swap_blocks * self.block_size * self._swap_s_per_token
+        return t
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "profile": asdict(self.profile)}
+
+
+def make_cost_model(config) -> StepCostModel:
+    """The cost model an `EngineConfig` names (only the analytic backend exists so far)."""
+    if config.backend != "analytic":
+        raise ValueError(f"backend: unknown name {config.backend!r}; valid names: analytic")
+    return AnalyticCostModel(config.model_spec, config.gpu_spec, CostProfile.load(config.cost_profile),
+                             config.block_size)

@@ -1,0 +1,345 @@
+"""KV memory of a replay over the real `memory.BlockManager`: paged (vLLM, Sarathi) or reserved (Orca, static).
+
+Decoding sequences are lazy (see `state.Seq`): a decode step appends one token to every running sequence,
+but the block manager only hears about a sequence in the step where it needs a new block. Sequences are
+bucketed by that step modulo the block size, so a step touches only `counts[G % block_size]` sequences,
+and a run of k steps needs `sum(counts[(G + i) % block_size])` new blocks: known without touching any
+sequence. Block counts, free blocks and the scheduler's decisions stay exactly those of appending every
+token; only the calls are batched. Families that share a partial last block (just forked: parallel
+samples, beams) are *dirty*: their appends go through the block manager every step (copy-on-write).
+"""
+from __future__ import annotations
+
+from memory import AllocStatus, BlockManager
+
+from sim.config import EngineConfig
+from sim.state import Group, Seq
+
+
+class _LazyDecode:
+    """Sums over lazy sequences that make a step's context and token count O(1)."""
+
+    def __init__(self, config: EngineConfig, num_cpu_blocks: int, watermark: float) -> None:
+        self.bs = config.block_size
+        self.bm = BlockManager(config.kv_blocks, config.block_size, num_cpu_blocks, watermark)
+        self.lazy_b = 0              # lazy sequences
+        self.lazy_len_minus_g = 0    # sum of (length - synced_g): context at step G = this + lazy_b * G
+        self.lazy_synced = 0         # sum of synced_g: tokens not yet told = lazy_b * G - this
+        self._next_sid = 0
+
+    def new_sid(self) -> int:
+        self._next_sid += 1
+        return self._next_sid
+
+    def lazy_context(self, g: int) -> int:
+        return self.lazy_len_minus_g + self.lazy_b * g
+
+    def join(self, seq: Seq, g: int) -> None:
+        """`seq` (holding `seq.length` tokens as of step g) decodes lazily from step g + 1 on."""
+        seq.synced_g = g
+        self.lazy_b += 1
+        self.lazy_len_minus_g += seq.length - g
+        self.lazy_synced += g
+        seq.phase = 0
+
+    def leave(self, seq: Seq, g: int) -> None:
+        """Stop decoding lazily at step g; `seq.length` becomes its real length (the block manager's
+        only if `sync` was done by the caller)."""
+        self.lazy_b -= 1
+        self.lazy_len_minus_g -= seq.length - seq.synced_g
+        self.lazy_synced -= seq.synced_g
+        seq.length += g - seq.synced_g
+        seq.synced_g = g
+        seq.phase = -1
+
+
+class PagedKV(_LazyDecode):
+    """vLLM's paged KV cache: blocks on demand, fork sharing, copy-on-write, swap to a CPU pool."""
+
+    memory = "paged"
+
+    def __init__(self, config: EngineConfig, swap: bool) -> None:
+        super().__init__(config, config.cpu_blocks if swap else 0, config.watermark)
+        self.buckets: list[dict[Seq, None]] = [{} for _ in range(self.bs)]
+        self.counts = [0] * self.bs
+        self.logical = 0       # sum of block-table lengths on the GPU: the blocks without sharing
+        self.uncomputed = 0    # allocated prompt tokens a chunked prefill has not computed yet
+        self.step_copies = 0   # copy-on-write copies of the current step
+
+    # ---- admission -----------------------------------------------------------------------------------
+    def blocks_for(self, group: Group, generated: int) -> int:
+        """Blocks a (re)prefill takes: the prompt's full blocks once, each sample's tail on its own."""
+        bs, p = self.bs, group.prompt
+        if generated == 0:
+            return -(-p // bs)
+        return p // bs + group.n * (-(-(p + generated) // bs) - p // bs)
+
+    def never_fits(self, group: Group) -> str | None:
+        need = self.blocks_for(group, group.output - 1 if group.output > 1 else 0)
+        usable = self.bm.num_gpu_blocks - self.bm.watermark_blocks
+        if need > usable:
+            return (f"needs {need} KV blocks at its longest; the pool has {self.bm.num_gpu_blocks} "
+                    f"({usable} above the watermark)")
+        return None
+
+    def status(self, group: Group) -> AllocStatus:
+        required = self.blocks_for(group, group.generated)
+        bm = self.bm
+        if bm.num_gpu_blocks - required < bm.watermark_blocks:
+            return AllocStatus.NEVER
+        if bm.num_free_gpu_blocks - required >= bm.watermark_blocks:
+            return AllocStatus.OK
+        return AllocStatus.LATER
+
+    def allocate(self, group: Group) -> None:
+        """Blocks for the group's (re)prefill; a recompute restores each sample's own tokens."""
+        bm, first = self.bm, Seq(self.new_sid(), group.prompt)
+        bm.allocate(first.sid, group.prompt)
+        seqs = [first]
+        if group.generated:
+            for _ in range(group.n - 1):
+                seq = Seq(self.new_sid(), group.prompt)
+                bm.fork(first.sid, seq.sid)
+                seqs.append(seq)
+            for seq in seqs:  # copies of the shared prompt tail are part of the recompute, not CoW work
+                bm.append_slots(seq.sid, group.generated)
+                seq.length += group.generated
+        for seq in seqs:
+            self.logical += bm.num_blocks(seq.sid)
+        group.seqs = seqs
+
+    def fork_samples(self, group: Group) -> None:
+        """After the first prefill: the other samples share every block of the first."""
+        bm, first = self.bm, group.seqs[0]
+        nb = bm.num_blocks(first.sid)
+        for _ in range(group.n - 1):
+            seq = Seq(self.new_sid(), first.length)
+            bm.fork(first.sid, seq.sid)
+            group.seqs.append(seq)
+            self.logical += nb
+
+    def free(self, group: Group, g: int) -> None:
+        # A lazy sequence's untold tokens sit in blocks it already has: freeing needs no sync.
+        bm = self.bm
+        for seq in group.seqs:
+            if seq.phase >= 0:
+                self.leave(seq, g)
+            self.logical -= bm.num_blocks(seq.sid)
+            bm.free(seq.sid)
+        group.seqs = []
+
+    # ---- lazy decoding -------------------------------------------------------------------------------
+    def join(self, seq: Seq, g: int) -> None:
+        super().join(seq, g)
+        seq.phase = (g + 1 - seq.length) % self.bs
+        self.buckets[seq.phase][seq] = None
+        self.counts[seq.phase] += 1
+
+    def leave(self, seq: Seq, g: int) -> None:
+        del self.buckets[seq.phase][seq]
+        self.counts[seq.phase] -= 1
+        super().leave(seq, g)
+
+    def sync(self, seq: Seq, g: int) -> None:
+        """Tell the block manager a lazy sequence's tokens up to decode step g."""
+        n = g - seq.synced_g
+        if n:
+            nb = len(self.bm.append_slots(seq.sid, n))
+            assert nb == 0, "a lazy sequence never shares its last block"
+            seq.length += n
+            seq.synced_g = g
+            self.lazy_synced += n
+
+    def sync_all(self, g: int) -> None:
+        for bucket in self.buckets:
+            for seq in bucket:
+                self.sync(seq, g)
+
+    def crossings(self, g: int) -> int:
+        return self.counts[g % self.bs]
+
+    def reserve_bucket(self, g: int) -> None:
+        """Decode step g: the sequences that need a block in it get it."""
+        append, n_synced = self.bm.append_slots, 0
+        for seq in self.buckets[g % self.bs]:
+            n = g - seq.synced_g
+            append(seq.sid, n)
+            seq.length += n
+            seq.synced_g = g
+            n_synced += n
+            self.logical += 1
+        self.lazy_synced += n_synced
+
+    def reserve_run(self, g_first: int, g_last: int) -> None:
+        """Decode steps g_first..g_last at once (the caller checked the blocks suffice)."""
+        if g_last < g_first:
+            return
+        span = g_last - g_first + 1
+        phases = range(self.bs) if span >= self.bs else {(g_first + i) % self.bs for i in range(span)}
+        bm, n_synced, new_blocks = self.bm, 0, 0
+        for r in phases:
+            for seq in self.buckets[r]:
+                n = g_last - seq.synced_g
+                before = -(-seq.length // self.bs)
+                bm.append_slots(seq.sid, n)
+                seq.length += n
+                seq.synced_g = g_last
+                n_synced += n
+                new_blocks += -(-seq.length // self.bs) - before
+        self.lazy_synced += n_synced
+        self.logical += new_blocks
+
+    # ---- dirty families (shared partial last blocks) -------------------------------------------------
+    def group_need(self, group: Group, g: int) -> int:
+        """New blocks the group's sequences take in decode step g."""
+        if not group.dirty:
+            r = g % self.bs
+            return sum(1 for seq in group.seqs if seq.phase == r)
+        bm, bs, need, holders = self.bm, self.bs, 0, {}
+        for seq in group.seqs:
+            if seq.length % bs == 0:
+                need += 1
+            else:
+                last = bm.block_table(seq.sid)[-1]
+                holders[last] = holders.get(last, 0) + 1
+        for block, held in holders.items():
+            # The last holder of a shared partial block writes into it; every other one copies it.
+            need += held - 1 if bm.refcount(block) == held else held
+        return need
+
+    def commit_group(self, group: Group, g: int) -> None:
+        """Decode step g's slots for one group (after `group_need` fit)."""
+        if not group.dirty:
+            r = g % self.bs
+            for seq in group.seqs:
+                if seq.phase == r:
+                    self.sync(seq, g)
+                    self.logical += 1
+            return
+        bm = self.bm
+        for seq in group.seqs:
+            before = bm.num_blocks(seq.sid)
+            self.step_copies += len(bm.append_slots(seq.sid, 1))
+            self.logical += bm.num_blocks(seq.sid) - before
+            seq.length += 1
+            seq.synced_g = g
+
+    # ---- swap ----------------------------------------------------------------------------------------
+    def can_swap_out(self, group: Group) -> bool:
+        return self.bm.num_cpu_blocks > 0 and self.bm.can_swap_out([s.sid for s in group.seqs])
+
+    def swap_out(self, group: Group, g: int) -> int:
+        for seq in group.seqs:
+            if seq.phase >= 0:
+                self.sync(seq, g)
+                self.leave(seq, g)
+            self.logical -= self.bm.num_blocks(seq.sid)
+        return len(self.bm.swap_out([s.sid for s in group.seqs]))
+
+    def can_swap_in(self, group: Group) -> bool:
+        """Room for the group's blocks plus one new block per sequence, above the watermark."""
+        sids = [s.sid for s in group.seqs]
+        if not self.bm.can_swap_in(sids):
+            return False
+        blocks = sum(self.bm.num_blocks(sid) for sid in sids) + len(sids)
+        return self.bm.num_free_gpu_blocks - blocks >= self.bm.watermark_blocks
+
+    def swap_in(self, group: Group) -> int:
+        moved = len(self.bm.swap_in([s.sid for s in group.seqs]))
+        for seq in group.seqs:
+            self.logical += self.bm.num_blocks(seq.sid)
+        return moved
+
+    # ---- per-step figures ----------------------------------------------------------------------------
+    def used_blocks(self) -> int:
+        return self.bm.num_used_gpu_blocks
+
+    def kv_tokens(self, g: int) -> int:
+        bm = self.bm
+        filled = bm.num_used_gpu_blocks * self.bs - bm.num_allocated_unused_slots
+        return filled - self.uncomputed + self.lazy_b * g - self.lazy_synced
+
+    def reserved_slots(self) -> int:
+        return self.bm.num_used_gpu_blocks * self.bs
+
+
+class ReservedKV(_LazyDecode):
+    """Orca/static: each sequence reserves a contiguous region for prompt + (max or true) output up front.
+
+    The region is held as blocks of the real block manager (a contiguous range in a real allocator; the
+    pool is the same memory) but never grows: decode steps touch no memory, and nothing is shared.
+    """
+
+    memory = "reserved"
+
+    def __init__(self, config: EngineConfig, reserve_true_output: bool) -> None:
+        super().__init__(config, 0, 0.0)
+        self.context_len = config.context_len
+        self.max_output = config.max_output_tokens
+        self.true_output = reserve_true_output
+        self.resident = 0          # tokens held, lazy sequences as of their synced step
+        self.reserved = 0          # slots reserved (exact, not rounded to blocks)
+        self.counts = [0] * self.bs
+        self.step_copies = 0
+        self.uncomputed = 0
+
+    def reservation(self, group: Group) -> int:
+        if self.true_output:
+            return group.prompt + group.output
+        if self.max_output is not None:
+            return min(group.prompt + self.max_output, self.context_len)
+        return self.context_len
+
+    def blocks_for(self, group: Group) -> int:
+        return group.n * -(-self.reservation(group) // self.bs)
+
+    def never_fits(self, group: Group) -> str | None:
+        need = self.blocks_for(group)
+        if need > self.bm.num_gpu_blocks:
+            return (f"reserves {need} KV blocks ({group.n} x {self.reservation(group)} tokens); the pool has "
+                    f"{self.bm.num_gpu_blocks}")
+        return None
+
+    def status(self, group: Group) -> AllocStatus:
+        need = self.blocks_for(group)
+        if need > self.bm.num_gpu_blocks:
+            return AllocStatus.NEVER
+        return AllocStatus.OK if need <= self.bm.num_free_gpu_blocks else AllocStatus.LATER
+
+    def allocate(self, group: Group) -> None:
+        tokens = self.reservation(group)
+        group.seqs = [Seq(self.new_sid(), 0) for _ in range(group.n)]
+        for seq in group.seqs:
+            self.bm.allocate(seq.sid, tokens)
+        self.reserved += tokens * group.n
+
+    def computed(self, group: Group, tokens: int) -> None:
+        """A prefill chunk wrote `tokens` into each sample's own region (no sharing)."""
+        self.resident += tokens * group.n
+        for seq in group.seqs:
+            seq.length += tokens
+
+    def free(self, group: Group, g: int) -> None:
+        for seq in group.seqs:
+            if seq.phase >= 0:
+                self.leave(seq, g)
+            self.resident -= seq.length
+            self.bm.free(seq.sid)
+        self.reserved -= self.reservation(group) * group.n
+        group.seqs = []
+
+    def leave(self, seq: Seq, g: int) -> None:
+        self.resident += g - seq.synced_g
+        super().leave(seq, g)
+
+    def sync_all(self, g: int) -> None:  # nothing is told to the block manager while decoding
+        return None
+
+    def used_blocks(self) -> int:
+        return self.bm.num_used_gpu_blocks
+
+    def kv_tokens(self, g: int) -> int:
+        return self.resident + self.lazy_b * g - self.lazy_synced
+
+    def reserved_slots(self) -> int:
+        return self.reserved

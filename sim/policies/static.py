@@ -1,0 +1,25 @@
+"""`static`: request-level batching (FasterTransformer, early HF serving). When the engine is empty it
+admits a batch FCFS (token budget, `max_num_seqs`, contiguous max-length reservations as in `orca-max`)
+and prefills it in one step; the batch then decodes until its last request finishes. Finished requests
+leave the batch, but nobody joins it: a request arriving meanwhile waits for the whole batch."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sim.policies.base import StepPlan, admit_waiting
+
+if TYPE_CHECKING:
+    from sim.engine import Engine
+
+
+class StaticPolicy:
+    name = "static"
+    memory = "reserved"
+    preemption = "none"
+    chunked_prefill = False
+    reserve_true_output = False
+
+    def schedule(self, engine: "Engine") -> StepPlan:
+        if not engine.running:
+            return StepPlan(prefills=admit_waiting(engine, engine.config.token_budget))
+        return StepPlan(decode=True, steady=True, arrivals_matter=False)

@@ -1,0 +1,95 @@
+"""`SimResult`: the tables of one replay, and writing them to a directory atomically."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+OUTPUT_FILES = ("requests.csv", "steps.csv", "summary.json", "config.json", "itl.npy")
+
+
+@dataclass
+class SimResult:
+    requests: pd.DataFrame   # one row per request (see sim.tables.REQUEST_COLUMNS)
+    steps: pd.DataFrame      # one row per engine step (see sim.records.STEP_COLUMNS)
+    summary: dict[str, Any]  # run totals, JSON-able
+    config: dict[str, Any]   # the EngineConfig and what follows from it
+    itl_s: np.ndarray        # every inter-token gap of every finished request, seconds
+
+    def write(self, out_dir: str | os.PathLike) -> Path:
+        """Write the five files into `out_dir` (created if needed), each via a temp file and a rename."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic(out / "requests.csv", lambda f: write_csv(self.requests, f))
+        _atomic(out / "steps.csv", lambda f: write_csv(self.steps, f))
+        _atomic(out / "summary.json", lambda f: f.write(_json(self.summary).encode()))
+        _atomic(out / "config.json", lambda f: f.write(_json(self.config).encode()))
+        _atomic(out / "itl.npy", lambda f: np.save(f, np.asarray(self.itl_s, dtype=np.float64)))
+        return out
+
+
+def write_csv(frame: pd.DataFrame, f) -> None:
+    """`frame.to_csv(f, index=False)`, the same text, about twice as fast: one %-format per row.
+
+    Floats are written as `repr` (shortest round-trip form, as pandas does), NaN as an empty field,
+    text quoted only when it holds a comma, quote or line break.
+    """
+    columns, formats = [], []
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        kind = values.dtype.kind
+        if kind == "f" and not np.isnan(values).any():
+            columns.append(values.tolist())
+            formats.append("%r")
+        elif kind in "iu":
+            columns.append(values.tolist())
+            formats.append("%d")
+        else:
+            columns.append([_field(v) for v in values.tolist()])
+            formats.append("%s")
+    row = ",".join(formats)
+    header = ",".join(_field(str(c)) for c in frame.columns)
+    f.write((header + "\n").encode())
+    if len(frame):
+        f.write(("\n".join(map(row.__mod__, zip(*columns))) + "\n").encode())
+
+
+def _field(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = repr(value) if isinstance(value, float) else str(value)
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _json(data: dict) -> str:
+    # NaN is not JSON: write null.
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+    return json.dumps(clean, indent=2, sort_keys=False) + "\n"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
