@@ -80,5 +80,6 @@ def memory_metrics(steps: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str,
     }
     for column in EVENT_COLUMNS:
         metrics[column] = int(steps[column].sum())
-    metrics["sharing_saved_fraction"] = float(summary.get("sharing_saved_fraction", math.nan))
+    saved = summary.get("sharing_saved_fraction")  # JSON writes NaN as null
+    metrics["sharing_saved_fraction"] = math.nan if saved is None else float(saved)
     return metrics

@@ -19,7 +19,7 @@ from analysis.slo import SLO
 
 RunKey = tuple[str, float]
 MAX_CDF_ROWS = 4  # loads shown in the CDF grid; more would make the figure unreadable
-MAX_TIMELINE_POINTS = 2000  # steps drawn per policy; longer timelines are thinned evenly
+TIMELINE_BINS = 200  # time bins drawn per policy; a bin shows the time-weighted mean of its steps
 
 
 def _figure(nrows: int, ncols: int, width: float, height: float):  # -> (Figure, axes 2-D array)
@@ -30,11 +30,24 @@ def _figure(nrows: int, ncols: int, width: float, height: float):  # -> (Figure,
     return fig, axes
 
 
-def policy_colors(policies: Sequence[str]) -> dict[str, tuple]:
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def policy_styles(policies: Sequence[str]) -> dict[str, dict]:
+    """Colour, dash and marker per policy: policies with identical numbers still show as distinct lines."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    return {policy: cmap(i % 10) for i, policy in enumerate(policies)}
+    return {
+        policy: {"color": cmap(i % 10), "linestyle": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)]}
+        for i, policy in enumerate(policies)
+    }
+
+
+def _line(styles: dict[str, dict], policy: str) -> dict:
+    """Style of a plain line (no markers)."""
+    return {"color": styles[policy]["color"], "linestyle": styles[policy]["linestyle"]}
 
 
 def _save(fig, path: Path) -> Path:
@@ -64,19 +77,21 @@ def plot_latency_cdfs(
     from matplotlib.ticker import NullFormatter
 
     shown = pick_loads(loads, MAX_CDF_ROWS)
-    columns = [("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2el_s", "E2E latency (s)")]
+    # TTFT and E2E latency span decades under overload: log axes. TPOT stays within a narrow band: linear.
+    columns = [("ttft_s", "TTFT (s)", "log"), ("tpot_s", "TPOT (s)", "linear"), ("e2el_s", "E2E latency (s)", "log")]
     fig, axes = _figure(len(shown), len(columns), 4.2, 2.8)
-    colors = policy_colors(policies)
+    styles = policy_styles(policies)
     for row, load in enumerate(shown):
-        for col, (column, label) in enumerate(columns):
+        for col, (column, label, scale) in enumerate(columns):
             ax = axes[row, col]
             for policy in policies:
                 run = runs.get((policy, load))
                 if run is not None:
                     values = request_latencies(run.requests)[column].to_numpy(dtype=float)
-                    _cdf(ax, values, color=colors[policy], label=policy)
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
+                    _cdf(ax, values, label=policy, **_line(styles, policy))
+            ax.set_xscale(scale)
+            if scale == "log":
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
             ax.set_xlabel(label)
@@ -99,11 +114,11 @@ def plot_latency_vs_rate(table: pd.DataFrame, policies: Sequence[str], slo: SLO 
     panels = [("p99_ttft_ms", "p99 TTFT (ms)", "ttft"), ("p99_tpot_ms", "p99 TPOT (ms)", "tpot"),
               ("mean_normalized_latency_s", "mean normalized latency (s/token)", None)]
     fig, axes = _figure(1, len(panels), 4.2, 3.2)
-    colors = policy_colors(policies)
+    styles = policy_styles(policies)
     bounds = dict(slo.items()) if slo else {}
     for ax, (column, label, slo_name) in zip(axes[0], panels):
         for policy, group in _by_policy(table, policies):
-            ax.plot(group["rate"], group[column], marker="o", color=colors[policy], label=policy)
+            ax.plot(group["rate"], group[column], label=policy, **styles[policy])
         if slo_name in bounds:
             ax.axhline(bounds[slo_name], color="gray", linestyle="--", linewidth=1, label=f"SLO {bounds[slo_name]:g} ms")
         ax.set_yscale("log")
@@ -118,14 +133,15 @@ def plot_latency_vs_rate(table: pd.DataFrame, policies: Sequence[str], slo: SLO 
 def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: Path) -> Path:
     """Output token throughput and request throughput/goodput against request rate."""
     fig, axes = _figure(1, 2, 4.6, 3.2)
-    colors = policy_colors(policies)
+    styles = policy_styles(policies)
     for policy, group in _by_policy(table, policies):
-        axes[0, 0].plot(group["rate"], group["output_throughput"], marker="o", color=colors[policy], label=policy)
-        axes[0, 1].plot(group["rate"], group["request_throughput"], marker="o", color=colors[policy], label=policy)
+        axes[0, 0].plot(group["rate"], group["output_throughput"], label=policy, **styles[policy])
+        axes[0, 1].plot(group["rate"], group["request_throughput"], label=policy, **styles[policy])
         if group["request_goodput"].notna().any():
-            axes[0, 1].plot(group["rate"], group["request_goodput"], marker="x", linestyle=":", color=colors[policy])
+            axes[0, 1].plot(group["rate"], group["request_goodput"], color=styles[policy]["color"], marker="x",
+                            linestyle=":", linewidth=1)
     axes[0, 0].set_ylabel("output throughput (tok/s)")
-    axes[0, 1].set_ylabel("requests/s: throughput (o), goodput (x)")
+    axes[0, 1].set_ylabel("req/s: throughput (lines), goodput (x)")
     for ax in axes[0]:
         ax.set_xlabel("request rate (req/s)")
         ax.grid(alpha=0.3)
@@ -134,33 +150,46 @@ def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: 
     return _save(fig, path)
 
 
-def _thin(frame: pd.DataFrame) -> pd.DataFrame:
-    if len(frame) <= MAX_TIMELINE_POINTS:
-        return frame
-    return frame.iloc[np.linspace(0, len(frame) - 1, MAX_TIMELINE_POINTS).round().astype(int)]
+def binned_timeline(timeline: pd.DataFrame, durations: np.ndarray, bins: int = TIMELINE_BINS) -> pd.DataFrame:
+    """Time-weighted mean of each column over `bins` equal time bins (bins with no step are dropped).
+
+    Plotting every step aliases: a batch that alternates prefill and decode steps would draw a solid band."""
+    if len(timeline) <= bins:
+        return timeline
+    time = timeline["time_s"].to_numpy()
+    edges = np.linspace(time.min(), time.max(), bins + 1)
+    weights = np.where(durations > 0, durations, 1e-12)
+    total, _ = np.histogram(time, edges, weights=weights)
+    keep = total > 0
+    out = {"time_s": ((edges[:-1] + edges[1:]) / 2)[keep]}
+    for column in timeline.columns.drop("time_s"):
+        summed, _ = np.histogram(time, edges, weights=weights * timeline[column].to_numpy())
+        out[column] = summed[keep] / total[keep]
+    return pd.DataFrame(out)
 
 
 def plot_kv_timeline(
     runs: Mapping[RunKey, RunData], policies: Sequence[str], load: float, load_label: str, path: Path
 ) -> Path:
     """KV usage (held: solid, holding tokens: dotted) and batch size over time, a line per policy, at one load."""
-    fig, axes = _figure(2, 1, 9.0, 2.8)
-    colors = policy_colors(policies)
+    fig, axes = _figure(3, 1, 9.0, 2.4)
+    styles = policy_styles(policies)
     for policy in policies:
         run = runs.get((policy, load))
         if run is None or run.steps.empty:
             continue
-        timeline = _thin(kv_timeline(run.steps, run.summary))
-        axes[0, 0].plot(timeline["time_s"], 100 * timeline["kv_usage"], color=colors[policy], label=policy)
-        axes[0, 0].plot(timeline["time_s"], 100 * timeline["kv_token_usage"], color=colors[policy], linestyle=":")
-        axes[1, 0].plot(timeline["time_s"], timeline["batch_size"], color=colors[policy], label=policy)
-    axes[0, 0].set_ylabel("share of KV slots (%)")
-    axes[1, 0].set_ylabel("batch size (seqs)")
-    axes[1, 0].set_xlabel("simulated time (s)")
+        timeline = binned_timeline(kv_timeline(run.steps, run.summary), run.steps["duration_s"].to_numpy(dtype=float))
+        axes[0, 0].plot(timeline["time_s"], 100 * timeline["kv_usage"], label=policy, **_line(styles, policy))
+        axes[1, 0].plot(timeline["time_s"], 100 * timeline["kv_token_usage"], label=policy, **_line(styles, policy))
+        axes[2, 0].plot(timeline["time_s"], timeline["batch_size"], label=policy, **_line(styles, policy))
+    axes[0, 0].set_ylabel("KV slots held (%)")
+    axes[1, 0].set_ylabel("KV slots with a token (%)")
+    axes[2, 0].set_ylabel("batch size (seqs)")
+    axes[2, 0].set_xlabel("simulated time (s)")
     for ax in axes[:, 0]:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8, ncols=min(len(policies), 6))
-    fig.suptitle(f"KV slots held (solid) and holding tokens (dotted), batch size; over time at {load_label} {load:g}")
+    fig.suptitle(f"KV-cache usage and batch size over time at {load_label} {load:g} (time-weighted means of {TIMELINE_BINS} bins)")
     return _save(fig, path)
 
 
@@ -169,9 +198,9 @@ def plot_capacity(
 ) -> Path:
     """Left: SLO attainment against rate with the target; right: each policy's capacity (req/s)."""
     fig, axes = _figure(1, 2, 4.6, 3.2)
-    colors = policy_colors(policies)
+    styles = policy_styles(policies)
     for policy, group in _by_policy(table, policies):
-        axes[0, 0].plot(group["rate"], 100 * group["slo_attainment"], marker="o", color=colors[policy], label=policy)
+        axes[0, 0].plot(group["rate"], 100 * group["slo_attainment"], label=policy, **styles[policy])
     axes[0, 0].axhline(100 * target, color="gray", linestyle="--", linewidth=1)
     axes[0, 0].set_xlabel("request rate (req/s)")
     axes[0, 0].set_ylabel("SLO attainment (%)")
@@ -179,7 +208,7 @@ def plot_capacity(
     axes[0, 0].legend(fontsize=8)
     caps = capacity.set_index("policy").reindex(list(policies))
     heights = [0.0 if math.isnan(c) else c for c in caps["capacity"]]
-    bars = axes[0, 1].bar(range(len(policies)), heights, color=[colors[p] for p in policies])
+    bars = axes[0, 1].bar(range(len(policies)), heights, color=[styles[p]["color"] for p in policies])
     for bar, (policy, row) in zip(bars, caps.iterrows()):
         text = "none" if math.isnan(row["capacity"]) else f"{row['capacity']:g}" + ("+" if row["all_loads_met"] else "")
         axes[0, 1].annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")

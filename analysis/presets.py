@@ -26,22 +26,22 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         "ShareGPT-like lengths, Poisson arrivals; 10% parallel sampling and 5% beam search (n=4)",
-        num_requests=400, rates=(4.0, 8.0, 12.0, 16.0),
+        num_requests=1000, rates=(4.0, 8.0, 16.0, 24.0, 32.0, 40.0),
         generate_kwargs={"lengths": "sharegpt", "parallel_fraction": 0.10, "beam_fraction": 0.05, "n": 4},
     ),
     "sharegpt": Preset(
         "ShareGPT-like lengths, Poisson arrivals, greedy decoding only",
-        num_requests=400, rates=(4.0, 8.0, 12.0, 16.0),
+        num_requests=1000, rates=(4.0, 8.0, 16.0, 24.0, 32.0, 40.0),
         generate_kwargs={"lengths": "sharegpt"},
     ),
     "parallel": Preset(
         "ShareGPT-like lengths, Poisson arrivals, every request parallel sampling with n=4",
-        num_requests=300, rates=(1.0, 2.0, 3.0, 4.0),
+        num_requests=300, rates=(1.0, 2.0, 4.0, 8.0, 16.0),
         generate_kwargs={"lengths": "sharegpt", "parallel_fraction": 1.0, "n": 4},
     ),
     "beam": Preset(
         "ShareGPT-like lengths, Poisson arrivals, every request beam search with width 4",
-        num_requests=300, rates=(1.0, 2.0, 3.0, 4.0),
+        num_requests=300, rates=(1.0, 2.0, 4.0, 8.0, 16.0),
         generate_kwargs={"lengths": "sharegpt", "beam_fraction": 1.0, "n": 4},
     ),
 }

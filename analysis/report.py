@@ -70,6 +70,8 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) ->
                 worst = valid.loc[valid[column].idxmax()]
                 out.append(f"There the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
                            f"the highest {worst['policy']}'s ({format_value(column, worst[column])} {unit}).")
+        batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}" for r in top.itertuples())
+        out.append(f"Mean batch size there (sequences per step): {batch}.")
     waste = table.groupby("policy", sort=False)["kv_unused_fraction"].mean().dropna()
     if not waste.empty:
         out.append("Held but unused KV slots (mean over loads): "

@@ -25,6 +25,7 @@ PERCENT_COLUMNS = frozenset(
     {"slo_attainment", "kv_usage_mean", "kv_usage_peak", "kv_token_usage_mean", "kv_unused_fraction",
      "sharing_saved_fraction"}
 )
+LOAD_COLUMNS = frozenset({"load", "rate", "rate_scale"})
 INT_COLUMNS = frozenset({"completed", "rejected", "num_requests", "preemptions", "swaps_out", "swaps_in", "cow_copies"})
 
 
@@ -37,9 +38,11 @@ def format_value(column: str, value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     number = float(value)  # type: ignore[arg-type]
+    if column in LOAD_COLUMNS:
+        return f"{number:.4g}"
     if column in PERCENT_COLUMNS:
         return f"{100 * number:.1f}%"
-    if column in INT_COLUMNS or (column != "load" and number.is_integer() and abs(number) >= 1000):
+    if column in INT_COLUMNS or (number.is_integer() and abs(number) >= 1000):
         return f"{int(round(number)):d}"
     magnitude = abs(number)
     if magnitude >= 100:
@@ -47,7 +50,7 @@ def format_value(column: str, value: object) -> str:
     if magnitude >= 10:
         return f"{number:.1f}"
     if magnitude >= 1 or magnitude == 0:
-        return f"{number:.2f}".rstrip("0").rstrip(".") if column in ("load", "rate") else f"{number:.2f}"
+        return f"{number:.2f}"
     return f"{number:.3g}"
 
 
