@@ -65,3 +65,12 @@ def test_stats_on_the_real_azure_trace(capsys: pytest.CaptureFixture[str]) -> No
     assert rows["requests"] == ["8819"] and rows["duration"] == ["3435.948", "s"]
     assert rows["prompt"][3] == "7437" and rows["output"][3] == "1899"  # max lengths of the file
     assert re.fullmatch(r"2\.56\d", rows["mean"][1])
+
+
+def test_bench_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    # A smoke run so the benchmark script cannot rot; its timings are not checked here.
+    from traces import bench
+
+    assert bench.main(["--rows", "500", "--repeat", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| native CSV (all 10 fields) |" in table and "| Azure CSV (7-digit timestamps) |" in table

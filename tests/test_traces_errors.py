@@ -39,6 +39,7 @@ CASES = [
     ("bad hash ids", "t.jsonl", MOON + '{"timestamp": 5, "input_length": 3, "output_length": 1, "hash_ids": [1, "x"]}\n',
      ":2", "hash_ids", "not a list of non-negative integers"),
     ("ragged row", "t.csv", NATIVE + "0,1,1\n1,2,2,9\n", ":3", "row", "expected 3 fields, saw 4"),
+    ("missing id", "t.csv", "request_id," + NATIVE + "a,0,1,1\n,1,1,1\n", ":3", "request_id", "missing value"),
     ("duplicate id", "t.csv", "request_id," + NATIVE + "a,0,1,1\na,1,1,1\n", ":3", "request_id", "duplicate id 'a'"),
     ("greedy with n=4", "t.csv", "n," + NATIVE + "1,0,1,1\n4,1,1,1\n", ":3", "n", "greedy sampling decodes one sequence"),
     ("unknown sampling", "t.csv", "sampling," + NATIVE + "topk,0,1,1\n", ":2", "sampling", "unknown mode 'topk'"),

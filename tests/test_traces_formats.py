@@ -144,3 +144,14 @@ def test_real_azure_code_trace_loads_in_full() -> None:
     assert [r.output_tokens for r in trace] == [int(row["GeneratedTokens"]) for row in rows]
     assert [r.request_id for r in trace] == [str(i) for i in range(8819)]
     assert not any("out of order" in n for n in trace.notices)
+
+
+def test_blank_and_whitespace_lines_are_ignored_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "b.csv"
+    path.write_bytes(b"\narrival_s,prompt_tokens,output_tokens\r\n0,1,1\r\n   \r\n\r\n2,3,x\r\n")
+    with pytest.raises(ValueError, match=r"b\.csv:6: output_tokens: not a number: 'x'$"):  # lines still exact
+        load(path)
+    path.write_bytes(b"\xef\xbb\xbfarrival_s,prompt_tokens,output_tokens\r\n0,1,1\r\n   \r\n\r\n2,3,4\r\n\r\n")
+    trace = load(path)
+    assert triples(trace) == [("0", 0.0, 1, 1), ("1", 2.0, 3, 4)]
+    assert "ignored 3 blank lines" in trace.notices

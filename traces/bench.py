@@ -4,11 +4,12 @@
     .venv/bin/python -m traces.bench --rows 100000 --repeat 1
 
 Prints a markdown table (the figures in docs/traces.md come from it). The target is a
-1,000,000-row CSV loaded in under 10 s.
+1,000,000-row CSV loaded in under 10 s; a Mooncake JSONL file is timed too, for information.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -35,6 +36,18 @@ def write_azure_csv(path: Path, trace: Trace) -> None:
                   "GeneratedTokens": trace.column("output_tokens")}).to_csv(path, index=False, lineterminator="\n")
 
 
+def write_mooncake_jsonl(path: Path, trace: Trace) -> None:
+    """The trace in the Mooncake layout: ms timestamps, one fresh hash id per 512-token block."""
+    next_id = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for ms, prompt, output in zip(np.rint(trace.column("arrival_s") * 1e3).astype(np.int64).tolist(),
+                                      trace.column("prompt_tokens").tolist(), trace.column("output_tokens").tolist()):
+            blocks = -(-prompt // 512)
+            out.write(json.dumps({"timestamp": ms, "input_length": prompt, "output_length": output,
+                                  "hash_ids": list(range(next_id, next_id + blocks))}) + "\n")
+            next_id += blocks
+
+
 def best_of(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
     best, result = float("inf"), None
     for _ in range(repeat):
@@ -54,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                      beam_fraction=0.05, num_prefix_groups=8, prefix_tokens=64, prefix_fraction=0.5)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        native, azure = Path(tmp, "native.csv"), Path(tmp, "azure.csv")
+        native, azure, mooncake = Path(tmp, "native.csv"), Path(tmp, "azure.csv"), Path(tmp, "mooncake.jsonl")
         write_s, _ = best_of(1, lambda: trace.to_csv(native))
         write_azure_csv(azure, trace)
-        for label, path in (("native CSV (all 10 fields)", native), ("Azure CSV (7-digit timestamps)", azure)):
+        write_mooncake_jsonl(mooncake, trace)
+        for label, path in (("native CSV (all 10 fields)", native), ("Azure CSV (7-digit timestamps)", azure),
+                            ("Mooncake JSONL (with hash ids; not a target)", mooncake)):
             load_s, loaded = best_of(args.repeat, lambda: load(path))
             assert isinstance(loaded, Trace) and len(loaded) == args.rows
             build_s, _ = best_of(1, lambda: loaded.requests)
@@ -70,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| file | size (MB) | `load` (s) | then `.requests` (s) | target |")
     print("|---|---:|---:|---:|---|")
     for label, size_mb, load_s, build_s in rows:
-        verdict = "met" if load_s < TARGET_S else "MISSED"
-        print(f"| {label} | {size_mb:.1f} | {load_s:.2f} | {build_s:.2f} | < {TARGET_S:g} s: {verdict} |")
+        verdict = "n/a" if "JSONL" in label else "met" if load_s < TARGET_S else "MISSED"
+        target = "none" if verdict == "n/a" else f"< {TARGET_S:g} s: {verdict}"
+        print(f"| {label} | {size_mb:.1f} | {load_s:.2f} | {build_s:.2f} | {target} |")
     return 0
 
 

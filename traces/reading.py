@@ -56,7 +56,7 @@ def parse_json_line(path: Path, number: int, line: str) -> dict:
     except json.JSONDecodeError as exc:
         # An object that never closes was cut off (a partial download, a killed writer).
         reason = "invalid JSON" if line.rstrip().endswith("}") else "truncated JSON"
-        raise error(f"{path}:{number}", "json", f"{reason} ({exc.msg} at column {exc.colno})") from None
+        raise error(f"{path}:{number}", "json", f"{reason} ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise error(f"{path}:{number}", "json", f"expected an object, got {type(record).__name__}")
     return record
@@ -79,11 +79,25 @@ def read_csv_table(path: Path, header: Header, text_columns: tuple[str, ...]) ->
         raise _parser_error(path, exc) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     lines = np.arange(header.line + 1, header.line + 1 + len(frame), dtype=np.int64)
-    blank = frame.isna().all(axis=1).to_numpy()
+    blank = _blank_rows(frame)
     if blank.any():
         frame = frame.loc[~blank].reset_index(drop=True)
         lines = lines[~blank]
     return frame, Locator(str(path), lines), int(blank.sum())
+
+
+def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose cells are all empty or whitespace: blank lines, not requests."""
+    blank = frame.isna().all(axis=1).to_numpy().copy()
+    # Only a row whose first cell is text can be a line of spaces (the other cells are then empty).
+    first = frame.iloc[:, 0] if frame.shape[1] else pd.Series([], dtype=object)
+    if not pd.api.types.is_numeric_dtype(first.dtype):
+        rest_empty = frame.iloc[:, 1:].isna().all(axis=1).to_numpy()
+        candidates = np.flatnonzero(rest_empty & ~blank)
+        for pos in candidates.tolist():
+            if isinstance(first.iloc[pos], str) and not first.iloc[pos].strip():
+                blank[pos] = True
+    return blank
 
 
 def _parser_error(path: Path, exc: Exception) -> ValueError:

@@ -138,6 +138,7 @@ class Trace:
         problems = Problems(Locator(source, df.index))
         cols = native_columns(df.reset_index(drop=True), problems)
         problems.raise_first()
+        cols = {name: values.copy() for name, values in cols.items()}  # never share the caller's memory
         cols, out_of_order = sort_by_arrival(cols)
         notices = [f"sorted by arrival (stable): {out_of_order} requests arrived before an earlier one"] \
             if out_of_order else []

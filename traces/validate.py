@@ -139,7 +139,7 @@ def ids_column(col: pd.Series | None, num_rows: int, field: str, problems: Probl
         return row_ids(num_rows)
     missing = col.isna().to_numpy()
     problems.flag(missing, field, lambda p: "missing value")
-    ids = col.astype(str).to_numpy(object)
+    ids = col.astype(str).to_numpy(object).copy()
     ids[missing] = ""
     duplicated = pd.Series(ids).duplicated().to_numpy() & ~missing
     problems.flag(duplicated, field, lambda p: f"duplicate id {_shown(ids[p])}")
@@ -154,12 +154,19 @@ def hash_ids_column(col: pd.Series, field: str, problems: Problems) -> np.ndarra
     present = np.flatnonzero(~col.isna().to_numpy())  # most rows of most traces have none
     for pos in present.tolist():
         value = values[pos]
-        if isinstance(value, str) and not value.strip():
-            continue
         try:
-            items = value.split() if isinstance(value, str) else list(value)
-            ids = tuple(int(h) for h in items)
-            if any(h < 0 for h in ids) or any(isinstance(h, (bool, float)) for h in items):
+            if isinstance(value, str):
+                ids = tuple(map(int, value.split()))
+            elif isinstance(value, (list, tuple, np.ndarray)):
+                if set(map(type, value)) <= {int}:  # the common case, checked at C speed
+                    ids = tuple(value)
+                elif all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) for h in value):
+                    ids = tuple(int(h) for h in value)  # numpy integers from a DataFrame
+                else:
+                    raise TypeError  # bools, floats, text
+            else:
+                raise TypeError
+            if ids and min(ids) < 0:
                 raise ValueError
             out[pos] = ids or None  # no blocks named: same as no hash ids
         except (TypeError, ValueError):
