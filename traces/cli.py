@@ -6,8 +6,12 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traces.catalog import ARRIVALS, FORMATS, LENGTH_DISTRIBUTIONS, PRESET_NAMES
+
+if TYPE_CHECKING:  # pandas stays out of `pagedlab` start-up
+    from traces.trace import Trace
 
 
 def _window(text: str) -> tuple[float, float]:
@@ -37,7 +41,7 @@ def _add_transform_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-context", type=int, metavar="L", help="clip prompt+output to an L-token context")
 
 
-def _transform(trace, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _transform(trace: "Trace", args: argparse.Namespace) -> "Trace":
     if args.window is not None:
         trace = trace.window(*args.window)
     if args.head is not None:
@@ -49,7 +53,7 @@ def _transform(trace, args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return trace
 
 
-def _write(trace, out: Path) -> None:  # type: ignore[no-untyped-def]
+def _write(trace: "Trace", out: Path) -> None:
     """Native JSONL for a .jsonl path, native CSV otherwise."""
     if out.suffix == ".jsonl":
         trace.to_jsonl(out)
@@ -57,7 +61,7 @@ def _write(trace, out: Path) -> None:  # type: ignore[no-untyped-def]
         trace.to_csv(out)
 
 
-def _report(trace) -> str:  # type: ignore[no-untyped-def]
+def _report(trace: "Trace") -> str:
     from traces.stats import format_stats, summarize
 
     return format_stats(summarize(trace), source=trace.source, notices=trace.notices)
