@@ -174,20 +174,21 @@ class PagedKV(_LazyDecode):
         """Decode steps g_first..g_last at once (the caller checked the blocks suffice)."""
         if g_last < g_first:
             return
+        bs, counts = self.bs, self.counts
         span = g_last - g_first + 1
-        phases = range(self.bs) if span >= self.bs else {(g_first + i) % self.bs for i in range(span)}
-        bm, n_synced, new_blocks = self.bm, 0, 0
+        phases = range(bs) if span >= bs else [(g_first + i) % bs for i in range(span)]
+        append, n_synced = self.bm.append_slots, 0
         for r in phases:
             for seq in self.buckets[r]:
                 n = g_last - seq.synced_g
-                before = -(-seq.length // self.bs)
-                bm.append_slots(seq.sid, n)
+                append(seq.sid, n)
                 seq.length += n
                 seq.synced_g = g_last
                 n_synced += n
-                new_blocks += -(-seq.length // self.bs) - before
         self.lazy_synced += n_synced
-        self.logical += new_blocks
+        # One new block per sequence per crossing: span // bs full cycles, then the leftover phases.
+        cycles, rest = divmod(span, bs)
+        self.logical += cycles * self.lazy_b + sum(counts[(g_first + i) % bs] for i in range(rest))
 
     # ---- dirty families (shared partial last blocks) -------------------------------------------------
     def group_need(self, group: Group, g: int) -> int:

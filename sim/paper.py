@@ -15,7 +15,7 @@ import argparse
 import pandas as pd
 
 from sim.config import EngineConfig
-from sim.replay import replay
+from sim.simulate import replay
 
 PAPER_SETTING = {"model": "opt-13b", "gpu": "a100-40gb"}
 

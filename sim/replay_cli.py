@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from sim.config import EngineConfig
     from sim.policies import make_policy
-    from sim.replay import replay
+    from sim.simulate import replay
     from traces import load
 
     make_policy(args.policy)  # an unknown name fails before the trace is read
