@@ -55,3 +55,10 @@ def capacity_by_policy(
             }
         )
     return pd.DataFrame(rows, columns=["policy", "capacity", "max_load_tested", "all_loads_met"])
+
+
+def format_capacity(capacity: float, all_loads_met: bool) -> str:
+    """`none`, `1.28`, or `32+` (a lower bound: every tested load met the SLOs)."""
+    if math.isnan(capacity):
+        return "none"
+    return f"{capacity:.3g}" + ("+" if all_loads_met else "")

@@ -93,6 +93,7 @@ def _check_name(kind: str, name: str, valid: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from sim import GPUS, MODELS
 
+    from analysis.capacity import format_capacity
     from analysis.compare import CompareSpec, compare, load_points, trace_rate
     from analysis.presets import DEFAULT_PRESET, generate_preset, get_preset
     from analysis.slo import parse_goodput
@@ -140,11 +141,8 @@ def run(args: argparse.Namespace) -> int:
     outcome = compare(trace, points, spec, args.out, command=command, trace_description=description,
                       load_label=label, progress=not args.quiet)
     print(to_console(formatted(outcome.table, CONSOLE_COLUMNS)))
-    caps = ", ".join(
-        f"{row.policy} {'none' if row.capacity != row.capacity else f'{row.capacity:g}'}"
-        + ("+" if row.all_loads_met else "")
-        for row in outcome.capacity.itertuples()
-    )
+    caps = ", ".join(f"{row.policy} {format_capacity(row.capacity, row.all_loads_met)}"
+                     for row in outcome.capacity.itertuples())
     print(f"\ncapacity (req/s within {slo.describe()} for >= {100 * spec.target:g}% of requests): {caps}")
     print(f"report: {Path(outcome.out_dir) / 'report.html'} (and report.md, summary.csv, plots/, runs/); "
           f"{len(outcome.table)} runs in {outcome.wall_s:.1f} s", file=sys.stdout)

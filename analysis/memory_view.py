@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 STEP_COLUMNS: tuple[str, ...] = (
-    "start_s", "duration_s", "batch_size", "kv_blocks_used", "kv_blocks_free", "kv_tokens", "kv_slots_reserved",
+    "start_s", "duration_s", "batch_size", "num_running", "kv_blocks_used", "kv_blocks_free", "kv_tokens", "kv_slots_reserved",
     "cow_copies", "preemptions", "swaps_out", "swaps_in",
 )
 EVENT_COLUMNS: tuple[str, ...] = ("preemptions", "swaps_out", "swaps_in", "cow_copies")
@@ -61,7 +61,10 @@ def _time_weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
 
 
 def memory_metrics(steps: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, float]:
-    """KV usage (mean, peak), unused held slots, mean batch size and event counts of one run."""
+    """KV usage (mean, peak), unused held slots, batch and running sequences, and event counts of one run.
+
+    `mean_batch_size` counts the sequences a step computes; `mean_num_running` those holding KV (admitted,
+    not finished), which is what fills memory: under vLLM's prefill-first schedule they differ a lot."""
     timeline = kv_timeline(steps, summary)
     weights = steps["duration_s"].to_numpy(dtype=float)
     reserved = steps["kv_slots_reserved"].to_numpy(dtype=float)
@@ -72,6 +75,7 @@ def memory_metrics(steps: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str,
     metrics: dict[str, float] = {
         "num_steps": len(steps),
         "mean_batch_size": _time_weighted_mean(timeline["batch_size"].to_numpy(), weights),
+        "mean_num_running": _time_weighted_mean(steps["num_running"].to_numpy(dtype=float), weights),
         "kv_usage_mean": _time_weighted_mean(timeline["kv_usage"].to_numpy(), weights),
         "kv_usage_peak": float(timeline["kv_usage"].max()) if len(steps) else math.nan,
         "kv_token_usage_mean": _time_weighted_mean(timeline["kv_token_usage"].to_numpy(), weights),

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.capacity import format_capacity
 from analysis.memory_view import kv_timeline
 from analysis.metrics import request_latencies
 from analysis.runs import RunData
@@ -210,10 +211,11 @@ def plot_capacity(
     heights = [0.0 if math.isnan(c) else c for c in caps["capacity"]]
     bars = axes[0, 1].bar(range(len(policies)), heights, color=[styles[p]["color"] for p in policies])
     for bar, (policy, row) in zip(bars, caps.iterrows()):
-        text = "none" if math.isnan(row["capacity"]) else f"{row['capacity']:g}" + ("+" if row["all_loads_met"] else "")
+        text = format_capacity(row["capacity"], row["all_loads_met"])
         axes[0, 1].annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
     axes[0, 1].set_xticks(range(len(policies)), list(policies), rotation=30, ha="right")
     axes[0, 1].set_ylabel("capacity (req/s)")
+    axes[0, 1].margins(y=0.15)  # room for the value labels
     axes[0, 1].grid(alpha=0.3, axis="y")
     slo_text = slo.describe() if slo else "none"
     fig.suptitle(f"Capacity: highest rate with >= {100 * target:g}% of requests within SLOs ({slo_text})")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -12,6 +11,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.atomic import write_text_atomic
+from analysis.capacity import format_capacity
 from analysis.runs import RunData
 from analysis.slo import SLO
 from analysis.tables import LATENCY_COLUMNS, MEMORY_COLUMNS, format_value, formatted, to_html, to_markdown
@@ -51,7 +51,7 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) ->
     if caps.empty:
         out.append(f"No policy meets the SLOs ({ctx.slo.describe()}) for {100 * ctx.target:g}% of requests at any tested load.")
     else:
-        parts = [f"{r.policy} {r.capacity:g}{'+' if r.all_loads_met else ''}" for r in caps.itertuples()]
+        parts = [f"{r.policy} {format_capacity(r.capacity, r.all_loads_met)}" for r in caps.itertuples()]
         none = [p for p in capacity["policy"] if p not in set(caps["policy"])]
         out.append(
             f"Capacity (req/s, highest tested rate with >= {100 * ctx.target:g}% of requests within {ctx.slo.describe()}): "
@@ -70,8 +70,8 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) ->
                 worst = valid.loc[valid[column].idxmax()]
                 out.append(f"There the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
                            f"the highest {worst['policy']}'s ({format_value(column, worst[column])} {unit}).")
-        batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}" for r in top.itertuples())
-        out.append(f"Mean batch size there (sequences per step): {batch}.")
+        batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples())
+        out.append(f"Sequences computed per step / admitted and holding KV there (time-weighted means): {batch}.")
     waste = table.groupby("policy", sort=False)["kv_unused_fraction"].mean().dropna()
     if not waste.empty:
         out.append("Held but unused KV slots (mean over loads): "
@@ -114,7 +114,7 @@ def _setup_lines(ctx: ReportContext) -> list[tuple[str, str]]:
 def _capacity_display(capacity: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "policy": capacity["policy"],
-        "capacity (req/s)": ["none" if math.isnan(c) else f"{c:g}" for c in capacity["capacity"]],
+        "capacity (req/s)": [format_capacity(c, m) for c, m in zip(capacity["capacity"], capacity["all_loads_met"])],
         "highest rate tested": [f"{x:.3g}" for x in capacity["max_load_tested"]],
         "every rate met": ["yes" if m else "no" for m in capacity["all_loads_met"]],
     })

@@ -15,7 +15,7 @@ LATENCY_COLUMNS: tuple[str, ...] = (
 )
 MEMORY_COLUMNS: tuple[str, ...] = (
     "policy", "load", "kv_usage_mean", "kv_usage_peak", "kv_token_usage_mean", "kv_unused_fraction",
-    "mean_batch_size", "preemptions", "swaps_out", "swaps_in", "cow_copies", "sharing_saved_fraction",
+    "mean_batch_size", "mean_num_running", "preemptions", "swaps_out", "swaps_in", "cow_copies", "sharing_saved_fraction",
 )
 CONSOLE_COLUMNS: tuple[str, ...] = (
     "policy", "load", "completed", "output_throughput", "p99_ttft_ms", "p99_tpot_ms",
@@ -38,8 +38,8 @@ def format_value(column: str, value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     number = float(value)  # type: ignore[arg-type]
-    if column in LOAD_COLUMNS:
-        return f"{number:.4g}"
+    if column in LOAD_COLUMNS:  # as given for load and scale; a measured rate needs no more than 3 digits
+        return f"{number:.3g}" if column == "rate" else f"{number:.4g}"
     if column in PERCENT_COLUMNS:
         return f"{100 * number:.1f}%"
     if column in INT_COLUMNS or (number.is_integer() and abs(number) >= 1000):

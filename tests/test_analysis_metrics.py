@@ -148,6 +148,7 @@ def hand_steps() -> pd.DataFrame:
             "end_s": [1.0, 4.0],
             "duration_s": [1.0, 3.0],
             "batch_size": [2, 4],
+            "num_running": [5, 1],
             "kv_blocks_used": [2, 4],
             "kv_blocks_free": [6, 4],
             "kv_tokens": [20, 60],
@@ -168,6 +169,7 @@ def test_memory_view_is_time_weighted() -> None:
     assert m["kv_slots_unused_mean"] == pytest.approx((12 * 1 + 4 * 3) / 4)
     assert m["kv_unused_fraction"] == pytest.approx(1 - 200 / 224)
     assert m["mean_batch_size"] == pytest.approx(3.5)
+    assert m["mean_num_running"] == pytest.approx((5 * 1 + 1 * 3) / 4)
     assert (m["preemptions"], m["swaps_out"], m["swaps_in"], m["cow_copies"]) == (3, 2, 1, 3)
     assert m["sharing_saved_fraction"] == 0.25
     # Without kv_blocks_total the summary's blocks come from used + free.
