@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.capacity import format_capacity
     from analysis.compare import CompareSpec, compare, load_points, trace_rate
     from analysis.presets import DEFAULT_PRESET, generate_preset, get_preset
+    from analysis.report import check_failed_message
     from analysis.slo import parse_goodput
     from analysis.tables import CONSOLE_COLUMNS, formatted, to_console
 
@@ -144,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     caps = ", ".join(f"{row.policy} {format_capacity(row.capacity, row.all_loads_met)}"
                      for row in outcome.capacity.itertuples())
     print(f"\ncapacity (req/s within {slo.describe()} for >= {100 * spec.target:g}% of requests): {caps}")
+    overfull = outcome.table[outcome.table["kv_overfull_steps"] > 0]
+    if not overfull.empty:
+        print(f"pagedlab: warning: {check_failed_message(overfull)}", file=sys.stderr)
     print(f"report: {Path(outcome.out_dir) / 'report.html'} (and report.md, summary.csv, plots/, runs/); "
           f"{len(outcome.table)} runs in {outcome.wall_s:.1f} s", file=sys.stdout)
     return 0

@@ -81,7 +81,17 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) ->
     if not busy.empty:
         out.append("Preemptions / swap-outs / copy-on-write copies over all loads: "
                    + ", ".join(f"{p} {int(r.preemptions)}/{int(r.swaps_out)}/{int(r.cow_copies)}" for p, r in busy.iterrows()) + ".")
+    overfull = table[table["kv_overfull_steps"] > 0]
+    if not overfull.empty:
+        out.append(check_failed_message(overfull))
     return out
+
+
+def check_failed_message(overfull: pd.DataFrame) -> str:
+    """What to say about runs whose steps hold more tokens than reserved slots (the simulator's tables disagree)."""
+    runs = ", ".join(f"{r.policy}@{r.load:g}" for r in overfull.itertuples())
+    return (f"CHECK FAILED: in {len(overfull)} run(s) ({runs}) some steps report more KV tokens than reserved KV slots, "
+            "which cannot happen; kv_token_usage_mean and kv_unused_fraction of those runs are not trustworthy.")
 
 
 def write_plots(out_dir: Path, table: pd.DataFrame, capacity: pd.DataFrame,

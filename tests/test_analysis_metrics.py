@@ -172,6 +172,10 @@ def test_memory_view_is_time_weighted() -> None:
     assert m["mean_num_running"] == pytest.approx((5 * 1 + 1 * 3) / 4)
     assert (m["preemptions"], m["swaps_out"], m["swaps_in"], m["cow_copies"]) == (3, 2, 1, 3)
     assert m["sharing_saved_fraction"] == 0.25
+    assert m["kv_overfull_steps"] == 0
+    # A step claiming more tokens than held slots is counted (the report flags it), not averaged away silently.
+    overfull = hand_steps().assign(kv_tokens=[20, 70])
+    assert memory_metrics(overfull, {"block_size": 16, "kv_blocks_total": 8})["kv_overfull_steps"] == 1
     # Without kv_blocks_total the summary's blocks come from used + free.
     assert memory_metrics(hand_steps(), {"block_size": 16})["kv_usage_peak"] == pytest.approx(0.5)
 

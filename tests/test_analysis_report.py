@@ -13,7 +13,7 @@ from PIL import Image
 
 from analysis.atomic import atomic_directory, write_manifest
 from analysis.capacity import capacity_by_policy
-from analysis.report import ReportContext, write_report
+from analysis.report import ReportContext, findings, write_report
 from analysis.runs import RunData, run_metrics
 from analysis.slo import SLO
 
@@ -122,3 +122,16 @@ def test_refuses_to_replace_a_directory_that_is_not_a_report(tmp_path: Path) -> 
         with atomic_directory(tmp_path):
             pass
     assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_findings_flag_runs_whose_tables_disagree() -> None:
+    slo = SLO(ttft_ms=300)
+    runs = {(p, r): fake_run(p, r) for p in POLICIES for r in RATES}
+    table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(run, slo)} for (p, r), run in runs.items()])
+    ctx = ReportContext(command="c", trace_description="t", model="m", gpu="g", seed=0, policies=POLICIES, loads=RATES,
+                        load_label="rate", slo=slo, slo_note="test", target=0.9, timeline_load=4.0)
+    capacity = capacity_by_policy(table)
+    assert not any("CHECK FAILED" in line for line in findings(table, capacity, ctx))
+    table.loc[(table["policy"] == "paged") & (table["load"] == 4.0), "kv_overfull_steps"] = 3
+    flagged = [line for line in findings(table, capacity, ctx) if "CHECK FAILED" in line]
+    assert len(flagged) == 1 and "paged@4" in flagged[0] and "contiguous" not in flagged[0]
