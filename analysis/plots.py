@@ -189,7 +189,8 @@ def plot_kv_timeline(
     axes[2, 0].set_xlabel("simulated time (s)")
     for ax in axes[:, 0]:
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8, ncols=min(len(policies), 6))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))
     fig.suptitle(f"KV-cache usage and batch size over time at {load_label} {load:g} (time-weighted means of {TIMELINE_BINS} bins)")
     return _save(fig, path)
 
