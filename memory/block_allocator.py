@@ -59,7 +59,9 @@ class BlockAllocator:
         """Take `count` free blocks at once (refcount 1 each), or none: O(count)."""
         free = self._free
         if count > len(free):
-            raise NoFreeBlocksError(f"{count} blocks requested, {len(free)} free (pool of {self.num_blocks})")
+            raise NoFreeBlocksError(
+                f"{count} blocks requested, {len(free)} free (pool of {self.num_blocks})"
+            )
         if count <= 0:
             return []
         blocks = free[-count:]

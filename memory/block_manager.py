@@ -215,8 +215,9 @@ class BlockManager:
             self._gpu_filled_slots += in_last  # the copy holds the same tokens in a new physical block
             self.num_cow_copies += 1
             copies = ((src, dst),)
-        blocks += gpu.allocate_many(self.num_required_blocks(seq.num_tokens + num_new_tokens) - len(blocks))
-        seq.num_tokens += num_new_tokens
+        new_total = seq.num_tokens + num_new_tokens
+        blocks += gpu.allocate_many(self.num_required_blocks(new_total) - len(blocks))
+        seq.num_tokens = new_total
         self._gpu_filled_slots += num_new_tokens
         return copies
 

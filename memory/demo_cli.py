@@ -2,8 +2,8 @@
 
 A prompt is forked into parallel samples (blocks shared), each sample writes its first token (when the
 prompt ends in a partial block, every sample but the last copies it on write; the last one then owns it
-and writes in place), the family is swapped out and back in as a unit, and everything is freed. Block tables and counters are printed at
-each step; the invariants are checked after every step.
+and writes in place), the family is swapped out and back in as a unit, and everything is freed. Block
+tables and counters are printed at each step; the invariants are checked after every step.
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     for seq in reversed(seqs):
         copies = bm.append_slots(seq)
         what = f"copy-on-write {list(copies)} (src, dst)" if copies else "in place, no copy"
-        print(f"  {seq:<10} slot {bm.slot_mapping(seq, bm.num_tokens(seq) - 1, bm.num_tokens(seq))}  {what}")
+        slot = bm.slot_mapping(seq, bm.num_tokens(seq) - 1, bm.num_tokens(seq))
+        print(f"  {seq:<10} slot {slot}  {what}")
     _show(bm, seqs, "after the first decode step")
 
     out = bm.swap_out(seqs)

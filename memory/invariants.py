@@ -56,7 +56,10 @@ def check_tables(
             refs[block] = refs.get(block, 0) + 1
             fill = block_size if i < len(blocks) - 1 else n - i * block_size
             if fills.setdefault(block, fill) != fill:
-                _fail(f"{name}: shared block {block} holds {fills[block]} tokens in one table, {fill} in another")
+                _fail(
+                    f"{name}: shared block {block} holds {fills[block]} tokens in one table, "
+                    f"{fill} in another"
+                )
     for block in range(pool.num_blocks):
         if pool._refcounts[block] != refs.get(block, 0):
             _fail(
