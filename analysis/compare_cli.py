@@ -49,8 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="mean request rates (req/s); the trace is rescaled to each")
     loads.add_argument("--rate-scales", type=_float_list, metavar="S1,S2,...",
                        help="factors on the trace's own rate (default for --trace: 1)")
-    p.add_argument("--model", default="llama-3-8b")
-    p.add_argument("--gpu", default="h100-sxm")
+    p.add_argument("--model", default="llama-3-8b", help="model preset from sim.MODELS (default llama-3-8b)")
+    p.add_argument("--gpu", default="h100-sxm", help="GPU preset from sim.GPUS (default h100-sxm)")
     p.add_argument("--seed", type=int, default=0, help="drives trace generation and every replay (default 0)")
     p.add_argument("--block-size", type=int, help="KV block size in tokens (simulator default if unset)")
     p.add_argument("--num-gpu-blocks", type=int, help="override the KV blocks that fit on the GPU")
