@@ -63,8 +63,9 @@ def _time_weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
 def memory_metrics(steps: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, float]:
     """KV usage (mean, peak), unused held slots, batch and running sequences, and event counts of one run.
 
-    `mean_batch_size` counts the sequences a step computes; `mean_num_running` those holding KV (admitted,
-    not finished), which is what fills memory: under vLLM's prefill-first schedule they differ a lot."""
+    `mean_batch_size` counts the sequences a step computes; `mean_num_running` the requests admitted and not
+    finished (the simulator's `num_running`: a parallel/beam request counts once), whose KV fills memory. Under
+    vLLM's prefill-first schedule many admitted requests wait out prefill-only steps, so the two differ a lot."""
     timeline = kv_timeline(steps, summary)
     weights = steps["duration_s"].to_numpy(dtype=float)
     reserved = steps["kv_slots_reserved"].to_numpy(dtype=float)

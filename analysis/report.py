@@ -71,7 +71,8 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) ->
                 out.append(f"There the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
                            f"the highest {worst['policy']}'s ({format_value(column, worst[column])} {unit}).")
         batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples())
-        out.append(f"Sequences computed per step / admitted and holding KV there (time-weighted means): {batch}.")
+        out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
+                   f"a parallel or beam request counts once, its sequences each): {batch}.")
     waste = table.groupby("policy", sort=False)["kv_unused_fraction"].mean().dropna()
     if not waste.empty:
         out.append("Held but unused KV slots (mean over loads): "
