@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100_000, help="generated requests (default 100000)")
     parser.add_argument("--rate", type=float, default=20.0, help="arrival rate of the generated traces")
     parser.add_argument("--skip-generated", action="store_true", help="only the Azure trace")
+    parser.add_argument("--azure", type=Path, default=AZURE, help=f"the Azure code trace (default {AZURE})")
     args = parser.parse_args(argv)
 
     print(f"# sim.bench on {platform.node()}: {platform.processor() or platform.machine()}, "
@@ -62,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="sim-bench-") as tmp:
         root = Path(tmp)
-        if AZURE.is_file():
-            walls, summary = time_command(AZURE, "vllm", args.repeat, root)
+        if args.azure.is_file():
+            walls, summary = time_command(args.azure, "vllm", args.repeat, root)
             print(row("Azure code trace, vllm, llama-3-8b/h100-sxm", walls, summary), flush=True)
         else:
-            print(f"(skipped: {AZURE} not found)")
+            print(f"(skipped: {args.azure} not found)")
         if args.skip_generated:
             return 0
         from traces import generate
