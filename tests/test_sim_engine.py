@@ -176,3 +176,22 @@ def test_write_creates_the_five_files(tmp_path, trace: Trace) -> None:
     assert np.allclose(back["finish_s"], result.requests["finish_s"], equal_nan=True)
     pd.testing.assert_frame_equal(pd.read_csv(out / "steps.csv"), result.steps, check_dtype=False)
     assert np.array_equal(np.load(out / "itl.npy"), result.itl_s)
+
+
+def test_decode_touches_the_block_manager_once_per_new_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    from memory import BlockManager
+
+    calls = []
+    real = BlockManager.append_slots
+
+    def counting(self, seq_id, num_new_tokens=1):
+        calls.append(num_new_tokens)
+        return real(self, seq_id, num_new_tokens)
+
+    monkeypatch.setattr(BlockManager, "append_slots", counting)
+    requests = [Request(f"r{i}", 0.002 * i, 40, 401) for i in range(20)]  # 400 decode tokens each
+    for fast_forward in (True, False):
+        calls.clear()
+        replay(Trace(requests), EngineConfig(fast_forward=fast_forward))
+        # Each request grows from 3 blocks (40 tokens) to 28 (440): 25 new blocks, one call each at most.
+        assert len(calls) <= 20 * 25 and sum(calls) <= 20 * 400
