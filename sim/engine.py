@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from bisect import bisect_left
 from collections import deque
-from itertools import accumulate
 
 import numpy as np
 import simpy
@@ -25,13 +23,13 @@ from simpy.core import URGENT
 
 from sim.config import EngineConfig
 from sim.cost import StepBatch, make_cost_model
+from sim.checks import check_engine
 from sim.engine_ops import EngineOps
-from sim.kvcache import PagedKV, ReservedKV
+from sim.fastforward import FastForward
+from sim.kv_paged import PagedKV
+from sim.kv_reserved import ReservedKV
 from sim.records import StepRecorder
-from sim.state import DECODE, PREFILL, REJECTED, WAITING, Group
-
-_NEVER = 1 << 62
-_SCALAR_RUN = 24  # runs up to this many steps are timed with scalar arithmetic (numpy costs more)
+from sim.state import DECODE, PREFILL, REJECTED, Group
 
 
 class _Arrival(simpy.events.Event):
@@ -44,7 +42,7 @@ class _Arrival(simpy.events.Event):
         env.schedule(self, URGENT, delay)
 
 
-class Engine(EngineOps):
+class Engine(EngineOps, FastForward):
     def __init__(self, trace, config: EngineConfig, policy, seed: int = 0, progress: bool = False) -> None:
         self.config, self.policy, self.seed = config, policy, seed
         self.bs = config.block_size
@@ -80,7 +78,7 @@ class Engine(EngineOps):
         self._wake: simpy.Event | None = None
         self._completions: list[Group] = []
         self._stepped_decode = False
-        self._next_check = config.check_every or _NEVER
+        self._next_check = config.check_every or (1 << 62)
         self._progress = progress
         self._reset_step_counters()
 
@@ -234,69 +232,6 @@ class Engine(EngineOps):
         ), durations)
         self.num_segments += 1
 
-    # ---- fast-forward horizon ----------------------------------------------------------------------
-    def _decode_context(self, g: int) -> int:
-        context = self.kv.lazy_context(g)
-        for group in self.dirty_groups:
-            for seq in group.seqs:
-                context += seq.length
-        return context
-
-    def _decode_ns(self, b: int, c0: int, k: int) -> np.ndarray | list[int]:
-        """Durations (ns) of k pure decode steps of b sequences, the first with summed context c0.
-        Short runs use scalar arithmetic, long ones numpy: the same IEEE operations, the same values."""
-        if k <= _SCALAR_RUN and self._linear is not None:
-            base, slope = self._linear(b)
-            return [max(int((base + slope * (c0 + b * i)) * 1e9 + 0.5), 1) for i in range(k)]
-        context = c0 + b * np.arange(k, dtype=np.int64)
-        ns = (self.cost.decode_times(b, context) * 1e9 + 0.5).astype(np.int64)
-        return np.maximum(ns, 1, out=ns)
-
-    def _steps_to_finish(self, g1: int) -> int:
-        """Steps from g1 up to and including the first in which a decoding request finishes."""
-        heap = self.finish_heap
-        while heap:
-            finish_g, _, epoch, group = heap[0]
-            if group.epoch == epoch and group.state == DECODE:
-                return finish_g - g1 + 1
-            heapq.heappop(heap)
-        return _NEVER
-
-    def _steps_memory_allows(self, g1: int) -> int:
-        """Step g1 (already reserved) plus the following steps whose new blocks fit in the free pool."""
-        counts, bs, lazy_b = self.kv.counts, self.bs, self.kv.lazy_b
-        free = self.kv.bm.num_free_gpu_blocks
-        if lazy_b == 0:
-            return _NEVER
-        cycles = free // lazy_b
-        left, steps = free - cycles * lazy_b, cycles * bs
-        for i in range(1, bs + 1):
-            need = counts[(g1 + i) % bs]
-            if need > left:
-                break
-            left -= need
-            steps += 1
-        return steps + 1
-
-    def _horizon(self, b: int, c0: int, k_max: int, arrivals_matter: bool) -> np.ndarray | list[int]:
-        """Durations of the run's steps: up to k_max, cut at the first step starting at or after the
-        next arrival when an arrival could change the plan."""
-        if not arrivals_matter or self.cursor >= self.num_requests:
-            return self._decode_ns(b, c0, k_max)
-        wait = self.arrival_ns[self.cursor] - self.env.now
-        first = self._decode_ns(b, c0, 1)[0]
-        # Steps only get longer (contexts grow), so the arrival is seen within wait // first + 1 steps.
-        n = min(k_max, wait // first + 2)
-        while True:
-            durations = self._decode_ns(b, c0, n)
-            ends = np.cumsum(durations) if n > _SCALAR_RUN else list(accumulate(durations))
-            i = bisect_left(ends, wait)
-            if i < n:
-                return durations[: i + 1]
-            if n >= k_max:
-                return durations
-            n = min(k_max, 2 * n)
-
     # ---- after a step ------------------------------------------------------------------------------
     def _after_step(self) -> None:
         now = self.env.now
@@ -331,20 +266,5 @@ class Engine(EngineOps):
             self._bar.update(1)
 
     def _check(self, final: bool = False) -> None:
-        """Full consistency check (tests): the block manager's invariants and the engine's counters."""
         self._next_check = self.recorder.num_rows + self.config.check_every
-        kv = self.kv
-        kv.sync_all(self.G)
-        kv.bm.check_invariants()
-        assert kv.used_blocks() <= kv.bm.num_gpu_blocks
-        if kv.memory == "paged":
-            seqs = [s for grp in self.running if grp.state == DECODE or grp.state == PREFILL for s in grp.seqs]
-            assert kv.logical == sum(kv.bm.num_blocks(s.sid) for s in seqs), "logical block count drifted"
-            lazy = [s for s in seqs if s.phase >= 0]
-            assert all(kv.bm.num_tokens(s.sid) == s.length for s in lazy), "lazy sequence out of sync"
-            assert kv.lazy_b == len(lazy) == sum(kv.counts)
-        assert self.decode_seqs == sum(len(grp.seqs) for grp in self.running if grp.state == DECODE)
-        if final:
-            assert not self.running and not self.waiting and not self.swapped
-            assert kv.used_blocks() == 0 and kv.kv_tokens(self.G) == 0
-        assert all(grp.state == WAITING for grp in self.waiting)
+        check_engine(self, final)

@@ -1,4 +1,4 @@
-"""KV memory of a replay over the real `memory.BlockManager`: paged (vLLM, Sarathi) or reserved (Orca, static).
+"""Paged KV memory (vLLM, Sarathi) over the real `memory.BlockManager`: blocks on demand, sharing, CoW, swap.
 
 Decoding sequences are lazy (see `state.Seq`): a decode step appends one token to every running sequence,
 but the block manager only hears about a sequence in the step where it needs a new block. Sequences are
@@ -10,50 +10,14 @@ samples, beams) are *dirty*: their appends go through the block manager every st
 """
 from __future__ import annotations
 
-from memory import AllocStatus, BlockManager
+from memory import AllocStatus
 
 from sim.config import EngineConfig
+from sim.kv_lazy import LazyDecode
 from sim.state import Group, Seq
 
 
-class _LazyDecode:
-    """Sums over lazy sequences that make a step's context and token count O(1)."""
-
-    def __init__(self, config: EngineConfig, num_cpu_blocks: int, watermark: float) -> None:
-        self.bs = config.block_size
-        self.bm = BlockManager(config.kv_blocks, config.block_size, num_cpu_blocks, watermark)
-        self.lazy_b = 0              # lazy sequences
-        self.lazy_len_minus_g = 0    # sum of (length - synced_g): context at step G = this + lazy_b * G
-        self.lazy_synced = 0         # sum of synced_g: tokens not yet told = lazy_b * G - this
-        self._next_sid = 0
-
-    def new_sid(self) -> int:
-        self._next_sid += 1
-        return self._next_sid
-
-    def lazy_context(self, g: int) -> int:
-        return self.lazy_len_minus_g + self.lazy_b * g
-
-    def join(self, seq: Seq, g: int) -> None:
-        """`seq` (holding `seq.length` tokens as of step g) decodes lazily from step g + 1 on."""
-        seq.synced_g = g
-        self.lazy_b += 1
-        self.lazy_len_minus_g += seq.length - g
-        self.lazy_synced += g
-        seq.phase = 0
-
-    def leave(self, seq: Seq, g: int) -> None:
-        """Stop decoding lazily at step g; `seq.length` becomes its real length (the block manager's
-        only if `sync` was done by the caller)."""
-        self.lazy_b -= 1
-        self.lazy_len_minus_g -= seq.length - seq.synced_g
-        self.lazy_synced -= seq.synced_g
-        seq.length += g - seq.synced_g
-        seq.synced_g = g
-        seq.phase = -1
-
-
-class PagedKV(_LazyDecode):
+class PagedKV(LazyDecode):
     """vLLM's paged KV cache: blocks on demand, fork sharing, copy-on-write, swap to a CPU pool."""
 
     memory = "paged"
@@ -262,85 +226,3 @@ class PagedKV(_LazyDecode):
 
     def reserved_slots(self) -> int:
         return self.bm.num_used_gpu_blocks * self.bs
-
-
-class ReservedKV(_LazyDecode):
-    """Orca/static: each sequence reserves a contiguous region for prompt + (max or true) output up front.
-
-    The region is held as blocks of the real block manager (a contiguous range in a real allocator; the
-    pool is the same memory) but never grows: decode steps touch no memory, and nothing is shared.
-    """
-
-    memory = "reserved"
-
-    def __init__(self, config: EngineConfig, reserve_true_output: bool) -> None:
-        super().__init__(config, 0, 0.0)
-        self.context_len = config.context_len
-        self.max_output = config.max_output_tokens
-        self.true_output = reserve_true_output
-        self.resident = 0          # tokens held, lazy sequences as of their synced step
-        self.reserved = 0          # slots reserved (exact, not rounded to blocks)
-        self.counts = [0] * self.bs
-        self.step_copies = 0
-        self.uncomputed = 0
-
-    def reservation(self, group: Group) -> int:
-        if self.true_output:
-            return group.prompt + group.output
-        if self.max_output is not None:
-            return min(group.prompt + self.max_output, self.context_len)
-        return self.context_len
-
-    def blocks_for(self, group: Group) -> int:
-        return group.n * -(-self.reservation(group) // self.bs)
-
-    def never_fits(self, group: Group) -> str | None:
-        need = self.blocks_for(group)
-        if need > self.bm.num_gpu_blocks:
-            return (f"reserves {need} KV blocks ({group.n} x {self.reservation(group)} tokens); the pool has "
-                    f"{self.bm.num_gpu_blocks}")
-        return None
-
-    def status(self, group: Group) -> AllocStatus:
-        need = self.blocks_for(group)
-        if need > self.bm.num_gpu_blocks:
-            return AllocStatus.NEVER
-        return AllocStatus.OK if need <= self.bm.num_free_gpu_blocks else AllocStatus.LATER
-
-    def allocate(self, group: Group) -> None:
-        tokens = self.reservation(group)
-        group.seqs = [Seq(self.new_sid(), 0) for _ in range(group.n)]
-        for seq in group.seqs:
-            self.bm.allocate(seq.sid, tokens)
-        self.reserved += tokens * group.n
-
-    def computed(self, group: Group, tokens: int) -> None:
-        """A prefill chunk wrote `tokens` into each sample's own region (no sharing)."""
-        self.resident += tokens * group.n
-        for seq in group.seqs:
-            seq.length += tokens
-
-    def free(self, group: Group, g: int) -> None:
-        for seq in group.seqs:
-            if seq.phase >= 0:
-                self.leave(seq, g)
-            self.resident -= seq.length
-            self.bm.free(seq.sid)
-        self.reserved -= self.reservation(group) * group.n
-        group.seqs = []
-
-    def leave(self, seq: Seq, g: int) -> None:
-        self.resident += g - seq.synced_g
-        super().leave(seq, g)
-
-    def sync_all(self, g: int) -> None:  # nothing is told to the block manager while decoding
-        return None
-
-    def used_blocks(self) -> int:
-        return self.bm.num_used_gpu_blocks
-
-    def kv_tokens(self, g: int) -> int:
-        return self.resident + self.lazy_b * g - self.lazy_synced
-
-    def reserved_slots(self) -> int:
-        return self.reserved
