@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # `pagedlab ... | head`: the reader left; not an error worth a message.
+        sys.stderr.close()
+        return 0
     except (ValueError, OSError) as exc:
         if os.environ.get("PAGEDLAB_TRACEBACK"):
             raise
