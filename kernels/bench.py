@@ -30,18 +30,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+_FLUSH = None  # 256 MiB scratch zeroed before each timed run so K/V come from HBM, not L2
+TIMING = {"method": "graph"}
+
+
+def _time_graph_us(fn, reps: int = 40) -> float:
+    """Median over CUDA-graph replays of `fn`, L2 flushed before each; no host overhead in the numbers."""
+    import torch
+
+    global _FLUSH
+    if _FLUSH is None:
+        _FLUSH = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        _FLUSH.zero_()  # also gives the GPU a head start over the replay's launch
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    del graph
+    return 1e3 * times[len(times) // 2]
+
+
 def _time_us(fn) -> float:
+    """CUDA-graph replay median; `do_bench` median (host overhead included) where capture fails."""
+    import torch
     import triton.testing
 
-    return 1e3 * triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
+    try:
+        TIMING["method"] = "graph"
+        return _time_graph_us(fn)
+    except Exception:  # noqa: BLE001 - e.g. a peer that syncs inside: fall back, and say so
+        torch.cuda.synchronize()
+        TIMING["method"] = "do_bench"
+        return 1e3 * triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
 
 
 def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy of 1 GiB, bytes read + written over a do_bench median after a long warm-up
+    (host overhead is negligible at this size; a short warm-up once read 2.7 TB/s instead of 4.2 TB/s)."""
     import torch
+    import triton.testing
 
     src = torch.randn(512 * 1024 * 1024 // 2, device="cuda")  # 1 GiB of fp32
     dst = torch.empty_like(src)
-    return 2 * src.numel() * src.element_size() / _time_us(lambda: dst.copy_(src)) / 1e3
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=200, rep=300, return_mode="median")
+    return 2 * src.numel() * src.element_size() / ms / 1e6
 
 
 def make_decode_case(num_seqs: int, context: int, num_kv_heads: int, gen: "torch.Generator"):
@@ -109,6 +154,8 @@ def bench_decode(rows: list, copy_gbs: float, skip_flex: bool, gen, save) -> Non
                 ref = out if ref is None else ref  # one_pass runs first; peers are checked against it
                 row["rel_err"] = _rel_err(out, ref)
                 row["us"] = _time_us(run)
+                if TIMING["method"] != "graph":
+                    row["note"] = (note + "; " if note else "") + "timed with do_bench (graph capture failed)"
                 row["gbs"] = nbytes / row["us"] / 1e3
                 row["pct_copy"] = 100 * row["gbs"] / copy_gbs
             rows.append(row)
@@ -174,6 +221,14 @@ def run(args: argparse.Namespace) -> int:
         sweep_decode(args.out, copy_gbs, gen)
     bench_decode(rows, copy_gbs, args.skip_flex, gen, save)
     bench_prefill(rows, gen, save)
+    # Copy bandwidth again at the end; the higher reading is the denominator (the stricter % of copy).
+    copy_end = copy_bandwidth_gbs()
+    print(f"copy bandwidth at the end: {copy_end:.0f} GB/s", flush=True)
+    if copy_end > copy_gbs:
+        meta["copy_gbs"] = copy_end
+        for r in rows:
+            r["pct_copy"] = 100 * r["gbs"] / copy_end
+    save()
     print(summarize(rows, meta), flush=True)
     if args.sweep:
         from kernels.bench_sweep import sweep_prefill

@@ -9,7 +9,8 @@ import csv
 import itertools
 from pathlib import Path
 
-TILE_CONFIGS = [(bn, w, s) for bn, w, s in itertools.product((32, 64, 128), (4, 8), (2, 3))]
+TILE_CONFIGS = [(bn, w, s) for bn, w, s in itertools.product((64, 128), (4, 8), (2, 3, 4))] + [(32, 4, 3)]
+SPLIT_TILES = (None, (128, 4, 3))  # split counts are swept with the default tiles and with 128-token tiles
 SPLITS = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -29,10 +30,11 @@ def sweep_decode(out: Path, copy_gbs: float, gen) -> None:
         auto = decode.choose_num_splits(num_seqs, kv_heads, context, sms)
         # tile configs on the GQA shapes only (each group size is its own compile); splits everywhere
         tiles = TILE_CONFIGS if kv_heads == 8 else []
-        variants = [(cfg, auto) for cfg in tiles] + [(None, s) for s in SPLITS if s * 256 <= context]
+        variants = [(cfg, auto) for cfg in tiles] + [(cfg, s) for cfg in SPLIT_TILES for s in SPLITS
+                                                     if s * 64 <= context]
         best = None
         for cfg, splits in variants:
-            decode._launch_config = (lambda hd, gpu, cfg=cfg: cfg) if cfg else default_config
+            decode._launch_config = (lambda hd, gpu, es=2, cfg=cfg: cfg) if cfg else default_config
             try:
                 us = _time_us(lambda: decode.paged_decode(*args, num_splits=splits))
             except Exception as exc:  # noqa: BLE001 - e.g. out of shared memory: record and go on
@@ -74,7 +76,7 @@ def sweep_prefill(out: Path, gen) -> None:
         qsl = torch.arange(0, num_seqs + 1, device="cuda", dtype=torch.int32) * chunk
         flops = 4 * HEAD_DIM * NUM_Q_HEADS * num_seqs * sum(context - chunk + i + 1 for i in range(chunk))
         for cfg in PREFILL_CONFIGS:
-            prefill._launch_config = lambda hd, gpu, cfg=cfg: cfg
+            prefill._launch_config = lambda hd, gpu, es=2, cfg=cfg: cfg
             try:
                 us = _time_us(lambda: prefill.paged_prefill(q, case.k_cache, case.v_cache, case.block_tables,
                                                             case.seq_lens, qsl, max_query_len=chunk))

@@ -8,7 +8,7 @@ NUM_SPLITS ranges whose normalized partial outputs and log-sum-exps are merged b
 """
 from __future__ import annotations
 
-import math
+import functools
 
 import torch
 import triton
@@ -21,7 +21,9 @@ from kernels._common import (
 
 LOG2E = 1.4426950408889634
 MAX_SPLITS = 64
-MIN_TOKENS_PER_SPLIT = 256  # below this a split's fixed cost (q load, merge traffic) outweighs its parallelism
+MIN_TOKENS_PER_SPLIT = 128  # below this a split's fixed cost (q load, merge traffic) outweighs its parallelism
+TARGET_PROGRAMS_PER_SM = 4  # two full waves at two resident programs per SM (H200 sweep, docs/kernels.md)
+SMEM_BUDGET = 160 * 1024  # bytes of pipelined K/V tiles per program; leaves room below the 227 KB limit
 
 
 @triton.jit
@@ -103,23 +105,30 @@ def _merge_kernel(
              mask=offs_d < HEAD_DIM)
 
 
+@functools.lru_cache(maxsize=None)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
-    """Split the context until (seq, kv head, split) programs fill the GPU about four times over."""
+    """Split the context so (seq, kv head, split) programs fill about TARGET_PROGRAMS_PER_SM per SM.
+
+    Rounded down: a partial extra wave costs more than slightly fewer programs (seen at 16 x 16384: 5 splits
+    took 324 us, 4 took 255 us on an H200).
+    """
     programs = num_seqs * num_kv_heads
-    target = 4 * num_sms
-    if programs >= target:
-        return 1
-    splits = min(math.ceil(target / programs), max_context // MIN_TOKENS_PER_SPLIT, MAX_SPLITS)
+    target = TARGET_PROGRAMS_PER_SM * num_sms
+    splits = min(target // programs, max_context // MIN_TOKENS_PER_SPLIT, MAX_SPLITS)
     return max(1, splits)
 
 
-def _launch_config(head_dim: int, on_gpu: bool) -> tuple[int, int, int]:
-    """(BLOCK_N, num_warps, num_stages) per head_dim; small tiles in the interpreter, where size is time."""
+def _launch_config(head_dim: int, on_gpu: bool, elem_size: int = 2) -> tuple[int, int, int]:
+    """(BLOCK_N, num_warps, num_stages); small tiles in the interpreter, where size is time."""
     if not on_gpu:
         return 32, 1, 1
-    if head_dim > 128:
-        return 32, 4, 2
-    return 64, 4, 2
+    block_n, stages = (32, 2) if head_dim > 128 else (64, 3)
+    stage_bytes = 2 * block_n * next_pow2(head_dim) * elem_size  # one K and one V tile
+    return block_n, 4, max(1, min(stages, SMEM_BUDGET // stage_bytes))
 
 
 def paged_decode(
@@ -143,13 +152,13 @@ def paged_decode(
     on_gpu = q.is_cuda
     max_context = block_tables.shape[1] * block_size
     if num_splits is None:
-        num_sms = torch.cuda.get_device_properties(q.device).multi_processor_count if on_gpu else 4
+        num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) if on_gpu else 4
         num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms)
     if not 1 <= num_splits <= 256:
         raise ValueError(f"num_splits: must be in [1, 256], got {num_splits}")
     group = num_q_heads // num_kv_heads
     group_pad = max(next_pow2(group), 16 if on_gpu else 1)  # tl.dot needs M >= 16 on the GPU
-    block_n, num_warps, num_stages = _launch_config(head_dim, on_gpu)
+    block_n, num_warps, num_stages = _launch_config(head_dim, on_gpu, q.element_size())
     head_dim_pad = next_pow2(head_dim)
     meta = dict(GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
                 BLOCK_SIZE=block_size, BLOCK_N=block_n, DOT_PRECISION=dot_precision(q.dtype),

@@ -84,11 +84,13 @@ def test_custom_scale():
 
 
 def test_split_heuristic():
-    # Many sequences fill the GPU alone; one long sequence is split; short contexts are not split.
+    # Many sequences fill the GPU alone; one long sequence is split; short contexts are not split; the
+    # count rounds down rather than start a partial extra wave.
     assert choose_num_splits(256, 8, 2048, 132) == 1
     assert choose_num_splits(1, 8, 32768, 132) > 16
-    assert choose_num_splits(1, 8, 256, 132) == 1
+    assert choose_num_splits(1, 8, 128, 132) == 1
     assert choose_num_splits(1, 1, 10**6, 132) == 64
+    assert choose_num_splits(16, 8, 16384, 132) == 4
 
 
 @settings(max_examples=max(10, settings().max_examples // 5))
