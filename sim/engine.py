@@ -16,20 +16,25 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
 from simpy.core import URGENT
 
 from sim.config import EngineConfig
-from sim.cost import StepBatch, make_cost_model
 from sim.checks import check_engine
+from sim.cost import StepBatch, make_cost_model
 from sim.engine_ops import EngineOps
 from sim.fastforward import FastForward
 from sim.kv_paged import PagedKV
 from sim.kv_reserved import ReservedKV
 from sim.records import StepRecorder
 from sim.state import DECODE, PREFILL, REJECTED, Group
+
+if TYPE_CHECKING:
+    from sim.policies.base import Policy
+    from traces import Trace
 
 
 class _Arrival(simpy.events.Event):
@@ -43,7 +48,8 @@ class _Arrival(simpy.events.Event):
 
 
 class Engine(EngineOps, FastForward):
-    def __init__(self, trace, config: EngineConfig, policy, seed: int = 0, progress: bool = False) -> None:
+    def __init__(self, trace: "Trace", config: EngineConfig, policy: "Policy", seed: int = 0,
+                 progress: bool = False) -> None:
         self.config, self.policy, self.seed = config, policy, seed
         self.bs = config.block_size
         if policy.memory == "paged":
@@ -57,7 +63,6 @@ class Engine(EngineOps, FastForward):
         arrival = np.asarray(trace.column("arrival_s"), dtype=np.float64)
         self.arrival_ns: list[int] = np.rint(arrival * 1e9).astype(np.int64).tolist()
         self.num_requests = len(self.arrival_ns)
-        self._trace = trace
         self._prompt = trace.column("prompt_tokens").tolist()
         self._output = trace.column("output_tokens").tolist()
         self._n = trace.column("n").tolist()
@@ -95,7 +100,8 @@ class Engine(EngineOps, FastForward):
         env.run()
         if bar is not None:
             bar.close()
-        self._check(final=True) if self.config.check_every else None
+        if self.config.check_every:
+            self._check(final=True)
 
     def _arrivals(self, env: simpy.Environment):
         arrival_ns = self.arrival_ns
