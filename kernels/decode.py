@@ -4,7 +4,7 @@ One program owns (sequence, KV head, split): it loads the query heads that share
 [GROUP, head_dim] tile, then streams that sequence's K/V through the block table BLOCK_N tokens at a time.
 Each K/V tile is read from device memory exactly once; scores stay in registers; a running max `m` and
 sum `l` rescale the partial output. With few sequences and long contexts the context is cut into
-NUM_SPLITS ranges whose normalized partial outputs and log-sum-exps are merged by a second small kernel.
+`num_splits` ranges whose normalized partial outputs and log-sum-exps are merged by a second small kernel.
 """
 from __future__ import annotations
 
