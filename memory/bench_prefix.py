@@ -1,0 +1,153 @@
+"""Prefix-caching throughput: `python -m memory.bench_prefix [--quick] [--repeats N] [--cpu K]`.
+
+Operations per second of `PrefixCachingBlockManager` for allocations that miss (and register their
+blocks), hit live blocks, revive evictable ones or evict the least recently used ones; frees into the
+evictor; and, for comparison in the same run, the base `BlockManager` doing the same work without keys.
+Same method as `memory.bench`: one pinned core, GC off while timing, best of `--repeats` fresh setups.
+Keys are per-block tuples built before timing (what the simulator would pass).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from typing import Callable, Hashable
+
+from memory.bench import BLOCK_SIZE, Body, _best, _pin_one_core
+from memory.block_manager import BlockManager
+from memory.prefix_cache import PrefixCachingBlockManager
+
+Keys = list[Hashable]
+
+
+def _keys(prompt: int, blocks: int, shared: int = 0) -> Keys:
+    """Keys of prompt `prompt`: its first `shared` blocks are common to all prompts, the rest its own."""
+    return [("shared", j) if j < shared else (prompt, j) for j in range(blocks)]
+
+
+def _make(cached: bool, num_blocks: int) -> BlockManager:
+    return (PrefixCachingBlockManager if cached else BlockManager)(num_blocks, BLOCK_SIZE)
+
+
+def bench_allocate(n: int, blocks: int, kind: str) -> Callable[[], Body]:
+    """kind: base (BlockManager, no keys), nokeys, miss (registers), hit (live), revive, half (half the
+    blocks live hits, half new), evict (no plain-free block: each allocation evicts LRU blocks)."""
+    def make() -> Body:
+        tokens = blocks * BLOCK_SIZE
+        pool = n * blocks + (blocks if kind in ("hit", "half") else 0)
+        bm = _make(kind != "base", pool)
+        shared = {"hit": blocks, "half": blocks // 2}.get(kind, 0)
+        keys = [_keys(i, blocks, shared) if kind not in ("base", "nokeys") else None for i in range(n)]
+        if kind in ("hit", "half"):
+            bm.allocate("holder", tokens, _keys(-1, blocks, blocks))  # keeps the shared blocks live
+        if kind in ("revive", "evict"):
+            for i in range(n):  # fill the whole pool with cached, unreferenced blocks
+                bm.allocate(("old", i), tokens, _keys(i, blocks) if kind == "revive" else _keys(-i - 1, blocks))
+            for i in range(n):
+                bm.free(("old", i))
+        allocate = bm.allocate
+
+        def body() -> int:
+            if kind == "base":
+                for i in range(n):
+                    allocate(i, tokens)
+            else:
+                for i in range(n):
+                    allocate(i, tokens, keys[i])
+            return n
+        return body
+    return make
+
+
+def bench_free(n: int, blocks: int, kind: str) -> Callable[[], Body]:
+    """kind: base (BlockManager), nokeys (to the plain free list), cached (into the evictor)."""
+    def make() -> Body:
+        bm = _make(kind != "base", n * blocks)
+        for i in range(n):
+            if kind == "cached":
+                bm.allocate(i, blocks * BLOCK_SIZE, _keys(i, blocks))
+            else:
+                bm.allocate(i, blocks * BLOCK_SIZE)
+        free = bm.free
+
+        def body() -> int:
+            for i in range(n):
+                free(i)
+            return n
+        return body
+    return make
+
+
+def bench_decode(cached: bool, num_seqs: int, steps: int) -> Callable[[], Body]:
+    """Single-token appends over a batch whose prompts share a cached prefix (base: no keys)."""
+    def make() -> Body:
+        bm = _make(cached, num_seqs * 200)
+        for i in range(num_seqs):
+            if cached:
+                bm.allocate(i, 100, _keys(i, 100 // BLOCK_SIZE, shared=4))
+            else:
+                bm.allocate(i, 100)
+        append, ids = bm.append_slots, list(range(num_seqs))
+
+        def body() -> int:
+            for _ in range(steps):
+                for i in ids:
+                    append(i)
+            return steps * num_seqs
+        return body
+    return make
+
+
+ALLOCATE_CASES = [
+    ("base", "BlockManager, no keys"),
+    ("nokeys", "no keys"),
+    ("miss", "all blocks miss, registered"),
+    ("hit", "all blocks hit live blocks"),
+    ("half", "half hit live, half registered"),
+    ("revive", "all blocks revived from the evictor"),
+    ("evict", "no plain-free block: evicts LRU, registers"),
+]
+FREE_CASES = [("base", "BlockManager"), ("nokeys", "no keys: plain free list"), ("cached", "into the evictor")]
+
+
+def _cases(quick: bool) -> list[tuple[str, str, float, Callable[[], Body]]]:
+    """(operation, case, block-table entries touched per op, setup) rows."""
+    k = 10 if quick else 1
+    rows: list[tuple[str, str, float, Callable[[], Body]]] = [
+        ("append 1 token (decode mix)", "BlockManager, 256 seqs x 2000 steps", 0,
+         bench_decode(False, 256, 2000 // k)),
+        ("append 1 token (decode mix)", "cached 4-block prefix, 256 seqs x 2000 steps", 0,
+         bench_decode(True, 256, 2000 // k)),
+    ]
+    for blocks in (1, 16, 256):
+        n = max(50, 50_000 // k // blocks)
+        rows += [(f"allocate {blocks} blocks", case, blocks, bench_allocate(n, blocks, kind))
+                 for kind, case in ALLOCATE_CASES if kind != "half" or blocks > 1]
+        rows += [(f"free {blocks} blocks", case, blocks, bench_free(n, blocks, kind))
+                 for kind, case in FREE_CASES]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m memory.bench_prefix", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="10x fewer operations (smoke run)")
+    parser.add_argument("--repeats", type=int, default=5, help="best of N runs (default 5)")
+    parser.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0; -1: don't pin)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    pinned = _pin_one_core(args.cpu)
+    print(f"# memory.bench_prefix: Python {platform.python_version()} on {platform.machine()}, {pinned}, "
+          f"block_size {BLOCK_SIZE}, best of {args.repeats}\n")
+    print("| operation | case | ops/s | µs/op | µs/block |")
+    print("|---|---|---:|---:|---:|")
+    for op, case, blocks, make in _cases(args.quick):
+        rate = _best(make, args.repeats)
+        us = 1e6 / rate
+        per_block = f"{us / blocks:.3f}" if blocks else "–"
+        print(f"| {op} | {case} | {rate:,.0f} | {us:.3f} | {per_block} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""A block pool whose unreferenced blocks may stay cached: plain-free blocks plus an LRU evictor.
+
+A block is *cached* when it is registered in the prefix cache under a block hash. The hash of a block is
+the pair `(parent node, key)`: the node id of the previous block of its chain (`ROOT` for a prompt's first
+block) and the caller's key for the block's own content (its token ids, or any key standing for them).
+Every registration gets a fresh node id, so a hash names one content chain exactly, with no collisions:
+vLLM's `H(hash(block i-1), tokens of block i)`, interned instead of digested.
+
+A block with refcount 0 is either plain free (on the LIFO free list, no hash) or evictable (cached, in
+the LRU evictor): both count as free. Allocation takes plain-free blocks first; when none is left it
+evicts the least recently freed cached block, dropping its hash. All operations are O(1) per block.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Hashable
+
+from memory.block_allocator import BlockAllocator, NoFreeBlocksError
+
+BlockHash = tuple[int, Hashable]  # (node id of the previous block of the chain or ROOT, block key)
+ROOT = 0                          # the parent node of a prompt's first block; real node ids start at 1
+
+
+class CachingBlockAllocator(BlockAllocator):
+    """`BlockAllocator` plus a prefix-cache registry and an LRU evictor of unreferenced cached blocks.
+
+    `decref` to 0 puts a cached block into the evictor (most recently used end) instead of the free list;
+    `acquire` takes a cached block, live (incref) or evictable (revive); `allocate`/`allocate_many`
+    evict least recently used cached blocks when the plain free list runs out.
+    """
+
+    __slots__ = ("_evictor", "_block_by_hash", "_hash_of", "_node_of", "_next_node",
+                 "num_evicted_blocks", "num_revived_blocks")
+
+    def __init__(self, num_blocks: int) -> None:
+        super().__init__(num_blocks)
+        # Insertion order is LRU order: the first key is the next block to evict.
+        self._evictor: OrderedDict[int, None] = OrderedDict()
+        self._block_by_hash: dict[BlockHash, int] = {}
+        self._hash_of: list[BlockHash | None] = [None] * num_blocks
+        self._node_of: list[int] = [ROOT] * num_blocks
+        self._next_node = ROOT + 1
+        self.num_evicted_blocks = 0
+        self.num_revived_blocks = 0
+
+    # ---- sizes --------------------------------------------------------------------------------------
+    @property
+    def num_free_blocks(self) -> int:
+        """Plain-free plus evictable blocks: everything an allocation may take."""
+        return len(self._free) + len(self._evictor)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_blocks - len(self._free) - len(self._evictor)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        """Evictable blocks: unreferenced, still holding reusable content."""
+        return len(self._evictor)
+
+    @property
+    def num_registered_blocks(self) -> int:
+        """Blocks with a hash, live or evictable."""
+        return len(self._block_by_hash)
+
+    # ---- the registry -------------------------------------------------------------------------------
+    def lookup(self, parent_node: int, key: Hashable) -> int | None:
+        """The cached block of hash `(parent_node, key)`, or None; changes nothing."""
+        return self._block_by_hash.get((parent_node, key))
+
+    def node_of(self, block: int) -> int:
+        """Node id of a cached block (`ROOT` if it has no hash)."""
+        return self._node_of[block]
+
+    def hash_of(self, block: int) -> BlockHash | None:
+        return self._hash_of[self._check_id(block)]
+
+    def register(self, block: int, parent_node: int, key: Hashable) -> int:
+        """Give a live, hashless block the hash `(parent_node, key)` (not yet taken); returns its node id."""
+        h = (parent_node, key)
+        assert self._refcounts[block] > 0 and self._hash_of[block] is None and h not in self._block_by_hash
+        node = self._next_node
+        self._next_node = node + 1
+        self._block_by_hash[h] = block
+        self._hash_of[block] = h
+        self._node_of[block] = node
+        return node
+
+    def acquire(self, block: int) -> None:
+        """Take one more reference to a cached block: incref if live, revive from the evictor if not."""
+        if self._refcounts[block] == 0:
+            del self._evictor[block]
+            self._refcounts[block] = 1
+            self.num_revived_blocks += 1
+        else:
+            self.incref(block)
+
+    def evictable_blocks(self) -> list[int]:
+        """Evictable blocks, least recently used first (O(evictable): tests and debugging)."""
+        return list(self._evictor)
+
+    # ---- allocation and release ---------------------------------------------------------------------
+    def make_plain_free(self, count: int) -> None:
+        """Evict LRU cached blocks until `count` blocks are plain free. Does nothing when `count` blocks
+        are not free at all, so that a refused operation leaves the cache as it was."""
+        short = count - len(self._free)
+        if short <= 0 or short > len(self._evictor):
+            return
+        evictor, free = self._evictor, self._free
+        for _ in range(short):
+            block, _ = evictor.popitem(last=False)
+            del self._block_by_hash[self._hash_of[block]]  # type: ignore[index]
+            self._hash_of[block] = None
+            self._node_of[block] = ROOT
+            free.append(block)
+        self.num_evicted_blocks += short
+
+    def allocate(self) -> int:
+        if not self._free:
+            self.make_plain_free(1)
+        return super().allocate()
+
+    def allocate_many(self, count: int) -> list[int]:
+        if count > len(self._free):
+            if count > self.num_free_blocks:
+                raise NoFreeBlocksError(
+                    f"{count} blocks requested, {self.num_free_blocks} free (pool of {self.num_blocks})"
+                )
+            self.make_plain_free(count)
+        return super().allocate_many(count)
+
+    def decref(self, block: int) -> bool:
+        """Drop a reference; True when it was the last one. A cached block then becomes evictable (most
+        recently used), any other block plain free."""
+        rc = self._refcounts[self._check_id(block)]
+        if rc == 0:
+            raise ValueError(f"double free: block {block} is already free")
+        if rc == 2:
+            self._num_shared -= 1
+        rc -= 1
+        self._refcounts[block] = rc
+        if rc:
+            return False
+        if self._hash_of[block] is None:
+            self._free.append(block)
+        else:
+            self._evictor[block] = None
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"CachingBlockAllocator(num_blocks={self.num_blocks}, plain free={len(self._free)}, "
+            f"evictable={len(self._evictor)}, registered={len(self._block_by_hash)})"
+        )

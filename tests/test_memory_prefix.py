@@ -1,0 +1,333 @@
+"""Example tests of automatic prefix caching: sharing within a prefix group, reviving freed prefixes, LRU
+eviction order, admission counts, refusals, copy-on-write next to cached blocks, swap, the invariant
+checker, the key helpers, and that without keys the manager behaves exactly like `BlockManager`."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from memory import AllocStatus, BlockManager, InvariantError, NoFreeBlocksError, PrefixCachingBlockManager
+from memory.block_keys import hash_id_block_keys, prefix_group_block_keys, token_block_keys
+
+
+def keys(*names: str) -> list[str]:
+    return list(names)
+
+
+# ---- sharing, reviving, evicting -----------------------------------------------------------------------
+def test_two_requests_of_one_prefix_group_share_their_prefix_blocks() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=16, block_size=4)
+    # 2 shared prefix blocks ("g7"), then each request's own full block, then a partial block.
+    a_keys = prefix_group_block_keys(14, 4, "a", "g7", prefix_tokens=8)
+    b_keys = prefix_group_block_keys(13, 4, "b", "g7", prefix_tokens=8)
+    assert bm.allocate("a", 14, a_keys) == 0 and bm.num_cached_tokens("a") == 0
+    free_before = bm.num_free_gpu_blocks
+    assert bm.can_allocate(13, b_keys) is AllocStatus.OK and bm.num_blocks_to_allocate(13, b_keys) == 2
+    assert bm.allocate("b", 13, b_keys) == 8 and bm.num_cached_tokens("b") == 8
+    a, b = bm.block_table("a"), bm.block_table("b")
+    assert a[:2] == b[:2] and len(set(a[2:]) | set(b[2:])) == 4  # prefix shared, the rest private
+    assert bm.refcount(a[0]) == bm.refcount(a[1]) == 2 and bm.num_shared_gpu_blocks == 2
+    assert bm.num_free_gpu_blocks == free_before - 2  # only b's own blocks were taken
+    assert bm.num_allocated_unused_slots == 2 + 3  # the shared blocks' slots count once
+    assert (bm.num_prefix_queries, bm.num_prefix_hits, bm.num_prefix_hit_tokens) == (2, 1, 8)
+    assert bm.prefix_hit_rate == pytest.approx(8 / 27)
+    bm.check_invariants()
+
+
+def test_chained_keys_share_only_behind_an_equal_prefix() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=8, block_size=2)
+    bm.allocate("a", 4, keys("x", "y"))
+    assert bm.allocate("b", 4, keys("z", "y")) == 0  # same key for block 1, different block 0
+    assert set(bm.block_table("a")).isdisjoint(bm.block_table("b"))
+    assert bm.find_cached_prefix(keys("x", "y", "w")) == bm.block_table("a")
+    assert bm.find_cached_prefix(keys("y")) == []
+    bm.check_invariants()
+
+
+def test_a_freed_prefix_is_revived_not_recomputed() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=6, block_size=4)
+    bm.allocate("a", 10, keys("p", "q"))  # blocks 0, 1 cached; block 2 partial (never cached)
+    table = bm.block_table("a")
+    bm.free("a")
+    assert bm.num_free_gpu_blocks == 6 and bm.num_cached_blocks == 2
+    assert bm.evictable_blocks() == [table[1], table[0]]  # the chain's tail goes first
+    assert bm.is_cached(table[0]) and not bm.is_cached(table[2])
+    assert bm.num_blocks_to_allocate(8, keys("p", "q")) == 2  # revived blocks leave the free pool too
+    assert bm.allocate("b", 8, keys("p", "q")) == 8
+    assert bm.block_table("b") == table[:2] and bm.num_revived_blocks == 2
+    assert bm.num_cached_blocks == 0 and bm.num_free_gpu_blocks == 4 and bm.num_evicted_blocks == 0
+    assert bm.refcount(table[0]) == 1
+    bm.check_invariants()
+
+
+def test_eviction_takes_plain_free_blocks_first_then_least_recently_used() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=4, block_size=2)
+    for name in ("a", "b", "c"):
+        bm.allocate(name, 2, keys(name))
+    blocks = {name: bm.block_table(name)[0] for name in ("a", "b", "c")}
+    for name in ("a", "b", "c"):  # freed in this order: a is the least recently used
+        bm.free(name)
+    assert bm.evictable_blocks() == [blocks["a"], blocks["b"], blocks["c"]]
+    bm.allocate("d", 1)  # the one plain-free block: nothing evicted
+    assert bm.num_evicted_blocks == 0 and bm.num_cached_blocks == 3
+    bm.allocate("e", 4)  # two blocks: evicts a, then b
+    assert sorted(bm.block_table("e")) == sorted([blocks["a"], blocks["b"]])
+    assert bm.num_evicted_blocks == 2 and bm.evictable_blocks() == [blocks["c"]]
+    d_block = bm.block_table("d")[0]
+    bm.free("d")  # plain free again (it has no key)
+    assert bm.allocate("f", 2, keys("a")) == 0  # a is gone: a plain block is taken, c stays cached
+    assert bm.block_table("f") == [d_block] and bm.num_evicted_blocks == 2
+    assert bm.allocate("g", 2, keys("c")) == 2 and bm.block_table("g") == [blocks["c"]]
+    bm.check_invariants()
+
+
+def test_a_reused_block_becomes_most_recently_used_again() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=2, block_size=2)
+    bm.allocate("a", 2, keys("a"))
+    bm.allocate("b", 2, keys("b"))
+    a, b = bm.block_table("a")[0], bm.block_table("b")[0]
+    bm.free("a")
+    bm.free("b")
+    bm.allocate("a2", 2, keys("a"))  # revive a; freed again it is newer than b
+    bm.free("a2")
+    assert bm.evictable_blocks() == [b, a]
+    bm.allocate("x", 2)
+    assert bm.block_table("x") == [b] and bm.find_cached_prefix(keys("a")) == [a]
+    bm.check_invariants()
+
+
+# ---- admission and refusals ----------------------------------------------------------------------------
+def test_can_allocate_counts_live_hits_as_free_and_revived_hits_as_taken() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=4, block_size=2)
+    bm.allocate("a", 6, keys("x", "y", "z"))  # 3 live cached blocks, 1 free
+    # 4 blocks, 3 of them live hits: one new block, which is free. Without the cache it would not fit.
+    assert bm.can_allocate(8, keys("x", "y", "z", "w")) is AllocStatus.OK
+    assert bm.can_allocate(8) is AllocStatus.LATER
+    bm.free("a")  # all 4 free, 3 of them cached
+    # The same 4 blocks now: 3 revived + 1 new, all from the free pool (4 free): still fits exactly.
+    assert bm.num_blocks_to_allocate(8, keys("x", "y", "z", "w")) == 4
+    assert bm.can_allocate(8, keys("x", "y", "z", "w")) is AllocStatus.OK
+    assert bm.can_allocate(10) is AllocStatus.NEVER  # 5 blocks never fit: cached blocks don't change that
+    bm.allocate("b", 2, keys("q"))  # takes the plain-free block
+    assert bm.can_allocate(8, keys("x", "y", "z", "w")) is AllocStatus.LATER  # needs 4, 3 free
+    with pytest.raises(NoFreeBlocksError):
+        bm.allocate("c", 8, keys("x", "y", "z", "w"))
+    assert bm.can_allocate(6, keys("x", "y", "z")) is AllocStatus.OK  # 3 revived
+    bm.check_invariants()
+
+
+def _state(bm: PrefixCachingBlockManager) -> tuple:
+    gpu = bm._gpu
+    return ({s: (bm.block_table(s), bm.num_tokens(s)) for s in ("a", "b", "c", "d") if bm.has_seq(s)},
+            list(gpu._refcounts), list(gpu._free), bm.evictable_blocks(), dict(gpu._block_by_hash),
+            bm.num_free_gpu_blocks, bm.num_allocated_unused_slots, bm.num_evicted_blocks,
+            bm.num_revived_blocks, bm.num_prefix_queries, bm.num_prefix_hit_tokens)
+
+
+def test_refused_allocation_and_append_leave_no_trace() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=4, block_size=2)
+    bm.allocate("a", 4, keys("x", "y"))
+    bm.allocate("b", 3, keys("u"))
+    bm.free("a")  # 2 cached, 0 plain free ... plus b's 2 blocks
+    before = _state(bm)
+    with pytest.raises(NoFreeBlocksError):
+        bm.allocate("c", 6, keys("x", "y", "v"))  # revive 2 + 1 new > 2 free
+    assert _state(bm) == before and not bm.has_seq("c")
+    bm.fork("b", "d")
+    before = _state(bm)
+    assert bm.can_append_slots("d", 4) is False  # copy-on-write + 2 new blocks > 2 free
+    with pytest.raises(NoFreeBlocksError):
+        bm.append_slots("d", 4)
+    assert _state(bm) == before
+    for bad, match in [(["k"] * 3, "3 keys"), ("xy", "sequence"), ([[1]], "not hashable"), (7, "sequence")]:
+        with pytest.raises(ValueError, match=match):
+            bm.allocate("c", 4, bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=match):
+            bm.can_allocate(4, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="already exists"):
+        bm.allocate("b", 2, keys("x"))
+    assert _state(bm) == before
+    bm.check_invariants()
+
+
+def test_append_evicts_cached_blocks_only_when_it_succeeds() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=3, block_size=2)
+    bm.allocate("a", 4, keys("x", "y"))
+    x, y = bm.block_table("a")
+    bm.allocate("b", 2)
+    bm.free("a")  # blocks of a cached, b holds the third
+    assert not bm.can_append_slots("b", 6) and bm.num_cached_blocks == 2
+    with pytest.raises(NoFreeBlocksError):
+        bm.append_slots("b", 6)  # 3 new blocks, 2 free: nothing is evicted
+    assert bm.num_evicted_blocks == 0 and bm.evictable_blocks() == [y, x]
+    assert bm.can_append_slots("b", 2)
+    assert list(bm.append_slots("b", 2)) == [] and bm.num_evicted_blocks == 1  # y (the tail) went first
+    assert bm.block_table("b")[1] == y and bm.find_cached_prefix(keys("x", "y")) == [x]
+    bm.check_invariants()
+
+
+# ---- copy-on-write next to cached blocks ---------------------------------------------------------------
+def test_appending_after_a_cached_shared_full_block_opens_a_new_block() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=8, block_size=4)
+    bm.allocate("a", 8, keys("x", "y"))
+    bm.allocate("b", 8, keys("x", "y"))  # b's whole table is a's: shared, cached, full
+    shared = bm.block_table("a")
+    assert bm.block_table("b") == shared and bm.num_cached_tokens("b") == 8
+    assert list(bm.append_slots("b")) == []  # a new block, no write into the shared one
+    assert bm.block_table("b") == shared + [2] and bm.block_table("a") == shared
+    assert bm.refcount(shared[1]) == 2 and bm.is_cached(shared[1]) and not bm.is_cached(2)
+    assert bm.num_cow_copies == 0
+    # A fork of a sequence with a cached prefix and a partial tail: copy-on-write of the tail only.
+    bm.allocate("c", 10, keys("x", "y"))
+    bm.fork("c", "d")
+    ((src, dst),) = bm.append_slots("d")
+    assert src == bm.block_table("c")[2] and bm.block_table("d") == shared + [dst]
+    assert not bm.is_cached(dst) and bm.refcount(shared[0]) == 4
+    bm.check_invariants()
+
+
+# ---- swap ----------------------------------------------------------------------------------------------
+def test_swap_out_of_one_prefix_sharer_copies_the_cached_prefix() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=8, block_size=4, num_cpu_blocks=8)
+    bm.allocate("a", 10, keys("x", "y"))
+    bm.allocate("b", 9, keys("x", "z"))  # shares block x with a only
+    x, y, a_tail = bm.block_table("a")
+    assert bm.can_swap_out(["a"])  # not a forked family: the shared block is cached
+    out = bm.swap_out(["a"])
+    assert set(out) == {x, y, a_tail} and bm.is_swapped("a")
+    assert bm.refcount(x) == 1 and bm.is_cached(x)  # still b's
+    assert bm.refcount(y) == 0 and bm.evictable_blocks() == [y]  # still reusable
+    assert not bm.is_cached(a_tail) and bm.num_allocated_unused_slots == 3  # b's tail only
+    assert bm.find_cached_prefix(keys("x", "y")) == [x, y]
+    back = bm.swap_in(["a"])  # fresh private copies: swapping drops the cache for its blocks
+    table = bm.block_table("a")
+    assert table == [back[out[x]], back[out[y]], back[out[a_tail]]]
+    assert not any(bm.is_cached(b) for b in table) and x not in table
+    bm.fork("b", "b2")
+    with pytest.raises(ValueError, match="must move together"):
+        bm.swap_out(["b"])  # b's partial tail is shared with its fork: that still is a family
+    assert bm.can_swap_out(["b", "b2"])
+    bm.check_invariants()
+
+
+def test_swap_in_evicts_cached_blocks_when_it_needs_them() -> None:
+    bm = PrefixCachingBlockManager(num_gpu_blocks=3, block_size=2, num_cpu_blocks=2)
+    bm.allocate("a", 3)
+    bm.swap_out(["a"])
+    bm.allocate("b", 6, keys("x", "y", "z"))
+    bm.free("b")
+    assert bm.can_swap_in(["a"]) and bm.num_cached_blocks == 3
+    bm.swap_in(["a"])
+    assert bm.num_evicted_blocks == 2 and bm.find_cached_prefix(keys("x", "y", "z")) != []
+    bm.check_invariants()
+
+
+# ---- the invariant checker -----------------------------------------------------------------------------
+def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
+    """Drop the hash of the live block x: its cached children are orphans."""
+    gpu = bm._gpu
+    parent = bm.find_cached_prefix(keys("x"))[0]
+    del gpu._block_by_hash[gpu._hash_of[parent]]
+    gpu._hash_of[parent] = None
+    gpu._node_of[parent] = 0
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda bm: bm._gpu._block_by_hash.__setitem__((99, "k"), bm.evictable_blocks()[0]), "hashes for"),
+        (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "evictable block"),
+        (lambda bm: bm._gpu._free.append(bm.evictable_blocks()[0]), "both plain free and cached"),
+        (lambda bm: bm._gpu._evictor.popitem(), "leaked"),
+        (lambda bm: bm._gpu._evictor.move_to_end(bm.evictable_blocks()[0]), "evicted after its parent"),
+        (_corrupt_orphan, "outlived its chain parent"),
+        (lambda bm: bm._cached_tokens.__setitem__("ghost", 4), "cached-token record"),
+    ],
+)
+def test_check_invariants_names_the_violation(corrupt, message: str) -> None:  # type: ignore[no-untyped-def]
+    bm = PrefixCachingBlockManager(num_gpu_blocks=8, block_size=2)
+    bm.allocate("a", 6, keys("x", "y", "z"))
+    bm.allocate("keep", 4, keys("x", "w"))  # keeps x live
+    bm.free("a")  # z, y evictable (in this order)
+    bm.check_invariants()
+    corrupt(bm)
+    with pytest.raises(InvariantError, match=message):
+        bm.check_invariants()
+
+
+# ---- the key helpers -----------------------------------------------------------------------------------
+def test_block_key_helpers() -> None:
+    assert token_block_keys([1, 2, 3, 4, 5], 2) == [(1, 2), (3, 4)]
+    assert prefix_group_block_keys(9, 4, "r1", "g", 5) == [("prefix", "g", 0), ("own", "r1", 1)]
+    assert prefix_group_block_keys(3, 4, "r1") == []
+    with pytest.raises(ValueError, match="prefix_group"):
+        prefix_group_block_keys(8, 4, "r1", None, 4)
+    with pytest.raises(ValueError, match="exceeds"):
+        prefix_group_block_keys(8, 4, "r1", "g", 9)
+    # Mooncake: 512-token hash blocks, our blocks of 256 (two per hash block) and of 384 (straddling).
+    assert hash_id_block_keys([7, 8], 1000, 256) == [(0, (7,)), (1, (7,)), (2, (8,))]
+    assert hash_id_block_keys([7, 8, 9], 1400, 384) == [(0, (7,)), (1, (7, 8)), (2, (8, 9))]
+    assert hash_id_block_keys([7], 2000, 256) == [(0, (7,)), (1, (7,))]  # past the ids: no keys
+    # Two Mooncake requests agreeing on their first hash id share exactly the blocks inside it.
+    bm = PrefixCachingBlockManager(num_gpu_blocks=16, block_size=256)
+    bm.allocate("m1", 1200, hash_id_block_keys([7, 8, 9], 1200, 256))
+    assert bm.allocate("m2", 1100, hash_id_block_keys([7, 5, 6], 1100, 256)) == 512
+    bm.check_invariants()
+
+
+# ---- without keys it is the base block manager -------------------------------------------------------
+def _apply(bm: BlockManager, op: str, seq: int | None, live: list[int], n: int, step: int) -> object:
+    """One operation; its result, or the type of the error it raised."""
+    try:
+        if op == "alloc":
+            status = bm.can_allocate(n)
+            bm.allocate(step, n)  # the prefix manager returns 0 cached tokens here; compared elsewhere
+            return status
+        if seq is None:
+            return None
+        if op == "append":
+            return bm.can_append_slots(seq, n), tuple(bm.append_slots(seq, n))
+        if op == "fork":
+            return bm.fork(seq, step)
+        if op == "free":
+            return bm.free(seq)
+        same_place = [s for s in live if bm.is_swapped(s) == bm.is_swapped(seq)]
+        return bm.swap_in(same_place) if bm.is_swapped(seq) else bm.swap_out(same_place)
+    except (NoFreeBlocksError, ValueError) as exc:
+        return type(exc)
+
+
+def test_without_keys_it_behaves_exactly_like_the_block_manager() -> None:
+    rng = random.Random(3)
+    base = BlockManager(24, 4, num_cpu_blocks=12, watermark=0.1)
+    pc = PrefixCachingBlockManager(24, 4, num_cpu_blocks=12, watermark=0.1)
+    live: list[int] = []
+    outcomes = set()
+    for step in range(600):
+        op = rng.choice(["alloc", "append", "append", "fork", "free", "swap"])
+        seq = rng.choice(live) if live else None
+        n = rng.randint(0, 30) if op == "alloc" else rng.choice([1, 1, 5])
+        result = _apply(base, op, seq, live, n, step)
+        assert _apply(pc, op, seq, live, n, step) == result, (step, op)
+        outcomes.add((op, result if isinstance(result, type) else "ok"))
+        if base.has_seq(step):
+            live.append(step)
+        if seq is not None and not base.has_seq(seq):
+            live.remove(seq)
+        tables = {s: (base.block_table(s), base.num_tokens(s), base.is_swapped(s)) for s in live}
+        assert tables == {s: (pc.block_table(s), pc.num_tokens(s), pc.is_swapped(s)) for s in live}
+        assert (base.num_free_gpu_blocks, base.num_free_cpu_blocks, base.num_allocated_unused_slots,
+                base.num_cow_copies) == (pc.num_free_gpu_blocks, pc.num_free_cpu_blocks,
+                                         pc.num_allocated_unused_slots, pc.num_cow_copies)
+    pc.check_invariants()
+    assert pc.num_cached_blocks == 0 and pc.num_prefix_hits == 0
+    # The walk reached refusals as well as successes of the operations that can fail.
+    assert {("alloc", NoFreeBlocksError), ("swap", "ok"), ("append", NoFreeBlocksError)} <= outcomes
+
+
+def test_prefix_bench_script_runs() -> None:
+    from memory import bench_prefix
+
+    for op, case, _, make in bench_prefix._cases(quick=True):
+        assert make()() > 0, f"{op} {case} did no operations"

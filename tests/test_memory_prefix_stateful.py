@@ -1,0 +1,386 @@
+"""Stateful property test of the prefix-caching block manager against two shadow models.
+
+Slot contents: every GPU and CPU slot's token, as in `test_memory_stateful.py`. A prompt's keyed blocks
+hold tokens derived from the whole chain of keys up to them, so a block shared or revived for the wrong
+chain (e.g. under keys -1 and -2, which Python hashes alike) reads back wrong tokens. Cache hits are not
+written: they must already hold the right tokens.
+
+The cache: which key chains are registered to which block, and the evictor's LRU order, predicted from
+the operations alone (revivals leave it, released cached blocks join it tail first, allocations beyond
+the plain-free blocks evict from its front). After every step both models must agree with the manager
+and `check_invariants()` must pass; refused operations must leave no trace.
+
+    HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest tests/test_memory_prefix_stateful.py
+"""
+from __future__ import annotations
+
+from typing import Any, Hashable
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from memory import AllocStatus, NoFreeBlocksError, PrefixCachingBlockManager
+
+SeqId = Hashable
+Chain = tuple[Hashable, ...]
+KEYS = st.sampled_from([0, 1, 2, -1, -2])  # hash(-1) == hash(-2): the cache must still tell them apart
+
+
+class PrefixCacheMachine(RuleBasedStateMachine):
+    @initialize(
+        block_size=st.sampled_from([1, 2, 3, 4]),
+        num_gpu_blocks=st.integers(1, 14),
+        num_cpu_blocks=st.integers(0, 10),
+        watermark=st.sampled_from([0.0, 0.0, 0.1, 0.3]),
+    )
+    def setup(self, block_size: int, num_gpu_blocks: int, num_cpu_blocks: int, watermark: float) -> None:
+        self.bm = PrefixCachingBlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
+        self.bs = block_size
+        self.mem: dict[bool, dict[int, int]] = {False: {}, True: {}}  # swapped? -> slot -> token
+        self.tokens: dict[SeqId, list[int]] = {}
+        self.swapped: dict[SeqId, bool] = {}
+        self.cached_tokens: dict[SeqId, int] = {}
+        self.chain_tokens: dict[tuple[Chain, int], int] = {}
+        self.used_keys: list[list[int]] = []
+        self.next_token = self.next_id = 0
+        # The cache model: chain -> block, block -> chain, evictable blocks in LRU order.
+        self.block_of: dict[Chain, int] = {}
+        self.chain_of: dict[int, Chain] = {}
+        self.lru: list[int] = []
+        self.counts = dict(cow=0, out=0, into=0, evicted=0, revived=0, queries=0, hits=0, query_tokens=0,
+                           hit_tokens=0)
+
+    # ---- helpers -----------------------------------------------------------------------------------
+    def fresh(self) -> int:
+        self.next_token += 1
+        return self.next_token
+
+    def prompt(self, keys: list[int], num_tokens: int) -> list[int]:
+        """Tokens of a prompt: keyed blocks derive from their chain of keys, the rest are fresh."""
+        toks = []
+        for i in range(len(keys)):
+            chain = tuple(keys[: i + 1])
+            for off in range(self.bs):
+                if (chain, off) not in self.chain_tokens:
+                    self.chain_tokens[chain, off] = self.fresh()
+                toks.append(self.chain_tokens[chain, off])
+        return toks + [self.fresh() for _ in range(num_tokens - len(toks))]
+
+    def pick(self, data: st.DataObject, swapped: bool | None = None) -> SeqId | None:
+        ids = sorted((s for s in self.tokens if swapped is None or self.swapped[s] == swapped), key=repr)
+        return data.draw(st.sampled_from(ids)) if ids else None
+
+    def family(self, seq_id: SeqId) -> list[SeqId]:
+        """Sequences on the same device tied to seq_id by shared blocks that are not cached (a cached
+        block may be shared across a swap boundary)."""
+        bm, where = self.bm, self.swapped[seq_id]
+        tables = {s: {b for b in bm.block_table(s) if where or not bm.is_cached(b)}
+                  for s in self.tokens if self.swapped[s] == where}
+        fam, blocks, grew = {seq_id}, set(tables[seq_id]), True
+        while grew:
+            grew = False
+            for s, t in tables.items():
+                if s not in fam and t & blocks:
+                    fam.add(s)
+                    blocks |= t
+                    grew = True
+        return sorted(fam, key=repr)
+
+    def snapshot(self) -> Any:
+        bm = self.bm
+        return (
+            {s: (bm.is_swapped(s), bm.block_table(s), bm.num_tokens(s)) for s in self.tokens},
+            [(bm.refcount(b), bm.is_cached(b)) for b in range(bm.num_gpu_blocks)],
+            [bm.cpu_refcount(b) for b in range(bm.num_cpu_blocks)],
+            bm.evictable_blocks(), bm.num_free_gpu_blocks, bm.num_free_cpu_blocks,
+            bm.num_allocated_unused_slots, bm.num_shared_gpu_blocks, bm.num_cow_copies,
+            bm.num_swapped_out_blocks, bm.num_swapped_in_blocks, bm.num_evicted_blocks,
+            bm.num_revived_blocks, bm.num_prefix_queries, bm.num_prefix_hit_tokens,
+        )
+
+    def plain_free(self) -> set[int]:
+        bm = self.bm
+        return {b for b in range(bm.num_gpu_blocks) if bm.refcount(b) == 0 and b not in self.chain_of}
+
+    def evict(self, count: int) -> list[int]:
+        """Model: an operation took `count` blocks beyond the plain-free ones: the LRU front goes."""
+        gone, self.lru = self.lru[:count], self.lru[count:]
+        for block in gone:
+            del self.block_of[self.chain_of.pop(block)]
+        self.counts["evicted"] += count
+        return gone
+
+    def release_cached(self, blocks: list[int]) -> None:
+        """Model: these cached blocks lost their last reference, in this order."""
+        self.lru += [b for b in blocks if b in self.chain_of]
+
+    def write(self, seq_id: SeqId, start: int, toks: list[int]) -> None:
+        slots = self.bm.slot_mapping(seq_id, start, start + len(toks))
+        self.mem[False].update(zip(slots, toks))
+        self.tokens[seq_id].extend(toks)
+
+    def copy(self, mapping: dict[int, int], src_swapped: bool, poison: set[int]) -> None:
+        src, dst = self.mem[src_swapped], self.mem[not src_swapped]
+        for s_block, d_block in mapping.items():
+            for off in range(self.bs):
+                s_slot, d_slot = s_block * self.bs + off, d_block * self.bs + off
+                if s_slot in src:
+                    dst[d_slot] = src[s_slot]
+                    if s_block in poison:
+                        del src[s_slot]  # released and not cached: must never be read again
+                else:
+                    dst.pop(d_slot, None)
+
+    # ---- rules -------------------------------------------------------------------------------------
+    @rule(data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
+    def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool) -> None:
+        bm, bs, seq_id = self.bm, self.bs, ("s", self.next_id)
+        self.next_id += 1
+        num_tokens = num_full * bs + data.draw(st.integers(0, bs - 1))
+        num_keys = num_full if all_keys else data.draw(st.integers(0, num_full))
+        keys = data.draw(st.lists(KEYS, min_size=num_keys, max_size=num_keys))
+        if reuse and self.used_keys:  # continue an earlier prompt: hits are likely
+            keys = (data.draw(st.sampled_from(self.used_keys)) + keys)[:num_keys]
+        hits: list[int] = []
+        while len(hits) < len(keys) and tuple(keys[: len(hits) + 1]) in self.block_of:
+            hits.append(self.block_of[tuple(keys[: len(hits) + 1])])
+        live = [b for b in hits if bm.refcount(b) > 0]
+        required = -(-num_tokens // bs)
+        take, free, plain = required - len(live), bm.num_free_gpu_blocks, self.plain_free()
+        status = bm.can_allocate(num_tokens, keys)
+        assert bm.num_blocks_to_allocate(num_tokens, keys) == take
+        if required > bm.num_gpu_blocks - bm.watermark_blocks:
+            assert status is AllocStatus.NEVER
+        elif free - take >= bm.watermark_blocks:
+            assert status is AllocStatus.OK
+        else:
+            assert status is AllocStatus.LATER
+        before = self.snapshot()
+        try:
+            cached = bm.allocate(seq_id, num_tokens, keys)
+        except NoFreeBlocksError:
+            assert take > free and self.snapshot() == before
+            return
+        assert take <= free and bm.num_free_gpu_blocks == free - take
+        table = bm.block_table(seq_id)
+        assert cached == len(hits) * bs and table[: len(hits)] == hits
+        for block in hits:
+            if block in self.lru:
+                self.lru.remove(block)
+                self.counts["revived"] += 1
+        evicted = self.evict(max(0, required - len(hits) - len(plain)))
+        assert set(table[len(hits):]) <= plain | set(evicted)
+        for i in range(len(hits), len(keys)):
+            self.block_of[tuple(keys[: i + 1])] = table[i]
+            self.chain_of[table[i]] = tuple(keys[: i + 1])
+        self.counts["queries"] += 1
+        self.counts["query_tokens"] += num_tokens
+        if cached:
+            self.counts["hits"] += 1
+            self.counts["hit_tokens"] += cached
+            self.cached_tokens[seq_id] = cached
+        self.used_keys.append(keys)
+        toks = self.prompt(keys, num_tokens)
+        self.tokens[seq_id], self.swapped[seq_id] = toks[:cached], False
+        self.write(seq_id, cached, toks[cached:])  # cached tokens are not written: they must be there
+
+    @rule(data=st.data(), num_new=st.one_of(st.just(1), st.integers(0, 9)))
+    def append(self, data: st.DataObject, num_new: int) -> None:
+        bm, seq_id = self.bm, self.pick(data, swapped=False)
+        if seq_id is None:
+            return
+        n, table = len(self.tokens[seq_id]), bm.block_table(seq_id)
+        cow = num_new > 0 and n % self.bs != 0 and bm.refcount(table[-1]) > 1
+        needed = -(-(n + num_new) // self.bs) - len(table) + cow
+        free, plain = bm.num_free_gpu_blocks, self.plain_free()
+        can = bm.can_append_slots(seq_id, num_new)
+        before = self.snapshot()
+        try:
+            copies = bm.append_slots(seq_id, num_new)
+        except NoFreeBlocksError:
+            assert not can and needed > free and self.snapshot() == before
+            return
+        assert can and bm.num_free_gpu_blocks == free - needed
+        self.evict(max(0, needed - len(plain)))
+        if cow:
+            ((src, dst),) = copies
+            assert src == table[-1] and not bm.is_cached(dst) and bm.refcount(dst) == 1
+            self.counts["cow"] += 1
+        else:
+            assert len(copies) == 0
+        if table:
+            assert bm.block_table(seq_id)[: len(table) - 1] == table[:-1]  # full blocks never move
+        gpu = self.mem[False]
+        for src, dst in copies:  # copy-on-write: the source stays live for the other sharers
+            for off in range(self.bs):
+                if src * self.bs + off in gpu:
+                    gpu[dst * self.bs + off] = gpu[src * self.bs + off]
+        self.write(seq_id, n, [self.fresh() for _ in range(num_new)])
+
+    @rule(data=st.data())
+    def fork(self, data: st.DataObject) -> None:
+        bm, parent = self.bm, self.pick(data)
+        if parent is None:
+            return
+        child = ("s", self.next_id)
+        self.next_id += 1
+        free = bm.num_free_gpu_blocks, bm.num_free_cpu_blocks
+        bm.fork(parent, child)
+        assert bm.block_table(child) == bm.block_table(parent)
+        assert (bm.num_free_gpu_blocks, bm.num_free_cpu_blocks) == free and bm.num_cached_tokens(child) == 0
+        self.tokens[child] = list(self.tokens[parent])
+        self.swapped[child] = self.swapped[parent]
+
+    @rule(data=st.data())
+    def free(self, data: st.DataObject) -> None:
+        bm, seq_id = self.bm, self.pick(data)
+        if seq_id is None:
+            return
+        swapped, table = self.swapped[seq_id], bm.block_table(seq_id)
+        rc = bm.cpu_refcount if swapped else bm.refcount
+        released = [b for b in table if rc(b) == 1]
+        free = bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks
+        bm.free(seq_id)
+        assert (bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks) == free + len(released)
+        if not swapped:
+            self.release_cached(released[::-1])  # cached blocks are a prefix: tail first
+        del self.tokens[seq_id], self.swapped[seq_id]
+        self.cached_tokens.pop(seq_id, None)
+
+    @rule(data=st.data())
+    def swap(self, data: st.DataObject) -> None:
+        bm, seq_id = self.bm, self.pick(data)
+        if seq_id is None:
+            return
+        swapped = self.swapped[seq_id]
+        fam = data.draw(st.permutations(self.family(seq_id)))
+        tables = {s: bm.block_table(s) for s in fam}
+        refs: dict[int, int] = {}
+        depth: dict[int, int] = {}
+        for s in fam:
+            for i, b in enumerate(tables[s]):
+                refs[b] = refs.get(b, 0) + 1
+                if not swapped and bm.is_cached(b):
+                    depth[b] = i
+        src_rc = bm.cpu_refcount if swapped else bm.refcount
+        old_rc = {b: src_rc(b) for b in refs}
+        free, plain = bm.num_free_gpu_blocks, self.plain_free()
+        can = bm.can_swap_in(fam) if swapped else bm.can_swap_out(fam)
+        before = self.snapshot()
+        try:
+            mapping = bm.swap_in(fam) if swapped else bm.swap_out(fam)
+        except NoFreeBlocksError:
+            assert not can and self.snapshot() == before
+            return
+        if not swapped:
+            assert can  # exact without a watermark
+        assert set(mapping) == set(refs) and len(set(mapping.values())) == len(refs)
+        for s in fam:
+            assert bm.block_table(s) == [mapping[b] for b in tables[s]]
+            self.swapped[s] = not swapped
+        if swapped:
+            assert all(bm.refcount(t) == old_rc[b] and not bm.is_cached(t) for b, t in mapping.items())
+            assert bm.num_free_gpu_blocks == free - len(refs)
+            self.evict(max(0, len(refs) - len(plain)))
+            self.copy(mapping, True, set(mapping))
+            self.counts["into"] += len(mapping)
+            return
+        for b, twin in mapping.items():
+            assert bm.cpu_refcount(twin) == refs[b] and bm.refcount(b) == old_rc[b] - refs[b]
+        released = [b for b in refs if old_rc[b] == refs[b]]
+        self.release_cached(sorted((b for b in released if b in depth), key=depth.__getitem__, reverse=True))
+        self.copy(mapping, False, {b for b in released if b not in self.chain_of})
+        self.counts["out"] += len(mapping)
+
+    @rule(data=st.data())
+    def swap_part_of_family(self, data: st.DataObject) -> None:
+        seq_id = self.pick(data)
+        if seq_id is None or len(fam := self.family(seq_id)) == 1:
+            return
+        part = data.draw(st.lists(st.sampled_from(fam), min_size=1, max_size=len(fam) - 1, unique=True))
+        bm, swapped = self.bm, self.swapped[seq_id]
+        before = self.snapshot()
+        for op in (bm.can_swap_in, bm.swap_in) if swapped else (bm.can_swap_out, bm.swap_out):
+            try:
+                op(part)
+            except ValueError as exc:
+                assert "family" in str(exc)
+            else:
+                raise AssertionError(f"{op.__name__} of part of a family {part} of {fam} did not raise")
+        assert self.snapshot() == before
+
+    @rule(data=st.data(), kind=st.sampled_from(["too_many", "unhashable", "string", "negative", "dup"]))
+    def misuse(self, data: st.DataObject, kind: str) -> None:
+        bm, before = self.bm, self.snapshot()
+        if kind == "dup":
+            seq_id = self.pick(data)
+            if seq_id is None:
+                return
+            calls: list[tuple[Any, tuple]] = [(bm.allocate, (seq_id, 0))]
+        else:
+            num_tokens, keys = {"too_many": (2 * self.bs - 1, [0, 0]), "unhashable": (self.bs, [[0]]),
+                                "string": (2 * self.bs, "ab"), "negative": (-1, None)}[kind]
+            calls = [(bm.can_allocate, (num_tokens, keys)), (bm.num_blocks_to_allocate, (num_tokens, keys)),
+                     (bm.allocate, (("new",), num_tokens, keys))]
+        for op, args in calls:
+            try:
+                op(*args)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(f"misuse {kind}: {op.__name__}{args} did not raise")
+        assert self.snapshot() == before
+
+    # ---- invariants --------------------------------------------------------------------------------
+    @invariant()
+    def manager_matches_both_models(self) -> None:
+        bm, bs = self.bm, self.bs
+        bm.check_invariants()
+        refs: dict[bool, dict[int, int]] = {False: {}, True: {}}
+        filled: set[int] = set()
+        for seq_id, toks in self.tokens.items():
+            swapped = self.swapped[seq_id]
+            assert bm.is_swapped(seq_id) == swapped and bm.num_tokens(seq_id) == len(toks)
+            assert bm.num_cached_tokens(seq_id) == self.cached_tokens.get(seq_id, 0)
+            table = bm.block_table(seq_id)
+            slots = [table[p // bs] * bs + p % bs for p in range(len(toks))]
+            if not swapped:
+                filled.update(slots)
+            assert [self.mem[swapped].get(s) for s in slots] == toks, f"{seq_id!r} reads wrong tokens"
+            for b in table:
+                refs[swapped][b] = refs[swapped].get(b, 0) + 1
+        for swapped, total, rc in ((False, bm.num_gpu_blocks, bm.refcount),
+                                   (True, bm.num_cpu_blocks, bm.cpu_refcount)):
+            assert [rc(b) for b in range(total)] == [refs[swapped].get(b, 0) for b in range(total)]
+        assert bm.num_free_gpu_blocks + len(refs[False]) == bm.num_gpu_blocks
+        assert bm.num_free_cpu_blocks + len(refs[True]) == bm.num_cpu_blocks
+        assert bm.num_allocated_unused_slots == len(refs[False]) * bs - len(filled)
+        # The cache model.
+        assert bm.evictable_blocks() == self.lru and bm.num_cached_blocks == len(self.lru)
+        assert {b for b in range(bm.num_gpu_blocks) if bm.is_cached(b)} == set(self.chain_of)
+        for chain, block in self.block_of.items():
+            assert bm.find_cached_prefix(list(chain)) == [self.block_of[chain[: i + 1]]
+                                                          for i in range(len(chain))]
+            assert self.mem[False].get(block * bs) == self.chain_tokens[chain, 0]  # evictable too
+        c = self.counts
+        assert (bm.num_cow_copies, bm.num_swapped_out_blocks, bm.num_swapped_in_blocks) == (
+            c["cow"], c["out"], c["into"])
+        assert (bm.num_evicted_blocks, bm.num_revived_blocks) == (c["evicted"], c["revived"])
+        assert (bm.num_prefix_queries, bm.num_prefix_hits, bm.num_prefix_query_tokens,
+                bm.num_prefix_hit_tokens) == (c["queries"], c["hits"], c["query_tokens"], c["hit_tokens"])
+
+    def teardown(self) -> None:
+        if not hasattr(self, "bm"):
+            return
+        for seq_id in sorted(self.tokens, key=repr):
+            self.bm.free(seq_id)
+        bm = self.bm
+        bm.check_invariants()
+        assert bm.num_free_gpu_blocks == bm.num_gpu_blocks and bm.num_free_cpu_blocks == bm.num_cpu_blocks
+        assert bm.num_cached_blocks == len(self.chain_of)  # every cached block is evictable now
+        assert bm.num_allocated_unused_slots == 0 and bm.num_shared_gpu_blocks == 0
+
+
+TestPrefixCacheMachine = PrefixCacheMachine.TestCase
+TestPrefixCacheMachine.settings = settings(stateful_step_count=80)
