@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 
 from sim.presets import GIB, GPUS, MODELS, GpuSpec, ModelSpec, lookup
 
-BACKENDS: tuple[str, ...] = ("analytic",)
+BACKENDS: tuple[str, ...] = ("analytic", "execute")
+DEVICES: tuple[str, ...] = ("cuda", "cpu")
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,21 @@ class EngineConfig:
     cost_profile: str = "default"               # a name in sim/profiles/ or a path to a JSON profile
     fast_forward: bool = True                   # False: schedule every step (slow; same tables)
     check_every: int = 0                        # > 0: full invariant checks about every N steps (tests)
+    # execute backend (sim/execute): real kernels on a real KV cache; see docs/execute.md
+    device: str | None = None                   # "cuda" or "cpu" (Triton interpreter); None: cuda if present
+    verify: bool = False                        # shadow check of attention outputs against a reference
+    verify_every: int = 1                       # check every N-th step (and every step that moves blocks)
 
     def __post_init__(self) -> None:
         lookup("model", MODELS, self.model)
         lookup("gpu", GPUS, self.gpu)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: unknown name {self.backend!r}; valid names: {', '.join(BACKENDS)}")
+        if self.device is not None and self.device not in DEVICES:
+            raise ValueError(f"device: unknown name {self.device!r}; valid names: {', '.join(DEVICES)}")
+        if self.backend != "execute" and (self.verify or self.device is not None):
+            raise ValueError("verify/device: need backend 'execute' (the analytic backend runs no kernels)")
+        _positive_int("verify_every", self.verify_every)
         _positive_int("block_size", self.block_size)
         _positive_int("max_num_seqs", self.max_num_seqs)
         _positive_int("prefill_chunk_tokens", self.prefill_chunk_tokens)

@@ -170,10 +170,36 @@ class AnalyticCostModel:
     def describe(self) -> dict:
         return {"backend": self.name, "profile": asdict(self.profile)}
 
+    def unit_terms(self, batch: StepBatch) -> dict[str, float]:
+        """The step's parts at efficiency 1 and no overhead, for calibration (`sim.execute.calibrate`): the
+        step time is overheads + max(gemm_c/e, gemm_m/e) + max(prefill_c/e, prefill_m/e) + decode/e + ...
+        with each part divided by its profile efficiency."""
+        m, g, tp = self.model, self.gpu, self.model.tp
+        tokens = batch.prefill_tokens + batch.decode_seqs
+        h = m.hidden_size
+        q, kv = m.num_q_heads * m.head_dim, m.num_kv_heads * m.head_dim
+        act_elems = 4 * h + 2 * q + 2 * kv + (3 if m.gated_mlp else 2) * m.intermediate_size
+        attn_flops = 4 * m.num_layers * m.num_q_heads * m.head_dim / tp
+        kv_bytes = m.kv_bytes_per_token_per_gpu
+        weights = (m.num_layers * m.layer_params + m.vocab_size * h) * m.dtype_bytes / tp
+        return {
+            "seqs": float(batch.decode_seqs + batch.prefill_seqs),
+            "gemm_compute": (tokens * 2 * m.num_layers * m.layer_params / tp
+                             + batch.sampled_seqs * 2 * h * m.vocab_size / tp) / g.peak_flops,
+            "gemm_memory": (weights + tokens * m.num_layers * act_elems * m.dtype_bytes / tp) / g.hbm_bandwidth,
+            "prefill_compute": batch.prefill_attn_pairs * attn_flops / g.peak_flops,
+            "prefill_memory": batch.prefill_kv_tokens * kv_bytes / g.hbm_bandwidth,
+            "decode_compute": batch.decode_context * attn_flops / g.peak_flops,
+            "decode_memory": batch.decode_context * kv_bytes / g.hbm_bandwidth,
+            "copy": batch.cow_copies * self.block_size * 2 * kv_bytes / g.hbm_bandwidth,
+            "swap": batch.swap_blocks * self.block_size * kv_bytes / g.host_bandwidth,
+        }
+
 
 def make_cost_model(config) -> StepCostModel:
-    """The cost model an `EngineConfig` names (only the analytic backend exists so far)."""
-    if config.backend != "analytic":
-        raise ValueError(f"backend: unknown name {config.backend!r}; valid names: analytic")
+    """The analytic cost model of an `EngineConfig`. With `backend="execute"` the measured step times
+    advance the clock and this model only predicts each step alongside (for fidelity tables)."""
+    if config.backend not in ("analytic", "execute"):
+        raise ValueError(f"backend: unknown name {config.backend!r}; valid names: analytic, execute")
     return AnalyticCostModel(config.model_spec, config.gpu_spec, CostProfile.load(config.cost_profile),
                              config.block_size)

@@ -22,6 +22,8 @@ import numpy as np
 import simpy
 from simpy.core import URGENT
 
+from memory import BlockManager
+
 from sim.config import EngineConfig
 from sim.checks import check_engine
 from sim.cost import StepBatch, make_cost_model
@@ -52,11 +54,22 @@ class Engine(EngineOps, FastForward):
                  progress: bool = False) -> None:
         self.config, self.policy, self.seed = config, policy, seed
         self.bs = config.block_size
+        bm_cls = BlockManager
+        if config.backend == "execute":  # the real cache needs every copy, swap and fork: log them
+            from sim.execute.recording import RecordingBlockManager
+            bm_cls = RecordingBlockManager
         if policy.memory == "paged":
-            self.kv: PagedKV | ReservedKV = PagedKV(config, swap=policy.preemption == "swap")
+            self.kv: PagedKV | ReservedKV = PagedKV(config, swap=policy.preemption == "swap", block_manager_cls=bm_cls)
         else:
-            self.kv = ReservedKV(config, reserve_true_output=policy.reserve_true_output)
+            self.kv = ReservedKV(config, reserve_true_output=policy.reserve_true_output, block_manager_cls=bm_cls)
         self.cost = make_cost_model(config)
+        # execute backend: each step really runs (sim/execute); its measured time advances the clock, and
+        # steps go one by one (no fast-forward: every step has its own batch on the GPU).
+        self.executor = None
+        if config.backend == "execute":
+            from sim.execute.executor import Executor
+            self.executor = Executor(config, self.kv.bm, seed)
+        self._fast_forward = config.fast_forward and self.executor is None
         # (base, slope) of a linear decode-time model, if the cost model has one: scalar fast path.
         self._linear = getattr(self.cost, "decode_coefficients", None)
         self.recorder = StepRecorder()
@@ -174,7 +187,7 @@ class Engine(EngineOps, FastForward):
             self._unstick()
             return 0
         if not plan.prefills and not self.kv.step_copies and not self.step_swap_out_blocks \
-                and not self.step_swap_in_blocks:
+                and not self.step_swap_in_blocks and self.executor is None:
             return self._decode_run(plan.steady and not self.step_preempted, plan.arrivals_matter)
         return self._mixed_step(plan.prefills, has_decode)
 
@@ -182,7 +195,7 @@ class Engine(EngineOps, FastForward):
         """Pure decode: one step, or k identical ones when steady."""
         g1 = self.G + 1
         b, c0 = self.decode_seqs, self._decode_context(g1)
-        if steady and self.config.fast_forward and not self.dirty_groups:
+        if steady and self._fast_forward and not self.dirty_groups:
             k_max = self._steps_to_finish(g1)
             if self.kv.memory == "paged":
                 k_max = min(k_max, self._steps_memory_allows(g1))
@@ -201,6 +214,10 @@ class Engine(EngineOps, FastForward):
     def _mixed_step(self, prefills: list[tuple[Group, int]], has_decode: bool) -> int:
         kv = self.kv
         g_now = self.G + 1 if has_decode else self.G
+        exec_batch = None
+        if self.executor is not None:  # read before the chunks advance `prefill_done`
+            from sim.execute.batch import build_exec_batch
+            exec_batch = build_exec_batch(self, prefills, has_decode, g_now)
         tokens, pairs, kv_read, sampled = 0, 0.0, 0, 0
         self._completions = []
         for group, q in prefills:
@@ -220,7 +237,10 @@ class Engine(EngineOps, FastForward):
         context = self._decode_context(g_now) if has_decode else 0
         batch = StepBatch(tokens, len(prefills), pairs, kv_read, b, context, b + sampled, kv.step_copies,
                           self.step_swap_out_blocks + self.step_swap_in_blocks)
-        duration = max(int(self.cost.step_time(batch) * 1e9 + 0.5), 1)
+        if exec_batch is None:
+            duration = max(int(self.cost.step_time(batch) * 1e9 + 0.5), 1)
+        else:
+            duration = self.executor.run(exec_batch, self.recorder.num_rows, batch, self.cost.step_time(batch))
         self._record(1, g_now if has_decode else 0, b, tokens, len(prefills), b + sampled, g_now, -1, duration)
         self.G = g_now
         return duration

@@ -11,9 +11,11 @@ from sim.state import Seq
 class LazyDecode:
     """Sums over lazy sequences that make a step's context and token count O(1)."""
 
-    def __init__(self, config: EngineConfig, num_cpu_blocks: int, watermark: float) -> None:
+    def __init__(self, config: EngineConfig, num_cpu_blocks: int, watermark: float,
+                 block_manager_cls: type[BlockManager] = BlockManager) -> None:
         self.bs = config.block_size
-        self.bm = BlockManager(config.kv_blocks, config.block_size, num_cpu_blocks, watermark)
+        # The execute backend passes a subclass that logs copies, swaps and forks for the real cache.
+        self.bm = block_manager_cls(config.kv_blocks, config.block_size, num_cpu_blocks, watermark)
         self.lazy_b = 0              # lazy sequences
         self.lazy_len_minus_g = 0    # sum of (length - synced_g): context at step G = this + lazy_b * G
         self.lazy_synced = 0         # sum of synced_g: tokens not yet told = lazy_b * G - this

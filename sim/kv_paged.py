@@ -10,7 +10,7 @@ samples, beams) are *dirty*: their appends go through the block manager every st
 """
 from __future__ import annotations
 
-from memory import AllocStatus
+from memory import AllocStatus, BlockManager
 
 from sim.config import EngineConfig
 from sim.kv_lazy import LazyDecode
@@ -22,8 +22,8 @@ class PagedKV(LazyDecode):
 
     memory = "paged"
 
-    def __init__(self, config: EngineConfig, swap: bool) -> None:
-        super().__init__(config, config.cpu_blocks if swap else 0, config.watermark)
+    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager) -> None:
+        super().__init__(config, config.cpu_blocks if swap else 0, config.watermark, block_manager_cls)
         self.buckets: list[dict[Seq, None]] = [{} for _ in range(self.bs)]
         self.counts = [0] * self.bs
         self.logical = 0       # sum of block-table lengths on the GPU: the blocks without sharing

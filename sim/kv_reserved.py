@@ -1,7 +1,7 @@
 """Contiguous KV reservations (Orca, static): each sequence reserves prompt + (max or true) output up front."""
 from __future__ import annotations
 
-from memory import AllocStatus
+from memory import AllocStatus, BlockManager
 
 from sim.config import EngineConfig
 from sim.kv_lazy import LazyDecode
@@ -17,8 +17,9 @@ class ReservedKV(LazyDecode):
 
     memory = "reserved"
 
-    def __init__(self, config: EngineConfig, reserve_true_output: bool) -> None:
-        super().__init__(config, 0, 0.0)
+    def __init__(self, config: EngineConfig, reserve_true_output: bool,
+                 block_manager_cls: type[BlockManager] = BlockManager) -> None:
+        super().__init__(config, 0, 0.0, block_manager_cls)
         self.context_len = config.context_len
         self.max_output = config.max_output_tokens
         self.true_output = reserve_true_output

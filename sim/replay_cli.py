@@ -16,8 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "replay",
         help="replay a trace through the simulator under one scheduler policy",
-        description="Replay a trace on one simulated engine (real block manager, analytic step times) and "
-                    "write requests.csv, steps.csv, summary.json, config.json and itl.npy to --out.",
+        description="Replay a trace on one simulated engine (real block manager; analytic step times, or "
+                    "measured ones with --backend execute) and write requests.csv, steps.csv, summary.json, "
+                    "config.json and itl.npy (execute: also exec_steps.csv) to --out.",
     )
     p.add_argument("--trace", required=True, metavar="PATH", help="trace file (any format `pagedlab trace` reads)")
     p.add_argument("--format", default="auto", metavar="F", help="trace format (default: auto-detect)")
@@ -30,7 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="KV pool size in blocks (default: what fits in GPU memory)")
     p.add_argument("--block-size", type=int, default=16, metavar="B", help="tokens per KV block (default 16)")
     p.add_argument("--max-num-seqs", type=int, default=256, metavar="N", help="batch limit (default 256)")
-    p.add_argument("--backend", default="analytic", choices=("analytic",), help="step-time source")
+    p.add_argument("--backend", default="analytic", choices=("analytic", "execute"),
+                   help="step-time source: the analytic model (default) or real kernels on a GPU (execute)")
+    p.add_argument("--device", default=None, choices=("cuda", "cpu"),
+                   help="execute backend: where the kernels run (default: cuda if present; cpu runs the "
+                        "Triton interpreter, for the tiny model)")
+    p.add_argument("--verify", action="store_true",
+                   help="execute backend: shadow-check attention outputs against each sequence's history")
+    p.add_argument("--verify-every", type=int, default=1, metavar="N",
+                   help="with --verify: check every N-th step and every step that copies or swaps (default 1)")
     p.add_argument("--cost-profile", default="default", metavar="NAME|PATH",
                    help="cost-model constants: a name in sim/profiles/ or a JSON file (default: default)")
     p.add_argument("--no-fast-forward", action="store_true",
@@ -49,11 +58,19 @@ def run(args: argparse.Namespace) -> int:
     from traces import load
 
     make_policy(args.policy)  # an unknown name fails before the trace is read
+    execute = args.backend == "execute"
+    if not execute and (args.verify or args.device):
+        raise ValueError("--verify/--device: need --backend execute")
     config = EngineConfig(
         model=args.model, gpu=args.gpu, num_gpu_blocks=args.num_gpu_blocks, block_size=args.block_size,
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
-        fast_forward=not args.no_fast_forward,
+        fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
+        verify_every=args.verify_every,
     )
+    if execute:
+        from sim.execute.device import resolve_device
+
+        resolve_device(args.device)  # on the CPU: TRITON_INTERPRET=1 before triton is imported
     trace = load(args.trace, format=args.format)
     result = replay(trace, config, policy=args.policy, seed=args.seed, progress=args.progress)
     result.write(args.out)
@@ -63,4 +80,6 @@ def run(args: argparse.Namespace) -> int:
               f"requests in {s['sim_duration_s']:.1f} simulated s; {s['num_steps']} steps, "
               f"{s['preemptions']} preemptions; KV slot utilization {s['slot_utilization']:.1%}; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
+        if "verify_checked" in s:
+            print(f"verify: {s['verify_checked']} sequence-steps checked, {s['verify_mismatches']} mismatches")
     return 0

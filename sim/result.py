@@ -5,7 +5,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,9 +22,11 @@ class SimResult:
     summary: dict[str, Any]  # run totals, JSON-able
     config: dict[str, Any]   # the EngineConfig and what follows from it
     itl_s: np.ndarray        # every inter-token gap of every finished request, seconds
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # more CSV tables (execute: exec_steps.csv)
 
     def write(self, out_dir: str | os.PathLike) -> Path:
-        """Write the five files into `out_dir` (created if needed), each via a temp file and a rename."""
+        """Write the five files (and any `extra` tables) into `out_dir` (created if needed), each via a temp
+        file and a rename."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         _atomic(out / "requests.csv", lambda f: write_csv(self.requests, f))
@@ -32,6 +34,8 @@ class SimResult:
         _atomic(out / "summary.json", lambda f: f.write(_json(self.summary).encode()))
         _atomic(out / "config.json", lambda f: f.write(_json(self.config).encode()))
         _atomic(out / "itl.npy", lambda f: np.save(f, np.asarray(self.itl_s, dtype=np.float64)))
+        for name, frame in self.extra.items():
+            _atomic(out / name, lambda f, frame=frame: write_csv(frame, f))
         return out
 
 

@@ -29,12 +29,18 @@ def replay(trace, config: EngineConfig, policy: str = "vllm", seed: int = 0, pro
         **summarize(steps, requests, itl_s, kv_blocks_total=config.kv_blocks, block_size=config.block_size),
         "num_cpu_blocks": engine.kv.bm.num_cpu_blocks,
         "num_records": engine.num_segments,
-        "fast_forward": config.fast_forward,
+        "fast_forward": engine._fast_forward,
     }
+    extra = {}
+    if engine.executor is not None:
+        summary.update(engine.executor.summary())
+        extra["exec_steps.csv"] = engine.executor.steps_table()
     wall = time.perf_counter() - started
     summary["wall_s"] = wall
     summary["requests_per_wall_s"] = len(requests) / wall if wall > 0 else float("nan")
     summary["tokens_per_wall_s"] = summary["total_generated_tokens"] / wall if wall > 0 else float("nan")
-    config_dict = config.to_dict() | {"policy": policy, "seed": seed, "cost_model": engine.cost.describe(),
+    cost_model = engine.cost.describe() if engine.executor is None else \
+        engine.executor.describe() | {"predictions": engine.cost.describe()}
+    config_dict = config.to_dict() | {"policy": policy, "seed": seed, "cost_model": cost_model,
                                       "trace": getattr(trace, "source", "<memory>"), "trace_notices": list(getattr(trace, "notices", []))}
-    return SimResult(requests=requests, steps=steps, summary=summary, config=config_dict, itl_s=itl_s)
+    return SimResult(requests=requests, steps=steps, summary=summary, config=config_dict, itl_s=itl_s, extra=extra)

@@ -1,0 +1,134 @@
+"""`pagedlab calibrate`: measure the executor's step times on this GPU and fit a cost profile.
+
+    pagedlab calibrate --gpu-name h200                      # writes sim/profiles/h200.json (+ .csv)
+    pagedlab replay --trace T --gpu h200 --cost-profile h200 --out out/
+
+Heavy imports (torch, triton) happen inside `run`; on the CPU the Triton interpreter is switched on first.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "calibrate", help="measure step times on the GPU and write a cost profile for the analytic backend",
+        description="Run the execute backend's real steps (prefill, decode, mixed; copy-on-write and swap "
+                    "copies) over a grid on this device, fit the analytic model's efficiencies and overheads "
+                    "to the measured times, and write the profile (JSON) and the measurements (CSV).",
+    )
+    p.add_argument("--gpu-name", required=True, metavar="NAME",
+                   help="GPU preset the efficiencies refer to (h100-sxm, h200, ...); also the profile's name")
+    p.add_argument("--model", default="llama-3-8b", metavar="M", help="model preset to measure (default llama-3-8b)")
+    p.add_argument("--device", default=None, choices=("cuda", "cpu"), help="default: cuda if present")
+    p.add_argument("--block-size", type=int, default=16, metavar="B", help="tokens per KV block (default 16)")
+    p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per point (default 5)")
+    p.add_argument("--quick", action="store_true", help="a few small points (CPU smoke test)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random weights (default 0)")
+    p.add_argument("--from-csv", metavar="PATH", help="refit from earlier measurements instead of measuring")
+    p.add_argument("--out", metavar="PATH", help="profile JSON to write (default: sim/profiles/NAME.json); "
+                   "the measurements go next to it as .csv")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.cost import PROFILE_DIR, CostProfile
+    from sim.presets import GPUS, MODELS, lookup
+
+    gpu, model = lookup("gpu", GPUS, args.gpu_name), lookup("model", MODELS, args.model)
+    if args.repeats < 1:
+        raise ValueError(f"repeats: must be an integer >= 1, got {args.repeats}")
+    out = Path(args.out) if args.out else PROFILE_DIR / f"{args.gpu_name}.json"
+    if out.suffix != ".json":
+        raise ValueError(f"out: {out}: the profile must be a .json file")
+    if args.from_csv:
+        points, measured, copy_s, swap_s, device_name = _read_csv(Path(args.from_csv))
+    else:
+        points, measured, copy_s, swap_s, device_name = _measure(args, model)
+    import numpy as np
+
+    from sim.execute.calibrate import fit_profile, predict, profile_dict, rel_errors
+
+    base = CostProfile.load("default")
+    profile = fit_profile(points, measured, model, gpu, args.block_size, base, copy_s, swap_s)
+    predicted = predict(points, profile, model, gpu, args.block_size)
+    err = rel_errors(predicted, np.asarray(measured))
+    description = (f"Measured by `pagedlab calibrate` on {device_name} ({datetime.date.today().isoformat()}): "
+                   f"{model.name} shapes, {len(points)} steps of the execute backend; fit median |error| "
+                   f"{np.median(err):.1%}, max {err.max():.1%}. Efficiencies relative to the {gpu.name} preset's "
+                   f"datasheet peak; step times are device time (see docs/execute.md).")
+    data = profile_dict(profile) | {"name": args.gpu_name, "description": description}
+    CostProfile(**data)  # validate before writing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    csv = out.with_suffix(".csv")
+    if not args.from_csv or Path(args.from_csv).resolve() != csv.resolve():
+        _write_csv(csv, points, measured, predicted, copy_s, swap_s, device_name)
+    print(f"{args.gpu_name}: {len(points)} points on {device_name}; fit median |error| {np.median(err):.1%}, "
+          f"max {err.max():.1%} -> {out}")
+    return 0
+
+
+def _measure(args: argparse.Namespace, model):
+    from sim.execute.device import dtype_for, resolve_device
+
+    device = resolve_device(args.device)
+    import torch
+
+    from sim.execute.calibrate import (
+        full_grid, point_tokens, quick_grid, time_copies, time_point, time_swaps, warm_up,
+    )
+    from sim.execute.model import ModelShapes
+    from sim.execute.runner import StepRunner
+
+    points = quick_grid() if args.quick else full_grid()
+    bs = args.block_size
+    num_blocks = max(point_tokens(p) // bs + len(p[0]) + len(p[1]) for p in points) + 8
+    copies, swaps = (4, 4) if args.quick else (64, 64)
+    runner = StepRunner(ModelShapes.of(model), num_blocks, swaps, bs, dtype_for(device), device, args.seed,
+                        poison=False)
+    warm_up(runner, num_blocks)
+    repeats = 1 if args.quick else args.repeats
+    measured = [time_point(runner, p, num_blocks, repeats) for p in points]
+    copy_s = (copies, time_copies(runner, copies, repeats))
+    swap_s = (swaps, time_swaps(runner, swaps, repeats))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)"
+    return points, measured, copy_s, swap_s, name
+
+
+def _write_csv(path: Path, points, measured, predicted, copy_s, swap_s, device_name: str) -> None:
+    lines = ["kind,prefill_chunks,decode_contexts,count,measured_s,predicted_s,device"]
+    for (prefills, decodes), t, p in zip(points, measured, predicted):
+        chunks = " ".join(f"{c}+{q}" for c, q in prefills)
+        ctxs = " ".join(str(c) for c in decodes)
+        lines.append(f"step,{chunks},{ctxs},0,{float(t)!r},{float(p)!r},{device_name}")
+    lines.append(f"copy,,,{copy_s[0]},{float(copy_s[1])!r},,{device_name}")
+    lines.append(f"swap,,,{swap_s[0]},{float(swap_s[1])!r},,{device_name}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _read_csv(path: Path):
+    try:
+        rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
+    except OSError as exc:
+        raise OSError(f"{path}: {exc.strerror}") from None
+    points, measured, copy_s, swap_s, device = [], [], None, None, "?"
+    for i, row in enumerate(rows, start=2):
+        if len(row) != 7:
+            raise ValueError(f"{path}:{i}: expected 7 fields, got {len(row)}")
+        kind, chunks, ctxs, count, t, _, device = row
+        if kind == "step":
+            prefills = tuple(tuple(int(x) for x in c.split("+")) for c in chunks.split())
+            points.append((prefills, tuple(int(c) for c in ctxs.split())))
+            measured.append(float(t))
+        elif kind in ("copy", "swap"):
+            value = (int(count), float(t))
+            copy_s, swap_s = (value, swap_s) if kind == "copy" else (copy_s, value)
+        else:
+            raise ValueError(f"{path}:{i}: kind: unknown {kind!r}; valid: step, copy, swap")
+    if not points:
+        raise ValueError(f"{path}: no step measurements")
+    return points, measured, copy_s, swap_s, device

@@ -1,0 +1,46 @@
+"""Execute-backend pieces that need no kernels: the decode split heuristic, the memory check, fidelity."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sim.execute.device import check_fits
+from sim.execute.fidelity import latency_errors, step_errors
+from sim.execute.model import balanced_num_splits
+from sim.presets import GIB
+
+
+def test_balanced_splits_break_up_the_longest_sequence() -> None:
+    # 38 sequences, one of 8000 tokens: filling the GPU alone gives 1 split; balance asks for 4.
+    assert balanced_num_splits([8000] + [2000] * 37, 8, 132) == 4
+    assert balanced_num_splits([4096] * 32, 8, 132) == 2      # uniform: as the kernel's own heuristic
+    assert balanced_num_splits([8192], 8, 132) == 64          # one long sequence: capped at MAX_SPLITS
+    assert balanced_num_splits([100] * 4, 8, 132) == 1        # too short to split
+
+
+def test_a_model_that_does_not_fit_says_so_and_suggests_a_smaller_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (20 * GIB, 80 * GIB))
+    with pytest.raises(ValueError) as info:
+        check_fits("llama-3-70b-tp4", 35 * GIB, 10 * GIB, 0, torch.device("cuda"))
+    message = str(info.value)
+    assert "needs 47.0 GiB on the GPU" in message and "20.0 GiB are free" in message
+    assert "smaller model (mistral-7b, llama-2-7b" in message and "\n" not in message  # the largest that fits comes first
+    with pytest.raises(ValueError, match="fewer KV blocks"):
+        check_fits("llama-3-8b", 15 * GIB, 10 * GIB, 0, torch.device("cuda"))
+    check_fits("llama-3-8b", 15 * GIB, 2 * GIB, 0, torch.device("cuda"))  # fits: no error
+
+
+def test_fidelity_errors_are_relative_to_the_measurement() -> None:
+    steps = pd.DataFrame({"measured_s": [1.0, 2.0, 4.0], "predicted_s": [1.1, 2.0, 3.0],
+                          "prefill_tokens": [0, 0, 100]})
+    out = step_errors(steps)
+    assert out["step_median_abs_rel_err"] == pytest.approx(0.1)
+    assert out["busy_time_rel_err"] == pytest.approx(6.1 / 7 - 1)
+    assert out["prefill_step_median_abs_rel_err"] == pytest.approx(0.25)
+    measured = pd.DataFrame({"status": "finished", "e2e_s": np.arange(1.0, 101.0), "ttft_s": 0.5})
+    predicted = measured.assign(e2e_s=measured["e2e_s"] * 0.9)
+    lat = latency_errors(measured, predicted)
+    assert lat["e2e_p50_rel_err"] == pytest.approx(-0.1) and lat["e2e_p99_rel_err"] == pytest.approx(-0.1)
+    assert lat["ttft_p50_rel_err"] == pytest.approx(0.0)
