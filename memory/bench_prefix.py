@@ -42,7 +42,8 @@ def bench_allocate(n: int, blocks: int, kind: str) -> Callable[[], Body]:
             bm.allocate("holder", tokens, _keys(-1, blocks, blocks))  # keeps the shared blocks live
         if kind in ("revive", "evict"):
             for i in range(n):  # fill the whole pool with cached, unreferenced blocks
-                bm.allocate(("old", i), tokens, _keys(i, blocks) if kind == "revive" else _keys(-i - 1, blocks))
+                old_keys = _keys(i, blocks) if kind == "revive" else _keys(-i - 1, blocks)
+                bm.allocate(("old", i), tokens, old_keys)
             for i in range(n):
                 bm.free(("old", i))
         allocate = bm.allocate
@@ -107,7 +108,9 @@ ALLOCATE_CASES = [
     ("revive", "all blocks revived from the evictor"),
     ("evict", "no plain-free block: evicts LRU, registers"),
 ]
-FREE_CASES = [("base", "BlockManager"), ("nokeys", "no keys: plain free list"), ("cached", "into the evictor")]
+FREE_CASES = [
+    ("base", "BlockManager"), ("nokeys", "no keys: plain free list"), ("cached", "into the evictor"),
+]
 
 
 def _cases(quick: bool) -> list[tuple[str, str, float, Callable[[], Body]]]:

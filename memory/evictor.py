@@ -13,7 +13,7 @@ evicts the least recently freed cached block, dropping its hash. All operations 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable
+from typing import Hashable, Sequence
 
 from memory.block_allocator import BlockAllocator, NoFreeBlocksError
 
@@ -25,7 +25,7 @@ class CachingBlockAllocator(BlockAllocator):
     """`BlockAllocator` plus a prefix-cache registry and an LRU evictor of unreferenced cached blocks.
 
     `decref` to 0 puts a cached block into the evictor (most recently used end) instead of the free list;
-    `acquire` takes a cached block, live (incref) or evictable (revive); `allocate`/`allocate_many`
+    `acquire_many` takes cached blocks, live (incref) or evictable (revive); `allocate`/`allocate_many`
     evict least recently used cached blocks when the plain free list runs out.
     """
 
@@ -75,25 +75,31 @@ class CachingBlockAllocator(BlockAllocator):
     def hash_of(self, block: int) -> BlockHash | None:
         return self._hash_of[self._check_id(block)]
 
-    def register(self, block: int, parent_node: int, key: Hashable) -> int:
-        """Give a live, hashless block the hash `(parent_node, key)` (not yet taken); returns its node id."""
-        h = (parent_node, key)
-        assert self._refcounts[block] > 0 and self._hash_of[block] is None and h not in self._block_by_hash
+    def register_chain(self, blocks: Sequence[int], parent_node: int, keys: Sequence[Hashable]) -> None:
+        """Register live, hashless `blocks[i]` under `keys[i]`, each chained after the one before it and
+        the first after `parent_node`. The caller has checked that the first hash is not taken (later
+        ones cannot be: their parents are new nodes)."""
+        block_by_hash, hash_of, node_of = self._block_by_hash, self._hash_of, self._node_of
         node = self._next_node
-        self._next_node = node + 1
-        self._block_by_hash[h] = block
-        self._hash_of[block] = h
-        self._node_of[block] = node
-        return node
+        for block, key in zip(blocks, keys):
+            h = (parent_node, key)
+            block_by_hash[h] = block
+            hash_of[block] = h
+            node_of[block] = parent_node = node
+            node += 1
+        self._next_node = node
 
-    def acquire(self, block: int) -> None:
-        """Take one more reference to a cached block: incref if live, revive from the evictor if not."""
-        if self._refcounts[block] == 0:
-            del self._evictor[block]
-            self._refcounts[block] = 1
-            self.num_revived_blocks += 1
-        else:
-            self.incref(block)
+    def acquire_many(self, blocks: Sequence[int]) -> None:
+        """One more reference to each cached block: incref if live, revive from the evictor if not."""
+        refcounts, evictor = self._refcounts, self._evictor
+        for block in blocks:
+            rc = refcounts[block]
+            if rc == 0:
+                del evictor[block]
+                self.num_revived_blocks += 1
+            elif rc == 1:
+                self._num_shared += 1
+            refcounts[block] = rc + 1
 
     def evictable_blocks(self) -> list[int]:
         """Evictable blocks, least recently used first (O(evictable): tests and debugging)."""
@@ -115,10 +121,11 @@ class CachingBlockAllocator(BlockAllocator):
             free.append(block)
         self.num_evicted_blocks += short
 
+    # Explicit base-class calls rather than super(): these run once per new block on the decode path.
     def allocate(self) -> int:
         if not self._free:
             self.make_plain_free(1)
-        return super().allocate()
+        return BlockAllocator.allocate(self)
 
     def allocate_many(self, count: int) -> list[int]:
         if count > len(self._free):
@@ -127,7 +134,7 @@ class CachingBlockAllocator(BlockAllocator):
                     f"{count} blocks requested, {self.num_free_blocks} free (pool of {self.num_blocks})"
                 )
             self.make_plain_free(count)
-        return super().allocate_many(count)
+        return BlockAllocator.allocate_many(self, count)
 
     def decref(self, block: int) -> bool:
         """Drop a reference; True when it was the last one. A cached block then becomes evictable (most

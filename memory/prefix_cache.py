@@ -9,8 +9,8 @@ registered so that later prompts can reuse them.
 
 Freed cached blocks go to an LRU evictor instead of the free list: they still count as free, and an
 allocation that finds no plain-free block evicts the least recently used one. A sequence releases its
-blocks tail first, so a chain's tail is always evicted before its head (no cached block outlives its
-parent). Only full blocks are cached; they are never written again, so appends into a shared cached
+cached blocks tail first, so a chain's tail is always evicted before its head (no cached block outlives
+its parent). Only full blocks are cached; they are never written again, so appends into a shared cached
 block cannot happen (the next token opens a new block) and copy-on-write stays the base class's.
 
 Swap: swapping out moves the listed sequences' blocks to the CPU as usual, except that a cached block may
@@ -115,33 +115,34 @@ class PrefixCachingBlockManager(BlockManager):
         cached tokens (whole blocks, possibly all of the prompt). Raises `NoFreeBlocksError` (changing
         nothing) if the blocks it must take do not fit."""
         _check_count("num_tokens", num_tokens, 0)
-        keys = self._checked_keys(block_keys, num_tokens)
-        if self.has_seq(seq_id):
+        keys = () if block_keys is None else self._checked_keys(block_keys, num_tokens)
+        if seq_id in self._gpu_seqs or seq_id in self._cpu_seqs:
             raise ValueError(f"sequence {seq_id!r} already exists")
-        gpu, rc, bs = self._gpu, self._gpu_refcounts, self.block_size
+        gpu, bs = self._gpu, self.block_size
+        required = -(-num_tokens // bs)
         hits = self._match(keys) if keys else []
-        live = sum(1 for b in hits if rc[b])
-        required = self.num_required_blocks(num_tokens)
-        if required - live > gpu.num_free_blocks:
+        rc = self._gpu_refcounts
+        live = sum(1 for b in hits if rc[b]) if hits else 0
+        if required - live > len(gpu._free) + len(gpu._evictor):
             raise NoFreeBlocksError(
                 f"prompt of {num_tokens} tokens needs {required - live} blocks "
                 f"({len(hits)} of {required} cached, {live} live), {gpu.num_free_blocks} free"
             )
-        for block in hits:  # revive before allocating, so that no eviction can take a hit
-            gpu.acquire(block)
+        if hits:  # revive before allocating, so that no eviction can take a hit
+            gpu.acquire_many(hits)
         new = gpu.allocate_many(required - len(hits))
-        parent = gpu.node_of(hits[-1]) if hits else ROOT
-        for block, key in zip(new, keys[len(hits):]):
-            parent = gpu.register(block, parent, key)
-        self._gpu_seqs[seq_id] = _Seq(hits + new, num_tokens)
+        if len(keys) > len(hits):
+            gpu.register_chain(new, gpu._node_of[hits[-1]] if hits else ROOT, keys[len(hits):])
+        self._gpu_seqs[seq_id] = _Seq(hits + new if hits else new, num_tokens)
         self._gpu_filled_slots += num_tokens - live * bs  # live hits were already counted as filled
-        cached = len(hits) * bs
         self.num_prefix_queries += 1
         self.num_prefix_query_tokens += num_tokens
-        if cached:
-            self._cached_tokens[seq_id] = cached
-            self.num_prefix_hits += 1
-            self.num_prefix_hit_tokens += cached
+        if not hits:
+            return 0
+        cached = len(hits) * bs
+        self._cached_tokens[seq_id] = cached
+        self.num_prefix_hits += 1
+        self.num_prefix_hit_tokens += cached
         return cached
 
     def can_append_slots(self, seq_id: SeqId, num_new_tokens: int = 1) -> bool:
@@ -151,14 +152,16 @@ class PrefixCachingBlockManager(BlockManager):
 
     def _append_slow(self, seq: _Seq, num_new_tokens: int) -> Copies:
         # The base class allocates from the plain free list: evict into it first, only if it will fit.
-        _check_count("num_new_tokens", num_new_tokens, 0)
-        needed = self._blocks_needed_for_append(seq, num_new_tokens)
-        if needed > self._gpu.num_free_blocks:
-            raise NoFreeBlocksError(
-                f"appending {num_new_tokens} tokens needs {needed} blocks, {self._gpu.num_free_blocks} free"
-            )
-        self._gpu.make_plain_free(needed)
-        return super()._append_slow(seq, num_new_tokens)
+        gpu = self._gpu
+        if gpu._evictor and type(num_new_tokens) is int and num_new_tokens > 0:
+            needed = self._blocks_needed_for_append(seq, num_new_tokens)
+            if needed > len(gpu._free):
+                if needed > gpu.num_free_blocks:
+                    raise NoFreeBlocksError(
+                        f"appending {num_new_tokens} tokens needs {needed} blocks, {gpu.num_free_blocks} free"
+                    )
+                gpu.make_plain_free(needed)
+        return BlockManager._append_slow(self, seq, num_new_tokens)  # not super(): once per new block
 
     def free(self, seq_id: SeqId) -> None:
         seq = self._gpu_seqs.pop(seq_id, None)
@@ -292,6 +295,6 @@ class PrefixCachingBlockManager(BlockManager):
         return (
             f"PrefixCachingBlockManager(gpu {self.num_free_gpu_blocks}/{self.num_gpu_blocks} free "
             f"({self.num_cached_blocks} cached), cpu {self.num_free_cpu_blocks}/{self.num_cpu_blocks} free, "
-            f"block_size={self.block_size}, seqs={len(self._gpu_seqs)} on gpu + {len(self._cpu_seqs)} swapped, "
-            f"hit rate {self.prefix_hit_rate:.1%})"
+            f"block_size={self.block_size}, seqs={len(self._gpu_seqs)} on gpu + "
+            f"{len(self._cpu_seqs)} swapped, hit rate {self.prefix_hit_rate:.1%})"
         )
