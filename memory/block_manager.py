@@ -238,6 +238,15 @@ class BlockManager:
         """Drop the sequence and its references; blocks nobody else holds return to their pool."""
         if seq_id in self._gpu_seqs:
             seq = self._gpu_seqs.pop(seq_id)
+            blocks, refcounts = seq.blocks, self._gpu_refcounts
+            if all(refcounts[block] == 1 for block in blocks):
+                # Sole holder (the common case): every block goes back at once, in table order, as
+                # one decref per block would put them (allocation order stays the same).
+                for block in blocks:
+                    refcounts[block] = 0
+                self._gpu._free.extend(blocks)
+                self._gpu_filled_slots -= seq.num_tokens
+                return
             fills = self._block_fills(seq)
             decref = self._gpu.decref
             for block, fill in zip(seq.blocks, fills):
