@@ -21,6 +21,7 @@ from sim.execute.lineage import prompt_owner
 from sim.state import DECODE, Group
 
 if TYPE_CHECKING:
+    from memory import BlockManager
     from sim.engine import Engine
 
 
@@ -89,7 +90,7 @@ def build_exec_batch(engine: "Engine", prefills: list[tuple[Group, int]], has_de
     return batch
 
 
-def _add_prefill(batch: ExecBatch, bm, bs: int, group: Group, q: int) -> None:
+def _add_prefill(batch: ExecBatch, bm: "BlockManager", bs: int, group: Group, q: int) -> None:
     c, prompt, generated = group.prefill_done, group.prompt, group.generated
     seqs = group.seqs
     for seq in seqs:

@@ -55,17 +55,18 @@ class ShadowCheck:
         k_tab, v_tab = self._tables()
         bad: list[str] = []
         token = 0
-        entries: list[tuple[SeqSlice, int]] = []
+        entries: list[tuple[SeqSlice, int, str]] = []
         for piece in batch.prefills + batch.decodes:
-            entries.append((piece, token))
+            entries.append((piece, token, "decode" if len(entries) >= len(batch.prefills) else "prefill"))
             token += piece.q_len
-        for piece, first in entries:
-            line = self._check_slice(piece, first, capture, k_tab, v_tab)
+        for piece, first, kind in entries:
+            line = self._check_slice(piece, first, kind, capture, k_tab, v_tab)
             if line:
                 bad.append(line)
         return len(entries), bad
 
-    def _check_slice(self, piece: SeqSlice, first: int, capture, k_tab, v_tab) -> str | None:
+    def _check_slice(self, piece: SeqSlice, first: int, kind: str, capture: list[tuple[torch.Tensor, torch.Tensor]],
+                     k_tab: torch.Tensor, v_tab: torch.Tensor) -> str | None:
         dev, s = self.model.device, self.model.shapes
         n, q_len = piece.seq_len, piece.q_len
         sel = sorted({round(i * (q_len - 1) / max(PREFILL_ROWS - 1, 1)) for i in range(PREFILL_ROWS)}) \
@@ -99,7 +100,7 @@ class ShadowCheck:
             if top > worst:
                 worst, worst_layer = top, lo + int(layer_worst.argmax())
         if worst > 0:
-            kind = "decode" if q_len == 1 and piece.seq_len > 1 else f"prefill of {q_len}"
-            return (f"request {piece.request} sequence {piece.sid} ({kind}, {n} tokens): layer {worst_layer} "
+            what = "decode" if kind == "decode" else f"prefill of {q_len}"
+            return (f"request {piece.request} sequence {piece.sid} ({what}, {n} tokens): layer {worst_layer} "
                     f"exceeds the tolerance by {worst:.3g}")
         return None
