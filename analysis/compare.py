@@ -120,8 +120,12 @@ def run_job(job: Job) -> dict[str, Any]:
     result = replay(trace, job.spec.engine_config(), policy=job.policy, seed=job.spec.seed, progress=False)
     result.write(job.run_dir)
     run = RunData.from_result(result)
-    return {"policy": job.policy, "load": job.point.load, "rate": job.point.rate, "rate_scale": job.point.scale,
-            **run_metrics(run, job.spec.slo, job.spec.percentiles)}
+    row = {"policy": job.policy, "load": job.point.load, "rate": job.point.rate, "rate_scale": job.point.scale,
+           **run_metrics(run, job.spec.slo, job.spec.percentiles)}
+    if "verify_checked" in result.summary:  # execute backend with --verify: the shadow check's verdict
+        row.update(verify_checked=result.summary["verify_checked"],
+                   verify_mismatches=result.summary["verify_mismatches"])
+    return row
 
 
 def _ignore_sigint() -> None:

@@ -55,6 +55,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=int, help="KV block size in tokens (simulator default if unset)")
     p.add_argument("--num-gpu-blocks", type=int, help="override the KV blocks that fit on the GPU")
     p.add_argument("--max-num-seqs", type=int, help="most sequences in one batch (simulator default if unset)")
+    p.add_argument("--cost-profile", metavar="NAME|PATH",
+                   help="analytic cost-model constants: a name in sim/profiles/ (e.g. h100-sxm, h200: measured by "
+                        "`pagedlab calibrate`) or a JSON file (default: the simulator's 'default')")
+    p.add_argument("--backend", choices=("analytic", "execute"), default="analytic",
+                   help="step times from the analytic model (default) or from real kernels on a GPU (execute; "
+                        "one replay at a time)")
+    p.add_argument("--device", choices=("cuda", "cpu"),
+                   help="execute backend: where the kernels run (default: cuda if present)")
+    p.add_argument("--verify", action="store_true",
+                   help="execute backend: shadow-check attention outputs against each sequence's history")
     p.add_argument("--goodput", nargs="+", metavar="NAME:MS",
                    help=f"SLOs as vLLM's benchmark takes them: ttft:MS tpot:MS e2el:MS "
                         f"(default: {' '.join(DEFAULT_GOODPUT)})")
@@ -78,9 +88,12 @@ def canonical_command(args: argparse.Namespace, *, preset: str | None, loads_fla
     words += ["--policies", ",".join(args.policies), loads_flag, ",".join(f"{x:g}" for x in loads)]
     words += ["--model", args.model, "--gpu", args.gpu, "--seed", str(args.seed)]
     for flag, value in (("--block-size", args.block_size), ("--num-gpu-blocks", args.num_gpu_blocks),
-                        ("--max-num-seqs", args.max_num_seqs)):
+                        ("--max-num-seqs", args.max_num_seqs), ("--cost-profile", args.cost_profile)):
         if value is not None:
             words += [flag, str(value)]
+    if args.backend != "analytic":
+        words += ["--backend", args.backend] + (["--device", args.device] if args.device else [])
+        words += ["--verify"] if args.verify else []
     words += ["--goodput", *goodput, "--slo-attainment", f"{args.slo_attainment:g}", "--out", args.out]
     return shlex.join(words)
 
@@ -106,8 +119,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"num-requests: must be >= 2, got {args.num_requests}")
     goodput = list(args.goodput) if args.goodput else list(DEFAULT_GOODPUT)
     slo = parse_goodput(goodput)
+    if args.backend != "execute" and (args.device or args.verify):
+        raise ValueError("device/verify: need --backend execute (the analytic backend runs no kernels)")
+    if args.backend == "execute" and args.jobs != 1:
+        raise ValueError(f"jobs: the execute backend runs one replay at a time on one device; got --jobs {args.jobs}")
     engine = {k: v for k, v in (("block_size", args.block_size), ("num_gpu_blocks", args.num_gpu_blocks),
-                                ("max_num_seqs", args.max_num_seqs)) if v is not None}
+                                ("max_num_seqs", args.max_num_seqs), ("cost_profile", args.cost_profile),
+                                ("device", args.device)) if v is not None}
+    if args.backend != "analytic":
+        engine.update(backend=args.backend, verify=args.verify)
+        from sim.execute.device import resolve_device
+
+        resolve_device(args.device)  # on the CPU: TRITON_INTERPRET=1 before triton is imported
     spec = CompareSpec(policies=tuple(args.policies), model=args.model, gpu=args.gpu, seed=args.seed,
                        engine=engine, slo=slo, slo_note="--goodput" if args.goodput else "default, no --goodput given",
                        target=args.slo_attainment, jobs=args.jobs)
@@ -145,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
     caps = ", ".join(f"{row.policy} {format_capacity(row.capacity, row.all_loads_met)}"
                      for row in outcome.capacity.itertuples())
     print(f"\ncapacity (req/s within {slo.describe()} for >= {100 * spec.target:g}% of requests): {caps}")
+    if "verify_mismatches" in outcome.table:
+        print(f"verify: {int(outcome.table['verify_checked'].sum())} sequence-steps checked, "
+              f"{int(outcome.table['verify_mismatches'].sum())} mismatches")
     overfull = outcome.table[outcome.table["kv_overfull_steps"] > 0]
     if not overfull.empty:
         print(f"pagedlab: warning: {check_failed_message(overfull)}", file=sys.stderr)

@@ -123,3 +123,42 @@ def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureF
     assert list(summary["rate_scale"]) == [1, 4, 1, 4]
     assert summary["rate"].iloc[1] == pytest.approx(4 * summary["rate"].iloc[0])
     assert (summary["completed"] + summary["rejected"] == 40).all()
+
+
+@needs_sim
+def test_compare_with_a_measured_profile_changes_the_numbers(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["compare", "--preset", "default", "--num-requests", "20", "--policies", "vllm", "--rates", "4", "--quiet"]
+    assert run_cli([*argv, "--out", str(tmp_path / "default")], capsys)[0] == 0
+    code, out, _ = run_cli([*argv, "--cost-profile", "h100-sxm", "--out", str(tmp_path / "h100")], capsys)
+    assert code == 0
+    default = pd.read_csv(tmp_path / "default" / "summary.csv")
+    measured = pd.read_csv(tmp_path / "h100" / "summary.csv")
+    assert default["mean_ttft_ms"].iloc[0] != measured["mean_ttft_ms"].iloc[0]
+    assert "--cost-profile h100-sxm" in (tmp_path / "h100" / "report.md").read_text()
+
+
+def test_execute_backend_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["compare", "--num-requests", "4", "--policies", "vllm", "--rates", "4", "--out", str(tmp_path / "x")]
+    code, _, err = run_cli([*base, "--verify"], capsys)
+    assert code == 2 and err.startswith("pagedlab: error: device/verify: need --backend execute")
+    code, _, err = run_cli([*base, "--backend", "execute", "--device", "cpu", "--jobs", "2"], capsys)
+    assert code == 2 and "jobs: the execute backend runs one replay at a time" in err
+    assert err.count("\n") == 1
+
+
+@needs_sim
+def test_compare_on_the_execute_backend_with_the_shadow_check(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # Real Triton kernels (interpreter on CPU) on the tiny model; a 12-block pool forces preemption.
+    trace = tmp_path / "tiny.csv"
+    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens,n,sampling\n"
+                     "0,0,20,4,1,greedy\n1,0.001,33,3,2,parallel\n2,0.002,17,3,2,beam\n")
+    code, out, err = run_cli(["compare", "--trace", str(trace), "--model", "tiny", "--policies", "vllm",
+                              "--backend", "execute", "--device", "cpu", "--verify", "--num-gpu-blocks", "12",
+                              "--quiet", "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert table["completed"].iloc[0] == 3
+    assert table["verify_checked"].iloc[0] > 0 and table["verify_mismatches"].iloc[0] == 0
+    assert re.search(r"verify: \d+ sequence-steps checked, 0 mismatches", out)
