@@ -41,6 +41,7 @@ class EngineConfig:
     device: str | None = None                   # "cuda" or "cpu" (Triton interpreter); None: cuda if present
     verify: bool = False                        # shadow check of attention outputs against a reference
     verify_every: int = 1                       # check every N-th step (and every step that moves blocks)
+    enable_prefix_caching: bool = False         # paged policies: reuse cached full prompt blocks (docs/sim.md)
 
     def __post_init__(self) -> None:
         lookup("model", MODELS, self.model)
@@ -52,6 +53,12 @@ class EngineConfig:
         if self.backend != "execute" and (self.verify or self.device is not None):
             raise ValueError("verify/device: need backend 'execute' (the analytic backend runs no kernels)")
         _positive_int("verify_every", self.verify_every)
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise ValueError(f"enable_prefix_caching: must be a bool, got {self.enable_prefix_caching!r}")
+        if self.enable_prefix_caching and self.backend == "execute":
+            # The executor's K/V of a position depends on the sequence, not on a shared prefix: a hit
+            # would fail the shadow check. Not supported rather than silently wrong.
+            raise ValueError("enable_prefix_caching: not supported by the execute backend (use backend 'analytic')")
         _positive_int("block_size", self.block_size)
         _positive_int("max_num_seqs", self.max_num_seqs)
         _positive_int("prefill_chunk_tokens", self.prefill_chunk_tokens)

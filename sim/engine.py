@@ -30,6 +30,7 @@ from sim.cost import StepBatch, make_cost_model
 from sim.engine_ops import EngineOps
 from sim.fastforward import FastForward
 from sim.kv_paged import PagedKV
+from sim.kv_prefix import request_block_keys
 from sim.kv_reserved import ReservedKV
 from sim.records import StepRecorder
 from sim.state import DECODE, PREFILL, REJECTED, Group
@@ -58,6 +59,9 @@ class Engine(EngineOps, FastForward):
         if config.backend == "execute":  # the real cache needs every copy, swap and fork: log them
             from sim.execute.recording import RecordingBlockManager
             bm_cls = RecordingBlockManager
+        if config.enable_prefix_caching and policy.memory != "paged":
+            raise ValueError(f"enable_prefix_caching: needs a paged policy (vllm, vllm-swap, sarathi), "
+                             f"not {policy.name!r}")
         if policy.memory == "paged":
             self.kv: PagedKV | ReservedKV = PagedKV(config, swap=policy.preemption == "swap", block_manager_cls=bm_cls)
         else:
@@ -81,6 +85,10 @@ class Engine(EngineOps, FastForward):
         self._n = trace.column("n").tolist()
         self._sampling = trace.column("sampling").tolist()
         self._ids = trace.column("request_id").tolist()
+        self._prefix_cols = None
+        if config.enable_prefix_caching:
+            self._prefix_cols = (trace.column("prefix_group").tolist(), trace.column("prefix_tokens").tolist(),
+                                 trace.column("hash_ids").tolist())
         self.groups: list[Group | None] = [None] * self.num_requests
         self.waiting: deque[Group] = deque()
         self.running: list[Group] = []          # admitted (prefilling or decoding), by arrival
@@ -154,6 +162,11 @@ class Engine(EngineOps, FastForward):
             return
         if group.is_beam:
             group.rng = random.Random(self.seed * 1_000_003 + i)
+        if self._prefix_cols is not None:
+            prefix_group, prefix_tokens, hash_ids = self._prefix_cols
+            # The request's own blocks are keyed by its index: request ids need not be unique.
+            group.block_keys = request_block_keys(group.prompt, self.bs, i, prefix_group[i], prefix_tokens[i],
+                                                  hash_ids[i])
         self.waiting.append(group)
 
     def queued_arrivals_ns(self) -> np.ndarray:
@@ -228,6 +241,8 @@ class Engine(EngineOps, FastForward):
             group.prefill_done = c + q
             if kv.memory == "paged":
                 kv.uncomputed -= q
+                if group.pending:
+                    kv.prefix.progress(group)
             else:
                 kv.computed(group, q)
             if group.prefill_done == group.prefill_len:

@@ -23,18 +23,26 @@ class EngineOps:
         recompute preemption."""
         return group.prompt + group.n * group.generated
 
+    def prefill_need(self, group: Group) -> int:
+        """Tokens the group's (re)prefill would compute if admitted now: `prefill_tokens` less the prompt
+        blocks found computed in the prefix cache."""
+        prefix = getattr(self.kv, "prefix", None)
+        need = self.prefill_tokens(group)
+        return need if prefix is None else need - prefix.cached_tokens(group)
+
     def admit(self, group: Group) -> None:
-        """Move the waiting head `group` into the running batch with its KV memory allocated."""
+        """Move the waiting head `group` into the running batch with its KV memory allocated; prefix
+        cache hits count as already prefilled (`prefill_done` starts at them)."""
         assert group.state == WAITING and self.waiting and self.waiting[0] is group
         self.waiting.popleft()
-        self.kv.allocate(group)
+        cached = self.kv.allocate(group)
         group.state = PREFILL
         group.prefill_len = self.prefill_tokens(group)
-        group.prefill_done = 0
+        group.prefill_done = cached
         if group.generated:
-            group.recomputed_tokens += group.prefill_len
+            group.recomputed_tokens += group.prefill_len - cached
         if self.kv.memory == "paged":
-            self.kv.uncomputed += group.prefill_len
+            self.kv.uncomputed += group.prefill_len - cached
         bisect.insort(self.running, group, key=_arrival_order)
         self.prefilling.append(group)
         self.num_running_seqs += group.n

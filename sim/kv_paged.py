@@ -10,10 +10,11 @@ samples, beams) are *dirty*: their appends go through the block manager every st
 """
 from __future__ import annotations
 
-from memory import AllocStatus, BlockManager
+from memory import AllocStatus, BlockManager, PrefixCachingBlockManager
 
 from sim.config import EngineConfig
 from sim.kv_lazy import LazyDecode
+from sim.kv_prefix import PrefixCache
 from sim.state import Group, Seq
 
 
@@ -23,7 +24,11 @@ class PagedKV(LazyDecode):
     memory = "paged"
 
     def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager) -> None:
+        if config.enable_prefix_caching:
+            block_manager_cls = PrefixCachingBlockManager
         super().__init__(config, config.cpu_blocks if swap else 0, config.watermark, block_manager_cls)
+        # Automatic prefix caching (see sim.kv_prefix); None when off, so the base path is untouched.
+        self.prefix = PrefixCache(self.bm, self.bs) if config.enable_prefix_caching else None
         self.buckets: list[dict[Seq, None]] = [{} for _ in range(self.bs)]
         self.counts = [0] * self.bs
         self.logical = 0       # sum of block-table lengths on the GPU: the blocks without sharing
@@ -49,16 +54,23 @@ class PagedKV(LazyDecode):
     def status(self, group: Group) -> AllocStatus:
         required = self.blocks_for(group, group.generated)
         bm = self.bm
-        if bm.num_gpu_blocks - required < bm.watermark_blocks:
+        if bm.num_gpu_blocks - required < bm.watermark_blocks:  # an empty pool caches nothing
             return AllocStatus.NEVER
+        if self.prefix is not None:  # live cached blocks are shared, not taken
+            required -= self.prefix.blocks_saved(group)
         if bm.num_free_gpu_blocks - required >= bm.watermark_blocks:
             return AllocStatus.OK
         return AllocStatus.LATER
 
-    def allocate(self, group: Group) -> None:
-        """Blocks for the group's (re)prefill; a recompute restores each sample's own tokens."""
+    def allocate(self, group: Group) -> int:
+        """Blocks for the group's (re)prefill; a recompute restores each sample's own tokens. Returns the
+        prompt tokens found computed in the prefix cache (their prefill is skipped)."""
         bm, first = self.bm, Seq(self.new_sid(), group.prompt)
-        bm.allocate(first.sid, group.prompt)
+        if self.prefix is None:
+            bm.allocate(first.sid, group.prompt)
+            cached = 0
+        else:
+            cached = self.prefix.allocate(first.sid, group)
         seqs = [first]
         if group.generated:
             for _ in range(group.n - 1):
@@ -71,6 +83,7 @@ class PagedKV(LazyDecode):
         for seq in seqs:
             self.logical += bm.num_blocks(seq.sid)
         group.seqs = seqs
+        return cached
 
     def fork_samples(self, group: Group) -> None:
         """After the first prefill: the other samples share every block of the first."""
@@ -91,6 +104,7 @@ class PagedKV(LazyDecode):
             self.logical -= bm.num_blocks(seq.sid)
             bm.free(seq.sid)
         group.seqs = []
+        group.pending = []  # blocks it did not compute stay pending (orphans: the next hit computes them)
 
     # ---- lazy decoding -------------------------------------------------------------------------------
     def join(self, seq: Seq, g: int) -> None:

@@ -52,12 +52,13 @@ class ReservedKV(LazyDecode):
             return AllocStatus.NEVER
         return AllocStatus.OK if need <= self.bm.num_free_gpu_blocks else AllocStatus.LATER
 
-    def allocate(self, group: Group) -> None:
+    def allocate(self, group: Group) -> int:
         tokens = self.reservation(group)
         group.seqs = [Seq(self.new_sid(), 0) for _ in range(group.n)]
         for seq in group.seqs:
             self.bm.allocate(seq.sid, tokens)
         self.reserved += tokens * group.n
+        return 0  # no prefix caching: every prompt token is computed
 
     def computed(self, group: Group, tokens: int) -> None:
         """A prefill chunk wrote `tokens` into each sample's own region (no sharing)."""

@@ -42,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --verify: check every N-th step and every step that copies or swaps (default 1)")
     p.add_argument("--cost-profile", default="default", metavar="NAME|PATH",
                    help="cost-model constants: a name in sim/profiles/ or a JSON file (default: default)")
+    p.add_argument("--enable-prefix-caching", action="store_true",
+                   help="reuse cached full prompt blocks across requests (paged policies, analytic backend; "
+                        "keys from the trace's prefix groups or Mooncake hash_ids)")
     p.add_argument("--no-fast-forward", action="store_true",
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, gpu=args.gpu, num_gpu_blocks=args.num_gpu_blocks, block_size=args.block_size,
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
-        verify_every=args.verify_every,
+        verify_every=args.verify_every, enable_prefix_caching=args.enable_prefix_caching,
     )
     if execute:
         from sim.execute.device import resolve_device
@@ -80,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
               f"requests in {s['sim_duration_s']:.1f} simulated s; {s['num_steps']} steps, "
               f"{s['preemptions']} preemptions; KV slot utilization {s['slot_utilization']:.1%}; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
+        if s.get("prefix_caching"):
+            print(f"prefix cache: {s['prefix_hit_rate']:.1%} of prompt tokens hit ({s['prefix_hit_tokens']} tokens), "
+                  f"{s['prefix_evicted_blocks']} blocks evicted")
         if "verify_checked" in s:
             print(f"verify: {s['verify_checked']} sequence-steps checked, {s['verify_mismatches']} mismatches")
     return 0

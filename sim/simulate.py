@@ -5,6 +5,7 @@ import time
 
 from sim.config import EngineConfig
 from sim.engine import Engine
+from sim.kv_prefix import no_prefix_summary
 from sim.policies import make_policy
 from sim.records import STEP_COLUMNS
 from sim.result import SimResult
@@ -30,7 +31,10 @@ def replay(trace, config: EngineConfig, policy: str = "vllm", seed: int = 0, pro
         "num_cpu_blocks": engine.kv.bm.num_cpu_blocks,
         "num_records": engine.num_segments,
         "fast_forward": engine._fast_forward,
+        "prefix_caching": config.enable_prefix_caching,
     }
+    prefix = getattr(engine.kv, "prefix", None)
+    summary.update(no_prefix_summary() if prefix is None else prefix.summary())
     extra = {}
     if engine.executor is not None:
         summary.update(engine.executor.summary())

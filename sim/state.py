@@ -33,7 +33,7 @@ class Group:
         "idx", "request_id", "arrival_ns", "prompt", "output", "n", "sampling", "state", "seqs",
         "generated", "join_g", "prefill_len", "prefill_done", "first_token_ns", "finish_ns",
         "preemptions", "swaps", "runs", "run_first_ns", "epoch", "dirty", "fresh_fork", "rng",
-        "reason", "recomputed_tokens", "rejected_on_arrival",
+        "reason", "recomputed_tokens", "rejected_on_arrival", "block_keys", "pending",
     )
 
     def __init__(self, idx: int, request_id: str, arrival_ns: int, prompt: int, output: int, n: int,
@@ -66,6 +66,10 @@ class Group:
         self.reason = ""
         self.recomputed_tokens = 0
         self.rejected_on_arrival = False
+        # Prefix caching (else unused): the prompt's block keys, and the cache blocks this group's
+        # (re)prefill registered but has not computed yet, as (prefill tokens that cover it, block).
+        self.block_keys: list | None = None
+        self.pending: list[tuple[int, int]] = []
 
     @property
     def is_beam(self) -> bool:

@@ -47,7 +47,7 @@ def admit_waiting(engine: "Engine", token_budget: int) -> list[tuple[Group, int]
     waiting = engine.waiting
     while waiting:
         group = waiting[0]
-        need = engine.prefill_tokens(group)
+        need = engine.prefill_need(group)
         # A recompute longer than the budget still runs, alone: it can never be split.
         if admitted and tokens + need > token_budget:
             break

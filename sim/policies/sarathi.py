@@ -47,7 +47,7 @@ class SarathiPolicy:
                     engine.reject(waiting.popleft(), "its KV blocks can never fit the pool")
                     continue
                 engine.admit(group)
-                chunk = min(group.prefill_len, budget)
+                chunk = min(group.prefill_len - group.prefill_done, budget)
                 prefills.append((group, chunk))
                 budget -= chunk
                 seqs += group.n
