@@ -122,6 +122,9 @@ def run_job(job: Job) -> dict[str, Any]:
     run = RunData.from_result(result)
     row = {"policy": job.policy, "load": job.point.load, "rate": job.point.rate, "rate_scale": job.point.scale,
            **run_metrics(run, job.spec.slo, job.spec.percentiles)}
+    if result.summary.get("prefix_caching"):
+        row.update(prefix_hit_rate=result.summary["prefix_hit_rate"],
+                   prefix_hit_tokens=result.summary["prefix_hit_tokens"])
     if "verify_checked" in result.summary:  # execute backend with --verify: the shadow check's verdict
         row.update(verify_checked=result.summary["verify_checked"],
                    verify_mismatches=result.summary["verify_mismatches"])

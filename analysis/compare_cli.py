@@ -58,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cost-profile", metavar="NAME|PATH",
                    help="analytic cost-model constants: a name in sim/profiles/ (e.g. h100-sxm, h200: measured by "
                         "`pagedlab calibrate`) or a JSON file (default: the simulator's 'default')")
+    p.add_argument("--enable-prefix-caching", action="store_true",
+                   help="automatic prefix caching in the block manager (paged policies; keys from prefix groups "
+                        "or Mooncake hash_ids)")
     p.add_argument("--backend", choices=("analytic", "execute"), default="analytic",
                    help="step times from the analytic model (default) or from real kernels on a GPU (execute; "
                         "one replay at a time)")
@@ -91,6 +94,8 @@ def canonical_command(args: argparse.Namespace, *, preset: str | None, loads_fla
                         ("--max-num-seqs", args.max_num_seqs), ("--cost-profile", args.cost_profile)):
         if value is not None:
             words += [flag, str(value)]
+    if args.enable_prefix_caching:
+        words += ["--enable-prefix-caching"]
     if args.backend != "analytic":
         words += ["--backend", args.backend] + (["--device", args.device] if args.device else [])
         words += ["--verify"] if args.verify else []
@@ -126,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     engine = {k: v for k, v in (("block_size", args.block_size), ("num_gpu_blocks", args.num_gpu_blocks),
                                 ("max_num_seqs", args.max_num_seqs), ("cost_profile", args.cost_profile),
                                 ("device", args.device)) if v is not None}
+    if args.enable_prefix_caching:
+        engine["enable_prefix_caching"] = True
     if args.backend != "analytic":
         engine.update(backend=args.backend, verify=args.verify)
         from sim.execute.device import resolve_device

@@ -162,3 +162,23 @@ def test_compare_on_the_execute_backend_with_the_shadow_check(tmp_path: Path,
     assert table["completed"].iloc[0] == 3
     assert table["verify_checked"].iloc[0] > 0 and table["verify_mismatches"].iloc[0] == 0
     assert re.search(r"verify: \d+ sequence-steps checked, 0 mismatches", out)
+
+
+@needs_sim
+def test_compare_with_prefix_caching_reports_hits_and_saves_ttft(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from traces import generate
+
+    path = tmp_path / "groups.csv"
+    generate(60, rate=4.0, lengths="fixed", input_len=600, output_len=8, num_prefix_groups=2, prefix_tokens=512,
+             prefix_fraction=1.0, seed=3).to_csv(path)
+    argv = ["compare", "--trace", str(path), "--policies", "vllm,sarathi", "--quiet"]
+    assert run_cli([*argv, "--out", str(tmp_path / "off")], capsys)[0] == 0
+    code, _, err = run_cli([*argv, "--enable-prefix-caching", "--out", str(tmp_path / "on")], capsys)
+    assert code == 0, err
+    off = pd.read_csv(tmp_path / "off" / "summary.csv").set_index("policy")
+    on = pd.read_csv(tmp_path / "on" / "summary.csv").set_index("policy")
+    assert "prefix_hit_rate" not in off
+    assert (on["prefix_hit_rate"] > 0.3).all() and (on["prefix_hit_tokens"] > 0).all()
+    assert (on["mean_ttft_ms"] < off["mean_ttft_ms"]).all()
+    assert "--enable-prefix-caching" in (tmp_path / "on" / "report.md").read_text()
