@@ -18,16 +18,16 @@ from typing import Any, Hashable
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, rule
+from memory_shadow import SeqId, ShadowMachine
 
-from memory import AllocStatus, NoFreeBlocksError, PrefixCachingBlockManager
+from memory import NoFreeBlocksError, PrefixCachingBlockManager
 
-SeqId = Hashable
 Chain = tuple[Hashable, ...]
 KEYS = st.sampled_from([0, 1, 2, -1, -2])  # hash(-1) == hash(-2): the cache must still tell them apart
 
 
-class PrefixCacheMachine(RuleBasedStateMachine):
+class PrefixCacheMachine(ShadowMachine):
     @initialize(
         block_size=st.sampled_from([1, 2, 3, 4]),
         num_gpu_blocks=st.integers(1, 14),
@@ -35,11 +35,8 @@ class PrefixCacheMachine(RuleBasedStateMachine):
         watermark=st.sampled_from([0.0, 0.0, 0.1, 0.3]),
     )
     def setup(self, block_size: int, num_gpu_blocks: int, num_cpu_blocks: int, watermark: float) -> None:
-        self.bm = PrefixCachingBlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
-        self.bs = block_size
-        self.mem: dict[bool, dict[int, int]] = {False: {}, True: {}}  # swapped? -> slot -> token
-        self.tokens: dict[SeqId, list[int]] = {}
-        self.swapped: dict[SeqId, bool] = {}
+        bm = PrefixCachingBlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
+        self.init_shadow(bm, block_size)
         self.cached_tokens: dict[SeqId, int] = {}
         self.chain_tokens: dict[tuple[Chain, int], int] = {}
         self.used_keys: list[list[int]] = []
@@ -67,25 +64,11 @@ class PrefixCacheMachine(RuleBasedStateMachine):
                 toks.append(self.chain_tokens[chain, off])
         return toks + [self.fresh() for _ in range(num_tokens - len(toks))]
 
-    def pick(self, data: st.DataObject, swapped: bool | None = None) -> SeqId | None:
-        ids = sorted((s for s in self.tokens if swapped is None or self.swapped[s] == swapped), key=repr)
-        return data.draw(st.sampled_from(ids)) if ids else None
-
-    def family(self, seq_id: SeqId) -> list[SeqId]:
-        """Sequences on the same device tied to seq_id by shared blocks that are not cached (a cached
-        block may be shared across a swap boundary)."""
+    def linked_blocks(self, seq_id: SeqId) -> set[int]:
+        """A family is tied by shared blocks that are not cached (a cached block may be shared across a
+        swap boundary)."""
         bm, where = self.bm, self.swapped[seq_id]
-        tables = {s: {b for b in bm.block_table(s) if where or not bm.is_cached(b)}
-                  for s in self.tokens if self.swapped[s] == where}
-        fam, blocks, grew = {seq_id}, set(tables[seq_id]), True
-        while grew:
-            grew = False
-            for s, t in tables.items():
-                if s not in fam and t & blocks:
-                    fam.add(s)
-                    blocks |= t
-                    grew = True
-        return sorted(fam, key=repr)
+        return {b for b in bm.block_table(seq_id) if where or not bm.is_cached(b)}
 
     def snapshot(self) -> Any:
         bm = self.bm
@@ -115,23 +98,6 @@ class PrefixCacheMachine(RuleBasedStateMachine):
         """Model: these cached blocks lost their last reference, in this order."""
         self.lru += [b for b in blocks if b in self.chain_of]
 
-    def write(self, seq_id: SeqId, start: int, toks: list[int]) -> None:
-        slots = self.bm.slot_mapping(seq_id, start, start + len(toks))
-        self.mem[False].update(zip(slots, toks))
-        self.tokens[seq_id].extend(toks)
-
-    def copy(self, mapping: dict[int, int], src_swapped: bool, poison: set[int]) -> None:
-        src, dst = self.mem[src_swapped], self.mem[not src_swapped]
-        for s_block, d_block in mapping.items():
-            for off in range(self.bs):
-                s_slot, d_slot = s_block * self.bs + off, d_block * self.bs + off
-                if s_slot in src:
-                    dst[d_slot] = src[s_slot]
-                    if s_block in poison:
-                        del src[s_slot]  # released and not cached: must never be read again
-                else:
-                    dst.pop(d_slot, None)
-
     # ---- rules -------------------------------------------------------------------------------------
     @rule(data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
     def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool) -> None:
@@ -150,12 +116,7 @@ class PrefixCacheMachine(RuleBasedStateMachine):
         take, free, plain = required - len(live), bm.num_free_gpu_blocks, self.plain_free()
         status = bm.can_allocate(num_tokens, keys)
         assert bm.num_blocks_to_allocate(num_tokens, keys) == take
-        if required > bm.num_gpu_blocks - bm.watermark_blocks:
-            assert status is AllocStatus.NEVER
-        elif free - take >= bm.watermark_blocks:
-            assert status is AllocStatus.OK
-        else:
-            assert status is AllocStatus.LATER
+        self.check_alloc_status(status, required, take)
         before = self.snapshot()
         try:
             cached = bm.allocate(seq_id, num_tokens, keys)
@@ -293,22 +254,7 @@ class PrefixCacheMachine(RuleBasedStateMachine):
         self.copy(mapping, False, {b for b in released if b not in self.chain_of})
         self.counts["out"] += len(mapping)
 
-    @rule(data=st.data())
-    def swap_part_of_family(self, data: st.DataObject) -> None:
-        seq_id = self.pick(data)
-        if seq_id is None or len(fam := self.family(seq_id)) == 1:
-            return
-        part = data.draw(st.lists(st.sampled_from(fam), min_size=1, max_size=len(fam) - 1, unique=True))
-        bm, swapped = self.bm, self.swapped[seq_id]
-        before = self.snapshot()
-        for op in (bm.can_swap_in, bm.swap_in) if swapped else (bm.can_swap_out, bm.swap_out):
-            try:
-                op(part)
-            except ValueError as exc:
-                assert "family" in str(exc)
-            else:
-                raise AssertionError(f"{op.__name__} of part of a family {part} of {fam} did not raise")
-        assert self.snapshot() == before
+    # swap_part_of_family: shared, see tests/memory_shadow.py
 
     @rule(data=st.data(), kind=st.sampled_from(["too_many", "unhashable", "string", "negative", "dup"]))
     def misuse(self, data: st.DataObject, kind: str) -> None:
@@ -333,29 +279,13 @@ class PrefixCacheMachine(RuleBasedStateMachine):
         assert self.snapshot() == before
 
     # ---- invariants --------------------------------------------------------------------------------
+    def check_seq(self, seq_id: SeqId, toks: list[int], table: list[int], slots: list[int]) -> None:
+        assert self.bm.num_cached_tokens(seq_id) == self.cached_tokens.get(seq_id, 0)
+
     @invariant()
     def manager_matches_both_models(self) -> None:
         bm, bs = self.bm, self.bs
-        bm.check_invariants()
-        refs: dict[bool, dict[int, int]] = {False: {}, True: {}}
-        filled: set[int] = set()
-        for seq_id, toks in self.tokens.items():
-            swapped = self.swapped[seq_id]
-            assert bm.is_swapped(seq_id) == swapped and bm.num_tokens(seq_id) == len(toks)
-            assert bm.num_cached_tokens(seq_id) == self.cached_tokens.get(seq_id, 0)
-            table = bm.block_table(seq_id)
-            slots = [table[p // bs] * bs + p % bs for p in range(len(toks))]
-            if not swapped:
-                filled.update(slots)
-            assert [self.mem[swapped].get(s) for s in slots] == toks, f"{seq_id!r} reads wrong tokens"
-            for b in table:
-                refs[swapped][b] = refs[swapped].get(b, 0) + 1
-        for swapped, total, rc in ((False, bm.num_gpu_blocks, bm.refcount),
-                                   (True, bm.num_cpu_blocks, bm.cpu_refcount)):
-            assert [rc(b) for b in range(total)] == [refs[swapped].get(b, 0) for b in range(total)]
-        assert bm.num_free_gpu_blocks + len(refs[False]) == bm.num_gpu_blocks
-        assert bm.num_free_cpu_blocks + len(refs[True]) == bm.num_cpu_blocks
-        assert bm.num_allocated_unused_slots == len(refs[False]) * bs - len(filled)
+        self.check_slots_and_refcounts()  # the slot model
         # The cache model.
         assert bm.evictable_blocks() == self.lru and bm.num_cached_blocks == len(self.lru)
         assert {b for b in range(bm.num_gpu_blocks) if bm.is_cached(b)} == set(self.chain_of)
@@ -370,16 +300,8 @@ class PrefixCacheMachine(RuleBasedStateMachine):
         assert (bm.num_prefix_queries, bm.num_prefix_hits, bm.num_prefix_query_tokens,
                 bm.num_prefix_hit_tokens) == (c["queries"], c["hits"], c["query_tokens"], c["hit_tokens"])
 
-    def teardown(self) -> None:
-        if not hasattr(self, "bm"):
-            return
-        for seq_id in sorted(self.tokens, key=repr):
-            self.bm.free(seq_id)
-        bm = self.bm
-        bm.check_invariants()
-        assert bm.num_free_gpu_blocks == bm.num_gpu_blocks and bm.num_free_cpu_blocks == bm.num_cpu_blocks
-        assert bm.num_cached_blocks == len(self.chain_of)  # every cached block is evictable now
-        assert bm.num_allocated_unused_slots == 0 and bm.num_shared_gpu_blocks == 0
+    def check_empty(self) -> None:
+        assert self.bm.num_cached_blocks == len(self.chain_of)  # every cached block is evictable now
 
 
 TestPrefixCacheMachine = PrefixCacheMachine.TestCase

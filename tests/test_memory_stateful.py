@@ -10,18 +10,17 @@ a wrong swap mapping shows up as a wrong token. Refused operations must leave no
 """
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, rule
+from memory_shadow import SeqId, ShadowMachine
 
 from memory import AllocStatus, BlockManager, NoFreeBlocksError
 
-SeqId = Hashable
 
-
-class BlockManagerMachine(RuleBasedStateMachine):
+class BlockManagerMachine(ShadowMachine):
     @initialize(
         block_size=st.sampled_from([1, 2, 3, 4, 8]),
         num_gpu_blocks=st.integers(1, 16),
@@ -29,11 +28,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         watermark=st.sampled_from([0.0, 0.0, 0.1, 0.3]),
     )
     def setup(self, block_size: int, num_gpu_blocks: int, num_cpu_blocks: int, watermark: float) -> None:
-        self.bm = BlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
-        self.bs = block_size
-        self.mem: dict[bool, dict[int, int]] = {False: {}, True: {}}  # swapped? -> slot -> token
-        self.tokens: dict[SeqId, list[int]] = {}
-        self.swapped: dict[SeqId, bool] = {}
+        self.init_shadow(BlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark), block_size)
         self.next_token = 0
         self.next_id = 0
         self.cow_copies = 0
@@ -51,28 +46,8 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.next_token += n
         return list(range(start, start + n))
 
-    def pick(self, data: st.DataObject, swapped: bool | None = None) -> SeqId | None:
-        """A live sequence (on the GPU / swapped / either), or None when there is none. Rules without a
-        sequence to act on do nothing, rather than use preconditions that make hypothesis give up."""
-        ids = sorted((s for s in self.tokens if swapped is None or self.swapped[s] == swapped), key=repr)
-        return data.draw(st.sampled_from(ids)) if ids else None
-
     def has(self, swapped: bool) -> bool:
         return any(v == swapped for v in self.swapped.values())
-
-    def family(self, seq_id: SeqId) -> list[SeqId]:
-        """Sequences on the same device connected to seq_id through shared blocks."""
-        where = self.swapped[seq_id]
-        tables = {s: set(self.bm.block_table(s)) for s in self.tokens if self.swapped[s] == where}
-        fam, blocks, grew = {seq_id}, set(tables[seq_id]), True
-        while grew:
-            grew = False
-            for s, t in tables.items():
-                if s not in fam and t & blocks:
-                    fam.add(s)
-                    blocks |= t
-                    grew = True
-        return sorted(fam, key=repr)
 
     def snapshot(self) -> Any:
         bm = self.bm
@@ -85,21 +60,6 @@ class BlockManagerMachine(RuleBasedStateMachine):
             bm.num_swapped_in_blocks,
         )
 
-    def write(self, seq_id: SeqId, start: int, toks: list[int]) -> None:
-        slots = self.bm.slot_mapping(seq_id, start, start + len(toks))
-        self.mem[False].update(zip(slots, toks))
-        self.tokens[seq_id].extend(toks)
-
-    def copy_blocks(self, mapping: dict[int, int], src_swapped: bool) -> None:
-        src, dst = self.mem[src_swapped], self.mem[not src_swapped]
-        for s_block, d_block in mapping.items():
-            for off in range(self.bs):
-                s_slot, d_slot = s_block * self.bs + off, d_block * self.bs + off
-                if s_slot in src:
-                    dst[d_slot] = src.pop(s_slot)  # pop: the freed source must never be read again
-                else:
-                    dst.pop(d_slot, None)
-
     # ---- rules -------------------------------------------------------------------------------------
     @rule(num_tokens=st.integers(0, 40))
     def allocate(self, num_tokens: int) -> None:
@@ -107,12 +67,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         required = -(-num_tokens // self.bs)
         free = bm.num_free_gpu_blocks
         status = bm.can_allocate(num_tokens)
-        if required > bm.num_gpu_blocks - bm.watermark_blocks:
-            assert status is AllocStatus.NEVER
-        elif free - required >= bm.watermark_blocks:
-            assert status is AllocStatus.OK
-        else:
-            assert status is AllocStatus.LATER
+        self.check_alloc_status(status, required, required)
         before = self.snapshot()
         try:
             bm.allocate(seq_id, num_tokens)
@@ -221,29 +176,13 @@ class BlockManagerMachine(RuleBasedStateMachine):
         for s in fam:
             assert bm.block_table(s) == [mapping[b] for b in tables[s]]
             self.swapped[s] = not swapped
-        self.copy_blocks(mapping, swapped)
+        self.copy(mapping, swapped, poison=set(mapping))  # the freed source must never be read again
         if swapped:
             self.blocks_in += len(mapping)
         else:
             self.blocks_out += len(mapping)
 
-    @rule(data=st.data())
-    def swap_part_of_family(self, data: st.DataObject) -> None:
-        seq_id = self.pick(data)
-        if seq_id is None or len(fam := self.family(seq_id)) == 1:
-            return
-        part = data.draw(st.lists(st.sampled_from(fam), min_size=1, max_size=len(fam) - 1, unique=True))
-        swapped = self.swapped[seq_id]
-        before = self.snapshot()
-        bm = self.bm
-        for op in (bm.can_swap_in, bm.swap_in) if swapped else (bm.can_swap_out, bm.swap_out):
-            try:
-                op(part)
-            except ValueError as exc:
-                assert "family" in str(exc)
-            else:
-                raise AssertionError(f"{op.__name__} of part of a family {part} of {fam} did not raise")
-        assert self.snapshot() == before
+    # swap_part_of_family: shared, see tests/memory_shadow.py
 
     @rule(
         data=st.data(),
@@ -275,44 +214,20 @@ class BlockManagerMachine(RuleBasedStateMachine):
         assert self.snapshot() == before
 
     # ---- invariants --------------------------------------------------------------------------------
+    def check_seq(self, seq_id: SeqId, toks: list[int], table: list[int], slots: list[int]) -> None:
+        bm = self.bm
+        assert len(table) == -(-len(toks) // self.bs) == bm.num_blocks(seq_id)
+        if not self.swapped[seq_id]:
+            assert bm.slot_mapping(seq_id, 0, len(toks)) == slots
+
     @invariant()
     def every_sequence_reads_back_its_own_tokens(self) -> None:
-        bm, bs = self.bm, self.bs
-        bm.check_invariants()
-        refs: dict[bool, dict[int, int]] = {False: {}, True: {}}
-        filled: set[int] = set()
-        for seq_id, toks in self.tokens.items():
-            swapped = self.swapped[seq_id]
-            assert bm.is_swapped(seq_id) == swapped and bm.num_tokens(seq_id) == len(toks)
-            table = bm.block_table(seq_id)
-            assert len(table) == -(-len(toks) // bs) == bm.num_blocks(seq_id)
-            slots = [table[p // bs] * bs + p % bs for p in range(len(toks))]
-            if not swapped:
-                assert bm.slot_mapping(seq_id, 0, len(toks)) == slots
-                filled.update(slots)
-            assert [self.mem[swapped].get(s) for s in slots] == toks, f"{seq_id!r} reads wrong tokens"
-            for b in table:
-                refs[swapped][b] = refs[swapped].get(b, 0) + 1
-        pools = ((False, bm.num_gpu_blocks, bm.refcount), (True, bm.num_cpu_blocks, bm.cpu_refcount))
-        for swapped, total, rc in pools:
-            assert [rc(b) for b in range(total)] == [refs[swapped].get(b, 0) for b in range(total)]
-        assert bm.num_free_gpu_blocks + len(refs[False]) == bm.num_gpu_blocks
-        assert bm.num_free_cpu_blocks + len(refs[True]) == bm.num_cpu_blocks
+        bm = self.bm
+        refs, _ = self.check_slots_and_refcounts()
         assert bm.num_used_gpu_blocks == len(refs[False])
         assert bm.num_shared_gpu_blocks == sum(1 for c in refs[False].values() if c > 1)
-        assert bm.num_allocated_unused_slots == len(refs[False]) * bs - len(filled)
         assert bm.num_cow_copies == self.cow_copies
         assert (bm.num_swapped_out_blocks, bm.num_swapped_in_blocks) == (self.blocks_out, self.blocks_in)
-
-    def teardown(self) -> None:
-        if not hasattr(self, "bm"):
-            return
-        for seq_id in sorted(self.tokens, key=repr):
-            self.bm.free(seq_id)
-        self.bm.check_invariants()
-        assert self.bm.num_free_gpu_blocks == self.bm.num_gpu_blocks
-        assert self.bm.num_free_cpu_blocks == self.bm.num_cpu_blocks
-        assert self.bm.num_allocated_unused_slots == 0 and self.bm.num_shared_gpu_blocks == 0
 
 
 TestBlockManagerMachine = BlockManagerMachine.TestCase
