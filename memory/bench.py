@@ -199,8 +199,15 @@ def _pin_one_core(cpu: int) -> str:
     return "not pinned (no sched_setaffinity)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memory.bench", description=__doc__)
+def run_cli(
+    name: str,
+    doc: str | None,
+    cases: Callable[[bool], list[tuple[str, str, float, Callable[[], Body]]]],
+    argv: list[str] | None = None,
+) -> int:
+    """The command line shared by `memory.bench` and `memory.bench_prefix`: parse the options, pin a
+    core and print the Markdown table of `cases(quick)` rows."""
+    parser = argparse.ArgumentParser(prog=f"python -m {name}", description=doc)
     parser.add_argument("--quick", action="store_true", help="10x fewer operations (smoke run)")
     parser.add_argument("--repeats", type=int, default=5, help="best of N runs (default 5)")
     parser.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0; -1: don't pin)")
@@ -208,16 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     pinned = _pin_one_core(args.cpu)
-    print(f"# memory.bench: Python {platform.python_version()} on {platform.machine()}, {pinned}, "
+    print(f"# {name}: Python {platform.python_version()} on {platform.machine()}, {pinned}, "
           f"block_size {BLOCK_SIZE}, best of {args.repeats}\n")
     print("| operation | case | ops/s | µs/op | µs/block |")
     print("|---|---|---:|---:|---:|")
-    for op, case, blocks, make in _cases(args.quick):
+    for op, case, blocks, make in cases(args.quick):
         rate = _best(make, args.repeats)
         us = 1e6 / rate
         per_block = f"{us / blocks:.3f}" if blocks else "–"
         print(f"| {op} | {case} | {rate:,.0f} | {us:.3f} | {per_block} |", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("memory.bench", __doc__, _cases, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,10 @@ Keys are per-block tuples built before timing (what the simulator would pass).
 """
 from __future__ import annotations
 
-import argparse
-import platform
 import sys
 from typing import Callable, Hashable
 
-from memory.bench import BLOCK_SIZE, Body, _best, _pin_one_core
+from memory.bench import BLOCK_SIZE, Body, run_cli
 from memory.block_manager import BlockManager
 from memory.prefix_cache import PrefixCachingBlockManager
 
@@ -132,24 +130,7 @@ def _cases(quick: bool) -> list[tuple[str, str, float, Callable[[], Body]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memory.bench_prefix", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="10x fewer operations (smoke run)")
-    parser.add_argument("--repeats", type=int, default=5, help="best of N runs (default 5)")
-    parser.add_argument("--cpu", type=int, default=0, help="core to pin to (default 0; -1: don't pin)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
-    pinned = _pin_one_core(args.cpu)
-    print(f"# memory.bench_prefix: Python {platform.python_version()} on {platform.machine()}, {pinned}, "
-          f"block_size {BLOCK_SIZE}, best of {args.repeats}\n")
-    print("| operation | case | ops/s | µs/op | µs/block |")
-    print("|---|---|---:|---:|---:|")
-    for op, case, blocks, make in _cases(args.quick):
-        rate = _best(make, args.repeats)
-        us = 1e6 / rate
-        per_block = f"{us / blocks:.3f}" if blocks else "–"
-        print(f"| {op} | {case} | {rate:,.0f} | {us:.3f} | {per_block} |", flush=True)
-    return 0
+    return run_cli("memory.bench_prefix", __doc__, _cases, argv)
 
 
 if __name__ == "__main__":
