@@ -87,6 +87,18 @@ def bench_fork(n: int, blocks: int) -> Callable[[], Body]:
     return make
 
 
+def decode_steps(bm: BlockManager, num_seqs: int, steps: int) -> Body:
+    """The timed decode loop: `steps` single-token appends to each of sequences 0..num_seqs-1."""
+    append, ids = bm.append_slots, list(range(num_seqs))
+
+    def body() -> int:
+        for _ in range(steps):
+            for i in ids:
+                append(i)
+        return steps * num_seqs
+    return body
+
+
 def bench_append(num_seqs: int, steps: int, pool_blocks: int, in_place_only: bool) -> Callable[[], Body]:
     """Decode steps over a batch: every sequence gets one token per step, round robin."""
     def make() -> Body:
@@ -95,15 +107,7 @@ def bench_append(num_seqs: int, steps: int, pool_blocks: int, in_place_only: boo
         prompt = 1 if in_place_only else 100
         for i in range(num_seqs):
             bm.allocate(i, prompt)
-        ids = list(range(num_seqs))
-        append = bm.append_slots
-
-        def body() -> int:
-            for _ in range(steps):
-                for i in ids:
-                    append(i)
-            return steps * num_seqs
-        return body
+        return decode_steps(bm, num_seqs, steps)
     return make
 
 

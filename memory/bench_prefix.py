@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Hashable
 
-from memory.bench import BLOCK_SIZE, Body, run_cli
+from memory.bench import BLOCK_SIZE, Body, decode_steps, run_cli
 from memory.block_manager import BlockManager
 from memory.prefix_cache import PrefixCachingBlockManager
 
@@ -86,14 +86,7 @@ def bench_decode(cached: bool, num_seqs: int, steps: int) -> Callable[[], Body]:
                 bm.allocate(i, 100, _keys(i, 100 // BLOCK_SIZE, shared=4))
             else:
                 bm.allocate(i, 100)
-        append, ids = bm.append_slots, list(range(num_seqs))
-
-        def body() -> int:
-            for _ in range(steps):
-                for i in ids:
-                    append(i)
-            return steps * num_seqs
-        return body
+        return decode_steps(bm, num_seqs, steps)
     return make
 
 
