@@ -131,6 +131,21 @@ def _launch_config(head_dim: int, on_gpu: bool, elem_size: int = 2) -> tuple[int
     return block_n, 4, max(1, min(stages, SMEM_BUDGET // stage_bytes))
 
 
+def check_decode_args(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    seq_lens: torch.Tensor, out: torch.Tensor | None,
+) -> tuple[int, int, int, int, int, torch.Tensor]:
+    """Validate a decode call's arguments (shared by `paged_decode` and `paged_decode_two_pass`).
+
+    Returns (block_size, num_kv_heads, head_dim, num_seqs, num_q_heads, out), `out` allocated if None.
+    """
+    _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
+    num_seqs, num_q_heads = check_query(q, k_cache, rank=3)
+    check_index(block_tables, "block_tables", 2, num_seqs, k_cache.device)
+    check_index(seq_lens, "seq_lens", 1, num_seqs, k_cache.device)
+    return block_size, num_kv_heads, head_dim, num_seqs, num_q_heads, check_out(out, q)
+
+
 def paged_decode(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     seq_lens: torch.Tensor, *, scale: float | None = None, num_splits: int | None = None,
@@ -141,11 +156,8 @@ def paged_decode(
     `seq_lens[i]` (>= 1) counts the tokens of sequence i in the cache, the current one included;
     `block_tables[i]` must cover them. `num_splits` overrides the split-K heuristic.
     """
-    _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
-    num_seqs, num_q_heads = check_query(q, k_cache, rank=3)
-    check_index(block_tables, "block_tables", 2, num_seqs, k_cache.device)
-    check_index(seq_lens, "seq_lens", 1, num_seqs, k_cache.device)
-    out = check_out(out, q)
+    block_size, num_kv_heads, head_dim, num_seqs, num_q_heads, out = check_decode_args(
+        q, k_cache, v_cache, block_tables, seq_lens, out)
     if num_seqs == 0:
         return out
     scale = default_scale(head_dim, scale)

@@ -11,8 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_cache, check_index, check_out, check_query, default_scale, next_pow2
-from kernels.decode import paged_decode_ref
+from kernels._common import default_scale, next_pow2
+from kernels.decode import check_decode_args, paged_decode_ref
 
 __all__ = ["paged_decode_two_pass", "paged_decode_two_pass_ref"]
 
@@ -81,11 +81,8 @@ def paged_decode_two_pass(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Same contract as `paged_decode`; `num_splits` is accepted for signature parity and ignored."""
-    _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
-    num_seqs, num_q_heads = check_query(q, k_cache, rank=3)
-    check_index(block_tables, "block_tables", 2, num_seqs, k_cache.device)
-    check_index(seq_lens, "seq_lens", 1, num_seqs, k_cache.device)
-    out = check_out(out, q)
+    block_size, num_kv_heads, head_dim, num_seqs, num_q_heads, out = check_decode_args(
+        q, k_cache, v_cache, block_tables, seq_lens, out)
     if num_seqs == 0:
         return out
     scale = default_scale(head_dim, scale)
