@@ -39,11 +39,28 @@ class Policy(Protocol):
     def schedule(self, engine: "Engine") -> StepPlan: ...
 
 
+def admit_head(engine: "Engine", seqs: int) -> bool | None:
+    """Admit the head of the waiting queue if `max_num_seqs` (with `seqs` sequences running) and the KV
+    pool allow. True: admitted; False: it must wait, so admission stops (FCFS); None: it can never fit and
+    was rejected (removed from the queue), so the next request may be tried."""
+    group = engine.waiting[0]
+    if seqs + group.n > engine.config.max_num_seqs:
+        return False
+    status = engine.admission_status(group)
+    if status is AllocStatus.LATER:
+        return False
+    if status is AllocStatus.NEVER:
+        engine.reject(engine.waiting.popleft(), "its KV blocks can never fit the pool")
+        return None
+    engine.admit(group)
+    return True
+
+
 def admit_waiting(engine: "Engine", token_budget: int) -> list[tuple[Group, int]]:
     """FCFS from the waiting queue: whole prefills while the token budget, `max_num_seqs` and the KV
     pool allow; stop at the first request that does not fit (no skipping ahead)."""
     admitted: list[tuple[Group, int]] = []
-    tokens, seqs, max_seqs = 0, engine.num_running_seqs, engine.config.max_num_seqs
+    tokens, seqs = 0, engine.num_running_seqs
     waiting = engine.waiting
     while waiting:
         group = waiting[0]
@@ -51,15 +68,11 @@ def admit_waiting(engine: "Engine", token_budget: int) -> list[tuple[Group, int]
         # A recompute longer than the budget still runs, alone: it can never be split.
         if admitted and tokens + need > token_budget:
             break
-        if seqs + group.n > max_seqs:
-            break
-        status = engine.admission_status(group)
-        if status is AllocStatus.LATER:
-            break
-        if status is AllocStatus.NEVER:
-            engine.reject(waiting.popleft(), "its KV blocks can never fit the pool")
+        admitted_head = admit_head(engine, seqs)
+        if admitted_head is None:
             continue
-        engine.admit(group)
+        if not admitted_head:
+            break
         admitted.append((group, need))
         tokens += need
         seqs += group.n

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from memory import AllocStatus
-
 from sim.engine_ops import RECOMPUTE
-from sim.policies.base import StepPlan
+from sim.policies.base import StepPlan, admit_head
 
 if TYPE_CHECKING:
     from sim.engine import Engine
@@ -38,15 +36,11 @@ class SarathiPolicy:
             seqs, waiting = engine.num_running_seqs, engine.waiting
             while waiting and budget > 0:
                 group = waiting[0]
-                if seqs + group.n > engine.config.max_num_seqs:
-                    break
-                status = engine.admission_status(group)
-                if status is AllocStatus.LATER:
-                    break
-                if status is AllocStatus.NEVER:
-                    engine.reject(waiting.popleft(), "its KV blocks can never fit the pool")
+                admitted = admit_head(engine, seqs)
+                if admitted is None:
                     continue
-                engine.admit(group)
+                if not admitted:
+                    break
                 chunk = min(group.prefill_len - group.prefill_done, budget)
                 prefills.append((group, chunk))
                 budget -= chunk
