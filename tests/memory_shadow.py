@@ -86,7 +86,45 @@ class ShadowMachine(RuleBasedStateMachine):
     def snapshot(self) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def new_id(self) -> SeqId:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def check_fork(self, child: SeqId) -> None:
+        """Extra checks on a new fork (hook)."""
+
+    def on_free(self, seq_id: SeqId, swapped: bool, released: list[int]) -> None:
+        """Model update after seq_id was freed, releasing `released` blocks in table order (hook)."""
+
     # ---- shared rules ------------------------------------------------------------------------------
+    @rule(data=st.data())
+    def fork(self, data: st.DataObject) -> None:
+        bm, parent = self.bm, self.pick(data)
+        if parent is None:
+            return
+        child = self.new_id()
+        free = bm.num_free_gpu_blocks, bm.num_free_cpu_blocks
+        bm.fork(parent, child)
+        assert bm.block_table(child) == bm.block_table(parent)
+        assert (bm.num_free_gpu_blocks, bm.num_free_cpu_blocks) == free
+        self.check_fork(child)
+        self.tokens[child] = list(self.tokens[parent])
+        self.swapped[child] = self.swapped[parent]
+
+    @rule(data=st.data())
+    def free(self, data: st.DataObject) -> None:
+        bm, seq_id = self.bm, self.pick(data)
+        if seq_id is None:
+            return
+        swapped, table = self.swapped[seq_id], bm.block_table(seq_id)
+        rc = bm.cpu_refcount if swapped else bm.refcount
+        released = [b for b in table if rc(b) == 1]
+        free = bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks
+        bm.free(seq_id)
+        assert (bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks) == free + len(released)
+        assert not bm.has_seq(seq_id)
+        del self.tokens[seq_id], self.swapped[seq_id]
+        self.on_free(seq_id, swapped, released)
+
     @rule(data=st.data())
     def swap_part_of_family(self, data: st.DataObject) -> None:
         seq_id = self.pick(data)

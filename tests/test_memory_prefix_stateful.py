@@ -49,6 +49,10 @@ class PrefixCacheMachine(ShadowMachine):
                            hit_tokens=0)
 
     # ---- helpers -----------------------------------------------------------------------------------
+    def new_id(self) -> SeqId:
+        self.next_id += 1
+        return ("s", self.next_id - 1)
+
     def fresh(self) -> int:
         self.next_token += 1
         return self.next_token
@@ -101,8 +105,7 @@ class PrefixCacheMachine(ShadowMachine):
     # ---- rules -------------------------------------------------------------------------------------
     @rule(data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
     def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool) -> None:
-        bm, bs, seq_id = self.bm, self.bs, ("s", self.next_id)
-        self.next_id += 1
+        bm, bs, seq_id = self.bm, self.bs, self.new_id()
         num_tokens = num_full * bs + data.draw(st.integers(0, bs - 1))
         num_keys = num_full if all_keys else data.draw(st.integers(0, num_full))
         keys = data.draw(st.lists(KEYS, min_size=num_keys, max_size=num_keys))
@@ -179,34 +182,13 @@ class PrefixCacheMachine(ShadowMachine):
                     gpu[dst * self.bs + off] = gpu[src * self.bs + off]
         self.write(seq_id, n, [self.fresh() for _ in range(num_new)])
 
-    @rule(data=st.data())
-    def fork(self, data: st.DataObject) -> None:
-        bm, parent = self.bm, self.pick(data)
-        if parent is None:
-            return
-        child = ("s", self.next_id)
-        self.next_id += 1
-        free = bm.num_free_gpu_blocks, bm.num_free_cpu_blocks
-        bm.fork(parent, child)
-        assert bm.block_table(child) == bm.block_table(parent)
-        assert (bm.num_free_gpu_blocks, bm.num_free_cpu_blocks) == free and bm.num_cached_tokens(child) == 0
-        self.tokens[child] = list(self.tokens[parent])
-        self.swapped[child] = self.swapped[parent]
+    # fork, free: shared, see tests/memory_shadow.py; these hooks add the cache model's part.
+    def check_fork(self, child: SeqId) -> None:
+        assert self.bm.num_cached_tokens(child) == 0
 
-    @rule(data=st.data())
-    def free(self, data: st.DataObject) -> None:
-        bm, seq_id = self.bm, self.pick(data)
-        if seq_id is None:
-            return
-        swapped, table = self.swapped[seq_id], bm.block_table(seq_id)
-        rc = bm.cpu_refcount if swapped else bm.refcount
-        released = [b for b in table if rc(b) == 1]
-        free = bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks
-        bm.free(seq_id)
-        assert (bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks) == free + len(released)
+    def on_free(self, seq_id: SeqId, swapped: bool, released: list[int]) -> None:
         if not swapped:
             self.release_cached(released[::-1])  # cached blocks are a prefix: tail first
-        del self.tokens[seq_id], self.swapped[seq_id]
         self.cached_tokens.pop(seq_id, None)
 
     @rule(data=st.data())

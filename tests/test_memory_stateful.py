@@ -120,33 +120,7 @@ class BlockManagerMachine(ShadowMachine):
                 else:
                     gpu.pop(d_slot, None)
 
-    @rule(data=st.data())
-    def fork(self, data: st.DataObject) -> None:
-        bm, parent = self.bm, self.pick(data)
-        if parent is None:
-            return
-        child = self.new_id()
-        before = self.snapshot()
-        bm.fork(parent, child)
-        assert bm.block_table(child) == bm.block_table(parent)
-        assert (bm.num_free_gpu_blocks, bm.num_free_cpu_blocks) == (before[3], before[4])
-        self.tokens[child] = list(self.tokens[parent])
-        self.swapped[child] = self.swapped[parent]
-
-    @rule(data=st.data())
-    def free(self, data: st.DataObject) -> None:
-        bm, seq_id = self.bm, self.pick(data)
-        if seq_id is None:
-            return
-        swapped = self.swapped[seq_id]
-        table = bm.block_table(seq_id)
-        rc = bm.cpu_refcount if swapped else bm.refcount
-        released = sum(1 for b in table if rc(b) == 1)
-        free_before = bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks
-        bm.free(seq_id)
-        assert (bm.num_free_cpu_blocks if swapped else bm.num_free_gpu_blocks) == free_before + released
-        assert not bm.has_seq(seq_id)
-        del self.tokens[seq_id], self.swapped[seq_id]
+    # fork, free: shared, see tests/memory_shadow.py
 
     @rule(data=st.data())
     def swap(self, data: st.DataObject) -> None:
