@@ -91,9 +91,13 @@ class BlockAllocator:
         rc -= 1
         self._refcounts[block] = rc
         if rc == 0:
-            self._free.append(block)
+            self._release(block)
             return True
         return False
+
+    def _release(self, block: int) -> None:
+        """Where a block goes when its last reference drops (subclasses may keep it cached instead)."""
+        self._free.append(block)
 
     def refcount(self, block: int) -> int:
         return self._refcounts[self._check_id(block)]

@@ -136,23 +136,13 @@ class CachingBlockAllocator(BlockAllocator):
             self.make_plain_free(count)
         return BlockAllocator.allocate_many(self, count)
 
-    def decref(self, block: int) -> bool:
-        """Drop a reference; True when it was the last one. A cached block then becomes evictable (most
-        recently used), any other block plain free."""
-        rc = self._refcounts[self._check_id(block)]
-        if rc == 0:
-            raise ValueError(f"double free: block {block} is already free")
-        if rc == 2:
-            self._num_shared -= 1
-        rc -= 1
-        self._refcounts[block] = rc
-        if rc:
-            return False
+    def _release(self, block: int) -> None:
+        """The last reference dropped: a cached block becomes evictable (most recently used end), any other
+        block plain free."""
         if self._hash_of[block] is None:
             self._free.append(block)
         else:
             self._evictor[block] = None
-        return True
 
     def __repr__(self) -> str:
         return (
