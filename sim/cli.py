@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "kernels.bench_cli",   # pagedlab bench kernels
     "sim.calibrate_cli",   # pagedlab calibrate
     "memory.demo_cli",     # pagedlab demo-memory
+    "analysis.validation.cli",  # pagedlab validate
 )
 
 
