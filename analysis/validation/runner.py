@@ -110,7 +110,11 @@ def render_markdown(checks: list[CheckResult], case_wall: dict[str, float], wall
             seen.add((c.source, c.case))
             lines.append(f"- case {c.case}: {c.source}")
     lines.append("")
+    by_reason: dict[tuple[str, str], list[CheckResult]] = {}
     for c in checks:
         if c.reason:
-            lines.append(f"- **{c.case} {c.check}** ({c.verdict}): {c.reason}")
+            by_reason.setdefault((c.case, c.reason), []).append(c)
+    for (case, reason), group in by_reason.items():
+        names = "; ".join(f"{c.check} ({c.verdict})" for c in group)
+        lines.append(f"- **case {case}**, {names}: {reason}")
     return "\n".join(lines) + "\n"
