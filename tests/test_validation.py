@@ -104,7 +104,8 @@ def test_quick_suite_writes_its_report(quick_suite) -> None:
     assert table.loc[~table["expect_pass"], "reason"].str.len().min() > 20  # every known miss says why
     text = (out / "validation.md").read_text()
     assert "expected-fail" in text and "Wall time" in text
-    assert (out / "ops_layer_time.png").stat().st_size > 1000
+    for figure in ("ops_layer_time.png", "orca_normalized_latency.png", "sharing.png"):
+        assert (out / figure).stat().st_size > 1000, figure
 
 
 def test_parse_cases() -> None:

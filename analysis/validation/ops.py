@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.validation.case import CheckResult
+from analysis.validation.figures import plot_layer_times
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "vidur"
 MAX_TOKENS = 4096
@@ -72,7 +73,7 @@ def compare_points(stem: str, model: str, gpu: str, profile: str) -> pd.DataFram
 def run(quick: bool, out_dir: Path) -> list[CheckResult]:
     points = pd.concat([compare_points(*s) for s in SETTINGS], ignore_index=True)
     points.to_csv(out_dir / "ops_points.csv", index=False, float_format="%.6g")
-    _plot(points, out_dir / "ops_layer_time.png")
+    plot_layer_times(points, out_dir / "ops_layer_time.png")
     checks = []
     for stem, model, gpu, profile in SETTINGS:
         p = points[points["data"] == stem]
@@ -92,25 +93,3 @@ def run(quick: bool, out_dir: Path) -> list[CheckResult]:
                 unit="fraction", expect_pass=False, reason=note + MISS_REASON))
     return checks
 
-
-def _plot(points: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stems = list(dict.fromkeys(points["data"]))
-    fig, axes = plt.subplots(1, len(stems), figsize=(5 * len(stems), 4), sharey=False)
-    for ax, stem in zip(np.atleast_1d(axes), stems):
-        p = points[points["data"] == stem]
-        ax.loglog(p["num_tokens"], p["measured_ms"], "k.", label="Vidur measured")
-        ax.loglog(p["num_tokens"], p["layer_ms"], "-", label="ours: step cost model")
-        ax.loglog(p["num_tokens"], p["per_op_ms"], "--", label="ours: per-operator roofline")
-        ax.set_title(stem)
-        ax.set_xlabel("tokens")
-        ax.grid(True, which="both", alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("one layer, non-attention ops (ms)")
-    np.atleast_1d(axes)[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.validation.case import VLLM_V0, CheckResult
+from analysis.validation.figures import plot_normalized_latency
 from analysis.validation.search import bisect_capacity, replay_metrics
 
 SOURCE = "Kwon et al., PagedAttention (SOSP'23), Sec. 6.2 and Fig. 12(a) (ShareGPT, OPT-13B, 1x A100-40GB)"
@@ -49,8 +50,9 @@ def capacity(policy: str, seed: int = 0):
 def run(quick: bool, out_dir: Path) -> list[CheckResult]:
     baselines = QUICK_BASELINES if quick else tuple(BANDS)
     searches = {p: capacity(p) for p in (VLLM_V0, *baselines)}
-    rows = [dict(policy=p, **r) for p, s in searches.items() for r in s.rows]
-    pd.DataFrame(rows)[["policy", "load", "passed", "mean_normalized_latency_s", "completed", "rejected",
+    rows = pd.DataFrame([dict(policy=p, **r) for p, s in searches.items() for r in s.rows])
+    plot_normalized_latency(rows, NORMALIZED_LATENCY_S, out_dir / "orca_normalized_latency.png")
+    rows[["policy", "load", "passed", "mean_normalized_latency_s", "completed", "rejected",
                         "slot_utilization", "preemptions"]].to_csv(out_dir / "orca_rates.csv", index=False,
                                                                      float_format="%.6g")
     ours = searches[VLLM_V0].capacity

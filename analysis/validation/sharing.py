@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.validation.case import VLLM_V0, CheckResult
+from analysis.validation.figures import plot_sharing
 
 WIDTHS = (2, 4, 6)
 SOURCE = "Kwon et al., PagedAttention (SOSP'23), Sec. 6.3 and Fig. 15 (memory saving by sharing)"
@@ -52,6 +53,7 @@ def run(quick: bool, out_dir: Path) -> list[CheckResult]:
     widths = QUICK_WIDTHS if quick else WIDTHS
     table = pd.concat([sharing_table(requests, width=w).assign(width=w) for w in widths], ignore_index=True)
     table.to_csv(out_dir / "sharing.csv", index=False, float_format="%.6g")
+    plot_sharing(table, PUBLISHED, out_dir / "sharing.png")
     checks = []
     for row in table.itertuples():
         lo, hi = PUBLISHED[(row.lengths, row.sampling)]
