@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "and Sarathi-Serve papers' results, published vLLM latencies) and write validation.md, "
                     "validation.csv and figures to --out. See docs/validation.md.",
     )
-    p.add_argument("--quick", action="store_true", help="a subset of the checks, with the same settings (CI; under a minute)")
+    p.add_argument("--quick", action="store_true",
+                   help="a subset of the checks, with the same settings (CI; under a minute)")
     p.add_argument("--cases", metavar="1,2,...", help="run only these cases (default: all)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
     p.error = _one_line_error(p)  # type: ignore[method-assign]

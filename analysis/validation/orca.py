@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.validation.case import VLLM_V0, CheckResult
 from analysis.validation.figures import plot_normalized_latency
-from analysis.validation.search import bisect_capacity, replay_metrics
+from analysis.validation.search import Search, bisect_capacity, replay_metrics
 
 SOURCE = "Kwon et al., PagedAttention (SOSP'23), Sec. 6.2 and Fig. 12(a) (ShareGPT, OPT-13B, 1x A100-40GB)"
 SETTING = {"model": "opt-13b", "gpu": "a100-40gb"}
@@ -23,19 +23,19 @@ REQUESTS = 2000
 STEPS = 5
 BANDS = {"orca-oracle": (1.7, 2.7), "orca-max": (2.7, 8.0)}
 QUICK_BASELINES = ("orca-max",)
-MISS = ("our Orca baselines reserve their blocks (prompt + true output for Oracle, prompt + max_model_len for Max) "
-        "from the same paged pool as vLLM, so they suffer internal reservation waste but no external "
-        "fragmentation; the paper's Orca allocates one contiguous buffer per request (and Orca Pow2 rounds it to "
-        "a power of two). Fix: a contiguous-buffer KV layout with fragmentation for the Orca policies, plus Orca "
-        "Pow2 (a sim/ KV-layout change, outside this case).")
+MISS = ("our Orca baselines reserve their blocks (prompt + true output for Oracle, the whole max_model_len "
+        "context for Max) from the same paged pool as vLLM, so they suffer internal reservation waste but no "
+        "external fragmentation; the paper's Orca allocates one contiguous buffer per request (and Orca Pow2 rounds "
+        "it to a power of two). Fix: a contiguous-buffer KV layout with fragmentation for the Orca policies, plus "
+        "Orca Pow2 (a sim/ KV-layout change, outside this case).")
 KNOWN_MISSES = {"orca-oracle": MISS}
-NOTE = ("in band although our Orca has no external fragmentation: Orca (Max) reserves prompt + max_model_len, so "
-        "its reservation waste alone caps its batch; a contiguous layout would lower its capacity further. The "
-        "ratio depends on the trace length (overload latency grows with it): 600 requests gave 6.2x, 2000 give "
-        "the figure here.")
+NOTE = ("in band although our Orca has no external fragmentation: Orca (Max) reserves the whole max_model_len "
+        "context, so its reservation waste alone caps its batch; a contiguous layout would lower its capacity "
+        "further. The ratio depends on the trace length (overload latency grows with it): 600 requests gave 6.2x, "
+        "2000 give the figure here.")
 
 
-def capacity(policy: str, seed: int = 0):
+def capacity(policy: str, seed: int = 0) -> Search:
     from traces import generate
 
     trace = generate(REQUESTS, rate=1.0, lengths="sharegpt", seed=seed)

@@ -13,13 +13,17 @@ Our bands: every setting's ratio >= 1 (the paper reports a gain in each), and th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from analysis.validation.case import VLLM_V0, CheckResult
 from analysis.validation.ops import DATA_DIR
-from analysis.validation.search import bisect_capacity, replay_metrics
+from analysis.validation.search import Search, bisect_capacity, replay_metrics
+
+if TYPE_CHECKING:
+    from traces import Trace
 
 SOURCE = ("Agrawal et al., Sarathi-Serve (OSDI'24), abstract ('up to 2.6x ... Mistral-7B on a single A100') and "
           "Fig. 10; settings from its artifact microsoft/sarathi-serve@02d2567 osdi-experiments/figure-5-6 "
@@ -34,9 +38,9 @@ STEPS = 4
 WORKLOADS = ("arxiv", "sharegpt")
 QUICK = (("arxiv", "strict"),)
 NOTES = {
-    "arxiv": "Vidur's arxiv file is filtered to <= 4096 total tokens (median prompt 2730); the paper's arxiv trace "
-             "allows 16384 tokens (max_seq_len in its config), so its prompts can be longer. Our a100-80gb preset has the "
-             "SXM part's 2.04 TB/s; the paper ran the PCIe part (1.94 TB/s).",
+    "arxiv": "Vidur's arxiv file is filtered to <= 4096 total tokens (median prompt 2730); the paper's arxiv "
+             "trace allows 16384 tokens (max_seq_len in its config), so its prompts can be longer. Our a100-80gb "
+             "preset has the SXM part's 2.04 TB/s; the paper ran the PCIe part (1.94 TB/s).",
     "sharegpt": "our ShareGPT-like lengths (mean prompt 161 tokens: PagedAttention's OPT-tokenized ShareGPT) are much "
                 "shorter than the paper's sharegpt_8k_filtered trace (whole conversations up to 8192 Llama-2 "
                 "tokens; not shipped), so prefill stalls are short and vLLM loses little: this setting does not "
@@ -52,7 +56,7 @@ LARGEST_MISS = ("ours is above the published gain; the cause is not isolated. Ca
 ARXIV_FILE = DATA_DIR / "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"
 
 
-def workload(name: str, seed: int = 0):
+def workload(name: str, seed: int = 0) -> "Trace":
     """`REQUESTS[name]` requests at 1 req/s (Poisson; rescaled per load)."""
     from traces import Trace, generate
 
@@ -69,7 +73,7 @@ def workload(name: str, seed: int = 0):
     return Trace.from_pandas(frame, source=f"{ARXIV_FILE.name} ({num} sampled, seed {seed})")
 
 
-def capacity(trace, policy: str, slo: str, bracket: tuple[float, float]):
+def capacity(trace: "Trace", policy: str, slo: str, bracket: tuple[float, float]) -> Search:
     tbt_ms, budget = SLOS[slo]
     engine = dict(ENGINE, prefill_chunk_tokens=budget)
 
@@ -100,9 +104,10 @@ def run(quick: bool, out_dir: Path) -> list[CheckResult]:
         tbt_ms, budget = SLOS[slo]
         checks.append(CheckResult(
             case="5", check=f"{name} {slo} sarathi / {VLLM_V0}", source=SOURCE,
-            setting=f"Mistral-7B / A100-80GB, {name} lengths, {REQUESTS[name]} Poisson requests, P99 TBT <= {tbt_ms:g} ms, "
-                    f"median TTFT <= 2 s; sarathi budget {budget}, {VLLM_V0} max_num_seqs 128 (capacities: "
-                    f"sarathi {caps['sarathi']:.3g}, {VLLM_V0} {caps[VLLM_V0]:.3g} req/s)",
+            setting=f"Mistral-7B / A100-80GB, {name} lengths, {REQUESTS[name]} Poisson requests, "
+                    f"P99 TBT <= {tbt_ms:g} ms, median TTFT <= 2 s; sarathi budget {budget}, {VLLM_V0} "
+                    f"max_num_seqs 128 (capacities: sarathi {caps['sarathi']:.3g}, "
+                    f"{VLLM_V0} {caps[VLLM_V0]:.3g} req/s)",
             metric="capacity ratio", published="a gain in every setting", band_lo=1.0, band_hi=None,
             ours=ratio, unit="x", reason=NOTES.get(name, "")))
     if not quick:
