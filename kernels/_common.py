@@ -47,6 +47,8 @@ def check_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> tuple[int, int,
         raise ValueError(f"v_cache: shape {tuple(v_cache.shape)} differs from k_cache {tuple(k_cache.shape)}")
     if v_cache.dtype != k_cache.dtype or v_cache.device != k_cache.device:
         raise ValueError("v_cache: dtype/device differ from k_cache")
+    if v_cache.stride() != k_cache.stride():
+        raise ValueError("v_cache: strides differ from k_cache's (the kernels address both alike)")
     num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
     if block_size not in SUPPORTED_BLOCK_SIZES:
         raise ValueError(f"block_size: {block_size} not supported; use one of {SUPPORTED_BLOCK_SIZES}")
@@ -57,9 +59,8 @@ def check_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> tuple[int, int,
                          "float8_e4m3fn (fp8)")
     if num_kv_heads < 1 or num_blocks < 1:
         raise ValueError("k_cache: num_blocks and num_kv_heads must be >= 1")
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.stride(3) != 1 or t.stride(2) != head_dim:
-            raise ValueError(f"{name}: each block must be [block_size, num_kv_heads, head_dim] with contiguous heads")
+    if k_cache.stride()[2:] != (head_dim, 1) or v_cache.stride()[2:] != (head_dim, 1):
+        raise ValueError("k_cache/v_cache: each block must be [block_size, num_kv_heads, head_dim] with contiguous heads")
     return num_blocks, block_size, num_kv_heads, head_dim
 
 

@@ -33,7 +33,7 @@ def _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, r
     kv_off = block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off
     tile_mask = n_mask[:, None] & d_mask[None, :]
     k = tl.load(k_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
-    if FP8:  # e4m3 -> q's dtype is exact
+    if FP8:  # e4m3 -> q's dtype (fp16 or fp32 here) is exact
         k = k.to(q.dtype)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     if CAUSAL:
@@ -53,7 +53,8 @@ def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, qstart_ptr, out_ptr, ks_ptr, vs_ptr,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh, stride_scale, qk_scale,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, FP8_TO_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     head = tl.program_id(1)
@@ -71,6 +72,8 @@ def _prefill_kernel(
         rows_pos = first_pos + offs_m
         q_ptrs = q_ptr + (q_begin + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :]
         q = tl.load(q_ptrs, mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        if FP8 and not FP8_TO_F32:
+            q = q.to(tl.float16)  # e4m3 widens to fp16 in one instruction a pair; bf16 would take three
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
@@ -130,7 +133,8 @@ def _meta(num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int, q
     cfg = config or default_prefill_config(head_dim, on_gpu, elem_size)
     return cfg.block_m, dict(
         GROUP=num_q_heads // num_kv_heads, HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim),
-        BLOCK_SIZE=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, FP8=fp8, DOT_PRECISION=dot_precision(q_dtype),
+        BLOCK_SIZE=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, FP8=fp8, FP8_TO_F32=q_dtype == torch.float32,
+        DOT_PRECISION=dot_precision(q_dtype),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
