@@ -2,35 +2,15 @@
 
 Each `make_*` takes a `DecodeCase` (or prefill inputs) and returns (callable, note); the callable runs one
 forward and returns [num_seqs, num_q_heads, head_dim] so every peer can be checked against our output.
-Setup (contiguous copies, FlexAttention's page table, compilation) happens here, outside the timed call.
+Setup (contiguous copies, FlexAttention's page table, FlashInfer's plan, compilation) happens here,
+outside the timed call.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-Runner = Callable[[], torch.Tensor]
-
-
-@dataclass
-class DecodeCase:
-    q: torch.Tensor             # [num_seqs, num_q_heads, head_dim]
-    k_cache: torch.Tensor       # [num_blocks, block_size, num_kv_heads, head_dim]
-    v_cache: torch.Tensor
-    block_tables: torch.Tensor  # int32 [num_seqs, context // block_size], scattered
-    seq_lens: torch.Tensor      # int32, all equal to `context`
-    context: int
-
-    def contiguous_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """K, V as [num_seqs, num_kv_heads, context, head_dim], the layout SDPA wants."""
-        b, (_, bs, h, d) = self.q.shape[0], self.k_cache.shape
-        idx = self.block_tables.long()
-        k = self.k_cache[idx].reshape(b, -1, h, d)[:, : self.context].transpose(1, 2).contiguous()
-        v = self.v_cache[idx].reshape(b, -1, h, d)[:, : self.context].transpose(1, 2).contiguous()
-        return k, v
+from kernels.bench_common import DecodeCase, Runner
 
 
 def _sdpa(backend: "torch.nn.attention.SDPBackend", q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[Runner, str]:
@@ -121,3 +101,60 @@ def make_sdpa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tupl
     from torch.nn.attention import SDPBackend
 
     return _sdpa(SDPBackend.FLASH_ATTENTION, q, k, v)
+
+
+_FI_WORKSPACE: list = []
+
+
+def _flashinfer_pages(case: DecodeCase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FlashInfer's CSR page table (indptr, indices, last_page_len) for the case's block tables."""
+    b, pages = case.block_tables.shape
+    indptr = torch.arange(0, b + 1, device=case.q.device, dtype=torch.int32) * pages
+    last = torch.full((b,), case.context - (pages - 1) * case.k_cache.shape[1], dtype=torch.int32,
+                      device=case.q.device)
+    return indptr, case.block_tables.reshape(-1).contiguous(), last
+
+
+def _flashinfer_workspace() -> torch.Tensor:
+    if not _FI_WORKSPACE:
+        _FI_WORKSPACE.append(torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda"))
+    return _FI_WORKSPACE[0]
+
+
+def make_flashinfer_decode(case: DecodeCase, k_scale: float | None = None, v_scale: float | None = None
+                           ) -> tuple[Runner, str]:
+    """FlashInfer's BatchDecodeWithPagedKVCacheWrapper over our very cache tensors (NHD layout is ours);
+    tensor cores for grouped heads, as vLLM and SGLang configure it. An fp8 cache passes its scales."""
+    import flashinfer
+
+    b, hq, d = case.q.shape
+    _, page, h, _ = case.k_cache.shape
+    tensor_cores = hq // h > 1
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(_flashinfer_workspace(), "NHD",
+                                                            use_tensor_cores=tensor_cores)
+    indptr, indices, last = _flashinfer_pages(case)
+    wrapper.plan(indptr, indices, last, hq, h, d, page, q_data_type=case.q.dtype, kv_data_type=case.k_cache.dtype)
+    kv = (case.k_cache, case.v_cache)
+    scales = dict(k_scale=k_scale, v_scale=v_scale) if k_scale is not None else {}
+    run = lambda: wrapper.run(case.q, kv, **scales)  # noqa: E731
+    run()
+    torch.cuda.synchronize()
+    return run, f"flashinfer {flashinfer.__version__}" + (", tensor cores" if tensor_cores else "")
+
+
+def make_flashinfer_prefill(case: DecodeCase, q: torch.Tensor, chunk: int) -> tuple[Runner, str]:
+    """FlashInfer's BatchPrefillWithPagedKVCacheWrapper, causal (bottom-right aligned, as ours)."""
+    import flashinfer
+
+    b = case.block_tables.shape[0]
+    _, page, h, d = case.k_cache.shape
+    wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(_flashinfer_workspace(), "NHD")
+    qo_indptr = torch.arange(0, b + 1, device=q.device, dtype=torch.int32) * chunk
+    indptr, indices, last = _flashinfer_pages(case)
+    wrapper.plan(qo_indptr, indptr, indices, last, q.shape[1], h, d, page, causal=True, q_data_type=q.dtype,
+                 kv_data_type=case.k_cache.dtype)
+    kv = (case.k_cache, case.v_cache)
+    run = lambda: wrapper.run(q, kv)  # noqa: E731
+    run()
+    torch.cuda.synchronize()
+    return run, f"flashinfer {flashinfer.__version__}, causal"

@@ -2,7 +2,8 @@
 
 `write_kv` scatters the new tokens' K/V into their slots (slot = block * block_size + offset; -1 = skip,
 e.g. padding). `copy_blocks` performs the (src, dst) copies that `BlockManager.append_slots` returns when a
-shared last block must be copied before a write.
+shared last block must be copied before a write. Into an fp8 (e4m3) cache `write_kv` stores
+x / scale clamped to +-448 (vLLM's scaled fp8 conversion), per tensor or per KV head.
 """
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_cache, next_pow2
+from kernels._common import (
+    FP8_DTYPE, FP8_MAX, SUPPORTED_DTYPES, check_cache, check_kv_scales, next_pow2, quantize_fp8,
+)
 
 CopyPairs = Sequence[tuple[int, int]] | torch.Tensor
 
 
 @triton.jit
 def _write_kv_kernel(
-    k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr,
-    stride_kt, stride_kh, stride_vt, stride_vh, stride_cb, stride_ct, stride_ch,
+    k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, ks_ptr, vs_ptr,
+    stride_kt, stride_kh, stride_vt, stride_vh, stride_cb, stride_ct, stride_ch, stride_scale,
     NUM_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, FP8: tl.constexpr, FP8_MAX: tl.constexpr,
 ):
     token = tl.program_id(0)
     slot = tl.load(slot_ptr + token).to(tl.int64)
@@ -34,8 +37,14 @@ def _write_kv_kernel(
     dst = (slot // BLOCK_SIZE) * stride_cb + (slot % BLOCK_SIZE) * stride_ct + offs_h[:, None] * stride_ch + offs_d[None, :]
     k = tl.load(k_ptr + token * stride_kt + src, mask=mask)
     v = tl.load(v_ptr + token * stride_vt + offs_h[:, None] * stride_vh + offs_d[None, :], mask=mask)
-    tl.store(kc_ptr + dst, k, mask=mask)
-    tl.store(vc_ptr + dst, v, mask=mask)
+    if FP8:
+        h_mask = offs_h < NUM_HEADS
+        k_scale = tl.load(ks_ptr + offs_h * stride_scale, mask=h_mask, other=1.0)
+        v_scale = tl.load(vs_ptr + offs_h * stride_scale, mask=h_mask, other=1.0)
+        k = tl.clamp(k.to(tl.float32) / k_scale[:, None], -FP8_MAX, FP8_MAX)
+        v = tl.clamp(v.to(tl.float32) / v_scale[:, None], -FP8_MAX, FP8_MAX)
+    tl.store(kc_ptr + dst, k.to(kc_ptr.dtype.element_ty), mask=mask)
+    tl.store(vc_ptr + dst, v.to(vc_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -51,17 +60,24 @@ def _copy_blocks_kernel(kc_ptr, vc_ptr, pairs_ptr, BLOCK_NUMEL: tl.constexpr, CH
 
 def write_kv(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+    *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Store k, v [num_tokens, num_kv_heads, head_dim] at `slot_mapping` (int32/int64 [num_tokens]; -1 skips)."""
+    """Store k, v [num_tokens, num_kv_heads, head_dim] at `slot_mapping` (int32/int64 [num_tokens]; -1 skips).
+
+    An fp8 cache stores k / k_scale and v / v_scale (float32 tensors of 1 or num_kv_heads elements; None:
+    1.0) clamped to +-448; k and v then come in the model's dtype (fp16/bf16/fp32).
+    """
     _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
+    k_scale, v_scale, stride_scale = check_kv_scales(k_cache, k_scale, v_scale)
+    fp8 = k_cache.dtype == FP8_DTYPE
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
         raise ValueError("k_cache/v_cache: must be contiguous")
     expected = (slot_mapping.shape[0] if slot_mapping.dim() == 1 else -1, num_kv_heads, head_dim)
     for name, t in (("k", k), ("v", v)):
         if tuple(t.shape) != expected:
             raise ValueError(f"{name}: expected shape {expected} (tokens, num_kv_heads, head_dim), got {tuple(t.shape)}")
-        if t.dtype != k_cache.dtype or t.device != k_cache.device:
-            raise ValueError(f"{name}: dtype/device {t.dtype}/{t.device} differ from the cache's")
+        if (t.dtype not in SUPPORTED_DTYPES if fp8 else t.dtype != k_cache.dtype) or t.device != k_cache.device:
+            raise ValueError(f"{name}: dtype/device {t.dtype}/{t.device} do not fit the cache's {k_cache.dtype}")
         if t.stride(2) != 1:
             raise ValueError(f"{name}: the head_dim axis must be contiguous")
     if slot_mapping.dtype not in (torch.int32, torch.int64) or slot_mapping.device != k_cache.device:
@@ -69,10 +85,11 @@ def write_kv(
     if k.shape[0] == 0:
         return
     _write_kv_kernel[(k.shape[0],)](
-        k, v, k_cache, v_cache, slot_mapping, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), stride_scale,
         NUM_HEADS=num_kv_heads, HEADS_PAD=next_pow2(num_kv_heads), HEAD_DIM=head_dim,
-        HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, num_warps=4 if k.is_cuda else 1)
+        HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, FP8=fp8, FP8_MAX=FP8_MAX,
+        num_warps=4 if k.is_cuda else 1)
 
 
 def _pairs_tensor(pairs: CopyPairs, num_blocks: int, device: torch.device) -> torch.Tensor:
@@ -110,11 +127,14 @@ def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor, pairs: CopyPairs) 
 
 def write_kv_ref(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+    *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> None:
     """torch reference of `write_kv` (in place)."""
     block_size = k_cache.shape[1]
     keep = slot_mapping >= 0
     slots = slot_mapping[keep].long()
+    if k_cache.dtype == FP8_DTYPE:
+        k, v = quantize_fp8(k, k_scale), quantize_fp8(v, v_scale)
     k_cache[slots // block_size, slots % block_size] = k[keep]
     v_cache[slots // block_size, slots % block_size] = v[keep]
 

@@ -4,19 +4,23 @@ One program owns (sequence, KV head, split): it loads the query heads that share
 [GROUP, head_dim] tile, then streams that sequence's K/V through the block table BLOCK_N tokens at a time.
 Each K/V tile is read from device memory exactly once; scores stay in registers; a running max `m` and
 sum `l` rescale the partial output. With few sequences and long contexts the context is cut into
-`num_splits` ranges whose normalized partial outputs and log-sum-exps are merged by a second small kernel.
+`num_splits` ranges whose normalized partial outputs and log-sum-exps go to a workspace; the last split
+of each (sequence, KV head) to finish (an atomic counter says which) merges them, so a call is one launch.
+An fp8 (e4m3) cache is dequantized in the kernel: K/V tiles are converted to q's dtype (exact), the K
+scale is folded into the softmax scale and the V scale applied to the output.
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from kernels._common import (
-    attention_ref, check_cache, check_index, check_out, check_query, default_scale, dot_precision,
-    gather_sequence, next_pow2,
+    FP8_DTYPE, attention_ref, check_cache, check_index, check_kv_scales, check_out, check_query, default_scale,
+    dequantize_cache, dot_precision, gather_sequence, next_pow2,
 )
 
 LOG2E = 1.4426950408889634
@@ -24,16 +28,18 @@ MAX_SPLITS = 64
 MIN_TOKENS_PER_SPLIT = 128  # below this a split's fixed cost (q load, merge traffic) outweighs its parallelism
 TARGET_PROGRAMS_PER_SM = 4  # two full waves at two resident programs per SM (H200 sweep, docs/kernels.md)
 SMEM_BUDGET = 160 * 1024  # bytes of pipelined K/V tiles per program; leaves room below the 227 KB limit
+MERGE_TILE = 8192  # fp32 partials the merge loads at once (64 registers a thread at 4 warps)
 
 
 @triton.jit
 def _decode_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, lse_ptr,
-    stride_qs, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt,
-    stride_os, stride_oh, stride_osplit, stride_ls, stride_lh,
-    qk_scale, num_splits,
+    q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, sem_ptr, ks_ptr, vs_ptr,
+    stride_qs, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_os, stride_oh, stride_scale,
+    qk_scale, num_splits, lse_offset,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    MERGE_G: tl.constexpr, MERGE_S: tl.constexpr, FP8: tl.constexpr, FP8_TO_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -52,6 +58,10 @@ def _decode_kernel(
     heads = kv_head * GROUP + offs_g
     q = tl.load(q_ptr + seq * stride_qs + heads[:, None] * stride_qh + offs_d[None, :],
                 mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+    if FP8:
+        qk_scale = qk_scale * tl.load(ks_ptr + kv_head * stride_scale)
+        if not FP8_TO_F32:
+            q = q.to(tl.float16)  # e4m3 widens to fp16 in one instruction a pair; bf16 would take three
 
     m_i = tl.full([GROUP_PAD], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([GROUP_PAD], dtype=tl.float32)
@@ -66,6 +76,9 @@ def _decode_kernel(
         tile_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(k_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
         v = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
+        if FP8:  # e4m3 -> fp16/fp32 is exact
+            k = k.to(q.dtype)
+            v = v.to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -77,32 +90,47 @@ def _decode_kernel(
 
     has_tokens = l_i > 0  # false only for an empty split
     acc = acc / tl.where(has_tokens, l_i, 1.0)[:, None]
+    if FP8:
+        acc = acc * tl.load(vs_ptr + kv_head * stride_scale)
     out_mask = g_mask[:, None] & d_mask[None, :]
-    out_ptrs = out_ptr + seq * stride_os + heads[:, None] * stride_oh + split * stride_osplit + offs_d[None, :]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
-    if SPLIT:
+    out_ptrs = out_ptr + seq * stride_os + heads[:, None] * stride_oh + offs_d[None, :]
+    if not SPLIT:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        # Workspace rows (seq, head) hold num_splits partial outputs [HEAD_DIM], then (at lse_offset) their LSEs.
+        rows = (seq * tl.num_programs(1) * GROUP + heads).to(tl.int64) * num_splits
+        tl.store(ws_ptr + (rows + split)[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=out_mask)
         lse = tl.where(has_tokens, m_i + tl.log2(tl.where(has_tokens, l_i, 1.0)), float("-inf"))
-        tl.store(lse_ptr + seq * stride_ls + heads * stride_lh + split, lse, mask=g_mask)
-
-
-@triton.jit
-def _merge_kernel(
-    part_ptr, lse_ptr, out_ptr,
-    stride_ps, stride_ph, stride_psplit, stride_ls, stride_lh, stride_os, stride_oh, num_splits,
-    SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-):
-    seq = tl.program_id(0)
-    head = tl.program_id(1)
-    offs_s = tl.arange(0, SPLITS_PAD)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    s_mask = offs_s < num_splits
-    lse = tl.load(lse_ptr + seq * stride_ls + head * stride_lh + offs_s, mask=s_mask, other=float("-inf"))
-    weight = tl.exp2(lse - tl.max(lse, 0))  # split 0 is never empty, so the max is finite
-    part = tl.load(part_ptr + seq * stride_ps + head * stride_ph + offs_s[:, None] * stride_psplit + offs_d[None, :],
-                   mask=s_mask[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
-    out = tl.sum(part * weight[:, None], 0) / tl.sum(weight, 0)
-    tl.store(out_ptr + seq * stride_os + head * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty),
-             mask=offs_d < HEAD_DIM)
+        tl.store(ws_ptr + lse_offset + rows + split, lse, mask=g_mask)
+        tl.debug_barrier()  # every thread's partial is written before the release below
+        counter = sem_ptr + seq * tl.num_programs(1) + kv_head
+        if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:
+            # Last split of this (seq, KV head): merge its GROUP heads, MERGE_S splits per load so that
+            # few dependent round trips remain. .cg loads bypass L1, which is not coherent across SMs.
+            offs_mg = tl.arange(0, MERGE_G)
+            mg_mask = offs_mg < GROUP
+            mrows = (seq * tl.num_programs(1) * GROUP + kv_head * GROUP + offs_mg).to(tl.int64) * num_splits
+            offs_s = tl.arange(0, SPLITS_PAD)
+            lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + offs_s[None, :],
+                           mask=mg_mask[:, None] & (offs_s < num_splits)[None, :], other=float("-inf"),
+                           cache_modifier=".cg")
+            m = tl.where(mg_mask, tl.max(lses, 1), 0.0)  # split 0 is never empty, so finite for real heads
+            weight = tl.sum(tl.exp2(lses - m[:, None]), 1)
+            offs_c = tl.arange(0, MERGE_S)
+            total = tl.zeros([MERGE_G, HEAD_DIM_PAD], dtype=tl.float32)
+            for s0 in range(0, num_splits, MERGE_S):
+                s_idx = s0 + offs_c
+                mask2 = mg_mask[:, None] & (s_idx < num_splits)[None, :]
+                w = tl.exp2(tl.load(ws_ptr + lse_offset + mrows[:, None] + s_idx[None, :], mask=mask2,
+                                    other=float("-inf"), cache_modifier=".cg") - m[:, None])
+                part_off = (mrows[:, None] + s_idx[None, :]) * HEAD_DIM
+                part = tl.load(ws_ptr + part_off[:, :, None] + offs_d[None, None, :],
+                               mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0, cache_modifier=".cg")
+                total += tl.sum(part * w[:, :, None], 1)
+            total = total / tl.where(mg_mask, weight, 1.0)[:, None]
+            merged_ptrs = out_ptr + seq * stride_os + (kv_head * GROUP + offs_mg)[:, None] * stride_oh + offs_d[None, :]
+            tl.store(merged_ptrs, total.to(out_ptr.dtype.element_ty), mask=mg_mask[:, None] & d_mask[None, :])
+            tl.atomic_xchg(counter, 0)  # ready for the next launch
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,13 +150,90 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, num_sm
     return max(1, splits)
 
 
-def _launch_config(head_dim: int, on_gpu: bool, elem_size: int = 2) -> tuple[int, int, int]:
-    """(BLOCK_N, num_warps, num_stages); small tiles in the interpreter, where size is time."""
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Launch configuration of the decode kernel: K/V tile of `block_n` tokens, warps, pipeline stages."""
+
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+    def __post_init__(self) -> None:
+        if self.block_n < 16 or self.block_n & (self.block_n - 1):
+            raise ValueError(f"block_n: must be a power of two >= 16, got {self.block_n}")
+        if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
+            raise ValueError(f"num_warps/num_stages: got {self.num_warps}/{self.num_stages}")
+
+
+def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split: bool = False) -> DecodeConfig:
+    """Small tiles in the interpreter, where size is time; on the GPU the H200 sweeps' picks (docs/kernels.md):
+    64-token tiles, but 128 for an fp8 cache (`elem_size` 1: same bytes a stage) and when splitting."""
     if not on_gpu:
-        return 32, 1, 1
-    block_n, stages = (32, 2) if head_dim > 128 else (64, 3)
+        return DecodeConfig(32, 1, 1)
+    block_n, stages = (32, 2) if head_dim > 128 else (128 if elem_size == 1 or (split and elem_size == 2) else 64, 3)
     stage_bytes = 2 * block_n * next_pow2(head_dim) * elem_size  # one K and one V tile
-    return block_n, 4, max(1, min(stages, SMEM_BUDGET // stage_bytes))
+    return DecodeConfig(block_n, 4, max(1, min(stages, SMEM_BUDGET // stage_bytes)))
+
+
+_COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
+
+
+def _split_counters(device: torch.device, needed: int) -> torch.Tensor:
+    """Per-device int32 arrival counters of the fused split merge; each launch leaves them at zero again.
+
+    Launches on one stream are ordered, so they can share the array; launches running concurrently on
+    different streams must not both split (pass num_splits=1 on the second stream).
+    """
+    size, counters = _COUNTERS.get(device, (0, None))
+    if size < needed:
+        size = max(needed, 1 << 16)
+        counters = torch.zeros(size, dtype=torch.int32, device=device)
+        _COUNTERS[device] = (size, counters)
+    return counters
+
+
+def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: int, elem_size: int,
+                  num_sms: int) -> tuple[int, DecodeConfig]:
+    """The automatic (num_splits, DecodeConfig) of a GPU launch; `elem_size` is the cache's element size.
+
+    Where `choose_num_splits` would split, 128-token tiles at half the programs won on every split row of
+    the H200 sweep (1 x 1024: 11.8 vs 12.9 us; MQA 32 x 2048: 26.1 vs 32.3 us; 1 x 32768: 50.1 vs 50.7 us).
+    """
+    num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms)
+    split_tiles = num_splits > 1 and head_dim <= 128
+    if split_tiles:
+        num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, max(1, num_sms // 2))
+    return num_splits, default_decode_config(head_dim, True, elem_size, split_tiles)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int, max_context: int,
+          q_dtype: torch.dtype, fp8: bool, elem_size: int, device: torch.device, num_splits: int | None,
+          config: DecodeConfig | None) -> tuple[tuple[int, int, int], int, dict, int]:
+    """Everything about a launch that depends only on shapes: (grid, num_splits, constexprs, workspace size)."""
+    on_gpu = device.type == "cuda"
+    cfg = config or default_decode_config(head_dim, on_gpu, elem_size)
+    if num_splits is None:
+        if on_gpu:
+            num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+            num_splits, auto_cfg = choose_launch(num_seqs, num_kv_heads, max_context, head_dim, elem_size, num_sms)
+            cfg = config or auto_cfg
+        else:
+            num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, 4)
+    if not 1 <= num_splits <= 256:
+        raise ValueError(f"num_splits: must be in [1, 256], got {num_splits}")
+    group = num_q_heads // num_kv_heads
+    merge_g = max(2, next_pow2(group))
+    # the interpreter takes small merge chunks so that tests walk the multi-chunk loop too
+    merge_s = min(next_pow2(num_splits), max(1, (MERGE_TILE if on_gpu else 512) // (merge_g * next_pow2(head_dim))))
+    meta = dict(GROUP=group, GROUP_PAD=max(next_pow2(group), 16 if on_gpu else 1),  # tl.dot needs M >= 16
+                HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, BLOCK_N=cfg.block_n,
+                SPLIT=num_splits > 1, SPLITS_PAD=next_pow2(num_splits), MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,
+                FP8_TO_F32=q_dtype == torch.float32,
+                DOT_PRECISION=dot_precision(q_dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    lse_offset = num_seqs * num_q_heads * num_splits * head_dim
+    workspace = lse_offset + num_seqs * num_q_heads * num_splits if num_splits > 1 else 0
+    return (num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace
 
 
 def check_decode_args(
@@ -149,60 +254,46 @@ def check_decode_args(
 def paged_decode(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     seq_lens: torch.Tensor, *, scale: float | None = None, num_splits: int | None = None,
-    out: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+    config: DecodeConfig | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of one new token per sequence over its paged context; q, out: [num_seqs, num_q_heads, head_dim].
 
     `seq_lens[i]` (>= 1) counts the tokens of sequence i in the cache, the current one included;
-    `block_tables[i]` must cover them. `num_splits` overrides the split-K heuristic.
+    `block_tables[i]` must cover them. `num_splits` overrides the split-K heuristic, `config` the launch
+    configuration. An fp8 cache takes float32 `k_scale`/`v_scale` of 1 or num_kv_heads elements (None: 1.0).
     """
     block_size, num_kv_heads, head_dim, num_seqs, num_q_heads, out = check_decode_args(
         q, k_cache, v_cache, block_tables, seq_lens, out)
+    k_scale, v_scale, stride_scale = check_kv_scales(k_cache, k_scale, v_scale)
     if num_seqs == 0:
         return out
     scale = default_scale(head_dim, scale)
-    on_gpu = q.is_cuda
-    max_context = block_tables.shape[1] * block_size
-    if num_splits is None:
-        num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) if on_gpu else 4
-        num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms)
-    if not 1 <= num_splits <= 256:
-        raise ValueError(f"num_splits: must be in [1, 256], got {num_splits}")
-    group = num_q_heads // num_kv_heads
-    group_pad = max(next_pow2(group), 16 if on_gpu else 1)  # tl.dot needs M >= 16 on the GPU
-    block_n, num_warps, num_stages = _launch_config(head_dim, on_gpu, q.element_size())
-    head_dim_pad = next_pow2(head_dim)
-    meta = dict(GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad,
-                BLOCK_SIZE=block_size, BLOCK_N=block_n, DOT_PRECISION=dot_precision(q.dtype),
-                num_warps=num_warps, num_stages=num_stages)
-    grid = (num_seqs, num_kv_heads, num_splits)
-    qk_scale = scale * LOG2E
-    if num_splits == 1:
-        _decode_kernel[grid](
-            q, k_cache, v_cache, block_tables, seq_lens, out, out,
-            q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-            out.stride(0), out.stride(1), 0, 0, 0, qk_scale, 1, SPLIT=False, **meta)
-        return out
-    part = torch.empty((num_seqs, num_q_heads, num_splits, head_dim), dtype=torch.float32, device=q.device)
-    lse = torch.empty((num_seqs, num_q_heads, num_splits), dtype=torch.float32, device=q.device)
+    grid, num_splits, meta, workspace = _plan(
+        num_seqs, num_q_heads, num_kv_heads, head_dim, block_size, block_tables.shape[1] * block_size, q.dtype,
+        k_cache.dtype == FP8_DTYPE, k_cache.element_size(), q.device, num_splits, config)
+    if num_splits > 1:
+        ws = torch.empty(workspace, dtype=torch.float32, device=q.device)
+        counters = _split_counters(q.device, num_seqs * num_kv_heads)
+    else:
+        ws = counters = out  # unused
+    sq, sk, so = q.stride(), k_cache.stride(), out.stride()
     _decode_kernel[grid](
-        q, k_cache, v_cache, block_tables, seq_lens, part, lse,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1), qk_scale, num_splits,
-        SPLIT=True, **meta)
-    _merge_kernel[(num_seqs, num_q_heads)](
-        part, lse, out, part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
-        out.stride(0), out.stride(1), num_splits, SPLITS_PAD=next_pow2(num_splits),
-        HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, num_warps=4 if on_gpu else 1)
+        q, k_cache, v_cache, block_tables, seq_lens, out, ws, counters, k_scale, v_scale,
+        sq[0], sq[1], sk[0], sk[1], sk[2], block_tables.stride(0), so[0], so[1], stride_scale, scale * LOG2E,
+        num_splits, num_seqs * num_q_heads * num_splits * head_dim, **meta)
     return out
 
 
 def paged_decode_ref(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    seq_lens: torch.Tensor, *, scale: float | None = None,
+    seq_lens: torch.Tensor, *, scale: float | None = None, k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """float64 reference: gather each sequence's K/V contiguously, then plain softmax attention."""
+    """float64 reference: gather each sequence's K/V contiguously (an fp8 cache dequantized as the kernel
+    does), then plain softmax attention."""
     scale = default_scale(q.shape[-1], scale)
+    k_cache, v_cache = dequantize_cache(k_cache, k_scale), dequantize_cache(v_cache, v_scale)
     outs = []
     for i, length in enumerate(seq_lens.tolist()):
         k = gather_sequence(k_cache, block_tables[i], length)

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import default_scale, next_pow2
+from kernels._common import FP8_DTYPE, default_scale, next_pow2
 from kernels.decode import check_decode_args, paged_decode_ref
 
 __all__ = ["paged_decode_two_pass", "paged_decode_two_pass_ref"]
@@ -83,6 +83,8 @@ def paged_decode_two_pass(
     """Same contract as `paged_decode`; `num_splits` is accepted for signature parity and ignored."""
     block_size, num_kv_heads, head_dim, num_seqs, num_q_heads, out = check_decode_args(
         q, k_cache, v_cache, block_tables, seq_lens, out)
+    if k_cache.dtype == FP8_DTYPE:
+        raise ValueError("dtype: the two-pass kernel does not take an fp8 cache; use paged_decode")
     if num_seqs == 0:
         return out
     scale = default_scale(head_dim, scale)

@@ -3,6 +3,8 @@
 A step's batch is laid out like vLLM's: the prefill sequences' tokens first (each a chunk of >= 1 new
 tokens), then one token per decode sequence. `forward` writes the new K/V into the layer's cache, runs
 `paged_prefill` on the first part and `paged_decode` on the second, and returns the attention output.
+With an fp8 cache (`KVCache(dtype="fp8")`, vLLM's kv_cache_dtype="fp8") the writes quantize with the
+cache's per-layer scales and both attention kernels dequantize with them.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import Sequence
 
 import torch
 
-from kernels._common import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, check_cache, default_scale
+from kernels._common import (
+    FP8_DTYPE, SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, cache_dtype, check_cache, check_kv_scales, default_scale,
+)
 from kernels.cache_ops import CopyPairs, copy_blocks, write_kv
 from kernels.decode import paged_decode
 from kernels.prefill import paged_prefill
@@ -92,23 +96,40 @@ class AttentionMetadata:
 
 class KVCache:
     """K and V caches of every layer, `.k[layer]` / `.v[layer]` of shape [num_blocks, block_size, num_kv_heads,
-    head_dim], carved from one zeroed allocation."""
+    head_dim], carved from one zeroed allocation.
+
+    `dtype` is a torch dtype or a name; "fp8" is e4m3 as vLLM's kv_cache_dtype="fp8". An fp8 cache keeps
+    float32 dequantization scales `.k_scale[layer]` / `.v_scale[layer]`, one per tensor (1.0, vLLM's
+    default) or, with `per_head_scales`, one per KV head; set them (in place) before the first write.
+    """
 
     def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype = torch.float16, device: torch.device | str = "cpu") -> None:
+                 dtype: torch.dtype | str = torch.float16, device: torch.device | str = "cpu",
+                 per_head_scales: bool = False) -> None:
         if num_layers < 1 or num_blocks < 1 or num_kv_heads < 1:
             raise ValueError("num_layers, num_blocks and num_kv_heads must be >= 1")
+        dtype = cache_dtype(dtype)
         self.storage = torch.zeros((2, num_layers, num_blocks, block_size, num_kv_heads, head_dim),
                                    dtype=dtype, device=device)
         self.k: list[torch.Tensor] = list(self.storage[0].unbind(0))
         self.v: list[torch.Tensor] = list(self.storage[1].unbind(0))
         check_cache(self.k[0], self.v[0])  # block size, head dim, dtype
-        self.num_layers, self.num_blocks, self.block_size = num_layers, num_blocks, block_size
+        self.num_layers, self.num_blocks, self.block_size, self.dtype = num_layers, num_blocks, block_size, dtype
+        self.k_scale: list[torch.Tensor | None] = [None] * num_layers
+        self.v_scale: list[torch.Tensor | None] = [None] * num_layers
+        if dtype == FP8_DTYPE:
+            scales = torch.ones((2, num_layers, num_kv_heads if per_head_scales else 1), dtype=torch.float32,
+                                device=device)
+            self.k_scale, self.v_scale = list(scales[0].unbind(0)), list(scales[1].unbind(0))
+        elif per_head_scales:
+            raise ValueError(f"per_head_scales: only an fp8 cache has scales, this one is {dtype}")
 
     @staticmethod
-    def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
+                        dtype: torch.dtype | str) -> int:
         """Device bytes one block costs across all layers (K and V): size a cache from a memory budget."""
-        return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+        elem = torch.empty((), dtype=cache_dtype(dtype)).element_size()
+        return 2 * num_layers * block_size * num_kv_heads * head_dim * elem
 
     def copy_blocks(self, pairs: CopyPairs) -> None:
         """Apply copy-on-write (src, dst) pairs to every layer."""
@@ -119,8 +140,8 @@ class KVCache:
         """Give layer i the caches of layer i."""
         if len(layers) != self.num_layers:
             raise ValueError(f"bind: {len(layers)} layers for a cache of {self.num_layers}")
-        for layer, k, v in zip(layers, self.k, self.v):
-            layer.set_kv_cache(k, v)
+        for layer, k, v, ks, vs in zip(layers, self.k, self.v, self.k_scale, self.v_scale):
+            layer.set_kv_cache(k, v, ks, vs)
 
 
 class PagedAttention(torch.nn.Module):
@@ -137,13 +158,18 @@ class PagedAttention(torch.nn.Module):
         self.scale = default_scale(head_dim, scale)
         self.k_cache: torch.Tensor | None = None
         self.v_cache: torch.Tensor | None = None
+        self.k_scale: torch.Tensor | None = None
+        self.v_scale: torch.Tensor | None = None
 
-    def set_kv_cache(self, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+    def set_kv_cache(self, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale: torch.Tensor | None = None,
+                     v_scale: torch.Tensor | None = None) -> None:
+        """Bind a cache; an fp8 one takes its float32 scales (1 or num_kv_heads elements; None: 1.0)."""
         _, _, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
+        check_kv_scales(k_cache, k_scale, v_scale)
         if (num_kv_heads, head_dim) != (self.num_kv_heads, self.head_dim):
             raise ValueError(f"cache has {num_kv_heads} KV heads of dim {head_dim}; layer wants "
                              f"{self.num_kv_heads} of dim {self.head_dim}")
-        self.k_cache, self.v_cache = k_cache, v_cache
+        self.k_cache, self.v_cache, self.k_scale, self.v_scale = k_cache, v_cache, k_scale, v_scale
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         if self.k_cache is None or self.v_cache is None:
@@ -156,15 +182,17 @@ class PagedAttention(torch.nn.Module):
         q3 = q.reshape(num_tokens, self.num_heads, self.head_dim)
         k3 = k.reshape(num_tokens, self.num_kv_heads, self.head_dim)
         v3 = v.reshape(num_tokens, self.num_kv_heads, self.head_dim)
-        write_kv(k3, v3, self.k_cache, self.v_cache, meta.slot_mapping)
+        scales = dict(k_scale=self.k_scale, v_scale=self.v_scale)
+        write_kv(k3, v3, self.k_cache, self.v_cache, meta.slot_mapping, **scales)
         out = torch.empty_like(q3)
         p, n = meta.num_prefill_tokens, meta.num_prefills
         if p > 0:
             paged_prefill(q3[:p], self.k_cache, self.v_cache, meta.block_tables[:n], meta.seq_lens[:n],
-                          meta.query_start_loc, scale=self.scale, max_query_len=meta.max_query_len, out=out[:p])
+                          meta.query_start_loc, scale=self.scale, max_query_len=meta.max_query_len, out=out[:p],
+                          **scales)
         if meta.num_decodes > 0:
             paged_decode(q3[p:], self.k_cache, self.v_cache, meta.block_tables[n:], meta.seq_lens[n:],
-                         scale=self.scale, out=out[p:])
+                         scale=self.scale, out=out[p:], **scales)
         return out.reshape(q.shape)
 
     def extra_repr(self) -> str:

@@ -4,16 +4,21 @@ The new tokens' K/V are already in the cache (`write_kv` runs first), so a chunk
 sequence with `seq_len` cached tokens sits at positions seq_len - q_len ... seq_len - 1 and query i sees
 keys 0 ... seq_len - q_len + i. One program owns BLOCK_M queries of one (sequence, query head); keys left
 of the chunk's first position are visible to every row and skip the causal mask, the rest are masked.
+An fp8 cache is dequantized in the kernel as in `paged_decode` (tiles converted to q's dtype, K scale in
+the softmax scale, V scale on the output).
 """
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from kernels._common import (
-    attention_ref, check_cache, check_index, check_out, check_query, default_scale, dot_precision,
-    gather_sequence, next_pow2,
+    FP8_DTYPE, attention_ref, check_cache, check_index, check_kv_scales, check_out, check_query, default_scale,
+    dequantize_cache, dot_precision, gather_sequence, next_pow2,
 )
 from kernels.decode import LOG2E
 
@@ -21,13 +26,15 @@ from kernels.decode import LOG2E
 @triton.jit
 def _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos, key_end,
                  offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                 BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                 BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr):
     tokens = tile_start + offs_n
     n_mask = tokens < key_end
     block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
     kv_off = block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off
     tile_mask = n_mask[:, None] & d_mask[None, :]
     k = tl.load(k_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
+    if FP8:  # e4m3 -> q's dtype (fp16 or fp32 here) is exact
+        k = k.to(q.dtype)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     if CAUSAL:
         s = tl.where((tokens[None, :] <= rows_pos[:, None]) & n_mask[None, :], s, float("-inf"))
@@ -35,16 +42,19 @@ def _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, r
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     v = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
+    if FP8:
+        v = v.to(q.dtype)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return acc, l_i * alpha + tl.sum(p, 1), m_new
 
 
 @triton.jit
 def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, qstart_ptr, out_ptr,
-    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh, qk_scale,
+    q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, qstart_ptr, out_ptr, ks_ptr, vs_ptr,
+    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ot, stride_oh, stride_scale, qk_scale,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, FP8_TO_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     head = tl.program_id(1)
@@ -62,47 +72,83 @@ def _prefill_kernel(
         rows_pos = first_pos + offs_m
         q_ptrs = q_ptr + (q_begin + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :]
         q = tl.load(q_ptrs, mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        if FP8 and not FP8_TO_F32:
+            q = q.to(tl.float16)  # e4m3 widens to fp16 in one instruction a pair; bf16 would take three
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
         bt_row = bt_ptr + seq * stride_bt
         head_off = (head // GROUP) * stride_kh
+        if FP8:
+            qk_scale = qk_scale * tl.load(ks_ptr + (head // GROUP) * stride_scale)
         # Keys before the tile's first query position are visible to all its rows: no mask needed.
         full_end = (first_pos + tile * BLOCK_M) // BLOCK_N * BLOCK_N
         for tile_start in range(0, full_end, BLOCK_N):
             acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
                                          seq_len, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                                         BLOCK_SIZE, False, DOT_PRECISION)
+                                         BLOCK_SIZE, False, FP8, DOT_PRECISION)
         key_end = tl.minimum(seq_len, first_pos + tile * BLOCK_M + BLOCK_M)
         for tile_start in range(full_end, key_end, BLOCK_N):
             acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
                                          key_end, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                                         BLOCK_SIZE, True, DOT_PRECISION)
+                                         BLOCK_SIZE, True, FP8, DOT_PRECISION)
         acc = acc / tl.where(m_mask, l_i, 1.0)[:, None]
+        if FP8:
+            acc = acc * tl.load(vs_ptr + (head // GROUP) * stride_scale)
         out_ptrs = out_ptr + (q_begin + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :]
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
 
 
-def _launch_config(head_dim: int, on_gpu: bool, elem_size: int = 2) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages); tiny tiles in the interpreter, where size is time.
+@dataclass(frozen=True)
+class PrefillConfig:
+    """Launch configuration of the prefill kernel: `block_m` queries x `block_n` keys, warps, stages."""
 
-    Shared memory holds q plus num_stages K/V tiles, which must fit in 227 KB per program."""
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+    def __post_init__(self) -> None:
+        for name in ("block_m", "block_n"):
+            v = getattr(self, name)
+            if v < 16 or v & (v - 1):
+                raise ValueError(f"{name}: must be a power of two >= 16, got {v}")
+        if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
+            raise ValueError(f"num_warps/num_stages: got {self.num_warps}/{self.num_stages}")
+
+
+def default_prefill_config(head_dim: int, on_gpu: bool, elem_size: int = 2) -> PrefillConfig:
+    """Tiny tiles in the interpreter, where size is time. On the GPU shared memory holds q plus
+    num_stages K/V tiles, which must fit in 227 KB per program."""
     if not on_gpu:
-        return 32, 32, 1, 1
+        return PrefillConfig(32, 32, 1, 1)
     if head_dim > 128 or elem_size > 2:
-        return 64, 32, 4, 2
-    return 128, 128, 8, 3  # H200 sweep: 297 TFLOP/s vs 238 for 128x64 (512-token chunk over 4096)
+        return PrefillConfig(64, 32, 4, 2)
+    return PrefillConfig(128, 128, 8, 3)  # H200 sweep: 297 TFLOP/s vs 238 for 128x64 (512-token chunk over 4096)
+
+
+@functools.lru_cache(maxsize=4096)
+def _meta(num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int, q_dtype: torch.dtype, fp8: bool,
+          elem_size: int, on_gpu: bool, config: PrefillConfig | None) -> tuple[int, dict]:
+    cfg = config or default_prefill_config(head_dim, on_gpu, elem_size)
+    return cfg.block_m, dict(
+        GROUP=num_q_heads // num_kv_heads, HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim),
+        BLOCK_SIZE=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, FP8=fp8, FP8_TO_F32=q_dtype == torch.float32,
+        DOT_PRECISION=dot_precision(q_dtype),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def paged_prefill(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     seq_lens: torch.Tensor, query_start_loc: torch.Tensor, *, scale: float | None = None,
-    max_query_len: int | None = None, out: torch.Tensor | None = None,
+    max_query_len: int | None = None, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+    config: PrefillConfig | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal paged attention for chunks of new tokens; q, out: [num_tokens, num_q_heads, head_dim].
 
     Sequence i's queries are q[query_start_loc[i]:query_start_loc[i+1]] (int32, num_seqs + 1 entries);
     `seq_lens[i]` counts its cached tokens including the chunk. Pass `max_query_len` to avoid a host sync.
+    An fp8 cache takes `k_scale`/`v_scale` as `paged_decode` does; `config` overrides the launch configuration.
     """
     _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
     num_tokens, num_q_heads = check_query(q, k_cache, rank=3)
@@ -111,6 +157,7 @@ def paged_prefill(
     check_index(block_tables, "block_tables", 2, num_seqs, k_cache.device)
     check_index(query_start_loc, "query_start_loc", 1, num_seqs + 1, k_cache.device)
     out = check_out(out, q)
+    k_scale, v_scale, stride_scale = check_kv_scales(k_cache, k_scale, v_scale)
     if num_tokens == 0 or num_seqs == 0:
         return out
     if max_query_len is None:
@@ -118,24 +165,25 @@ def paged_prefill(
     if max_query_len <= 0:
         return out
     scale = default_scale(head_dim, scale)
-    block_m, block_n, num_warps, num_stages = _launch_config(head_dim, q.is_cuda, q.element_size())
+    block_m, meta = _meta(num_q_heads, num_kv_heads, head_dim, block_size, q.dtype, k_cache.dtype == FP8_DTYPE,
+                          q.element_size(), q.is_cuda, config)
     grid = (triton.cdiv(max_query_len, block_m), num_q_heads, num_seqs)
     _prefill_kernel[grid](
-        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out,
+        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, k_scale, v_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        out.stride(0), out.stride(1), scale * LOG2E,
-        GROUP=num_q_heads // num_kv_heads, HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim),
-        BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION=dot_precision(q.dtype),
-        num_warps=num_warps, num_stages=num_stages)
+        out.stride(0), out.stride(1), stride_scale, scale * LOG2E, **meta)
     return out
 
 
 def paged_prefill_ref(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
     seq_lens: torch.Tensor, query_start_loc: torch.Tensor, *, scale: float | None = None,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """float64 reference over each sequence's contiguous K/V with a bottom-right-aligned causal mask."""
+    """float64 reference over each sequence's contiguous K/V (an fp8 cache dequantized as the kernel does)
+    with a bottom-right-aligned causal mask."""
     scale = default_scale(q.shape[-1], scale)
+    k_cache, v_cache = dequantize_cache(k_cache, k_scale), dequantize_cache(v_cache, v_scale)
     out = torch.zeros(q.shape, dtype=torch.float64, device=q.device)
     starts = query_start_loc.tolist()
     for i, length in enumerate(seq_lens.tolist()):

@@ -66,3 +66,62 @@ def test_bench_without_gpu_is_a_one_line_error(capsys: pytest.CaptureFixture[str
 
     assert cli.main(["bench", "kernels", "--out", "unused"]) == 2
     assert capsys.readouterr().err.startswith("pagedlab: error: bench kernels: needs a CUDA GPU")
+
+
+def _imported_modules(path: str) -> set[str]:
+    """Every module a file imports, function-local and TYPE_CHECKING imports included."""
+    import ast
+    from pathlib import Path
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_bench_and_sweep_share_a_helper_module_and_import_not_each_other():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "kernels"
+    bench, sweep = _imported_modules(root / "bench.py"), _imported_modules(root / "bench_sweep.py")
+    assert "kernels.bench_sweep" not in bench and "kernels.bench" not in sweep
+    assert "kernels.bench_common" in bench and "kernels.bench_common" in sweep
+    for path in root.glob("*.py"):  # nothing patches a kernel module's launch configuration
+        assert "_launch_config =" not in path.read_text(), path.name
+
+
+def test_sweep_prunes_configs_that_overflow_shared_memory():
+    from kernels.bench_sweep import DECODE_TILES, prune_decode_configs, prune_prefill_configs
+    from kernels.decode import DecodeConfig
+    from kernels.prefill import PrefillConfig
+
+    kept = prune_decode_configs([DecodeConfig(*c) for c in DECODE_TILES], 128, 2)
+    assert DecodeConfig(64, 4, 3) in kept and DecodeConfig(128, 4, 4) not in kept  # 4 x 64 KiB > 227 KiB
+    assert len(prune_decode_configs([DecodeConfig(128, 4, 4)], 64, 2)) == 1  # fits at head dim 64
+    assert prune_prefill_configs([PrefillConfig(128, 128, 8, 3), PrefillConfig(128, 128, 8, 4)], 128, 2) == [
+        PrefillConfig(128, 128, 8, 3)]
+    with pytest.raises(ValueError, match="block_n"):
+        DecodeConfig(48, 4, 3)
+
+
+def test_bench_report_tables_from_rows():
+    from kernels.bench_report import markdown, speedups
+
+    def row(method, us, eager, kv_heads=8, **extra):
+        return dict(kind="decode", num_seqs=1, context=1024, q_heads=32, kv_heads=kv_heads, method=method,
+                    kv_dtype="bf16", us=us, eager_us=eager, gbs=1.0, pct_copy=2.0, tflops=float("nan"), splits=8,
+                    rel_err=0.0, note="", **extra)
+
+    rows = [row("one_pass", 10.0, 30.0), row("sdpa_cudnn", 20.0, 60.0), row("sdpa_flash", 5.0, 40.0),
+            row("one_pass_fp8", 6.0, 25.0), row("one_pass", 10.0, 20.0, kv_heads=1),
+            row("sdpa_cudnn", 40.0, 80.0, kv_heads=1)]
+    graph = speedups(rows)
+    assert graph["sdpa_cudnn"] == pytest.approx(2 * 2 ** 0.5)  # geomean of 2 and 4
+    assert graph["sdpa_flash"] == pytest.approx(0.5)
+    text = markdown(rows, dict(card="card", date="2026-12-02", torch="t", triton="x", copy_gbs=4000.0))
+    assert "| 1 x 1024 (8) | 30.0 | 40.0 | 60.0 | n/a | 0.75 |" in text  # eager: 30 over min(40, 60)
+    assert "| 1 x 1024 (8) | 10.0 | 6.0 | 0.60 |" in text  # fp8 over bf16
+    assert "target" not in text

@@ -1,0 +1,127 @@
+"""What every kernel benchmark shares: the problem grid, the paged test case, timers and the copy ceiling.
+
+Two timers, both medians with L2 flushed before each run: `time_graph_us` replays a CUDA graph of the
+call (GPU time only, no host overhead) and `time_eager_us` is `triton.testing.do_bench` of the plain call
+(what a PyTorch user sees; host overhead included wherever it exceeds the flush that precedes the call).
+Torch and triton are imported inside functions so `kernels.bench_cli` stays light.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import torch
+
+DECODE_GRID: tuple[tuple[int, int, int], ...] = (
+    # (num_seqs, context, num_kv_heads)
+    (1, 1024, 8), (1, 32768, 8), (8, 4096, 8), (32, 2048, 8), (64, 1024, 8), (128, 512, 8), (16, 16384, 8),
+    (256, 2048, 8), (32, 2048, 32), (32, 2048, 1),
+)
+PREFILL_GRID: tuple[tuple[int, int, int], ...] = ((1, 512, 4096), (4, 512, 4096))  # (num_seqs, chunk, context)
+NUM_Q_HEADS, HEAD_DIM, BLOCK_SIZE = 32, 128, 16
+
+Runner = Callable[[], "torch.Tensor"]
+
+
+@dataclass
+class DecodeCase:
+    q: "torch.Tensor"             # [num_seqs, num_q_heads, head_dim]
+    k_cache: "torch.Tensor"       # [num_blocks, block_size, num_kv_heads, head_dim]
+    v_cache: "torch.Tensor"
+    block_tables: "torch.Tensor"  # int32 [num_seqs, context // block_size], scattered
+    seq_lens: "torch.Tensor"      # int32, all equal to `context`
+    context: int
+
+    def contiguous_kv(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """K, V as [num_seqs, num_kv_heads, context, head_dim], the layout SDPA wants."""
+        b, (_, bs, h, d) = self.q.shape[0], self.k_cache.shape
+        idx = self.block_tables.long()
+        k = self.k_cache[idx].reshape(b, -1, h, d)[:, : self.context].transpose(1, 2).contiguous()
+        v = self.v_cache[idx].reshape(b, -1, h, d)[:, : self.context].transpose(1, 2).contiguous()
+        return k, v
+
+    def kv_bytes(self) -> int:
+        return self.k_cache.element_size() * 2 * self.q.shape[0] * self.context * self.k_cache.shape[2] * HEAD_DIM
+
+
+def make_decode_case(num_seqs: int, context: int, num_kv_heads: int, gen: "torch.Generator") -> DecodeCase:
+    """bf16 K/V ~ N(0, 1) over randomly permuted blocks; every sequence `context` tokens long."""
+    import torch
+
+    blocks_per_seq = context // BLOCK_SIZE
+    num_blocks = num_seqs * blocks_per_seq
+    shape = (num_blocks, BLOCK_SIZE, num_kv_heads, HEAD_DIM)
+    k_cache = torch.randn(shape, generator=gen, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn(shape, generator=gen, device="cuda", dtype=torch.bfloat16)
+    perm = torch.randperm(num_blocks, generator=gen, device="cuda")
+    block_tables = perm.view(num_seqs, blocks_per_seq).to(torch.int32)
+    seq_lens = torch.full((num_seqs,), context, dtype=torch.int32, device="cuda")
+    q = torch.randn((num_seqs, NUM_Q_HEADS, HEAD_DIM), generator=gen, device="cuda", dtype=torch.bfloat16)
+    return DecodeCase(q, k_cache, v_cache, block_tables, seq_lens, context)
+
+
+_FLUSH: list = []  # 256 MiB scratch zeroed before each graph replay so K/V come from HBM, not L2
+
+
+def time_graph_us(fn: Runner, reps: int = 40) -> float:
+    """Median over CUDA-graph replays of `fn`, L2 flushed before each; no host overhead in the numbers."""
+    import torch
+
+    if not _FLUSH:
+        _FLUSH.append(torch.empty(256 * 1024 * 1024, dtype=torch.int8, device="cuda"))
+    flush = _FLUSH[0]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        flush.zero_()  # also gives the GPU a head start over the replay's launch
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    del graph
+    return 1e3 * times[len(times) // 2]
+
+
+def time_eager_us(fn: Runner) -> float:
+    """`triton.testing.do_bench` median of the plain call (it zeroes a 256 MiB buffer before each run)."""
+    import triton.testing
+
+    return 1e3 * triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def time_us(fn: Runner) -> tuple[float, str]:
+    """(us, how): a graph-replay median, or the eager median where the call cannot be captured."""
+    import torch
+
+    try:
+        return time_graph_us(fn), "graph"
+    except Exception:  # noqa: BLE001 - e.g. a peer that syncs inside: fall back, and say so
+        torch.cuda.synchronize()
+        return time_eager_us(fn), "eager"
+
+
+def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy of 1 GiB, bytes read + written over a do_bench median after a long warm-up
+    (host overhead is negligible at this size; a short warm-up once read 2.7 TB/s instead of 4.2 TB/s)."""
+    import torch
+    import triton.testing
+
+    src = torch.randn(512 * 1024 * 1024 // 2, device="cuda")  # 1 GiB of fp32
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=200, rep=300, return_mode="median")
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+def rel_err(out: "torch.Tensor", ref: "torch.Tensor") -> float:
+    return float((out.float() - ref.float()).norm() / ref.float().norm())
