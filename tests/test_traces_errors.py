@@ -43,7 +43,7 @@ CASES = [
     ("duplicate id", "t.csv", "request_id," + NATIVE + "a,0,1,1\na,1,1,1\n", ":3", "request_id", "duplicate id 'a'"),
     ("greedy with n=4", "t.csv", "n," + NATIVE + "1,0,1,1\n4,1,1,1\n", ":3", "n", "greedy sampling decodes one sequence"),
     ("unknown sampling", "t.csv", "sampling," + NATIVE + "topk,0,1,1\n", ":2", "sampling", "unknown mode 'topk'"),
-    ("not UTF-8", "t.csv", None, "", "file", "not UTF-8 text"),
+    ("not UTF-8", "t.csv", None, ":2", "file", "not UTF-8 text"),
 ]
 
 
