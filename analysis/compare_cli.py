@@ -17,6 +17,7 @@ from traces.options import add_arrival_options, add_transform_options, apply_tra
 
 DEFAULT_POLICIES = ("vllm", "vllm-swap", "sarathi", "orca-max", "static")
 DEFAULT_OUT = "out/compare"
+DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "h100-sxm"  # for a --trace file
 # Used when --goodput is not given: a chat-style bound on waiting for the first token and on decode pace.
 DEFAULT_GOODPUT = ("ttft:2000", "tpot:100")
 
@@ -51,8 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="mean request rates (req/s); the trace is rescaled to each")
     loads.add_argument("--rate-scales", type=_float_list, metavar="S1,S2,...",
                        help="factors on the trace's own rate (default for --trace: 1)")
-    p.add_argument("--model", default="llama-3-8b", help="model preset from sim.MODELS (default llama-3-8b)")
-    p.add_argument("--gpu", default="h100-sxm", help="GPU preset from sim.GPUS (default h100-sxm)")
+    p.add_argument("--model", help="model preset from sim.MODELS (default: the trace preset's, llama-2-7b for "
+                                   f"'default'; {DEFAULT_MODEL} for --trace)")
+    p.add_argument("--gpu", help=f"GPU preset from sim.GPUS (default: the trace preset's, a100-40gb for 'default'; "
+                                 f"{DEFAULT_GPU} for --trace)")
     p.add_argument("--seed", type=int, default=0, help="drives trace generation and every replay (default 0)")
     p.add_argument("--block-size", type=int, help="KV block size in tokens (simulator default if unset)")
     p.add_argument("--num-gpu-blocks", type=int, help="override the KV blocks that fit on the GPU")
@@ -120,10 +123,14 @@ def run(args: argparse.Namespace) -> int:
     from analysis.compare import CompareSpec, compare, load_points, trace_rate
     from analysis.presets import DEFAULT_PRESET, generate_preset, get_preset
     from analysis.report import check_failed_message
-    from sim.replay_cli import context_note
     from analysis.slo import parse_goodput
     from analysis.tables import CONSOLE_COLUMNS, formatted, to_console
+    from sim.replay_cli import context_note
 
+    if args.trace is None:  # a preset names the model and GPU it was made for
+        chosen = get_preset(args.preset or DEFAULT_PRESET)
+        args.model, args.gpu = args.model or chosen.model, args.gpu or chosen.gpu
+    args.model, args.gpu = args.model or DEFAULT_MODEL, args.gpu or DEFAULT_GPU
     _check_name("model", args.model, MODELS)
     _check_name("gpu", args.gpu, GPUS)
     if args.num_requests is not None and args.num_requests < 2:
@@ -190,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = compare(trace, points, spec, args.out, command=command, trace_description=description,
                       load_label=label, progress=not args.quiet)
     print(to_console(formatted(outcome.table, CONSOLE_COLUMNS)))
-    caps = ", ".join(f"{row.policy} {format_capacity(row.capacity, row.all_loads_met)}"
+    caps = ", ".join(f"{row.policy} {format_capacity(row.capacity, row.all_loads_met, row.first_failing_load)}"
                      for row in outcome.capacity.itertuples())
     print(f"\ncapacity (req/s within {slo.describe()} for >= {100 * spec.target:g}% of requests): {caps}")
     if "verify_mismatches" in outcome.table:

@@ -13,7 +13,7 @@ from analysis.compare import load_points
 sim = pytest.importorskip("sim")
 needs_sim = pytest.mark.skipif(not hasattr(sim, "replay"), reason="sim.replay not built yet")
 
-AZURE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+AZURE = Path(__file__).resolve().parents[1] / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
 def test_load_points_from_rates_and_from_scales() -> None:
@@ -113,7 +113,6 @@ def test_interrupted_compare_leaves_no_report(tmp_path: Path, capsys: pytest.Cap
 
 
 @needs_sim
-@pytest.mark.skipif(not AZURE.is_file(), reason="shared Azure trace not present")
 def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "azure"
     code, stdout, _ = run_cli(["compare", "--trace", str(AZURE), "--num-requests", "40", "--policies", "vllm,orca-max",
