@@ -191,3 +191,28 @@ def test_report_tables_scroll_in_their_own_box_in_a_real_browser(tmp_path: Path)
         assert all(overflow == "auto" for _, _, overflow in layout["boxes"])
         if width == 1400:  # the latency table (16 columns) is wider: it scrolls inside its own box
             assert max(scroll - client for client, scroll, _ in layout["boxes"]) > 0
+
+
+def test_capacity_is_a_range_of_tested_rates() -> None:
+    import math
+
+    from analysis.capacity import format_capacity
+
+    table = pd.DataFrame({
+        "policy": ["lowest", "lowest", "lowest", "middle", "middle", "middle", "all", "all", "none", "none"],
+        "rate": [1.0, 2.0, 4.0, 1.0, 2.0, 4.0, 1.0, 2.0, 1.0, 2.0],
+        "slo_attainment": [0.95, 0.5, 0.1, 0.99, 0.95, 0.2, 1.0, 0.99, 0.3, 0.2],
+    })
+    caps = capacity_by_policy(table).set_index("policy")
+    shown = {p: format_capacity(r.capacity, r.all_loads_met, r.first_failing_load) for p, r in caps.iterrows()}
+    # The lowest rate passing is not "1": the capacity lies between 1 and the first failing rate, 2.
+    assert shown == {"lowest": "1-2", "middle": "2-4", "all": "2+", "none": "< 1"}
+    assert math.isnan(caps.loc["all", "first_failing_load"]) and caps.loc["none", "first_failing_load"] == 1.0
+    assert format_capacity(math.nan, False) == "none"
+
+
+def test_html_tables_sit_in_scroll_boxes_with_aligned_cells(tmp_path: Path) -> None:
+    text = build_report(tmp_path / "out")["html"].read_text()
+    assert text.count("<div class='table-box'><table>") == text.count("<table>") == 3
+    assert "<td class='text'>paged</td>" in text and re.search(r"<td class='num'>\d", text)
+    assert ".table-box{overflow-x:auto" in text and "white-space:nowrap" in text

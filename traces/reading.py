@@ -62,7 +62,19 @@ def _read_errors(path: Path) -> Iterator[None]:
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, exc) from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise error(str(path), "file", f"corrupt gzip data ({exc})") from None
+        raise error(f"{path}:{_last_line(path)}", "file", f"corrupt gzip data ({exc})") from None
+
+
+def _last_line(path: Path) -> int:
+    """The line a broken compressed stream breaks off in."""
+    number = 1
+    try:
+        with gzip.open(path, "rb") as f:
+            for number, _ in enumerate(f, start=1):
+                pass
+    except (EOFError, zlib.error, OSError):
+        pass
+    return number
 
 
 def read_header(path: Path) -> Header:
