@@ -74,9 +74,7 @@ def int_column(
     spelled: `1e18` and `1000000000000000000` are the same number and meet the same limit)."""
     if pd.api.types.is_integer_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
         raw = col.to_numpy()  # int64 or uint64: compared in its own type, never wrapped
-        huge = raw > maximum
-        tiny = (raw < -maximum) if minimum is None else np.zeros(len(raw), dtype=bool)
-        values = np.where(huge | tiny, 0, raw).astype(np.int64)
+        huge, below, negative = raw > maximum, raw < -maximum, raw < 0
     else:
         numeric = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
         missing = col.isna().to_numpy()
@@ -89,14 +87,15 @@ def int_column(
         problems.flag(~finite & ~np.isnan(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
         with np.errstate(invalid="ignore"):
             fractional = finite & (numeric != np.floor(numeric))
-            huge = finite & (numeric > maximum)
-            tiny = finite & (numeric < -maximum) if minimum is None else np.zeros(len(numeric), dtype=bool)
+            huge, below, negative = finite & (numeric > maximum), finite & (numeric < -maximum), finite & (numeric < 0)
         problems.flag(fractional, field, lambda p: f"not an integer: {_shown(col.iloc[p])}")
-        values = np.where(finite & ~huge & ~tiny, numeric, 0.0).astype(np.int64)
+        raw = np.where(finite, numeric, 0.0)
+    values = np.where(huge | below, 0, raw).astype(np.int64)  # out-of-range cells are reported, never cast
     problems.flag(huge, field, lambda p: f"too large: {_shown(col.iloc[p])} (a {noun} is at most {maximum})")
-    problems.flag(tiny, field, lambda p: f"too small: {_shown(col.iloc[p])} (a {noun} is at least {-maximum})")
+    if minimum is None:
+        problems.flag(below, field, lambda p: f"too small: {_shown(col.iloc[p])} (a {noun} is at least {-maximum})")
     if minimum is not None and minimum >= 0:
-        problems.flag(values < 0, field, lambda p: f"negative {noun}: {values[p]}")
+        problems.flag(negative, field, lambda p: f"negative {noun}: {_shown(col.iloc[p])}")
     if minimum is not None and minimum > 0:
         problems.flag(values < minimum, field, lambda p: f"must be >= {minimum}, got {values[p]}")
     return values
