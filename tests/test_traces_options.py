@@ -52,7 +52,7 @@ def test_arrival_specs_parse_and_refuse_in_one_line() -> None:
         with pytest.raises(ValueError, match="arrivals: expected poisson:RATE, gamma:RATE:CV or constant:RATE"):
             ArrivalSpec.parse(bad)
     for bad in ("poisson:0", "poisson:inf", "gamma:1:0", "constant:-1"):
-        with pytest.raises(ValueError, match="generate: arrivals: "):
+        with pytest.raises(ValueError, match="^arrivals: (rate|cv) must be a finite number > 0, got "):
             ArrivalSpec.parse(bad)
 
 

@@ -129,9 +129,11 @@ class ArrivalSpec:
     cv: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.kind in ARRIVALS, "arrivals", f"unknown kind {self.kind!r} (expected one of {', '.join(ARRIVALS)})")
-        _check(math.isfinite(self.rate) and self.rate > 0, "arrivals", f"rate must be a finite number > 0, got {self.rate:g}")
-        _check(math.isfinite(self.cv) and self.cv > 0, "arrivals", f"cv must be a finite number > 0, got {self.cv:g}")
+        for ok, reason in ((self.kind in ARRIVALS, f"unknown kind {self.kind!r} (expected one of {', '.join(ARRIVALS)})"),
+                           (math.isfinite(self.rate) and self.rate > 0, f"rate must be a finite number > 0, got {self.rate:g}"),
+                           (math.isfinite(self.cv) and self.cv > 0, f"cv must be a finite number > 0, got {self.cv:g}")):
+            if not ok:
+                raise ValueError(f"arrivals: {reason}")
 
     @classmethod
     def parse(cls, text: str) -> "ArrivalSpec":

@@ -30,7 +30,7 @@ def _arrivals(text: str) -> "ArrivalSpec":
     try:
         return ArrivalSpec.parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("generate: ")) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_transform_options(p: argparse.ArgumentParser, *, head: bool = True) -> None:
