@@ -1,9 +1,10 @@
 """Atomic output: a report directory appears complete or not at all.
 
 Everything is written into a hidden sibling `.NAME.tmp-PID-XXXX`, which is renamed onto `NAME` only after the
-last file (the manifest) is written; an exception or Ctrl-C removes the temporary directory. A previous report at
-`NAME` is swapped out by rename and then deleted, so readers see the old report or the new one, never a mix.
-Only a directory that is empty or holds a previous report (its manifest) is ever replaced.
+last file (the manifest) is written; an exception, Ctrl-C or SIGTERM removes the temporary directory. A previous
+report at `NAME` is swapped out by rename and then deleted, so readers see the old report or the new one, never a
+mix. Only a directory that holds a previous report (its manifest) is ever replaced; an empty directory is filled
+in place (the manifest last), and anything else is refused.
 """
 from __future__ import annotations
 
@@ -32,13 +33,7 @@ def write_manifest(directory: Path, info: dict[str, Any]) -> None:
     write_text_atomic(directory / MANIFEST, json.dumps({"kind": MANIFEST_KIND, **info, "files": files}, indent=2))
 
 
-def _replaceable(path: Path) -> bool:
-    if not path.exists():
-        return True
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
+def _is_report(path: Path) -> bool:
     try:
         return json.loads((path / MANIFEST).read_text()).get("kind") == MANIFEST_KIND
     except (OSError, ValueError, AttributeError):
@@ -46,21 +41,48 @@ def _replaceable(path: Path) -> bool:
 
 
 def check_output_dir(path: Path) -> None:
-    """Raise a one-line OSError unless `path` is absent, empty, or a previous report."""
-    if not _replaceable(path):
-        raise OSError(f"out: {path} exists and is not a pagedlab compare report; give an empty or new --out")
+    """Raise a one-line OSError (`path: out: reason`) unless `path` is absent (and can be made), an empty
+    directory we may write into, or a previous report."""
+    if path.exists():
+        if not path.is_dir():
+            raise OSError(f"{path}: out: exists and is not a directory")
+        if _is_report(path):
+            return
+        if any(path.iterdir()):
+            raise OSError(f"{path}: out: exists and is not a pagedlab compare report; give an empty or new --out")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OSError(f"{path}: out: the directory exists and is not writable (permission denied)")
+        return
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise OSError(f"{existing}: out: not a directory, so {path} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"{existing}: out: not writable (permission denied), so {path} cannot be made")
 
 
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory that becomes `path` when the block finishes without an exception."""
+    """Yield a temporary directory that becomes `path` when the block finishes without an exception.
+
+    An empty directory the user made is never replaced (its owner and permissions stay): the files
+    are moved into it at the end, the manifest last."""
     final = Path(path).resolve()
     check_output_dir(final)
+    in_place = final.is_dir() and not _is_report(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
+    base = final if in_place else final.parent
+    tmp = base / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
     tmp.mkdir()
     try:
         yield tmp
+        if in_place:
+            if any(p != tmp for p in final.iterdir()):
+                raise OSError(f"{final}: out: files appeared there while the report was written; give a new --out")
+            entries = sorted(tmp.iterdir(), key=lambda p: p.name == MANIFEST)  # the manifest last
+            for entry in entries:
+                os.replace(entry, final / entry.name)
+            tmp.rmdir()
+            return
         check_output_dir(final)  # something may have appeared there while we ran
         old = None
         if final.exists():

@@ -1,7 +1,7 @@
 """`pagedlab compare`: policies side by side on one trace across load, with a report.
 
-    pagedlab compare                      # built-in default: preset trace, five policies, four rates
-    pagedlab compare --trace ../shared/traces/AzureLLMInferenceTrace_code.csv --rate-scales 1,2,4 --out out/azure
+    pagedlab compare                      # built-in default: preset trace, five policies, six rates
+    pagedlab compare --trace data/AzureLLMInferenceTrace_code.csv --rate-scales 1,2,4 --out out/azure
 
 Heavy imports (pandas, matplotlib, the simulator) happen inside `run`, so `pagedlab --help` stays fast.
 """
@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from traces.options import add_arrival_options, add_transform_options, apply_transforms, transform_words
+
 DEFAULT_POLICIES = ("vllm", "vllm-swap", "sarathi", "orca-max", "static")
 DEFAULT_OUT = "out/compare"
+DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "h100-sxm"  # for a --trace file
 # Used when --goodput is not given: a chat-style bound on waiting for the first token and on decode pace.
 DEFAULT_GOODPUT = ("ttft:2000", "tpot:100")
 
@@ -41,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--preset", metavar="NAME", help="a built-in trace (default: 'default')")
     p.add_argument("--format", default="auto", help="trace file format (default: auto)")
     p.add_argument("--num-requests", type=int, metavar="N",
-                   help="preset size, or keep only the first N requests of --trace")
+                   help="preset size, or keep only the first N requests of --trace (as --head N)")
     p.add_argument("--policies", type=_name_list, default=list(DEFAULT_POLICIES), metavar="A,B,...",
                    help=f"policies to compare (default: {','.join(DEFAULT_POLICIES)})")
     loads = p.add_mutually_exclusive_group()
@@ -49,8 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="mean request rates (req/s); the trace is rescaled to each")
     loads.add_argument("--rate-scales", type=_float_list, metavar="S1,S2,...",
                        help="factors on the trace's own rate (default for --trace: 1)")
-    p.add_argument("--model", default="llama-3-8b", help="model preset from sim.MODELS (default llama-3-8b)")
-    p.add_argument("--gpu", default="h100-sxm", help="GPU preset from sim.GPUS (default h100-sxm)")
+    p.add_argument("--model", help="model preset from sim.MODELS (default: the trace preset's, llama-2-7b for "
+                                   f"'default'; {DEFAULT_MODEL} for --trace)")
+    p.add_argument("--gpu", help=f"GPU preset from sim.GPUS (default: the trace preset's, a100-40gb for 'default'; "
+                                 f"{DEFAULT_GPU} for --trace)")
     p.add_argument("--seed", type=int, default=0, help="drives trace generation and every replay (default 0)")
     p.add_argument("--block-size", type=int, help="KV block size in tokens (simulator default if unset)")
     p.add_argument("--num-gpu-blocks", type=int, help="override the KV blocks that fit on the GPU")
@@ -76,6 +81,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="replays run in N parallel processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"report directory (default: {DEFAULT_OUT})")
+    add_arrival_options(p, seed=False)
+    add_transform_options(p)
     p.set_defaults(func=run)
 
 
@@ -88,6 +95,7 @@ def canonical_command(args: argparse.Namespace, *, preset: str | None, loads_fla
         words += ["--format", args.format]
     if args.num_requests is not None:
         words += ["--num-requests", str(args.num_requests)]
+    words += transform_words(args)
     words += ["--policies", ",".join(args.policies), loads_flag, ",".join(f"{x:g}" for x in loads)]
     words += ["--model", args.model, "--gpu", args.gpu, "--seed", str(args.seed)]
     for flag, value in (("--block-size", args.block_size), ("--num-gpu-blocks", args.num_gpu_blocks),
@@ -117,7 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from analysis.report import check_failed_message
     from analysis.slo import parse_goodput
     from analysis.tables import CONSOLE_COLUMNS, formatted, to_console
+    from sim.replay_cli import context_note
 
+    if args.trace is None:  # a preset names the model and GPU it was made for
+        chosen = get_preset(args.preset or DEFAULT_PRESET)
+        args.model, args.gpu = args.model or chosen.model, args.gpu or chosen.gpu
+    args.model, args.gpu = args.model or DEFAULT_MODEL, args.gpu or DEFAULT_GPU
     _check_name("model", args.model, MODELS)
     _check_name("gpu", args.gpu, GPUS)
     if args.num_requests is not None and args.num_requests < 2:
@@ -144,11 +157,13 @@ def run(args: argparse.Namespace) -> int:
 
     preset_name = None
     if args.trace:
-        from traces import load
+        from traces.options import load_trace
 
-        trace = load(args.trace, format=args.format)
-        if args.num_requests is not None:
-            trace = trace.head(args.num_requests)
+        if args.num_requests is not None:  # for a trace file, --num-requests N is --head N
+            if args.head is not None:
+                raise ValueError("num-requests: give --head or --num-requests, not both")
+            args.head, args.num_requests = args.num_requests, None
+        trace = load_trace(args.trace, args)
         base_rate = trace_rate(trace)
         description = (f"{args.trace}: {len(trace)} requests over {trace.duration_s:.0f} s "
                        f"(mean {base_rate:.3g} req/s as recorded)")
@@ -157,11 +172,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         preset_name = args.preset or DEFAULT_PRESET
         preset = get_preset(preset_name)
-        trace = generate_preset(preset_name, seed=args.seed, num_requests=args.num_requests)
-        base_rate = preset.base_rate
+        if args.arrivals is not None:
+            raise ValueError("arrivals: a preset has its own arrivals; --arrivals is for a --trace with lengths only")
+        trace = apply_transforms(generate_preset(preset_name, seed=args.seed, num_requests=args.num_requests), args)
+        base_rate = preset.base_rate * (args.rate_scale or 1.0)
         description = f"preset {preset_name!r}: {preset.description}; {len(trace)} requests, seed {args.seed}"
         if args.rates is None and args.rate_scales is None:
             args.rates = list(preset.rates)
+    if args.rates is not None and args.rate_scale is not None:
+        raise ValueError("rate-scale: has no effect with --rates (the trace is rescaled to each rate); "
+                         "give --rate-scales")
     if args.rates is not None:
         points, flag, label = load_points(base_rate, rates=args.rates), "--rates", "rate"
     else:
@@ -169,10 +189,15 @@ def run(args: argparse.Namespace) -> int:
     command = canonical_command(args, preset=preset_name, loads_flag=flag, loads=[p.load for p in points],
                                 goodput=slo.as_args())
 
+    for notice in trace.notices:
+        print(f"trace: {notice}")
+    note = context_note(trace, args.model, spec.engine_config().context_len)
+    if note:
+        print(f"pagedlab: warning: {note}", file=sys.stderr)
     outcome = compare(trace, points, spec, args.out, command=command, trace_description=description,
                       load_label=label, progress=not args.quiet)
     print(to_console(formatted(outcome.table, CONSOLE_COLUMNS)))
-    caps = ", ".join(f"{row.policy} {format_capacity(row.capacity, row.all_loads_met)}"
+    caps = ", ".join(f"{row.policy} {format_capacity(row.capacity, row.all_loads_met, row.first_failing_load)}"
                      for row in outcome.capacity.itertuples())
     print(f"\ncapacity (req/s within {slo.describe()} for >= {100 * spec.target:g}% of requests): {caps}")
     if "verify_mismatches" in outcome.table:

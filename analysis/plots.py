@@ -23,6 +23,11 @@ MAX_CDF_ROWS = 4  # loads shown in the CDF grid; more would make the figure unre
 TIMELINE_BINS = 200  # time bins drawn per policy; a bin shows the time-weighted mean of its steps
 
 
+def _legend(ax) -> None:  # type: ignore[no-untyped-def]
+    """A legend where something was drawn (matplotlib warns about an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
 def _figure(nrows: int, ncols: int, width: float, height: float):  # -> (Figure, axes 2-D array)
     from matplotlib.figure import Figure
 
@@ -98,7 +103,7 @@ def plot_latency_cdfs(
             ax.set_xlabel(label)
             if col == 0:
                 ax.set_ylabel(f"CDF  ({load_label} {load:g})")
-    axes[0, 0].legend(fontsize=8)
+    _legend(axes[0, 0])
     fig.suptitle("Latency CDFs of finished requests")
     return _save(fig, path)
 
@@ -126,7 +131,7 @@ def plot_latency_vs_rate(table: pd.DataFrame, policies: Sequence[str], slo: SLO 
         ax.set_xlabel("request rate (req/s)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(axes[0, 0])
     fig.suptitle("Latency against load")
     return _save(fig, path)
 
@@ -146,7 +151,7 @@ def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: 
     for ax in axes[0]:
         ax.set_xlabel("request rate (req/s)")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(axes[0, 0])
     fig.suptitle("Throughput against load")
     return _save(fig, path)
 
@@ -190,7 +195,8 @@ def plot_kv_timeline(
     for ax in axes[:, 0]:
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))
+    if handles:  # no run finished a request: nothing to label
+        fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))
     fig.suptitle(f"KV-cache usage and batch size over time at {load_label} {load:g} (time-weighted means of {TIMELINE_BINS} bins)")
     return _save(fig, path)
 
@@ -207,12 +213,12 @@ def plot_capacity(
     axes[0, 0].set_xlabel("request rate (req/s)")
     axes[0, 0].set_ylabel("SLO attainment (%)")
     axes[0, 0].grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(axes[0, 0])
     caps = capacity.set_index("policy").reindex(list(policies))
     heights = [0.0 if math.isnan(c) else c for c in caps["capacity"]]
     bars = axes[0, 1].bar(range(len(policies)), heights, color=[styles[p]["color"] for p in policies])
     for bar, (policy, row) in zip(bars, caps.iterrows()):
-        text = format_capacity(row["capacity"], row["all_loads_met"])
+        text = format_capacity(row["capacity"], row["all_loads_met"], row["first_failing_load"])
         axes[0, 1].annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
     axes[0, 1].set_xticks(range(len(policies)), list(policies), rotation=30, ha="right")
     axes[0, 1].set_ylabel("capacity (req/s)")

@@ -16,18 +16,24 @@ class Preset:
     rates: tuple[float, ...]  # default loads, requests/s
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
     base_rate: float = 1.0
+    model: str = "llama-3-8b"  # what `pagedlab compare --preset NAME` replays on unless --model / --gpu say
+    gpu: str = "h100-sxm"
 
     def __post_init__(self) -> None:
         assert self.num_requests > 0 and self.base_rate > 0 and self.rates, "a preset needs requests and loads"
 
 
-# Rates bracket the saturation point of Llama-3-8B on one H100-SXM under the analytic cost model: the
-# lowest is comfortably below it, the highest well past it for the reserving (Orca/static) policies.
+# The default puts the KV cache under pressure: Llama-2-7B has no grouped-query attention (512 KiB of KV
+# per token, 4x Llama-3-8B's) and an A100-40GB leaves about 21 GiB for it (2,809 blocks of 16 tokens).
+# At 1-2 req/s memory is loose; from 3-4 req/s the paged policies preempt (vllm recomputes, vllm-swap
+# swaps), and sharing of parallel/beam prompts matters. The other presets' rates bracket the saturation
+# point of Llama-3-8B on one H100-SXM under the analytic cost model.
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         "ShareGPT-like lengths, Poisson arrivals; 10% parallel sampling and 5% beam search (n=4)",
-        num_requests=1000, rates=(4.0, 8.0, 16.0, 24.0, 32.0, 40.0),
+        num_requests=1000, rates=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0),
         generate_kwargs={"lengths": "sharegpt", "parallel_fraction": 0.10, "beam_fraction": 0.05, "n": 4},
+        model="llama-2-7b", gpu="a100-40gb",
     ),
     "sharegpt": Preset(
         "ShareGPT-like lengths, Poisson arrivals, greedy decoding only",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -48,14 +49,21 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) ->
     """Plain sentences read off the numbers: who has the most capacity, who wins at the highest load, memory."""
     out: list[str] = []
     caps = capacity.dropna(subset=["capacity"]).sort_values("capacity", ascending=False)
+    lowest = min(capacity["first_failing_load"].min(), capacity["capacity"].min()) if len(capacity) else float("nan")
     if caps.empty:
-        out.append(f"No policy meets the SLOs ({ctx.slo.describe()}) for {100 * ctx.target:g}% of requests at any tested load.")
+        out.append(f"No policy meets the SLOs ({ctx.slo.describe()}) for {100 * ctx.target:g}% of requests at any tested "
+                   f"load: every capacity is below the lowest tested rate ({lowest:.3g} req/s).")
     else:
-        parts = [f"{r.policy} {format_capacity(r.capacity, r.all_loads_met)}" for r in caps.itertuples()]
-        none = [p for p in capacity["policy"] if p not in set(caps["policy"])]
+        parts = [f"{r.policy} {format_capacity(r.capacity, r.all_loads_met, r.first_failing_load)}"
+                 for r in caps.itertuples()]
+        none = capacity[capacity["capacity"].isna()]
+        below = ", ".join(f"{r.policy} {format_capacity(r.capacity, r.all_loads_met, r.first_failing_load)}"
+                          for r in none.itertuples())
         out.append(
-            f"Capacity (req/s, highest tested rate with >= {100 * ctx.target:g}% of requests within {ctx.slo.describe()}): "
-            + ", ".join(parts) + (f"; none for {', '.join(none)}" if none else "") + ". A `+` means every tested rate passed."
+            f"Capacity (req/s with >= {100 * ctx.target:g}% of requests within {ctx.slo.describe()}; between the highest "
+            "tested rate that passes and the first that fails): "
+            + ", ".join(parts) + (f"; {below}" if below else "")
+            + ". `R+` means every tested rate passed (R the highest); `< R` that even the lowest failed."
         )
     top = table[table["load"] == max(ctx.loads)]
     if not top.empty:
@@ -125,7 +133,10 @@ def _setup_lines(ctx: ReportContext) -> list[tuple[str, str]]:
 def _capacity_display(capacity: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "policy": capacity["policy"],
-        "capacity (req/s)": [format_capacity(c, m) for c, m in zip(capacity["capacity"], capacity["all_loads_met"])],
+        "capacity (req/s)": [format_capacity(c, m, f) for c, m, f in
+                             zip(capacity["capacity"], capacity["all_loads_met"], capacity["first_failing_load"])],
+        "highest rate passed": ["-" if math.isnan(c) else f"{c:.3g}" for c in capacity["capacity"]],
+        "first rate failed": ["-" if math.isnan(f) else f"{f:.3g}" for f in capacity["first_failing_load"]],
         "highest rate tested": [f"{x:.3g}" for x in capacity["max_load_tested"]],
         "every rate met": ["yes" if m else "no" for m in capacity["all_loads_met"]],
     })
@@ -150,15 +161,25 @@ def render_markdown(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Seq
     return "\n".join(lines)
 
 
-HTML_STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
-code{background:#f5f5f5;padding:1px 4px}"""
+# Wide tables scroll inside their own box (the page never scrolls sideways); cells never wrap, so a
+# policy name stays on one line and stays in view (sticky first column); numbers align right.
+HTML_STYLE = """body{font-family:sans-serif;max-width:1800px;margin:2em auto;padding:0 1em;color:#222}
+ul,p{max-width:1200px}
+.table-box{overflow-x:auto;max-width:100%;margin:1em 0}
+table{border-collapse:separate;border-spacing:0;font-size:13px;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #ccc;border-width:0 1px 1px 0;padding:3px 7px;white-space:nowrap}
+tr>:first-child{border-left-width:1px;position:sticky;left:0;background:#fff}thead th{border-top-width:1px}
+th{background:#f2f2f2}tr>th:first-child{background:#f2f2f2}.num{text-align:right}.text{text-align:left}
+img{max-width:100%;border:1px solid #eee}code{background:#f5f5f5;padding:1px 4px;overflow-wrap:anywhere}"""
+
+
+def _table_box(table: pd.DataFrame) -> str:
+    return f"<div class='table-box'>{to_html(table)}</div>"
 
 
 def render_html(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext) -> str:
     """One file with no outside references: styles inline, plots as data: URIs."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>pagedlab policy comparison</title>"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'><title>pagedlab policy comparison</title>"
              f"<style>{HTML_STYLE}</style></head><body><h1>Policy comparison</h1><ul>"]
     for key, value in _setup_lines(ctx):
         shown = f"<code>{html.escape(value)}</code>" if key == "command" else html.escape(value)
@@ -166,9 +187,9 @@ def render_html(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequenc
     parts += [f"<li>{html.escape(note)}</li>" for note in ctx.notes]
     parts.append("</ul><h2>Findings</h2><ul>")
     parts += [f"<li>{html.escape(s)}</li>" for s in findings(table, capacity, ctx)]
-    parts.append("</ul><h2>Latency and throughput</h2>" + to_html(formatted(table, LATENCY_COLUMNS)))
-    parts.append("<h2>Capacity</h2>" + to_html(_capacity_display(capacity)))
-    parts.append("<h2>Memory</h2>" + to_html(formatted(table, MEMORY_COLUMNS)) + "<h2>Plots</h2>")
+    parts.append("</ul><h2>Latency and throughput</h2>" + _table_box(formatted(table, LATENCY_COLUMNS)))
+    parts.append("<h2>Capacity</h2>" + _table_box(_capacity_display(capacity)))
+    parts.append("<h2>Memory</h2>" + _table_box(formatted(table, MEMORY_COLUMNS)) + "<h2>Plots</h2>")
     for path in plot_files:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         title = html.escape(PLOT_TITLES.get(path.name, path.stem))

@@ -68,11 +68,16 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+TEXT_COLUMNS = frozenset({"policy"})
+
+
 def to_html(table: pd.DataFrame) -> str:
-    """A plain HTML table of already-formatted strings (escaped)."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    """An HTML table of already-formatted strings (escaped); cells of text columns have class `text`, the
+    others (numbers) class `num`, so a style sheet can align them."""
+    kinds = ["text" if c in TEXT_COLUMNS else "num" for c in table.columns]
+    head = "".join(f"<th class='{k}'>{html.escape(str(c))}</th>" for c, k in zip(table.columns, kinds))
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td class='{k}'>{html.escape(str(v))}</td>" for v, k in zip(row, kinds)) + "</tr>"
         for row in table.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-AZURE = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+AZURE = REPO / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
 def time_command(trace: Path, policy: str, repeat: int, out_root: Path) -> tuple[list[float], dict]:

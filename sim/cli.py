@@ -6,15 +6,19 @@ torch or triton at module level: `pagedlab replay` has to start fast.
 
 Bad input anywhere raises `ValueError` (or `OSError` for files) with a one-line message such as
 `path:line: field: reason`; it is printed as `pagedlab: error: ...` with exit code 2, never as a
-traceback. Set PAGEDLAB_TRACEBACK=1 to see the traceback anyway.
+traceback. Set PAGEDLAB_TRACEBACK=1 to see the traceback anyway. SIGTERM unwinds like Ctrl-C, so
+half-written outputs are removed either way.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import signal
 import sys
-from typing import Sequence
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 # (module, description) for every subcommand family; each module's add_parser registers its commands.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -46,6 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (running every cleanup) as Ctrl-C does."""
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """While the command runs, SIGTERM raises `Terminated` in this process. A forked child (a worker
+    of a process pool) that inherits the handler dies of the signal as it would have without it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line. An OSError from the system ([Errno 13] Permission denied: 'x') becomes
+    `x: file: permission denied`."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None and exc.strerror:
+        message = f"{exc.filename}: file: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    else:
+        message = str(exc)
+    return " ".join(message.split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with sigterm_unwinds():
+            return int(args.func(args) or 0)
     except BrokenPipeError:
         # `pagedlab ... | head`: the reader left; not an error worth a message.
         sys.stderr.close()
@@ -61,12 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         if os.environ.get("PAGEDLAB_TRACEBACK"):
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"pagedlab: error: {message}", file=sys.stderr)
+        print(f"pagedlab: error: {error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pagedlab: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("pagedlab: terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -82,6 +82,13 @@ MODELS: dict[str, ModelSpec] = {
     m.name: m
     for m in (
         ModelSpec("llama-3-8b", 32, 4096, 32, 8, 128, 14336, 128256, 8192),
+        # Llama-3.1-8B: Llama-3-8B's shapes with a 131072-token context (max_position_embeddings; the
+        # llama3 RoPE scaling changes no shape or cost).
+        ModelSpec("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336, 128256, 131072),
+        # Qwen2.5-7B-Instruct config.json: 28 layers, hidden 3584, 28 query / 4 KV heads of 128, MLP 18944,
+        # vocab 152064, untied embeddings, max_position_embeddings 32768 (YaRN to 128k is not modelled; the
+        # QKV biases are negligible).
+        ModelSpec("qwen2.5-7b", 28, 3584, 28, 4, 128, 18944, 152064, 32768),
         ModelSpec("llama-2-7b", 32, 4096, 32, 32, 128, 11008, 32000, 4096),
         # Mistral-7B v0.1's 4096-token sliding window is not modelled: the cache keeps the whole context.
         ModelSpec("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32000, 32768),

@@ -6,7 +6,15 @@ numpy/pandas/simpy load inside `run`. No torch on this path.
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
+from typing import TYPE_CHECKING
+
+from traces.options import add_arrival_options, add_transform_options, load_trace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_POLICY = "vllm"
 POLICY_NAMES = ("vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
@@ -50,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    add_arrival_options(p, seed=False)
+    add_transform_options(p)
     p.set_defaults(func=run)
 
 
@@ -58,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     from sim.config import EngineConfig
     from sim.policies import make_policy
     from sim.simulate import replay
-    from traces import load
 
     make_policy(args.policy)  # an unknown name fails before the trace is read
     execute = args.backend == "execute"
@@ -74,18 +83,94 @@ def run(args: argparse.Namespace) -> int:
         from sim.execute.device import resolve_device
 
         resolve_device(args.device)  # on the CPU: TRITON_INTERPRET=1 before triton is imported
-    trace = load(args.trace, format=args.format)
+    check_out_dir(args.out)
+    trace = load_trace(args.trace, args)
+    if not args.quiet:
+        for notice in trace.notices:
+            print(f"trace: {notice}")
     result = replay(trace, config, policy=args.policy, seed=args.seed, progress=args.progress)
     result.write(args.out)
     if not args.quiet:
         s = result.summary
         print(f"{args.policy}: {s['num_finished']} finished, {s['num_rejected']} rejected of {s['num_requests']} "
               f"requests in {s['sim_duration_s']:.1f} simulated s; {s['num_steps']} steps, "
-              f"{s['preemptions']} preemptions; KV slot utilization {s['slot_utilization']:.1%}; "
+              f"{s['preemptions']} preemptions; KV slot utilization {percent(s['slot_utilization'])}; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
+        note = rejection_note(result.requests, config.model, config.context_len)
+        if note:
+            print(f"pagedlab: warning: {note}", file=sys.stderr)
         if s.get("prefix_caching"):
-            print(f"prefix cache: {s['prefix_hit_rate']:.1%} of prompt tokens hit ({s['prefix_hit_tokens']} tokens), "
-                  f"{s['prefix_evicted_blocks']} blocks evicted")
+            print(f"prefix cache: {percent(s['prefix_hit_rate'])} of prompt tokens hit ({s['prefix_hit_tokens']} "
+                  f"tokens), {s['prefix_evicted_blocks']} blocks evicted")
         if "verify_checked" in s:
             print(f"verify: {s['verify_checked']} sequence-steps checked, {s['verify_mismatches']} mismatches")
     return 0
+
+
+def percent(fraction: float) -> str:
+    """`12.3%`, or `-` where there is nothing to measure (no request ran)."""
+    return "-" if fraction is None or not math.isfinite(fraction) else f"{fraction:.1%}"
+
+
+def check_out_dir(out: str) -> None:
+    """Refuse, in one line, an --out that cannot become a directory we may write."""
+    import os
+    from pathlib import Path
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise OSError(f"{path}: out: exists and is not a directory")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise OSError(f"{existing}: out: not a directory, so {path} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"{existing}: out: permission denied (not writable)")
+
+
+REJECTION_WARN_FRACTION = 0.05
+
+
+def _suggested_model(needed: int, current: str) -> str | None:
+    """The preset with the shortest context that still holds `needed` tokens (tensor-parallel ones aside)."""
+    from sim.presets import MODELS
+
+    fits = [m for m in MODELS.values() if m.max_model_len >= needed and m.tp == 1 and m.name not in (current, "tiny")]
+    return min(fits, key=lambda m: (m.max_model_len, m.name)).name if fits else None
+
+
+def too_long_reason(num_too_long: int, longest: int, model: str, context_len: int) -> str:
+    """Why requests longer than the context are refused, and what to do about it."""
+    better = _suggested_model(longest, model)
+    hint = f"--model {better} or " if better else ""
+    return (f"{num_too_long} exceed max_model_len {context_len} of {model} (prompt + output, up to {longest} "
+            f"tokens); try {hint}--max-context {context_len}")
+
+
+def context_note(trace: object, model: str, context_len: int) -> str | None:
+    """Before a replay: one line when more than 5% of a trace's requests cannot fit the context."""
+    lengths = trace.column("prompt_tokens") + trace.column("output_tokens")  # type: ignore[attr-defined]
+    too_long = int((lengths > context_len).sum())
+    if not len(lengths) or too_long <= REJECTION_WARN_FRACTION * len(lengths):
+        return None
+    return (f"{too_long / len(lengths):.0%} of requests ({too_long} of {len(lengths)}) will be rejected: "
+            f"{too_long_reason(too_long, int(lengths.max()), model, context_len)}")
+
+
+def rejection_note(requests: "pd.DataFrame", model: str, context_len: int) -> str | None:
+    """One line saying why, when more than 5% of requests were rejected; None otherwise. Reads the
+    requests table: rejected rows, their lengths and their `reason`."""
+    import re
+
+    rejected = requests[requests["status"] == "rejected"]
+    total = len(requests)
+    if not total or len(rejected) <= REJECTION_WARN_FRACTION * total:
+        return None
+    share = f"{len(rejected) / total:.0%} of requests ({len(rejected)} of {total}) were rejected"
+    length = rejected["prompt_tokens"] + rejected["output_tokens"]
+    too_long = length > context_len
+    if too_long.sum() * 2 >= len(rejected):
+        return f"{share}: {too_long_reason(int(too_long.sum()), int(length.max()), model, context_len)}"
+    kinds = rejected["reason"].astype(str).map(lambda r: re.sub(r"\d+", "N", r))
+    common = kinds.value_counts().index[0]
+    example = rejected["reason"].astype(str)[kinds == common].iloc[0]
+    return f"{share}: {int((kinds == common).sum())} because {example} (for example)"

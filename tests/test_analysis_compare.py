@@ -13,7 +13,7 @@ from analysis.compare import load_points
 sim = pytest.importorskip("sim")
 needs_sim = pytest.mark.skipif(not hasattr(sim, "replay"), reason="sim.replay not built yet")
 
-AZURE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+AZURE = Path(__file__).resolve().parents[1] / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
 def test_load_points_from_rates_and_from_scales() -> None:
@@ -113,7 +113,6 @@ def test_interrupted_compare_leaves_no_report(tmp_path: Path, capsys: pytest.Cap
 
 
 @needs_sim
-@pytest.mark.skipif(not AZURE.is_file(), reason="shared Azure trace not present")
 def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "azure"
     code, stdout, _ = run_cli(["compare", "--trace", str(AZURE), "--num-requests", "40", "--policies", "vllm,orca-max",
@@ -182,3 +181,134 @@ def test_compare_with_prefix_caching_reports_hits_and_saves_ttft(tmp_path: Path,
     assert (on["prefix_hit_rate"] > 0.3).all() and (on["prefix_hit_tokens"] > 0).all()
     assert (on["mean_ttft_ms"] < off["mean_ttft_ms"]).all()
     assert "--enable-prefix-caching" in (tmp_path / "on" / "report.md").read_text()
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    import analysis.compare as compare_module
+
+    real_run_job = compare_module.run_job
+    calls = []
+
+    def terminated(job: compare_module.Job) -> dict:
+        calls.append(job)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler would
+        return real_run_job(job)
+
+    monkeypatch.setattr(compare_module, "run_job", terminated)
+    code, _, err = run_cli([*TINY, "--out", str(tmp_path / "out")], capsys)
+    assert code == 143 and err.strip().endswith("pagedlab: terminated")
+    assert list(tmp_path.iterdir()) == []  # no report, no hidden .out.tmp-PID-* directory
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the command
+
+
+@needs_sim
+def test_sigterm_to_a_parallel_compare_process_leaves_nothing(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "sim", "compare", "--num-requests", "400", "--jobs", "2", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()):  # the replays have started
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().endswith("pagedlab: terminated"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_sim
+def test_an_empty_directory_the_user_made_is_filled_not_replaced(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    out.chmod(0o750)
+    before = out.stat()
+    code, _, _ = run_cli([*TINY, "--out", str(out)], capsys)
+    after = out.stat()
+    assert code == 0 and (out / "report.html").is_file() and (out / "manifest.json").is_file()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)  # the same directory, same permissions
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_a_read_only_out_directory_is_refused_not_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anywhere: answer as the kernel would for anyone else
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == out and mode & os.W_OK
+                            else real_access(p, mode, **kw))
+    before = out.stat()
+    code, _, err = run_cli([*TINY, "--out", str(out)], capsys)
+    assert code == 2
+    assert err == f"pagedlab: error: {out}: out: the directory exists and is not writable (permission denied)\n"
+    after = out.stat()
+    assert (after.st_ino, after.st_mode & 0o777) == (before.st_ino, 0o555) and list(out.iterdir()) == []
+    out.chmod(0o755)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("x"), "{out}: out: exists and is not a directory"),
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")),
+     "{out}: out: exists and is not a pagedlab compare report; give an empty or new --out"),
+])
+def test_out_problems_are_one_line_in_the_documented_form(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          make, message: str) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    make(out)
+    code, _, err = run_cli([*TINY, "--out", str(out)], capsys)
+    assert code == 2 and err == f"pagedlab: error: {message.format(out=out)}\n"
+    if out.is_file():  # a directory below a file cannot be made ([Errno 20] before)
+        code, _, err = run_cli([*TINY, "--out", str(out / "sub")], capsys)
+        assert code == 2 and err == f"pagedlab: error: {out}: out: not a directory, so {out / 'sub'} cannot be made\n"
+
+
+@needs_sim
+def test_the_default_comparison_puts_memory_under_pressure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "default"
+    code, _, _ = run_cli(["compare", "--num-requests", "300", "--policies", "vllm,vllm-swap,orca-max", "--rates", "2,6",
+                          "--quiet", "--out", str(out)], capsys)
+    assert code == 0
+    command = (out / "manifest.json").read_text()
+    assert "--model llama-2-7b --gpu a100-40gb" in command  # the default preset's setting
+    s = pd.read_csv(out / "summary.csv").set_index(["policy", "load"])
+    # Light load: memory is loose. Heavy load: vllm recomputes, vllm-swap swaps, orca-max reserves.
+    assert s.loc[("vllm", 2), "preemptions"] == 0 and s.loc[("vllm", 6), "preemptions"] > 0
+    assert s.loc[("vllm", 6), "swaps_out"] == 0 and s.loc[("vllm-swap", 6), "swaps_out"] > 0
+    assert s.loc[("vllm", 6), "kv_usage_peak"] == pytest.approx(1.0, abs=0.02)
+    assert s.loc[("vllm", 6), "p99_ttft_ms"] != s.loc[("vllm-swap", 6), "p99_ttft_ms"]
+    assert s.loc[("orca-max", 6), "kv_unused_fraction"] > 0.5 > s.loc[("vllm", 6), "kv_unused_fraction"]
+
+
+@needs_sim
+def test_compare_warns_once_about_requests_longer_than_the_context_and_plots_quietly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from traces import Request, Trace
+
+    path = tmp_path / "long.csv"
+    Trace([Request(f"r{i}", 0.5 * i, 9000, 50) for i in range(20)]).to_csv(path)  # none fits llama-3-8b
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(["compare", "--trace", str(path), "--policies", "vllm,static", "--rate-scales", "1,2",
+                                "--quiet", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and [str(w.message) for w in caught] == []
+    assert err == ("pagedlab: warning: 100% of requests (20 of 20) will be rejected: 20 exceed max_model_len 8192 of "
+                   "llama-3-8b (prompt + output, up to 9050 tokens); try --model mistral-7b or --max-context 8192\n")

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +53,15 @@ def fake_run(policy: str, rate: float) -> RunData:
     return RunData(requests, steps, np.full(20, 0.02 * slow), summary, {"policy": policy})
 
 
-def build_report(out_dir: Path) -> dict[str, Path]:
+def build_report(out_dir: Path, policies: tuple[str, ...] = POLICIES,
+                 rates: tuple[float, ...] = RATES) -> dict[str, Path]:
     slo = SLO(ttft_ms=300, tpot_ms=30)
-    runs = {(p, r): fake_run(p, r) for p in POLICIES for r in RATES}
+    runs = {(p, r): fake_run(p, r) for p in policies for r in rates}
     table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(run, slo)} for (p, r), run in runs.items()])
     capacity = capacity_by_policy(table, target=0.9)
     ctx = ReportContext(command="pagedlab compare --test", trace_description="hand-made", model="tiny", gpu="h100-sxm",
-                        seed=0, policies=POLICIES, loads=RATES, load_label="rate", slo=slo, slo_note="test",
-                        target=0.9, timeline_load=max(RATES))
+                        seed=0, policies=policies, loads=rates, load_label="rate", slo=slo, slo_note="test",
+                        target=0.9, timeline_load=max(rates))
     with atomic_directory(out_dir) as tmp:
         paths = write_report(tmp, table, capacity, runs, ctx)
         write_manifest(tmp, {"command": ctx.command})
@@ -98,7 +103,9 @@ def test_report_plots_decode_html_embeds_them_markdown_links_them(tmp_path: Path
     wasted = summary.groupby("policy")["kv_unused_fraction"].mean()
     assert wasted["contiguous"] == pytest.approx(0.75) and wasted["paged"] == pytest.approx(0.0)
     # paged meets ttft<=300ms at rate 1 (TTFTs 0.05..0.16 s), not at 4; contiguous never does.
-    assert "paged 1; none for contiguous" in text
+    # The capacity is a range: paged passes 1 and fails 4; contiguous fails even the lowest rate.
+    assert "paged 1-4; contiguous < 1" in text
+    assert "| paged | 1-4 | 1 | 4 | 4 | no |" in text and "| contiguous | < 1 | - | 1 | 4 | no |" in text
 
 
 def test_failed_write_leaves_nothing_and_rerun_replaces_previous_report(tmp_path: Path) -> None:
@@ -135,3 +142,77 @@ def test_findings_flag_runs_whose_tables_disagree() -> None:
     table.loc[(table["policy"] == "paged") & (table["load"] == 4.0), "kv_overfull_steps"] = 3
     flagged = [line for line in findings(table, capacity, ctx) if "CHECK FAILED" in line]
     assert len(flagged) == 1 and "paged@4" in flagged[0] and "contiguous" not in flagged[0]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Injected into a copy of the report: measures the layout and writes the verdict into the DOM, which
+# `chromium --dump-dom` prints.
+LAYOUT_PROBE = """<script>
+(() => {
+  const page = document.documentElement;
+  const lines = el => { const r = document.createRange(); r.selectNodeContents(el); return r.getClientRects().length; };
+  const names = [...document.querySelectorAll('td.text')];
+  const result = {
+    page_client: page.clientWidth, page_scroll: page.scrollWidth,
+    names: names.map(td => td.textContent), wrapped: names.filter(td => lines(td) > 1).map(td => td.textContent),
+    wrapped_numbers: [...document.querySelectorAll('td.num')].filter(td => lines(td) > 1).length,
+    tables: document.querySelectorAll('table').length,
+    unboxed: [...document.querySelectorAll('table')].filter(t => !t.parentElement.classList.contains('table-box')).length,
+    not_right: [...document.querySelectorAll('td.num')].filter(td => getComputedStyle(td).textAlign !== 'right').length,
+    boxes: [...document.querySelectorAll('.table-box')].map(b => [b.clientWidth, b.scrollWidth, getComputedStyle(b).overflowX]),
+  };
+  document.body.setAttribute('data-layout', JSON.stringify(result));
+})();
+</script></body>"""
+
+
+def browser_layout(html_path: Path, width: int, profile: Path) -> dict:
+    probed = html_path.with_name("probed.html")
+    probed.write_text(html_path.read_text().replace("</body>", LAYOUT_PROBE))
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", f"--window-size={width},900", "--dump-dom", probed.as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'data-layout="([^"]*)"', dom)
+    assert found, f"no layout verdict in the dumped DOM ({len(dom)} characters)"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (Debian: apt-get install chromium)")
+def test_report_tables_scroll_in_their_own_box_in_a_real_browser(tmp_path: Path) -> None:
+    policies = ("vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
+    report = build_report(tmp_path / "out", policies=policies, rates=(1.0, 2.0, 4.0))
+    for width in (1400, 1920):
+        layout = browser_layout(report["html"], width, tmp_path / "profile")
+        assert layout["page_scroll"] <= layout["page_client"], f"the page scrolls sideways at {width} px: {layout}"
+        assert layout["tables"] == 3 and layout["unboxed"] == 0
+        assert set(layout["names"]) == set(policies) and layout["wrapped"] == [], (width, layout["wrapped"])
+        assert layout["wrapped_numbers"] == 0 and layout["not_right"] == 0
+        assert all(overflow == "auto" for _, _, overflow in layout["boxes"])
+        if width == 1400:  # the latency table (16 columns) is wider: it scrolls inside its own box
+            assert max(scroll - client for client, scroll, _ in layout["boxes"]) > 0
+
+
+def test_capacity_is_a_range_of_tested_rates() -> None:
+    import math
+
+    from analysis.capacity import format_capacity
+
+    table = pd.DataFrame({
+        "policy": ["lowest", "lowest", "lowest", "middle", "middle", "middle", "all", "all", "none", "none"],
+        "rate": [1.0, 2.0, 4.0, 1.0, 2.0, 4.0, 1.0, 2.0, 1.0, 2.0],
+        "slo_attainment": [0.95, 0.5, 0.1, 0.99, 0.95, 0.2, 1.0, 0.99, 0.3, 0.2],
+    })
+    caps = capacity_by_policy(table).set_index("policy")
+    shown = {p: format_capacity(r.capacity, r.all_loads_met, r.first_failing_load) for p, r in caps.iterrows()}
+    # The lowest rate passing is not "1": the capacity lies between 1 and the first failing rate, 2.
+    assert shown == {"lowest": "1-2", "middle": "2-4", "all": "2+", "none": "< 1"}
+    assert math.isnan(caps.loc["all", "first_failing_load"]) and caps.loc["none", "first_failing_load"] == 1.0
+    assert format_capacity(math.nan, False) == "none"
+
+
+def test_html_tables_sit_in_scroll_boxes_with_aligned_cells(tmp_path: Path) -> None:
+    text = build_report(tmp_path / "out")["html"].read_text()
+    assert text.count("<div class='table-box'><table>") == text.count("<table>") == 3
+    assert "<td class='text'>paged</td>" in text and re.search(r"<td class='num'>\d", text)
+    assert ".table-box{overflow-x:auto" in text and "white-space:nowrap" in text

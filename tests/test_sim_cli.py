@@ -14,7 +14,7 @@ from sim import cli
 from traces import Request, Trace, load
 
 REPO = Path(__file__).resolve().parents[1]
-AZURE = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+AZURE = REPO / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
 @pytest.fixture()
@@ -90,7 +90,6 @@ def test_replay_imports_no_torch(trace_file: Path, tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-@pytest.mark.skipif(not AZURE.is_file(), reason="shared Azure trace not present")
 def test_azure_code_trace_head_replays(tmp_path: Path) -> None:
     from sim import EngineConfig, replay
 
@@ -99,3 +98,67 @@ def test_azure_code_trace_head_replays(tmp_path: Path) -> None:
     assert result.summary["num_finished"] + result.summary["num_rejected"] == 400
     assert result.summary["num_finished"] >= 390
     assert result.summary["slot_utilization"] > 0.9
+
+
+def write_trace(path: Path, requests: list[Request]) -> Path:
+    Trace(requests).to_csv(path)
+    return path
+
+
+def test_replay_prints_the_traces_notices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens,extra\n1.0,30,5,x\n0.5,20,5,y\n\n2.0,36,5,z\n")
+    assert cli.main(["replay", "--trace", str(path), "--max-context", "40", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:6] == [
+        "trace: read as native-csv", "trace: ignored 1 blank lines", "trace: ignored columns: extra",
+        "trace: arrivals shifted by -0.5 s so the first request arrives at 0",
+        "trace: arrivals out of order (1 rows arrived before an earlier row, first at "
+        f"{path}:3); sorted stably by arrival",
+        "trace: clipped 1 of 3 requests to a 40-token context (1 outputs shortened, 0 prompts truncated to 39 tokens)",
+    ]
+    assert out[6].startswith("vllm: 3 finished, 0 rejected of 3 requests")
+
+
+def test_replay_says_in_one_line_why_many_requests_were_rejected(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    too_long = write_trace(tmp_path / "long.csv", [Request(f"r{i}", 0.1 * i, 9000 if i < 6 else 100, 50)
+                                                   for i in range(13)])
+    assert cli.main(["replay", "--trace", str(too_long), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert err == ("pagedlab: warning: 46% of requests (6 of 13) were rejected: 6 exceed max_model_len 8192 of "
+                   "llama-3-8b (prompt + output, up to 9050 tokens); try --model mistral-7b or --max-context 8192\n")
+    # Another cause is named from the requests table's reason column.
+    wide = write_trace(tmp_path / "wide.csv", [Request(f"r{i}", 0.1 * i, 100, 20, n=4, sampling="parallel")
+                                               for i in range(4)] + [Request("g", 1.0, 100, 20)])
+    assert cli.main(["replay", "--trace", str(wide), "--max-num-seqs", "2", "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err == ("pagedlab: warning: 80% of requests (4 of 5) were rejected: 4 because n=4 "
+                                       "exceeds max_num_seqs 2 (for example)\n")
+    # 1 of 21 (under 5%): no warning.
+    few = write_trace(tmp_path / "few.csv", [Request(f"r{i}", 0.1 * i, 9000 if i == 0 else 100, 20) for i in range(21)])
+    assert cli.main(["replay", "--trace", str(few), "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_replay_console_never_prints_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_trace(tmp_path / "t.csv", [Request(f"r{i}", 0.1 * i, 9000, 50) for i in range(3)])
+    assert cli.main(["replay", "--trace", str(path), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "0 finished, 3 rejected" in out and "KV slot utilization -;" in out and "nan" not in out.lower()
+
+
+def test_out_and_system_errors_are_one_line_in_the_documented_form(trace_file: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    occupied = tmp_path / "file"
+    occupied.write_text("x")
+    assert cli.main(["replay", "--trace", str(trace_file), "--out", str(occupied)]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {occupied}: out: exists and is not a directory\n"
+    assert cli.main(["replay", "--trace", str(trace_file), "--out", str(occupied / "o")]) == 2
+    assert capsys.readouterr().err == (f"pagedlab: error: {occupied}: out: not a directory, so {occupied / 'o'} "
+                                       "cannot be made\n")
+    # What the system says ([Errno 13] Permission denied: 'x') reads as `path: file: reason`.
+    assert cli.error_message(PermissionError(13, "Permission denied", "out/x.csv")) == \
+        "out/x.csv: file: permission denied"
+    assert cli.error_message(FileExistsError(17, "File exists", "out")) == "out: file: file exists"
+    assert cli.error_message(ValueError("t.csv:3: prompt_tokens: not a number: 'x'")) == \
+        "t.csv:3: prompt_tokens: not a number: 'x'"

@@ -13,14 +13,15 @@ from sim.presets import GIB
 
 @pytest.mark.parametrize("name, params", [
     ("llama-3-8b", 8.03e9), ("llama-2-7b", 6.74e9), ("mistral-7b", 7.24e9), ("llama-3-70b-tp4", 70.55e9),
-    ("opt-13b", 12.85e9),
+    ("opt-13b", 12.85e9), ("llama-3.1-8b", 8.03e9), ("qwen2.5-7b", 7.61e9),
 ])
 def test_model_presets_have_the_published_sizes(name: str, params: float) -> None:
     assert MODELS[name].num_params == pytest.approx(params, rel=0.01)
 
 
 def test_preset_names() -> None:
-    assert set(MODELS) == {"llama-3-8b", "llama-2-7b", "mistral-7b", "llama-3-70b-tp4", "opt-13b", "tiny"}
+    assert set(MODELS) == {"llama-3-8b", "llama-3.1-8b", "qwen2.5-7b", "llama-2-7b", "mistral-7b", "llama-3-70b-tp4",
+                           "opt-13b", "tiny"}
     assert set(GPUS) == {"h100-sxm", "h200", "a100-80gb", "a100-40gb"}
     tiny = MODELS["tiny"]
     assert (tiny.num_layers, tiny.num_q_heads, tiny.num_kv_heads, tiny.head_dim) == (2, 4, 2, 64)

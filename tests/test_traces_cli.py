@@ -9,7 +9,7 @@ import pytest
 from sim import cli
 from traces import load
 
-AZURE_CODE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+AZURE_CODE = Path(__file__).resolve().parents[1] / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
 def stats_rows(out: str) -> dict[str, list[str]]:
@@ -58,7 +58,6 @@ def test_convert_writes_a_native_trace(tmp_path: Path, capsys: pytest.CaptureFix
     assert [(r.request_id, r.arrival_s, r.hash_ids) for r in back] == [("0", 0.0, (3, 4)), ("2", 4.0, (3,))]
 
 
-@pytest.mark.skipif(not AZURE_CODE.exists(), reason="real Azure trace not present beside the checkout")
 def test_stats_on_the_real_azure_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["trace", "stats", str(AZURE_CODE), "--format", "azure"]) == 0
     rows = stats_rows(capsys.readouterr().out)

@@ -1,6 +1,7 @@
 """Bad input: one line `path:line: field: reason` and exit code 2 from the CLI, never a traceback."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,37 @@ CASES = [
     ("duplicate id", "t.csv", "request_id," + NATIVE + "a,0,1,1\na,1,1,1\n", ":3", "request_id", "duplicate id 'a'"),
     ("greedy with n=4", "t.csv", "n," + NATIVE + "1,0,1,1\n4,1,1,1\n", ":3", "n", "greedy sampling decodes one sequence"),
     ("unknown sampling", "t.csv", "sampling," + NATIVE + "topk,0,1,1\n", ":2", "sampling", "unknown mode 'topk'"),
-    ("not UTF-8", "t.csv", None, "", "file", "not UTF-8 text"),
+    ("not UTF-8", "t.csv", None, ":2", "file", "not UTF-8 text"),
+    # Times: overflowing values and epoch units are refused where they are read, with the likely unit.
+    ("epoch ns in seconds", "t.csv", NATIVE + "0,10,5\n1.7e18,10,5\n", ":3", "arrival_s",
+     "too large for a time in seconds: 1.7e+18; it looks like epoch nanoseconds; give seconds"),
+    ("epoch us in seconds", "t.csv", VIDUR + "1700000000000000,10,5\n", ":2", "arrived_at",
+     "too large for a time in seconds: 1700000000000000; it looks like epoch microseconds"),
+    ("epoch ns in milliseconds", "t.jsonl", '{"timestamp": 1.7e18, "input_length": 1, "output_length": 1}\n', ":1",
+     "timestamp", "too large for a time in milliseconds: 1.7e+18; it looks like epoch nanoseconds"),
+    ("1e300 seconds", "t.csv", NATIVE + "0,10,5\n1e300,10,5\n", ":3", "arrival_s",
+     "too large for a time in seconds: 1e+300; give seconds"),
+    ("a trace over 3 years long", "t.csv", NATIVE + "0,10,5\n5e10,10,5\n", ":3", "arrival_s",
+     "arrives 5e+10 s after the first request; a trace spans at most 1e+08 s"),
+    # Token counts: one limit, however the number is spelled; never a wrapped negative.
+    ("2**63 tokens", "t.csv", NATIVE + "0,9223372036854775808,5\n", ":2", "prompt_tokens",
+     "too large: 9223372036854775808 (a token count is at most 1000000000)"),
+    ("2**63-1 tokens", "t.csv", NATIVE + "0,9223372036854775807,5\n", ":2", "prompt_tokens",
+     "too large: 9223372036854775807 (a token count is at most 1000000000)"),
+    ("1e18 tokens", "t.csv", NATIVE + "0,1e18,5\n", ":2", "prompt_tokens",
+     "too large: 1e+18 (a token count is at most 1000000000)"),
+    ("2**63 tokens in JSON", "t.jsonl", '{"arrival_s": 0, "prompt_tokens": 9223372036854775808, "output_tokens": 1}\n',
+     ":1", "prompt_tokens", "too large: 9223372036854775808 (a token count is at most 1000000000)"),
+    ("2**64 tokens (Azure)", "t.csv", AZ + "2023-11-16 18:17:03.9799600,18446744073709551616,1\n", ":2",
+     "ContextTokens", "too large: 18446744073709551616"),
+    ("priority below -2**53", "t.csv", "priority," + NATIVE + "-9223372036854775808,0,1,1\n", ":2", "priority",
+     "too small: -9223372036854775808"),
+    # Files that are not what their name says.
+    ("fake .gz", "t.csv.gz", "no gzip here\n", ":1", "file",
+     "not gzip data although the name ends in .gz (it starts with b'no')"),
+    ("unclosed quote", "t.csv", NATIVE + '0,1,1\n1,"2,2\n', ":3", "row", 'a quoted value (") never closes'),
+    ("lengths only, no arrivals given", "t.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n", ":1", "arrived_at",
+     "missing column: this trace has lengths only; give it arrival times with --arrivals"),
 ]
 
 
@@ -65,6 +96,25 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"pagedlab: error: {info.value}\n"  # exactly one line, no traceback
+
+
+def test_truncated_gzip_names_the_file_and_a_line(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "t.csv.gz"
+    data = gzip.compress((NATIVE + "".join(f"{i},{i % 97 + 1},{i % 13 + 1}\n" for i in range(20000))).encode())
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:\d+: file: corrupt gzip data \(Compressed file "):
+        load(path)
+
+
+def test_replay_of_an_overflowing_trace_exits_2_and_writes_nothing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(NATIVE + "0,10,5\n1.7e18,10,5\n")
+    assert cli.main(["replay", "--trace", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "it looks like epoch nanoseconds" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_first_problem_in_the_file_is_reported(tmp_path: Path) -> None:

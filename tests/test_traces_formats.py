@@ -11,7 +11,7 @@ import pytest
 
 from traces import Trace, load
 
-AZURE_CODE = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+AZURE_CODE = Path(__file__).resolve().parents[1] / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -130,7 +130,6 @@ def _azure_ticks(stamp: str) -> int:
     return seconds * 10**7 + int(fraction.ljust(7, "0")[:7])
 
 
-@pytest.mark.skipif(not AZURE_CODE.exists(), reason="real Azure trace not present beside the checkout")
 def test_real_azure_code_trace_loads_in_full() -> None:
     with open(AZURE_CODE, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -3,25 +3,15 @@ dispatcher in sim/cli.py prints it on one line and exits 2."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from traces.catalog import ARRIVALS, FORMATS, LENGTH_DISTRIBUTIONS, PRESET_NAMES
+from traces.options import add_arrival_options, add_transform_options, apply_transforms, load_trace
 
 if TYPE_CHECKING:  # pandas stays out of `pagedlab` start-up
     from traces.trace import Trace
-
-
-def _window(text: str) -> tuple[float, float]:
-    start, sep, end = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return float(start or 0.0), float(end) if end else math.inf
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START:END in seconds (either may be empty), got {text!r}")
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
@@ -31,26 +21,7 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
                    help=f"auto (default: recognised from the header) or one of: {', '.join(FORMATS)}")
     p.add_argument("--model", help="BurstGPT: keep only this Model, e.g. ChatGPT or GPT-4")
     p.add_argument("--log-type", help="BurstGPT: keep only this Log Type, e.g. 'Conversation log'")
-
-
-def _add_transform_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("transformations (applied in this order)")
-    g.add_argument("--window", type=_window, metavar="A:B", help="keep arrivals in [A, B) seconds, re-based to 0")
-    g.add_argument("--head", type=int, metavar="N", help="keep the first N requests")
-    g.add_argument("--rate-scale", type=float, metavar="X", help="multiply the arrival rate by X (2 doubles it)")
-    g.add_argument("--max-context", type=int, metavar="L", help="clip prompt+output to an L-token context")
-
-
-def _transform(trace: "Trace", args: argparse.Namespace) -> "Trace":
-    if args.window is not None:
-        trace = trace.window(*args.window)
-    if args.head is not None:
-        trace = trace.head(args.head)
-    if args.rate_scale is not None:
-        trace = trace.scale_rate(args.rate_scale)
-    if args.max_context is not None:
-        trace = trace.clip(args.max_context)
-    return trace
+    add_arrival_options(p, seed=True)
 
 
 def _write(trace: "Trace", out: Path) -> None:
@@ -68,17 +39,13 @@ def _report(trace: "Trace") -> str:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from traces.loader import load
-
-    trace = _transform(load(args.path, args.format, model=args.model, log_type=args.log_type), args)
+    trace = load_trace(args.path, args, model=args.model, log_type=args.log_type)
     print(_report(trace))
     return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from traces.loader import load
-
-    trace = _transform(load(args.path, args.format, model=args.model, log_type=args.log_type), args)
+    trace = load_trace(args.path, args, model=args.model, log_type=args.log_type)
     _write(trace, Path(args.out))
     print(f"wrote {len(trace)} requests to {args.out}")
     for notice in trace.notices:
@@ -98,7 +65,7 @@ def run_gen(args: argparse.Namespace) -> int:
         max_prompt_tokens=args.max_prompt_tokens, max_output_tokens=args.max_output_tokens,
         num_priorities=args.priorities,
     )
-    trace = _transform(trace, args)
+    trace = apply_transforms(trace, args)
     _write(trace, Path(args.out))
     print(f"wrote {args.out}")
     print(_report(trace))
@@ -112,12 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     stats = sub.add_parser("stats", help="count, duration, rate and length percentiles of a trace")
     _add_load_options(stats)
-    _add_transform_options(stats)
+    add_transform_options(stats)
     stats.set_defaults(func=run_stats)
 
     convert = sub.add_parser("convert", help="rewrite any supported trace as a native trace")
     _add_load_options(convert)
-    _add_transform_options(convert)
+    add_transform_options(convert)
     convert.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV)")
     convert.set_defaults(func=run_convert)
 
@@ -143,7 +110,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--prefix-tokens", type=int, default=0, help="shared prefix length of each group")
     gen.add_argument("--prefix-fraction", type=float, default=1.0, help="share of requests in a group")
     gen.add_argument("--priorities", type=int, default=1, help="priorities drawn uniformly from [0, N)")
-    _add_transform_options(gen)
+    add_transform_options(gen)
     gen.set_defaults(func=run_gen)
 
 

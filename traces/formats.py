@@ -9,7 +9,11 @@ onto `Request` fields.
   with 0 response tokens are failed requests (skipped and counted); filter by Model / Log Type.
 - mooncake: JSONL with `timestamp` (ms), `input_length`, `output_length`, `hash_ids` (one id per
   512-token prompt block, kept on the request for prefix-sharing work).
-- vidur: `arrived_at,num_prefill_tokens,num_decode_tokens`, seconds.
+- vidur: `arrived_at,num_prefill_tokens,num_decode_tokens`, seconds. Vidur's processed length
+  traces (e.g. arxiv-summarization) have no `arrived_at`: they load with generated arrivals.
+
+Formats marked `lengths_only` (native, vidur) may leave out their arrival column; `load` then needs
+an `ArrivalSpec` to draw arrival times.
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ import pandas as pd
 
 from traces.catalog import FORMATS
 from traces.request import FIELDS
-from traces.validate import (Problems, hash_ids_column, int_column, native_columns, seconds_column,
-                             text_column, timestamp_column)
+from traces.validate import (Problems, hash_ids_column, native_columns, seconds_column, text_column,
+                             timestamp_column, token_column)
 
 
 @dataclass
@@ -30,11 +34,12 @@ class Parsed:
     """A format's rows mapped onto `Request` columns, before skipping and re-basing arrivals.
 
     `arrival` is in the file's own unit (`per_second` of them make a second; int64 ns for wall
-    clocks so re-basing is exact); `skips` are (reason, mask) in the order they are applied.
+    clocks so re-basing is exact), None when the file has no arrival column; `skips` are (reason,
+    mask) in the order they are applied.
     """
 
     cols: dict[str, np.ndarray]
-    arrival: np.ndarray
+    arrival: np.ndarray | None
     per_second: float
     skips: list[tuple[str, np.ndarray]] = field(default_factory=list)
     origin: str | None = None  # what time zero is, when the file has wall-clock times
@@ -57,6 +62,8 @@ class FormatSpec:
     optional: tuple[str, ...]
     text_columns: tuple[str, ...]  # read as text even when they look numeric
     adapter: Adapter
+    arrival_column: str  # where arrival times come from
+    lengths_only: bool = False  # the arrival column may be absent (arrivals are then generated)
 
 
 def _defaults(prompt: np.ndarray, output: np.ndarray) -> dict[str, np.ndarray]:
@@ -72,7 +79,7 @@ def _defaults(prompt: np.ndarray, output: np.ndarray) -> dict[str, np.ndarray]:
 def _tokens(frame: pd.DataFrame, name: str, problems: Problems) -> np.ndarray:
     # Foreign traces record failed or empty requests with 0 tokens: those rows are skipped and
     # counted, not refused. Negative counts are refused.
-    return int_column(frame[name], name, problems, minimum=0, noun="token count")
+    return token_column(frame[name], name, problems, minimum=0)
 
 
 def _zero_skips(prompt_name: str, prompt: np.ndarray, output_name: str, output: np.ndarray) -> list:
@@ -80,8 +87,11 @@ def _zero_skips(prompt_name: str, prompt: np.ndarray, output_name: str, output: 
 
 
 def _native(frame: pd.DataFrame, problems: Problems, options: LoadOptions) -> Parsed:
+    timed = "arrival_s" in frame
+    if not timed:
+        frame = frame.assign(arrival_s=0.0)  # arrivals are drawn later
     cols = native_columns(frame, problems)
-    return Parsed(cols, cols["arrival_s"], 1.0)
+    return Parsed(cols, cols["arrival_s"] if timed else None, 1.0)
 
 
 def _azure(frame: pd.DataFrame, problems: Problems, options: LoadOptions) -> Parsed:
@@ -113,7 +123,7 @@ def _burstgpt(frame: pd.DataFrame, problems: Problems, options: LoadOptions) -> 
 
 
 def _mooncake(frame: pd.DataFrame, problems: Problems, options: LoadOptions) -> Parsed:
-    ms = seconds_column(frame["timestamp"], "timestamp", problems)
+    ms = seconds_column(frame["timestamp"], "timestamp", problems, per_second=1e3)
     prompt = _tokens(frame, "input_length", problems)
     output = _tokens(frame, "output_length", problems)
     cols = _defaults(prompt, output)
@@ -123,7 +133,7 @@ def _mooncake(frame: pd.DataFrame, problems: Problems, options: LoadOptions) -> 
 
 
 def _vidur(frame: pd.DataFrame, problems: Problems, options: LoadOptions) -> Parsed:
-    seconds = seconds_column(frame["arrived_at"], "arrived_at", problems)
+    seconds = seconds_column(frame["arrived_at"], "arrived_at", problems) if "arrived_at" in frame else None
     prompt = _tokens(frame, "num_prefill_tokens", problems)
     output = _tokens(frame, "num_decode_tokens", problems)
     return Parsed(_defaults(prompt, output), seconds, 1.0,
@@ -135,13 +145,16 @@ _NATIVE_OPTIONAL = tuple(f for f in FIELDS if f not in _NATIVE_REQUIRED)
 _NATIVE_TEXT = ("request_id", "sampling", "prefix_group", "hash_ids")
 
 FORMAT_SPECS: dict[str, FormatSpec] = {spec.name: spec for spec in (
-    FormatSpec("native-csv", "csv", _NATIVE_REQUIRED, _NATIVE_OPTIONAL, _NATIVE_TEXT, _native),
-    FormatSpec("native-jsonl", "jsonl", _NATIVE_REQUIRED, _NATIVE_OPTIONAL, (), _native),
-    FormatSpec("azure", "csv", ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), (), ("TIMESTAMP",), _azure),
+    FormatSpec("native-csv", "csv", _NATIVE_REQUIRED, _NATIVE_OPTIONAL, _NATIVE_TEXT, _native, "arrival_s", True),
+    FormatSpec("native-jsonl", "jsonl", _NATIVE_REQUIRED, _NATIVE_OPTIONAL, (), _native, "arrival_s", True),
+    FormatSpec("azure", "csv", ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), (), ("TIMESTAMP",), _azure,
+               "TIMESTAMP"),
     FormatSpec("burstgpt", "csv", ("Timestamp", "Request tokens", "Response tokens"),
-               ("Model", "Total tokens", "Log Type"), ("Model", "Log Type"), _burstgpt),
-    FormatSpec("mooncake", "jsonl", ("timestamp", "input_length", "output_length"), ("hash_ids",), (), _mooncake),
-    FormatSpec("vidur", "csv", ("arrived_at", "num_prefill_tokens", "num_decode_tokens"), (), (), _vidur),
+               ("Model", "Total tokens", "Log Type"), ("Model", "Log Type"), _burstgpt, "Timestamp"),
+    FormatSpec("mooncake", "jsonl", ("timestamp", "input_length", "output_length"), ("hash_ids",), (), _mooncake,
+               "timestamp"),
+    FormatSpec("vidur", "csv", ("arrived_at", "num_prefill_tokens", "num_decode_tokens"),
+               (), (), _vidur, "arrived_at", True),
 )}
 assert tuple(FORMAT_SPECS) == FORMATS, "traces.catalog.FORMATS must list every format"
 

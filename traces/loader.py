@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 
 from traces.formats import FORMAT_SPECS, FORMATS, FormatSpec, LoadOptions, detect
+from traces.generator import ArrivalSpec
 from traces.reading import read_csv_table, read_header, read_jsonl_table
 from traces.trace import Trace, sort_by_arrival
-from traces.validate import Problems, error, row_ids
+from traces.validate import Problems, arrival_span, error, row_ids
 
 
 def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line: int) -> FormatSpec:
@@ -29,14 +30,18 @@ def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line
 
 
 def load(path: str | Path, format: str = "auto", *, model: str | None = None,
-         log_type: str | None = None) -> Trace:
+         log_type: str | None = None, arrivals: ArrivalSpec | str | None = None, seed: int = 0) -> Trace:
     """Read a trace file. `format` is "auto" (recognised from the header) or one of `FORMATS`.
 
     Arrivals count from the first request, which arrives at 0. Rows are sorted stably by arrival if
-    they were not. `model` / `log_type` filter BurstGPT traces. Skipped rows (failed requests, zero
+    they were not. `model` / `log_type` filter BurstGPT traces. A length-only file (no arrival
+    column) needs `arrivals` (e.g. "poisson:2"), drawn with `seed`, for the requests in file order;
+    given for a timed file, they replace its arrival times. Skipped rows (failed requests, zero
     token counts, filters, blank lines) are counted in `trace.skipped` and `trace.notices`. Bad input
     raises ValueError `path:line: field: reason`.
     """
+    if isinstance(arrivals, str):
+        arrivals = ArrivalSpec.parse(arrivals)
     path = Path(path)
     if format != "auto" and format not in FORMAT_SPECS:
         raise error(str(path), "format", f"unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
@@ -46,10 +51,15 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
         raise IsADirectoryError(f"{path}: file: is a directory, not a trace file")
     header = read_header(path)
     spec = _spec_for(path, format, header.kind, header.columns, header.line)
+    timed = spec.arrival_column in header.columns
     for name in spec.required:
-        if name not in header.columns:
+        if name not in header.columns and not (name == spec.arrival_column and spec.lengths_only):
             raise error(f"{path}:{header.line}", name,
                         f"missing column ({spec.name} needs {', '.join(spec.required)})")
+    if not timed and arrivals is None:
+        raise error(f"{path}:{header.line}", spec.arrival_column,
+                    "missing column: this trace has lengths only; give it arrival times with "
+                    "--arrivals poisson:RATE, gamma:RATE:CV or constant:RATE")
     options = LoadOptions(model=model, log_type=log_type)
     if spec.name != "burstgpt" and (model is not None or log_type is not None):
         raise error(str(path), "filter", f"model / log type filters apply to burstgpt traces, this is {spec.name}")
@@ -62,7 +72,7 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
         raise error(f"{path}:{header.line + 1}", "rows", "no requests (the file has only a header)")
     # A JSON object missing a required key is a missing value on its line, not a missing column.
     for name in spec.required:
-        if name not in frame.columns:
+        if name not in frame.columns and (timed or name != spec.arrival_column):
             frame[name] = None
 
     problems = Problems(locator)
@@ -88,17 +98,27 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
             keep &= ~newly
     if not keep.any():
         left_out = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
-        raise error(str(path), "rows", f"no requests left after skipping {left_out}")
+        raise error(f"{path}:{header.line + 1}", "rows", f"no requests left after skipping {left_out}")
 
     cols = {name: values[keep] for name, values in parsed.cols.items()}
     kept_locator = locator.take(keep)
-    arrival = parsed.arrival[keep]
-    start = arrival.min()
-    cols["arrival_s"] = (arrival - start) / parsed.per_second
-    if parsed.origin == "timestamp":
-        notices.append(f"time 0 is the first request's timestamp {pd.Timestamp(int(start))}")
-    elif start != 0:
-        notices.append(f"arrivals shifted by -{start / parsed.per_second:g} s so the first request arrives at 0")
+    if arrivals is not None:
+        cols["arrival_s"] = arrivals.times(int(keep.sum()), seed)
+        field = "arrivals"
+        notices.append(f"{'replaced the recorded arrival times by' if timed else 'no arrival times: drew'} "
+                       f"{arrivals.describe()} (seed {seed}), in file order")
+    else:
+        arrival = parsed.arrival[keep]
+        start = arrival.min()
+        cols["arrival_s"] = (arrival - start) / parsed.per_second
+        field = spec.arrival_column
+        if parsed.origin == "timestamp":
+            notices.append(f"time 0 is the first request's timestamp {pd.Timestamp(int(start))}")
+        elif start != 0:
+            notices.append(f"arrivals shifted by -{start / parsed.per_second:g} s so the first request arrives at 0")
+    span = Problems(kept_locator)
+    arrival_span(cols["arrival_s"], field, span)
+    span.raise_first()
 
     seconds = cols["arrival_s"]
     late = seconds[1:] < np.maximum.accumulate(seconds)[:-1]

@@ -6,9 +6,11 @@ import gzip
 import json
 import re
 import warnings
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 import numpy as np
 import pandas as pd
@@ -28,25 +30,64 @@ class Header:
 def open_text(path: Path) -> IO[str]:
     """Text of a trace file; `.gz` files are decompressed. A BOM is dropped."""
     if path.suffix == ".gz":
+        with open(path, "rb") as raw:
+            magic = raw.read(2)
+        if magic != b"\x1f\x8b":
+            raise error(f"{path}:1", "file", f"not gzip data although the name ends in .gz (it starts with {magic!r}); "
+                        "rename it without .gz if it is plain text")
         return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
     return open(path, "r", encoding="utf-8-sig", newline="")
 
 
+def _open_bytes(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ValueError:
-    return error(str(path), "file", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    """Names the first line that is not UTF-8 (the decoder only knows a byte offset in its chunk)."""
+    with _open_bytes(path) as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return error(f"{path}:{number}", "file", f"not UTF-8 text ({bad.reason} at byte {bad.start} of the line)")
+    return error(f"{path}:1", "file", f"not UTF-8 text ({exc.reason})")
+
+
+@contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """A broken compressed stream or undecodable text as one line naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise error(f"{path}:{_last_line(path)}", "file", f"corrupt gzip data ({exc})") from None
+
+
+def _last_line(path: Path) -> int:
+    """The line a broken compressed stream breaks off in."""
+    number = 1
+    try:
+        with gzip.open(path, "rb") as f:
+            for number, _ in enumerate(f, start=1):
+                pass
+    except (EOFError, zlib.error, OSError):
+        pass
+    return number
 
 
 def read_header(path: Path) -> Header:
-    try:
-        with open_text(path) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                if line.lstrip().startswith("{"):
-                    return Header("jsonl", number, tuple(parse_json_line(path, number, line)))
+    with _read_errors(path), open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            if line.lstrip().startswith("{"):
+                return Header("jsonl", number, tuple(parse_json_line(path, number, line)))
+            try:
                 return Header("csv", number, tuple(c.strip() for c in next(csv.reader([line]))))
-    except UnicodeDecodeError as exc:
-        raise _not_utf8(path, exc) from None
+            except csv.Error as exc:  # e.g. a NUL byte
+                raise error(f"{path}:{number}", "header", f"not a CSV header ({exc})") from None
     raise error(f"{path}:1", "file", "empty (no header and no requests)")
 
 
@@ -66,17 +107,15 @@ def read_csv_table(path: Path, header: Header, text_columns: tuple[str, ...]) ->
     """All rows of a CSV file, and how many blank lines were skipped. Only empty cells count as
     missing (an id such as `NA` stays text); `text_columns` are read as text, never as numbers."""
     try:
-        with warnings.catch_warnings():
+        with _read_errors(path), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mixed-type columns are reported by the checks instead
             frame = pd.read_csv(
                 path, header=header.line - 1, skip_blank_lines=False, keep_default_na=False,
                 na_values=[""], dtype={c: str for c in text_columns if c in header.columns},
                 low_memory=False, encoding="utf-8-sig",
             )
-    except UnicodeDecodeError as exc:
-        raise _not_utf8(path, exc) from None
     except pd.errors.ParserError as exc:
-        raise _parser_error(path, exc) from None
+        raise _parser_error(path, exc, header) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     lines = np.arange(header.line + 1, header.line + 1 + len(frame), dtype=np.int64)
     blank = _blank_rows(frame)
@@ -100,14 +139,17 @@ def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
     return blank
 
 
-def _parser_error(path: Path, exc: Exception) -> ValueError:
+def _parser_error(path: Path, exc: Exception, header: Header) -> ValueError:
     text = str(exc)
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if found:
         expected, line, saw = found.groups()
         return error(f"{path}:{line}", "row", f"expected {expected} fields, saw {saw}")
+    found = re.search(r"EOF inside string starting at row (\d+)", text)
+    if found:  # rows count from 0 at the top of the file
+        return error(f"{path}:{int(found.group(1)) + 1}", "row", 'a quoted value (") never closes')
     found = re.search(r"line (\d+)", text)
-    line = found.group(1) if found else "?"
+    line = found.group(1) if found else header.line
     return error(f"{path}:{line}", "row", " ".join(text.split()[-12:]))
 
 
@@ -116,16 +158,13 @@ def read_jsonl_table(path: Path) -> tuple[pd.DataFrame, Locator, int]:
     records: list[dict] = []
     lines: list[int] = []
     blank = 0
-    try:
-        with open_text(path) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    blank += 1
-                    continue
-                records.append(parse_json_line(path, number, line))
-                lines.append(number)
-    except UnicodeDecodeError as exc:
-        raise _not_utf8(path, exc) from None
+    with _read_errors(path), open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                blank += 1
+                continue
+            records.append(parse_json_line(path, number, line))
+            lines.append(number)
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
     # Lists (hash ids) and mixed values must stay Python objects, not be coerced per column.
     return frame, Locator(str(path), np.asarray(lines, dtype=np.int64)), blank

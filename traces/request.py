@@ -7,6 +7,13 @@ from dataclasses import dataclass, fields
 # `n` is the number of samples (parallel) or the beam width (beam); greedy decodes one sequence.
 SAMPLING_MODES: tuple[str, ...] = ("greedy", "parallel", "beam")
 
+# Limits of every value a trace may hold, however a file spells it. Larger token counts and later
+# arrivals are unit or overflow mistakes (no model has a billion-token context); 2**53 is the largest
+# integer a float holds exactly.
+MAX_TOKENS = 10**9
+MAX_INT = 2**53
+MAX_ARRIVAL_S = 1e8  # about 3 years after the first request
+
 # Mooncake traces hash the prompt in blocks of this many tokens: one hash id per (partial) block.
 HASH_BLOCK_TOKENS = 512
 
@@ -60,18 +67,18 @@ def request_problem(r: Request) -> tuple[str, str] | None:
         return "request_id", f"must be a non-empty string, got {r.request_id!r}"
     if isinstance(r.arrival_s, bool) or not isinstance(r.arrival_s, (int, float)):
         return "arrival_s", f"must be a number, got {r.arrival_s!r}"
-    if not math.isfinite(r.arrival_s) or r.arrival_s < 0:
-        return "arrival_s", f"must be finite and >= 0, got {r.arrival_s!r}"
-    for name in ("prompt_tokens", "output_tokens", "n"):
+    if not math.isfinite(r.arrival_s) or not 0 <= r.arrival_s <= MAX_ARRIVAL_S:
+        return "arrival_s", f"must be finite and in [0, {MAX_ARRIVAL_S:.0e}] s, got {r.arrival_s!r}"
+    for name, limit in (("prompt_tokens", MAX_TOKENS), ("output_tokens", MAX_TOKENS), ("n", MAX_INT)):
         value = getattr(r, name)
-        if not _is_int(value) or value < 1:
-            return name, f"must be an integer >= 1, got {value!r}"
+        if not _is_int(value) or not 1 <= value <= limit:
+            return name, f"must be an integer in [1, {limit}], got {value!r}"
     if r.sampling not in SAMPLING_MODES:
         return "sampling", f"unknown mode {r.sampling!r} (expected one of {', '.join(SAMPLING_MODES)})"
     if r.sampling == "greedy" and r.n != 1:
         return "n", f"greedy sampling decodes one sequence, got n={r.n}"
-    if not _is_int(r.priority):
-        return "priority", f"must be an integer, got {r.priority!r}"
+    if not _is_int(r.priority) or abs(r.priority) > MAX_INT:
+        return "priority", f"must be an integer in [-2**53, 2**53], got {r.priority!r}"
     if r.prefix_group is not None and (not isinstance(r.prefix_group, str) or not r.prefix_group):
         return "prefix_group", f"must be a non-empty string or None, got {r.prefix_group!r}"
     if not _is_int(r.prefix_tokens) or not 0 <= r.prefix_tokens <= r.prompt_tokens:

@@ -10,8 +10,8 @@ from typing import Iterable, Iterator, overload
 import numpy as np
 import pandas as pd
 
-from traces.request import FIELDS, HASH_BLOCK_TOKENS, Request, requests_from_columns
-from traces.validate import Locator, Problems, error, native_columns
+from traces.request import FIELDS, HASH_BLOCK_TOKENS, MAX_ARRIVAL_S, Request, requests_from_columns
+from traces.validate import Locator, Problems, arrival_span, error, native_columns
 
 Columns = dict[str, np.ndarray]
 _NUMERIC = {"arrival_s": np.float64, "prompt_tokens": np.int64, "output_tokens": np.int64,
@@ -33,7 +33,7 @@ class Trace:
 
     `notices` says what loading and transforming did (rows skipped and why, sorting, clipping) and
     `skipped` counts skipped rows by reason, so no request is ever dropped silently.
-    Transformations (`head`, `window`, `scale_rate`, `clip`) return new traces.
+    Transformations (`head`, `window`, `scale_rate`, `clip`, `drop_longer`) return new traces.
     """
 
     __slots__ = ("_cols", "_requests", "notices", "skipped", "source")
@@ -137,6 +137,7 @@ class Trace:
                 raise error(f"{source}:columns", name, "missing column")
         problems = Problems(Locator(source, df.index))
         cols = native_columns(df.reset_index(drop=True), problems)
+        arrival_span(cols["arrival_s"], "arrival_s", problems)
         problems.raise_first()
         cols = {name: values.copy() for name, values in cols.items()}  # never share the caller's memory
         cols, out_of_order = sort_by_arrival(cols)
@@ -189,6 +190,9 @@ class Trace:
             raise ValueError(f"scale_rate: factor: must be finite and > 0, got {factor}")
         cols = dict(self._cols)
         cols["arrival_s"] = self._cols["arrival_s"] / factor
+        if len(self) and cols["arrival_s"][-1] > MAX_ARRIVAL_S:
+            raise ValueError(f"scale_rate: factor: {factor:g} stretches the trace to {cols['arrival_s'][-1]:.3g} s, "
+                             f"more than the {MAX_ARRIVAL_S:.0e} s a trace may span")
         return self._derive(cols, f"rate scaled by {factor:g}")
 
     def clip(self, max_context: int) -> "Trace":
@@ -214,3 +218,22 @@ class Trace:
         return self._derive(cols, f"clipped {num_over} of {len(self)} requests to a {max_context}-token "
                                   f"context ({num_over - num_prompts} outputs shortened, "
                                   f"{num_prompts} prompts truncated to {max_context - 1} tokens)")
+
+    def drop_longer(self, max_context: int) -> "Trace":
+        """Leave out the requests whose prompt + output exceeds `max_context` tokens (counted in
+        `skipped`, said in `notices`)."""
+        if max_context < 2:
+            raise ValueError(f"drop_longer: max_context: must be >= 2, got {max_context}")
+        keep = self._cols["prompt_tokens"] + self._cols["output_tokens"] <= max_context
+        num_dropped = int((~keep).sum())
+        if num_dropped == len(self):
+            raise ValueError(f"max-context: all {len(self)} requests exceed a {max_context}-token context; "
+                             "nothing would be left (clip them instead)")
+        skipped = dict(self.skipped)
+        if num_dropped:
+            reason = f"requests longer than {max_context} tokens (prompt + output)"
+            skipped[reason] = skipped.get(reason, 0) + num_dropped
+        return Trace._from_columns({k: v[keep] for k, v in self._cols.items()}, source=self.source,
+                                   notices=[*self.notices, f"dropped {num_dropped} of {len(self)} requests longer "
+                                            f"than a {max_context}-token context (prompt + output)"],
+                                   skipped=skipped)

@@ -7,10 +7,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from traces.request import DEFAULTS, SAMPLING_MODES
+from traces.request import DEFAULTS, MAX_ARRIVAL_S, MAX_INT, MAX_TOKENS, SAMPLING_MODES
 
-# Above this a float can no longer hold every integer exactly; no real trace comes near it.
-_MAX_EXACT_INT = 2.0**53
+# A time column's absolute values (in seconds) stay below this: epoch seconds up to the year 5138 pass,
+# epoch milliseconds and finer do not (they would lose their precision as float seconds).
+MAX_ABS_SECONDS = 1e11
 
 
 def error(where: str, field: str, reason: str) -> ValueError:
@@ -65,13 +66,15 @@ def _shown(value: object) -> str:
 
 
 def int_column(
-    col: pd.Series, field: str, problems: Problems, *, minimum: int | None, default: int | None = None,
-    noun: str = "value",
+    col: pd.Series, field: str, problems: Problems, *, minimum: int | None, maximum: int = MAX_INT,
+    default: int | None = None, noun: str = "value",
 ) -> np.ndarray:
     """Integers such as token counts. Empty cells take `default` where there is one, else are errors;
-    so are text, fractions, negatives and values below `minimum`."""
+    so are text, fractions, values below `minimum` and values above `maximum` (however they are
+    spelled: `1e18` and `1000000000000000000` are the same number and meet the same limit)."""
     if pd.api.types.is_integer_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-        values = col.to_numpy(np.int64)
+        raw = col.to_numpy()  # int64 or uint64: compared in its own type, never wrapped
+        huge, below, negative = raw > maximum, raw < -maximum, raw < 0
     else:
         numeric = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
         missing = col.isna().to_numpy()
@@ -84,26 +87,57 @@ def int_column(
         problems.flag(~finite & ~np.isnan(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
         with np.errstate(invalid="ignore"):
             fractional = finite & (numeric != np.floor(numeric))
-            huge = finite & (np.abs(numeric) > _MAX_EXACT_INT)
+            huge, below, negative = finite & (numeric > maximum), finite & (numeric < -maximum), finite & (numeric < 0)
         problems.flag(fractional, field, lambda p: f"not an integer: {_shown(col.iloc[p])}")
-        problems.flag(huge, field, lambda p: f"too large: {_shown(col.iloc[p])}")
-        values = np.where(finite & ~huge, numeric, 0.0).astype(np.int64)
+        raw = np.where(finite, numeric, 0.0)
+    values = np.where(huge | below, 0, raw).astype(np.int64)  # out-of-range cells are reported, never cast
+    problems.flag(huge, field, lambda p: f"too large: {_shown(col.iloc[p])} (a {noun} is at most {maximum})")
+    if minimum is None:
+        problems.flag(below, field, lambda p: f"too small: {_shown(col.iloc[p])} (a {noun} is at least {-maximum})")
     if minimum is not None and minimum >= 0:
-        problems.flag(values < 0, field, lambda p: f"negative {noun}: {values[p]}")
+        problems.flag(negative, field, lambda p: f"negative {noun}: {_shown(col.iloc[p])}")
     if minimum is not None and minimum > 0:
         problems.flag(values < minimum, field, lambda p: f"must be >= {minimum}, got {values[p]}")
     return values
 
 
-def seconds_column(col: pd.Series, field: str, problems: Problems) -> np.ndarray:
-    """Times as numbers (seconds or milliseconds; the caller knows which): finite and not negative."""
+def token_column(col: pd.Series, field: str, problems: Problems, *, minimum: int) -> np.ndarray:
+    """Token counts: integers in [minimum, MAX_TOKENS]."""
+    return int_column(col, field, problems, minimum=minimum, maximum=MAX_TOKENS, noun="token count")
+
+
+def _epoch_hint(value: float) -> str:
+    """What unit a far too large time probably is: epoch times of today are about 1.7e9 s, 1.7e12 ms,
+    1.7e15 us and 1.7e18 ns."""
+    for scale, unit in ((1e17, "nanoseconds"), (1e14, "microseconds"), (1e11, "milliseconds")):
+        if scale <= abs(value) < 1000 * scale:
+            return f"; it looks like epoch {unit}"
+    return ""
+
+
+def seconds_column(col: pd.Series, field: str, problems: Problems, per_second: float = 1.0) -> np.ndarray:
+    """Times as numbers, `per_second` of them to a second (1: seconds, 1e3: milliseconds): finite,
+    not negative, and below `MAX_ABS_SECONDS` seconds (a time in a finer unit than the column's is
+    refused with the unit it looks like)."""
     numeric = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
     missing = col.isna().to_numpy()
+    unit = "seconds" if per_second == 1.0 else "milliseconds" if per_second == 1e3 else f"1/{per_second:g} s"
     problems.flag(missing, field, lambda p: "missing value")
     problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {_shown(col.iloc[p])}")
     problems.flag(np.isinf(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
     problems.flag(numeric < 0, field, lambda p: f"negative time: {_shown(col.iloc[p])}")
-    return np.where(np.isfinite(numeric), numeric, 0.0)
+    with np.errstate(invalid="ignore"):
+        huge = np.isfinite(numeric) & (numeric / per_second >= MAX_ABS_SECONDS)
+    problems.flag(huge, field, lambda p: f"too large for a time in {unit}: {_shown(col.iloc[p])}"
+                  f"{_epoch_hint(numeric[p])}; give {unit}")
+    return np.where(np.isfinite(numeric) & ~huge, numeric, 0.0)
+
+
+def arrival_span(seconds: np.ndarray, field: str, problems: Problems) -> None:
+    """Arrivals (seconds from the first request) must stay within `MAX_ARRIVAL_S`."""
+    late = seconds > MAX_ARRIVAL_S
+    problems.flag(late, field, lambda p: f"arrives {seconds[p]:.4g} s after the first request; a trace spans "
+                  f"at most {MAX_ARRIVAL_S:.0e} s (about 3 years): is the column in the right unit?")
 
 
 def timestamp_column(col: pd.Series, field: str, problems: Problems) -> np.ndarray:
@@ -197,16 +231,15 @@ def native_columns(frame: pd.DataFrame, problems: Problems) -> dict[str, np.ndar
     cols: dict[str, np.ndarray] = {
         "request_id": ids_column(frame.get("request_id"), num_rows, "request_id", problems),
         "arrival_s": seconds_column(frame["arrival_s"], "arrival_s", problems),
-        "prompt_tokens": int_column(frame["prompt_tokens"], "prompt_tokens", problems, minimum=1,
-                                    noun="token count"),
-        "output_tokens": int_column(frame["output_tokens"], "output_tokens", problems, minimum=1,
-                                    noun="token count"),
+        "prompt_tokens": token_column(frame["prompt_tokens"], "prompt_tokens", problems, minimum=1),
+        "output_tokens": token_column(frame["output_tokens"], "output_tokens", problems, minimum=1),
     }
     for name in ("n", "priority", "prefix_tokens"):
         default = int(DEFAULTS[name])  # type: ignore[arg-type]
         if name in frame:
             minimum = {"n": 1, "priority": None, "prefix_tokens": 0}[name]
-            cols[name] = int_column(frame[name], name, problems, minimum=minimum, default=default)
+            maximum = MAX_TOKENS if name == "prefix_tokens" else MAX_INT
+            cols[name] = int_column(frame[name], name, problems, minimum=minimum, maximum=maximum, default=default)
         else:
             cols[name] = np.full(num_rows, default, dtype=np.int64)
     cols["sampling"] = (text_column(frame["sampling"], "greedy") if "sampling" in frame
