@@ -25,6 +25,7 @@ AT_CAPACITY: tuple[str, ...] = ("slo_attainment", "request_goodput", "output_thr
                                 "p99_tpot_ms", "kv_usage_mean", "preemptions")
 COST_LABELS = {"kv_gib": "KV cache (GiB, all GPUs of a replica)", "num_gpus": "GPUs per replica",
                "gpu_memory_gib": "GPU memory (GiB per replica)"}
+COST_UNITS = {"kv_gib": "GiB", "num_gpus": "GPUs", "gpu_memory_gib": "GiB"}
 
 
 def pareto_front(summary: pd.DataFrame, cost: str) -> pd.Series:
@@ -55,9 +56,8 @@ def plot_pareto(summary: pd.DataFrame, cost: str, path: Path) -> Path:
     front = rated[pareto_front(rated, cost)].sort_values(cost)
     if not front.empty:
         ax.step(front[cost], front["capacity"], where="post", color="tab:red", label="Pareto front")
-        for row in front.itertuples():
-            ax.annotate(f"#{row.config}", (getattr(row, cost), row.capacity), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+        for (x, y), tied in front.groupby([cost, "capacity"], sort=False)["config"]:
+            ax.annotate(" ".join(f"#{c}" for c in tied), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(COST_LABELS[cost])
     ax.set_ylabel("capacity (req/s within the SLOs)")
     ax.set_title(f"Capacity against cost: {len(rated)} of {len(summary)} configurations meet the SLOs at some load")
@@ -126,10 +126,18 @@ def findings(summary: pd.DataFrame, front: pd.Series, spec: SweepSpec) -> list[s
     best = rated.loc[rated["capacity"].idxmax()]
     out.append(f"Highest capacity: #{best['config']} ({_name(best, spec)}) at "
                f"{format_capacity(best['capacity'], bool(best['lower_bound']))} req/s "
-               f"(rate scale {best['capacity_scale']:g}), {spec.cost} {format_value(spec.cost, best[spec.cost])}.")
-    parts = [f"#{r['config']} ({_name(r, spec)}): {format_capacity(r['capacity'], bool(r['lower_bound']))} req/s "
-             f"for {format_value(spec.cost, r[spec.cost])}" for _, r in summary[front].sort_values(spec.cost).iterrows()]
-    out.append(f"Pareto front of capacity against {spec.cost}: " + "; ".join(parts) + ".")
+               f"(rate scale {best['capacity_scale']:g}), {spec.cost} {format_value(spec.cost, best[spec.cost])} "
+               f"{COST_UNITS[spec.cost]}.")
+    unit = COST_UNITS[spec.cost]
+    parts = []
+    on_front = summary[front].sort_values([spec.cost, "config"], kind="stable")
+    for (cost, _), tied in on_front.groupby([spec.cost, "capacity"], sort=False):
+        first = tied.iloc[0]
+        names = ", ".join(f"#{r['config']} ({_name(r, spec)})" for _, r in tied.iterrows())
+        parts.append(f"{format_capacity(first['capacity'], bool(first['lower_bound']))} req/s for "
+                     f"{format_value(spec.cost, cost)} {unit}: {names}")
+    out.append(f"Pareto front of capacity against {spec.cost} (tied configurations together): "
+               + "; ".join(parts) + ".")
     none = summary[summary["capacity"].isna()]
     if len(none):
         out.append(f"{len(none)} configuration(s) miss the SLOs even at the lowest load: "

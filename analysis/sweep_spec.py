@@ -255,7 +255,8 @@ def _parse_trace(where: _Locator, trace: dict[str, Any]) -> dict[str, Any]:
 
         from traces import generate
 
-        options = _table(where, trace, "generate", tuple(p for p in inspect.signature(generate).parameters if p != "seed"), parent="trace.")
+        allowed = tuple(name for name in inspect.signature(generate).parameters if name != "seed")
+        options = _table(where, trace, "generate", allowed, parent="trace.")
         if "num_requests" not in options:
             raise where.error("trace.generate.num_requests", "missing")
         if "num_requests" in trace:

@@ -198,3 +198,19 @@ def test_the_local_executor_never_imports_ray(tmp_path: Path) -> None:
               f"code = cli.main(['sweep', {str(spec)!r}, '--out', {str(tmp_path / 'out')!r}, '--jobs', '2', '--quiet']); "
               "assert code == 0, code; assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
+
+
+def test_fixed_loads_on_a_trace_file_relative_to_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[loads] as compare runs them; the trace path is taken relative to the spec's folder."""
+    data = Path(__file__).resolve().parents[1] / "data" / "AzureLLMInferenceTrace_code.csv"
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "code.csv").write_bytes(data.read_bytes())
+    (tmp_path / "specs").mkdir()
+    text = ('[trace]\npath = "../traces/code.csv"\nnum_requests = 30\n[grid]\nmax_num_seqs = [8, 64]\n'
+            "[slo]\nttft_ms = 2000\n[loads]\nrates = [0.5, 2]\n[report]\ncost = \"num_gpus\"\n")
+    spec = write_spec(tmp_path / "specs", text)
+    code, stdout, _ = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet"], capsys)
+    assert code == 0
+    probes = pd.read_csv(tmp_path / "out" / "probes.csv")
+    assert list(probes["rate"].round(9)) == [0.5, 2.0, 0.5, 2.0] and (probes["num_requests"] == 30).all()
+    assert (probes["policy"] == "vllm").all() and "report.md" in {p.name for p in (tmp_path / "out").iterdir()}
