@@ -214,3 +214,20 @@ def test_fixed_loads_on_a_trace_file_relative_to_the_spec(tmp_path: Path, capsys
     probes = pd.read_csv(tmp_path / "out" / "probes.csv")
     assert list(probes["rate"].round(9)) == [0.5, 2.0, 0.5, 2.0] and (probes["num_requests"] == 30).all()
     assert (probes["policy"] == "vllm").all() and "report.md" in {p.name for p in (tmp_path / "out").iterdir()}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ray-address", "127.0.0.1:6379"], "ray-address: needs --executor ray"),
+    (["--jobs", "0"], "jobs: must be >= 1, got 0"),
+    (["--out-is-a-report"], "exists and is not a pagedlab sweep; give an empty or new --out"),
+])
+def test_bad_flags_and_a_foreign_out_dir_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     flags: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    if flags == ["--out-is-a-report"]:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        flags = []
+    code, _, err = run_cli(["sweep", str(write_spec(tmp_path)), "--out", str(out), "--quiet", *flags], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not out.exists() or [p.name for p in out.iterdir()] == ["notes.txt"]  # nothing written, nothing lost
