@@ -1,17 +1,15 @@
 """Run every policy at every load on one trace, then write the comparison report.
 
 Runs are independent replays of the same trace (rescaled per load) with the same seed, so policies see
-identical requests. With `jobs > 1` they run in worker processes (`multiprocessing.Pool`, whose `terminate()`
-stops running replays at once on Ctrl-C). Everything lands in `out_dir` atomically (see `analysis.atomic`).
+identical requests. With `jobs > 1` they run in worker processes, or as Ray tasks with `executor="ray"`
+(see `analysis.executors`). Everything lands in `out_dir` atomically (see `analysis.atomic`).
 """
 from __future__ import annotations
 
 import math
-import multiprocessing
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -81,8 +79,11 @@ class CompareSpec:
     target: float = DEFAULT_ATTAINMENT
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     jobs: int = 1
+    executor: str = "local"  # or "ray" (analysis.executors)
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
+        from analysis.executors import check_executor
         from sim import POLICIES
 
         if not self.policies:
@@ -92,8 +93,7 @@ class CompareSpec:
             raise ValueError(f"policies: unknown policy {unknown[0]!r}; valid names: {', '.join(POLICIES)}")
         if len(set(self.policies)) != len(self.policies):
             raise ValueError("policies: a policy is listed twice")
-        if self.jobs < 1:
-            raise ValueError(f"jobs: must be >= 1, got {self.jobs}")
+        check_executor(self.executor, self.jobs, self.ray_address)
         check_attainment_target(self.target)
         self.engine_config()  # unknown model/GPU or a bad field fails here, before any replay
 
@@ -119,9 +119,14 @@ def run_job(job: Job) -> dict[str, Any]:
     trace = job.trace.scale_rate(job.point.scale) if job.point.scale != 1.0 else job.trace
     result = replay(trace, job.spec.engine_config(), policy=job.policy, seed=job.spec.seed, progress=False)
     result.write(job.run_dir)
-    run = RunData.from_result(result)
-    row = {"policy": job.policy, "load": job.point.load, "rate": job.point.rate, "rate_scale": job.point.scale,
-           **run_metrics(run, job.spec.slo, job.spec.percentiles)}
+    return {"policy": job.policy, "load": job.point.load, "rate": job.point.rate, "rate_scale": job.point.scale,
+            **result_metrics(result, job.spec.slo, job.spec.percentiles)}
+
+
+def result_metrics(result: Any, slo: SLO, percentiles: Sequence[float]) -> dict[str, Any]:
+    """The metrics row of one replay (a `sim.SimResult`): serving and memory metrics, prefix-cache hits,
+    the execute backend's verdict. `compare` and `sweep` both take their rows from here."""
+    row = run_metrics(RunData.from_result(result), slo, percentiles)
     if result.summary.get("prefix_caching"):
         row.update(prefix_hit_rate=result.summary["prefix_hit_rate"],
                    prefix_hit_tokens=result.summary["prefix_hit_tokens"])
@@ -131,41 +136,33 @@ def run_job(job: Job) -> dict[str, Any]:
     return row
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; only the parent handles it (and terminates the pool).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _run_shared_trace_job(trace: Any, job: Job) -> tuple[str, float, dict[str, Any]]:
+    # The executor ships the trace once per worker (or once to Ray's object store), not with every job.
+    return job.policy, job.point.load, run_job(replace(job, trace=trace))
 
 
-def run_jobs(jobs: list[Job], workers: int, progress: bool) -> list[dict[str, Any]]:
-    """Rows in job order; a progress bar on stderr unless `progress` is False."""
+def run_jobs(jobs: list[Job], workers: int, progress: bool, executor: str = "local",
+             ray_address: str | None = None) -> list[dict[str, Any]]:
+    """Rows in job order, run by `executor` (see analysis.executors) with `workers` parallel replays; a
+    progress bar on stderr unless `progress` is False. Every job replays the same trace."""
     from tqdm import tqdm
 
+    from analysis.executors import make_executor
+
+    assert jobs and all(job.trace is jobs[0].trace for job in jobs), "one trace per comparison"
     rows: list[dict[str, Any] | None] = [None] * len(jobs)
-    with tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress, file=sys.stderr) as bar:
-        if workers == 1 or len(jobs) == 1:
-            for i, job in enumerate(jobs):
-                bar.set_postfix_str(f"{job.policy} @ {job.point.label}")
-                rows[i] = run_job(job)
-                bar.update()
-        else:
-            pool = multiprocessing.Pool(min(workers, len(jobs)), initializer=_ignore_sigint)
-            try:
-                for i, row in pool.imap_unordered(_indexed_run_job, list(enumerate(jobs))):
-                    rows[i] = row
-                    bar.set_postfix_str(f"{row['policy']} @ {jobs[i].point.label}")
-                    bar.update()
-                pool.close()
-            except BaseException:
-                pool.terminate()
-                raise
-            finally:
-                pool.join()
+    with tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress, file=sys.stderr) as bar, \
+            make_executor(executor, _run_shared_trace_job, jobs[0].trace, jobs=min(workers, len(jobs)),
+                          address=ray_address) as pool:
+        for i, job in enumerate(jobs):
+            pool.submit(i, replace(job, trace=None))
+        while pool.pending:
+            i, (policy, load, row) = pool.next_result()
+            rows[i] = row
+            bar.set_postfix_str(f"{policy} @ {load:g}")
+            bar.update()
     assert all(row is not None for row in rows)
     return rows  # type: ignore[return-value]
-
-
-def _indexed_run_job(item: tuple[int, Job]) -> tuple[int, dict[str, Any]]:
-    return item[0], run_job(item[1])
 
 
 @dataclass
@@ -184,7 +181,7 @@ def compare(trace: Any, points: list[LoadPoint], spec: CompareSpec, out_dir: str
     with atomic_directory(final) as tmp:
         jobs = [Job(policy, point, trace, spec, tmp / "runs" / f"{policy}-{point.label}")
                 for policy in spec.policies for point in points]
-        table = pd.DataFrame(run_jobs(jobs, spec.jobs, progress))
+        table = pd.DataFrame(run_jobs(jobs, spec.jobs, progress, spec.executor, spec.ray_address))
         runs = {(job.policy, job.point.load): RunData.from_dir(job.run_dir) for job in jobs}
         capacity = capacity_by_policy(table, target=spec.target, load_column="rate")
         ctx = ReportContext(

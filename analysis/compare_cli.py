@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analysis.executors import add_executor_arguments
 from traces.options import add_arrival_options, add_transform_options, apply_transforms, transform_words
 
 DEFAULT_POLICIES = ("vllm", "vllm-swap", "sarathi", "orca-max", "static")
@@ -79,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-attainment", type=float, default=0.9, metavar="F",
                    help="share of requests that must meet the SLOs for a load to count (default 0.9)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="replays run in N parallel processes")
+    add_executor_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"report directory (default: {DEFAULT_OUT})")
     add_arrival_options(p, seed=False)
@@ -153,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device)  # on the CPU: TRITON_INTERPRET=1 before triton is imported
     spec = CompareSpec(policies=tuple(args.policies), model=args.model, gpu=args.gpu, seed=args.seed,
                        engine=engine, slo=slo, slo_note="--goodput" if args.goodput else "default, no --goodput given",
-                       target=args.slo_attainment, jobs=args.jobs)
+                       target=args.slo_attainment, jobs=args.jobs, executor=args.executor,
+                       ray_address=args.ray_address)
 
     preset_name = None
     if args.trace:

@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "traces.cli",          # pagedlab trace stats|gen
     "sim.replay_cli",      # pagedlab replay
     "analysis.compare_cli",  # pagedlab compare
+    "analysis.sweep_cli",  # pagedlab sweep
     "kernels.bench_cli",   # pagedlab bench kernels
     "sim.calibrate_cli",   # pagedlab calibrate
     "memory.demo_cli",     # pagedlab demo-memory
