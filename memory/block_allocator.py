@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
+from memory.types import SeqBlocks
+
 
 class NoFreeBlocksError(RuntimeError):
     """The pool has fewer free blocks than the operation needs; nothing was changed."""
@@ -80,6 +82,16 @@ class BlockPool:
         """Take `count` free blocks at once (refcount 1 each), or none: O(count)."""
         raise NotImplementedError
 
+    def allocate_with_refcounts(self, counts: Sequence[int]) -> list[int]:
+        """Take `len(counts)` free blocks at once, block i with refcount `counts[i]` (>= 1), or none."""
+        blocks = self.allocate_many(len(counts))
+        refcounts = self._refcounts
+        for block, count in zip(blocks, counts):
+            if count > 1:
+                refcounts[block] = count
+                self._num_shared += 1
+        return blocks
+
     def incref(self, block: int) -> None:
         """Add a reference to an allocated block."""
         rc = self._refcounts[self._check_id(block)]
@@ -97,8 +109,8 @@ class BlockPool:
         """Drop one reference from each block of a block table; returns how many became free."""
         raise NotImplementedError
 
-    def release_refs(self, refs: Mapping[int, int], tables: Iterable[Sequence[int]] = ()) -> None:
-        """Drop `refs[block]` references from each block (`tables`: the block tables that held them)."""
+    def release_refs(self, refs: Mapping[int, int], holders: Iterable[SeqBlocks] = ()) -> None:
+        """Drop `refs[block]` references from each block (`holders`: the sequences that held them)."""
         raise NotImplementedError
 
     def _check_id(self, block: int) -> int:
@@ -178,21 +190,28 @@ class BlockAllocator(BlockPool):
         """Drop one reference from each block of a block table; returns how many went back to the free
         list. They go back in table order, as one `decref` per block would put them."""
         refcounts = self._refcounts
-        if all(refcounts[block] == 1 for block in blocks):  # sole holder: the common case
-            for block in blocks:
-                refcounts[block] = 0
-            self._free.extend(blocks)
-            return len(blocks)
-        decref = self.decref
-        return sum(1 for block in blocks if decref(block))
+        for block in blocks:
+            if refcounts[block] != 1:
+                decref = self.decref
+                return sum(1 for block in blocks if decref(block))
+        for block in blocks:  # sole holder (the common case): all go back at once
+            refcounts[block] = 0
+        self._free.extend(blocks)
+        return len(blocks)
 
-    def release_refs(self, refs: Mapping[int, int], tables: Iterable[Sequence[int]] = ()) -> None:
-        """Drop `refs[block]` references from each block, in the mapping's order (`tables`, the block
-        tables that held them, matter only to a caching pool)."""
-        decref = self.decref
+    def release_refs(self, refs: Mapping[int, int], holders: Iterable[SeqBlocks] = ()) -> None:
+        """Drop `refs[block]` references from each block, in the mapping's order (`holders`, the
+        sequences that held them, matter only to a caching pool)."""
+        refcounts, free = self._refcounts, self._free
         for block, count in refs.items():
-            for _ in range(count):
-                decref(block)
+            rc = refcounts[block]
+            if not 0 < count <= rc:
+                raise ValueError(f"release of {count} references to block {block}, which has {rc}")
+            if rc > 1 >= rc - count:
+                self._num_shared -= 1
+            refcounts[block] = rc - count
+            if rc == count:
+                free.append(block)
 
     def __repr__(self) -> str:
         return (

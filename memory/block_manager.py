@@ -238,8 +238,8 @@ class BlockManager:
 
     def free(self, seq_id: SeqId) -> None:
         """Drop the sequence and its references; blocks nobody else holds return to their pool."""
-        if seq_id in self._gpu_seqs:
-            seq = self._gpu_seqs.pop(seq_id)
+        seq = self._gpu_seqs.pop(seq_id, None)
+        if seq is not None:
             blocks = seq.blocks
             released = self._gpu.free_table(blocks)
             if released == len(blocks):  # sole holder: the common case
@@ -258,43 +258,50 @@ class BlockManager:
     # ---- swap --------------------------------------------------------------------------------------
     def can_swap_out(self, seq_ids: Iterable[SeqId]) -> bool:
         """Whether the CPU pool can take these sequences; raises `ValueError` on an invalid request."""
-        _, refs = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
+        _, refs, _ = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
         return len(refs) <= self._cpu.num_free_blocks
 
     def swap_out(self, seq_ids: Iterable[SeqId]) -> BlockMapping:
         """Move whole families to the CPU; returns the GPU block -> CPU block copies to perform."""
-        seqs, refs = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
+        seqs, refs, kept = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
         if len(refs) > self._cpu.num_free_blocks:
             raise NoFreeBlocksError(
                 f"swap out needs {len(refs)} CPU blocks, {self._cpu.num_free_blocks} free"
             )
-        fills = self._distinct_fills(seqs)
+        released = self._distinct_fill(seqs)
+        if kept:  # cached blocks also held outside the request stay on the GPU, filled
+            fills = self._distinct_fills(seqs)
+            released -= sum(fills[block] for block in kept)
         mapping = move_family(seqs, refs, self._gpu_seqs, self._cpu_seqs, self._gpu, self._cpu)
-        # A cached block held outside the request stays live on the GPU: only released blocks count.
-        refcounts = self._gpu_refcounts
-        self._gpu_filled_slots -= sum(fill for block, fill in fills.items() if refcounts[block] == 0)
+        self._gpu_filled_slots -= released
         self.num_swapped_out_blocks += len(mapping)
         return mapping
 
     def can_swap_in(self, seq_ids: Iterable[SeqId]) -> bool:
         """Whether these sequences fit back on the GPU leaving the watermark free."""
-        _, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
+        _, refs, _ = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
         return self._gpu.num_free_blocks - len(refs) >= self.watermark_blocks
 
     def swap_in(self, seq_ids: Iterable[SeqId]) -> BlockMapping:
         """Move whole swapped families back; returns the CPU block -> GPU block copies to perform.
         Raises `NoFreeBlocksError` only when they do not fit at all (the watermark is `can_swap_in`'s)."""
-        seqs, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
+        seqs, refs, _ = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
         if len(refs) > self._gpu.num_free_blocks:
             raise NoFreeBlocksError(
                 f"swap in needs {len(refs)} GPU blocks, {self._gpu.num_free_blocks} free"
             )
         mapping = move_family(seqs, refs, self._cpu_seqs, self._gpu_seqs, self._cpu, self._gpu)
-        self._gpu_filled_slots += sum(self._distinct_fills(seqs).values())
+        self._gpu_filled_slots += self._distinct_fill(seqs)
         self.num_swapped_in_blocks += len(mapping)
         return mapping
 
-    def _distinct_fills(self, seqs: dict[SeqId, SeqBlocks]) -> BlockMapping:
+    def _distinct_fill(self, seqs: dict[SeqId, SeqBlocks]) -> int:
+        """Tokens held by the distinct blocks of `seqs`, a block shared among them counted once."""
+        if len(seqs) == 1:  # a table names each block once
+            return next(iter(seqs.values())).num_tokens
+        return sum(self._distinct_fills(seqs).values())
+
+    def _distinct_fills(self, seqs: dict[SeqId, SeqBlocks]) -> dict[int, int]:
         """Tokens held by each distinct block of `seqs`."""
         fills: dict[int, int] = {}
         for seq in seqs.values():

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Hashable, Iterable, Mapping, Sequence
 
 from memory.block_allocator import BlockPool, NoFreeBlocksError
+from memory.types import SeqBlocks
 
 BlockHash = tuple[int, Hashable]  # (node id of the previous block of the chain or ROOT, block key)
 ROOT = 0                          # the parent node of a prompt's first block; real node ids start at 1
@@ -162,12 +163,10 @@ class CachingBlockAllocator(BlockPool):
         if count <= 0:
             return []
         nxt, refcounts, sentinel = self._next, self._refcounts, self.num_blocks
-        blocks: list[int] = []
-        append, block = blocks.append, sentinel
-        for _ in range(count):
-            block = nxt[block]
+        block = sentinel
+        blocks = [block := nxt[block] for _ in range(count)]  # walk from the head
+        for block in blocks:
             refcounts[block] = 1
-            append(block)
         head = nxt[block]  # unlink the whole run at once
         nxt[sentinel], self._prev[head] = head, sentinel
         self._num_free = num_free - count
@@ -257,14 +256,14 @@ class CachingBlockAllocator(BlockPool):
                 released += 1
         return released
 
-    def release_refs(self, refs: Mapping[int, int], tables: Iterable[Sequence[int]] = ()) -> None:
+    def release_refs(self, refs: Mapping[int, int], holders: Iterable[SeqBlocks] = ()) -> None:
         """Drop `refs[block]` references from each block: uncached blocks in the mapping's order, then
-        cached ones deepest first (their position in the `tables` holding them), for the reason of
+        cached ones deepest first (their position in the tables of the `holders`), for the reason of
         `free_table`."""
         hash_of = self._hash_of
         depth: dict[int, int] = {}
-        for table in tables:
-            for i, block in enumerate(table):
+        for seq in holders:
+            for i, block in enumerate(seq.blocks):
                 if hash_of[block] is not None:
                     depth[block] = i
         order = [b for b in refs if b not in depth]

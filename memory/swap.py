@@ -20,10 +20,10 @@ def collect_family(
     pool: BlockPool,
     what: str,
     missing: Callable[[SeqId, str], Exception],
-) -> tuple[dict[SeqId, SeqBlocks], dict[int, int]]:
-    """The requested sequences and, per distinct block, its references among them. Raises
-    `ValueError` for a duplicate, a sequence not in `where`, or an uncached block also held outside the
-    request."""
+) -> tuple[dict[SeqId, SeqBlocks], dict[int, int], list[int]]:
+    """The requested sequences, per distinct block its references among them, and the (cached) blocks
+    also held outside the request. Raises `ValueError` for a duplicate, a sequence not in `where`, or an
+    uncached block also held outside the request."""
     seqs: dict[SeqId, SeqBlocks] = {}
     for seq_id in seq_ids:
         if seq_id in seqs:
@@ -35,16 +35,20 @@ def collect_family(
     for seq in seqs.values():
         for block in seq.blocks:
             refs[block] = refs.get(block, 0) + 1
-    refcounts = pool.refcounts
+    refcounts, kept = pool.refcounts, []
     for block, count in refs.items():
-        if count != refcounts[block] and not pool.is_cached(block):
+        if count == refcounts[block]:
+            continue
+        if pool.is_cached(block):
+            kept.append(block)
+        else:
             # Error path only: name the family members left behind (a scan of all sequences).
             others = sorted(repr(s) for s, q in where.items() if s not in seqs and block in q.blocks)
             raise ValueError(
                 f"{what}: block {block} is shared with {', '.join(others)} outside the request; "
                 f"a family of forked sequences must move together"
             )
-    return seqs, refs
+    return seqs, refs, kept
 
 
 def move_family(
@@ -58,12 +62,8 @@ def move_family(
     """Give each distinct block one twin in `dst` with the request's references, drop those references
     from the original, and rewrite the tables. The caller has checked that `dst` has `len(refs)` free
     blocks."""
-    mapping: BlockMapping = dict(zip(refs, dst.allocate_many(len(refs))))
-    for block, count in refs.items():
-        twin = mapping[block]
-        for _ in range(count - 1):
-            dst.incref(twin)
-    src.release_refs(refs, [seq.blocks for seq in seqs.values()])
+    mapping: BlockMapping = dict(zip(refs, dst.allocate_with_refcounts(list(refs.values()))))
+    src.release_refs(refs, seqs.values())  # before the tables change: a caching pool reads them
     for seq_id, seq in seqs.items():
         seq.blocks = [mapping[b] for b in seq.blocks]
         dst_seqs[seq_id] = src_seqs.pop(seq_id)
