@@ -158,6 +158,10 @@ class BlockAllocator(BlockPool):
     def allocate_many(self, count: int) -> list[int]:
         """Take `count` free blocks at once (refcount 1 each), or none: O(count)."""
         free = self._free
+        if count == 1 and free:  # one new block: the decode step's case
+            block = free.pop()
+            self._refcounts[block] = 1
+            return [block]
         if count > len(free):
             raise NoFreeBlocksError(
                 f"{count} blocks requested, {len(free)} free (pool of {self.num_blocks})"

@@ -140,17 +140,20 @@ class CachingBlockAllocator(BlockPool):
     def acquire_many(self, blocks: Sequence[int]) -> None:
         """One more reference to each cached block: incref if live, revive from the free queue if not."""
         refcounts, nxt, prv = self._refcounts, self._next, self._prev
+        revived = shared = 0
         for block in blocks:
             rc = refcounts[block]
             if rc == 0:  # unlink from the middle of the queue
                 after, before = nxt[block], prv[block]
                 nxt[before], prv[after] = after, before
-                self._num_free -= 1
-                self._num_evictable -= 1
-                self.num_revived_blocks += 1
+                revived += 1
             elif rc == 1:
-                self._num_shared += 1
+                shared += 1
             refcounts[block] = rc + 1
+        self._num_free -= revived
+        self._num_evictable -= revived
+        self.num_revived_blocks += revived
+        self._num_shared += shared
 
     # ---- allocation --------------------------------------------------------------------------------
     def allocate_many(self, count: int) -> list[int]:
@@ -163,6 +166,13 @@ class CachingBlockAllocator(BlockPool):
         if count <= 0:
             return []
         nxt, refcounts, sentinel = self._next, self._refcounts, self.num_blocks
+        if count == 1 and num_free > self._num_evictable:  # one plain block: the decode step's case
+            block = nxt[sentinel]
+            head = nxt[block]
+            nxt[sentinel], self._prev[head] = head, sentinel
+            refcounts[block] = 1
+            self._num_free = num_free - 1
+            return [block]
         block = sentinel
         blocks = [block := nxt[block] for _ in range(count)]  # walk from the head
         for block in blocks:
@@ -241,11 +251,10 @@ class CachingBlockAllocator(BlockPool):
             num_cached = 0  # cached blocks lead the table: each follows its chain parent
             while num_cached < len(blocks) and hash_of[blocks[num_cached]] is not None:
                 num_cached += 1
-            if not num_cached:
-                self._push_head(blocks)
-                return len(blocks)
-            self._push_head(blocks[num_cached:])
-            self._push_tail(blocks[num_cached - 1::-1])
+            if num_cached < len(blocks):
+                self._push_head(blocks[num_cached:] if num_cached else blocks)
+            if num_cached:
+                self._push_tail(blocks[num_cached - 1::-1])
             return len(blocks)
         decref, released = self.decref, 0
         for block in blocks:
