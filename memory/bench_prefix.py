@@ -1,8 +1,8 @@
 """Prefix-caching throughput: `python -m memory.bench_prefix [--quick] [--repeats N] [--cpu K]`.
 
 Operations per second of `PrefixCachingBlockManager` for allocations that miss (and register their
-blocks), hit live blocks, revive evictable ones or evict the least recently used ones; frees into the
-evictor; and, for comparison in the same run, the base `BlockManager` doing the same work without keys.
+blocks), hit live blocks, revive evictable ones or evict the least recently used ones; frees to the
+free queue (plain blocks to its head, cached ones to its tail); and, for comparison in the same run, the base `BlockManager` doing the same work without keys.
 Same method as `memory.bench`: one pinned core, GC off while timing, best of `--repeats` fresh setups.
 Keys are per-block tuples built before timing (what the simulator would pass).
 """
@@ -59,7 +59,7 @@ def bench_allocate(n: int, blocks: int, kind: str) -> Callable[[], Body]:
 
 
 def bench_free(n: int, blocks: int, kind: str) -> Callable[[], Body]:
-    """kind: base (BlockManager), nokeys (to the plain free list), cached (into the evictor)."""
+    """kind: base (BlockManager), nokeys (to the free queue's head), cached (to its tail, evictable)."""
     def make() -> Body:
         bm = _make(kind != "base", n * blocks)
         for i in range(n):
@@ -96,11 +96,11 @@ ALLOCATE_CASES = [
     ("miss", "all blocks miss, registered"),
     ("hit", "all blocks hit live blocks"),
     ("half", "half hit live, half registered"),
-    ("revive", "all blocks revived from the evictor"),
+    ("revive", "all blocks revived from the free queue"),
     ("evict", "no plain-free block: evicts LRU, registers"),
 ]
 FREE_CASES = [
-    ("base", "BlockManager"), ("nokeys", "no keys: plain free list"), ("cached", "into the evictor"),
+    ("base", "BlockManager"), ("nokeys", "no keys: to the queue's head"), ("cached", "cached: to the queue's tail"),
 ]
 
 

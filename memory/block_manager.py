@@ -16,17 +16,15 @@ for misuse (unknown or duplicate sequence id, wrong location, partial family swa
 from __future__ import annotations
 
 import enum
-from typing import Hashable, Iterable, Sequence
+from typing import Iterable
 
-from memory.block_allocator import BlockAllocator, NoFreeBlocksError, _check_count
+from memory.block_allocator import BlockAllocator, BlockPool, NoFreeBlocksError, _check_count
 from memory.invariants import check_invariants
 from memory.swap import collect_family, move_family
+from memory.types import NO_COPIES as _NO_COPIES
+from memory.types import BlockMapping, Copies, SeqBlocks, SeqId
 
-SeqId = Hashable
-Copies = Sequence[tuple[int, int]]
-
-# Returned by every append that needs no copy: shared and immutable, so the hot path allocates nothing.
-_NO_COPIES: tuple[tuple[int, int], ...] = ()
+__all__ = ["AllocStatus", "BlockManager", "Copies", "SeqId"]
 
 
 class AllocStatus(enum.Enum):
@@ -37,19 +35,17 @@ class AllocStatus(enum.Enum):
     NEVER = "never"    # can never fit, even into an empty pool (minus the watermark)
 
 
-class _Seq:
-    __slots__ = ("blocks", "num_tokens")
-
-    def __init__(self, blocks: list[int], num_tokens: int) -> None:
-        self.blocks = blocks
-        self.num_tokens = num_tokens
-
-
 class BlockManager:
-    """Refcounted block tables over `num_gpu_blocks` GPU and `num_cpu_blocks` CPU blocks."""
+    """Refcounted block tables over `num_gpu_blocks` GPU and `num_cpu_blocks` CPU blocks.
+
+    The GPU pool is a `BlockAllocator`, or any `BlockPool` given as `gpu_pool`: the prefix cache
+    passes one that keeps released blocks cached and evicts them on demand; this class only asks the
+    pool for free counts, blocks and releases.
+    """
 
     def __init__(
-        self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0, watermark: float = 0.0
+        self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0, watermark: float = 0.0,
+        *, gpu_pool: BlockPool | None = None,
     ) -> None:
         _check_count("num_gpu_blocks", num_gpu_blocks, 1)
         _check_count("block_size", block_size, 1)
@@ -60,11 +56,13 @@ class BlockManager:
         self.watermark = float(watermark)
         # Blocks kept free for running sequences to grow into (vLLM's watermark against thrashing).
         self.watermark_blocks = int(watermark * num_gpu_blocks)
-        self._gpu = BlockAllocator(num_gpu_blocks)
+        if gpu_pool is not None and gpu_pool.num_blocks != num_gpu_blocks:
+            raise ValueError(f"gpu_pool: has {gpu_pool.num_blocks} blocks, not num_gpu_blocks={num_gpu_blocks}")
+        self._gpu = BlockAllocator(num_gpu_blocks) if gpu_pool is None else gpu_pool
         self._cpu = BlockAllocator(num_cpu_blocks)
-        self._gpu_refcounts = self._gpu._refcounts  # hot-path alias
-        self._gpu_seqs: dict[SeqId, _Seq] = {}
-        self._cpu_seqs: dict[SeqId, _Seq] = {}
+        self._gpu_refcounts = self._gpu.refcounts  # hot-path alias (read only)
+        self._gpu_seqs: dict[SeqId, SeqBlocks] = {}
+        self._cpu_seqs: dict[SeqId, SeqBlocks] = {}
         # Tokens held in GPU blocks, each physical block counted once; fragmentation is derived from it.
         self._gpu_filled_slots = 0
         self.num_cow_copies = 0
@@ -82,11 +80,11 @@ class BlockManager:
 
     @property
     def num_free_gpu_blocks(self) -> int:
-        return len(self._gpu._free)
+        return self._gpu.num_free_blocks
 
     @property
     def num_free_cpu_blocks(self) -> int:
-        return len(self._cpu._free)
+        return self._cpu.num_free_blocks
 
     @property
     def num_used_gpu_blocks(self) -> int:
@@ -144,7 +142,7 @@ class BlockManager:
         required = self.num_required_blocks(num_tokens)
         if self._gpu.num_blocks - required < self.watermark_blocks:
             return AllocStatus.NEVER
-        if len(self._gpu._free) - required >= self.watermark_blocks:
+        if self._gpu.num_free_blocks - required >= self.watermark_blocks:
             return AllocStatus.OK
         return AllocStatus.LATER
 
@@ -154,18 +152,20 @@ class BlockManager:
         _check_count("num_tokens", num_tokens, 0)
         if self.has_seq(seq_id):
             raise ValueError(f"sequence {seq_id!r} already exists")
-        required = self.num_required_blocks(num_tokens)
-        if required > len(self._gpu._free):
+        required = -(-num_tokens // self.block_size)
+        try:
+            blocks = self._gpu.allocate_many(required)  # takes all of them or none
+        except NoFreeBlocksError:
             raise NoFreeBlocksError(
-                f"prompt of {num_tokens} tokens needs {required} blocks, {len(self._gpu._free)} free"
-            )
-        self._gpu_seqs[seq_id] = _Seq(self._gpu.allocate_many(required), num_tokens)
+                f"prompt of {num_tokens} tokens needs {required} blocks, {self._gpu.num_free_blocks} free"
+            ) from None
+        self._gpu_seqs[seq_id] = SeqBlocks(blocks, num_tokens)
         self._gpu_filled_slots += num_tokens
 
     def can_append_slots(self, seq_id: SeqId, num_new_tokens: int = 1) -> bool:
         seq = self._on_gpu(seq_id)
         _check_count("num_new_tokens", num_new_tokens, 0)
-        return self._blocks_needed_for_append(seq, num_new_tokens) <= len(self._gpu._free)
+        return self._blocks_needed_for_append(seq, num_new_tokens) <= self._gpu.num_free_blocks
 
     def append_slots(self, seq_id: SeqId, num_new_tokens: int = 1) -> Copies:
         """Reserve slots for `num_new_tokens` new tokens; cost O(new blocks), not O(tokens).
@@ -187,7 +187,7 @@ class BlockManager:
                 return _NO_COPIES
         return self._append_slow(seq, num_new_tokens)
 
-    def _blocks_needed_for_append(self, seq: _Seq, num_new_tokens: int) -> int:
+    def _blocks_needed_for_append(self, seq: SeqBlocks, num_new_tokens: int) -> int:
         if num_new_tokens == 0:
             return 0
         n, blocks = seq.num_tokens, seq.blocks
@@ -196,27 +196,29 @@ class BlockManager:
             needed += 1  # copy-on-write of the shared partial last block
         return needed
 
-    def _append_slow(self, seq: _Seq, num_new_tokens: int) -> Copies:
+    def _append_slow(self, seq: SeqBlocks, num_new_tokens: int) -> Copies:
         _check_count("num_new_tokens", num_new_tokens, 0)
         needed = self._blocks_needed_for_append(seq, num_new_tokens)
-        if needed > len(self._gpu._free):
+        if needed > self._gpu.num_free_blocks:
             raise NoFreeBlocksError(
-                f"appending {num_new_tokens} tokens needs {needed} blocks, {len(self._gpu._free)} free"
+                f"appending {num_new_tokens} tokens needs {needed} blocks, {self._gpu.num_free_blocks} free"
             )
         if num_new_tokens == 0:
             return _NO_COPIES
         copies = _NO_COPIES
         blocks, bs, gpu = seq.blocks, self.block_size, self._gpu
+        new = gpu.allocate_many(needed)  # one call: the copy's block first, then the new ones
         in_last = seq.num_tokens % bs
         if in_last and self._gpu_refcounts[blocks[-1]] > 1:
-            src, dst = blocks[-1], gpu.allocate()
+            src, dst = blocks[-1], new[0]
             gpu.decref(src)  # stays allocated: other sequences still hold it
             blocks[-1] = dst
             self._gpu_filled_slots += in_last  # the copy holds the same tokens in a new physical block
             self.num_cow_copies += 1
             copies = ((src, dst),)
+            del new[0]
+        blocks += new
         new_total = seq.num_tokens + num_new_tokens
-        blocks += gpu.allocate_many(self.num_required_blocks(new_total) - len(blocks))
         seq.num_tokens = new_total
         self._gpu_filled_slots += num_new_tokens
         return copies
@@ -230,92 +232,90 @@ class BlockManager:
         pool = self._cpu if swapped else self._gpu
         for block in parent.blocks:
             pool.incref(block)
-        (self._cpu_seqs if swapped else self._gpu_seqs)[child_id] = _Seq(
+        (self._cpu_seqs if swapped else self._gpu_seqs)[child_id] = SeqBlocks(
             list(parent.blocks), parent.num_tokens
         )
 
     def free(self, seq_id: SeqId) -> None:
         """Drop the sequence and its references; blocks nobody else holds return to their pool."""
-        if seq_id in self._gpu_seqs:
-            seq = self._gpu_seqs.pop(seq_id)
-            blocks, refcounts = seq.blocks, self._gpu_refcounts
-            if all(refcounts[block] == 1 for block in blocks):
-                # Sole holder (the common case): every block goes back at once, in table order, as
-                # one decref per block would put them (allocation order stays the same).
-                for block in blocks:
-                    refcounts[block] = 0
-                self._gpu._free.extend(blocks)
+        seq = self._gpu_seqs.pop(seq_id, None)
+        if seq is not None:
+            blocks = seq.blocks
+            released = self._gpu.free_table(blocks)
+            if released == len(blocks):  # sole holder: the common case
                 self._gpu_filled_slots -= seq.num_tokens
-                return
-            fills = self._block_fills(seq)
-            decref = self._gpu.decref
-            for block, fill in zip(seq.blocks, fills):
-                if decref(block):
-                    self._gpu_filled_slots -= fill
+            elif released:
+                refcounts = self._gpu_refcounts
+                self._gpu_filled_slots -= sum(
+                    fill for block, fill in zip(blocks, seq.block_fills(self.block_size))
+                    if refcounts[block] == 0
+                )
         elif seq_id in self._cpu_seqs:
-            for block in self._cpu_seqs.pop(seq_id).blocks:
-                self._cpu.decref(block)
+            self._cpu.free_table(self._cpu_seqs.pop(seq_id).blocks)
         else:
             raise ValueError(f"free of unknown sequence {seq_id!r}")
 
     # ---- swap --------------------------------------------------------------------------------------
     def can_swap_out(self, seq_ids: Iterable[SeqId]) -> bool:
         """Whether the CPU pool can take these sequences; raises `ValueError` on an invalid request."""
-        _, refs = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
-        return len(refs) <= len(self._cpu._free)
+        _, refs, _ = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
+        return len(refs) <= self._cpu.num_free_blocks
 
-    def swap_out(self, seq_ids: Iterable[SeqId]) -> dict[int, int]:
+    def swap_out(self, seq_ids: Iterable[SeqId]) -> BlockMapping:
         """Move whole families to the CPU; returns the GPU block -> CPU block copies to perform."""
-        seqs, refs = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
-        if len(refs) > len(self._cpu._free):
+        seqs, refs, kept = collect_family(seq_ids, self._gpu_seqs, self._gpu, "swap out", self._missing)
+        if len(refs) > self._cpu.num_free_blocks:
             raise NoFreeBlocksError(
-                f"swap out needs {len(refs)} CPU blocks, {len(self._cpu._free)} free"
+                f"swap out needs {len(refs)} CPU blocks, {self._cpu.num_free_blocks} free"
             )
+        released = self._distinct_fill(seqs)
+        if kept:  # cached blocks also held outside the request stay on the GPU, filled
+            fills = self._distinct_fills(seqs)
+            released -= sum(fills[block] for block in kept)
         mapping = move_family(seqs, refs, self._gpu_seqs, self._cpu_seqs, self._gpu, self._cpu)
-        self._gpu_filled_slots -= self._distinct_fill(seqs)
+        self._gpu_filled_slots -= released
         self.num_swapped_out_blocks += len(mapping)
         return mapping
 
     def can_swap_in(self, seq_ids: Iterable[SeqId]) -> bool:
         """Whether these sequences fit back on the GPU leaving the watermark free."""
-        _, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
-        return len(self._gpu._free) - len(refs) >= self.watermark_blocks
+        _, refs, _ = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
+        return self._gpu.num_free_blocks - len(refs) >= self.watermark_blocks
 
-    def swap_in(self, seq_ids: Iterable[SeqId]) -> dict[int, int]:
+    def swap_in(self, seq_ids: Iterable[SeqId]) -> BlockMapping:
         """Move whole swapped families back; returns the CPU block -> GPU block copies to perform.
         Raises `NoFreeBlocksError` only when they do not fit at all (the watermark is `can_swap_in`'s)."""
-        seqs, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
-        if len(refs) > len(self._gpu._free):
+        seqs, refs, _ = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
+        if len(refs) > self._gpu.num_free_blocks:
             raise NoFreeBlocksError(
-                f"swap in needs {len(refs)} GPU blocks, {len(self._gpu._free)} free"
+                f"swap in needs {len(refs)} GPU blocks, {self._gpu.num_free_blocks} free"
             )
         mapping = move_family(seqs, refs, self._cpu_seqs, self._gpu_seqs, self._cpu, self._gpu)
         self._gpu_filled_slots += self._distinct_fill(seqs)
         self.num_swapped_in_blocks += len(mapping)
         return mapping
 
-    def _distinct_fill(self, seqs: dict[SeqId, _Seq]) -> int:
+    def _distinct_fill(self, seqs: dict[SeqId, SeqBlocks]) -> int:
         """Tokens held by the distinct blocks of `seqs`, a block shared among them counted once."""
+        if len(seqs) == 1:  # a table names each block once
+            return next(iter(seqs.values())).num_tokens
+        return sum(self._distinct_fills(seqs).values())
+
+    def _distinct_fills(self, seqs: dict[SeqId, SeqBlocks]) -> dict[int, int]:
+        """Tokens held by each distinct block of `seqs`."""
         fills: dict[int, int] = {}
         for seq in seqs.values():
-            fills.update(zip(seq.blocks, self._block_fills(seq)))
-        return sum(fills.values())
-
-    def _block_fills(self, seq: _Seq) -> list[int]:
-        """Tokens held in each block of the table: full blocks, then a possibly partial last one."""
-        n = len(seq.blocks)
-        if n == 0:
-            return []
-        return [self.block_size] * (n - 1) + [seq.num_tokens - (n - 1) * self.block_size]
+            fills.update(zip(seq.blocks, seq.block_fills(self.block_size)))
+        return fills
 
     # ---- lookups and checks ------------------------------------------------------------------------
-    def _lookup(self, seq_id: SeqId) -> _Seq:
+    def _lookup(self, seq_id: SeqId) -> SeqBlocks:
         seq = self._gpu_seqs.get(seq_id) or self._cpu_seqs.get(seq_id)
         if seq is None:
             raise ValueError(f"unknown sequence {seq_id!r}")
         return seq
 
-    def _on_gpu(self, seq_id: SeqId) -> _Seq:
+    def _on_gpu(self, seq_id: SeqId) -> SeqBlocks:
         seq = self._gpu_seqs.get(seq_id)
         if seq is None:
             raise self._missing(seq_id, "use")

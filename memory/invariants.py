@@ -1,12 +1,10 @@
 """Full consistency check of a BlockManager: O(pool + block tables), for tests and debugging only."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from memory.block_allocator import BlockAllocator
-
-if TYPE_CHECKING:
-    from memory.block_manager import BlockManager, SeqId, _Seq
+from memory.block_allocator import BlockPool
+from memory.types import SeqBlocks, SeqId
 
 
 class InvariantError(AssertionError):
@@ -17,28 +15,30 @@ def _fail(message: str) -> None:
     raise InvariantError(message)
 
 
-def check_allocator(pool: BlockAllocator, name: str) -> None:
+def check_allocator(pool: BlockPool, name: str) -> None:
     """Free list and refcounts agree: free <=> refcount 0, no duplicates, shared counter exact."""
-    free = pool._free
+    free, rc = pool.free_block_ids(), pool.refcounts
     if len(set(free)) != len(free):
         _fail(f"{name}: free list holds a block twice")
     for block in free:
         if not 0 <= block < pool.num_blocks:
             _fail(f"{name}: free list holds out-of-range block {block}")
-        if pool._refcounts[block] != 0:
-            _fail(f"{name}: block {block} is on the free list with refcount {pool._refcounts[block]}")
-    num_live = sum(1 for rc in pool._refcounts if rc > 0)
-    if any(rc < 0 for rc in pool._refcounts):
+        if rc[block] != 0:
+            _fail(f"{name}: block {block} is on the free list with refcount {rc[block]}")
+    num_live = sum(1 for c in rc if c > 0)
+    if any(c < 0 for c in rc):
         _fail(f"{name}: negative refcount")
+    if len(free) != pool.num_free_blocks:
+        _fail(f"{name}: {len(free)} blocks on the free list, but num_free_blocks says {pool.num_free_blocks}")
     if len(free) + num_live != pool.num_blocks:
         _fail(f"{name}: {len(free)} free + {num_live} live != {pool.num_blocks} blocks (a block leaked)")
-    shared = sum(1 for rc in pool._refcounts if rc > 1)
-    if shared != pool._num_shared:
-        _fail(f"{name}: shared counter {pool._num_shared} != {shared} blocks with refcount > 1")
+    shared = sum(1 for c in rc if c > 1)
+    if shared != pool.num_shared_blocks:
+        _fail(f"{name}: shared counter {pool.num_shared_blocks} != {shared} blocks with refcount > 1")
 
 
 def check_tables(
-    seqs: dict[SeqId, _Seq], pool: BlockAllocator, block_size: int, name: str
+    seqs: dict[SeqId, SeqBlocks], pool: BlockPool, block_size: int, name: str
 ) -> dict[int, int]:
     """Each table has exactly the blocks its tokens need; refcount == references from tables; a shared
     block holds the same number of tokens in every table. Returns block -> tokens held."""
@@ -60,16 +60,19 @@ def check_tables(
                     f"{name}: shared block {block} holds {fills[block]} tokens in one table, "
                     f"{fill} in another"
                 )
+    rc = pool.refcounts
     for block in range(pool.num_blocks):
-        if pool._refcounts[block] != refs.get(block, 0):
+        if rc[block] != refs.get(block, 0):
             _fail(
-                f"{name}: block {block} has refcount {pool._refcounts[block]} but "
+                f"{name}: block {block} has refcount {rc[block]} but "
                 f"{refs.get(block, 0)} block-table references"
             )
     return fills
 
 
-def check_invariants(manager: BlockManager) -> None:
+def check_invariants(manager: Any) -> None:
+    """The checks of a `BlockManager` (typed `Any`: this module must not import the manager, which
+    imports it)."""
     check_allocator(manager._gpu, "gpu")
     check_allocator(manager._cpu, "cpu")
     both = manager._gpu_seqs.keys() & manager._cpu_seqs.keys()
@@ -77,7 +80,7 @@ def check_invariants(manager: BlockManager) -> None:
         _fail(f"sequence {next(iter(both))!r} is both on the GPU and swapped")
     fills = check_tables(manager._gpu_seqs, manager._gpu, manager.block_size, "gpu")
     check_tables(manager._cpu_seqs, manager._cpu, manager.block_size, "cpu")
-    if manager._gpu_refcounts is not manager._gpu._refcounts:
+    if manager._gpu_refcounts is not manager._gpu.refcounts:
         _fail("hot-path refcount alias no longer points at the GPU allocator's list")
     filled = sum(fills.values())
     if filled != manager._gpu_filled_slots:

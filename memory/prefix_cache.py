@@ -7,11 +7,13 @@ on blocks 0..i. The longest cached prefix is reused: a live block gets one more 
 one (freed but still cached) is revived. The remaining blocks are fresh, and those with a key are
 registered so that later prompts can reuse them.
 
-Freed cached blocks go to an LRU evictor instead of the free list: they still count as free, and an
-allocation that finds no plain-free block evicts the least recently used one. A sequence releases its
-cached blocks tail first, so a chain's tail is always evicted before its head (no cached block outlives
-its parent). Only full blocks are cached; they are never written again, so appends into a shared cached
-block cannot happen (the next token opens a new block) and copy-on-write stays the base class's.
+Composition: the manager is a `BlockManager` over a `CachingBlockAllocator` GPU pool
+(`memory.evictor`), which keeps the one free queue (released cached blocks stay in it, reusable, and are
+evicted when an allocation reaches them), the hash registry, and the release order (a sequence's cached
+blocks tail first, so a chain's tail is evicted before its head). Appends, copy-on-write, fork, free and
+swap are the base class's, unchanged: they only ask the pool for blocks. This class adds the keyed
+allocation and its admission count. Only full blocks are cached; they are never written again, so appends
+into a shared cached block cannot happen (the next token opens a new block).
 
 Swap: swapping out moves the listed sequences' blocks to the CPU as usual, except that a cached block may
 also be held by sequences outside the request (prompts of one prefix group are not a forked family): it
@@ -20,13 +22,13 @@ evictable. CPU blocks carry no hash: a sequence swapped back in holds private, u
 """
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Sequence
+from typing import Hashable, Sequence
 
 from memory.block_allocator import NoFreeBlocksError, _check_count
-from memory.block_manager import AllocStatus, BlockManager, Copies, SeqId, _Seq
+from memory.block_manager import AllocStatus, BlockManager
 from memory.evictor import ROOT, CachingBlockAllocator
 from memory.prefix_invariants import check_prefix_invariants
-from memory.swap import collect_family, move_family
+from memory.types import SeqBlocks, SeqId
 
 BlockKeys = Sequence[Hashable]
 
@@ -34,13 +36,14 @@ BlockKeys = Sequence[Hashable]
 class PrefixCachingBlockManager(BlockManager):
     """`BlockManager` whose full prompt blocks are cached by content and reused across sequences."""
 
+    _gpu: CachingBlockAllocator
+
     def __init__(
         self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0, watermark: float = 0.0
     ) -> None:
-        super().__init__(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
-        self._gpu: CachingBlockAllocator = CachingBlockAllocator(num_gpu_blocks)
-        self._gpu_refcounts = self._gpu._refcounts  # the base class's hot-path alias, re-pointed
-        self._cached_tokens: dict[SeqId, int] = {}  # only sequences that got a hit
+        _check_count("num_gpu_blocks", num_gpu_blocks, 1)
+        super().__init__(num_gpu_blocks, block_size, num_cpu_blocks, watermark,
+                         gpu_pool=CachingBlockAllocator(num_gpu_blocks))
         self.num_prefix_queries = 0        # successful allocations
         self.num_prefix_hits = 0           # ... that reused at least one cached block
         self.num_prefix_query_tokens = 0   # prompt tokens allocated
@@ -48,13 +51,8 @@ class PrefixCachingBlockManager(BlockManager):
 
     # ---- counters ----------------------------------------------------------------------------------
     @property
-    def num_free_gpu_blocks(self) -> int:
-        """Plain-free plus evictable GPU blocks."""
-        return self._gpu.num_free_blocks
-
-    @property
     def num_cached_blocks(self) -> int:
-        """Evictable GPU blocks: unreferenced but still reusable."""
+        """Evictable GPU blocks: free but still reusable."""
         return self._gpu.num_cached_blocks
 
     @property
@@ -76,20 +74,19 @@ class PrefixCachingBlockManager(BlockManager):
     def num_cached_tokens(self, seq_id: SeqId) -> int:
         """Prompt tokens that `allocate` found cached for this sequence (a scheduler skips their
         prefill); 0 for forked children and sequences allocated without keys."""
-        self._lookup(seq_id)
-        return self._cached_tokens.get(seq_id, 0)
+        return self._lookup(seq_id).num_cached_tokens
 
     def is_cached(self, block: int) -> bool:
         """Whether a GPU block is registered in the prefix cache (live or evictable)."""
-        return self._gpu.hash_of(block) is not None
+        return self._gpu.is_cached(block)
 
     def evictable_blocks(self) -> list[int]:
-        """Evictable GPU blocks, next to be evicted first (O(evictable): tests and debugging)."""
+        """Evictable GPU blocks, next to be evicted first (O(free blocks): tests and debugging)."""
         return self._gpu.evictable_blocks()
 
     def find_cached_prefix(self, block_keys: BlockKeys) -> list[int]:
         """The GPU blocks of the longest cached prefix of `block_keys`; changes nothing."""
-        return self._match(self._checked_keys(block_keys, None))
+        return self._gpu.match(self._checked_keys(block_keys, None))
 
     def num_blocks_to_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> int:
         """Blocks `allocate` would take from the free pool: the prompt's blocks minus the cached ones
@@ -97,9 +94,9 @@ class PrefixCachingBlockManager(BlockManager):
         _check_count("num_tokens", num_tokens, 0)
         keys = self._checked_keys(block_keys, num_tokens)
         rc = self._gpu_refcounts
-        return self.num_required_blocks(num_tokens) - sum(1 for b in self._match(keys) if rc[b])
+        return self.num_required_blocks(num_tokens) - sum(1 for b in self._gpu.match(keys) if rc[b])
 
-    # ---- allocate / append / free ------------------------------------------------------------------
+    # ---- allocate ----------------------------------------------------------------------------------
     def can_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> AllocStatus:
         take = self.num_blocks_to_allocate(num_tokens, block_keys)
         # NEVER is about an empty pool, where nothing is cached: the whole prompt must fit.
@@ -120,10 +117,10 @@ class PrefixCachingBlockManager(BlockManager):
             raise ValueError(f"sequence {seq_id!r} already exists")
         gpu, bs = self._gpu, self.block_size
         required = -(-num_tokens // bs)
-        hits = self._match(keys) if keys else []
+        hits = gpu.match(keys) if keys else []
         rc = self._gpu_refcounts
         live = sum(1 for b in hits if rc[b]) if hits else 0
-        if required - live > len(gpu._free) + len(gpu._evictor):
+        if required - live > gpu.num_free_blocks:
             raise NoFreeBlocksError(
                 f"prompt of {num_tokens} tokens needs {required - live} blocks "
                 f"({len(hits)} of {required} cached, {live} live), {gpu.num_free_blocks} free"
@@ -132,126 +129,16 @@ class PrefixCachingBlockManager(BlockManager):
             gpu.acquire_many(hits)
         new = gpu.allocate_many(required - len(hits))
         if len(keys) > len(hits):
-            gpu.register_chain(new, gpu._node_of[hits[-1]] if hits else ROOT, keys[len(hits):])
-        self._gpu_seqs[seq_id] = _Seq(hits + new if hits else new, num_tokens)
+            gpu.register_chain(new, gpu.node_of(hits[-1]) if hits else ROOT, keys[len(hits):])
+        cached = len(hits) * bs
+        self._gpu_seqs[seq_id] = SeqBlocks(hits + new if hits else new, num_tokens, cached)
         self._gpu_filled_slots += num_tokens - live * bs  # live hits were already counted as filled
         self.num_prefix_queries += 1
         self.num_prefix_query_tokens += num_tokens
-        if not hits:
-            return 0
-        cached = len(hits) * bs
-        self._cached_tokens[seq_id] = cached
-        self.num_prefix_hits += 1
-        self.num_prefix_hit_tokens += cached
+        if hits:
+            self.num_prefix_hits += 1
+            self.num_prefix_hit_tokens += cached
         return cached
-
-    def can_append_slots(self, seq_id: SeqId, num_new_tokens: int = 1) -> bool:
-        seq = self._on_gpu(seq_id)
-        _check_count("num_new_tokens", num_new_tokens, 0)
-        return self._blocks_needed_for_append(seq, num_new_tokens) <= self._gpu.num_free_blocks
-
-    def _append_slow(self, seq: _Seq, num_new_tokens: int) -> Copies:
-        # The base class allocates from the plain free list: evict into it first, only if it will fit.
-        gpu = self._gpu
-        if gpu._evictor and type(num_new_tokens) is int and num_new_tokens > 0:
-            needed = self._blocks_needed_for_append(seq, num_new_tokens)
-            if needed > len(gpu._free):
-                if needed > gpu.num_free_blocks:
-                    raise NoFreeBlocksError(
-                        f"appending {num_new_tokens} tokens needs {needed} blocks, {gpu.num_free_blocks} free"
-                    )
-                gpu.make_plain_free(needed)
-        return BlockManager._append_slow(self, seq, num_new_tokens)  # not super(): once per new block
-
-    def free(self, seq_id: SeqId) -> None:
-        seq = self._gpu_seqs.pop(seq_id, None)
-        if seq is None:
-            super().free(seq_id)  # swapped (CPU blocks are never cached) or unknown
-            self._cached_tokens.pop(seq_id, None)
-            return
-        self._cached_tokens.pop(seq_id, None)
-        blocks, decref, hash_of = seq.blocks, self._gpu.decref, self._gpu._hash_of
-        num_cached = 0  # cached blocks are a prefix of the table (each follows its chain parent)
-        while num_cached < len(blocks) and hash_of[blocks[num_cached]] is not None:
-            num_cached += 1
-        fills, released = self._block_fills(seq), 0
-        for i in range(num_cached, len(blocks)):  # the base class's order: the same plain free list
-            if decref(blocks[i]):
-                released += fills[i]
-        # Cached blocks tail first: a chain's tail enters the evictor before its head, so it is evicted
-        # first and no cached block outlives its parent.
-        for i in range(num_cached - 1, -1, -1):
-            if decref(blocks[i]):
-                released += self.block_size
-        self._gpu_filled_slots -= released
-
-    # ---- swap --------------------------------------------------------------------------------------
-    def can_swap_out(self, seq_ids: Iterable[SeqId]) -> bool:
-        _, refs = self._collect_swap_out(seq_ids)
-        return len(refs) <= len(self._cpu._free)
-
-    def swap_out(self, seq_ids: Iterable[SeqId]) -> dict[int, int]:
-        """Move the sequences to the CPU; returns the GPU block -> CPU block copies to perform. A cached
-        block held outside the request is copied and stays on the GPU for its other holders."""
-        seqs, refs = self._collect_swap_out(seq_ids)
-        if len(refs) > len(self._cpu._free):
-            raise NoFreeBlocksError(f"swap out needs {len(refs)} CPU blocks, {len(self._cpu._free)} free")
-        fills: dict[int, int] = {}
-        for seq in seqs.values():
-            fills.update(zip(seq.blocks, self._block_fills(seq)))
-        mapping = move_family(seqs, refs, self._gpu_seqs, self._cpu_seqs, self._gpu, self._cpu)
-        rc = self._gpu_refcounts
-        self._gpu_filled_slots -= sum(fill for block, fill in fills.items() if rc[block] == 0)
-        self.num_swapped_out_blocks += len(mapping)
-        return mapping
-
-    def can_swap_in(self, seq_ids: Iterable[SeqId]) -> bool:
-        _, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
-        return self._gpu.num_free_blocks - len(refs) >= self.watermark_blocks
-
-    def swap_in(self, seq_ids: Iterable[SeqId]) -> dict[int, int]:
-        """Move swapped sequences back into fresh, uncached GPU blocks (evicting if need be)."""
-        seq_ids = list(seq_ids)
-        _, refs = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
-        if len(refs) > self._gpu.num_free_blocks:
-            raise NoFreeBlocksError(f"swap in needs {len(refs)} GPU blocks, {self._gpu.num_free_blocks} free")
-        self._gpu.make_plain_free(len(refs))
-        return super().swap_in(seq_ids)
-
-    def _collect_swap_out(self, seq_ids: Iterable[SeqId]) -> tuple[dict[SeqId, _Seq], dict[int, int]]:
-        """As `swap.collect_family`, but a cached block may be shared outside the request (it is full and
-        immutable, so a CPU copy cannot diverge). `move_family` releases blocks in the order of `refs`:
-        cached ones come last and deepest first, so a chain's tail enters the evictor before its head."""
-        seqs: dict[SeqId, _Seq] = {}
-        for seq_id in seq_ids:
-            if seq_id in seqs:
-                raise ValueError(f"swap out: sequence {seq_id!r} listed twice")
-            if seq_id not in self._gpu_seqs:
-                raise self._missing(seq_id, "swap out")
-            seqs[seq_id] = self._gpu_seqs[seq_id]
-        refs: dict[int, int] = {}
-        cached_depth: dict[int, int] = {}
-        hash_of = self._gpu._hash_of
-        for seq in seqs.values():
-            for i, block in enumerate(seq.blocks):
-                refs[block] = refs.get(block, 0) + 1
-                if hash_of[block] is not None:
-                    cached_depth[block] = i
-        if cached_depth:  # uncached blocks in the base class's order, then cached ones deepest first
-            order = [b for b in refs if b not in cached_depth]
-            order += sorted(cached_depth, key=cached_depth.__getitem__, reverse=True)
-            refs = {b: refs[b] for b in order}
-        rc = self._gpu_refcounts
-        for block, count in refs.items():
-            if count != rc[block] and hash_of[block] is None:
-                others = sorted(
-                    repr(s) for s, q in self._gpu_seqs.items() if s not in seqs and block in q.blocks
-                )
-                raise ValueError(
-                    f"swap out: block {block} is shared with {', '.join(others)} outside the request; "
-                    f"a family of forked sequences must move together"
-                )
-        return seqs, refs
 
     # ---- keys and lookups --------------------------------------------------------------------------
     def _checked_keys(self, block_keys: BlockKeys | None, num_tokens: int | None) -> BlockKeys:
@@ -275,20 +162,8 @@ class PrefixCachingBlockManager(BlockManager):
                 raise ValueError(f"block_keys: key {i} ({type(key).__name__}) is not hashable") from None
         return block_keys
 
-    def _match(self, keys: BlockKeys) -> list[int]:
-        """Blocks of the longest cached prefix: walk the chain until the first miss."""
-        lookup, node_of = self._gpu._block_by_hash.get, self._gpu._node_of
-        parent, hits = ROOT, []
-        for key in keys:
-            block = lookup((parent, key))
-            if block is None:
-                break
-            hits.append(block)
-            parent = node_of[block]
-        return hits
-
     def check_invariants(self) -> None:
-        """The base checks with the GPU pool's evictor and registry (see `memory.prefix_invariants`)."""
+        """The base checks with the GPU pool's free queue and registry (see `memory.prefix_invariants`)."""
         check_prefix_invariants(self)
 
     def __repr__(self) -> str:

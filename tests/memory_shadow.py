@@ -5,6 +5,11 @@ whether it is swapped out, and provides the rules and checks that both `test_mem
 `test_memory_prefix_stateful.py` run unchanged. Subclasses set `self.bm`/`self.bs` via `init_shadow` and
 fill in the hooks (`linked_blocks`, `check_seq`, `check_empty`).
 
+Live sequence ids travel in the `SEQS` bundle: rules that create a sequence (allocate, fork) return it into
+the bundle, `free` consumes it, and rules that act on a sequence draw it from the bundle (hypothesis runs
+them only while it is not empty). Whether a sequence is swapped is the model's state, not the bundle's:
+rules that need one place or the other branch on it and check both outcomes.
+
 Imported as a plain module: pytest (default "prepend" import mode) puts tests/ on sys.path.
 """
 from __future__ import annotations
@@ -12,11 +17,12 @@ from __future__ import annotations
 from typing import Any, Hashable
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, precondition, rule
 
 from memory import AllocStatus
 
 SeqId = Hashable
+SEQS: Bundle = Bundle("seqs")  # live sequence ids, GPU or swapped
 
 
 class ShadowMachine(RuleBasedStateMachine):
@@ -31,15 +37,21 @@ class ShadowMachine(RuleBasedStateMachine):
         self.swapped: dict[SeqId, bool] = {}
 
     # ---- helpers -----------------------------------------------------------------------------------
-    def pick(self, data: st.DataObject, swapped: bool | None = None) -> SeqId | None:
-        """A live sequence (on the GPU / swapped / either), or None when there is none. Rules without a
-        sequence to act on do nothing, rather than use preconditions that make hypothesis give up."""
-        ids = sorted((s for s in self.tokens if swapped is None or self.swapped[s] == swapped), key=repr)
-        return data.draw(st.sampled_from(ids)) if ids else None
-
     def linked_blocks(self, seq_id: SeqId) -> set[int]:
         """The blocks through which seq_id is tied to its family (hook)."""
         return set(self.bm.block_table(seq_id))
+
+    def families(self) -> list[list[SeqId]]:
+        """Every family of more than one sequence (O(sequences^2): the test's pools are small)."""
+        seen: set[SeqId] = set()
+        out = []
+        for seq_id in sorted(self.tokens, key=repr):
+            if seq_id not in seen:
+                fam = self.family(seq_id)
+                seen.update(fam)
+                if len(fam) > 1:
+                    out.append(fam)
+        return out
 
     def family(self, seq_id: SeqId) -> list[SeqId]:
         """Sequences on the same device connected to seq_id through shared (linked) blocks."""
@@ -96,12 +108,9 @@ class ShadowMachine(RuleBasedStateMachine):
         """Model update after seq_id was freed, releasing `released` blocks in table order (hook)."""
 
     # ---- shared rules ------------------------------------------------------------------------------
-    @rule(data=st.data())
-    def fork(self, data: st.DataObject) -> None:
-        bm, parent = self.bm, self.pick(data)
-        if parent is None:
-            return
-        child = self.new_id()
+    @rule(target=SEQS, parent=SEQS)
+    def fork(self, parent: SeqId) -> SeqId:
+        bm, child = self.bm, self.new_id()
         free = bm.num_free_gpu_blocks, bm.num_free_cpu_blocks
         bm.fork(parent, child)
         assert bm.block_table(child) == bm.block_table(parent)
@@ -109,12 +118,11 @@ class ShadowMachine(RuleBasedStateMachine):
         self.check_fork(child)
         self.tokens[child] = list(self.tokens[parent])
         self.swapped[child] = self.swapped[parent]
+        return child
 
-    @rule(data=st.data())
-    def free(self, data: st.DataObject) -> None:
-        bm, seq_id = self.bm, self.pick(data)
-        if seq_id is None:
-            return
+    @rule(seq_id=consumes(SEQS))
+    def free(self, seq_id: SeqId) -> None:
+        bm = self.bm
         swapped, table = self.swapped[seq_id], bm.block_table(seq_id)
         rc = bm.cpu_refcount if swapped else bm.refcount
         released = [b for b in table if rc(b) == 1]
@@ -125,13 +133,12 @@ class ShadowMachine(RuleBasedStateMachine):
         del self.tokens[seq_id], self.swapped[seq_id]
         self.on_free(seq_id, swapped, released)
 
+    @precondition(lambda self: len(self.tokens) > 1 and self.families())
     @rule(data=st.data())
     def swap_part_of_family(self, data: st.DataObject) -> None:
-        seq_id = self.pick(data)
-        if seq_id is None or len(fam := self.family(seq_id)) == 1:
-            return
+        fam = data.draw(st.sampled_from(self.families()))
         part = data.draw(st.lists(st.sampled_from(fam), min_size=1, max_size=len(fam) - 1, unique=True))
-        bm, swapped = self.bm, self.swapped[seq_id]
+        bm, swapped = self.bm, self.swapped[fam[0]]
         before = self.snapshot()
         for op in (bm.can_swap_in, bm.swap_in) if swapped else (bm.can_swap_out, bm.swap_out):
             try:

@@ -53,9 +53,19 @@ def test_copy_blocks_matches_reference(dtype, as_tensor):
 
 
 def test_copy_blocks_empty_is_a_no_op():
-    k = torch.zeros((4, 8, 1, 64), device=DEVICE)
-    copy_blocks(k, k.clone(), [])
-    copy_blocks(k, k.clone(), torch.empty((0, 2), dtype=torch.int64))
+    gen = torch.Generator().manual_seed(3)
+    k = randn((4, 8, 1, 64), torch.float32, DEVICE, gen)
+    v = randn((4, 8, 1, 64), torch.float32, DEVICE, gen)
+    k_before, v_before = k.clone(), v.clone()
+    for empty in ([], (), torch.empty((0, 2), dtype=torch.int64), torch.empty((0, 2), dtype=torch.int32)):
+        copy_blocks(k, v, empty)
+        assert torch.equal(k, k_before) and torch.equal(v, v_before)  # bit for bit, both caches
+    # Nothing to copy is still checked: a malformed empty tensor or a bad cache is refused.
+    with pytest.raises(ValueError, match="n, 2"):
+        copy_blocks(k, v, torch.empty((0, 3), dtype=torch.int64))
+    strided = torch.cat([k, v], dim=2)[:, :, :1]  # the right shape, not contiguous
+    with pytest.raises(ValueError, match="contiguous"):
+        copy_blocks(strided, v, [])
 
 
 @pytest.mark.parametrize("pairs,match", [([(0, 4)], "outside"), ([(2, 2)], "onto itself"),

@@ -82,6 +82,22 @@ def test_eviction_takes_plain_free_blocks_first_then_least_recently_used() -> No
     bm.check_invariants()
 
 
+@pytest.mark.parametrize(("num_tokens", "table"), [(3, [1, 2, 3]), (4, [0, 1, 2, 3])])
+def test_the_free_queue_hands_out_evicted_blocks_first_most_recent_first(num_tokens: int, table: list[int]) -> None:
+    """Block ids stay those of the former free stack, which took evicted blocks on top of the plain ones;
+    the simulator keys state by block id, so its tables depend on this order."""
+    bm = PrefixCachingBlockManager(num_gpu_blocks=4, block_size=1)
+    bm.allocate("a", 2, keys("x", "y"))  # blocks 0, 1, cached
+    bm.allocate("p", 1)                  # block 2, plain
+    bm.free("a")                         # tail first: 1 is evicted before 0
+    bm.free("p")
+    assert bm._gpu.free_block_ids() == [2, 3, 1, 0] and bm.evictable_blocks() == [1, 0]
+    bm.allocate("q", num_tokens)
+    assert bm.block_table("q") == table
+    assert bm.num_evicted_blocks == num_tokens - 2
+    bm.check_invariants()
+
+
 def test_a_reused_block_becomes_most_recently_used_again() -> None:
     bm = PrefixCachingBlockManager(num_gpu_blocks=2, block_size=2)
     bm.allocate("a", 2, keys("a"))
@@ -120,7 +136,7 @@ def test_can_allocate_counts_live_hits_as_free_and_revived_hits_as_taken() -> No
 def _state(bm: PrefixCachingBlockManager) -> tuple:
     gpu = bm._gpu
     return ({s: (bm.block_table(s), bm.num_tokens(s)) for s in ("a", "b", "c", "d") if bm.has_seq(s)},
-            list(gpu._refcounts), list(gpu._free), bm.evictable_blocks(), dict(gpu._block_by_hash),
+            list(gpu.refcounts), gpu.free_block_ids(), bm.evictable_blocks(), gpu.registered(),
             bm.num_free_gpu_blocks, bm.num_allocated_unused_slots, bm.num_evicted_blocks,
             bm.num_revived_blocks, bm.num_prefix_queries, bm.num_prefix_hit_tokens)
 
@@ -233,16 +249,30 @@ def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
     gpu._node_of[parent] = 0
 
 
+def _relink(bm: PrefixCachingBlockManager, order: list[int]) -> None:
+    """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check."""
+    gpu, sentinel = bm._gpu, bm.num_gpu_blocks
+    chain = [sentinel, *order, sentinel]
+    for a, b in zip(chain, chain[1:]):
+        gpu._next[a], gpu._prev[b] = b, a
+    gpu._num_free = len(order)
+
+
+def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
+    return [b for b in bm._gpu.free_block_ids() if b != bm.evictable_blocks()[0]]
+
+
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
         (lambda bm: bm._gpu._block_by_hash.__setitem__((99, "k"), bm.evictable_blocks()[0]), "hashes for"),
-        (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "evictable block"),
-        (lambda bm: bm._gpu._free.append(bm.evictable_blocks()[0]), "both plain free and cached"),
-        (lambda bm: bm._gpu._evictor.popitem(), "leaked"),
-        (lambda bm: bm._gpu._evictor.move_to_end(bm.evictable_blocks()[0]), "evicted after its parent"),
+        (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "free list with refcount"),
+        (lambda bm: _relink(bm, [bm.evictable_blocks()[0], *_lru_first(bm)]), "plain and cached mixed"),
+        (lambda bm: _relink(bm, bm._gpu.free_block_ids()[:-1]), "leaked"),
+        (lambda bm: setattr(bm._gpu, "_num_evictable", 1), "cached counter"),
+        (lambda bm: _relink(bm, [*_lru_first(bm), bm.evictable_blocks()[0]]), "evicted after its parent"),
         (_corrupt_orphan, "outlived its chain parent"),
-        (lambda bm: bm._cached_tokens.__setitem__("ghost", 4), "cached-token record"),
+        (lambda bm: setattr(bm._gpu_seqs["keep"], "num_cached_tokens", 99), "cached-token record"),
     ],
 )
 def test_check_invariants_names_the_violation(corrupt, message: str) -> None:  # type: ignore[no-untyped-def]

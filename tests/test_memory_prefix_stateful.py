@@ -18,8 +18,8 @@ from typing import Any, Hashable
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, invariant, rule
-from memory_shadow import SeqId, ShadowMachine
+from hypothesis.stateful import initialize, invariant, multiple, rule
+from memory_shadow import SEQS, SeqId, ShadowMachine
 
 from memory import NoFreeBlocksError, PrefixCachingBlockManager
 
@@ -103,8 +103,8 @@ class PrefixCacheMachine(ShadowMachine):
         self.lru += [b for b in blocks if b in self.chain_of]
 
     # ---- rules -------------------------------------------------------------------------------------
-    @rule(data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
-    def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool) -> None:
+    @rule(target=SEQS, data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
+    def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool) -> Any:
         bm, bs, seq_id = self.bm, self.bs, self.new_id()
         num_tokens = num_full * bs + data.draw(st.integers(0, bs - 1))
         num_keys = num_full if all_keys else data.draw(st.integers(0, num_full))
@@ -125,7 +125,7 @@ class PrefixCacheMachine(ShadowMachine):
             cached = bm.allocate(seq_id, num_tokens, keys)
         except NoFreeBlocksError:
             assert take > free and self.snapshot() == before
-            return
+            return multiple()  # nothing new in the bundle
         assert take <= free and bm.num_free_gpu_blocks == free - take
         table = bm.block_table(seq_id)
         assert cached == len(hits) * bs and table[: len(hits)] == hits
@@ -148,11 +148,13 @@ class PrefixCacheMachine(ShadowMachine):
         toks = self.prompt(keys, num_tokens)
         self.tokens[seq_id], self.swapped[seq_id] = toks[:cached], False
         self.write(seq_id, cached, toks[cached:])  # cached tokens are not written: they must be there
+        return seq_id
 
-    @rule(data=st.data(), num_new=st.one_of(st.just(1), st.integers(0, 9)))
-    def append(self, data: st.DataObject, num_new: int) -> None:
-        bm, seq_id = self.bm, self.pick(data, swapped=False)
-        if seq_id is None:
+    @rule(seq_id=SEQS, num_new=st.one_of(st.just(1), st.integers(0, 9)))
+    def append(self, seq_id: SeqId, num_new: int) -> None:
+        bm = self.bm
+        if self.swapped[seq_id]:  # a swapped sequence cannot grow until it is swapped back in
+            self.check_misuse("append_swapped", [(bm.append_slots, (seq_id, num_new))])
             return
         n, table = len(self.tokens[seq_id]), bm.block_table(seq_id)
         cow = num_new > 0 and n % self.bs != 0 and bm.refcount(table[-1]) > 1
@@ -191,11 +193,9 @@ class PrefixCacheMachine(ShadowMachine):
             self.release_cached(released[::-1])  # cached blocks are a prefix: tail first
         self.cached_tokens.pop(seq_id, None)
 
-    @rule(data=st.data())
-    def swap(self, data: st.DataObject) -> None:
-        bm, seq_id = self.bm, self.pick(data)
-        if seq_id is None:
-            return
+    @rule(data=st.data(), seq_id=SEQS)
+    def swap(self, data: st.DataObject, seq_id: SeqId) -> None:
+        bm = self.bm
         swapped = self.swapped[seq_id]
         fam = data.draw(st.permutations(self.family(seq_id)))
         tables = {s: bm.block_table(s) for s in fam}
@@ -238,19 +238,9 @@ class PrefixCacheMachine(ShadowMachine):
 
     # swap_part_of_family: shared, see tests/memory_shadow.py
 
-    @rule(data=st.data(), kind=st.sampled_from(["too_many", "unhashable", "string", "negative", "dup"]))
-    def misuse(self, data: st.DataObject, kind: str) -> None:
-        bm, before = self.bm, self.snapshot()
-        if kind == "dup":
-            seq_id = self.pick(data)
-            if seq_id is None:
-                return
-            calls: list[tuple[Any, tuple]] = [(bm.allocate, (seq_id, 0))]
-        else:
-            num_tokens, keys = {"too_many": (2 * self.bs - 1, [0, 0]), "unhashable": (self.bs, [[0]]),
-                                "string": (2 * self.bs, "ab"), "negative": (-1, None)}[kind]
-            calls = [(bm.can_allocate, (num_tokens, keys)), (bm.num_blocks_to_allocate, (num_tokens, keys)),
-                     (bm.allocate, (("new",), num_tokens, keys))]
+    def check_misuse(self, kind: str, calls: list[tuple[Any, tuple]]) -> None:
+        """Each call must raise `ValueError` and change nothing."""
+        before = self.snapshot()
         for op, args in calls:
             try:
                 op(*args)
@@ -259,6 +249,19 @@ class PrefixCacheMachine(ShadowMachine):
             else:
                 raise AssertionError(f"misuse {kind}: {op.__name__}{args} did not raise")
         assert self.snapshot() == before
+
+    @rule(kind=st.sampled_from(["too_many", "unhashable", "string", "negative"]))
+    def bad_keys(self, kind: str) -> None:
+        bm = self.bm
+        num_tokens, keys = {"too_many": (2 * self.bs - 1, [0, 0]), "unhashable": (self.bs, [[0]]),
+                            "string": (2 * self.bs, "ab"), "negative": (-1, None)}[kind]
+        self.check_misuse(kind, [(bm.can_allocate, (num_tokens, keys)),
+                                 (bm.num_blocks_to_allocate, (num_tokens, keys)),
+                                 (bm.allocate, (("new",), num_tokens, keys))])
+
+    @rule(seq_id=SEQS)
+    def duplicate_allocate(self, seq_id: SeqId) -> None:
+        self.check_misuse("dup", [(self.bm.allocate, (seq_id, 0))])
 
     # ---- invariants --------------------------------------------------------------------------------
     def check_seq(self, seq_id: SeqId, toks: list[int], table: list[int], slots: list[int]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, invariant, rule
-from memory_shadow import SeqId, ShadowMachine
+from hypothesis.stateful import initialize, invariant, multiple, rule
+from memory_shadow import SEQS, SeqId, ShadowMachine
 
 from memory import AllocStatus, BlockManager, NoFreeBlocksError
 
@@ -46,9 +46,6 @@ class BlockManagerMachine(ShadowMachine):
         self.next_token += n
         return list(range(start, start + n))
 
-    def has(self, swapped: bool) -> bool:
-        return any(v == swapped for v in self.swapped.values())
-
     def snapshot(self) -> Any:
         bm = self.bm
         return (
@@ -61,8 +58,8 @@ class BlockManagerMachine(ShadowMachine):
         )
 
     # ---- rules -------------------------------------------------------------------------------------
-    @rule(num_tokens=st.integers(0, 40))
-    def allocate(self, num_tokens: int) -> None:
+    @rule(target=SEQS, num_tokens=st.integers(0, 40))
+    def allocate(self, num_tokens: int) -> Any:
         bm, seq_id = self.bm, self.new_id()
         required = -(-num_tokens // self.bs)
         free = bm.num_free_gpu_blocks
@@ -74,15 +71,18 @@ class BlockManagerMachine(ShadowMachine):
         except NoFreeBlocksError:
             assert required > free and status is not AllocStatus.OK
             assert self.snapshot() == before
-            return
+            return multiple()  # nothing new in the bundle
         assert required <= free and bm.num_free_gpu_blocks == free - required
         self.tokens[seq_id], self.swapped[seq_id] = [], False
         self.write(seq_id, 0, self.new_tokens(num_tokens))
+        return seq_id
 
-    @rule(data=st.data(), num_new=st.one_of(st.just(1), st.integers(0, 12)))
-    def append(self, data: st.DataObject, num_new: int) -> None:
-        bm, seq_id = self.bm, self.pick(data, swapped=False)
-        if seq_id is None:
+    @rule(seq_id=SEQS, num_new=st.one_of(st.just(1), st.integers(0, 12)))
+    def append(self, seq_id: SeqId, num_new: int) -> None:
+        bm = self.bm
+        if self.swapped[seq_id]:  # a swapped sequence cannot grow until it is swapped back in
+            self.check_misuse(lambda: bm.append_slots(seq_id, num_new))
+            self.check_misuse(lambda: bm.can_append_slots(seq_id, num_new))
             return
         n = len(self.tokens[seq_id])
         table = bm.block_table(seq_id)
@@ -122,12 +122,10 @@ class BlockManagerMachine(ShadowMachine):
 
     # fork, free: shared, see tests/memory_shadow.py
 
-    @rule(data=st.data())
-    def swap(self, data: st.DataObject) -> None:
-        """Swap the family of a random sequence out (if on the GPU) or in (if swapped)."""
-        bm, seq_id = self.bm, self.pick(data)
-        if seq_id is None:
-            return
+    @rule(data=st.data(), seq_id=SEQS)
+    def swap(self, data: st.DataObject, seq_id: SeqId) -> None:
+        """Swap the family of a sequence out (if on the GPU) or in (if swapped)."""
+        bm = self.bm
         swapped = self.swapped[seq_id]
         fam = data.draw(st.permutations(self.family(seq_id)))
         tables = {s: bm.block_table(s) for s in fam}
@@ -158,34 +156,32 @@ class BlockManagerMachine(ShadowMachine):
 
     # swap_part_of_family: shared, see tests/memory_shadow.py
 
-    @rule(
-        data=st.data(),
-        kind=st.sampled_from(
-            ["dup_alloc", "dup_fork", "free_unknown", "append_swapped", "swap_in_gpu", "bad_count"]
-        ),
-    )
-    def misuse(self, data: st.DataObject, kind: str) -> None:
-        bm = self.bm
+    def check_misuse(self, call: Any) -> None:
+        """`call` must raise `ValueError` and change nothing."""
         before = self.snapshot()
-        live = sorted(self.tokens, key=repr)
         try:
-            if kind == "dup_alloc" and live:
-                bm.allocate(data.draw(st.sampled_from(live)), 1)
-            elif kind == "dup_fork" and len(live) >= 2:
-                bm.fork(live[0], live[1])
-            elif kind == "append_swapped" and self.has(True):
-                bm.append_slots(self.pick(data, swapped=True), 1)
-            elif kind == "swap_in_gpu" and self.has(False):
-                bm.swap_in([self.pick(data, swapped=False)])
-            elif kind == "bad_count" and self.has(False):
-                bm.append_slots(self.pick(data, swapped=False), -1)
-            else:
-                bm.free(("never", "allocated"))
+            call()
         except ValueError:
             pass
         else:
-            raise AssertionError(f"misuse {kind} did not raise")
+            raise AssertionError("misuse did not raise")
         assert self.snapshot() == before
+
+    @rule(seq_id=SEQS, other=SEQS, kind=st.sampled_from(["dup_alloc", "dup_fork", "wrong_way", "bad_count"]))
+    def misuse(self, seq_id: SeqId, other: SeqId, kind: str) -> None:
+        bm = self.bm
+        if kind == "dup_alloc":
+            self.check_misuse(lambda: bm.allocate(seq_id, 1))
+        elif kind == "dup_fork":
+            self.check_misuse(lambda: bm.fork(seq_id, other))
+        elif kind == "wrong_way":  # swap in from the GPU, or out from the CPU
+            self.check_misuse(lambda: (bm.swap_out if self.swapped[seq_id] else bm.swap_in)([seq_id]))
+        else:
+            self.check_misuse(lambda: bm.append_slots(seq_id, -1))
+
+    @rule()
+    def free_unknown(self) -> None:
+        self.check_misuse(lambda: self.bm.free(("never", "allocated")))
 
     # ---- invariants --------------------------------------------------------------------------------
     def check_seq(self, seq_id: SeqId, toks: list[int], table: list[int], slots: list[int]) -> None:
