@@ -63,9 +63,10 @@ def test_copy_blocks_empty_is_a_no_op():
     # Nothing to copy is still checked: a malformed empty tensor or a bad cache is refused.
     with pytest.raises(ValueError, match="n, 2"):
         copy_blocks(k, v, torch.empty((0, 3), dtype=torch.int64))
-    strided = torch.cat([k, v], dim=2)[:, :, :1]  # the right shape, not contiguous
-    with pytest.raises(ValueError, match="contiguous"):
-        copy_blocks(strided, v, [])
+    # The right shape and alike strides, but not contiguous.
+    strided_k, strided_v = torch.cat([k, k], dim=2)[:, :, :1], torch.cat([v, v], dim=2)[:, :, :1]
+    with pytest.raises(ValueError, match="must be contiguous"):
+        copy_blocks(strided_k, strided_v, [])
 
 
 @pytest.mark.parametrize("pairs,match", [([(0, 4)], "outside"), ([(2, 2)], "onto itself"),
