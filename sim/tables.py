@@ -6,12 +6,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from sim.schema import REQUEST_COLUMNS
 from sim.state import FINISHED, Group
-
-REQUEST_COLUMNS = (
-    "request_id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "n", "sampling",
-    "status", "reason", "ttft_s", "e2e_s", "preemptions", "swaps", "generated_tokens", "recomputed_tokens",
-)
 
 
 def requests_table(groups: list[Group]) -> pd.DataFrame:
