@@ -67,7 +67,8 @@ class Engine:
                 self._wake.succeed()
 
     def _loop(self, env: simpy.Environment):
-        scheduler, timer, arrival_ns, n = self.scheduler, self.timer, self.scheduler.arrival_ns, self.scheduler.num_requests
+        scheduler, timer = self.scheduler, self.timer
+        arrival_ns, n = scheduler.arrival_ns, scheduler.num_requests
         while True:
             if not scheduler.has_unfinished():
                 if self.cursor >= n:
@@ -84,7 +85,7 @@ class Engine:
             until = arrival_ns[self.cursor] - start if out.arrivals_matter and self.cursor < n else None
             durations = timer.time(out, until)
             yield env.timeout(int(sum(durations)) if type(durations) is list else int(durations.sum()))
-            scheduler.update(out, start, durations)
+            scheduler.update(out, durations, start, env.now)
             if self._bar is not None:
                 self._bar.update(scheduler.num_done - self._bar.n)
             if scheduler.recorder.num_rows >= self._next_check:

@@ -3,7 +3,7 @@
     out = scheduler.schedule()       # the policy picks the batch; memory is taken (admit, decode slots,
                                      # preemptions, swaps); a plain `SchedulerOutput`
     durations = timer.time(out, ...)  # the engine's step timer
-    scheduler.update(out, start_ns, durations)   # prefill progress, first tokens, finished requests
+    scheduler.update(out, durations, start_ns, end_ns)   # prefill progress, first tokens, finished requests
 
 Policies are strategies over this object's read-only state and a few verbs (`policies.base.SchedulerView`:
 admit, reserve_decode (preempting as needed), swap_in, reject_head). Memory work goes through `kv`, a
@@ -145,8 +145,9 @@ class Scheduler(RequestQueues):
             raise AssertionError(f"policy {self.policy.name} scheduled nothing with requests running")
 
     # ---- applying a step ---------------------------------------------------------------------------
-    def update(self, out: SchedulerOutput, start_ns: int, durations: Sequence[int] | np.ndarray) -> None:
-        """The step (k = len(durations) identical decode steps when fast-forwarded) ran from `start_ns`."""
+    def update(self, out: SchedulerOutput, durations: Sequence[int] | np.ndarray, start_ns: int, now: int) -> None:
+        """The step (k = len(durations) identical decode steps when fast-forwarded) ran from `start_ns` to
+        `now`."""
         kv, k = self.kv, len(durations)
         completions = []
         for group, q in out.prefills:
@@ -166,7 +167,6 @@ class Scheduler(RequestQueues):
         if k > 1:
             kv.reserve_run(out.g + 1, out.g + k - 1)
         self.G = out.g + k - 1
-        now = start_ns + (int(sum(durations)) if type(durations) is list else int(durations.sum()))
         if has_decode:
             self.finish_decoded(now)
         for group in completions:
