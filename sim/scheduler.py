@@ -145,9 +145,9 @@ class Scheduler(RequestQueues):
             raise AssertionError(f"policy {self.policy.name} scheduled nothing with requests running")
 
     # ---- applying a step ---------------------------------------------------------------------------
-    def update(self, out: SchedulerOutput, durations: Sequence[int] | np.ndarray, start_ns: int, now: int) -> None:
+    def update(self, out: SchedulerOutput, durations: Sequence[int] | np.ndarray, start_ns: int, end_ns: int) -> None:
         """The step (k = len(durations) identical decode steps when fast-forwarded) ran from `start_ns` to
-        `now`."""
+        `end_ns`: record it, then retire what it finished."""
         kv, k = self.kv, len(durations)
         completions = []
         for group, q in out.prefills:
@@ -168,10 +168,10 @@ class Scheduler(RequestQueues):
             kv.reserve_run(out.g + 1, out.g + k - 1)
         self.G = out.g + k - 1
         if has_decode:
-            self.finish_decoded(now)
+            self.finish_decoded(end_ns)
         for group in completions:
             if group.state == PREFILL:
-                self.prefill_complete(group, now)
+                self.prefill_complete(group, end_ns)
         self.out = None
 
     # ---- verbs for policies (with `admit`, `reserve_decode`, `swap_in` of RequestQueues) -------------
