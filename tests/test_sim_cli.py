@@ -14,7 +14,7 @@ from sim import cli
 from traces import Request, Trace, load
 
 REPO = Path(__file__).resolve().parents[1]
-AZURE = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_code.csv"
+AZURE = REPO / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
 @pytest.fixture()
@@ -90,7 +90,6 @@ def test_replay_imports_no_torch(trace_file: Path, tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-@pytest.mark.skipif(not AZURE.is_file(), reason="shared Azure trace not present")
 def test_azure_code_trace_head_replays(tmp_path: Path) -> None:
     from sim import EngineConfig, replay
 
