@@ -67,7 +67,7 @@ class Engine:
                 self._wake.succeed()
 
     def _loop(self, env: simpy.Environment):
-        scheduler, timer = self.scheduler, self.timer
+        scheduler, timer, recorder, bar = self.scheduler, self.timer, self.scheduler.recorder, self._bar
         arrival_ns, n = scheduler.arrival_ns, scheduler.num_requests
         while True:
             if not scheduler.has_unfinished():
@@ -82,12 +82,13 @@ class Engine:
                 scheduler.unstick()
                 continue
             start = env.now
-            until = arrival_ns[self.cursor] - start if out.arrivals_matter and self.cursor < n else None
+            cursor = self.cursor
+            until = arrival_ns[cursor] - start if out.arrivals_matter and cursor < n else None
             durations = timer.time(out, until)
-            yield env.timeout(int(sum(durations)) if type(durations) is list else int(durations.sum()))
+            yield env.timeout(sum(durations) if type(durations) is list else int(durations.sum()))
             scheduler.update(out, durations, start, env.now)
-            if self._bar is not None:
-                self._bar.update(scheduler.num_done - self._bar.n)
-            if scheduler.recorder.num_rows >= self._next_check:
-                self._next_check = scheduler.recorder.num_rows + self.config.check_every
+            if bar is not None:
+                bar.update(scheduler.num_done - bar.n)
+            if recorder.num_rows >= self._next_check:
+                self._next_check = recorder.num_rows + self.config.check_every
                 scheduler.check_invariants()

@@ -148,26 +148,28 @@ class Scheduler(RequestQueues):
     def update(self, out: SchedulerOutput, durations: Sequence[int] | np.ndarray, start_ns: int, end_ns: int) -> None:
         """The step (k = len(durations) identical decode steps when fast-forwarded) ran from `start_ns` to
         `end_ns`: record it, then retire what it finished."""
-        kv, k = self.kv, len(durations)
+        kv, k, g, prefills = self.kv, len(durations), out.g, out.prefills
         completions = []
-        for group, q in out.prefills:
+        for group, q in prefills:
             group.prefill_done += q
             kv.computed(group, q)
             if group.prefill_done == group.prefill_len:
                 completions.append(group)
-        counts_id = self.recorder.add_counts(kv.counts) if k > 1 else -1
-        has_decode = out.num_decode_seqs > 0
-        g_first = out.g if has_decode else 0
+        b = out.num_decode_seqs
+        if k > 1:
+            counts_id, growing = self.recorder.add_counts(kv.counts), kv.growing
+        else:
+            counts_id, growing = -1, 0
         self.recorder.add((
-            k, start_ns, g_first, out.num_decode_seqs, out.prefill_tokens, len(out.prefills), out.sampled_seqs,
-            len(self.running), out.num_waiting, len(self.swapped), kv.used_blocks(), kv.kv_tokens(out.g),
+            k, start_ns, g if b else 0, b, out.prefill_tokens, len(prefills), out.sampled_seqs,
+            len(self.running), out.num_waiting, len(self.swapped), kv.used_blocks(), kv.kv_tokens(g),
             kv.reserved_slots(), kv.logical_blocks(), out.cow_copies, out.preemptions, out.swaps_out,
-            out.swaps_in, out.swap_out_blocks, out.swap_in_blocks, kv.growing if k > 1 else 0, counts_id,
+            out.swaps_in, out.swap_out_blocks, out.swap_in_blocks, growing, counts_id,
         ), durations)
         if k > 1:
-            kv.reserve_run(out.g + 1, out.g + k - 1)
-        self.G = out.g + k - 1
-        if has_decode:
+            kv.reserve_run(g + 1, g + k - 1)
+        self.G = g + k - 1
+        if b:
             self.finish_decoded(end_ns)
         for group in completions:
             if group.state == PREFILL:
