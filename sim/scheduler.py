@@ -93,7 +93,7 @@ class Scheduler(RequestQueues):
         kv = self.kv
         kv.step_copies = 0
         g = self.G
-        self.out = out = SchedulerOutput([], 0, 0, g, 1, False, self.recorder.num_rows)
+        self.out = out = SchedulerOutput(g, self.recorder.num_rows)
         plan = self.policy.schedule(self)
         has_decode = plan.decode and self.decode_seqs > 0
         if not plan.prefills and not has_decode:
