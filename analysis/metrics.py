@@ -7,7 +7,8 @@ finished request, seconds). Definitions follow vLLM's `calculate_metrics`:
 - throughputs divide by the benchmark duration: first arrival to last finish (or a duration passed in).
 - TTFT and E2EL per finished request; TPOT = (E2EL - TTFT) / (output_tokens - 1), only for requests with more
   than one output token (a single-token request has no TPOT; for goodput its TPOT counts as 0).
-- percentiles use numpy's linear interpolation; latencies are reported in ms.
+- percentiles (the median too) use numpy's linear interpolation, as `sim.metrics.percentiles` defines them for
+  `summary.json`; latencies are reported in ms.
 
 Differences from vLLM, on purpose: an empty sample gives NaN (not 0), and output throughput counts
 `generated_tokens` (every token of every parallel/beam sequence: the work the engine really did).
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.slo import SLO
+from sim.metrics import percentiles as sim_percentiles
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (90.0, 99.0)
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -87,13 +89,14 @@ def _stats(prefix: str, values_s: np.ndarray, percentiles: Sequence[float], scal
     values = np.asarray(values_s, dtype=float)
     values = values[~np.isnan(values)] * scale
     empty = values.size == 0
+    median, *pcts = sim_percentiles(values, (50.0, *percentiles))
     out = {
         f"mean_{prefix}_{unit}": math.nan if empty else float(np.mean(values)),
         f"std_{prefix}_{unit}": math.nan if empty else float(np.std(values)),
-        f"median_{prefix}_{unit}": math.nan if empty else float(np.median(values)),
+        f"median_{prefix}_{unit}": median,
     }
-    for p in percentiles:
-        out[f"{percentile_key(p)}_{prefix}_{unit}"] = math.nan if empty else float(np.percentile(values, p))
+    for p, value in zip(percentiles, pcts):
+        out[f"{percentile_key(p)}_{prefix}_{unit}"] = value
     return out
 
 

@@ -12,8 +12,9 @@ import pandas as pd
 from analysis.memory_view import memory_metrics
 from analysis.metrics import DEFAULT_PERCENTILES, serving_metrics
 from analysis.slo import SLO
+from sim.schema import CONFIG_JSON, ITL_NPY, OUTPUT_FILES, REQUESTS_CSV, STEPS_CSV, SUMMARY_JSON
 
-RUN_FILES: tuple[str, ...] = ("requests.csv", "steps.csv", "summary.json", "config.json", "itl.npy")
+RUN_FILES: tuple[str, ...] = OUTPUT_FILES
 
 
 @dataclass
@@ -39,11 +40,11 @@ class RunData:
         if missing:
             raise OSError(f"{run_dir}: not a replay output, missing {', '.join(missing)}")
         return cls(
-            requests=pd.read_csv(run_dir / "requests.csv", keep_default_na=True),
-            steps=pd.read_csv(run_dir / "steps.csv"),
-            itl_s=np.load(run_dir / "itl.npy"),
-            summary=json.loads((run_dir / "summary.json").read_text()),
-            config=json.loads((run_dir / "config.json").read_text()),
+            requests=pd.read_csv(run_dir / REQUESTS_CSV, keep_default_na=True),
+            steps=pd.read_csv(run_dir / STEPS_CSV),
+            itl_s=np.load(run_dir / ITL_NPY),
+            summary=json.loads((run_dir / SUMMARY_JSON).read_text()),
+            config=json.loads((run_dir / CONFIG_JSON).read_text()),
         )
 
 

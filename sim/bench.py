@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sim.schema import SUMMARY_JSON
+
 REPO = Path(__file__).resolve().parents[1]
 AZURE = REPO / "data" / "AzureLLMInferenceTrace_code.csv"
 
@@ -36,7 +38,7 @@ def time_command(trace: Path, policy: str, repeat: int, out_root: Path) -> tuple
         started = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=REPO)
         walls.append(time.perf_counter() - started)
-        summary = json.loads((out / "summary.json").read_text())
+        summary = json.loads((out / SUMMARY_JSON).read_text())
     return walls, summary
 
 

@@ -7,6 +7,8 @@ from memory import BlockManager
 from sim.config import EngineConfig
 from sim.state import Seq
 
+NEVER = 1 << 62  # a step count no run reaches
+
 
 class LazyDecode:
     """Sums over lazy sequences that make a step's context and token count O(1)."""

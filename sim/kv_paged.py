@@ -10,32 +10,45 @@ samples, beams) are *dirty*: their appends go through the block manager every st
 """
 from __future__ import annotations
 
+from typing import Hashable, Sequence
+
 from memory import AllocStatus, BlockManager, PrefixCachingBlockManager
 
 from sim.config import EngineConfig
-from sim.kv_lazy import LazyDecode
-from sim.kv_prefix import PrefixCache
+from sim.kv_lazy import NEVER, LazyDecode
+from sim.kv_prefix import NoPrefixCache, PrefixCache
 from sim.state import Group, Seq
 
 
 class PagedKV(LazyDecode):
-    """vLLM's paged KV cache: blocks on demand, fork sharing, copy-on-write, swap to a CPU pool."""
-
-    memory = "paged"
+    """vLLM's paged KV cache: blocks on demand, fork sharing, copy-on-write, swap to a CPU pool.
+    Implements `sim.kv_layout.KVLayout`."""
 
     def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager) -> None:
         if config.enable_prefix_caching:
             block_manager_cls = PrefixCachingBlockManager
         super().__init__(config, config.cpu_blocks if swap else 0, config.watermark, block_manager_cls)
-        # Automatic prefix caching (see sim.kv_prefix); None when off, so the base path is untouched.
-        self.prefix = PrefixCache(self.bm, self.bs) if config.enable_prefix_caching else None
+        # Automatic prefix caching (see sim.kv_prefix), or its null object when off.
+        self.prefix: PrefixCache | NoPrefixCache = (PrefixCache if config.enable_prefix_caching else NoPrefixCache)(
+            self.bm, self.bs)
         self.buckets: list[dict[Seq, None]] = [{} for _ in range(self.bs)]
         self.counts = [0] * self.bs
         self.logical = 0       # sum of block-table lengths on the GPU: the blocks without sharing
         self.uncomputed = 0    # allocated prompt tokens a chunked prefill has not computed yet
         self.step_copies = 0   # copy-on-write copies of the current step
 
+    @classmethod
+    def for_policy(cls, config: EngineConfig, policy, block_manager_cls: type[BlockManager]) -> "PagedKV":
+        return cls(config, swap=policy.preemption == "swap", block_manager_cls=block_manager_cls)
+
     # ---- admission -----------------------------------------------------------------------------------
+    def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                          prefix_tokens: int, hash_ids: Sequence[int] | None) -> None:
+        self.prefix.assign_block_keys(group, request_key, prefix_group, prefix_tokens, hash_ids)
+
+    def cached_tokens(self, group: Group) -> int:
+        return self.prefix.cached_tokens(group)
+
     def blocks_for(self, group: Group, generated: int) -> int:
         """Blocks a (re)prefill takes: the prompt's full blocks once, each sample's tail on its own."""
         bs, p = self.bs, group.prompt
@@ -56,8 +69,7 @@ class PagedKV(LazyDecode):
         bm = self.bm
         if bm.num_gpu_blocks - required < bm.watermark_blocks:  # an empty pool caches nothing
             return AllocStatus.NEVER
-        if self.prefix is not None:  # live cached blocks are shared, not taken
-            required -= self.prefix.blocks_saved(group)
+        required -= self.prefix.blocks_saved(group)  # live cached blocks are shared, not taken
         if bm.num_free_gpu_blocks - required >= bm.watermark_blocks:
             return AllocStatus.OK
         return AllocStatus.LATER
@@ -66,11 +78,7 @@ class PagedKV(LazyDecode):
         """Blocks for the group's (re)prefill; a recompute restores each sample's own tokens. Returns the
         prompt tokens found computed in the prefix cache (their prefill is skipped)."""
         bm, first = self.bm, Seq(self.new_sid(), group.prompt)
-        if self.prefix is None:
-            bm.allocate(first.sid, group.prompt)
-            cached = 0
-        else:
-            cached = self.prefix.allocate(first.sid, group)
+        cached = self.prefix.allocate(first.sid, group)
         seqs = [first]
         if group.generated:
             for _ in range(group.n - 1):
@@ -85,15 +93,34 @@ class PagedKV(LazyDecode):
         group.seqs = seqs
         return cached
 
-    def fork_samples(self, group: Group) -> None:
-        """After the first prefill: the other samples share every block of the first."""
-        bm, first = self.bm, group.seqs[0]
-        nb = bm.num_blocks(first.sid)
-        for _ in range(group.n - 1):
-            seq = Seq(self.new_sid(), first.length)
-            bm.fork(first.sid, seq.sid)
-            group.seqs.append(seq)
-            self.logical += nb
+    # ---- prefill progress ----------------------------------------------------------------------------
+    def begin_prefill(self, group: Group) -> None:
+        self.uncomputed += group.prefill_len - group.prefill_done
+
+    def computed(self, group: Group, tokens: int) -> None:
+        self.uncomputed -= tokens
+        if group.pending:
+            self.prefix.progress(group)
+
+    def abort_prefill(self, group: Group) -> None:
+        self.uncomputed -= group.prefill_len - group.prefill_done
+
+    def share_samples(self, group: Group) -> None:
+        """After a (re)prefill: the first prefill's samples share every block of the first sequence (a
+        recompute already restored each sample's own); the family is dirty while it shares a partial
+        block (parallel samples until their first decode step, beams always)."""
+        if group.n == 1:
+            return
+        if len(group.seqs) == 1:
+            bm, first = self.bm, group.seqs[0]
+            nb = bm.num_blocks(first.sid)
+            for _ in range(group.n - 1):
+                seq = Seq(self.new_sid(), first.length)
+                bm.fork(first.sid, seq.sid)
+                group.seqs.append(seq)
+                self.logical += nb
+            group.fresh_fork = not group.is_beam
+        group.dirty = group.fresh_fork or group.is_beam
 
     def free(self, group: Group, g: int) -> None:
         # A lazy sequence's untold tokens sit in blocks it already has: freeing needs no sync.
@@ -133,6 +160,10 @@ class PagedKV(LazyDecode):
             for seq in bucket:
                 self.sync(seq, g)
 
+    @property
+    def growing(self) -> int:
+        return self.lazy_b
+
     def crossings(self, g: int) -> int:
         return self.counts[g % self.bs]
 
@@ -167,6 +198,21 @@ class PagedKV(LazyDecode):
         # One new block per sequence per crossing: span // bs full cycles, then the leftover phases.
         cycles, rest = divmod(span, bs)
         self.logical += cycles * self.lazy_b + sum(counts[(g_first + i) % bs] for i in range(rest))
+
+    def steps_memory_allows(self, g1: int) -> int:
+        counts, bs, lazy_b = self.counts, self.bs, self.lazy_b
+        free = self.bm.num_free_gpu_blocks
+        if lazy_b == 0:
+            return NEVER
+        cycles = free // lazy_b
+        left, steps = free - cycles * lazy_b, cycles * bs
+        for i in range(1, bs + 1):
+            need = counts[(g1 + i) % bs]
+            if need > left:
+                break
+            left -= need
+            steps += 1
+        return steps + 1
 
     # ---- dirty families (shared partial last blocks) -------------------------------------------------
     def group_need(self, group: Group, g: int) -> int:
@@ -203,6 +249,16 @@ class PagedKV(LazyDecode):
             seq.length += 1
             seq.synced_g = g
 
+    def drop_seq(self, seq: Seq) -> None:
+        self.logical -= self.bm.num_blocks(seq.sid)
+        self.bm.free(seq.sid)
+
+    def fork_seq(self, parent: Seq) -> Seq:
+        child = Seq(self.new_sid(), parent.length)
+        self.bm.fork(parent.sid, child.sid)
+        self.logical += self.bm.num_blocks(parent.sid)
+        return child
+
     # ---- swap ----------------------------------------------------------------------------------------
     def can_swap_out(self, group: Group) -> bool:
         return self.bm.num_cpu_blocks > 0 and self.bm.can_swap_out([s.sid for s in group.seqs])
@@ -229,6 +285,11 @@ class PagedKV(LazyDecode):
             self.logical += self.bm.num_blocks(seq.sid)
         return moved
 
+    def drop_swapped(self, group: Group) -> None:
+        for seq in group.seqs:
+            self.bm.free(seq.sid)
+        group.seqs = []
+
     # ---- per-step figures ----------------------------------------------------------------------------
     def used_blocks(self) -> int:
         return self.bm.num_used_gpu_blocks
@@ -240,3 +301,17 @@ class PagedKV(LazyDecode):
 
     def reserved_slots(self) -> int:
         return self.bm.num_used_gpu_blocks * self.bs
+
+    def logical_blocks(self) -> int:
+        return self.logical
+
+    def check(self, groups: Sequence[Group], g: int) -> None:
+        bm = self.bm
+        seqs = [s for grp in groups for s in grp.seqs]
+        assert self.logical == sum(bm.num_blocks(s.sid) for s in seqs), "logical block count drifted"
+        lazy = [s for s in seqs if s.phase >= 0]
+        assert all(bm.num_tokens(s.sid) == s.length for s in lazy), "lazy sequence out of sync"
+        assert self.lazy_b == len(lazy) == sum(self.counts)
+
+    def summary(self) -> dict:
+        return self.prefix.summary()

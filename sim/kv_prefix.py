@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Hashable, Sequence
 
-from memory import PrefixCachingBlockManager
+from memory import BlockManager, PrefixCachingBlockManager
 from memory.block_keys import hash_id_block_keys, prefix_group_block_keys
 
 from sim.state import Group
@@ -36,6 +36,33 @@ def request_block_keys(prompt: int, block_size: int, request_key: Hashable, pref
     return keys[:max(prompt - 1, 0) // block_size]
 
 
+class NoPrefixCache:
+    """Prefix caching off: every prompt block is allocated and computed (the null `PrefixCache`)."""
+
+    def __init__(self, bm: BlockManager, block_size: int) -> None:
+        self.bm = bm
+
+    def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                          prefix_tokens: int, hash_ids: Sequence[int] | None) -> None:
+        return None
+
+    def blocks_saved(self, group: Group) -> int:
+        return 0
+
+    def cached_tokens(self, group: Group) -> int:
+        return 0
+
+    def allocate(self, sid: int, group: Group) -> int:
+        self.bm.allocate(sid, group.prompt)
+        return 0
+
+    def progress(self, group: Group) -> None:
+        return None
+
+    def summary(self) -> dict:
+        return no_prefix_summary()
+
+
 class PrefixCache:
     """The engine's view of the block manager's prefix cache: which hits are computed, hit counters."""
 
@@ -45,6 +72,11 @@ class PrefixCache:
         self.query_tokens = 0  # prompt tokens allocated (first prefills and recomputes)
         self.hit_tokens = 0    # ... whose prefill was skipped
         self.hits = 0          # allocations with at least one reused block
+
+    def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                          prefix_tokens: int, hash_ids: Sequence[int] | None) -> None:
+        group.block_keys = request_block_keys(group.prompt, self.bs, request_key, prefix_group, prefix_tokens,
+                                              hash_ids)
 
     def plan(self, group: Group) -> tuple[list[Hashable], int]:
         """The keys to allocate with, and how many leading blocks are computed hits."""

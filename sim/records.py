@@ -5,21 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sim.schema import STEP_COLUMNS
+
 # Fields of a record, in order. Values are those of the run's first step; within a run of k decode steps
 # only time, KV tokens (+ batch per step) and blocks (+ the run's block crossings) change.
 FIELDS = (
     "k", "start_ns", "g_first", "decode_seqs", "prefill_tokens", "prefill_seqs", "generated", "running",
     "waiting", "swapped", "blocks_used", "kv_tokens", "reserved", "logical", "cow", "preempt", "swaps_out",
-    "swaps_in", "swap_out_blocks", "swap_in_blocks", "lazy_b", "counts_id",
+    "swaps_in", "swap_out_blocks", "swap_in_blocks", "growing", "counts_id",
 )
 _F = {name: i for i, name in enumerate(FIELDS)}
-
-STEP_COLUMNS = (
-    "step", "start_s", "end_s", "duration_s", "num_prefill_tokens", "num_prefill_seqs", "num_decode_seqs",
-    "batch_size", "num_generated_tokens", "num_running", "num_waiting", "num_swapped", "kv_blocks_used",
-    "kv_blocks_free", "kv_tokens", "kv_slots_reserved", "kv_blocks_unshared", "cow_copies", "preemptions",
-    "swaps_out", "swaps_in", "swap_out_blocks", "swap_in_blocks",
-)
 
 
 class StepRecorder:
@@ -119,5 +114,5 @@ class StepRecorder:
         rows = np.flatnonzero(run_of_seg[seg] >= 0)
         r = run_of_seg[seg[rows]]
         jj = j[rows]
-        cross[rows] = (jj // block_size) * rec[runs[r], _F["lazy_b"]] + prefix[r, jj % block_size]
+        cross[rows] = (jj // block_size) * rec[runs[r], _F["growing"]] + prefix[r, jj % block_size]
         return cross

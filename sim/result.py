@@ -12,13 +12,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-OUTPUT_FILES = ("requests.csv", "steps.csv", "summary.json", "config.json", "itl.npy")
+from sim.schema import CONFIG_JSON, ITL_NPY, OUTPUT_FILES, REQUESTS_CSV, STEPS_CSV, SUMMARY_JSON
+
+__all__ = ["OUTPUT_FILES", "SimResult", "write_csv"]
 
 
 @dataclass
 class SimResult:
-    requests: pd.DataFrame   # one row per request (see sim.tables.REQUEST_COLUMNS)
-    steps: pd.DataFrame      # one row per engine step (see sim.records.STEP_COLUMNS)
+    requests: pd.DataFrame   # one row per request (see sim.schema.REQUEST_COLUMNS)
+    steps: pd.DataFrame      # one row per engine step (see sim.schema.STEP_COLUMNS)
     summary: dict[str, Any]  # run totals, JSON-able
     config: dict[str, Any]   # the EngineConfig and what follows from it
     itl_s: np.ndarray        # every inter-token gap of every finished request, seconds
@@ -29,11 +31,11 @@ class SimResult:
         file and a rename."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic(out / "requests.csv", lambda f: write_csv(self.requests, f))
-        _atomic(out / "steps.csv", lambda f: write_csv(self.steps, f))
-        _atomic(out / "summary.json", lambda f: f.write(_json(self.summary).encode()))
-        _atomic(out / "config.json", lambda f: f.write(_json(self.config).encode()))
-        _atomic(out / "itl.npy", lambda f: np.save(f, np.asarray(self.itl_s, dtype=np.float64)))
+        _atomic(out / REQUESTS_CSV, lambda f: write_csv(self.requests, f))
+        _atomic(out / STEPS_CSV, lambda f: write_csv(self.steps, f))
+        _atomic(out / SUMMARY_JSON, lambda f: f.write(_json(self.summary).encode()))
+        _atomic(out / CONFIG_JSON, lambda f: f.write(_json(self.config).encode()))
+        _atomic(out / ITL_NPY, lambda f: np.save(f, np.asarray(self.itl_s, dtype=np.float64)))
         for name, frame in self.extra.items():
             _atomic(out / name, lambda f, frame=frame: write_csv(frame, f))
         return out

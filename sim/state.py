@@ -5,6 +5,7 @@ import random
 
 WAITING, PREFILL, DECODE, SWAPPED, FINISHED, REJECTED = range(6)
 STATE_NAMES = ("waiting", "prefill", "decode", "swapped", "finished", "rejected")
+RECOMPUTE, SWAP = "recompute", "swap"   # preemption modes
 
 
 class Seq:

@@ -6,12 +6,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from sim.metrics import latency_figures, memory_figures
+from sim.schema import REQUEST_COLUMNS
 from sim.state import FINISHED, Group
-
-REQUEST_COLUMNS = (
-    "request_id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "n", "sampling",
-    "status", "reason", "ttft_s", "e2e_s", "preemptions", "swaps", "generated_tokens", "recomputed_tokens",
-)
 
 
 def requests_table(groups: list[Group]) -> pd.DataFrame:
@@ -70,35 +67,15 @@ def inter_token_gaps(groups: list[Group], decode_end: np.ndarray) -> np.ndarray:
     return out
 
 
-def _weighted(values: np.ndarray, weights: np.ndarray) -> float:
-    total = float(weights.sum())
-    return float((values * weights).sum() / total) if total > 0 else math.nan
-
-
-def _pcts(values: np.ndarray) -> tuple[float, float]:
-    """Median and 99th percentile (one partition pass)."""
-    if not values.size:
-        return math.nan, math.nan
-    p50, p99 = np.percentile(values, [50, 99])
-    return float(p50), float(p99)
-
-
 def summarize(steps: pd.DataFrame, requests: pd.DataFrame, itl_s: np.ndarray, *, kv_blocks_total: int,
               block_size: int) -> dict:
-    """Run totals and time-weighted memory figures (weights: step durations)."""
+    """Run totals, and the memory and latency figures of `sim.metrics` (memory: time-weighted by step)."""
     done = requests[requests["status"] == "finished"]
     dur = steps["duration_s"].to_numpy()
-    used = steps["kv_blocks_used"].to_numpy(dtype=np.float64)
-    reserved = steps["kv_slots_reserved"].to_numpy(dtype=np.float64)
-    tokens = steps["kv_tokens"].to_numpy(dtype=np.float64)
-    unshared = steps["kv_blocks_unshared"].to_numpy(dtype=np.float64)
     start = float(requests["arrival_s"].min()) if len(requests) else 0.0
     end = float(steps["end_s"].iloc[-1]) if len(steps) else start
     sim_s = max(end - start, 0.0)
     generated = int(done["generated_tokens"].sum())
-    reserved_time, unshared_time = float((reserved * dur).sum()), float((unshared * dur).sum())
-    ttft, e2e = done["ttft_s"].to_numpy(), done["e2e_s"].to_numpy()
-    (ttft50, ttft99), (e2e50, e2e99), (itl50, itl99) = _pcts(ttft), _pcts(e2e), _pcts(itl_s)
     return {
         "num_requests": int(len(requests)),
         "num_finished": int(len(done)),
@@ -117,22 +94,9 @@ def summarize(steps: pd.DataFrame, requests: pd.DataFrame, itl_s: np.ndarray, *,
         "cow_copies": int(steps["cow_copies"].sum()),
         "kv_blocks_total": int(kv_blocks_total),
         "block_size": int(block_size),
-        "kv_usage_mean": _weighted(used / kv_blocks_total, dur),
-        "kv_usage_peak": float(used.max() / kv_blocks_total) if len(steps) else math.nan,
-        "kv_token_usage_mean": _weighted(tokens / (kv_blocks_total * block_size), dur),
-        "slot_utilization": float((tokens * dur).sum() / reserved_time) if reserved_time > 0 else math.nan,
-        "sharing_saved_fraction": 1.0 - float((used * dur).sum()) / unshared_time if unshared_time > 0 else 0.0,
-        "sharing_saved_peak_blocks": int((unshared - used).max()) if len(steps) else 0,
-        "mean_batch_size": _weighted(steps["batch_size"].to_numpy(dtype=np.float64), dur),
+        **memory_figures(steps, kv_blocks_total, block_size),
         "busy_fraction": float(dur.sum() / sim_s) if sim_s > 0 else math.nan,
         "output_tokens_per_s": generated / sim_s if sim_s > 0 else math.nan,
         "requests_per_s": len(done) / sim_s if sim_s > 0 else math.nan,
-        "ttft_mean_s": float(ttft.mean()) if ttft.size else math.nan,
-        "ttft_p50_s": ttft50,
-        "ttft_p99_s": ttft99,
-        "e2e_p50_s": e2e50,
-        "e2e_p99_s": e2e99,
-        "itl_p50_s": itl50,
-        "itl_p99_s": itl99,
-        "itl_max_s": float(itl_s.max()) if itl_s.size else math.nan,
+        **latency_figures(requests, itl_s),
     }

@@ -4,6 +4,7 @@ transformer of the model's shapes, a real paged KV cache whose block tables come
 
 Modules: `recording` (block manager that logs copies, swaps, forks), `batch` (the step's exact picture),
 `lineage` (token names -> deterministic K/V), `model`, `runner` (cache + timed step), `timing`,
-`executor` (engine-facing), `verify` (shadow check), `calibrate` (measured cost profiles), `fidelity`.
+`executor` (runs a step), `timer` (the backend's `StepTimer`), `verify` (shadow check), `calibrate`
+(measured cost profiles), `fidelity`.
 Nothing here is imported by the analytic path.
 """

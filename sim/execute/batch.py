@@ -1,8 +1,8 @@
-"""`ExecBatch`: the exact picture of one engine step for the executor, read from the engine's state.
+"""`ExecBatch`: the exact picture of one engine step for the executor, read from the scheduler's state.
 
 Layout as vLLM's: prefill slices first, then one token per decoding sequence. A slice is `q_len` new
 tokens at the end of `seq_len` cached ones in one sequence's block table. A request's (re)prefill is
-`prompt + n * generated` tokens (see `EngineOps.prefill_tokens`): the prompt goes through the first
+`prompt + n * generated` tokens (see `Scheduler.prefill_tokens`): the prompt goes through the first
 sequence, and each sample's restored tokens through its own sequence. Prompt tokens are also written
 into every other sequence of the request whose slot differs (a recompute's copied partial block, or
 the separate regions of reserved memory): `extra_*`.
@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.execute.lineage import prompt_owner
+from sim.scheduler_output import SchedulerOutput
 from sim.state import DECODE, Group
 
 if TYPE_CHECKING:
     from memory import BlockManager
-    from sim.engine import Engine
+    from sim.scheduler import Scheduler
 
 
 @dataclass(slots=True)
@@ -64,15 +65,15 @@ def slots_of(table: list[int], block_size: int, start: int, end: int) -> np.ndar
     return blocks * block_size + pos % block_size
 
 
-def build_exec_batch(engine: "Engine", prefills: list[tuple[Group, int]], has_decode: bool, g_now: int) -> ExecBatch:
-    """The step about to run: `prefills` with their chunk sizes (before `prefill_done` advances)."""
-    bm, bs = engine.kv.bm, engine.bs
+def build_exec_batch(scheduler: "Scheduler", out: SchedulerOutput) -> ExecBatch:
+    """The step about to run: its prefill chunks (before `prefill_done` advances), then its decodes."""
+    bm, bs, g_now = scheduler.kv.bm, scheduler.bs, out.g
     batch = ExecBatch()
-    for group, q in prefills:
+    for group, q in out.prefills:
         _add_prefill(batch, bm, bs, group, q)
-    if has_decode:
+    if out.num_decode_seqs:
         base = batch.num_prefill_tokens
-        for group in engine.running:
+        for group in scheduler.running:
             if group.state != DECODE:
                 continue
             for seq in group.seqs:
@@ -86,7 +87,7 @@ def build_exec_batch(engine: "Engine", prefills: list[tuple[Group, int]], has_de
                 batch.slots.append(slots_of(table, bs, length - 1, length))
                 batch.sample_tokens.append(t)
                 batch.groups[seq.sid] = group
-        assert len(batch.decodes) == engine.decode_seqs, "decode batch differs from the engine's count"
+        assert len(batch.decodes) == scheduler.decode_seqs, "decode batch differs from the scheduler's count"
     return batch
 
 

@@ -1,6 +1,6 @@
 """`Executor`: runs each simulated step for real and says how long it took.
 
-The engine hands it the step's `ExecBatch` (block tables, context lengths, slots, prefill slices) with
+The execute timer hands it the step's `ExecBatch` (block tables, context lengths, slots, prefill slices) with
 the analytic model's prediction for the same step; the executor applies the block manager's logged
 moves (swap-outs, swap-ins, copy-on-write copies), runs the forward pass over the paged cache, and
 returns the measured time, which advances the simulated clock. With `verify`, sampled steps are checked
@@ -20,6 +20,7 @@ from sim.execute.batch import ExecBatch
 from sim.execute.device import check_fits, dtype_for, resolve_device
 from sim.execute.lineage import Lineage
 from sim.execute.recording import RecordingBlockManager
+from sim.schema import EXEC_STEP_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,10 +104,7 @@ class Executor:
         import pandas as pd
 
         # The StepBatch fields (the analytic model's inputs) travel along: predictions can be redone offline.
-        columns = ("step", "measured_s", "predicted_s", "prefill_tokens", "prefill_seqs", "prefill_attn_pairs",
-                   "prefill_kv_tokens", "decode_seqs", "decode_context", "sampled_seqs", "cow_copies",
-                   "swap_blocks", "verify_checked", "verify_mismatches")
-        return pd.DataFrame(self._rows, columns=list(columns))
+        return pd.DataFrame(self._rows, columns=list(EXEC_STEP_COLUMNS))
 
     def summary(self) -> dict:
         measured = np.array([r[1] for r in self._rows], dtype=np.float64)

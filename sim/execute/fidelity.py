@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from sim.cost import AnalyticCostModel, CostProfile, StepBatch
+from sim.schema import CONFIG_JSON, EXEC_STEPS_CSV, REQUESTS_CSV
 
 
 def step_errors(exec_steps: pd.DataFrame) -> dict[str, float]:
@@ -48,13 +52,11 @@ def latency_errors(exec_requests: pd.DataFrame, analytic_requests: pd.DataFrame)
     return out
 
 
-STEP_FIELDS = ("prefill_tokens", "prefill_seqs", "prefill_attn_pairs", "prefill_kv_tokens", "decode_seqs",
-               "decode_context", "sampled_seqs", "cow_copies", "swap_blocks")
+STEP_FIELDS = tuple(f.name for f in fields(StepBatch))  # the analytic model's inputs, columns of exec_steps.csv
 
 
 def repredict(exec_steps: pd.DataFrame, config: dict, profile: str) -> pd.DataFrame:
     """The same measured steps with predictions from another cost profile (name or JSON path)."""
-    from sim.cost import AnalyticCostModel, CostProfile, StepBatch
     from sim.presets import GPUS, MODELS
 
     cost = AnalyticCostModel(MODELS[config["model"]], GPUS[config["gpu"]], CostProfile.load(profile),
@@ -66,11 +68,11 @@ def repredict(exec_steps: pd.DataFrame, config: dict, profile: str) -> pd.DataFr
 
 
 def fidelity(exec_dir: Path, analytic_dir: Path, profile: str | None = None) -> dict[str, float]:
-    steps = pd.read_csv(exec_dir / "exec_steps.csv")
+    steps = pd.read_csv(exec_dir / EXEC_STEPS_CSV)
     if profile is not None:
-        steps = repredict(steps, json.loads((exec_dir / "config.json").read_text()), profile)
+        steps = repredict(steps, json.loads((exec_dir / CONFIG_JSON).read_text()), profile)
     out = step_errors(steps)
-    out |= latency_errors(pd.read_csv(exec_dir / "requests.csv"), pd.read_csv(analytic_dir / "requests.csv"))
+    out |= latency_errors(pd.read_csv(exec_dir / REQUESTS_CSV), pd.read_csv(analytic_dir / REQUESTS_CSV))
     return out
 
 

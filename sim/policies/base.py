@@ -1,16 +1,16 @@
-"""The policy interface: `schedule(engine) -> StepPlan`, called once per engine step, plus the FCFS
-admission every policy shares. A policy decides; the engine's methods do the memory work."""
+"""The policy interface: `schedule(sched) -> StepPlan`, called once per engine step, over a
+`SchedulerView` (the scheduler's state, read only, and its verbs), plus the FCFS admission every policy
+shares. A policy decides; the scheduler's verbs do the memory work."""
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from memory import AllocStatus
 
-from sim.state import Group
-
-if TYPE_CHECKING:
-    from sim.engine import Engine
+from sim.config import EngineConfig
+from sim.state import RECOMPUTE, Group
 
 
 @dataclass(slots=True)
@@ -29,6 +29,37 @@ class StepPlan:
     arrivals_matter: bool = False
 
 
+class SchedulerView(Protocol):
+    """What a policy sees: queues and counters to read (never to mutate), and the verbs that change them.
+
+    The verbs follow the queues' order (FCFS): `admit` and `reject_head` take the waiting head, `swap_in`
+    the swapped head; `reserve_decode` takes this step's decode slots, preempting the newest running
+    requests while the pool runs short.
+    """
+
+    config: EngineConfig
+    waiting: deque[Group]       # arrived, not admitted (preempted-by-recompute requests at the front)
+    running: list[Group]        # admitted: prefilling or decoding, in arrival order
+    swapped: deque[Group]       # preempted to the CPU pool
+    prefilling: list[Group]     # running requests whose (re)prefill is not complete, in admission order
+    num_running_seqs: int       # sequences of running requests (against max_num_seqs)
+    decode_seqs: int            # sequences decoding
+
+    def prefill_need(self, group: Group) -> int: ...
+
+    def admission_status(self, group: Group) -> AllocStatus: ...
+
+    def admit(self, group: Group) -> None: ...
+
+    def reject_head(self, reason: str) -> None: ...
+
+    def reserve_decode(self, mode: str = RECOMPUTE) -> int: ...
+
+    def can_swap_in(self, group: Group) -> bool: ...
+
+    def swap_in(self, group: Group) -> None: ...
+
+
 class Policy(Protocol):
     name: str
     memory: str               # "paged" (block manager on demand) or "reserved" (contiguous up front)
@@ -36,39 +67,39 @@ class Policy(Protocol):
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
 
-    def schedule(self, engine: "Engine") -> StepPlan: ...
+    def schedule(self, sched: SchedulerView) -> StepPlan: ...
 
 
-def admit_head(engine: "Engine", seqs: int) -> bool | None:
+def admit_head(sched: SchedulerView, seqs: int) -> bool | None:
     """Admit the head of the waiting queue if `max_num_seqs` (with `seqs` sequences running) and the KV
     pool allow. True: admitted; False: it must wait, so admission stops (FCFS); None: it can never fit and
     was rejected (removed from the queue), so the next request may be tried."""
-    group = engine.waiting[0]
-    if seqs + group.n > engine.config.max_num_seqs:
+    group = sched.waiting[0]
+    if seqs + group.n > sched.config.max_num_seqs:
         return False
-    status = engine.admission_status(group)
+    status = sched.admission_status(group)
     if status is AllocStatus.LATER:
         return False
     if status is AllocStatus.NEVER:
-        engine.reject(engine.waiting.popleft(), "its KV blocks can never fit the pool")
+        sched.reject_head("its KV blocks can never fit the pool")
         return None
-    engine.admit(group)
+    sched.admit(group)
     return True
 
 
-def admit_waiting(engine: "Engine", token_budget: int) -> list[tuple[Group, int]]:
+def admit_waiting(sched: SchedulerView, token_budget: int) -> list[tuple[Group, int]]:
     """FCFS from the waiting queue: whole prefills while the token budget, `max_num_seqs` and the KV
     pool allow; stop at the first request that does not fit (no skipping ahead)."""
     admitted: list[tuple[Group, int]] = []
-    tokens, seqs = 0, engine.num_running_seqs
-    waiting = engine.waiting
+    tokens, seqs = 0, sched.num_running_seqs
+    waiting = sched.waiting
     while waiting:
         group = waiting[0]
-        need = engine.prefill_need(group)
+        need = sched.prefill_need(group)
         # A recompute longer than the budget still runs, alone: it can never be split.
         if admitted and tokens + need > token_budget:
             break
-        admitted_head = admit_head(engine, seqs)
+        admitted_head = admit_head(sched, seqs)
         if admitted_head is None:
             continue
         if not admitted_head:
@@ -79,13 +110,13 @@ def admit_waiting(engine: "Engine", token_budget: int) -> list[tuple[Group, int]
     return admitted
 
 
-def swap_in_swapped(engine: "Engine") -> int:
+def swap_in_swapped(sched: SchedulerView) -> int:
     """FCFS from the swapped queue while the pool (above the watermark) and `max_num_seqs` allow."""
     count = 0
-    while engine.swapped:
-        group = engine.swapped[0]
-        if engine.num_running_seqs + group.n > engine.config.max_num_seqs or not engine.can_swap_in(group):
+    while sched.swapped:
+        group = sched.swapped[0]
+        if sched.num_running_seqs + group.n > sched.config.max_num_seqs or not sched.can_swap_in(group):
             break
-        engine.swap_in(group)
+        sched.swap_in(group)
         count += 1
     return count

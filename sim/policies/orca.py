@@ -4,12 +4,7 @@ of newly admitted ones (selective batching); a request is admitted only when its
 nothing is ever preempted. `orca-max` and `orca-oracle` differ only in what they reserve."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sim.policies.base import StepPlan, admit_waiting
-
-if TYPE_CHECKING:
-    from sim.engine import Engine
+from sim.policies.base import SchedulerView, StepPlan, admit_waiting
 
 
 class OrcaPolicy:
@@ -19,11 +14,11 @@ class OrcaPolicy:
     chunked_prefill = False
     reserve_true_output = False
 
-    def schedule(self, engine: "Engine") -> StepPlan:
-        prefills = admit_waiting(engine, engine.config.token_budget)
+    def schedule(self, sched: SchedulerView) -> StepPlan:
+        prefills = admit_waiting(sched, sched.config.token_budget)
         return StepPlan(
             prefills=prefills,
-            decode=engine.decode_seqs > 0,
+            decode=sched.decode_seqs > 0,
             steady=not prefills,
-            arrivals_matter=not engine.waiting,
+            arrivals_matter=not sched.waiting,
         )

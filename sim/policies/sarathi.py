@@ -5,13 +5,8 @@ Memory is paged as in `vllm` (the whole prompt is allocated at admission, recomp
 request is admitted in a step that preempted one."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sim.engine_ops import RECOMPUTE
-from sim.policies.base import StepPlan, admit_head
-
-if TYPE_CHECKING:
-    from sim.engine import Engine
+from sim.policies.base import SchedulerView, StepPlan, admit_head
+from sim.state import RECOMPUTE
 
 
 class SarathiPolicy:
@@ -21,22 +16,22 @@ class SarathiPolicy:
     chunked_prefill = True
     reserve_true_output = False
 
-    def schedule(self, engine: "Engine") -> StepPlan:
-        preempted = engine.reserve_decode(self.preemption)
+    def schedule(self, sched: SchedulerView) -> StepPlan:
+        preempted = sched.reserve_decode(self.preemption)
         # Decodes always run (even past the budget): the budget only limits prefill work.
-        budget = max(engine.config.prefill_chunk_tokens - engine.decode_seqs, 0)
+        budget = max(sched.config.prefill_chunk_tokens - sched.decode_seqs, 0)
         prefills = []
-        for group in engine.prefilling:
+        for group in sched.prefilling:
             if budget <= 0:
                 break
             chunk = min(group.prefill_len - group.prefill_done, budget)
             prefills.append((group, chunk))
             budget -= chunk
         if not preempted:
-            seqs, waiting = engine.num_running_seqs, engine.waiting
+            seqs, waiting = sched.num_running_seqs, sched.waiting
             while waiting and budget > 0:
                 group = waiting[0]
-                admitted = admit_head(engine, seqs)
+                admitted = admit_head(sched, seqs)
                 if admitted is None:
                     continue
                 if not admitted:
@@ -47,7 +42,7 @@ class SarathiPolicy:
                 seqs += group.n
         return StepPlan(
             prefills=prefills,
-            decode=engine.decode_seqs > 0,
+            decode=sched.decode_seqs > 0,
             steady=not prefills and not preempted,
-            arrivals_matter=not engine.waiting,
+            arrivals_matter=not sched.waiting,
         )

@@ -4,12 +4,7 @@ and prefills it in one step; the batch then decodes until its last request finis
 leave the batch, but nobody joins it: a request arriving meanwhile waits for the whole batch."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sim.policies.base import StepPlan, admit_waiting
-
-if TYPE_CHECKING:
-    from sim.engine import Engine
+from sim.policies.base import SchedulerView, StepPlan, admit_waiting
 
 
 class StaticPolicy:
@@ -19,7 +14,7 @@ class StaticPolicy:
     chunked_prefill = False
     reserve_true_output = False
 
-    def schedule(self, engine: "Engine") -> StepPlan:
-        if not engine.running:
-            return StepPlan(prefills=admit_waiting(engine, engine.config.token_budget))
+    def schedule(self, sched: SchedulerView) -> StepPlan:
+        if not sched.running:
+            return StepPlan(prefills=admit_waiting(sched, sched.config.token_budget))
         return StepPlan(decode=True, steady=True, arrivals_matter=False)

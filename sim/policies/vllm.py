@@ -4,13 +4,8 @@ decode needs a block and none is free, the newest running request is preempted a
 The watermark keeps a few blocks free at admission so that running requests can grow."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sim.engine_ops import RECOMPUTE
-from sim.policies.base import StepPlan, admit_waiting, swap_in_swapped
-
-if TYPE_CHECKING:
-    from sim.engine import Engine
+from sim.policies.base import SchedulerView, StepPlan, admit_waiting, swap_in_swapped
+from sim.state import RECOMPUTE
 
 
 class VllmPolicy:
@@ -20,16 +15,16 @@ class VllmPolicy:
     chunked_prefill = False
     reserve_true_output = False
 
-    def schedule(self, engine: "Engine") -> StepPlan:
+    def schedule(self, sched: SchedulerView) -> StepPlan:
         # Swapped requests go first: no new prefills while any wait to come back.
-        if not engine.swapped:
-            prefills = admit_waiting(engine, engine.config.token_budget)
+        if not sched.swapped:
+            prefills = admit_waiting(sched, sched.config.token_budget)
             if prefills:
                 return StepPlan(prefills=prefills)
-        preempted = engine.reserve_decode(self.preemption)
-        swapped_in = swap_in_swapped(engine) if engine.swapped and not preempted else 0
+        preempted = sched.reserve_decode(self.preemption)
+        swapped_in = swap_in_swapped(sched) if sched.swapped and not preempted else 0
         return StepPlan(
             decode=True,
             steady=not preempted and not swapped_in,
-            arrivals_matter=not engine.waiting and not engine.swapped,
+            arrivals_matter=not sched.waiting and not sched.swapped,
         )

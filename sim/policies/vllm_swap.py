@@ -3,8 +3,8 @@
 room above the watermark. Falls back to recompute when the CPU pool is full."""
 from __future__ import annotations
 
-from sim.engine_ops import SWAP
 from sim.policies.vllm import VllmPolicy
+from sim.state import SWAP
 
 
 class VllmSwapPolicy(VllmPolicy):

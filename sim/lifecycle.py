@@ -1,35 +1,38 @@
-"""What policies may do to the engine (admit, reserve a decode step, preempt, swap), and how requests move
-between queues as steps complete. Mixed into `Engine`; every memory change goes through its `kv`."""
+"""`RequestQueues`: the scheduler's queues and counters, and how requests move between them.
+
+waiting -> (admit) -> running: prefilling -> decoding -> finished; a decoding request may be preempted
+back to waiting (recompute) or to swapped (swap) and swapped requests come back (swap_in). Every memory
+change goes through `kv` (a `KVLayout`); every step's counts go into `out` (the `SchedulerOutput` being
+scheduled). `sim.scheduler.Scheduler` extends this with planning and applying steps.
+"""
 from __future__ import annotations
 
 import bisect
 import heapq
+from collections import deque
 
-from memory import AllocStatus
+from sim.config import EngineConfig
+from sim.kv_layout import KVLayout
+from sim.scheduler_output import SchedulerOutput
+from sim.state import DECODE, FINISHED, PREFILL, RECOMPUTE, SWAP, SWAPPED, WAITING, Group
 
-from sim.state import DECODE, FINISHED, PREFILL, SWAPPED, WAITING, Group, Seq
 
-RECOMPUTE, SWAP = "recompute", "swap"
+class RequestQueues:
+    def __init__(self, config: EngineConfig, kv: KVLayout) -> None:
+        self.config, self.kv = config, kv
+        self.waiting: deque[Group] = deque()
+        self.running: list[Group] = []          # admitted (prefilling or decoding), by arrival
+        self.swapped: deque[Group] = deque()
+        self.prefilling: list[Group] = []       # admitted, prefill not complete, in admission order
+        self.dirty_groups: list[Group] = []     # decoding groups whose appends go through the block manager
+        self.finish_heap: list[tuple[int, int, int, Group]] = []
+        self.G = 0                              # decode steps so far (a step with any decode counts)
+        self.num_running_seqs = 0               # sequences of running groups (for max_num_seqs)
+        self.decode_seqs = 0                    # sequences decoding
+        self.num_done = 0                       # requests finished or rejected
+        self.out: SchedulerOutput | None = None  # the step being scheduled: preemptions and swaps count here
 
-
-class EngineOps:
     # ---- admission -------------------------------------------------------------------------------
-    def admission_status(self, group: Group) -> AllocStatus:
-        """Whether the group's (re)prefill fits the KV pool now (OK), later, or never."""
-        return self.kv.status(group)
-
-    def prefill_tokens(self, group: Group) -> int:
-        """Tokens the group's (re)prefill computes: the prompt, plus each sample's own output after a
-        recompute preemption."""
-        return group.prompt + group.n * group.generated
-
-    def prefill_need(self, group: Group) -> int:
-        """Tokens the group's (re)prefill would compute if admitted now: `prefill_tokens` less the prompt
-        blocks found computed in the prefix cache."""
-        prefix = getattr(self.kv, "prefix", None)
-        need = self.prefill_tokens(group)
-        return need if prefix is None else need - prefix.cached_tokens(group)
-
     def admit(self, group: Group) -> None:
         """Move the waiting head `group` into the running batch with its KV memory allocated; prefix
         cache hits count as already prefilled (`prefill_done` starts at them)."""
@@ -37,12 +40,11 @@ class EngineOps:
         self.waiting.popleft()
         cached = self.kv.allocate(group)
         group.state = PREFILL
-        group.prefill_len = self.prefill_tokens(group)
+        group.prefill_len = group.prompt + group.n * group.generated
         group.prefill_done = cached
         if group.generated:
             group.recomputed_tokens += group.prefill_len - cached
-        if self.kv.memory == "paged":
-            self.kv.uncomputed += group.prefill_len - cached
+        self.kv.begin_prefill(group)
         bisect.insort(self.running, group, key=_arrival_order)
         self.prefilling.append(group)
         self.num_running_seqs += group.n
@@ -51,11 +53,10 @@ class EngineOps:
     def reserve_decode(self, mode: str = RECOMPUTE) -> int:
         """Slots for this step's token of every decoding sequence; when the pool runs short, preempt the
         newest running request (recompute or swap) until the older ones fit. Returns how many were
-        preempted. Reserved memory (Orca, static) never runs short."""
-        kv = self.kv
-        if kv.memory != "paged" or not self.decode_seqs:
+        preempted. A layout whose decodes take no memory (reservations) never runs short."""
+        if not self.decode_seqs:
             return 0
-        g1 = self.G + 1
+        kv, g1 = self.kv, self.G + 1
         need = kv.crossings(g1)
         for group in self.dirty_groups:
             need += kv.group_need(group, g1)
@@ -88,7 +89,7 @@ class EngineOps:
         return len(preempted)
 
     def _preempt(self, group: Group, mode: str) -> Group:
-        kv, g = self.kv, self.G
+        kv, g, out = self.kv, self.G, self.out
         if group.state == DECODE:
             group.generated = group.produced(g)
             group.end_run(g)
@@ -98,14 +99,14 @@ class EngineOps:
             if group.dirty:
                 self.dirty_groups.remove(group)
         else:  # a chunked prefill in progress loses its computed chunks
-            kv.uncomputed -= group.prefill_len - group.prefill_done
+            kv.abort_prefill(group)
             self.prefilling.remove(group)
         self.num_running_seqs -= group.n
         group.preemptions += 1
-        self.step_preempted += 1
+        out.preemptions += 1
         if mode == SWAP and group.state == DECODE and kv.can_swap_out(group):
-            self.step_swap_out_blocks += kv.swap_out(group, g)
-            self.step_swaps_out += 1
+            out.swap_out_blocks += kv.swap_out(group, g)
+            out.swaps_out += 1
             group.swaps += 1
             group.state = SWAPPED
             return group
@@ -116,16 +117,13 @@ class EngineOps:
         return group
 
     # ---- swap ------------------------------------------------------------------------------------
-    def can_swap_in(self, group: Group) -> bool:
-        return self.kv.can_swap_in(group)
-
     def swap_in(self, group: Group) -> None:
         """Bring the swapped head back; it decodes in this step."""
         assert self.swapped and self.swapped[0] is group
         self.swapped.popleft()
-        kv, g1 = self.kv, self.G + 1
-        self.step_swap_in_blocks += kv.swap_in(group)
-        self.step_swaps_in += 1
+        kv, g1, out = self.kv, self.G + 1, self.out
+        out.swap_in_blocks += kv.swap_in(group)
+        out.swaps_in += 1
         was_dirty, group.dirty = group.dirty, True
         kv.commit_group(group, g1)  # through the block manager: the family may share a partial block
         group.dirty = was_dirty
@@ -135,9 +133,7 @@ class EngineOps:
 
     def recompute_swapped(self, group: Group) -> None:
         """A swapped request that cannot come back (only when nothing runs): drop its blocks, recompute."""
-        for seq in group.seqs:
-            self.kv.bm.free(seq.sid)
-        group.seqs = []
+        self.kv.drop_swapped(group)
         group.state, group.dirty, group.fresh_fork = WAITING, False, False
         self.waiting.appendleft(group)
 
@@ -145,7 +141,7 @@ class EngineOps:
     def _start_decoding(self, group: Group, g: int, join_at: int | None = None) -> None:
         """`group` has produced `generated` tokens by decode step g and decodes from g + 1 on."""
         group.state, group.join_g = DECODE, g
-        if self.kv.memory == "paged" and group.dirty:
+        if group.dirty:
             self.dirty_groups.append(group)
         else:
             for seq in group.seqs:
@@ -153,7 +149,7 @@ class EngineOps:
         self.decode_seqs += len(group.seqs)
         heapq.heappush(self.finish_heap, (g + group.output - group.generated, group.idx, group.epoch, group))
 
-    def _prefill_complete(self, group: Group, now: int) -> None:
+    def prefill_complete(self, group: Group, now: int) -> None:
         """The (re)prefill's last chunk ran: it sampled one more token per sample."""
         self.prefilling.remove(group)
         group.generated += 1
@@ -164,12 +160,19 @@ class EngineOps:
             group.join_g = self.G
             self._finish(group, now)
             return
-        if self.kv.memory == "paged" and group.n > 1:
-            if len(group.seqs) == 1:
-                self.kv.fork_samples(group)
-                group.fresh_fork = not group.is_beam
-            group.dirty = group.fresh_fork or group.is_beam
+        self.kv.share_samples(group)
         self._start_decoding(group, self.G)
+
+    def finish_decoded(self, now: int) -> None:
+        """After a decode step: requests that produced their last token finish; dirty families update."""
+        heap, g = self.finish_heap, self.G
+        while heap and heap[0][0] <= g:
+            finish_g, _, epoch, group = heapq.heappop(heap)
+            if group.epoch == epoch and group.state == DECODE:
+                assert finish_g == g, "a request decoded past its output length"
+                self._finish(group, now)
+        if self.dirty_groups:
+            self._after_dirty_step()
 
     def _finish(self, group: Group, now: int) -> None:
         if group.state == DECODE:
@@ -183,11 +186,10 @@ class EngineOps:
         self.running.remove(group)
         self.num_running_seqs -= group.n
         group.state, group.finish_ns = FINISHED, now
-        if self._progress:
-            self._bar.update(1)
+        self.num_done += 1
 
     def _after_dirty_step(self) -> None:
-        """After a decode step: beams are re-selected; freshly forked samples now own their last blocks."""
+        """Beams are re-selected; freshly forked samples now own their last blocks."""
         g = self.G
         for group in list(self.dirty_groups):
             if group.is_beam:
@@ -207,16 +209,10 @@ class EngineOps:
         if not dropped:
             return
         keep = [s for i, s in enumerate(group.seqs) if i not in dropped]
-        bm = kv.bm
         for i in dropped:
-            kv.logical -= bm.num_blocks(group.seqs[i].sid)
-            bm.free(group.seqs[i].sid)
+            kv.drop_seq(group.seqs[i])
         for _ in dropped:
-            parent = keep[rng.randrange(len(keep))]
-            child = Seq(kv.new_sid(), parent.length)
-            bm.fork(parent.sid, child.sid)
-            kv.logical += bm.num_blocks(parent.sid)
-            keep.append(child)
+            keep.append(kv.fork_seq(keep[rng.randrange(len(keep))]))
         group.seqs = keep
 
 

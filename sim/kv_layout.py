@@ -1,0 +1,132 @@
+"""`KVLayout`: the one interface between the scheduler and KV memory, implemented in full by every layout.
+
+`PagedKV` (vLLM's blocks on demand, sharing, copy-on-write, swap, prefix caching) and `ReservedKV`
+(Orca/static contiguous reservations) implement every method; where a layout has nothing to do the method
+is a real no-op (a reservation never grows, so a decode step takes no block; nothing is shared, so
+`logical` equals the blocks used). The scheduler therefore never asks which layout it holds. A third
+layout (e.g. contiguous Orca buffers with external fragmentation) implements this protocol and registers
+in `sim.kv_layouts.LAYOUTS`.
+
+Decoding sequences are lazy (`state.Seq`): the layout keeps O(1) sums over them, so a decode step's
+context and KV token count cost nothing per sequence. `counts[r]` is how many lazy sequences take a new
+block at decode steps `g = r (mod block_size)`, `growing = sum(counts)`: a run of decode steps needs
+`sum(counts[(g + i) % block_size])` blocks, known without touching a sequence (all zero when decoding
+takes no memory).
+"""
+from __future__ import annotations
+
+from typing import Hashable, Protocol, Sequence
+
+from memory import AllocStatus, BlockManager
+
+from sim.state import Group, Seq
+
+
+class KVLayout(Protocol):
+    bm: BlockManager
+    bs: int                 # tokens per block
+    counts: list[int]       # lazy sequences taking a block at decode steps = r (mod bs)
+    lazy_b: int             # lazy (decoding) sequences
+    step_copies: int        # copy-on-write block copies of the current step (reset by the scheduler)
+
+    # ---- requests and admission --------------------------------------------------------------------
+    def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                          prefix_tokens: int, hash_ids: Sequence[int] | None) -> None:
+        """On arrival: the prompt's prefix-cache keys (a no-op without a prefix cache)."""
+
+    def never_fits(self, group: Group) -> str | None:
+        """Why the request can never be held by this pool, or None."""
+
+    def status(self, group: Group) -> AllocStatus:
+        """Whether the group's (re)prefill can be allocated now (OK), later, or never."""
+
+    def cached_tokens(self, group: Group) -> int:
+        """Prompt tokens a (re)prefill admitted now would find computed in the prefix cache."""
+
+    def allocate(self, group: Group) -> int:
+        """Memory for the group's (re)prefill; returns the prompt tokens found computed (skipped)."""
+
+    # ---- prefill progress --------------------------------------------------------------------------
+    def begin_prefill(self, group: Group) -> None:
+        """`group.prefill_len - group.prefill_done` tokens are allocated and not computed yet."""
+
+    def computed(self, group: Group, tokens: int) -> None:
+        """A prefill chunk of `tokens` ran (`group.prefill_done` already counts it)."""
+
+    def abort_prefill(self, group: Group) -> None:
+        """A chunked prefill was preempted before it finished: its uncomputed tokens go."""
+
+    def share_samples(self, group: Group) -> None:
+        """The (re)prefill finished: parallel samples/beams share its blocks (may mark the group dirty)."""
+
+    def free(self, group: Group, g: int) -> None:
+        """Release the group's memory at decode step g."""
+
+    # ---- decoding ------------------------------------------------------------------------------------
+    @property
+    def growing(self) -> int:
+        """Lazy sequences whose decode steps take blocks (`sum(counts)`)."""
+
+    def lazy_context(self, g: int) -> int: ...
+
+    def join(self, seq: Seq, g: int) -> None: ...
+
+    def sync_all(self, g: int) -> None:
+        """Tell the block manager every lazy sequence's tokens up to decode step g (checks)."""
+
+    def crossings(self, g: int) -> int:
+        """Blocks the lazy sequences take in decode step g."""
+
+    def reserve_bucket(self, g: int) -> None:
+        """Take decode step g's blocks for the lazy sequences (after `crossings(g)` fit)."""
+
+    def reserve_run(self, g_first: int, g_last: int) -> None:
+        """Take decode steps g_first..g_last's blocks at once (the caller checked they fit)."""
+
+    def steps_memory_allows(self, g1: int) -> int:
+        """Step g1 (already reserved) plus the following decode steps whose blocks fit the free pool."""
+
+    def group_need(self, group: Group, g: int) -> int:
+        """New blocks the group's sequences take in decode step g."""
+
+    def commit_group(self, group: Group, g: int) -> None:
+        """Decode step g's slots for one group (after `group_need` fit)."""
+
+    def drop_seq(self, seq: Seq) -> None:
+        """Beam re-selection: a losing beam's memory goes."""
+
+    def fork_seq(self, parent: Seq) -> Seq:
+        """Beam re-selection: a new beam continuing `parent`."""
+
+    # ---- swap ----------------------------------------------------------------------------------------
+    def can_swap_out(self, group: Group) -> bool: ...
+
+    def swap_out(self, group: Group, g: int) -> int:
+        """Move the group to the CPU pool; returns the blocks moved."""
+
+    def can_swap_in(self, group: Group) -> bool: ...
+
+    def swap_in(self, group: Group) -> int:
+        """Bring the group back; returns the blocks moved."""
+
+    def drop_swapped(self, group: Group) -> None:
+        """A swapped group that will be recomputed instead: free its CPU blocks."""
+
+    # ---- per-step figures and checks -----------------------------------------------------------------
+    def used_blocks(self) -> int:
+        """Blocks held (not free): what nobody else can allocate."""
+
+    def logical_blocks(self) -> int:
+        """Blocks the running sequences would hold without sharing."""
+
+    def kv_tokens(self, g: int) -> int:
+        """Slots holding a computed token at decode step g."""
+
+    def reserved_slots(self) -> int:
+        """Slots held for the running sequences (whole blocks, or exact reservations)."""
+
+    def check(self, groups: Sequence[Group], g: int) -> None:
+        """Assert the layout's bookkeeping against a recount over the running groups."""
+
+    def summary(self) -> dict:
+        """Run totals of the layout (prefix cache hits; zeros without a prefix cache)."""

@@ -1,0 +1,217 @@
+"""`Scheduler`: owns the request queues, the KV layout and the counters; plans each step and applies it.
+
+    out = scheduler.schedule()       # the policy picks the batch; memory is taken (admit, decode slots,
+                                     # preemptions, swaps); a plain `SchedulerOutput`
+    durations = timer.time(out, ...)  # the engine's step timer
+    scheduler.update(out, durations, start_ns, end_ns)   # prefill progress, first tokens, finished requests
+
+Policies are strategies over this object's read-only state and a few verbs (`policies.base.SchedulerView`:
+admit, reserve_decode (preempting as needed), swap_in, reject_head). Memory work goes through `kv`, a
+`KVLayout`; the queues, counters and request moves between them are `sim.lifecycle.RequestQueues`.
+
+Fast-forward: when a pure decode step is *steady* (the policy says nothing could be admitted, nothing was
+preempted) the next steps repeat it until a request finishes, the block pool runs out, or (if the policy
+would admit one) a request arrives. `schedule` bounds that run (`max_decode_steps`), the timer cuts it at
+the next arrival, and `update` takes the blocks of all its steps at once (`KVLayout.reserve_run`) and
+records it as one record.
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from typing import Sequence
+
+import numpy as np
+
+from memory import AllocStatus
+
+from sim.config import EngineConfig
+from sim.kv_layout import KVLayout
+from sim.kv_lazy import NEVER
+from sim.lifecycle import RequestQueues
+from sim.policies.base import Policy
+from sim.records import StepRecorder
+from sim.scheduler_output import SchedulerOutput
+from sim.state import DECODE, PREFILL, REJECTED, WAITING, Group
+
+
+class Scheduler(RequestQueues):
+    def __init__(self, trace, config: EngineConfig, policy: Policy, kv: KVLayout, seed: int = 0,
+                 fast_forward: bool = True) -> None:
+        super().__init__(config, kv)
+        self.policy, self.seed = policy, seed
+        self.bs = config.block_size
+        self.fast_forward = fast_forward
+        arrival = np.asarray(trace.column("arrival_s"), dtype=np.float64)
+        self.arrival_ns: list[int] = np.rint(arrival * 1e9).astype(np.int64).tolist()
+        self.num_requests = len(self.arrival_ns)
+        self._columns = tuple(trace.column(c).tolist() for c in (
+            "request_id", "prompt_tokens", "output_tokens", "n", "sampling", "prefix_group", "prefix_tokens",
+            "hash_ids"))
+        self.groups: list[Group | None] = [None] * self.num_requests
+        self.recorder = StepRecorder()   # monitoring: one plain record per step or run of decode steps
+
+    # ---- requests ----------------------------------------------------------------------------------
+    def add_request(self, i: int) -> None:
+        """Request i (trace order) arrives: it joins the waiting queue, or is rejected if it can never run."""
+        rid, prompt, output, n, sampling, prefix_group, prefix_tokens, hash_ids = (c[i] for c in self._columns)
+        group = Group(i, rid, self.arrival_ns[i], prompt, output, n, sampling)
+        self.groups[i] = group
+        reason = self._never_fits(group)
+        if reason is not None:
+            group.rejected_on_arrival = True
+            self.reject(group, reason)
+            return
+        if group.is_beam:
+            group.rng = random.Random(self.seed * 1_000_003 + i)
+        # The request's own blocks are keyed by its index: request ids need not be unique.
+        self.kv.assign_block_keys(group, i, prefix_group, prefix_tokens, hash_ids)
+        self.waiting.append(group)
+
+    def _never_fits(self, group: Group) -> str | None:
+        cfg = self.config
+        if group.prompt + group.output > cfg.context_len:
+            return (f"prompt_tokens + output_tokens = {group.prompt + group.output} exceeds max_model_len "
+                    f"{cfg.context_len}")
+        if group.n > cfg.max_num_seqs:
+            return f"n={group.n} exceeds max_num_seqs {cfg.max_num_seqs}"
+        if not self.policy.chunked_prefill and group.prompt > cfg.token_budget:
+            return f"prompt of {group.prompt} tokens exceeds max_num_batched_tokens {cfg.token_budget}"
+        return self.kv.never_fits(group)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.running or self.waiting or self.swapped)
+
+    def queued_arrivals_ns(self) -> np.ndarray:
+        """Arrival times of the requests that joined the waiting queue (not rejected on arrival)."""
+        return np.array([g.arrival_ns for g in self.groups if g is not None and not g.rejected_on_arrival],
+                        dtype=np.int64)
+
+    # ---- planning ----------------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput | None:
+        """The next step, its memory taken; None when nothing can run (see `unstick`)."""
+        kv = self.kv
+        kv.step_copies = 0
+        g = self.G
+        self.out = out = SchedulerOutput(g, self.recorder.num_rows)
+        plan = self.policy.schedule(self)
+        has_decode = plan.decode and self.decode_seqs > 0
+        if not plan.prefills and not has_decode:
+            self.out = None
+            return None
+        out.prefills, out.arrivals_matter, out.cow_copies = plan.prefills, plan.arrivals_matter, kv.step_copies
+        out.num_waiting = len(self.waiting)
+        if has_decode:
+            out.g = g = g + 1
+            out.num_decode_seqs = out.sampled_seqs = b = self.decode_seqs
+            out.decode_context = self._decode_context(g)
+        for group, q in plan.prefills:  # before the chunks run: `prefill_done` is what is cached
+            c = group.prefill_done
+            out.prefill_tokens += q
+            out.prefill_attn_pairs += q * (c + (q + 1) / 2)
+            out.prefill_kv_tokens += c + q
+            if c + q == group.prefill_len:
+                out.sampled_seqs += group.n
+        if (has_decode and plan.steady and not out.preemptions and self.fast_forward and not self.dirty_groups
+                and out.is_pure_decode):
+            out.max_decode_steps = min(self._steps_to_finish(g), kv.steps_memory_allows(g))
+            assert b and out.max_decode_steps >= 1
+        return out
+
+    def _decode_context(self, g: int) -> int:
+        context = self.kv.lazy_context(g)
+        for group in self.dirty_groups:
+            for seq in group.seqs:
+                context += seq.length
+        return context
+
+    def _steps_to_finish(self, g1: int) -> int:
+        """Steps from g1 up to and including the first in which a decoding request finishes."""
+        heap = self.finish_heap
+        while heap:
+            finish_g, _, epoch, group = heap[0]
+            if group.epoch == epoch and group.state == DECODE:
+                return finish_g - g1 + 1
+            heapq.heappop(heap)
+        return NEVER
+
+    def unstick(self) -> None:
+        """Nothing could run: the queue heads can never be scheduled on this engine. Never deadlock."""
+        if self.swapped:
+            self.recompute_swapped(self.swapped.popleft())
+        elif self.waiting and not self.running:
+            self.reject(self.waiting.popleft(), "cannot be scheduled even on an idle engine")
+        elif self.waiting or self.running:
+            raise AssertionError(f"policy {self.policy.name} scheduled nothing with requests running")
+
+    # ---- applying a step ---------------------------------------------------------------------------
+    def update(self, out: SchedulerOutput, durations: Sequence[int] | np.ndarray, start_ns: int, end_ns: int) -> None:
+        """The step (k = len(durations) identical decode steps when fast-forwarded) ran from `start_ns` to
+        `end_ns`: record it, then retire what it finished."""
+        kv, k, g, prefills = self.kv, len(durations), out.g, out.prefills
+        completions = []
+        for group, q in prefills:
+            group.prefill_done += q
+            kv.computed(group, q)
+            if group.prefill_done == group.prefill_len:
+                completions.append(group)
+        b = out.num_decode_seqs
+        if k > 1:
+            counts_id, growing = self.recorder.add_counts(kv.counts), kv.growing
+        else:
+            counts_id, growing = -1, 0
+        self.recorder.add((
+            k, start_ns, g if b else 0, b, out.prefill_tokens, len(prefills), out.sampled_seqs,
+            len(self.running), out.num_waiting, len(self.swapped), kv.used_blocks(), kv.kv_tokens(g),
+            kv.reserved_slots(), kv.logical_blocks(), out.cow_copies, out.preemptions, out.swaps_out,
+            out.swaps_in, out.swap_out_blocks, out.swap_in_blocks, growing, counts_id,
+        ), durations)
+        if k > 1:
+            kv.reserve_run(g + 1, g + k - 1)
+        self.G = g + k - 1
+        if b:
+            self.finish_decoded(end_ns)
+        for group in completions:
+            if group.state == PREFILL:
+                self.prefill_complete(group, end_ns)
+        self.out = None
+
+    # ---- verbs for policies (with `admit`, `reserve_decode`, `swap_in` of RequestQueues) -------------
+    def admission_status(self, group: Group) -> AllocStatus:
+        """Whether the group's (re)prefill fits the KV pool now (OK), later, or never."""
+        return self.kv.status(group)
+
+    def prefill_tokens(self, group: Group) -> int:
+        """Tokens the group's (re)prefill computes: the prompt, plus each sample's own output after a
+        recompute preemption."""
+        return group.prompt + group.n * group.generated
+
+    def prefill_need(self, group: Group) -> int:
+        """Tokens the group's (re)prefill would compute if admitted now: `prefill_tokens` less the prompt
+        blocks found computed in the prefix cache."""
+        return self.prefill_tokens(group) - self.kv.cached_tokens(group)
+
+    def reject_head(self, reason: str) -> None:
+        """The waiting head can never run: it leaves with `reason`."""
+        self.reject(self.waiting.popleft(), reason)
+
+    def can_swap_in(self, group: Group) -> bool:
+        return self.kv.can_swap_in(group)
+
+    def reject(self, group: Group, reason: str) -> None:
+        group.state, group.reason = REJECTED, reason
+        self.num_done += 1
+
+    # ---- checks ------------------------------------------------------------------------------------
+    def check_invariants(self, final: bool = False) -> None:
+        """The block manager's invariants, and the running counters against a recount (tests)."""
+        kv = self.kv
+        kv.sync_all(self.G)
+        kv.bm.check_invariants()
+        assert kv.used_blocks() <= kv.bm.num_gpu_blocks
+        kv.check([grp for grp in self.running if grp.state in (DECODE, PREFILL)], self.G)
+        assert self.decode_seqs == sum(len(grp.seqs) for grp in self.running if grp.state == DECODE)
+        if final:
+            assert not self.running and not self.waiting and not self.swapped
+            assert kv.used_blocks() == 0 and kv.kv_tokens(self.G) == 0
+        assert all(grp.state == WAITING for grp in self.waiting)

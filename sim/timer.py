@@ -1,0 +1,118 @@
+"""Step timers: how long a `SchedulerOutput` takes on the simulated clock. One interface, chosen once.
+
+`make_step_timer(config, seed)` picks the timer for `config.backend`: `AnalyticTimer` (the cost model;
+here) or the execute backend's `sim.execute.timer.ExecuteTimer` (each step runs for real and its measured
+time advances the clock). The engine never asks which one it has.
+
+Analytic times of pure decode steps use the cost model's closed form `base(B) + slope * context`, the
+summed context growing by B per step, so a run of k identical decode steps is timed at once and lands
+on exactly the clock that k single steps reach (integer nanoseconds).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from itertools import accumulate
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from memory import BlockManager
+
+from sim.config import EngineConfig
+from sim.cost import make_cost_model
+from sim.scheduler_output import SchedulerOutput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sim.scheduler import Scheduler
+
+SCALAR_RUN = 24  # runs up to this many steps are timed with scalar arithmetic (numpy costs more)
+
+
+class StepTimer(Protocol):
+    name: str
+    fast_forward: bool                       # may one output stand for k identical decode steps
+    block_manager_cls: type[BlockManager]    # what the KV layout allocates with
+
+    def bind(self, scheduler: "Scheduler") -> None:
+        """The scheduler whose steps this timer times (built with `block_manager_cls`)."""
+
+    def time(self, out: SchedulerOutput, until_arrival_ns: int | None) -> list[int] | np.ndarray:
+        """Durations (ns, >= 1) of the step, or of each step of a run of `out.max_decode_steps` identical
+        decode steps, cut at the first step ending at or after `until_arrival_ns` (None: no cut)."""
+
+    def describe(self) -> dict:
+        """For config.json's `cost_model`."""
+
+    def summary(self) -> dict:
+        """Run totals for summary.json (empty when there is nothing to add)."""
+
+    def tables(self) -> "dict[str, pd.DataFrame]":
+        """Extra output tables by file name."""
+
+
+class AnalyticTimer:
+    """Step times from the analytic cost model (`sim.cost`)."""
+
+    name = "analytic"
+    block_manager_cls = BlockManager
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.cost = make_cost_model(config)
+        self.fast_forward = config.fast_forward
+        # (base, slope) of a linear decode-time model, if the cost model has one: scalar fast path.
+        self._linear = getattr(self.cost, "decode_coefficients", None)
+
+    def bind(self, scheduler: "Scheduler") -> None:
+        return None  # the cost model needs only the output
+
+    def time(self, out: SchedulerOutput, until_arrival_ns: int | None) -> list[int] | np.ndarray:
+        if out.num_decode_seqs and out.is_pure_decode:
+            return self.decode_run(out.num_decode_seqs, out.decode_context, out.max_decode_steps, until_arrival_ns)
+        return [max(int(self.cost.step_time(out.step_batch()) * 1e9 + 0.5), 1)]
+
+    def decode_ns(self, b: int, c0: int, k: int) -> np.ndarray | list[int]:
+        """Durations (ns) of k pure decode steps of b sequences, the first with summed context c0.
+        Short runs use scalar arithmetic, long ones numpy: the same IEEE operations, the same values."""
+        if k <= SCALAR_RUN and self._linear is not None:
+            base, slope = self._linear(b)
+            return [max(int((base + slope * (c0 + b * i)) * 1e9 + 0.5), 1) for i in range(k)]
+        context = c0 + b * np.arange(k, dtype=np.int64)
+        ns = (self.cost.decode_times(b, context) * 1e9 + 0.5).astype(np.int64)
+        return np.maximum(ns, 1, out=ns)
+
+    def decode_run(self, b: int, c0: int, k_max: int, wait: int | None) -> np.ndarray | list[int]:
+        """Durations of up to k_max decode steps, cut at the first step ending at or after `wait` ns."""
+        if wait is None:
+            return self.decode_ns(b, c0, k_max)
+        first = self.decode_ns(b, c0, 1)[0]
+        # Steps only get longer (contexts grow), so the arrival is seen within wait // first + 1 steps.
+        n = min(k_max, wait // first + 2)
+        while True:
+            durations = self.decode_ns(b, c0, n)
+            ends = np.cumsum(durations) if n > SCALAR_RUN else list(accumulate(durations))
+            i = bisect_left(ends, wait)
+            if i < n:
+                return durations[: i + 1]
+            if n >= k_max:
+                return durations
+            n = min(k_max, 2 * n)
+
+    def describe(self) -> dict:
+        return self.cost.describe()
+
+    def summary(self) -> dict:
+        return {}
+
+    def tables(self) -> "dict[str, pd.DataFrame]":
+        return {}
+
+
+def make_step_timer(config: EngineConfig, seed: int) -> StepTimer:
+    """The timer of `config.backend` (the one place that looks at it)."""
+    if config.backend == "execute":
+        from sim.execute.timer import ExecuteTimer  # torch and triton load only for this backend
+
+        return ExecuteTimer(config, seed)
+    return AnalyticTimer(config)
