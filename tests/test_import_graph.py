@@ -115,8 +115,6 @@ def test_sim_has_no_import_cycle() -> None:
     assert not cycles, f"import cycles in sim/: {describe(cycles)}"
 
 
-@pytest.mark.xfail(strict=True, reason="memory/ has import cycles on this branch (block_manager <-> invariants, "
-                                       "prefix_cache <-> prefix_invariants), removed on the memory branch")
 def test_memory_has_no_import_cycle() -> None:
     cycles = find_cycles(import_graph(REPO, ("memory",)))
     assert not cycles, f"import cycles in memory/: {describe(cycles)}"
