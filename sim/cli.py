@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 # (module, description) for every subcommand family; each module's add_parser registers its commands.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -33,8 +33,19 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line in the documented form (not a usage dump), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("pagedlab").strip()
+        message = message.removeprefix("argument ")
+        where = f"{command}: " if command else ""
+        help_hint = f"pagedlab {command} --help" if command else "pagedlab --help"
+        self.exit(2, f"pagedlab: error: {where}{message} (see {help_hint})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pagedlab",
         description="Design workbench for PagedAttention-style LLM serving.",
     )

@@ -35,3 +35,25 @@ def test_value_error_becomes_one_line(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert cli.main(["boom"]) == 2
     err = capsys.readouterr().err
     assert err == "pagedlab: error: trace.csv:3: prompt_tokens: must be >= 0\n"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["compare", "--rates", "1,x"],
+     "pagedlab: error: compare: --rates: expected comma-separated numbers, got '1,x' (see pagedlab compare --help)\n"),
+    (["replay", "--trace"], "pagedlab: error: replay: --trace: expected one argument (see pagedlab replay --help)\n"),
+    (["trace", "gen"],
+     "pagedlab: error: trace gen: the following arguments are required: --out (see pagedlab trace gen --help)\n"),
+])
+def test_a_bad_command_line_is_one_line_not_a_usage_dump(argv: list[str], expected: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == expected
+
+
+def test_an_unknown_command_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["bogus"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pagedlab: error: ") and "'replay'" in err and "'compare'" in err
