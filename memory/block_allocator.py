@@ -26,7 +26,7 @@ class BlockPool:
 
     Subclasses keep the free blocks (`BlockAllocator`: a stack; `memory.evictor.CachingBlockAllocator`:
     a queue that keeps cached blocks) and implement `num_free_blocks`, `free_block_ids`, `allocate_many`,
-    `decref`, `free_table` and `release_refs`; the block manager uses nothing else.
+    `_release`, `free_table` and `release_refs`; the block manager uses nothing else.
     """
 
     __slots__ = ("num_blocks", "_refcounts", "_num_shared")
@@ -102,7 +102,22 @@ class BlockPool:
         self._refcounts[block] = rc + 1
 
     def decref(self, block: int) -> bool:
-        """Drop a reference; True when it was the last one and the block went back to the free blocks."""
+        """Drop a reference; True when it was the last one and the block went back to the free blocks
+        (where it goes is the pool's `_release`)."""
+        rc = self._refcounts[self._check_id(block)]
+        if rc == 0:
+            raise ValueError(f"double free: block {block} is already free")
+        if rc == 2:
+            self._num_shared -= 1
+        rc -= 1
+        self._refcounts[block] = rc
+        if rc:
+            return False
+        self._release(block)
+        return True
+
+    def _release(self, block: int) -> None:
+        """Put a block whose last reference was dropped among the free blocks."""
         raise NotImplementedError
 
     def free_table(self, blocks: Sequence[int]) -> int:
@@ -176,19 +191,8 @@ class BlockAllocator(BlockPool):
             refcounts[block] = 1
         return blocks
 
-    def decref(self, block: int) -> bool:
-        """Drop a reference; True when it was the last one and the block went back to the free list."""
-        rc = self._refcounts[self._check_id(block)]
-        if rc == 0:
-            raise ValueError(f"double free: block {block} is already free")
-        if rc == 2:
-            self._num_shared -= 1
-        rc -= 1
-        self._refcounts[block] = rc
-        if rc == 0:
-            self._free.append(block)
-            return True
-        return False
+    def _release(self, block: int) -> None:
+        self._free.append(block)
 
     def free_table(self, blocks: Sequence[int]) -> int:
         """Drop one reference from each block of a block table; returns how many went back to the free

@@ -201,23 +201,12 @@ class CachingBlockAllocator(BlockPool):
         return evicted + blocks[:plain]
 
     # ---- release -----------------------------------------------------------------------------------
-    def decref(self, block: int) -> bool:
-        """Drop a reference; at the last one the block joins the free queue: at the tail if cached
-        (most recently used), at the head if not."""
-        rc = self._refcounts[self._check_id(block)]
-        if rc == 0:
-            raise ValueError(f"double free: block {block} is already free")
-        if rc == 2:
-            self._num_shared -= 1
-        rc -= 1
-        self._refcounts[block] = rc
-        if rc:
-            return False
+    def _release(self, block: int) -> None:
+        """At the tail if cached (most recently used), at the head if not."""
         if self._hash_of[block] is None:
             self._push_head([block])
         else:
             self._push_tail([block])
-        return True
 
     def _push_head(self, blocks: Sequence[int]) -> None:
         """Put plain blocks at the head, one after the other (the last one is taken first)."""
