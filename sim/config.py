@@ -42,6 +42,10 @@ class EngineConfig:
     verify: bool = False                        # shadow check of attention outputs against a reference
     verify_every: int = 1                       # check every N-th step (and every step that moves blocks)
     enable_prefix_caching: bool = False         # paged policies: reuse cached full prompt blocks (docs/sim.md)
+    # ---- sglang policy (sim/policies/sglang.py; docs/sim.md "sglang") ----
+    schedule_policy: str = "fcfs"               # waiting order: "fcfs" or "lpm" (longest cached prefix first)
+    chunked_prefill_size: int | None = None     # None: SGLang's default by GPU memory (8192 on H100/H200)
+    max_prefill_tokens: int = 16384             # prompt tokens one prefill batch may add
 
     def __post_init__(self) -> None:
         lookup("model", MODELS, self.model)
@@ -59,6 +63,7 @@ class EngineConfig:
             # The executor's K/V of a position depends on the sequence, not on a shared prefix: a hit
             # would fail the shadow check. Not supported rather than silently wrong.
             raise ValueError("enable_prefix_caching: not supported by the execute backend (use backend 'analytic')")
+        _check_sglang_fields(self)
         _positive_int("block_size", self.block_size)
         _positive_int("max_num_seqs", self.max_num_seqs)
         _positive_int("prefill_chunk_tokens", self.prefill_chunk_tokens)
@@ -138,6 +143,18 @@ class EngineConfig:
             gpu_spec=asdict(self.gpu_spec),
         )
         return out
+
+
+SCHEDULE_POLICIES: tuple[str, ...] = ("fcfs", "lpm")
+
+
+def _check_sglang_fields(config: EngineConfig) -> None:
+    if config.schedule_policy not in SCHEDULE_POLICIES:
+        raise ValueError(f"schedule_policy: unknown name {config.schedule_policy!r}; valid names: "
+                         f"{', '.join(SCHEDULE_POLICIES)}")
+    if config.chunked_prefill_size is not None:
+        _positive_int("chunked_prefill_size", config.chunked_prefill_size)
+    _positive_int("max_prefill_tokens", config.max_prefill_tokens)
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from sim.lifecycle import RequestQueues
 from sim.policies.base import Policy
 from sim.records import StepRecorder
 from sim.scheduler_output import SchedulerOutput
-from sim.state import DECODE, PREFILL, REJECTED, WAITING, Group
+from sim.state import DECODE, PREFILL, RECOMPUTE, REJECTED, WAITING, Group
 
 
 class Scheduler(RequestQueues):
@@ -197,6 +197,30 @@ class Scheduler(RequestQueues):
 
     def can_swap_in(self, group: Group) -> bool:
         return self.kv.can_swap_in(group)
+
+    # ---- verbs for the sglang policy (sim/policies/sglang.py) ------------------------------------------
+    def sort_waiting(self, key: Callable[[Group], Any]) -> None:
+        """Reorder the waiting queue by `key` (stable): SGLang sorts its queue in place each prefill round."""
+        ordered = sorted(self.waiting, key=key)
+        self.waiting.clear()
+        self.waiting.extend(ordered)
+
+    def decode_need(self) -> int:
+        """Blocks the next decode step of every decoding sequence would take."""
+        if not self.decode_seqs:
+            return 0
+        kv, g1 = self.kv, self.G + 1
+        return kv.crossings(g1) + sum(kv.group_need(group, g1) for group in self.dirty_groups)
+
+    def num_free_blocks(self) -> int:
+        """Free GPU blocks, evictable prefix-cache blocks included."""
+        return self.kv.bm.num_free_gpu_blocks
+
+    def retract(self, group: Group) -> None:
+        """Preempt the chosen decoding request by recompute; it joins the END of the waiting queue."""
+        assert group.state == DECODE
+        self.running.remove(group)
+        self.waiting.append(self._preempt(group, RECOMPUTE))
 
     def reject(self, group: Group, reason: str) -> None:
         group.state, group.reason = REJECTED, reason

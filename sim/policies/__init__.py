@@ -5,13 +5,15 @@ from sim.policies.base import Policy, StepPlan
 from sim.policies.orca_max import OrcaMaxPolicy
 from sim.policies.orca_oracle import OrcaOraclePolicy
 from sim.policies.sarathi import SarathiPolicy
+from sim.policies.sglang import SGLangPolicy
 from sim.policies.static import StaticPolicy
 from sim.policies.vllm import VllmPolicy
 from sim.policies.vllm_swap import VllmSwapPolicy
 
 POLICIES: dict[str, type] = {
     cls.name: cls
-    for cls in (VllmPolicy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, StaticPolicy)
+    for cls in (VllmPolicy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, StaticPolicy,
+                SGLangPolicy)
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 from memory import AllocStatus
 
@@ -58,6 +58,19 @@ class SchedulerView(Protocol):
     def can_swap_in(self, group: Group) -> bool: ...
 
     def swap_in(self, group: Group) -> None: ...
+
+    # ---- for policies that order the queue or pick their own victims (sglang) ----
+    G: int                      # decode steps so far
+
+    def prefill_tokens(self, group: Group) -> int: ...
+
+    def sort_waiting(self, key: Callable[[Group], Any]) -> None: ...
+
+    def decode_need(self) -> int: ...
+
+    def num_free_blocks(self) -> int: ...
+
+    def retract(self, group: Group) -> None: ...
 
 
 class Policy(Protocol):

@@ -1,0 +1,54 @@
+"""SGLang's admission arithmetic: the `new_token_ratio` estimate and the chunk-size default by GPU memory.
+
+Sources are sglang 0.5.23 (PyPI wheel), paths under `python/sglang/srt/`; docs/sim.md ("sglang") lists each
+rule with its line and test.
+"""
+from __future__ import annotations
+
+# managers/scheduler_components/new_token_ratio_tracker.py:21-38, environ.py:646-649
+INIT_NEW_TOKEN_RATIO = 0.7          # times schedule_conservativeness 1.0
+MIN_NEW_TOKEN_RATIO_FACTOR = 0.14   # min = init * 0.14 = 0.098
+NEW_TOKEN_RATIO_DECAY_STEPS = 600   # decay = (init - min) / 600 per decode step
+RETRACT_DECODE_STEPS = 20           # environ.py:649: tokens a kept request is assumed to still need
+CLIP_MAX_NEW_TOKENS = 4096          # mem_cache/prefill_budget.py:89-91
+WAITING_QUEUE_PREFIX_MATCH_MAX = 128  # managers/schedule_policy.py:137: LPM falls back to FCFS above this
+MAX_PREFILL_TOKENS = 16384          # arg_groups/fields/schedule.py:71-81
+
+
+def default_chunked_prefill_size(gpu_memory_gib: float) -> int:
+    """`chunked_prefill_size` SGLang picks from the GPU's memory (arg_groups/memory_hook.py:47-179):
+    8192 on H100 80 GB and H200 141 GB."""
+    for below_gib, size in ((20, 2048), (60, 4096), (160, 8192)):
+        if gpu_memory_gib < below_gib:
+            return size
+    return 16384
+
+
+class NewTokenRatio:
+    """The share of a running request's remaining `max_new_tokens` that admission still reserves.
+
+    SGLang lowers it by `decay` after every decode step that retracted nothing, raises it after a
+    retraction, and resets it when the server goes idle. The value is kept lazily against the decode step
+    counter (`value(g)`), so a fast-forwarded run of k decode steps decays it exactly as k single steps.
+    """
+
+    def __init__(self) -> None:
+        self.init = min(INIT_NEW_TOKEN_RATIO, 1.0)
+        self.min = self.init * MIN_NEW_TOKEN_RATIO_FACTOR
+        self.decay = (self.init - self.min) / NEW_TOKEN_RATIO_DECAY_STEPS
+        self._base, self._base_g = self.init, 0
+
+    def value(self, g: int) -> float:
+        """The ratio once decode steps up to `g` have run."""
+        return max(self._base - self.decay * (g - self._base_g), self.min)
+
+    def reset(self, g: int) -> None:
+        """The engine is idle (managers/scheduler.py:5241, 5318)."""
+        self._base, self._base_g = self.init, g
+
+    def after_retraction(self, g_step: int, generated: int, max_new: int, kept: int) -> float:
+        """Decode step `g_step` retracted requests; `generated`/`max_new` sum over the `kept` sequences.
+        That step does not decay (new_token_ratio_tracker.py:40-49, managers/scheduler.py:4513)."""
+        self._base = min(1.0, (generated + RETRACT_DECODE_STEPS * kept) / (max_new + 1))
+        self._base_g = g_step
+        return self._base
