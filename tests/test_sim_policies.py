@@ -13,7 +13,8 @@ def by_id(result) -> "object":
 
 
 def test_policy_names_are_the_issue_s() -> None:
-    assert list(POLICIES) == ["vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static"]
+    assert list(POLICIES) == ["vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static",
+                             "orca-pow2"]
     with pytest.raises(ValueError, match="valid names: vllm, vllm-swap"):
         replay(Trace([Request("a", 0.0, 1, 1)]), EngineConfig(), policy="fifo")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sim.policies.base import Policy, StepPlan
 from sim.policies.orca_max import OrcaMaxPolicy
 from sim.policies.orca_oracle import OrcaOraclePolicy
+from sim.policies.orca_pow2 import OrcaPow2Policy
 from sim.policies.sarathi import SarathiPolicy
 from sim.policies.static import StaticPolicy
 from sim.policies.vllm import VllmPolicy
@@ -11,7 +12,7 @@ from sim.policies.vllm_swap import VllmSwapPolicy
 
 POLICIES: dict[str, type] = {
     cls.name: cls
-    for cls in (VllmPolicy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, StaticPolicy)
+    for cls in (VllmPolicy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, StaticPolicy, OrcaPow2Policy)
 }
 
 
