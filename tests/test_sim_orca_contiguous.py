@@ -12,7 +12,7 @@ from sim import EngineConfig, replay
 from sim.kv_contiguous import BuddyAllocator, next_pow2
 from traces import Request, Trace
 
-ORCA = ("orca-pow2",)
+ORCA = ("orca-max", "orca-pow2", "orca-oracle")
 
 
 def by_id(result) -> pd.DataFrame:
@@ -88,7 +88,16 @@ def test_pow2_reserves_the_output_rounded_up_to_a_power_of_two(output: int, rese
     assert (held["kv_blocks_used"] == next_pow2(-(-reserved // 16))).all()
 
 
-@pytest.mark.parametrize("policy", ["orca-pow2"])
+def test_oracle_and_max_reserve_exactly_and_pay_the_buddy_rounding_in_blocks() -> None:
+    trace = Trace([Request("a", 0.0, 100, 100)])
+    config = EngineConfig(max_output_tokens=300)
+    oracle = replay(trace, config, policy="orca-oracle").steps.iloc[0]
+    assert oracle["kv_slots_reserved"] == 200 and oracle["kv_blocks_used"] == 16  # 13 blocks -> 16
+    biggest = replay(trace, config, policy="orca-max").steps.iloc[0]
+    assert biggest["kv_slots_reserved"] == 400 and biggest["kv_blocks_used"] == 32  # 25 blocks -> 32
+
+
+@pytest.mark.parametrize("policy", ["orca-pow2", "orca-oracle"])
 def test_external_fragmentation_keeps_a_request_out_although_enough_slots_are_free(policy: str) -> None:
     # A pool of 8 blocks (128 slots). Four requests take two blocks each (ranges 0, 2, 4, 6); s0 and s1 finish
     # first and free blocks 0-1 and 4-5: four free blocks, but no free aligned range of four. "big" needs

@@ -10,7 +10,7 @@ from sim.policies.base import SchedulerView, StepPlan, admit_waiting
 
 class OrcaPolicy:
     name = "orca"
-    memory = "reserved"
+    memory = "contiguous"
     preemption = "none"
     chunked_prefill = False
     reserve_true_output = False

@@ -7,6 +7,5 @@ from sim.policies.orca import OrcaPolicy
 
 class OrcaPow2Policy(OrcaPolicy):
     name = "orca-pow2"
-    memory = "contiguous"
     reserve_true_output = False
     output_reservation = "pow2"
