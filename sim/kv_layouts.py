@@ -4,13 +4,14 @@ from __future__ import annotations
 from memory import BlockManager
 
 from sim.config import EngineConfig
+from sim.kv_contiguous import ContiguousKV
 from sim.kv_layout import KVLayout
 from sim.kv_paged import PagedKV
 from sim.kv_reserved import ReservedKV
 from sim.policies.base import Policy
 
-# policy.memory -> layout class; a new layout (e.g. contiguous Orca buffers) registers here.
-LAYOUTS: dict[str, type] = {"paged": PagedKV, "reserved": ReservedKV}
+# policy.memory -> layout class; a new layout registers here.
+LAYOUTS: dict[str, type] = {"paged": PagedKV, "reserved": ReservedKV, "contiguous": ContiguousKV}
 
 
 def make_kv_layout(config: EngineConfig, policy: Policy, block_manager_cls: type[BlockManager]) -> KVLayout:

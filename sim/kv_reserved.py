@@ -1,4 +1,5 @@
-"""Contiguous KV reservations (Orca, static): each sequence reserves prompt + (max or true) output up front."""
+"""KV reservations held as blocks of the pool (`static`; the base of `sim.kv_contiguous` for Orca): each
+sequence reserves prompt + (max or true) output up front."""
 from __future__ import annotations
 
 from typing import Hashable, Sequence
@@ -12,11 +13,11 @@ from sim.state import Group, Seq
 
 
 class ReservedKV(LazyDecode):
-    """Orca/static: each sequence reserves a contiguous region for prompt + (max or true) output up front.
+    """Static batching: each sequence reserves a region for prompt + (max or true) output up front.
 
-    The region is held as blocks of the real block manager (a contiguous range in a real allocator; the
-    pool is the same memory) but never grows: decode steps touch no memory, and nothing is shared. Every
-    `KVLayout` method that concerns growth, sharing, swap or a prefix cache is therefore a real no-op here.
+    The region is held as blocks of the real block manager (no placement: `ContiguousKV` adds the
+    contiguous placement and its fragmentation for Orca) but never grows: decode steps touch no memory,
+    and nothing is shared. Every `KVLayout` method that concerns growth, sharing, swap or a prefix cache is therefore a real no-op here.
     """
 
     def __init__(self, config: EngineConfig, reserve_true_output: bool,

@@ -2,7 +2,8 @@
 
 The digests were taken before the scheduler, KV layout and step timer were separated into their own
 modules; a change that alters any table of these runs (a policy rule, the cost model, the writer) must
-say so by updating them. Runs: the whole Azure LLM inference code trace (data/) under every policy; a
+say so by updating them. The Orca runs changed once since: orca-max and orca-oracle moved to contiguous
+buddy-allocated buffers (`sim.kv_contiguous`), which changes who is admitted when and the blocks held. Runs: the whole Azure LLM inference code trace (data/) under every policy; a
 small KV pool on it (preemption, swap); its first 1,500 requests with prefix caching; and a generated
 trace with parallel sampling, beam search and shared prefixes (tests/data/sim_sharing_trace.csv: forks,
 copy-on-write, beam re-selection, preemption, swap and prefix hits) under every policy.
@@ -58,7 +59,7 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
     ),
     "azure-orca-oracle": (
         "bc28db782aa654e4a6a5ec9cc0696313253054a13b1a87c3158e8fee2558a3e3",
-        "34c480195b27d99cbffadd18a3acf631f1004f88735eaa2d9d8c697c55635076",
+        "c04569576bee9cfd0828afb2df32749603fffaf0d4f627d21c39b6fe43ca2a67",
         "dafc0f0a1b134b9582e20c1582efc3d4a8cd1a61aee963b3e6e08c4b3d63d82a",
     ),
     "azure-static": (
@@ -92,14 +93,14 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "c7c66237a41ef8e6cce1628188ab27cc71e0d515a6680211b3e186eb897faa9b",
     ),
     "sharing-orca-max": (
-        "da11b9070ebb30f9aad04b5882fc51fccced887656a63ef8fc81b2a2bb16c7be",
+        "69103957ff09e7df9a8dc1b09210485e46c8326f933af32befa241b764a95147",
         "c9e95f099d263915e725ce537430ba533417f15b9bce985cb48d0076027f5854",
         "c8a96a4ee793a1aea6cb0e7c0de177727bf60b311465775fc34025147dbc0a07",
     ),
     "sharing-orca-oracle": (
-        "728e0f483f47314d9feca7f3e8dd0e299a63cdadf8bee24e17d3cf2594367aca",
-        "9a94b480a49883471e61cfac5574d596fcd61ae7680526a151fae169fea0d3af",
-        "fa7386b3fb44f27ede34f9bc2696d4645625d5a236e58ce459b43b231f399f8e",
+        "64e2d684c0f9a3bf364b81fe77334cbfa3b49f98ef36c3b194a6ce4be0ee7315",
+        "58c3a373bab474d373e4f4b31067308be24a72e81003df87487b4d92d2f13e6b",
+        "b2c28b8981f065fd84bd490c8925b1987725e16640e08497afb207b54170a4a9",
     ),
     "sharing-static": (
         "8db274432545736b83c55e9a5c3505f1d3013e891897b72d922378a736ca5eef",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sim.policies.base import Policy, StepPlan
 from sim.policies.orca_max import OrcaMaxPolicy
 from sim.policies.orca_oracle import OrcaOraclePolicy
+from sim.policies.orca_pow2 import OrcaPow2Policy
 from sim.policies.sarathi import SarathiPolicy
 from sim.policies.sglang import SGLangPolicy
 from sim.policies.static import StaticPolicy
@@ -12,8 +13,8 @@ from sim.policies.vllm_swap import VllmSwapPolicy
 
 POLICIES: dict[str, type] = {
     cls.name: cls
-    for cls in (VllmPolicy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, StaticPolicy,
-                SGLangPolicy)
+    for cls in (VllmPolicy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, OrcaPow2Policy,
+                StaticPolicy, SGLangPolicy)
 }
 
 

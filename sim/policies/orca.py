@@ -1,7 +1,8 @@
-"""Orca-style iteration-level batching over contiguous per-request KV reservations (the PagedAttention
-paper's baselines). Each iteration runs every running request's decode together with the whole prompts
-of newly admitted ones (selective batching); a request is admitted only when its reservation fits, so
-nothing is ever preempted. `orca-max` and `orca-oracle` differ only in what they reserve."""
+"""Orca-style iteration-level batching over contiguous per-request KV buffers (the PagedAttention paper's
+baselines, `sim.kv_contiguous`: one buddy-allocated range per sequence). Each iteration runs every running
+request's decode together with the whole prompts of newly admitted ones (selective batching); a request is
+admitted only when a contiguous range for its reservation is free, so nothing is ever preempted.
+`orca-max`, `orca-pow2` and `orca-oracle` differ only in the output they reserve (`output_reservation`)."""
 from __future__ import annotations
 
 from sim.policies.base import SchedulerView, StepPlan, admit_waiting
@@ -9,10 +10,11 @@ from sim.policies.base import SchedulerView, StepPlan, admit_waiting
 
 class OrcaPolicy:
     name = "orca"
-    memory = "reserved"
+    memory = "contiguous"
     preemption = "none"
     chunked_prefill = False
     reserve_true_output = False
+    output_reservation = "max"  # sim.kv_contiguous.OUTPUT_RESERVATIONS
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         prefills = admit_waiting(sched, sched.config.token_budget)

@@ -8,3 +8,4 @@ from sim.policies.orca import OrcaPolicy
 class OrcaMaxPolicy(OrcaPolicy):
     name = "orca-max"
     reserve_true_output = False
+    output_reservation = "max"

@@ -8,3 +8,4 @@ from sim.policies.orca import OrcaPolicy
 class OrcaOraclePolicy(OrcaPolicy):
     name = "orca-oracle"
     reserve_true_output = True
+    output_reservation = "oracle"
