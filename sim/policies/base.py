@@ -75,7 +75,7 @@ class SchedulerView(Protocol):
 
 class Policy(Protocol):
     name: str
-    memory: str               # "paged" (block manager on demand) or "reserved" (contiguous up front)
+    memory: str               # a layout in sim.kv_layouts.LAYOUTS: "paged", "reserved" or "contiguous"
     preemption: str           # "recompute", "swap" or "none"
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
