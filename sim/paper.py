@@ -2,7 +2,7 @@
 
 Setting of the paper (Kwon et al., SOSP 2023, Sec. 6): OPT-13B on one A100-40GB, ShareGPT-like
 lengths, 2048-token context. Two figures:
-  - KV slot utilization (slots holding tokens / slots held, time-weighted) of `vllm` against the
+  - KV slot utilization (slots holding tokens / slots held, time-weighted) of `vllm-v0` against the
     reservation baselines (`orca-max`, `orca-oracle`, `static`); the paper reports vLLM wasting under
     4% against 60-80% for Orca's reservation schemes (Fig. 2).
   - Memory saved by sharing (blocks with sharing vs. without) for parallel sampling and beam search of
@@ -26,7 +26,7 @@ def utilization_table(num_requests: int = 1000, rate: float = 5.0, seed: int = 0
 
     trace = generate(num_requests, rate=rate, lengths="sharegpt", seed=seed)
     rows = []
-    for policy in ("vllm", "orca-oracle", "orca-max", "static"):
+    for policy in ("vllm-v0", "orca-oracle", "orca-max", "static"):
         s = replay(trace, EngineConfig(**PAPER_SETTING), policy=policy, seed=seed).summary
         rows.append({"policy": policy, "slot_utilization": s["slot_utilization"], "kv_usage_mean": s["kv_usage_mean"],
                      "mean_batch_size": s["mean_batch_size"], "preemptions": s["preemptions"],
@@ -43,7 +43,7 @@ def sharing_table(num_requests: int = 200, rate: float = 2.0, seed: int = 0, wid
     for lengths in ("sharegpt", "alpaca"):
         for mode, fraction in (("parallel", "parallel_fraction"), ("beam", "beam_fraction")):
             trace = generate(num_requests, rate=rate, lengths=lengths, seed=seed, n=width, **{fraction: 1.0})
-            s = replay(trace, EngineConfig(**PAPER_SETTING), policy="vllm", seed=seed).summary
+            s = replay(trace, EngineConfig(**PAPER_SETTING), policy="vllm-v0", seed=seed).summary
             rows.append({"lengths": lengths, "sampling": mode, "n": width,
                          "sharing_saved_fraction": s["sharing_saved_fraction"], "cow_copies": s["cow_copies"],
                          "slot_utilization": s["slot_utilization"], "finished": s["num_finished"]})

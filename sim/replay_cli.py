@@ -16,8 +16,8 @@ from traces.options import add_arrival_options, add_transform_options, load_trac
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_POLICY = "vllm"
-POLICY_NAMES = ("vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
+DEFAULT_POLICY = "vllm-v0"
+POLICY_NAMES = ("vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

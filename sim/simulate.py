@@ -11,7 +11,7 @@ from sim.schema import STEP_COLUMNS
 from sim.tables import inter_token_gaps, requests_table, summarize
 
 
-def replay(trace, config: EngineConfig, policy: str = "vllm", seed: int = 0, progress: bool = False) -> SimResult:
+def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, progress: bool = False) -> SimResult:
     """Replay `trace` (a `traces.Trace`) on one engine under `policy`. Same inputs and seed give the same
     tables (the summary's `wall_s` aside). Requests that can never run are rejected with a reason."""
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """`sarathi`: Sarathi-Serve's stall-free batching. Every step first decodes every running sequence, then
 fills what is left of a token budget (`prefill_chunk_tokens`) with prefill chunks: unfinished prefills
 first, then new requests FCFS. A long prompt is split over several steps instead of stalling decodes.
-Memory is paged as in `vllm` (the whole prompt is allocated at admission, recompute preemption); no new
+Memory is paged as in `vllm-v0` (the whole prompt is allocated at admission, recompute preemption); no new
 request is admitted in a step that preempted one."""
 from __future__ import annotations
 

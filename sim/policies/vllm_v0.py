@@ -1,4 +1,4 @@
-"""`vllm`: vLLM's default (v0) scheduler. FCFS continuous batching; a step either prefills newly admitted
+"""`vllm-v0`: vLLM's V0 scheduler (0.6-era; the default before the V1 engine, see `vllm` for V1). FCFS continuous batching; a step either prefills newly admitted
 requests (prefills first: running decodes wait that step) or decodes every running sequence. When a
 decode needs a block and none is free, the newest running request is preempted and later recomputed.
 The watermark keeps a few blocks free at admission so that running requests can grow."""
@@ -8,8 +8,8 @@ from sim.policies.base import SchedulerView, StepPlan, admit_waiting, swap_in_sw
 from sim.state import RECOMPUTE
 
 
-class VllmPolicy:
-    name = "vllm"
+class VllmV0Policy:
+    name = "vllm-v0"
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = False
