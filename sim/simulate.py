@@ -17,7 +17,9 @@ def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, 
     started = time.perf_counter()
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config: expected an EngineConfig, got {type(config).__name__}")
-    engine = Engine(trace, config, make_policy(policy), seed=seed, progress=progress)
+    policy_obj = make_policy(policy)
+    config = policy_obj.configure(config)  # e.g. vLLM V1's serve defaults under `vllm`
+    engine = Engine(trace, config, policy_obj, seed=seed, progress=progress)
     engine.run()
     scheduler, timer = engine.scheduler, engine.timer
     steps, decode_end, _ = scheduler.recorder.build(config.block_size, config.kv_blocks,
@@ -32,7 +34,7 @@ def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, 
         "num_cpu_blocks": scheduler.kv.bm.num_cpu_blocks,
         "num_records": len(scheduler.recorder.records),
         "fast_forward": timer.fast_forward,
-        "prefix_caching": config.enable_prefix_caching,
+        "prefix_caching": bool(config.enable_prefix_caching),
         **scheduler.kv.summary(),
         **timer.summary(),
     }

@@ -62,10 +62,12 @@ def test_replay_options_and_quiet(trace_file: Path, tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--policy", "fifo"], "policy: unknown name 'fifo'; valid names: vllm-v0, vllm-swap"),
+    (["--policy", "fifo"], "policy: unknown name 'fifo'; valid names: vllm, vllm-v0, vllm-swap"),
     (["--model", "gpt-5"], "model: unknown name 'gpt-5'"),
     (["--gpu", "tpu"], "gpu: unknown name 'tpu'"),
     (["--num-gpu-blocks", "0"], "num_gpu_blocks: must be an integer >= 1"),
+    (["--policy", "vllm", "--gpu", "a100-80gb", "--max-num-seqs", "4096"],
+     "max_num_batched_tokens: 2048 is smaller than max_num_seqs 4096; vLLM V1 refuses this"),
 ])
 def test_bad_options_are_one_line_errors(trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          extra: list[str], message: str) -> None:

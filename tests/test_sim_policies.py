@@ -13,8 +13,8 @@ def by_id(result) -> "object":
 
 
 def test_policy_names_and_an_unknown_name_lists_the_valid_ones() -> None:
-    assert list(POLICIES) == ["vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static"]
-    with pytest.raises(ValueError, match="unknown name 'fifo'; valid names: vllm-v0, vllm-swap, sarathi"):
+    assert list(POLICIES) == ["vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static"]
+    with pytest.raises(ValueError, match="unknown name 'fifo'; valid names: vllm, vllm-v0, vllm-swap, sarathi"):
         replay(Trace([Request("a", 0.0, 1, 1)]), EngineConfig(), policy="fifo")
 
 

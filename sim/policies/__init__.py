@@ -6,12 +6,13 @@ from sim.policies.orca_max import OrcaMaxPolicy
 from sim.policies.orca_oracle import OrcaOraclePolicy
 from sim.policies.sarathi import SarathiPolicy
 from sim.policies.static import StaticPolicy
+from sim.policies.vllm import VllmPolicy
 from sim.policies.vllm_v0 import VllmV0Policy
 from sim.policies.vllm_swap import VllmSwapPolicy
 
 POLICIES: dict[str, type] = {
     cls.name: cls
-    for cls in (VllmV0Policy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, StaticPolicy)
+    for cls in (VllmPolicy, VllmV0Policy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, StaticPolicy)
 }
 
 

@@ -4,6 +4,7 @@ of newly admitted ones (selective batching); a request is admitted only when its
 nothing is ever preempted. `orca-max` and `orca-oracle` differ only in what they reserve."""
 from __future__ import annotations
 
+from sim.config import EngineConfig
 from sim.policies.base import SchedulerView, StepPlan, admit_waiting
 
 
@@ -13,6 +14,10 @@ class OrcaPolicy:
     preemption = "none"
     chunked_prefill = False
     reserve_true_output = False
+    beam_search = True
+
+    def configure(self, config: EngineConfig) -> EngineConfig:
+        return config
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         prefills = admit_waiting(sched, sched.config.token_budget)
