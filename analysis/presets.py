@@ -25,7 +25,7 @@ class Preset:
 
 # The default puts the KV cache under pressure: Llama-2-7B has no grouped-query attention (512 KiB of KV
 # per token, 4x Llama-3-8B's) and an A100-40GB leaves about 21 GiB for it (2,809 blocks of 16 tokens).
-# At 1-2 req/s memory is loose; from 3-4 req/s the paged policies preempt (vllm recomputes, vllm-swap
+# At 1-2 req/s memory is loose; from 3-4 req/s the paged policies preempt (vllm-v0 recomputes, vllm-swap
 # swaps), and sharing of parallel/beam prompts matters. The other presets' rates bracket the saturation
 # point of Llama-3-8B on one H100-SXM under the analytic cost model.
 PRESETS: dict[str, Preset] = {

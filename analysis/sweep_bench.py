@@ -19,7 +19,7 @@ from pathlib import Path
 
 GRID = """\
 [grid]
-policy = ["vllm", "sarathi", "orca-max", "static"]
+policy = ["vllm-v0", "sarathi", "orca-max", "static"]
 max_num_seqs = [16, 64, 128, 256]
 num_gpu_blocks = [1500, 3000, 6000, 12000]
 """

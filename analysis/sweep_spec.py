@@ -6,7 +6,7 @@
     [engine]                      # the same for every configuration: any sim.EngineConfig field, and policy
     model = "llama-3-8b"
     [grid]                        # every combination of these lists, in this order
-    policy = ["vllm", "sarathi"]
+    policy = ["vllm-v0", "sarathi"]
     max_num_seqs = [64, 256]
     [slo]                         # vLLM's goodput SLOs; a load meets them when `attainment` of requests do
     ttft_ms = 2000
@@ -200,7 +200,7 @@ def parse_spec(data: dict[str, Any], *, path: Path, text: str = "") -> SweepSpec
     engine_keys = ("policy", *(f.name for f in fields(EngineConfig)))
     engine = dict(_table(where, data, "engine", engine_keys))
     if "grid" not in data:
-        raise where.error("grid", "missing; give at least one option with a list of values, e.g. policy = [\"vllm\"]")
+        raise where.error("grid", "missing; give at least one option with a list of values, e.g. policy = [\"vllm-v0\"]")
     grid = _table(where, data, "grid", engine_keys)
     if not grid:
         raise where.error("grid", "empty; give at least one option with a list of values")
@@ -315,7 +315,7 @@ def _expand(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]])
     for index, values in enumerate(itertools.product(*grid.values())):
         params = dict(zip(grid, values))
         options = {**engine, **params}
-        policy = options.pop("policy", "vllm")
+        policy = options.pop("policy", "vllm-v0")
         try:
             EngineConfig(**options)
         except (ValueError, TypeError) as exc:

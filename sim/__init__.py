@@ -1,7 +1,7 @@
 """pagedlab sim: a simpy discrete-event simulator of one serving engine over the real block manager.
 
     from sim import EngineConfig, replay
-    result = replay(trace, EngineConfig(model="llama-3-8b", gpu="h100-sxm"), policy="vllm", seed=0)
+    result = replay(trace, EngineConfig(model="llama-3-8b", gpu="h100-sxm"), policy="vllm-v0", seed=0)
     result.requests, result.steps, result.summary, result.itl_s; result.write("out/")
 
 Exports resolve lazily: the `pagedlab` dispatcher lives in `sim.cli`, so importing this package must

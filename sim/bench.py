@@ -1,6 +1,6 @@
 """Simulator speed: `python -m sim.bench [--repeat N] [--requests N]`.
 
-1. The full Azure LLM inference trace (code, 8,819 requests) replayed with `vllm` on Llama-3-8B/H100:
+1. The full Azure LLM inference trace (code, 8,819 requests) replayed with `vllm-v0` on Llama-3-8B/H100:
    wall time of the WHOLE command (`python -m sim replay ... --out DIR` in a subprocess: interpreter
    start, imports, trace loading, replay, writing the five files).
 2. 100,000 generated requests with conversation-like lengths, the same whole command on a trace file:
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (default 3)")
     parser.add_argument("--requests", type=int, default=100_000, help="generated requests (default 100000)")
     parser.add_argument("--rate", type=float, default=20.0, help="arrival rate of the generated traces")
+    parser.add_argument("--policy", default="vllm-v0", help="policy replayed (default vllm-v0)")
     parser.add_argument("--skip-generated", action="store_true", help="only the Azure trace")
     parser.add_argument("--azure", type=Path, default=AZURE, help=f"the Azure code trace (default {AZURE})")
     args = parser.parse_args(argv)
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sim-bench-") as tmp:
         root = Path(tmp)
         if args.azure.is_file():
-            walls, summary = time_command(args.azure, "vllm", args.repeat, root)
-            print(row("Azure code trace, vllm, llama-3-8b/h100-sxm", walls, summary), flush=True)
+            walls, summary = time_command(args.azure, args.policy, args.repeat, root)
+            print(row(f"Azure code trace, {args.policy}, llama-3-8b/h100-sxm", walls, summary), flush=True)
         else:
             print(f"(skipped: {args.azure} not found)")
         if args.skip_generated:
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             trace = generate(args.requests, rate=args.rate, seed=0, **lengths)
             path = root / f"{name.split()[0]}.csv"
             trace.to_csv(path)
-            walls, summary = time_command(path, "vllm", args.repeat, root)
-            print(row(f"{args.requests:,} {name}, {args.rate:g} req/s, vllm", walls, summary), flush=True)
+            walls, summary = time_command(path, args.policy, args.repeat, root)
+            print(row(f"{args.requests:,} {name}, {args.rate:g} req/s, {args.policy}", walls, summary), flush=True)
     return 0
 
 

@@ -41,7 +41,10 @@ class EngineConfig:
     device: str | None = None                   # "cuda" or "cpu" (Triton interpreter); None: cuda if present
     verify: bool = False                        # shadow check of attention outputs against a reference
     verify_every: int = 1                       # check every N-th step (and every step that moves blocks)
-    enable_prefix_caching: bool = False         # paged policies: reuse cached full prompt blocks (docs/sim.md)
+    enable_prefix_caching: bool | None = None   # paged policies: reuse cached full prompt blocks (docs/sim.md);
+                                                # None: the policy's engine default (on for `vllm`, else off)
+    # vLLM V1 (`vllm` policy) scheduler options; see docs/sim.md for the source line of each
+    long_prefill_token_threshold: int = 0       # > 0: most prefill tokens one request takes per step (0: off)
     # ---- sglang policy (sim/policies/sglang.py; docs/sim.md "sglang") ----
     schedule_policy: str = "fcfs"               # waiting order: "fcfs" or "lpm" (longest cached prefix first)
     chunked_prefill_size: int | None = None     # None: SGLang's default by GPU memory (8192 on H100/H200)
@@ -57,7 +60,7 @@ class EngineConfig:
         if self.backend != "execute" and (self.verify or self.device is not None):
             raise ValueError("verify/device: need backend 'execute' (the analytic backend runs no kernels)")
         _positive_int("verify_every", self.verify_every)
-        if not isinstance(self.enable_prefix_caching, bool):
+        if self.enable_prefix_caching is not None and not isinstance(self.enable_prefix_caching, bool):
             raise ValueError(f"enable_prefix_caching: must be a bool, got {self.enable_prefix_caching!r}")
         if self.enable_prefix_caching and self.backend == "execute":
             # The executor's K/V of a position depends on the sequence, not on a shared prefix: a hit
@@ -70,6 +73,10 @@ class EngineConfig:
         for name in ("max_num_batched_tokens", "num_gpu_blocks", "max_model_len", "max_output_tokens"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        if (not isinstance(self.long_prefill_token_threshold, int) or isinstance(self.long_prefill_token_threshold, bool)
+                or self.long_prefill_token_threshold < 0):
+            raise ValueError(f"long_prefill_token_threshold: must be an integer >= 0, got "
+                             f"{self.long_prefill_token_threshold!r}")
         if not isinstance(self.check_every, int) or self.check_every < 0:
             raise ValueError(f"check_every: must be an integer >= 0, got {self.check_every!r}")
         _fraction("gpu_memory_utilization", self.gpu_memory_utilization, low_open=True, high_closed=True)

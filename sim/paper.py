@@ -2,7 +2,7 @@
 
 Setting of the paper (Kwon et al., SOSP 2023, Sec. 6): OPT-13B on one A100-40GB, ShareGPT-like
 lengths, 2048-token context. Two figures:
-  - KV memory holding tokens of `vllm` against the reservation baselines (`orca-max`, `orca-pow2`,
+  - KV memory holding tokens of `vllm-v0` against the reservation baselines (`orca-max`, `orca-pow2`,
     `orca-oracle`: contiguous buddy-allocated buffers, `sim.kv_contiguous`; `static`). Fig. 2 splits the whole
     KV memory (its shares sum to 100%): token states 96.3% for vLLM, 20.4% / 26.8% / 38.2% for Orca Max /
     Pow2 / Oracle, the rest reservation, internal and external fragmentation. Ours: `token_share_saturated`
@@ -41,7 +41,7 @@ def utilization_table(num_requests: int = 1000, rate: float = 5.0, seed: int = 0
     trace = generate(num_requests, rate=rate, lengths="sharegpt", seed=seed)
     rows = []
     config = EngineConfig(**PAPER_SETTING)
-    for policy in ("vllm", "orca-oracle", "orca-pow2", "orca-max", "static"):
+    for policy in ("vllm-v0", "orca-oracle", "orca-pow2", "orca-max", "static"):
         result = replay(trace, config, policy=policy, seed=seed)
         s = result.summary
         rows.append({"policy": policy,
@@ -61,7 +61,7 @@ def sharing_table(num_requests: int = 200, rate: float = 2.0, seed: int = 0, wid
     for lengths in ("sharegpt", "alpaca"):
         for mode, fraction in (("parallel", "parallel_fraction"), ("beam", "beam_fraction")):
             trace = generate(num_requests, rate=rate, lengths=lengths, seed=seed, n=width, **{fraction: 1.0})
-            s = replay(trace, EngineConfig(**PAPER_SETTING), policy="vllm", seed=seed).summary
+            s = replay(trace, EngineConfig(**PAPER_SETTING), policy="vllm-v0", seed=seed).summary
             rows.append({"lengths": lengths, "sampling": mode, "n": width,
                          "sharing_saved_fraction": s["sharing_saved_fraction"], "cow_copies": s["cow_copies"],
                          "slot_utilization": s["slot_utilization"], "finished": s["num_finished"]})

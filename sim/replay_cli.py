@@ -16,8 +16,8 @@ from traces.options import add_arrival_options, add_transform_options, load_trac
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_POLICY = "vllm"
-POLICY_NAMES = ("vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
+DEFAULT_POLICY = "vllm-v0"
+POLICY_NAMES = ("vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,9 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --verify: check every N-th step and every step that copies or swaps (default 1)")
     p.add_argument("--cost-profile", default="default", metavar="NAME|PATH",
                    help="cost-model constants: a name in sim/profiles/ or a JSON file (default: default)")
-    p.add_argument("--enable-prefix-caching", action="store_true",
+    p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                    help="reuse cached full prompt blocks across requests (paged policies, analytic backend; "
-                        "keys from the trace's prefix groups or Mooncake hash_ids)")
+                        "keys from the trace's prefix groups or Mooncake hash_ids; default: on under vllm, else off)")
     p.add_argument("--no-fast-forward", action="store_true",
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")

@@ -11,13 +11,15 @@ from sim.schema import STEP_COLUMNS
 from sim.tables import inter_token_gaps, requests_table, summarize
 
 
-def replay(trace, config: EngineConfig, policy: str = "vllm", seed: int = 0, progress: bool = False) -> SimResult:
+def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, progress: bool = False) -> SimResult:
     """Replay `trace` (a `traces.Trace`) on one engine under `policy`. Same inputs and seed give the same
     tables (the summary's `wall_s` aside). Requests that can never run are rejected with a reason."""
     started = time.perf_counter()
     if not isinstance(config, EngineConfig):
         raise TypeError(f"config: expected an EngineConfig, got {type(config).__name__}")
-    engine = Engine(trace, config, make_policy(policy), seed=seed, progress=progress)
+    policy_obj = make_policy(policy)
+    config = policy_obj.configure(config)  # e.g. vLLM V1's serve defaults under `vllm`
+    engine = Engine(trace, config, policy_obj, seed=seed, progress=progress)
     engine.run()
     scheduler, timer = engine.scheduler, engine.timer
     steps, decode_end, _ = scheduler.recorder.build(config.block_size, config.kv_blocks,
@@ -32,7 +34,7 @@ def replay(trace, config: EngineConfig, policy: str = "vllm", seed: int = 0, pro
         "num_cpu_blocks": scheduler.kv.bm.num_cpu_blocks,
         "num_records": len(scheduler.recorder.records),
         "fast_forward": timer.fast_forward,
-        "prefix_caching": config.enable_prefix_caching,
+        "prefix_caching": bool(config.enable_prefix_caching),
         **scheduler.kv.summary(),
         **timer.summary(),
     }

@@ -34,7 +34,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
-TINY = ["compare", "--preset", "default", "--num-requests", "24", "--policies", "vllm,static", "--rates", "2,16",
+TINY = ["compare", "--preset", "default", "--num-requests", "24", "--policies", "vllm-v0,static", "--rates", "2,16",
         "--quiet"]
 
 
@@ -46,16 +46,16 @@ def test_compare_end_to_end_on_a_tiny_preset_serial_and_parallel(tmp_path: Path,
     assert "p99_ttft_ms" in stdout and f"report: {out.resolve() / 'report.html'}" in stdout
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary[["policy", "load"]].itertuples(index=False, name=None)) == [
-        ("vllm", 2), ("vllm", 16), ("static", 2), ("static", 16)]
+        ("vllm-v0", 2), ("vllm-v0", 16), ("static", 2), ("static", 16)]
     assert (summary["completed"] + summary["rejected"] == 24).all()
-    for policy, load in (("vllm", 2), ("static", 16)):
+    for policy, load in (("vllm-v0", 2), ("static", 16)):
         run_dir = out / "runs" / f"{policy}-{load}"
         assert {p.name for p in run_dir.iterdir()} >= {"requests.csv", "steps.csv", "summary.json", "config.json", "itl.npy"}
     page = (out / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(images) == 5 and all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
     report = (out / "report.md").read_text()
-    assert "pagedlab compare --preset default --num-requests 24 --policies vllm,static --rates 2,16" in report
+    assert "pagedlab compare --preset default --num-requests 24 --policies vllm-v0,static --rates 2,16" in report
 
     # Worker processes give the same numbers (the simulator's own run time aside).
     parallel = tmp_path / "parallel"
@@ -68,7 +68,7 @@ def test_compare_end_to_end_on_a_tiny_preset_serial_and_parallel(tmp_path: Path,
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--policies", "vllm,fifo"], "unknown policy 'fifo'; valid names: "),
+        (["--policies", "vllm-v0,fifo"], "unknown policy 'fifo'; valid names: "),
         (["--model", "gpt-5"], "unknown model 'gpt-5'; valid names: "),
         (["--gpu", "tpu"], "unknown gpu 'tpu'; valid names: "),
         (["--preset", "nope"], "unknown preset 'nope'; valid names: default"),
@@ -115,7 +115,7 @@ def test_interrupted_compare_leaves_no_report(tmp_path: Path, capsys: pytest.Cap
 @needs_sim
 def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "azure"
-    code, stdout, _ = run_cli(["compare", "--trace", str(AZURE), "--num-requests", "40", "--policies", "vllm,orca-max",
+    code, stdout, _ = run_cli(["compare", "--trace", str(AZURE), "--num-requests", "40", "--policies", "vllm-v0,orca-max",
                                "--rate-scales", "1,4", "--quiet", "--out", str(out)], capsys)
     assert code == 0
     summary = pd.read_csv(out / "summary.csv")
@@ -127,7 +127,7 @@ def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureF
 @needs_sim
 def test_compare_with_a_measured_profile_changes_the_numbers(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["compare", "--preset", "default", "--num-requests", "20", "--policies", "vllm", "--rates", "4", "--quiet"]
+    argv = ["compare", "--preset", "default", "--num-requests", "20", "--policies", "vllm-v0", "--rates", "4", "--quiet"]
     assert run_cli([*argv, "--out", str(tmp_path / "default")], capsys)[0] == 0
     code, out, _ = run_cli([*argv, "--cost-profile", "h100-sxm", "--out", str(tmp_path / "h100")], capsys)
     assert code == 0
@@ -138,7 +138,7 @@ def test_compare_with_a_measured_profile_changes_the_numbers(tmp_path: Path,
 
 
 def test_execute_backend_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["compare", "--num-requests", "4", "--policies", "vllm", "--rates", "4", "--out", str(tmp_path / "x")]
+    base = ["compare", "--num-requests", "4", "--policies", "vllm-v0", "--rates", "4", "--out", str(tmp_path / "x")]
     code, _, err = run_cli([*base, "--verify"], capsys)
     assert code == 2 and err.startswith("pagedlab: error: device/verify: need --backend execute")
     code, _, err = run_cli([*base, "--backend", "execute", "--device", "cpu", "--jobs", "2"], capsys)
@@ -153,7 +153,7 @@ def test_compare_on_the_execute_backend_with_the_shadow_check(tmp_path: Path,
     trace = tmp_path / "tiny.csv"
     trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens,n,sampling\n"
                      "0,0,20,4,1,greedy\n1,0.001,33,3,2,parallel\n2,0.002,17,3,2,beam\n")
-    code, out, err = run_cli(["compare", "--trace", str(trace), "--model", "tiny", "--policies", "vllm",
+    code, out, err = run_cli(["compare", "--trace", str(trace), "--model", "tiny", "--policies", "vllm-v0",
                               "--backend", "execute", "--device", "cpu", "--verify", "--num-gpu-blocks", "12",
                               "--quiet", "--out", str(tmp_path / "r")], capsys)
     assert code == 0, err
@@ -171,7 +171,7 @@ def test_compare_with_prefix_caching_reports_hits_and_saves_ttft(tmp_path: Path,
     path = tmp_path / "groups.csv"
     generate(60, rate=4.0, lengths="fixed", input_len=600, output_len=8, num_prefix_groups=2, prefix_tokens=512,
              prefix_fraction=1.0, seed=3).to_csv(path)
-    argv = ["compare", "--trace", str(path), "--policies", "vllm,sarathi", "--quiet"]
+    argv = ["compare", "--trace", str(path), "--policies", "vllm-v0,sarathi", "--quiet"]
     assert run_cli([*argv, "--out", str(tmp_path / "off")], capsys)[0] == 0
     code, _, err = run_cli([*argv, "--enable-prefix-caching", "--out", str(tmp_path / "on")], capsys)
     assert code == 0, err
@@ -282,18 +282,18 @@ def test_out_problems_are_one_line_in_the_documented_form(tmp_path: Path, capsys
 @needs_sim
 def test_the_default_comparison_puts_memory_under_pressure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "default"
-    code, _, _ = run_cli(["compare", "--num-requests", "300", "--policies", "vllm,vllm-swap,orca-max", "--rates", "2,6",
+    code, _, _ = run_cli(["compare", "--num-requests", "300", "--policies", "vllm-v0,vllm-swap,orca-max", "--rates", "2,6",
                           "--quiet", "--out", str(out)], capsys)
     assert code == 0
     command = (out / "manifest.json").read_text()
     assert "--model llama-2-7b --gpu a100-40gb" in command  # the default preset's setting
     s = pd.read_csv(out / "summary.csv").set_index(["policy", "load"])
     # Light load: memory is loose. Heavy load: vllm recomputes, vllm-swap swaps, orca-max reserves.
-    assert s.loc[("vllm", 2), "preemptions"] == 0 and s.loc[("vllm", 6), "preemptions"] > 0
-    assert s.loc[("vllm", 6), "swaps_out"] == 0 and s.loc[("vllm-swap", 6), "swaps_out"] > 0
-    assert s.loc[("vllm", 6), "kv_usage_peak"] == pytest.approx(1.0, abs=0.02)
-    assert s.loc[("vllm", 6), "p99_ttft_ms"] != s.loc[("vllm-swap", 6), "p99_ttft_ms"]
-    assert s.loc[("orca-max", 6), "kv_unused_fraction"] > 0.5 > s.loc[("vllm", 6), "kv_unused_fraction"]
+    assert s.loc[("vllm-v0", 2), "preemptions"] == 0 and s.loc[("vllm-v0", 6), "preemptions"] > 0
+    assert s.loc[("vllm-v0", 6), "swaps_out"] == 0 and s.loc[("vllm-swap", 6), "swaps_out"] > 0
+    assert s.loc[("vllm-v0", 6), "kv_usage_peak"] == pytest.approx(1.0, abs=0.02)
+    assert s.loc[("vllm-v0", 6), "p99_ttft_ms"] != s.loc[("vllm-swap", 6), "p99_ttft_ms"]
+    assert s.loc[("orca-max", 6), "kv_unused_fraction"] > 0.5 > s.loc[("vllm-v0", 6), "kv_unused_fraction"]
 
 
 @needs_sim
@@ -307,7 +307,7 @@ def test_compare_warns_once_about_requests_longer_than_the_context_and_plots_qui
     Trace([Request(f"r{i}", 0.5 * i, 9000, 50) for i in range(20)]).to_csv(path)  # none fits llama-3-8b
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code, _, err = run_cli(["compare", "--trace", str(path), "--policies", "vllm,static", "--rate-scales", "1,2",
+        code, _, err = run_cli(["compare", "--trace", str(path), "--policies", "vllm-v0,static", "--rate-scales", "1,2",
                                 "--quiet", "--out", str(tmp_path / "o")], capsys)
     assert code == 0 and [str(w.message) for w in caught] == []
     assert err == ("pagedlab: warning: 100% of requests (20 of 20) will be rejected: 20 exceed max_model_len 8192 of "

@@ -180,7 +180,7 @@ def browser_layout(html_path: Path, width: int, profile: Path) -> dict:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (Debian: apt-get install chromium)")
 def test_report_tables_scroll_in_their_own_box_in_a_real_browser(tmp_path: Path) -> None:
-    policies = ("vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
+    policies = ("vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
     report = build_report(tmp_path / "out", policies=policies, rates=(1.0, 2.0, 4.0))
     for width in (1400, 1920):
         layout = browser_layout(report["html"], width, tmp_path / "profile")

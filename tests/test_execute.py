@@ -41,7 +41,7 @@ def execute(trace: Trace, policy: str, blocks: int, **kw):
     return replay(trace, config, policy=policy, seed=1)
 
 
-@pytest.mark.parametrize("policy, blocks", [("vllm", 16), ("sarathi", 12)])
+@pytest.mark.parametrize("policy, blocks", [("vllm-v0", 16), ("sarathi", 12)])
 def test_shadow_check_passes_beams_samples_and_forced_preemption(policy: str, blocks: int) -> None:
     result = execute(mixed_trace(), policy, blocks, prefill_chunk_tokens=64)
     s, req = result.summary, result.requests

@@ -62,10 +62,12 @@ def test_replay_options_and_quiet(trace_file: Path, tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--policy", "fifo"], "policy: unknown name 'fifo'; valid names: vllm, vllm-swap"),
+    (["--policy", "fifo"], "policy: unknown name 'fifo'; valid names: vllm, vllm-v0, vllm-swap"),
     (["--model", "gpt-5"], "model: unknown name 'gpt-5'"),
     (["--gpu", "tpu"], "gpu: unknown name 'tpu'"),
     (["--num-gpu-blocks", "0"], "num_gpu_blocks: must be an integer >= 1"),
+    (["--policy", "vllm", "--gpu", "a100-80gb", "--max-num-seqs", "4096"],
+     "max_num_batched_tokens: 2048 is smaller than max_num_seqs 4096; vLLM V1 refuses this"),
 ])
 def test_bad_options_are_one_line_errors(trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          extra: list[str], message: str) -> None:
@@ -94,7 +96,7 @@ def test_azure_code_trace_head_replays(tmp_path: Path) -> None:
     from sim import EngineConfig, replay
 
     trace = load(AZURE).head(400)
-    result = replay(trace, EngineConfig(), policy="vllm")
+    result = replay(trace, EngineConfig(), policy="vllm-v0")
     assert result.summary["num_finished"] + result.summary["num_rejected"] == 400
     assert result.summary["num_finished"] >= 390
     assert result.summary["slot_utilization"] > 0.9
@@ -117,7 +119,7 @@ def test_replay_prints_the_traces_notices(tmp_path: Path, capsys: pytest.Capture
         f"{path}:3); sorted stably by arrival",
         "trace: clipped 1 of 3 requests to a 40-token context (1 outputs shortened, 0 prompts truncated to 39 tokens)",
     ]
-    assert out[6].startswith("vllm: 3 finished, 0 rejected of 3 requests")
+    assert out[6].startswith("vllm-v0: 3 finished, 0 rejected of 3 requests")
 
 
 def test_replay_says_in_one_line_why_many_requests_were_rejected(tmp_path: Path,

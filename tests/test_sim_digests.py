@@ -23,21 +23,21 @@ from traces import load
 REPO = Path(__file__).resolve().parents[1]
 AZURE = REPO / "data" / "AzureLLMInferenceTrace_code.csv"
 SHARING = REPO / "tests" / "data" / "sim_sharing_trace.csv"
-POLICIES = ("vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
+POLICIES = ("vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
 
 # name -> (trace, head, policy, EngineConfig fields)
 RUNS: dict[str, tuple[Path, int | None, str, dict]] = {
     **{f"azure-{p}": (AZURE, None, p, {}) for p in POLICIES},
-    "azure1500-vllm-prefix": (AZURE, 1500, "vllm", {"enable_prefix_caching": True}),
+    "azure1500-vllm-v0-prefix": (AZURE, 1500, "vllm-v0", {"enable_prefix_caching": True}),
     "azure-small-vllm-swap": (AZURE, None, "vllm-swap", {"num_gpu_blocks": 700}),
     **{f"sharing-{p}": (SHARING, None, p, {"num_gpu_blocks": 1500}) for p in POLICIES},
     **{f"sharing-{p}-prefix": (SHARING, None, p, {"num_gpu_blocks": 1500, "enable_prefix_caching": True})
-       for p in ("vllm", "vllm-swap", "sarathi")},
+       for p in ("vllm-v0", "vllm-swap", "sarathi")},
 }
 
 # name -> SHA-256 of (requests.csv, steps.csv, itl.npy)
 DIGESTS: dict[str, tuple[str, str, str]] = {
-    "azure-vllm": (
+    "azure-vllm-v0": (
         "5707f41d6c10ea7b89c1024b34af9b03fcdaeccd2dbc26335ab35ceb6da21bb9",
         "c1198ecd42b8008f119c18da2a8f800ea128005e0c6475bb2b9be74e79fc5b47",
         "4a7d7f5b87a7c21cdef484745618d6ee5990bf136ee8ef0eb25fc0a7b1b19e0c",
@@ -67,7 +67,7 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "c4313b0db67abe47e0eb00ebe6087f6953a9786483ea13d6fa2a86ec27d7c0cf",
         "d1bfa1fe3f645e54ce08a286e53f639c860be6123500988bd22d459875c6070c",
     ),
-    "azure1500-vllm-prefix": (
+    "azure1500-vllm-v0-prefix": (
         "acbff28cefeaea53edf0ec1d3f108fa1b0079eae1ed9f5fd0d28e236dba2ddc5",
         "d7aecc7f999e6882c909bca4cf7294b1974c7651ebb916a10a440a8219cf7dac",
         "91cd731c76ca92967b28a7b80eed73aad194243abdf5f3c85fe6149f2944b914",
@@ -77,7 +77,7 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "d3087ffa75efe3f997b036b6d603e812c52e996bf0453431261f98748eb023ee",
         "330cad71730e9cd1aa6d8109dfa9a77d4743b1cf273c27eacf1734223874825f",
     ),
-    "sharing-vllm": (
+    "sharing-vllm-v0": (
         "65f5d22c371f04b595a8f6907401e400a8f9c6cc389281d5d7f9feb1347abfe4",
         "f441130c11b8a5811b138a2a53115d7aa7da84a7c6eb4e7d233aa5d13e039dec",
         "c1f8ebf4132f36a2916752b2d9695afb714d2087d5ecf9e3c9ca303f604f810d",
@@ -107,7 +107,7 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "a93adbfb1fd8b424b66637fde1e908b45e7570d8c7f2435346e8326ec7690b82",
         "fbb54e8fac8b6e2c479eda3e66c0b27bdfc11df83820e5e122e1ec512996233b",
     ),
-    "sharing-vllm-prefix": (
+    "sharing-vllm-v0-prefix": (
         "043f7ede80c2fcf8767e56a15a448ec6ee3fdc28b8bd0b8c4e0bd80c488ce9a6",
         "42ccb5ada9c7ae35572450c5903414b809afcef47c82436b8dcf7cf8812a4c68",
         "101b2e01d9cd016b323b5e605f2a68091b73acc19749ae8f1c5ef44d68a1099c",

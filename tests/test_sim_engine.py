@@ -9,7 +9,7 @@ import pytest
 from sim import POLICIES, EngineConfig, replay
 from traces import Request, Trace
 
-PAGED = ("vllm", "vllm-swap", "sarathi")
+PAGED = ("vllm-v0", "vllm-swap", "sarathi")
 
 
 def mixed_trace(num: int = 90, seed: int = 1, rate: float = 40.0) -> Trace:
@@ -88,7 +88,7 @@ def test_fast_forward_runs_long_stretches() -> None:
     assert result.summary["num_steps"] > 10 * result.summary["num_records"]
 
 
-@pytest.mark.parametrize("policy", ["vllm", "vllm-swap", "sarathi"])
+@pytest.mark.parametrize("policy", ["vllm-v0", "vllm-swap", "sarathi"])
 def test_same_inputs_same_tables(trace: Trace, policy: str) -> None:
     a, b = run(trace, policy, 160), run(trace, policy, 160)
     pd.testing.assert_frame_equal(a.requests, b.requests)
@@ -123,7 +123,7 @@ def test_requests_that_never_fit_are_rejected_and_the_run_goes_on() -> None:
 def test_a_prompt_over_the_token_budget_needs_chunking() -> None:
     requests = [Request("long", 0.0, 3000, 5)]
     config = EngineConfig(max_num_batched_tokens=2048)
-    assert replay(Trace(requests), config, policy="vllm").requests.loc[0, "status"] == "rejected"
+    assert replay(Trace(requests), config, policy="vllm-v0").requests.loc[0, "status"] == "rejected"
     chunked = replay(Trace(requests), config, policy="sarathi")
     assert chunked.requests.loc[0, "status"] == "finished"
     assert chunked.steps["num_prefill_tokens"].max() <= config.prefill_chunk_tokens
@@ -166,7 +166,7 @@ def test_inter_token_gaps_are_the_decode_steps_of_a_lone_request() -> None:
 
 
 def test_write_creates_the_five_files(tmp_path, trace: Trace) -> None:
-    result = run(trace, "vllm", None)
+    result = run(trace, "vllm-v0", None)
     out = result.write(tmp_path / "run")
     for name in ("requests.csv", "steps.csv", "summary.json", "config.json", "itl.npy"):
         assert (out / name).is_file()

@@ -16,7 +16,7 @@ SHARING = Path(__file__).resolve().parent / "data" / "sim_sharing_trace.csv"
 SHARED_FIGURES = ("kv_usage_mean", "kv_usage_peak", "kv_token_usage_mean", "mean_batch_size")
 
 
-@pytest.mark.parametrize("policy", ["orca-max", "vllm", "orca-oracle"])
+@pytest.mark.parametrize("policy", ["orca-max", "vllm-v0", "orca-oracle"])
 def test_summary_json_and_compare_summary_csv_agree(policy: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     argv = ["compare", "--trace", str(SHARING), "--num-requests", "120", "--policies", policy,

@@ -12,10 +12,10 @@ def by_id(result) -> "object":
     return result.requests.set_index("request_id")
 
 
-def test_policy_names_and_an_unknown_name_lists_them() -> None:
-    assert list(POLICIES) == ["vllm", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "orca-pow2", "static",
-                              "sglang"]
-    with pytest.raises(ValueError, match="valid names: vllm, vllm-swap"):
+def test_policy_names_and_an_unknown_name_lists_the_valid_ones() -> None:
+    assert list(POLICIES) == ["vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "orca-pow2",
+                              "static", "sglang"]
+    with pytest.raises(ValueError, match="unknown name 'fifo'; valid names: vllm, vllm-v0, vllm-swap, sarathi"):
         replay(Trace([Request("a", 0.0, 1, 1)]), EngineConfig(), policy="fifo")
 
 
@@ -24,7 +24,7 @@ def test_static_makes_a_late_arrival_wait_for_the_whole_batch() -> None:
     static = by_id(replay(trace, EngineConfig(), policy="static"))
     assert static.loc["B", "first_token_s"] > static.loc["A", "finish_s"]
     # Iteration-level batching lets B in at once.
-    for policy in ("vllm", "orca-max", "sarathi"):
+    for policy in ("vllm-v0", "orca-max", "sarathi"):
         other = by_id(replay(trace, EngineConfig(), policy=policy))
         assert other.loc["B", "first_token_s"] < 0.1 < other.loc["A", "finish_s"]
 
@@ -41,7 +41,7 @@ def test_sarathi_never_stalls_decodes_behind_a_long_prefill() -> None:
     trace = Trace([Request("A", 0.0, 100, 300), Request("B", 0.3, 6000, 5)])
     config = EngineConfig()
     gaps = {}
-    for policy in ("vllm", "sarathi"):
+    for policy in ("vllm-v0", "sarathi"):
         result = replay(trace, config, policy=policy)
         gaps[policy] = result.itl_s[:299].max()  # A's inter-token gaps come first
         steps = result.steps
@@ -55,19 +55,17 @@ def test_sarathi_never_stalls_decodes_behind_a_long_prefill() -> None:
             assert steps["num_prefill_tokens"].max() == 6000
             big = steps[steps["num_prefill_tokens"] == 6000].iloc[0]
             assert big["num_decode_seqs"] == 0
-    assert gaps["sarathi"] < gaps["vllm"] / 4
+    assert gaps["sarathi"] < gaps["vllm-v0"] / 4
 
 
 def test_orca_max_admits_fewer_requests_than_vllm_for_the_same_memory() -> None:
     trace = Trace([Request(f"r{i}", 0.0, 200, 200) for i in range(40)])
     config = EngineConfig(model="opt-13b", gpu="a100-40gb", num_gpu_blocks=400)
     peak = {p: replay(trace, config, policy=p).steps["num_running"].max()
-            for p in ("vllm", "orca-oracle", "orca-max")}
-    # Max reserves 2048 slots (128 blocks) each, oracle 400 (25 blocks, a 32-block buddy range); the pool of
-    # 400 blocks is buddy ranges of 256 + 128 + 16 blocks; paged takes what is used.
-    assert peak["orca-max"] == 256 // 128 + 128 // 128
-    assert peak["orca-oracle"] == 256 // 32 + 128 // 32
-    assert peak["vllm"] > peak["orca-oracle"] > peak["orca-max"]
+def test_policy_names_and_an_unknown_name_lists_the_valid_ones() -> None:
+    assert list(POLICIES) == ["vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "orca-pow2",
+                              "static", "sglang"]
+    with pytest.raises(ValueError, match="unknown name 'fifo'; valid names: vllm, vllm-v0, vllm-swap, sarathi"):
 
 
 def test_orca_reserves_up_front_and_never_preempts() -> None:
@@ -87,7 +85,7 @@ def test_orca_reserves_up_front_and_never_preempts() -> None:
 
 def test_vllm_prefills_first_and_preempts_the_newest_by_recompute() -> None:
     trace = Trace([Request(f"r{i}", 0.001 * i, 100, 300) for i in range(6)])
-    result = replay(trace, EngineConfig(num_gpu_blocks=60, watermark=0.0), policy="vllm")
+    result = replay(trace, EngineConfig(num_gpu_blocks=60, watermark=0.0), policy="vllm-v0")
     steps, req = result.steps, by_id(result)
     assert not ((steps["num_prefill_tokens"] > 0) & (steps["num_decode_seqs"] > 0)).any()
     assert result.summary["preemptions"] > 0 and result.summary["swaps_out"] == 0
@@ -100,7 +98,7 @@ def test_vllm_prefills_first_and_preempts_the_newest_by_recompute() -> None:
 def test_vllm_keeps_the_watermark_free_when_admitting() -> None:
     trace = Trace([Request(f"r{i}", 0.0, 160, 20) for i in range(30)])
     config = EngineConfig(num_gpu_blocks=100, watermark=0.1)
-    steps = replay(trace, config, policy="vllm").steps
+    steps = replay(trace, config, policy="vllm-v0").steps
     prefill_steps = steps[steps["num_prefill_tokens"] > 0]
     assert (prefill_steps["kv_blocks_free"] >= 10).all()
     assert replay(trace, EngineConfig(num_gpu_blocks=100, watermark=0.0)).steps["kv_blocks_free"].min() < 10
@@ -113,7 +111,7 @@ def test_vllm_swap_swaps_instead_of_recomputing() -> None:
     s = swap.summary
     assert s["swaps_out"] > 0 and s["swaps_in"] == s["swaps_out"] and s["recomputed_tokens"] == 0
     assert s["swap_out_blocks"] == s["swap_in_blocks"] > 0
-    recompute = replay(trace, config, policy="vllm").summary
+    recompute = replay(trace, config, policy="vllm-v0").summary
     assert recompute["recomputed_tokens"] > 0 and recompute["swaps_out"] == 0
     # Swapped requests come back before any new prefill.
     steps = swap.steps

@@ -79,7 +79,7 @@ def test_caching_saves_prefill_and_keeps_the_engine_consistent(trace: Trace, pol
 def test_prefix_fields_are_ignored_with_caching_off(trace: Trace) -> None:
     plain = Trace([Request(r.request_id, r.arrival_s, r.prompt_tokens, r.output_tokens, n=r.n, sampling=r.sampling)
                    for r in trace.requests])
-    a, b = run(trace, "vllm", 160, caching=False), run(plain, "vllm", 160, caching=False)
+    a, b = run(trace, "vllm-v0", 160, caching=False), run(plain, "vllm-v0", 160, caching=False)
     pd.testing.assert_frame_equal(a.requests, b.requests)
     pd.testing.assert_frame_equal(a.steps, b.steps)
 

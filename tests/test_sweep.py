@@ -21,7 +21,7 @@ lengths = "sharegpt"
 [engine]
 num_gpu_blocks = 300
 [grid]
-policy = ["vllm", "sarathi"]
+policy = ["vllm-v0", "sarathi"]
 max_num_seqs = [4, 16]
 [slo]
 ttft_ms = 1000
@@ -98,13 +98,13 @@ def test_fixed_loads_probe_every_scale_at_once() -> None:
 @pytest.mark.parametrize("edit, where", [
     (lambda s: s.replace("seed = 3", "seed = 3\ncolour = 1"), "spec.toml:2: colour: unknown key"),
     (lambda s: s.replace("max_num_seqs = [4, 16]", "max_num_seq = [4, 16]"), "spec.toml:10: grid.max_num_seq: unknown key"),
-    (lambda s: s.replace('policy = ["vllm", "sarathi"]\nmax_num_seqs = [4, 16]\n', ""), "spec.toml:8: grid: empty"),
+    (lambda s: s.replace('policy = ["vllm-v0", "sarathi"]\nmax_num_seqs = [4, 16]\n', ""), "spec.toml:8: grid: empty"),
     (lambda s: s.replace("max_num_seqs = [4, 16]", "max_num_seqs = []"), "spec.toml:10: grid.max_num_seqs: must be a non-empty list"),
     (lambda s: s.replace("ttft_ms = 1000", "ttft_ms = -5"), "spec.toml:12: slo.ttft_ms: must be a positive number"),
     (lambda s: s.replace("tpot_ms = 60", "tpot_ms = 60\nattainment = 1.5"), "spec.toml:14: slo.attainment: must be a share"),
     (lambda s: s.replace("ttft_ms = 1000\ntpot_ms = 60\n", ""), "spec.toml:11: slo: capacity search needs at least one SLO"),
     (lambda s: s.replace("high = 12", "high = 0.25"), "spec.toml:16: search.high: must be above search.low"),
-    (lambda s: s.replace("max_num_seqs = [4, 16]", "block_size = [16, 0]"), "spec.toml:10: grid.block_size: configuration policy=vllm block_size=0: block_size: must be an integer >= 1"),
+    (lambda s: s.replace("max_num_seqs = [4, 16]", "block_size = [16, 0]"), "spec.toml:10: grid.block_size: configuration policy=vllm-v0 block_size=0: block_size: must be an integer >= 1"),
     (lambda s: s.replace('"sarathi"]', '"sarathy"]'), "spec.toml:9: grid.policy: unknown policy 'sarathy'"),
     (lambda s: s.replace("lengths =", "length ="), "spec.toml:5: trace.generate.length: unknown key"),
     (lambda s: s.replace("[search]", "[loads]\nrates = [1]\n[search]"), "spec.toml:16: search: give [search] (capacity search) or [loads]"),
@@ -134,7 +134,7 @@ def test_sweep_searches_the_capacity_of_every_configuration(tmp_path: Path, caps
     assert code == 0 and "4 configurations" in stdout
     summary = pd.read_csv(tmp_path / "a" / "summary.csv")
     assert list(summary[["policy", "max_num_seqs"]].itertuples(index=False, name=None)) == [
-        ("vllm", 4), ("vllm", 16), ("sarathi", 4), ("sarathi", 16)]
+        ("vllm-v0", 4), ("vllm-v0", 16), ("sarathi", 4), ("sarathi", 16)]
     assert summary["capacity"].notna().all() and summary["capacity"].nunique() > 1
     assert (summary["replays"] <= Bisection.max_replays(Search(0.5, 12, 0.5))).all()
     assert (summary["slo_attainment@capacity"] >= 0.9).all()
@@ -213,7 +213,7 @@ def test_fixed_loads_on_a_trace_file_relative_to_the_spec(tmp_path: Path, capsys
     assert code == 0
     probes = pd.read_csv(tmp_path / "out" / "probes.csv")
     assert list(probes["rate"].round(9)) == [0.5, 2.0, 0.5, 2.0] and (probes["num_requests"] == 30).all()
-    assert (probes["policy"] == "vllm").all() and "report.md" in {p.name for p in (tmp_path / "out").iterdir()}
+    assert (probes["policy"] == "vllm-v0").all() and "report.md" in {p.name for p in (tmp_path / "out").iterdir()}
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -44,7 +44,7 @@ def test_sweep_on_ray_writes_the_same_bytes_as_local_processes(
 
 def test_compare_runs_on_ray_with_the_same_numbers(ray_instance, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    tiny = ["compare", "--preset", "default", "--num-requests", "24", "--policies", "vllm", "--rates", "2,16", "--quiet"]
+    tiny = ["compare", "--preset", "default", "--num-requests", "24", "--policies", "vllm-v0", "--rates", "2,16", "--quiet"]
     assert run_cli([*tiny, "--out", str(tmp_path / "local")], capsys)[0] == 0
     assert run_cli([*tiny, "--executor", "ray", "--jobs", "2", "--out", str(tmp_path / "ray")], capsys)[0] == 0
     local, on_ray = (pd.read_csv(tmp_path / d / "summary.csv").drop(columns="sim_wall_s") for d in ("local", "ray"))
@@ -61,5 +61,5 @@ def test_a_failing_replay_on_ray_raises_its_own_error(ray_instance) -> None:
 
     with pytest.raises(ValueError, match="^block_size: must be an integer >= 1, got 0$"):
         with make_executor("ray", run_probe, None, jobs=2) as pool:
-            pool.submit(0, Probe(0, "vllm", {"block_size": 0}, 0, 1.0, SLO(ttft_ms=1.0)))
+            pool.submit(0, Probe(0, "vllm-v0", {"block_size": 0}, 0, 1.0, SLO(ttft_ms=1.0)))
             pool.next_result()

@@ -154,7 +154,7 @@ def test_long_context_presets_take_what_llama_3_8b_refuses(long_trace: Path, tmp
 def test_compare_takes_the_trace_options_and_records_them(long_trace: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cmp"
-    assert cli.main(["compare", "--trace", str(long_trace), "--policies", "vllm", "--rate-scales", "1",
+    assert cli.main(["compare", "--trace", str(long_trace), "--policies", "vllm-v0", "--rate-scales", "1",
                      "--window", "0:8", "--head", "6", "--rate-scale", "3", "--max-context", "4096",
                      "--over-context", "drop", "--quiet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -25,7 +25,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 # The V0-style vLLM scheduler (prefill-first, no chunking) that PagedAttention and Sarathi-Serve compared
 # against. One name, so the rename when a V1 policy lands is one line.
-VLLM_V0 = "vllm"
+VLLM_V0 = "vllm-v0"
 
 
 @dataclass(frozen=True)

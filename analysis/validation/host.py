@@ -7,7 +7,7 @@ Published: InferenceBench "Recipe: concurrency sweep" (https://yobitelcomm.githu
 datasets.py, harness/.../drivers/closed_loop.py) is a closed loop of c Python threads over ten one-sentence
 built-in prompts; the lengths are not recorded: we take 64 prompt tokens (one sentence in Llama-3.1's chat
 template) and 128 output tokens (an envelope of the same suite at concurrency 1 gives total / TPOT = 128).
-Ours: llama-3-8b (Llama-3.1-8B has the same shapes), h100-sxm with its measured profile, policy `vllm`
+Ours: llama-3-8b (Llama-3.1-8B has the same shapes), h100-sxm with its measured profile, policy `vllm-v0`
 (V0-style; vLLM 0.21 runs the V1 engine). The closed loop of c users is emulated by constant arrivals at the
 rate at which Little's law puts c requests in flight (rate x mean E2E latency = c within 3%), found by a
 damped fixed-point iteration from the single-request latency. Band: published +- 15%.

@@ -113,7 +113,7 @@ def run(quick: bool, out_dir: Path) -> list[CheckResult]:
     if not quick:
         best = max(ratios, key=lambda k: ratios[k][0])
         checks.append(CheckResult(
-            case="5", check="largest sarathi / vllm gain", source=SOURCE,
+            case="5", check="largest sarathi / vllm-v0 gain", source=SOURCE,
             setting=f"the four settings above; largest at {best[0]} {best[1]}",
             metric="largest capacity ratio", published="up to 2.6x", band_lo=1.95, band_hi=3.25,
             ours=ratios[best][0], unit="x", expect_pass=False, reason=LARGEST_MISS))

@@ -4,7 +4,7 @@ Published (text of Sec. 6.3): over beam widths / sample counts 2, 4 and 6, paral
 KV memory on Alpaca and 16.2-30.5% on ShareGPT; beam search saves 37.6-55.2% on Alpaca and 44.3-66.3% on
 ShareGPT. Each range spans the three widths, so each of our three values must lie inside it. Ours:
 `sim.paper.sharing_table` (the simulator's `sharing_saved_fraction`: time-weighted blocks used with sharing
-against without), OPT-13B on A100-40GB, `vllm`, Alpaca-like and ShareGPT-like synthetic lengths.
+against without), OPT-13B on A100-40GB, `vllm-v0`, Alpaca-like and ShareGPT-like synthetic lengths.
 """
 from __future__ import annotations
 

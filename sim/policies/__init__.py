@@ -9,12 +9,13 @@ from sim.policies.sarathi import SarathiPolicy
 from sim.policies.sglang import SGLangPolicy
 from sim.policies.static import StaticPolicy
 from sim.policies.vllm import VllmPolicy
+from sim.policies.vllm_v0 import VllmV0Policy
 from sim.policies.vllm_swap import VllmSwapPolicy
 
 POLICIES: dict[str, type] = {
     cls.name: cls
-    for cls in (VllmPolicy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy, OrcaPow2Policy,
-                StaticPolicy, SGLangPolicy)
+    for cls in (VllmPolicy, VllmV0Policy, VllmSwapPolicy, SarathiPolicy, OrcaMaxPolicy, OrcaOraclePolicy,
+                OrcaPow2Policy, StaticPolicy, SGLangPolicy)
 }
 
 

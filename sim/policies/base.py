@@ -79,6 +79,10 @@ class Policy(Protocol):
     preemption: str           # "recompute", "swap" or "none"
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
+    beam_search: bool         # the engine runs beam search itself (else beam requests are rejected)
+
+    def configure(self, config: EngineConfig) -> EngineConfig:
+        """The engine's settings under this policy (its engine's defaults for fields left at ours)."""
 
     def schedule(self, sched: SchedulerView) -> StepPlan: ...
 

@@ -1,10 +1,11 @@
 """`sarathi`: Sarathi-Serve's stall-free batching. Every step first decodes every running sequence, then
 fills what is left of a token budget (`prefill_chunk_tokens`) with prefill chunks: unfinished prefills
 first, then new requests FCFS. A long prompt is split over several steps instead of stalling decodes.
-Memory is paged as in `vllm` (the whole prompt is allocated at admission, recompute preemption); no new
+Memory is paged as in `vllm-v0` (the whole prompt is allocated at admission, recompute preemption); no new
 request is admitted in a step that preempted one."""
 from __future__ import annotations
 
+from sim.config import EngineConfig
 from sim.policies.base import SchedulerView, StepPlan, admit_head
 from sim.state import RECOMPUTE
 
@@ -15,6 +16,10 @@ class SarathiPolicy:
     preemption = RECOMPUTE
     chunked_prefill = True
     reserve_true_output = False
+    beam_search = True
+
+    def configure(self, config: EngineConfig) -> EngineConfig:
+        return config
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         preempted = sched.reserve_decode(self.preemption)

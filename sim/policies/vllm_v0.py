@@ -1,0 +1,35 @@
+"""`vllm-v0`: vLLM's V0 scheduler (0.6-era; the default before the V1 engine, see `vllm` for V1). FCFS continuous batching; a step either prefills newly admitted
+requests (prefills first: running decodes wait that step) or decodes every running sequence. When a
+decode needs a block and none is free, the newest running request is preempted and later recomputed.
+The watermark keeps a few blocks free at admission so that running requests can grow."""
+from __future__ import annotations
+
+from sim.config import EngineConfig
+from sim.policies.base import SchedulerView, StepPlan, admit_waiting, swap_in_swapped
+from sim.state import RECOMPUTE
+
+
+class VllmV0Policy:
+    name = "vllm-v0"
+    memory = "paged"
+    preemption = RECOMPUTE
+    chunked_prefill = False
+    reserve_true_output = False
+    beam_search = True
+
+    def configure(self, config: EngineConfig) -> EngineConfig:
+        return config
+
+    def schedule(self, sched: SchedulerView) -> StepPlan:
+        # Swapped requests go first: no new prefills while any wait to come back.
+        if not sched.swapped:
+            prefills = admit_waiting(sched, sched.config.token_budget)
+            if prefills:
+                return StepPlan(prefills=prefills)
+        preempted = sched.reserve_decode(self.preemption)
+        swapped_in = swap_in_swapped(sched) if sched.swapped and not preempted else 0
+        return StepPlan(
+            decode=True,
+            steady=not preempted and not swapped_in,
+            arrivals_matter=not sched.waiting and not sched.swapped,
+        )
