@@ -74,8 +74,8 @@ class Scheduler(RequestQueues):
             return (f"prompt_tokens + output_tokens = {group.prompt + group.output} exceeds max_model_len "
                     f"{cfg.context_len}")
         if group.is_beam and not self.policy.beam_search:
-            return (f"beam search: policy {self.policy.name} has none in its engine (vLLM V1 runs beam search "
-                    f"in the API server as many 1-token requests)")
+            return (f"beam search: policy {self.policy.name}'s engine has none (its clients run beam search as "
+                    f"separate requests)")
         if group.n > cfg.max_num_seqs:
             return f"n={group.n} exceeds max_num_seqs {cfg.max_num_seqs}"
         if not self.policy.chunked_prefill and group.prompt > cfg.token_budget:

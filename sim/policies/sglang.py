@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from memory import AllocStatus
 
+from sim.config import EngineConfig
 from sim.policies.base import SchedulerView, StepPlan
 from sim.policies.sglang_budget import (CLIP_MAX_NEW_TOKENS, WAITING_QUEUE_PREFIX_MATCH_MAX, NewTokenRatio,
                                         default_chunked_prefill_size)
 from sim.state import DECODE, RECOMPUTE, Group
-
-BEAM_REASON = "beam search: SGLang's scheduler has no beam search (use sampling n>1 or client-side beams)"
 
 
 class SGLangPolicy:
@@ -32,6 +31,10 @@ class SGLangPolicy:
     preemption = RECOMPUTE
     chunked_prefill = True
     reserve_true_output = False
+    beam_search = False  # SGLang's scheduler has none: beam requests are rejected on arrival
+
+    def configure(self, config: EngineConfig) -> EngineConfig:
+        return config
 
     def __init__(self) -> None:
         self.ratio = NewTokenRatio()
@@ -83,9 +86,6 @@ class SGLangPolicy:
         seqs, waiting = sched.num_running_seqs, sched.waiting
         while waiting and rem_chunk > 0 and rem_input > 0:
             group = waiting[0]
-            if group.is_beam:
-                sched.reject_head(BEAM_REASON)
-                continue
             if seqs + group.n > cfg.max_num_seqs:
                 break
             need = sched.prefill_need(group)
