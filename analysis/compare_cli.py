@@ -64,6 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cost-profile", metavar="NAME|PATH",
                    help="analytic cost-model constants: a name in sim/profiles/ (e.g. h100-sxm, h200: measured by "
                         "`pagedlab calibrate`) or a JSON file (default: the simulator's 'default')")
+    p.add_argument("--kv-cache-dtype", metavar="auto|fp8",
+                   help="KV cache element type, as vLLM's: auto = the model's dtype (default), fp8 = e4m3 "
+                        "(1 byte: the KV pool doubles for a bf16 model, decode attention reads half the bytes)")
     p.add_argument("--enable-prefix-caching", action="store_true",
                    help="automatic prefix caching in the block manager (paged policies; keys from prefix groups "
                         "or Mooncake hash_ids)")
@@ -101,7 +104,8 @@ def canonical_command(args: argparse.Namespace, *, preset: str | None, loads_fla
     words += ["--policies", ",".join(args.policies), loads_flag, ",".join(f"{x:g}" for x in loads)]
     words += ["--model", args.model, "--gpu", args.gpu, "--seed", str(args.seed)]
     for flag, value in (("--block-size", args.block_size), ("--num-gpu-blocks", args.num_gpu_blocks),
-                        ("--max-num-seqs", args.max_num_seqs), ("--cost-profile", args.cost_profile)):
+                        ("--max-num-seqs", args.max_num_seqs), ("--cost-profile", args.cost_profile),
+                        ("--kv-cache-dtype", args.kv_cache_dtype)):
         if value is not None:
             words += [flag, str(value)]
     if args.enable_prefix_caching:
@@ -145,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"jobs: the execute backend runs one replay at a time on one device; got --jobs {args.jobs}")
     engine = {k: v for k, v in (("block_size", args.block_size), ("num_gpu_blocks", args.num_gpu_blocks),
                                 ("max_num_seqs", args.max_num_seqs), ("cost_profile", args.cost_profile),
-                                ("device", args.device)) if v is not None}
+                                ("device", args.device), ("kv_cache_dtype", args.kv_cache_dtype)) if v is not None}
     if args.enable_prefix_caching:
         engine["enable_prefix_caching"] = True
     if args.backend != "analytic":

@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="llama-3-8b", metavar="M", help="model preset to measure (default llama-3-8b)")
     p.add_argument("--device", default=None, choices=("cuda", "cpu"), help="default: cuda if present")
     p.add_argument("--block-size", type=int, default=16, metavar="B", help="tokens per KV block (default 16)")
+    p.add_argument("--kv-cache-dtype", default="auto", metavar="auto|fp8",
+                   help="KV cache element type: auto = the model's dtype (default), fp8 = e4m3; the fit counts "
+                        "attention bytes as stored, so use the profile with the same --kv-cache-dtype")
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per point (default 5)")
     p.add_argument("--quick", action="store_true", help="a few small points (CPU smoke test)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random weights (default 0)")
@@ -36,9 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sim.cost import PROFILE_DIR, CostProfile
-    from sim.presets import GPUS, MODELS, lookup
+    from sim.presets import GPUS, KV_CACHE_DTYPES, MODELS, lookup
 
     gpu, model = lookup("gpu", GPUS, args.gpu_name), lookup("model", MODELS, args.model)
+    if args.kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache_dtype: unknown name {args.kv_cache_dtype!r}; valid names: "
+                         f"{', '.join(KV_CACHE_DTYPES)}")
     if args.repeats < 1:
         raise ValueError(f"repeats: must be an integer >= 1, got {args.repeats}")
     out = Path(args.out) if args.out else PROFILE_DIR / f"{args.gpu_name}.json"
@@ -53,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from sim.execute.calibrate import fit_profile, predict, profile_dict, rel_errors
 
     base = CostProfile.load("default")
-    profile = fit_profile(points, measured, model, gpu, args.block_size, base, copy_s, swap_s)
-    predicted = predict(points, profile, model, gpu, args.block_size)
+    kv = args.kv_cache_dtype
+    profile = fit_profile(points, measured, model, gpu, args.block_size, base, copy_s, swap_s, kv_cache_dtype=kv)
+    predicted = predict(points, profile, model, gpu, args.block_size, kv)
     err = rel_errors(predicted, np.asarray(measured))
     description = (f"Measured by `pagedlab calibrate` on {device_name} ({datetime.date.today().isoformat()}): "
-                   f"{model.name} shapes, {len(points)} steps of the execute backend; fit median |error| "
+                   f"{model.name} shapes{', fp8 KV cache' if kv == 'fp8' else ''}, {len(points)} steps of the "
+                   f"execute backend; fit median |error| "
                    f"{np.median(err):.1%}, max {err.max():.1%}. Efficiencies relative to the {gpu.name} preset's "
                    f"datasheet peak; step times are device time (see docs/execute.md).")
     data = profile_dict(profile) | {"name": args.gpu_name, "description": description}
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace, model):
-    from sim.execute.device import dtype_for, resolve_device
+    from sim.execute.device import dtype_for, kv_dtype_for, resolve_device
 
     device = resolve_device(args.device)
     import torch
@@ -89,7 +97,7 @@ def _measure(args: argparse.Namespace, model):
     num_blocks = max(point_tokens(p) // bs + len(p[0]) + len(p[1]) for p in points) + 8
     copies, swaps = (4, 4) if args.quick else (64, 64)
     runner = StepRunner(ModelShapes.of(model), num_blocks, swaps, bs, dtype_for(device), device, args.seed,
-                        poison=False)
+                        poison=False, kv_dtype=kv_dtype_for(device, args.kv_cache_dtype))
     warm_up(runner, num_blocks)
     repeats = 1 if args.quick else args.repeats
     measured = [time_point(runner, p, num_blocks, repeats) for p in points]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from sim.presets import GIB, GPUS, MODELS, GpuSpec, ModelSpec, lookup
+from sim.presets import GIB, GPUS, KV_CACHE_DTYPES, MODELS, GpuSpec, ModelSpec, lookup
 
 BACKENDS: tuple[str, ...] = ("analytic", "execute")
 DEVICES: tuple[str, ...] = ("cuda", "cpu")
@@ -49,10 +49,16 @@ class EngineConfig:
     schedule_policy: str = "fcfs"               # waiting order: "fcfs" or "lpm" (longest cached prefix first)
     chunked_prefill_size: int | None = None     # None: SGLang's default by GPU memory (8192 on H100/H200)
     max_prefill_tokens: int = 16384             # prompt tokens one prefill batch may add
+    # KV-cache element type, vLLM's --kv-cache-dtype: "auto" = the model's dtype, "fp8" = e4m3, 1 byte
+    # per element (block bytes halve for bf16 models, so the pool doubles; decode attention reads half)
+    kv_cache_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         lookup("model", MODELS, self.model)
         lookup("gpu", GPUS, self.gpu)
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: unknown name {self.kv_cache_dtype!r}; valid names: "
+                             f"{', '.join(KV_CACHE_DTYPES)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: unknown name {self.backend!r}; valid names: {', '.join(BACKENDS)}")
         if self.device is not None and self.device not in DEVICES:
@@ -115,8 +121,8 @@ class EngineConfig:
 
     @property
     def block_bytes(self) -> int:
-        """One KV block on one GPU (K and V, all layers)."""
-        return self.model_spec.kv_bytes_per_token_per_gpu * self.block_size
+        """One KV block on one GPU (K and V, all layers), in the KV cache's dtype."""
+        return self.model_spec.kv_bytes_per_token(self.kv_cache_dtype) * self.block_size
 
     def _kv_memory_bytes(self) -> float:
         gpu, model = self.gpu_spec, self.model_spec

@@ -106,8 +106,12 @@ class AnalyticCostModel:
 
     name = "analytic"
 
-    def __init__(self, model: ModelSpec, gpu: GpuSpec, profile: CostProfile, block_size: int = 16) -> None:
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, profile: CostProfile, block_size: int = 16,
+                 kv_cache_dtype: str = "auto") -> None:
         self.model, self.gpu, self.profile, self.block_size = model, gpu, profile, block_size
+        # Attention reads (and block copies move) K/V as stored: fp8 halves the bytes of a bf16 model.
+        self.kv_bytes_per_token = model.kv_bytes_per_token(kv_cache_dtype)
+        self.kv_cache_dtype = kv_cache_dtype
         p, m, tp = profile, model, model.tp
         flops_c = gpu.peak_flops * p.gemm_compute_efficiency
         bw_m = gpu.hbm_bandwidth * p.gemm_memory_efficiency
@@ -120,7 +124,7 @@ class AnalyticCostModel:
         self._act_s_per_token = m.num_layers * act_elems * m.dtype_bytes / tp / bw_m
         # Attention: 4 FLOPs per (query, key) pair per head dim (QK^T and PV); KV bytes per context token.
         attn_flops = 4 * m.num_layers * m.num_q_heads * m.head_dim / tp
-        kv_bytes = m.kv_bytes_per_token_per_gpu
+        kv_bytes = self.kv_bytes_per_token
         self._decode_s_per_ctx = max(
             attn_flops / (gpu.peak_flops * p.attn_decode_compute_efficiency),
             kv_bytes / (gpu.hbm_bandwidth * p.attn_decode_memory_efficiency),
@@ -168,7 +172,7 @@ class AnalyticCostModel:
         return t
 
     def describe(self) -> dict:
-        return {"backend": self.name, "profile": asdict(self.profile)}
+        return {"backend": self.name, "profile": asdict(self.profile), "kv_cache_dtype": self.kv_cache_dtype}
 
     def unit_terms(self, batch: StepBatch) -> dict[str, float]:
         """The step's parts at efficiency 1 and no overhead, for calibration (`sim.execute.calibrate`): the
@@ -180,7 +184,7 @@ class AnalyticCostModel:
         q, kv = m.num_q_heads * m.head_dim, m.num_kv_heads * m.head_dim
         act_elems = 4 * h + 2 * q + 2 * kv + (3 if m.gated_mlp else 2) * m.intermediate_size
         attn_flops = 4 * m.num_layers * m.num_q_heads * m.head_dim / tp
-        kv_bytes = m.kv_bytes_per_token_per_gpu
+        kv_bytes = self.kv_bytes_per_token
         weights = (m.num_layers * m.layer_params + m.vocab_size * h) * m.dtype_bytes / tp
         return {
             "seqs": float(batch.decode_seqs + batch.prefill_seqs),
@@ -202,4 +206,4 @@ def make_cost_model(config) -> StepCostModel:
     if config.backend not in ("analytic", "execute"):
         raise ValueError(f"backend: unknown name {config.backend!r}; valid names: analytic, execute")
     return AnalyticCostModel(config.model_spec, config.gpu_spec, CostProfile.load(config.cost_profile),
-                             config.block_size)
+                             config.block_size, config.kv_cache_dtype)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GIB = 1 << 30
+# KV-cache element types, as vLLM's --kv-cache-dtype (vllm/config/cache.py, CacheConfig.cache_dtype):
+# "auto" stores K/V in the model's dtype, "fp8" in e4m3 (1 byte, scales default to 1.0).
+KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8")
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,15 @@ class ModelSpec:
 
     @property
     def kv_bytes_per_token_per_gpu(self) -> int:
-        """K and V of one token over all layers, on one GPU."""
-        return int(2 * self.num_layers * self.kv_heads_per_gpu * self.head_dim * self.dtype_bytes)
+        """K and V of one token over all layers, on one GPU, in the model's dtype."""
+        return self.kv_bytes_per_token("auto")
+
+    def kv_bytes_per_token(self, kv_cache_dtype: str = "auto") -> int:
+        """K and V of one token over all layers, on one GPU, stored as `kv_cache_dtype` (fp8: 1 byte)."""
+        if kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: unknown name {kv_cache_dtype!r}; valid names: {', '.join(KV_CACHE_DTYPES)}")
+        elem = 1 if kv_cache_dtype == "fp8" else self.dtype_bytes
+        return int(2 * self.num_layers * self.kv_heads_per_gpu * self.head_dim * elem)
 
 
 @dataclass(frozen=True)

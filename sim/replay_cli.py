@@ -50,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --verify: check every N-th step and every step that copies or swaps (default 1)")
     p.add_argument("--cost-profile", default="default", metavar="NAME|PATH",
                    help="cost-model constants: a name in sim/profiles/ or a JSON file (default: default)")
+    p.add_argument("--kv-cache-dtype", default="auto", metavar="auto|fp8",
+                   help="KV cache element type, as vLLM's: auto = the model's dtype (default), fp8 = e4m3 "
+                        "(1 byte: the KV pool doubles for a bf16 model, decode attention reads half the bytes)")
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                    help="reuse cached full prompt blocks across requests (paged policies, analytic backend; "
                         "keys from the trace's prefix groups or Mooncake hash_ids; default: on under vllm, else off)")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
         verify_every=args.verify_every, enable_prefix_caching=args.enable_prefix_caching,
+        kv_cache_dtype=args.kv_cache_dtype,
     )
     if execute:
         from sim.execute.device import resolve_device

@@ -155,9 +155,10 @@ def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def fit_profile(points: list[Point], measured: list[float], model: ModelSpec, gpu: GpuSpec, block_size: int,
                 base: CostProfile, copy_s: tuple[int, float] | None = None,
-                swap_s: tuple[int, float] | None = None) -> CostProfile:
-    """Fit step overheads and the GEMM/attention efficiencies to measured step times (relative error)."""
-    unit = AnalyticCostModel(model, gpu, base, block_size)
+                swap_s: tuple[int, float] | None = None, kv_cache_dtype: str = "auto") -> CostProfile:
+    """Fit step overheads and the GEMM/attention efficiencies to measured step times (relative error);
+    attention and copy bytes count K/V as stored (`kv_cache_dtype`)."""
+    unit = AnalyticCostModel(model, gpu, base, block_size, kv_cache_dtype)
     terms = [unit.unit_terms(step_batch(p)) for p in points]
     t = np.asarray(measured, dtype=np.float64)
     col = lambda key: np.array([x[key] for x in terms])  # noqa: E731
@@ -195,8 +196,9 @@ def fit_profile(points: list[Point], measured: list[float], model: ModelSpec, gp
     return fitted
 
 
-def predict(points: list[Point], profile: CostProfile, model: ModelSpec, gpu: GpuSpec, block_size: int) -> np.ndarray:
-    cost = AnalyticCostModel(model, gpu, profile, block_size)
+def predict(points: list[Point], profile: CostProfile, model: ModelSpec, gpu: GpuSpec, block_size: int,
+            kv_cache_dtype: str = "auto") -> np.ndarray:
+    cost = AnalyticCostModel(model, gpu, profile, block_size, kv_cache_dtype)
     return np.array([cost.step_time(step_batch(p)) for p in points])
 
 

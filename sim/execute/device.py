@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from sim.presets import GIB, MODELS
+from sim.presets import GIB, KV_CACHE_DTYPES, MODELS
 
 WORKSPACE_GIB = 2.0  # activations of an 8k-token step, the spin, allocator slack
 
@@ -36,6 +36,13 @@ def resolve_device(name: str | None) -> torch.device:
 def dtype_for(device: torch.device) -> torch.dtype:
     """bf16 on the GPU (the presets' 2-byte weights and KV); fp32 on the CPU (numpy has no bf16)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def kv_dtype_for(device: torch.device, kv_cache_dtype: str) -> torch.dtype:
+    """The KV cache's element type: the model's (`auto`) or e4m3 (`fp8`, as vLLM's kv_cache_dtype="fp8")."""
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache_dtype: unknown name {kv_cache_dtype!r}; valid names: {', '.join(KV_CACHE_DTYPES)}")
+    return torch.float8_e4m3fn if kv_cache_dtype == "fp8" else dtype_for(device)
 
 
 def check_fits(model: str, weight_bytes: int, kv_bytes: int, extra_bytes: int, device: torch.device) -> None:

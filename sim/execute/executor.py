@@ -17,7 +17,7 @@ import numpy as np
 from sim.config import EngineConfig
 from sim.cost import StepBatch
 from sim.execute.batch import ExecBatch
-from sim.execute.device import check_fits, dtype_for, resolve_device
+from sim.execute.device import check_fits, dtype_for, kv_dtype_for, resolve_device
 from sim.execute.lineage import Lineage
 from sim.execute.recording import RecordingBlockManager
 from sim.schema import EXEC_STEP_COLUMNS
@@ -39,15 +39,18 @@ class Executor:
 
         self.config, self.bm, self.device = config, bm, device
         self.dtype = dtype_for(device)
+        kv_dtype = kv_dtype_for(device, config.kv_cache_dtype)
         shapes = ModelShapes.of(config.model_spec)
         elem = torch.empty((), dtype=self.dtype).element_size()
-        kv_bytes = 2 * shapes.num_layers * config.kv_blocks * config.block_size * shapes.num_kv_heads * shapes.head_dim * elem
-        verify_bytes = ShadowCheck.table_bytes(shapes) if config.verify else 0
+        kv_bytes = (2 * shapes.num_layers * config.kv_blocks * config.block_size * shapes.num_kv_heads
+                    * shapes.head_dim * kv_dtype.itemsize)
+        verify_bytes = ShadowCheck.table_bytes(shapes, config.kv_cache_dtype == "fp8") if config.verify else 0
         check_fits(config.model, shapes.num_params() * elem, kv_bytes, verify_bytes, device)
         self.runner = StepRunner(shapes, config.kv_blocks, bm.num_cpu_blocks, config.block_size, self.dtype,
-                                 device, seed, poison=config.verify)
+                                 device, seed, poison=config.verify, kv_dtype=kv_dtype)
         self.lineage = Lineage()
-        self.check = ShadowCheck(self.runner.model, self.lineage, self.dtype) if config.verify else None
+        self.check = (ShadowCheck(self.runner.model, self.lineage, self.dtype, self.runner.cache)
+                      if config.verify else None)
         self.every = config.verify_every
         self._rows: list[tuple] = []
         self.mismatches: list[str] = []
@@ -129,5 +132,6 @@ class Executor:
         dev = self.device
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
         return {"backend": "execute", "device": str(dev), "device_name": name, "dtype": str(self.dtype).replace("torch.", ""),
+                "kv_cache_dtype": str(self.runner.kv_dtype).replace("torch.", ""),
                 "torch": torch.__version__, "triton": triton.__version__, "timer": self.runner.timer.name,
                 "model_shapes": asdict(self.runner.shapes) | {"params": self.runner.shapes.num_params()}}

@@ -60,7 +60,7 @@ def repredict(exec_steps: pd.DataFrame, config: dict, profile: str) -> pd.DataFr
     from sim.presets import GPUS, MODELS
 
     cost = AnalyticCostModel(MODELS[config["model"]], GPUS[config["gpu"]], CostProfile.load(profile),
-                             config["block_size"])
+                             config["block_size"], config.get("kv_cache_dtype", "auto"))
     rows = exec_steps[list(STEP_FIELDS)].itertuples(index=False)
     out = exec_steps.copy()
     out["predicted_s"] = [cost.step_time(StepBatch(*row)) for row in rows]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels import paged_decode, paged_prefill, write_kv
+from kernels import FP8_DTYPE, KVCache, paged_decode, paged_prefill, write_kv, write_kv_ref
 from kernels.decode import MAX_SPLITS, MIN_TOKENS_PER_SPLIT, TARGET_PROGRAMS_PER_SM
 from sim.execute.lineage import TABLE_ROWS
 from sim.presets import ModelSpec
@@ -115,33 +115,52 @@ class RandomTransformer:
         self.lm_head = weight(s.vocab, s.hidden)
         self.scale = s.head_dim ** -0.5
 
-    def forward(self, inp: StepInputs, k_cache: list[torch.Tensor], v_cache: list[torch.Tensor],
+    def _qkv(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        return F.rms_norm(x, (self.shapes.hidden,), eps=RMS_EPS) @ self.w_qkv[layer].t()
+
+    def project_kv(self, layer: int, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V ([rows, kv_heads, head_dim], model dtype) of table rows (all: None) as `forward` computes
+        them before `write_kv` (the shadow check quantizes these for an fp8 cache)."""
+        s = self.shapes
+        q_w, kv_w, _ = s.qkv_widths
+        x = self.table if rows is None else self.table.index_select(0, rows)
+        qkv = self._qkv(x, layer)
+        n = x.shape[0]
+        return (qkv[:, q_w:q_w + kv_w].reshape(n, s.num_kv_heads, s.head_dim),
+                qkv[:, q_w + kv_w:].reshape(n, s.num_kv_heads, s.head_dim))
+
+    def forward(self, inp: StepInputs, cache: KVCache,
                 capture: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
-        """Run one step; returns the sampled tokens' argmax ids. With `capture`, each layer's queries and
-        attention outputs ([T, heads, head_dim]) are appended to it for the shadow check."""
+        """Run one step over `cache`; returns the sampled tokens' argmax ids. With `capture`, each layer's
+        queries and attention outputs ([T, heads, head_dim]) are appended to it for the shadow check."""
         s = self.shapes
         q_w, kv_w, _ = s.qkv_widths
         p, n_pre = inp.num_prefill_tokens, inp.prefill_lens.shape[0]
+        # Triton's interpreter rounds float32 -> e4m3 without carrying into the exponent (docs/kernels.md):
+        # on the CPU an fp8 cache is written by torch's quantization, which write_kv matches bit for bit on
+        # a GPU. Attention reads it with the kernels either way.
+        write = write_kv_ref if cache.dtype == FP8_DTYPE and self.device.type == "cpu" else write_kv
         hidden = None
         for layer in range(s.num_layers):
             x = self.table.index_select(0, inp.rows[layer])
             t = x.shape[0]
-            qkv = F.rms_norm(x, (s.hidden,), eps=RMS_EPS) @ self.w_qkv[layer].t()
+            qkv = self._qkv(x, layer)
             q = qkv[:, :q_w].view(t, s.num_q_heads, s.head_dim)
             k = qkv[:, q_w:q_w + kv_w].view(t, s.num_kv_heads, s.head_dim)
             v = qkv[:, q_w + kv_w:].view(t, s.num_kv_heads, s.head_dim)
-            kc, vc = k_cache[layer], v_cache[layer]
-            write_kv(k, v, kc, vc, inp.slots)
+            kc, vc = cache.k[layer], cache.v[layer]
+            scales = dict(k_scale=cache.k_scale[layer], v_scale=cache.v_scale[layer])
+            write(k, v, kc, vc, inp.slots, **scales)
             if inp.extra_tokens is not None:
-                write_kv(k.index_select(0, inp.extra_tokens), v.index_select(0, inp.extra_tokens), kc, vc,
-                         inp.extra_slots)
+                write(k.index_select(0, inp.extra_tokens), v.index_select(0, inp.extra_tokens), kc, vc,
+                      inp.extra_slots, **scales)
             out = torch.empty((t, s.num_q_heads, s.head_dim), dtype=self.dtype, device=self.device)
             if p:
                 paged_prefill(q[:p], kc, vc, inp.prefill_tables, inp.prefill_lens, inp.query_start,
-                              scale=self.scale, max_query_len=inp.max_query_len, out=out[:p])
+                              scale=self.scale, max_query_len=inp.max_query_len, out=out[:p], **scales)
             if t > p:
                 paged_decode(q[p:], kc, vc, inp.decode_tables, inp.decode_lens, scale=self.scale,
-                             num_splits=inp.decode_splits, out=out[p:])
+                             num_splits=inp.decode_splits, out=out[p:], **scales)
             if capture is not None:
                 capture.append((q, out))
             h = torch.addmm(x, out.view(t, q_w), self.w_o[layer].t())

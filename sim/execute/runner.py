@@ -23,13 +23,19 @@ MAX_RERUNS = 3
 
 class StepRunner:
     def __init__(self, shapes: ModelShapes, num_gpu_blocks: int, num_cpu_blocks: int, block_size: int,
-                 dtype: torch.dtype, device: torch.device, seed: int, poison: bool) -> None:
+                 dtype: torch.dtype, device: torch.device, seed: int, poison: bool,
+                 kv_dtype: torch.dtype | None = None) -> None:
+        """`dtype` is the model's; `kv_dtype` the cache's (None: the model's; float8_e4m3fn: an fp8 cache
+        with per-tensor scales of 1.0, vLLM's default without calibrated scales)."""
         self.shapes, self.device, self.dtype, self.block_size = shapes, device, dtype, block_size
         self.model = RandomTransformer(shapes, dtype, device, seed)
         self.cache = KVCache(shapes.num_layers, num_gpu_blocks, block_size, shapes.num_kv_heads, shapes.head_dim,
-                             dtype=dtype, device=device)
+                             dtype=kv_dtype or dtype, device=device)
+        self.kv_dtype = self.cache.dtype
+        # Block moves copy raw bytes: index_copy_ has no fp8 kernel (on the CPU at least), and bytes are exact.
+        self._raw = self.cache.storage.view(torch.uint8) if self.kv_dtype.itemsize == 1 else self.cache.storage
         self.poison = poison
-        self.host = HostPool((2, shapes.num_layers, block_size, shapes.num_kv_heads, shapes.head_dim), dtype,
+        self.host = HostPool((2, shapes.num_layers, block_size, shapes.num_kv_heads, shapes.head_dim), self.kv_dtype,
                              pinned=device.type == "cuda", poison=poison) if num_cpu_blocks else None
         self.repoison()
         self.timer = make_timer(device)
@@ -42,7 +48,8 @@ class StepRunner:
         """With the shadow check, unwritten slots read as NaN: a wrong block table or a skipped copy
         cannot pass. (Called again after the warm-up steps wrote into the cache.)"""
         if self.poison:
-            self.cache.storage.fill_(float("nan"))
+            nan = torch.full((), float("nan"), dtype=self.kv_dtype)  # e4m3's NaN is the byte 0x7f
+            self._raw.fill_(nan.view(self._raw.dtype).item())
 
     # ---- inputs ------------------------------------------------------------------------------------
     def inputs(self, batch: ExecBatch) -> StepInputs:
@@ -89,7 +96,7 @@ class StepRunner:
         src = torch.tensor([g for g, _ in pairs], dtype=torch.int64, device=self.device)
         staging = self.host.gather([c for _, c in pairs])  # right shape and pinning; overwritten below
         self.timer.begin()
-        staging.copy_(self.cache.storage.index_select(2, src), non_blocking=True)
+        self._as_raw(staging).copy_(self._raw.index_select(2, src), non_blocking=True)
         seconds, _ = self.timer.end()
         self.host.scatter([c for _, c in pairs], staging)
         return seconds
@@ -105,10 +112,10 @@ class StepRunner:
                 capture.clear()
             self.timer.begin()
             if swap is not None:
-                self.cache.storage.index_copy_(2, swap[1], swap[0].to(dev, non_blocking=True))
+                self._raw.index_copy_(2, swap[1], self._as_raw(swap[0]).to(dev, non_blocking=True))
             if cow_pairs is not None:
                 self.cache.copy_blocks(cow_pairs)
-            self.model.forward(inp, self.cache.k, self.cache.v, capture)
+            self.model.forward(inp, self.cache, capture)
             seconds, starved = self.timer.end()
             if not starved or attempt == MAX_RERUNS:
                 return seconds
@@ -125,5 +132,8 @@ class StepRunner:
         """Time host -> GPU block copies alone (calibration)."""
         staged, dst = self._stage_swap_in(pairs)
         self.timer.begin()
-        self.cache.storage.index_copy_(2, dst, staged.to(self.device, non_blocking=True))
+        self._raw.index_copy_(2, dst, self._as_raw(staged).to(self.device, non_blocking=True))
         return self.timer.end()[0]
+
+    def _as_raw(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(self._raw.dtype)
