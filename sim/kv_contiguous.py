@@ -20,7 +20,7 @@ from typing import Sequence
 from memory import AllocStatus, BlockManager
 
 from sim.config import EngineConfig
-from sim.kv_reserved import ReservedKV
+from sim.kv_reserved import ReservedKV, refuse_prefix_caching
 from sim.state import Group
 
 OUTPUT_RESERVATIONS = ("max", "pow2", "oracle")
@@ -122,9 +122,7 @@ class ContiguousKV(ReservedKV):
 
     @classmethod
     def for_policy(cls, config: EngineConfig, policy, block_manager_cls: type[BlockManager]) -> "ContiguousKV":
-        if config.enable_prefix_caching:
-            raise ValueError(f"enable_prefix_caching: needs a paged policy (vllm, vllm-swap, sarathi), "
-                             f"not {policy.name!r}")
+        refuse_prefix_caching(config, policy.name)
         return cls(config, policy.output_reservation, block_manager_cls)
 
     def reservation(self, group: Group) -> int:

@@ -12,6 +12,13 @@ from sim.kv_prefix import no_prefix_summary
 from sim.state import Group, Seq
 
 
+def refuse_prefix_caching(config: EngineConfig, policy_name: str) -> None:
+    """Reservations share nothing, so there is no prefix cache to turn on."""
+    if config.enable_prefix_caching:
+        raise ValueError(f"enable_prefix_caching: needs a paged policy (vllm, vllm-v0, vllm-swap, sarathi, sglang), "
+                         f"not {policy_name!r}")
+
+
 class ReservedKV(LazyDecode):
     """Static batching: each sequence reserves a region for prompt + (max or true) output up front.
 
@@ -33,9 +40,7 @@ class ReservedKV(LazyDecode):
 
     @classmethod
     def for_policy(cls, config: EngineConfig, policy, block_manager_cls: type[BlockManager]) -> "ReservedKV":
-        if config.enable_prefix_caching:
-            raise ValueError(f"enable_prefix_caching: needs a paged policy (vllm, vllm-swap, sarathi), "
-                             f"not {policy.name!r}")
+        refuse_prefix_caching(config, policy.name)
         return cls(config, reserve_true_output=policy.reserve_true_output, block_manager_cls=block_manager_cls)
 
     def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,

@@ -2,7 +2,7 @@
 cache driven by the simulator's block manager, and the shadow check that compares every sequence's
 attention output with float64 attention over its logical history.
 
-Must show (issue 7): zero mismatches on a trace with beam search, parallel sampling and forced preemption
+What it shows: zero mismatches on a trace with beam search, parallel sampling and forced preemption
 (recompute, swap, chunked prefill), and mismatches once a copy-on-write copy or a swap-in is skipped.
 """
 from __future__ import annotations
