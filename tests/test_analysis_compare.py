@@ -10,9 +10,6 @@ import pytest
 
 from analysis.compare import load_points
 
-sim = pytest.importorskip("sim")
-needs_sim = pytest.mark.skipif(not hasattr(sim, "replay"), reason="sim.replay not built yet")
-
 AZURE = Path(__file__).resolve().parents[1] / "data" / "AzureLLMInferenceTrace_code.csv"
 
 
@@ -38,7 +35,6 @@ TINY = ["compare", "--preset", "default", "--num-requests", "24", "--policies", 
         "--quiet"]
 
 
-@needs_sim
 def test_compare_end_to_end_on_a_tiny_preset_serial_and_parallel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report"
     code, stdout, _ = run_cli([*TINY, "--out", str(out)], capsys)
@@ -64,7 +60,6 @@ def test_compare_end_to_end_on_a_tiny_preset_serial_and_parallel(tmp_path: Path,
     pd.testing.assert_frame_equal(summary.drop(columns=drop), pd.read_csv(parallel / "summary.csv").drop(columns=drop))
 
 
-@needs_sim
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -84,7 +79,6 @@ def test_bad_input_is_one_line_error_listing_valid_names(
     assert not (tmp_path / "out").exists()
 
 
-@needs_sim
 def test_unknown_trace_format_lists_valid_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = tmp_path / "t.csv"
     trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,10,5\n")
@@ -92,7 +86,6 @@ def test_unknown_trace_format_lists_valid_formats(tmp_path: Path, capsys: pytest
     assert code == 2 and "bogus" in err and "azure" in err and err.count("\n") == 1
 
 
-@needs_sim
 def test_interrupted_compare_leaves_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import analysis.compare as compare_module
@@ -112,7 +105,6 @@ def test_interrupted_compare_leaves_no_report(tmp_path: Path, capsys: pytest.Cap
     assert list(tmp_path.iterdir()) == []  # no report, no temporary directory
 
 
-@needs_sim
 def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "azure"
     code, stdout, _ = run_cli(["compare", "--trace", str(AZURE), "--num-requests", "40", "--policies", "vllm-v0,orca-max",
@@ -124,7 +116,6 @@ def test_compare_on_the_azure_code_trace(tmp_path: Path, capsys: pytest.CaptureF
     assert (summary["completed"] + summary["rejected"] == 40).all()
 
 
-@needs_sim
 def test_compare_with_a_measured_profile_changes_the_numbers(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["compare", "--preset", "default", "--num-requests", "20", "--policies", "vllm-v0", "--rates", "4", "--quiet"]
@@ -146,7 +137,6 @@ def test_execute_backend_options_are_checked(tmp_path: Path, capsys: pytest.Capt
     assert err.count("\n") == 1
 
 
-@needs_sim
 def test_compare_on_the_execute_backend_with_the_shadow_check(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     # Real Triton kernels (interpreter on CPU) on the tiny model; a 12-block pool forces preemption.
@@ -163,7 +153,6 @@ def test_compare_on_the_execute_backend_with_the_shadow_check(tmp_path: Path,
     assert re.search(r"verify: \d+ sequence-steps checked, 0 mismatches", out)
 
 
-@needs_sim
 def test_compare_with_prefix_caching_reports_hits_and_saves_ttft(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from traces import generate
@@ -206,7 +195,6 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_report(tmp_path: Path, capsys
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the command
 
 
-@needs_sim
 def test_sigterm_to_a_parallel_compare_process_leaves_nothing(tmp_path: Path) -> None:
     import signal
     import subprocess
@@ -228,7 +216,6 @@ def test_sigterm_to_a_parallel_compare_process_leaves_nothing(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_sim
 def test_an_empty_directory_the_user_made_is_filled_not_replaced(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mine"
@@ -279,7 +266,6 @@ def test_out_problems_are_one_line_in_the_documented_form(tmp_path: Path, capsys
         assert code == 2 and err == f"pagedlab: error: {out}: out: not a directory, so {out / 'sub'} cannot be made\n"
 
 
-@needs_sim
 def test_the_default_comparison_puts_memory_under_pressure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "default"
     code, _, _ = run_cli(["compare", "--num-requests", "300", "--policies", "vllm-v0,vllm-swap,orca-max", "--rates", "2,6",
@@ -296,7 +282,6 @@ def test_the_default_comparison_puts_memory_under_pressure(tmp_path: Path, capsy
     assert s.loc[("orca-max", 6), "kv_unused_fraction"] > 0.5 > s.loc[("vllm-v0", 6), "kv_unused_fraction"]
 
 
-@needs_sim
 def test_compare_warns_once_about_requests_longer_than_the_context_and_plots_quietly(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import warnings
