@@ -67,9 +67,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache-dtype", metavar="auto|fp8",
                    help="KV cache element type, as vLLM's: auto = the model's dtype (default), fp8 = e4m3 "
                         "(1 byte: the KV pool doubles for a bf16 model, decode attention reads half the bytes)")
-    p.add_argument("--enable-prefix-caching", action="store_true",
+    p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                    help="automatic prefix caching in the block manager (paged policies; keys from prefix groups "
-                        "or Mooncake hash_ids)")
+                        "or Mooncake hash_ids; default: each policy's engine default, on under vllm)")
+    p.add_argument("--schedule-policy", default=None, choices=("fcfs", "lpm"),
+                   help="sglang's waiting-queue order (default fcfs, as SGLang's)")
     p.add_argument("--backend", choices=("analytic", "execute"), default="analytic",
                    help="step times from the analytic model (default) or from real kernels on a GPU (execute; "
                         "one replay at a time)")
@@ -108,8 +110,10 @@ def canonical_command(args: argparse.Namespace, *, preset: str | None, loads_fla
                         ("--kv-cache-dtype", args.kv_cache_dtype)):
         if value is not None:
             words += [flag, str(value)]
-    if args.enable_prefix_caching:
-        words += ["--enable-prefix-caching"]
+    if args.enable_prefix_caching is not None:
+        words += ["--enable-prefix-caching" if args.enable_prefix_caching else "--no-enable-prefix-caching"]
+    if args.schedule_policy is not None:
+        words += ["--schedule-policy", args.schedule_policy]
     if args.backend != "analytic":
         words += ["--backend", args.backend] + (["--device", args.device] if args.device else [])
         words += ["--verify"] if args.verify else []
@@ -150,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
     engine = {k: v for k, v in (("block_size", args.block_size), ("num_gpu_blocks", args.num_gpu_blocks),
                                 ("max_num_seqs", args.max_num_seqs), ("cost_profile", args.cost_profile),
                                 ("device", args.device), ("kv_cache_dtype", args.kv_cache_dtype)) if v is not None}
-    if args.enable_prefix_caching:
-        engine["enable_prefix_caching"] = True
+    if args.enable_prefix_caching is not None:
+        engine["enable_prefix_caching"] = args.enable_prefix_caching
+    if args.schedule_policy is not None:
+        engine["schedule_policy"] = args.schedule_policy
     if args.backend != "analytic":
         engine.update(backend=args.backend, verify=args.verify)
         from sim.execute.device import resolve_device

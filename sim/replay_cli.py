@@ -56,6 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                    help="reuse cached full prompt blocks across requests (paged policies, analytic backend; "
                         "keys from the trace's prefix groups or Mooncake hash_ids; default: on under vllm, else off)")
+    p.add_argument("--schedule-policy", default="fcfs", choices=("fcfs", "lpm"),
+                   help="sglang's waiting-queue order: fcfs (default, as SGLang's) or lpm (longest cached prefix first)")
     p.add_argument("--no-fast-forward", action="store_true",
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
         verify_every=args.verify_every, enable_prefix_caching=args.enable_prefix_caching,
-        kv_cache_dtype=args.kv_cache_dtype,
+        kv_cache_dtype=args.kv_cache_dtype, schedule_policy=args.schedule_policy,
     )
     if execute:
         from sim.execute.device import resolve_device

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -297,3 +298,38 @@ def test_compare_warns_once_about_requests_longer_than_the_context_and_plots_qui
     assert code == 0 and [str(w.message) for w in caught] == []
     assert err == ("pagedlab: warning: 100% of requests (20 of 20) will be rejected: 20 exceed max_model_len 8192 of "
                    "llama-3-8b (prompt + output, up to 9050 tokens); try --model mistral-7b or --max-context 8192\n")
+
+
+def test_compare_turns_vllm_s_default_prefix_caching_off_and_sets_sglang_s_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from traces import generate
+
+    path = tmp_path / "groups.csv"
+    generate(40, rate=4.0, lengths="fixed", input_len=600, output_len=8, num_prefix_groups=2, prefix_tokens=512,
+             prefix_fraction=1.0, seed=3).to_csv(path)
+    argv = ["compare", "--trace", str(path), "--policies", "vllm,sglang", "--rates", "4", "--quiet"]
+    assert run_cli([*argv, "--out", str(tmp_path / "default")], capsys)[0] == 0
+    code, _, err = run_cli([*argv, "--no-enable-prefix-caching", "--schedule-policy", "lpm",
+                            "--out", str(tmp_path / "off")], capsys)
+    assert code == 0, err
+    default = pd.read_csv(tmp_path / "default" / "summary.csv").set_index("policy")
+    assert default.loc["vllm", "prefix_hit_rate"] > 0.3  # V1 caches by default
+    off = pd.read_csv(tmp_path / "off" / "summary.csv").set_index("policy")
+    assert "prefix_hit_rate" not in off or not (off["prefix_hit_rate"] > 0).any()
+    report = (tmp_path / "off" / "report.md").read_text()
+    assert "--no-enable-prefix-caching" in report and "--schedule-policy lpm" in report
+
+
+def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from traces import generate
+
+    path = tmp_path / "t.csv"
+    generate(20, rate=4.0, lengths="fixed", input_len=100, output_len=8, seed=1).to_csv(path)
+    out = tmp_path / "r"
+    assert run_cli(["replay", "--trace", str(path), "--policy", "sglang", "--schedule-policy", "lpm",
+                    "--enable-prefix-caching", "--quiet", "--out", str(out)], capsys)[0] == 0
+    assert json.loads((out / "config.json").read_text())["schedule_policy"] == "lpm"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["replay", "--trace", str(path), "--schedule-policy", "sjf", "--out", str(out)], capsys)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "--schedule-policy" in err
