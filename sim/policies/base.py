@@ -87,6 +87,17 @@ class Policy(Protocol):
     def schedule(self, sched: SchedulerView) -> StepPlan: ...
 
 
+class EnginePolicy:
+    """What most policies share: the simulator's settings are already their engine's (`configure` keeps
+    them), beam search runs in the engine, and reservations (if any) cover the maximum output."""
+
+    reserve_true_output = False
+    beam_search = True
+
+    def configure(self, config: EngineConfig) -> EngineConfig:
+        return config
+
+
 def admit_head(sched: SchedulerView, seqs: int) -> bool | None:
     """Admit the head of the waiting queue if `max_num_seqs` (with `seqs` sequences running) and the KV
     pool allow. True: admitted; False: it must wait, so admission stops (FCFS); None: it can never fit and

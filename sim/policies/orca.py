@@ -5,21 +5,15 @@ admitted only when a contiguous range for its reservation is free, so nothing is
 `orca-max`, `orca-pow2` and `orca-oracle` differ only in the output they reserve (`output_reservation`)."""
 from __future__ import annotations
 
-from sim.config import EngineConfig
-from sim.policies.base import SchedulerView, StepPlan, admit_waiting
+from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_waiting
 
 
-class OrcaPolicy:
+class OrcaPolicy(EnginePolicy):
     name = "orca"
     memory = "contiguous"
     preemption = "none"
     chunked_prefill = False
-    reserve_true_output = False
     output_reservation = "max"  # sim.kv_contiguous.OUTPUT_RESERVATIONS
-    beam_search = True
-
-    def configure(self, config: EngineConfig) -> EngineConfig:
-        return config
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         prefills = admit_waiting(sched, sched.config.token_budget)

@@ -5,21 +5,15 @@ Memory is paged as in `vllm-v0` (the whole prompt is allocated at admission, rec
 request is admitted in a step that preempted one."""
 from __future__ import annotations
 
-from sim.config import EngineConfig
-from sim.policies.base import SchedulerView, StepPlan, admit_head
+from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
 from sim.state import RECOMPUTE
 
 
-class SarathiPolicy:
+class SarathiPolicy(EnginePolicy):
     name = "sarathi"
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = True
-    reserve_true_output = False
-    beam_search = True
-
-    def configure(self, config: EngineConfig) -> EngineConfig:
-        return config
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         preempted = sched.reserve_decode(self.preemption)

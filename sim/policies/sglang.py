@@ -18,23 +18,18 @@ from __future__ import annotations
 
 from memory import AllocStatus
 
-from sim.config import EngineConfig
-from sim.policies.base import SchedulerView, StepPlan
+from sim.policies.base import EnginePolicy, SchedulerView, StepPlan
 from sim.policies.sglang_budget import (CLIP_MAX_NEW_TOKENS, WAITING_QUEUE_PREFIX_MATCH_MAX, NewTokenRatio,
                                         default_chunked_prefill_size)
 from sim.state import DECODE, RECOMPUTE, Group
 
 
-class SGLangPolicy:
+class SGLangPolicy(EnginePolicy):
     name = "sglang"
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = True
-    reserve_true_output = False
     beam_search = False  # SGLang's scheduler has none: beam requests are rejected on arrival
-
-    def configure(self, config: EngineConfig) -> EngineConfig:
-        return config
 
     def __init__(self) -> None:
         self.ratio = NewTokenRatio()

@@ -4,20 +4,14 @@ and prefills it in one step; the batch then decodes until its last request finis
 leave the batch, but nobody joins it: a request arriving meanwhile waits for the whole batch."""
 from __future__ import annotations
 
-from sim.config import EngineConfig
-from sim.policies.base import SchedulerView, StepPlan, admit_waiting
+from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_waiting
 
 
-class StaticPolicy:
+class StaticPolicy(EnginePolicy):
     name = "static"
     memory = "reserved"
     preemption = "none"
     chunked_prefill = False
-    reserve_true_output = False
-    beam_search = True
-
-    def configure(self, config: EngineConfig) -> EngineConfig:
-        return config
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         if not sched.running:

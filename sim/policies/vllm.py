@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from sim.config import EngineConfig
-from sim.policies.base import SchedulerView, StepPlan, admit_head
+from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
 from sim.state import RECOMPUTE
 
 # vllm/config/cache.py:215 (gpu_memory_utilization), :257 (enable_prefix_caching);
@@ -53,12 +53,11 @@ def v1_config(config: EngineConfig) -> EngineConfig:
     return config
 
 
-class VllmPolicy:
+class VllmPolicy(EnginePolicy):
     name = "vllm"
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = True
-    reserve_true_output = False
     beam_search = False
 
     def configure(self, config: EngineConfig) -> EngineConfig:

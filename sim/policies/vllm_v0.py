@@ -4,21 +4,15 @@ decode needs a block and none is free, the newest running request is preempted a
 The watermark keeps a few blocks free at admission so that running requests can grow."""
 from __future__ import annotations
 
-from sim.config import EngineConfig
-from sim.policies.base import SchedulerView, StepPlan, admit_waiting, swap_in_swapped
+from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_waiting, swap_in_swapped
 from sim.state import RECOMPUTE
 
 
-class VllmV0Policy:
+class VllmV0Policy(EnginePolicy):
     name = "vllm-v0"
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = False
-    reserve_true_output = False
-    beam_search = True
-
-    def configure(self, config: EngineConfig) -> EngineConfig:
-        return config
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         # Swapped requests go first: no new prefills while any wait to come back.
