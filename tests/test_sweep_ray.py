@@ -57,7 +57,7 @@ def test_a_failing_replay_on_ray_raises_its_own_error(ray_instance) -> None:
     """The task's ValueError itself, not Ray's wrapper: the CLI prints it as one line."""
     from analysis.executors import make_executor
     from analysis.slo import SLO
-    from analysis.sweep import Probe, run_probe
+    from analysis.sweep_task import Probe, run_probe
 
     with pytest.raises(ValueError, match="^block_size: must be an integer >= 1, got 0$"):
         with make_executor("ray", run_probe, None, jobs=2) as pool:
