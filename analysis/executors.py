@@ -10,6 +10,7 @@ the same object reference). `fn` is a module-level function, so it pickles by na
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import queue
@@ -197,10 +198,8 @@ def check_executor(kind: str, jobs: int, address: str | None) -> None:
     if address is not None and kind != "ray":
         raise ValueError("ray-address: needs --executor ray")
     if kind == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ValueError("executor: ray is not installed; pip install 'pagedlab[ray]'") from None
+        if importlib.util.find_spec("ray") is None:  # not imported here: the executor times its import
+            raise ValueError("executor: ray is not installed; pip install 'pagedlab[ray]'")
 
 
 def make_executor(kind: str, fn: TaskFn, shared: Any, *, jobs: int = 1, address: str | None = None) -> Executor:
