@@ -1,6 +1,7 @@
 """Fit `sim.gemm_time.OpTimeModel` on a per-operator timing grid measured on one GPU.
 
-`python -m sim.ops_fit GRID.csv --gpu h200 --out sim/profiles/ops/h200.json`. The grid (`data/ops/`) has rows
+`python -m sim.ops_fit data/ops/ops-grid-h200.csv --gpu h200 --out sim/profiles/ops/h200.json
+--plot docs/img/ops-fit-h200.png` made the shipped constants and their figure. The grid has rows
 `kind,op,tokens,k,n,us`: `linear` rows are [tokens, k] x [k, n] GEMMs; `elementwise` rows are kernels over
 [tokens, k] tensors, of which the fused single kernels enter the fit (`rms_norm`: a norm moving 2 tensors,
 `add`: an in-place add moving 3); the other elementwise rows (the executor's unfused torch SiLU-and-mul and
@@ -106,11 +107,57 @@ def fit_grid(grid: pd.DataFrame, gpu: GpuSpec, name: str, source: str, dtype_byt
     return OpTimeModel(name=name, description=description, **fitted)
 
 
+def plot_fit(grid: pd.DataFrame, model: OpTimeModel, gpu: GpuSpec, path: Path, dtype_bytes: int = 2) -> Path:
+    """Measured grid points against the fitted model, one panel per GEMM shape and one for the fitted
+    elementwise kernels (log-log)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lin = grid[grid["kind"] == "linear"]
+    ops = list(dict.fromkeys(lin["op"]))
+    cols = 5
+    rows = -(-(len(ops) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, constrained_layout=True)
+    flat = list(axes.flat)
+    for ax, op in zip(flat, ops):
+        g = lin[lin["op"] == op].sort_values("tokens")
+        k, n = int(g["k"].iloc[0]), int(g["n"].iloc[0])
+        tokens = np.unique(np.geomspace(1, g["tokens"].max(), 200).astype(int))
+        ax.loglog(g["tokens"], g["us"], "k.", ms=4, label="measured")
+        ax.loglog(tokens, [model.gemm_s(gpu, t, k, n, dtype_bytes) * 1e6 for t in tokens], "-", label="model")
+        ax.set_title(f"{op} ({k}x{n})", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    ax = flat[len(ops)]
+    for op, (kind, tensors) in ELEMENTWISE_FIT.items():
+        g = grid[(grid["kind"] == "elementwise") & (grid["op"] == op)].sort_values("tokens")
+        line = [model.kernel_s(gpu, kind, t, tensors * int(k), 0, dtype_bytes) * 1e6
+                for t, k in zip(g["tokens"], g["k"])]
+        ax.loglog(g["tokens"], g["us"], ".", ms=4, label=f"{op} measured")
+        ax.loglog(g["tokens"], line, "-", label=f"{op} model")
+    ax.set_title("fused elementwise kernels", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    for extra in flat[len(ops) + 1:]:
+        extra.set_visible(False)
+    flat[0].legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("us per call")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("tokens")
+    fig.suptitle(f"{model.name}: measured per-operator times and the fitted model ({gpu.name} datasheet peak)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.ops_fit", description=__doc__.splitlines()[0])
     parser.add_argument("grid", type=Path)
     parser.add_argument("--gpu", required=True, help="GPU preset the grid was measured on")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--plot", type=Path, help="also write a PNG of the grid against the fitted model")
     args = parser.parse_args(argv)
     try:
         gpu = lookup("gpu", GPUS, args.gpu)
@@ -124,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({k: (round(v, 9) if isinstance(v, float) else v)
                                     for k, v in asdict(model).items()}, indent=2) + "\n")
+    if args.plot is not None:
+        plot_fit(grid, model, gpu, args.plot)
     print(model.description)
     return 0
 

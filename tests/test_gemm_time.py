@@ -24,9 +24,11 @@ def test_asymptotes_are_the_roofline_lines(k: int, n: int) -> None:
     gpu = GPUS["h100-sxm"]
     # Compute-bound: many tokens, the time minus the launch tends to 2 t k n / (peak e_c).
     big = 1 << 22
-    assert MODEL.gemm_s(gpu, big, k, n) - MODEL.gemm_launch_s == pytest.approx(MODEL.gemm_compute_s(gpu, big, k, n), rel=2e-3)
+    compute = MODEL.gemm_compute_s(gpu, big, k, n)
+    assert MODEL.gemm_s(gpu, big, k, n) - MODEL.gemm_launch_s == pytest.approx(compute, rel=2e-3)
     # Memory-bound: one token, the weights streamed once at e_m of the bandwidth.
-    assert MODEL.gemm_s(gpu, 1, k, n) - MODEL.gemm_launch_s == pytest.approx(MODEL.gemm_memory_s(gpu, 1, k, n), rel=1e-3)
+    memory = MODEL.gemm_memory_s(gpu, 1, k, n)
+    assert MODEL.gemm_s(gpu, 1, k, n) - MODEL.gemm_launch_s == pytest.approx(memory, rel=1e-3)
     # A very sharp transition is the plain roofline max(c, m).
     sharp = OpTimeModel(gemm_smoothness=400.0)
     for t in (1, 64, 256, 1024, 8192):
@@ -48,7 +50,8 @@ def test_gemm_time_rises_with_tokens_between_max_and_sum(k: int, n: int) -> None
     summed = OpTimeModel(gemm_smoothness=1.0, gemm_compute_efficiency=0.7, gemm_memory_efficiency=0.9)
     assert summed.gemm_s(gpu, 300, k, n) == pytest.approx(summed.gemm_compute_s(gpu, 300, k, n)
                                                           + summed.gemm_memory_s(gpu, 300, k, n))
-    assert OpTimeModel(gemm_smoothness=2.0).gemm_s(gpu, 300, k, n) > OpTimeModel(gemm_smoothness=8.0).gemm_s(gpu, 300, k, n)
+    smooth, sharp = OpTimeModel(gemm_smoothness=2.0), OpTimeModel(gemm_smoothness=8.0)
+    assert smooth.gemm_s(gpu, 300, k, n) > sharp.gemm_s(gpu, 300, k, n)
 
 
 def test_layer_sums_its_operators_and_transfers_by_datasheet() -> None:
@@ -127,7 +130,9 @@ def test_fit_command_writes_a_loadable_model_and_rejects_bad_grids(tmp_path: Pat
     _synthetic_grid(MODEL, GPUS["h200"]).to_csv(grid, index=False)
     # (the command's own coarse search over the full grid: a few seconds)
     out = tmp_path / "m.json"
-    assert ops_fit_main([str(grid), "--gpu", "h200", "--out", str(out)]) == 0
+    plot = tmp_path / "fit.png"
+    assert ops_fit_main([str(grid), "--gpu", "h200", "--out", str(out), "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loaded = OpTimeModel.load(str(out))
     assert loaded.name == "m" and loaded.gemm_compute_efficiency == pytest.approx(0.7, abs=0.003)
     bad = tmp_path / "bad.csv"

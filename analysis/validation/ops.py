@@ -35,7 +35,7 @@ MISS_REASON = (
     "H200 (same 132 SMs and tensor cores as the H100, newer cuBLAS) the same GEMM shapes show no such steps, so "
     "they come from Vidur's kernel selection (tile/wave quantization of its cuBLAS), which no datasheet quantity "
     "carries from our grid to theirs. On the A100 the model is also 10-16% fast below 64 tokens: its weight "
-    "streaming reaches ~77% of datasheet bandwidth against 91% on our H200. Fix: operator grids measured on "
+    "streaming reaches 75-78% of datasheet bandwidth against 91% on our H200. Fix: operator grids measured on "
     "an H100 / A100 with the serving stack's own kernels (python -m sim.ops_fit), not a fit to these data."
 )
 
