@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from sim.host_time import check_engine_name, check_graph_sizes
 from sim.presets import GIB, GPUS, KV_CACHE_DTYPES, MODELS, GpuSpec, ModelSpec, lookup
 
 BACKENDS: tuple[str, ...] = ("analytic", "execute")
@@ -52,6 +53,10 @@ class EngineConfig:
     # KV-cache element type, vLLM's --kv-cache-dtype: "auto" = the model's dtype, "fp8" = e4m3, 1 byte
     # per element (block bytes halve for bf16 models, so the pool doubles; decode attention reads half)
     kv_cache_dtype: str = "auto"
+    # ---- host time and CUDA graphs (sim/host_time.py); None: the policy's engine default ----
+    host_engine: str | None = None              # whose published host constants: vllm-v1, vllm-v0, sglang, eager-sync
+    async_scheduling: bool | None = None        # host work overlaps the device (step = max) instead of adding to it
+    cuda_graph_sizes: tuple[int, ...] | None = None  # decode batch sizes with a captured graph; (): eager
 
     def __post_init__(self) -> None:
         lookup("model", MODELS, self.model)
@@ -73,6 +78,7 @@ class EngineConfig:
             # would fail the shadow check. Not supported rather than silently wrong.
             raise ValueError("enable_prefix_caching: not supported by the execute backend (use backend 'analytic')")
         _check_sglang_fields(self)
+        _check_host_fields(self)
         _positive_int("block_size", self.block_size)
         _positive_int("max_num_seqs", self.max_num_seqs)
         _positive_int("prefill_chunk_tokens", self.prefill_chunk_tokens)
@@ -168,6 +174,16 @@ def _check_sglang_fields(config: EngineConfig) -> None:
     if config.chunked_prefill_size is not None:
         _positive_int("chunked_prefill_size", config.chunked_prefill_size)
     _positive_int("max_prefill_tokens", config.max_prefill_tokens)
+
+
+def _check_host_fields(config: EngineConfig) -> None:
+    check_engine_name(config.host_engine)
+    if config.async_scheduling is not None and not isinstance(config.async_scheduling, bool):
+        raise ValueError(f"async_scheduling: must be a bool, got {config.async_scheduling!r}")
+    if isinstance(config.cuda_graph_sizes, list):  # from JSON
+        object.__setattr__(config, "cuda_graph_sizes", tuple(config.cuda_graph_sizes))
+    if config.cuda_graph_sizes is not None:
+        check_graph_sizes(config.cuda_graph_sizes)
 
 
 def _positive_int(name: str, value: object) -> None:

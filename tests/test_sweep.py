@@ -193,13 +193,13 @@ def test_resume_after_an_interrupted_sweep_skips_finished_configurations(
     real = sweep_task.run_probe
     calls: list[tuple[int, float]] = []
 
-    def interrupted_after_9(trace, probe):
-        if len(calls) == 9:
+    def interrupted_after_12(trace, probe):  # configuration 0 has finished by then (its 6th probe is the 11th)
+        if len(calls) == 12:
             raise KeyboardInterrupt
         calls.append((probe.index, probe.scale))
         return real(trace, probe)
 
-    monkeypatch.setattr(sweep_task, "run_probe", interrupted_after_9)
+    monkeypatch.setattr(sweep_task, "run_probe", interrupted_after_12)
     code, _, err = run_cli(["sweep", str(spec), "--out", str(out), "--jobs", "1", "--quiet"], capsys)
     assert code == 130 and "interrupted" in err
     finished = sorted(p.name for p in (out / "configs").iterdir())

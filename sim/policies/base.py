@@ -10,6 +10,7 @@ from typing import Any, Callable, Protocol
 from memory import AllocStatus
 
 from sim.config import EngineConfig
+from sim.host_time import with_engine_host
 from sim.state import RECOMPUTE, Group
 
 
@@ -80,6 +81,7 @@ class Policy(Protocol):
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
     beam_search: bool         # the engine runs beam search itself (else beam requests are rejected)
+    host_engine: str          # whose host time, overlap and CUDA graphs (a name in sim.host_time.ENGINES)
 
     def configure(self, config: EngineConfig) -> EngineConfig:
         """The engine's settings under this policy (its engine's defaults for fields left at ours)."""
@@ -89,13 +91,15 @@ class Policy(Protocol):
 
 class EnginePolicy:
     """What most policies share: the simulator's settings are already their engine's (`configure` keeps
-    them), beam search runs in the engine, and reservations (if any) cover the maximum output."""
+    them, adding the engine's host-time settings), beam search runs in the engine, and reservations (if any)
+    cover the maximum output."""
 
     reserve_true_output = False
     beam_search = True
+    host_engine: str
 
     def configure(self, config: EngineConfig) -> EngineConfig:
-        return config
+        return with_engine_host(config, self.host_engine)
 
 
 def admit_head(sched: SchedulerView, seqs: int) -> bool | None:

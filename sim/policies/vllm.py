@@ -59,9 +59,10 @@ class VllmPolicy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = True
     beam_search = False
+    host_engine = "vllm-v1"  # async scheduling on by default (docs/engines.md), CUDA graphs up to 512
 
     def configure(self, config: EngineConfig) -> EngineConfig:
-        return v1_config(config)
+        return super().configure(v1_config(config))
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         cfg = sched.config
