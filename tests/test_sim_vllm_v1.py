@@ -283,3 +283,17 @@ def test_blocks_cached_as_chunks_allocate_them_are_hit_and_never_cached_twice() 
     assert bm.cache_blocks("c", 0, keys[:2]) == 0      # the same content is cached once (a's copy)
     assert bm.find_cached_prefix(keys) == bm.block_table("a")[:3]
     bm.check_invariants()
+
+
+def test_the_execute_backend_runs_vllm_chunk_allocation_on_a_real_cache() -> None:
+    """Blocks allocated chunk by chunk, child requests and preemptions: the real kernels' shadow check holds."""
+    torch = pytest.importorskip("torch")
+    spec = [(30, 6, 1), (20, 6, 2), (40, 5, 1)]
+    trace = Trace([Request(f"r{i}", 0.0, p, o, n=n, sampling="parallel" if n > 1 else "greedy")
+                   for i, (p, o, n) in enumerate(spec)])
+    config = EngineConfig(model="tiny", num_gpu_blocks=6, backend="execute", verify=True,
+                          device="cuda" if torch.cuda.is_available() else "cpu",
+                          max_num_batched_tokens=64, max_num_seqs=8)
+    s = replay(trace, config, policy="vllm", seed=1).summary
+    assert s["num_finished"] == len(spec) and s["preemptions"] > 0
+    assert s["verify_checked"] >= s["num_steps"] and s["verify_mismatches"] == 0, s["verify_first_mismatches"]
