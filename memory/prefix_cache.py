@@ -140,6 +140,24 @@ class PrefixCachingBlockManager(BlockManager):
             self.num_prefix_hit_tokens += cached
         return cached
 
+    def cache_blocks(self, seq_id: SeqId, first: int, block_keys: BlockKeys) -> int:
+        """Register the sequence's full blocks `first, first + 1, ...` under `block_keys` (one key each),
+        chained after block `first - 1`: a sequence allocated chunk by chunk caches its blocks as they are
+        allocated. Stops at the first block whose content another block already holds (that one stays
+        the cached copy, ours stays private) or whose predecessor is not cached. Returns how many were
+        registered."""
+        seq = self._on_gpu(seq_id)
+        keys = self._checked_keys(block_keys, None)
+        gpu, blocks = self._gpu, seq.blocks
+        count = min(len(keys), seq.num_tokens // self.block_size - first)
+        parent = gpu.node_of(blocks[first - 1]) if first else ROOT
+        if count <= 0 or (first and parent == ROOT) or gpu.is_cached(blocks[first]):
+            return 0
+        if (parent, keys[0]) in gpu._block_by_hash:  # registered first by another sequence
+            return 0
+        gpu.register_chain(blocks[first:first + count], parent, keys[:count])
+        return count
+
     # ---- keys and lookups --------------------------------------------------------------------------
     def _checked_keys(self, block_keys: BlockKeys | None, num_tokens: int | None) -> BlockKeys:
         """Validated keys (all checked before any use, so that a bad one cannot fail half-way)."""

@@ -46,6 +46,12 @@ class EngineConfig:
                                                 # None: the policy's engine default (on for `vllm`, else off)
     # vLLM V1 (`vllm` policy) scheduler options; see docs/sim.md for the source line of each
     long_prefill_token_threshold: int = 0       # > 0: most prefill tokens one request takes per step (0: off)
+    scheduling_policy: str = "fcfs"             # V1's SchedulerConfig.policy: "fcfs" or "priority" (trace column)
+    enable_chunked_prefill: bool | None = None  # vllm: V1's chunked prefill (None: on, V1's default)
+    # V1's KV pool sizing (`vllm` only, sim/v1_memory.py): memory outside torch (NCCL, cuBLAS), and what one
+    # captured CUDA graph takes
+    non_torch_gib: float = 0.16
+    cudagraph_mib_per_graph: float = 24.0
     # ---- sglang policy (sim/policies/sglang.py; docs/sim.md "sglang") ----
     schedule_policy: str = "fcfs"               # waiting order: "fcfs" or "lpm" (longest cached prefix first)
     chunked_prefill_size: int | None = None     # None: SGLang's default by GPU memory (8192 on H100/H200)
@@ -79,6 +85,11 @@ class EngineConfig:
             raise ValueError("enable_prefix_caching: not supported by the execute backend (use backend 'analytic')")
         _check_sglang_fields(self)
         _check_host_fields(self)
+        if self.enable_chunked_prefill is not None and not isinstance(self.enable_chunked_prefill, bool):
+            raise ValueError(f"enable_chunked_prefill: must be a bool, got {self.enable_chunked_prefill!r}")
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(f"scheduling_policy: unknown name {self.scheduling_policy!r}; valid names: "
+                             f"{', '.join(SCHEDULING_POLICIES)}")
         _positive_int("block_size", self.block_size)
         _positive_int("max_num_seqs", self.max_num_seqs)
         _positive_int("prefill_chunk_tokens", self.prefill_chunk_tokens)
@@ -94,7 +105,7 @@ class EngineConfig:
         _fraction("gpu_memory_utilization", self.gpu_memory_utilization, low_open=True, high_closed=True)
         _fraction("watermark", self.watermark, low_open=False, high_closed=False)
         _fraction("beam_replace_prob", self.beam_replace_prob, low_open=False, high_closed=True)
-        for name in ("swap_space_gib", "activation_reserve_gib"):
+        for name in ("swap_space_gib", "activation_reserve_gib", "non_torch_gib", "cudagraph_mib_per_graph"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
@@ -165,6 +176,7 @@ class EngineConfig:
 
 
 SCHEDULE_POLICIES: tuple[str, ...] = ("fcfs", "lpm")
+SCHEDULING_POLICIES: tuple[str, ...] = ("fcfs", "priority")   # vLLM V1 (config/scheduler.py:159-165)
 
 
 def _check_sglang_fields(config: EngineConfig) -> None:

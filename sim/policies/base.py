@@ -56,6 +56,10 @@ class SchedulerView(Protocol):
 
     def reserve_decode(self, mode: str = RECOMPUTE) -> int: ...
 
+    def reserve_running(self, chunks: list[tuple[Group, int]], victim: Callable[[list[Group]], Group]) -> int: ...
+
+    def allocate_chunk(self, group: Group, tokens: int) -> bool: ...
+
     def can_swap_in(self, group: Group) -> bool: ...
 
     def swap_in(self, group: Group) -> None: ...
@@ -97,8 +101,17 @@ class EnginePolicy:
     reserve_true_output = False
     beam_search = True
     host_engine: str
+    allocate_per_chunk = False     # KV blocks per scheduled chunk (V1), not the whole prefill at admission
+    running_by_admission = False   # `running` in admission order (V1), not arrival order
+    samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
 
     def configure(self, config: EngineConfig) -> EngineConfig:
+        if config.scheduling_policy != "fcfs":
+            raise ValueError(f"scheduling_policy: {config.scheduling_policy!r} is modelled for policy vllm only, "
+                             f"not {self.name!r}")
+        if config.enable_chunked_prefill is not None:
+            raise ValueError(f"enable_chunked_prefill: a vllm setting; policy {self.name!r} chunks "
+                             f"{'always' if self.chunked_prefill else 'never'}")
         return with_engine_host(config, self.host_engine)
 
 
