@@ -19,6 +19,7 @@ from dataclasses import fields, replace
 from typing import Callable
 
 from sim.config import EngineConfig
+from sim.host_time import with_engine_host
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
 from sim.presets import GIB
 from sim.state import RECOMPUTE, Group
