@@ -72,6 +72,8 @@ def _name(argv: list[str]) -> str:
     """Ray sets its workers' and agents' titles (`ray::IDLE`, `ray::DashboardAgent`); daemons are binaries or
     scripts; anything else this process started is a forked copy of it (a pool worker)."""
     title = " ".join(argv)
+    if not title:
+        return ""  # a zombie (its command line gone): keeps the name it had
     if title.startswith("ray::"):
         kind = title.split()[0]
         return "ray worker" if kind in ("ray::IDLE", "ray::_ray_task") else kind
@@ -102,7 +104,7 @@ class TreeCPU:
         while todo:
             pid = todo.pop()
             _, start, cpu, name = procs[pid]
-            self._seen[(pid, start)] = (cpu, name)
+            self._seen[(pid, start)] = (cpu, name or self._seen.get((pid, start), (0.0, "forked worker"))[1])
             todo.extend(children[pid])
 
     def _run(self) -> None:
