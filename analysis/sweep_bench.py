@@ -1,7 +1,7 @@
 """Benchmark (a script, not a test): a 64-configuration capacity search on the Azure code trace under the
 `local` and the `ray` executor in one run, and the replays the bisection needed against a full grid.
 
-    python -m analysis.sweep_bench --jobs 2 --repeats 2 --verify 1 --out out/sweep-bench
+    python -m analysis.sweep_bench --num-requests 4000 --jobs 2 --repeats 2 --verify 1 --out out/sweep-bench
 
 Grid: 4 policies x 4 `max_num_seqs` x 4 KV pool sizes (`num_gpu_blocks`), Llama-3-8B on H100-SXM, SLOs
 TTFT <= 2 s and TPOT <= 100 ms for 90% of requests, rate scales 0.1..4 in steps of 0.05, the whole trace
