@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 import time
 from collections import deque
 from typing import Any, Callable, Hashable
@@ -147,11 +148,14 @@ class RayExecutor(Executor):
         self._owns = not ray.is_initialized()
         started = time.perf_counter()
         if self._owns:
+            sigterm = signal.getsignal(signal.SIGTERM)
             if address is None:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local instance reports to no one
                 ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(address=address, log_to_driver=False)
+            if sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it (sys.exit) and never puts it back
         self.timings["ray_init_s"] = time.perf_counter() - started
         self.parallelism = max(int(ray.cluster_resources().get("CPU", jobs)), 1)
         self._fn = fn

@@ -1,7 +1,7 @@
 """Benchmark (a script, not a test): a 64-configuration capacity search on the Azure code trace under the
 `local` and the `ray` executor in one run, and the replays the bisection needed against a full grid.
 
-    python -m analysis.sweep_bench --jobs 2 --repeats 2 --verify 1 --out out/sweep-bench
+    python -m analysis.sweep_bench --num-requests 4000 --jobs 2 --repeats 2 --verify 1 --out out/sweep-bench
 
 Grid: 4 policies x 4 `max_num_seqs` x 4 KV pool sizes (`num_gpu_blocks`), Llama-3-8B on H100-SXM, SLOs
 TTFT <= 2 s and TPOT <= 100 ms for 90% of requests, rate scales 0.1..4 in steps of 0.05, the whole trace
@@ -72,6 +72,8 @@ def _name(argv: list[str]) -> str:
     """Ray sets its workers' and agents' titles (`ray::IDLE`, `ray::DashboardAgent`); daemons are binaries or
     scripts; anything else this process started is a forked copy of it (a pool worker)."""
     title = " ".join(argv)
+    if not title:
+        return ""  # a zombie (its command line gone): keeps the name it had
     if title.startswith("ray::"):
         kind = title.split()[0]
         return "ray worker" if kind in ("ray::IDLE", "ray::_ray_task") else kind
@@ -102,7 +104,7 @@ class TreeCPU:
         while todo:
             pid = todo.pop()
             _, start, cpu, name = procs[pid]
-            self._seen[(pid, start)] = (cpu, name)
+            self._seen[(pid, start)] = (cpu, name or self._seen.get((pid, start), (0.0, "forked worker"))[1])
             todo.extend(children[pid])
 
     def _run(self) -> None:

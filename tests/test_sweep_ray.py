@@ -5,6 +5,7 @@ One Ray instance serves the module (starting one takes 5-10 s on a 2-core machin
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,9 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def ray_instance():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    signal.signal(signal.SIGTERM, sigterm)  # ray.init installs its own and never restores it: other tests check it
 
     @ray.remote
     def ping() -> str:
