@@ -11,7 +11,6 @@ for every pure decode step (one or many), which keeps fast-forwarding exact.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from sim.json_profile import load_json_dataclass
 from sim.presets import GpuSpec, ModelSpec
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -64,21 +64,7 @@ class CostProfile:
     @classmethod
     def load(cls, name_or_path: str) -> "CostProfile":
         """A profile by name (`sim/profiles/<name>.json`) or by path to a JSON file."""
-        path = Path(name_or_path)
-        if path.suffix != ".json":
-            path = PROFILE_DIR / f"{name_or_path}.json"
-            if not path.is_file():
-                names = sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
-                raise ValueError(f"cost_profile: unknown name {name_or_path!r}; valid names: {', '.join(names)}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
+        return load_json_dataclass(cls, name_or_path, PROFILE_DIR, "cost_profile")
 
 
 @dataclass(frozen=True, slots=True)

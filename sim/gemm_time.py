@@ -19,10 +19,10 @@ The constants are fractions of the datasheet peak and seconds per launch, fitted
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from sim.json_profile import load_json_dataclass
 from sim.presets import GpuSpec
 
 OPS_PROFILE_DIR = Path(__file__).with_name("profiles") / "ops"
@@ -58,21 +58,7 @@ class OpTimeModel:
     @classmethod
     def load(cls, name_or_path: str) -> "OpTimeModel":
         """A fitted model by name (`sim/profiles/ops/<name>.json`) or by path to a JSON file."""
-        path = Path(name_or_path)
-        if path.suffix != ".json":
-            path = OPS_PROFILE_DIR / f"{name_or_path}.json"
-            if not path.is_file():
-                names = sorted(p.stem for p in OPS_PROFILE_DIR.glob("*.json"))
-                raise ValueError(f"op_model: unknown name {name_or_path!r}; valid names: {', '.join(names)}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
+        return load_json_dataclass(cls, name_or_path, OPS_PROFILE_DIR, "op_model")
 
     # ---- the lines the smooth model runs between --------------------------------------------------------
     def gemm_compute_s(self, gpu: GpuSpec, tokens: float, k: int, n: int) -> float:
