@@ -198,7 +198,7 @@ class AnalyticCostModel:
         }
 
 
-def make_cost_model(config) -> StepCostModel:
+def make_cost_model(config) -> AnalyticCostModel:
     """The analytic cost model of an `EngineConfig`. With `backend="execute"` the measured step times
     advance the clock and this model only predicts each step alongside (for fidelity tables)."""
     if config.backend not in ("analytic", "execute"):

@@ -23,7 +23,7 @@ import numpy as np
 from memory import BlockManager
 
 from sim.config import EngineConfig
-from sim.cost import CostProfile, StepBatch, make_cost_model
+from sim.cost import StepBatch, make_cost_model
 from sim.host_time import HostModel
 from sim.scheduler_output import SchedulerOutput
 
@@ -65,7 +65,7 @@ class AnalyticTimer:
 
     def __init__(self, config: EngineConfig) -> None:
         self.cost = make_cost_model(config)
-        self.host = HostModel.of(config, CostProfile.load(config.cost_profile))
+        self.host = HostModel.of(config, self.cost.profile)  # the profile the cost model loaded: read once
         self.fast_forward = config.fast_forward
         # (base, slope) of a linear decode-time model, if the cost model has one: scalar fast path.
         self._linear = getattr(self.cost, "decode_coefficients", None)
