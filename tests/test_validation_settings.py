@@ -49,3 +49,43 @@ def test_parallel_sampling_saves_n_minus_1_over_n_of_the_shared_prompt() -> None
     assert shared == pytest.approx([shared[0]] * 3, rel=0.03)
     # A prompt one token short of 4 blocks shares only its 3 full blocks: less is saved.
     assert _saved(4, 63) < _saved(4, 64)
+
+
+def test_sarathi_engine_host_profile_is_vidurs_measurement_on_default_device_constants() -> None:
+    import dataclasses
+
+    from analysis.validation.sarathi import HOST_PROFILE, HOST_REQUEST_MS, HOST_STEP_MS, engine_host_fit
+    from sim.cost import CostProfile
+
+    step_s, per_request_s = engine_host_fit()
+    profile = CostProfile.load(str(HOST_PROFILE))
+    assert profile.host_step_s == pytest.approx(step_s, rel=0.01) == HOST_STEP_MS / 1e3
+    assert profile.host_per_request_s == pytest.approx(per_request_s, rel=0.01) == HOST_REQUEST_MS / 1e3
+    assert profile.host_per_token_s == 0.0
+    # Only the host terms differ from the default profile the other cases use.
+    default = CostProfile.load("default")
+    device = {f.name for f in dataclasses.fields(CostProfile)} - {"name", "description", "host_step_s",
+                                                                    "host_per_request_s", "host_per_token_s"}
+    assert all(getattr(profile, name) == getattr(default, name) for name in device)
+
+
+@pytest.mark.parametrize("policy", ["vllm-v0", "sarathi"])
+def test_sarathi_case_runs_both_policies_eager_and_synchronous_with_the_engines_host_time(policy: str) -> None:
+    from sim import EngineConfig
+    from sim.cost import CostProfile
+    from sim.host_time import HostModel
+    from sim.policies import make_policy
+
+    config = make_policy(policy).configure(EngineConfig(**engine_settings("arxiv", "strict")))
+    host = HostModel.of(config, CostProfile.load(config.cost_profile))
+    assert host.graph_sizes == () and not host.overlap
+    assert host.host_s(requests=64, sampled=64) == pytest.approx(1.33e-3 + 64 * 0.105e-3)
+
+
+def test_the_sweeps_client_bounds_tpot_only_once_its_streams_need_more_than_the_engine_step() -> None:
+    from analysis.validation.host import CLIENT_CHUNK_S, client_tpot_ms
+
+    assert CLIENT_CHUNK_S == pytest.approx(409e-6)  # onyx PR #14937: 387-431 us per chunk
+    assert client_tpot_ms(7.3, 1) == 7.3 and client_tpot_ms(7.3, 16) == 7.3  # 16 x 0.409 = 6.5 ms < 7.3
+    assert client_tpot_ms(7.3, 64) == pytest.approx(64 * 0.409)
+    assert client_tpot_ms(7.3, 64, chunk_s=0.0) == 7.3
