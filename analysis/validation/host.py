@@ -54,10 +54,11 @@ DECODE_NOTE = ("in band: V1's host time per step (0.2-0.3 ms at these batches) h
 CLIENT_MISS = ("with the client's per-chunk cost the bound is c x 0.409 ms (6.5 ms at 16, 26.2 ms at 64 streams): "
                "it reaches the published TPOT's shape (the sweep's output rate is flat, 1,463 tokens/s at 16 and 1,365 "
                "at 64, a serialized client's signature) but not its level, which needs 0.68-0.73 ms a chunk. The "
-               "sweep (2026-05-16) ran a LiteLLM from before BerriAI/litellm PR #28720 (2026-05-23), which removed a "
-               "per-chunk model_dump() and model_response_creator() from the synchronous path, so its per-chunk cost "
-               "was higher than the measurement's (not measured). Fix: the per-chunk CPU of the LiteLLM release the "
-               "sweep used, measured apart from this sweep; or a sweep driven by vLLM's own benchmark client.")
+               "sweep (2026-05-16) ran an older LiteLLM than the measurement (2026-09-21); BerriAI/litellm PR #28720 "
+               "(2026-05-23) removed per-chunk work from the synchronous path in between (for which providers it "
+               "mattered is not verified), so a higher cost then is plausible, not measured. Fix: the per-chunk CPU "
+               "of the LiteLLM release the sweep used, measured apart from this sweep; or a sweep driven by vLLM's "
+               "own benchmark client.")
 LOAD_MISS = ("under load the published TPOT grows far more than the engine's (10.9 ms at 16 and 46.9 ms at 64 "
              "streams; its output rate is flat, 1,463 and 1,365 tokens/s, where our engine's V1 steps of 16-64 "
              "sequences take 7.5-8.1 ms, host time hidden behind them). A flat rate is a serialized stage's "
