@@ -82,6 +82,8 @@ class SchedulerView(Protocol):
 
     def retract(self, group: Group) -> None: ...
 
+    def abort(self, group: Group, reason: str) -> None: ...
+
 
 class Policy(Protocol):
     name: str
