@@ -113,6 +113,17 @@ def test_settings_vllm_v1_refuses_are_one_line_errors(fields: dict, message: str
         EngineConfig(long_prefill_token_threshold=-1)
 
 
+def test_a_token_budget_below_the_block_size_is_accepted_as_v1_accepts_it() -> None:
+    # vLLM V1 checks the budget against max_num_seqs and max_model_len, not the block size
+    # (config/scheduler.py:317-360): prompts then run in chunks of at most the budget.
+    trace = Trace([Request("a", 0.0, 40, 5), Request("b", 0.001, 20, 5)])
+    result = replay(trace, EngineConfig(max_num_batched_tokens=8, max_num_seqs=4, block_size=16), policy="vllm")
+    steps = result.steps
+    assert (result.requests["status"] == "finished").all()
+    assert (steps["num_prefill_tokens"] + steps["num_decode_seqs"] <= 8).all()
+    assert steps["num_prefill_tokens"].sum() == 60 - result.summary["prefix_hit_tokens"]
+
+
 # ---- KV blocks per scheduled chunk ------------------------------------------------------------------
 def test_kv_blocks_follow_the_scheduled_chunks_step_by_step() -> None:
     trace = Trace([Request("a", 0.0, 1000, 3), Request("b", 0.0, 300, 3)])
