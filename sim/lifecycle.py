@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
+
 from sim.config import EngineConfig
 from sim.kv_layout import KVLayout
 from sim.scheduler_output import SchedulerOutput

@@ -1,7 +1,7 @@
 """`vllm`: vLLM V1's scheduler (vllm 0.33.0) with `vllm serve` defaults; rules and source lines in
 docs/sim.md. There are no prefill and decode phases: every step has one token budget
-(`max_num_batched_tokens`) shared by decodes and prefill chunks. Running requests are served first (each
-decoding sequence's token, then the unfinished prefill chunks in running order), then waiting requests
+(`max_num_batched_tokens`) shared by decodes and prefill chunks. Running requests are served first, in
+`running` order (a decode one token, an unfinished prefill up to the rest of the budget), then waiting requests
 (FCFS, or by (priority, arrival) under `scheduling_policy="priority"`), chunked to the leftover budget;
 nobody is admitted in a step that preempted. A waiting request is admitted only if its whole current
 sequence fits (`scheduler_reserve_full_isl`), above V1's watermark (0 by default), but KV blocks are
