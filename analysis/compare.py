@@ -95,7 +95,11 @@ class CompareSpec:
             raise ValueError("policies: a policy is listed twice")
         check_executor(self.executor, self.jobs, self.ray_address)
         check_attainment_target(self.target)
-        self.engine_config()  # unknown model/GPU or a bad field fails here, before any replay
+        config = self.engine_config()  # unknown model/GPU or a bad field fails here, before any replay
+        from sim.policies import make_policy
+
+        for policy in self.policies:  # and so does a setting an engine refuses (e.g. vLLM V1's limits)
+            make_policy(policy).configure(config)
 
     def engine_config(self):  # -> sim.EngineConfig
         from sim import EngineConfig

@@ -1,6 +1,6 @@
 """`pagedlab compare`: policies side by side on one trace across load, with a report.
 
-    pagedlab compare                      # built-in default: preset trace, five policies, six rates
+    pagedlab compare                      # built-in default: preset trace, seven policies, six rates
     pagedlab compare --trace data/AzureLLMInferenceTrace_code.csv --rate-scales 1,2,4 --out out/azure
 
 Heavy imports (pandas, matplotlib, the simulator) happen inside `run`, so `pagedlab --help` stays fast.
@@ -16,7 +16,7 @@ from typing import Any
 from analysis.executors import add_executor_arguments
 from traces.options import add_arrival_options, add_transform_options, apply_transforms, transform_words
 
-DEFAULT_POLICIES = ("vllm-v0", "vllm-swap", "sarathi", "orca-max", "static")
+DEFAULT_POLICIES = ("vllm", "sglang", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "static")
 DEFAULT_OUT = "out/compare"
 DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "h100-sxm"  # for a --trace file
 # Used when --goodput is not given: a chat-style bound on waiting for the first token and on decode pace.

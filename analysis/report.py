@@ -45,8 +45,40 @@ class ReportContext:
     notes: list[str] = field(default_factory=list)
 
 
-def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) -> list[str]:
-    """Plain sentences read off the numbers: who has the most capacity, who wins at the highest load, memory."""
+def rejection_reasons(runs: Mapping[tuple[str, float], RunData]) -> dict[str, dict[str, int]]:
+    """Per policy, each reason a request was rejected (or aborted) for and how many, over all its runs."""
+    out: dict[str, dict[str, int]] = {}
+    for (policy, _), run in runs.items():
+        req = run.requests
+        counts = out.setdefault(policy, {})
+        for reason, count in req.loc[req["status"] == "rejected", "reason"].value_counts(sort=False).items():
+            counts[str(reason)] = counts.get(str(reason), 0) + int(count)
+    return out
+
+
+def rejection_finding(table: pd.DataFrame, reasons: Mapping[str, Mapping[str, int]]) -> str | None:
+    """One sentence: how many requests each policy rejected per load and why (None if no policy did)."""
+    per_load = table.groupby("policy", sort=False)["rejected"].agg(["min", "max"])
+    if not (per_load["max"] > 0).any():
+        return None
+    total = int(table["num_requests"].max())
+    parts, clean = [], []
+    for policy, r in per_load.iterrows():
+        if r["max"] == 0:
+            clean.append(str(policy))
+            continue
+        count = f"{r['min']}" if r["min"] == r["max"] else f"{r['min']}-{r['max']}"
+        top = sorted(reasons.get(str(policy), {}).items(), key=lambda item: -item[1])[:2]
+        why = "; ".join(f"'{reason}'" for reason, _ in top)
+        parts.append(f"{policy} {count} of {total} at each load ({why})" if why else f"{policy} {count} of {total}")
+    return ("Rejected requests, which count as missing the SLOs in goodput and SLO attainment: " + "; ".join(parts)
+            + (f"; none under {', '.join(clean)}" if clean else "") + ".")
+
+
+def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
+             reasons: Mapping[str, Mapping[str, int]] | None = None) -> list[str]:
+    """Plain sentences read off the numbers: who has the most capacity, who wins at the highest load, memory,
+    and which requests were rejected (with `reasons`, from `rejection_reasons`)."""
     out: list[str] = []
     caps = capacity.dropna(subset=["capacity"]).sort_values("capacity", ascending=False)
     lowest = min(capacity["first_failing_load"].min(), capacity["capacity"].min()) if len(capacity) else float("nan")
@@ -90,6 +122,9 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext) ->
     if not busy.empty:
         out.append("Preemptions / swap-outs / copy-on-write copies over all loads: "
                    + ", ".join(f"{p} {int(r.preemptions)}/{int(r.swaps_out)}/{int(r.cow_copies)}" for p, r in busy.iterrows()) + ".")
+    rejected = rejection_finding(table, reasons or {})
+    if rejected:
+        out.append(rejected)
     overfull = table[table["kv_overfull_steps"] > 0]
     if not overfull.empty:
         out.append(check_failed_message(overfull))
@@ -142,14 +177,16 @@ def _capacity_display(capacity: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def render_markdown(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext) -> str:
+def render_markdown(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext,
+                    found: Sequence[str]) -> str:
     lines = ["# Policy comparison", ""]
     lines += [f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}" for k, v in _setup_lines(ctx)]
     lines += [f"- {note}" for note in ctx.notes]
-    lines += ["", "## Findings", ""] + [f"- {s}" for s in findings(table, capacity, ctx)]
+    lines += ["", "## Findings", ""] + [f"- {s}" for s in found]
     lines += ["", "## Latency and throughput", "", to_markdown(formatted(table, LATENCY_COLUMNS)), ""]
     lines += ["Latencies in ms (normalized latency in s per output token); throughputs per second of the run "
-              "(first arrival to last finish); `request_goodput` counts requests within every SLO.", ""]
+              "(first arrival to last finish); `request_goodput` counts requests within every SLO; `rejected` "
+              "requests never finish, so they count against goodput and `slo_attainment`.", ""]
     lines += ["## Capacity", "", to_markdown(_capacity_display(capacity)), ""]
     lines += ["## Memory", "", to_markdown(formatted(table, MEMORY_COLUMNS)), ""]
     lines += ["KV usage is the time-weighted share of GPU KV slots held; `kv_unused_fraction` is the share of held "
@@ -177,7 +214,8 @@ def _table_box(table: pd.DataFrame) -> str:
     return f"<div class='table-box'>{to_html(table)}</div>"
 
 
-def render_html(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext) -> str:
+def render_html(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext,
+                found: Sequence[str]) -> str:
     """One file with no outside references: styles inline, plots as data: URIs."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'><title>pagedlab policy comparison</title>"
              f"<style>{HTML_STYLE}</style></head><body><h1>Policy comparison</h1><ul>"]
@@ -186,7 +224,7 @@ def render_html(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequenc
         parts.append(f"<li><b>{html.escape(key)}</b>: {shown}</li>")
     parts += [f"<li>{html.escape(note)}</li>" for note in ctx.notes]
     parts.append("</ul><h2>Findings</h2><ul>")
-    parts += [f"<li>{html.escape(s)}</li>" for s in findings(table, capacity, ctx)]
+    parts += [f"<li>{html.escape(s)}</li>" for s in found]
     parts.append("</ul><h2>Latency and throughput</h2>" + _table_box(formatted(table, LATENCY_COLUMNS)))
     parts.append("<h2>Capacity</h2>" + _table_box(_capacity_display(capacity)))
     parts.append("<h2>Memory</h2>" + _table_box(formatted(table, MEMORY_COLUMNS)) + "<h2>Plots</h2>")
@@ -205,7 +243,8 @@ def write_report(out_dir: Path, table: pd.DataFrame, capacity: pd.DataFrame,
     plot_files = write_plots(out_dir, table, capacity, runs, ctx)
     write_text_atomic(out_dir / "summary.csv", table.to_csv(index=False))
     write_text_atomic(out_dir / "capacity.csv", capacity.to_csv(index=False))
-    write_text_atomic(out_dir / "report.md", render_markdown(table, capacity, plot_files, ctx))
-    write_text_atomic(out_dir / "report.html", render_html(table, capacity, plot_files, ctx))
+    found = findings(table, capacity, ctx, rejection_reasons(runs))
+    write_text_atomic(out_dir / "report.md", render_markdown(table, capacity, plot_files, ctx, found))
+    write_text_atomic(out_dir / "report.html", render_html(table, capacity, plot_files, ctx, found))
     return {"summary": out_dir / "summary.csv", "markdown": out_dir / "report.md", "html": out_dir / "report.html",
             **{p.stem: p for p in plot_files}}

@@ -18,7 +18,7 @@ MEMORY_COLUMNS: tuple[str, ...] = (
     "mean_batch_size", "mean_num_running", "preemptions", "swaps_out", "swaps_in", "cow_copies", "sharing_saved_fraction",
 )
 CONSOLE_COLUMNS: tuple[str, ...] = (
-    "policy", "load", "completed", "output_throughput", "p99_ttft_ms", "p99_tpot_ms",
+    "policy", "load", "completed", "rejected", "output_throughput", "p99_ttft_ms", "p99_tpot_ms",
     "mean_normalized_latency_s", "request_goodput", "kv_usage_mean", "preemptions",
 )
 PERCENT_COLUMNS = frozenset(

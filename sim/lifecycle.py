@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
-from typing import Callable
 
 from sim.config import EngineConfig
 from sim.kv_layout import KVLayout
@@ -116,56 +115,41 @@ class RequestQueues:
                 self.swapped.append(group)
         return len(preempted)
 
-    def reserve_running(self, chunks: list[tuple[Group, int]], victim: Callable[[list[Group]], Group]) -> int:
-        """vLLM V1's running loop (sched/scheduler.py:793-994): this step's decode slots and the blocks of
-        the running requests' prefill `chunks` (group, tokens). When the pool is short, requests are served
-        in running order and, while one does not fit, `victim(running)` is preempted by recompute (V1:
-        the last running request under FCFS, the worst (priority, arrival) under priority) until it fits
-        or is itself the victim. A preempted request's chunk leaves `chunks` (in place). Returns how many
-        were preempted."""
+    # ---- vLLM V1's running loop (sim/policies/vllm.py walks `running`; these take its memory) -----------
+    def reserve_step(self, chunks: list[tuple[Group, int]]) -> bool:
+        """The whole step's memory at once, if the pool holds it: a decode slot for every decoding sequence
+        and the blocks of the prefill `chunks`. False, taking nothing, when the pool is short (the caller
+        then goes request by request with `reserve_slots`)."""
         kv, g1 = self.kv, self.G + 1
         need = sum(kv.chunk_need(group, q) for group, q in chunks)
         if self.decode_seqs:
             need += kv.crossings(g1) + sum(kv.group_need(group, g1) for group in self.dirty_groups)
-        if need <= kv.bm.num_free_gpu_blocks:
-            if self.decode_seqs:
-                kv.reserve_bucket(g1)
-                for group in self.dirty_groups:
-                    kv.commit_group(group, g1)
-            for group, q in chunks:
-                assert kv.allocate_chunk(group, q)
-            return 0
-        chunk_of = {group.idx: q for group, q in chunks}
-        running, preempted, i = self.running, 0, 0
-        while i < len(running):
-            group = running[i]
-            if group.state == DECODE:
-                need = kv.group_need(group, g1)
-            elif group.idx in chunk_of:
-                need = kv.chunk_need(group, chunk_of[group.idx])
-            else:
-                i += 1
-                continue
-            while need > kv.bm.num_free_gpu_blocks:
-                out = victim(running)
-                j = running.index(out)
-                del running[j]
-                if j < i:
-                    i -= 1
-                chunk_of.pop(out.idx, None)
-                self.requeue(self._preempt(out, RECOMPUTE))
-                preempted += 1
-                if out is group:
-                    break
-            if group.state == WAITING:  # it was its own victim: the next one may fit (V1 under priority)
-                continue
-            if group.state == DECODE:
+        if need > kv.bm.num_free_gpu_blocks:
+            return False
+        if self.decode_seqs:
+            kv.reserve_bucket(g1)
+            for group in self.dirty_groups:
                 kv.commit_group(group, g1)
-            else:
-                assert kv.allocate_chunk(group, chunk_of[group.idx])
-            i += 1
-        chunks[:] = [(group, q) for group, q in chunks if group.idx in chunk_of]
-        return preempted
+        for group, q in chunks:
+            assert kv.allocate_chunk(group, q)
+        return True
+
+    def reserve_slots(self, group: Group, tokens: int) -> bool:
+        """One running request's memory for this step: its decode slot, or its prefill chunk of `tokens`;
+        False, taking nothing, when the pool is short."""
+        kv, g1 = self.kv, self.G + 1
+        if group.state == DECODE:
+            if kv.group_need(group, g1) > kv.bm.num_free_gpu_blocks:
+                return False
+            kv.commit_group(group, g1)
+            return True
+        return kv.allocate_chunk(group, tokens)
+
+    def preempt(self, group: Group) -> None:
+        """Preempt a running request by recompute (its blocks, this step's included, are freed); it waits
+        again at the front (FCFS) or by its key (priority)."""
+        self.running.remove(group)
+        self.requeue(self._preempt(group, RECOMPUTE))
 
     def _preempt(self, group: Group, mode: str) -> Group:
         kv, g, out = self.kv, self.G, self.out
@@ -178,6 +162,7 @@ class RequestQueues:
             if group.dirty:
                 self.dirty_groups.remove(group)
         else:  # a chunked prefill in progress loses its computed chunks
+            assert group.state == PREFILL
             kv.abort_prefill(group)
             self.prefilling.remove(group)
         self.num_running_seqs -= group.n

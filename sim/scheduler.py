@@ -255,6 +255,22 @@ class Scheduler(RequestQueues):
         self.running.remove(group)
         self.waiting.append(self._preempt(group, RECOMPUTE))
 
+    def abort(self, group: Group, reason: str) -> None:
+        """End a decoding request early, without its output (SGLang aborts a beam group it would have to
+        retract): its memory is freed and it leaves with `reason`, counted with the rejected."""
+        assert group.state == DECODE
+        g = self.G
+        group.generated = group.produced(g)
+        group.end_run(g)
+        group.epoch += 1
+        self.decode_seqs -= len(group.seqs)
+        if group.dirty:
+            self.dirty_groups.remove(group)
+        self.kv.free(group, g)
+        self.running.remove(group)
+        self.num_running_seqs -= group.n
+        self.reject(group, reason)
+
     def reject(self, group: Group, reason: str) -> None:
         group.state, group.reason = REJECTED, reason
         self._done(group)

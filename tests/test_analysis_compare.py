@@ -70,6 +70,8 @@ def test_compare_end_to_end_on_a_tiny_preset_serial_and_parallel(tmp_path: Path,
         (["--preset", "nope"], "unknown preset 'nope'; valid names: default"),
         (["--goodput", "ttfb:5"], "valid names: ttft, tpot, e2el"),
         (["--rates", "0,1"], "rates: every value must be a positive number"),
+        (["--policies", "vllm-v0,vllm", "--gpu", "a100-80gb", "--max-num-seqs", "4096"],
+         "max_num_batched_tokens: 2048 is smaller than max_num_seqs 4096; vLLM V1 refuses this"),
     ],
 )
 def test_bad_input_is_one_line_error_listing_valid_names(

@@ -222,3 +222,24 @@ def test_html_tables_sit_in_scroll_boxes_with_aligned_cells(default_report: dict
     assert text.count("<div class='table-box'><table>") == text.count("<table>") == 3
     assert "<td class='text'>paged</td>" in text and re.search(r"<td class='num'>\d", text)
     assert ".table-box{overflow-x:auto" in text and "white-space:nowrap" in text
+
+
+def test_rejected_requests_are_named_per_policy_with_their_reason_and_miss_the_slos() -> None:
+    slo = SLO(ttft_ms=300, tpot_ms=30)
+    runs = {(p, r): fake_run(p, r) for p in POLICIES for r in RATES}
+    for rate in RATES:  # `paged` rejects two requests at every load
+        req = runs[("paged", rate)].requests
+        req.loc[[1, 5], ["status", "reason"]] = ["rejected", "beam search: not in this engine"]
+        req.loc[[1, 5], ["first_token_s", "finish_s", "ttft_s", "e2e_s"]] = np.nan
+    table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(run, slo)} for (p, r), run in runs.items()])
+    capacity = capacity_by_policy(table, target=0.9)
+    ctx = ReportContext(command="c", trace_description="t", model="tiny", gpu="h100-sxm", seed=0, policies=POLICIES,
+                        loads=RATES, load_label="rate", slo=slo, slo_note="test", target=0.9, timeline_load=4.0)
+    from analysis.report import rejection_reasons
+
+    lines = [s for s in findings(table, capacity, ctx, rejection_reasons(runs)) if s.startswith("Rejected requests")]
+    assert lines == ["Rejected requests, which count as missing the SLOs in goodput and SLO attainment: paged 2 of 12 "
+                     "at each load ('beam search: not in this engine'); none under contiguous."]
+    paged = table[table["policy"] == "paged"]
+    assert (paged["rejected"] == 2).all() and (paged["slo_attainment"] <= 10 / 12).all()
+    assert not any(s.startswith("Rejected") for s in findings(table[table["policy"] == "contiguous"], capacity, ctx))

@@ -43,7 +43,10 @@ def test_any_trace_any_policy(reqs: list[Request], policy: str, pool: int, water
     assert len(done) + (req["status"] == "rejected").sum() == len(reqs)
     assert (req.loc[req["status"] == "rejected", "reason"].str.len() > 0).all()
     assert (done["generated_tokens"] == done["output_tokens"] * done["n"]).all()
-    assert steps["num_generated_tokens"].sum() == done["generated_tokens"].sum()
+    # sglang aborts a beam group it cannot keep: its tokens were generated, the request reports none.
+    aborted = req["reason"].str.startswith("beam search group aborted").any()
+    assert steps["num_generated_tokens"].sum() == done["generated_tokens"].sum() or (
+        aborted and steps["num_generated_tokens"].sum() > done["generated_tokens"].sum())
     assert (done["arrival_s"] <= done["first_token_s"]).all() and (done["first_token_s"] <= done["finish_s"]).all()
     assert (steps["kv_blocks_used"] <= pool).all() and (steps["kv_tokens"] <= steps["kv_slots_reserved"]).all()
     # One stream per request (samples in lockstep); under vllm each parallel sample is its own request.

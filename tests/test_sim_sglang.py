@@ -117,11 +117,74 @@ def test_the_estimate_holds_back_a_request_the_pool_would_admit() -> None:
     assert (sgl["preemptions"] == 0).all()
 
 
-def test_beam_search_is_rejected_with_a_reason() -> None:
-    trace = Trace([Request("b", 0.0, 50, 10, n=2, sampling="beam"), Request("g", 0.0, 50, 10)])
-    result = by_id(replay(trace, EngineConfig(), policy="sglang"))
-    assert result.loc["b", "status"] == "rejected" and result.loc["b", "reason"].startswith("beam search: policy sglang")
-    assert result.loc["g", "status"] == "finished"
+def test_beam_search_runs_in_the_scheduler_and_beam_groups_are_retracted_last() -> None:
+    # D (a beam group) arrives last, so it has the fewest generated tokens: SGLang's order would retract it
+    # first, but beam groups go last, so C (parallel) is retracted and D keeps running.
+    trace = Trace([Request("A", 0.0, 100, 1600, n=2, sampling="beam"),
+                   Request("B", 9.0, 100, 1600, n=2, sampling="parallel"),
+                   Request("C", 9.01, 100, 1600, n=2, sampling="parallel"),
+                   Request("D", 9.02, 100, 1600, n=2, sampling="beam")])
+    result = replay(trace, EngineConfig(num_gpu_blocks=320, watermark=0.0), policy="sglang")
+    req = by_id(result)
+    assert (req["status"] == "finished").all() and result.summary["cow_copies"] > 0
+    assert req.loc["C", "preemptions"] == 1 and req["preemptions"].sum() == 1
+
+
+class RetractView:
+    """What `_retract_for_decode` reads: decoding groups, one block each per decode step, a free pool."""
+
+    def __init__(self, groups: list[tuple[str, str, int]], free: int) -> None:
+        from sim.state import DECODE, Group
+
+        self.G, self.free, self.running, self.gone = 0, free, [], []
+        for i, (rid, sampling, produced) in enumerate(groups):
+            group = Group(i, rid, i, 100, 1000, 2, sampling)
+            group.state, group.generated = DECODE, produced
+            self.running.append(group)
+
+    def decode_need(self) -> int:
+        return len(self.running)
+
+    def num_free_blocks(self) -> int:
+        return self.free
+
+    def retract(self, group) -> None:
+        self.running.remove(group)
+        self.gone.append(("retracted", group.request_id))
+
+    def abort(self, group, reason: str) -> None:
+        assert "beam search group aborted" in reason
+        self.running.remove(group)
+        self.gone.append(("aborted", group.request_id))
+
+
+def test_a_beam_group_that_must_go_is_aborted_after_every_other_request() -> None:
+    # One block free, four requests decoding: three must go. The parallel ones go first (fewest tokens
+    # first) although the beam groups have fewer tokens; then the beam group with the fewest tokens is
+    # aborted (not requeued), and the last one is kept.
+    view = RetractView([("P", "parallel", 50), ("X", "beam", 40), ("Y", "beam", 10), ("Q", "parallel", 60)], free=1)
+    assert SGLangPolicy()._retract_for_decode(view) == 3
+    assert view.gone == [("retracted", "P"), ("retracted", "Q"), ("aborted", "Y")]
+
+
+def test_an_aborted_request_frees_its_memory_and_is_counted_with_the_rejected(monkeypatch) -> None:
+    original = SGLangPolicy.schedule
+
+    def schedule(self, sched):
+        beams = [g for g in sched.running if g.is_beam and g.state == DECODE and g.produced(sched.G) >= 5]
+        if beams:
+            sched.abort(beams[0], "beam search group aborted: test")
+        return original(self, sched)
+
+    from sim.state import DECODE
+
+    monkeypatch.setattr(SGLangPolicy, "schedule", schedule)
+    trace = Trace([Request("b", 0.0, 50, 40, n=3, sampling="beam"), Request("g", 0.0, 50, 40)])
+    result = replay(trace, EngineConfig(num_gpu_blocks=64, check_every=1), policy="sglang")
+    req = by_id(result)
+    assert req.loc["b", "status"] == "rejected" and req.loc["b", "reason"] == "beam search group aborted: test"
+    assert req.loc["g", "status"] == "finished" and result.summary["num_rejected"] == 1
+    assert result.steps["kv_blocks_used"].iloc[-1] < result.steps["kv_blocks_used"].max()
 
 
 def sharing_trace() -> Trace:

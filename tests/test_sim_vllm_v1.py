@@ -1,6 +1,8 @@
 """`vllm` (vLLM V1) rules on small hand-made traces, each against `vllm-v0` where the engines differ."""
 from __future__ import annotations
 
+import random
+
 import pandas as pd
 import pytest
 
@@ -109,6 +111,17 @@ def test_settings_vllm_v1_refuses_are_one_line_errors(fields: dict, message: str
         replay(Trace([Request("a", 0.0, 10, 10)]), EngineConfig(**fields), policy="vllm")
     with pytest.raises(ValueError, match="long_prefill_token_threshold: must be an integer >= 0"):
         EngineConfig(long_prefill_token_threshold=-1)
+
+
+def test_a_token_budget_below_the_block_size_is_accepted_as_v1_accepts_it() -> None:
+    # vLLM V1 checks the budget against max_num_seqs and max_model_len, not the block size
+    # (config/scheduler.py:317-360): prompts then run in chunks of at most the budget.
+    trace = Trace([Request("a", 0.0, 40, 5), Request("b", 0.001, 20, 5)])
+    result = replay(trace, EngineConfig(max_num_batched_tokens=8, max_num_seqs=4, block_size=16), policy="vllm")
+    steps = result.steps
+    assert (result.requests["status"] == "finished").all()
+    assert (steps["num_prefill_tokens"] + steps["num_decode_seqs"] <= 8).all()
+    assert steps["num_prefill_tokens"].sum() == 60 - result.summary["prefix_hit_tokens"]
 
 
 # ---- KV blocks per scheduled chunk ------------------------------------------------------------------
@@ -297,3 +310,126 @@ def test_the_execute_backend_runs_vllm_chunk_allocation_on_a_real_cache() -> Non
     s = replay(trace, config, policy="vllm", seed=1).summary
     assert s["num_finished"] == len(spec) and s["preemptions"] > 0
     assert s["verify_checked"] >= s["num_steps"] and s["verify_mismatches"] == 0, s["verify_first_mismatches"]
+
+
+# ---- the running loop's order -----------------------------------------------------------------------
+def v1_running_loop(running: list[tuple[object, bool, int]], budget: int, cap: int) -> dict:
+    """vLLM V1's running loop as written (sched/scheduler.py:795-849, 1002), memory aside: walk `running`
+    (request, decoding, tokens left) in order while budget is left; a decode takes one token, a prefill
+    `min(rest, cap if cap > 0, budget)`. Returns request -> tokens."""
+    tokens = {}
+    for request, decoding, rest in running:
+        if budget <= 0:
+            break
+        n = 1 if decoding else rest
+        if 0 < cap < n:
+            n = cap
+        n = min(n, budget)
+        tokens[request] = n
+        budget -= n
+    return tokens
+
+
+@pytest.mark.parametrize("seed, scheduling", [(0, "fcfs"), (1, "fcfs"), (2, "priority"), (3, "priority")])
+def test_the_running_loop_gives_each_request_the_tokens_v1_gives_walking_running_in_order(
+        monkeypatch, seed: int, scheduling: str) -> None:
+    """Every step without preemption schedules exactly what V1's loop over `running` does, including steps
+    where decodes follow unfinished prefills and the budget runs out (long_prefill_token_threshold on)."""
+    from sim.policies.vllm import VllmPolicy
+    from sim.state import DECODE
+
+    rng = random.Random(seed)
+    arrivals = sorted(rng.uniform(0.0, 0.4) for _ in range(80))
+    trace = Trace([Request(f"r{i}", t, rng.choice([rng.randint(3, 40), rng.randint(100, 700)]), rng.randint(2, 80),
+                           priority=rng.randint(0, 3)) for i, t in enumerate(arrivals)])
+    config = EngineConfig(max_num_batched_tokens=128, max_num_seqs=16, long_prefill_token_threshold=48,
+                          num_gpu_blocks=100, scheduling_policy=scheduling, fast_forward=False)
+    original, seen = VllmPolicy.schedule, {"checked": 0, "interleaved": 0, "preempting": 0}
+
+    def schedule(self, sched):
+        budget = sched.config.token_budget
+        cap = sched.config.long_prefill_token_threshold if len(sched.running) + len(sched.waiting) > 1 else 0
+        before = [(g, g.state == DECODE, g.prefill_len - g.prefill_done) for g in sched.running]
+        plan = original(self, sched)
+        if not all(g in sched.running for g, _, _ in before):
+            seen["preempting"] += 1    # memory ran short: V1's walk with preemption decided
+            return plan
+        ran = {g: q for g, q in plan.prefills if g in dict.fromkeys(r for r, _, _ in before)}
+        ran.update({g: 1 for g, decoding, _ in before if decoding and plan.decode})
+        assert ran == v1_running_loop(before, budget, cap)
+        seen["checked"] += 1
+        first_prefill = next((i for i, (_, decoding, _) in enumerate(before) if not decoding), len(before))
+        demand = sum(1 if d else min(rest, cap or rest) for _, d, rest in before)
+        seen["interleaved"] += any(d for _, d, _ in before[first_prefill:]) and demand > budget
+        return plan
+
+    monkeypatch.setattr(VllmPolicy, "schedule", schedule)
+    result = replay(trace, config, policy="vllm")
+    assert (result.requests["status"] == "finished").all()
+    assert seen["checked"] > 100 and seen["interleaved"] > 0 and seen["preempting"] > 0, seen
+
+
+class WalkView:
+    """Just what V1's walk reads: running requests with a block need each, a pool of free blocks."""
+
+    def __init__(self, spec: list[tuple[str, str, int, int, int]], free: int, budget: int) -> None:
+        from types import SimpleNamespace
+
+        from sim.state import DECODE, PREFILL, Group
+
+        self.config, self.free = SimpleNamespace(token_budget=budget), free
+        self.running, self.need, self.holds, self.preempted = [], {}, {}, []
+        for i, (rid, state, priority, need, holds) in enumerate(spec):
+            group = Group(i, rid, i, 100, 10, 1, "greedy", priority)
+            group.state = DECODE if state == "decode" else PREFILL
+            group.prefill_len, group.prefill_done = (100, 0) if state == "prefill" else (0, 0)
+            self.running.append(group)
+            self.need[rid], self.holds[rid] = need, holds
+
+    def reserve_slots(self, group, tokens: int) -> bool:
+        if self.need[group.request_id] > self.free:
+            return False
+        self.free -= self.need[group.request_id]
+        self.holds[group.request_id] += self.need[group.request_id]
+        return True
+
+    def preempt(self, group) -> None:
+        from sim.state import WAITING
+
+        self.running.remove(group)
+        self.free += self.holds[group.request_id]
+        group.state = WAITING
+        self.preempted.append(group.request_id)
+
+
+# (request, state, priority, blocks needed this step, blocks held), free blocks; policy; expected outcome
+WALKS = [
+    # H's decode slot does not fit: under priority the victim is L, already scheduled, whose token goes
+    # back to the budget, so P's chunk gets 31 of 32 (scheduler.py:944-962); under FCFS the victim is
+    # the last running request, P (scheduler.py:969-970).
+    ("priority", [("L", "decode", 5, 0, 3), ("H", "decode", 0, 1, 2), ("P", "prefill", 1, 2, 0)], 0,
+     ["L"], {"P": 31}),
+    ("fcfs", [("L", "decode", 5, 0, 3), ("H", "decode", 0, 1, 2), ("P", "prefill", 1, 2, 4)], 0,
+     ["P"], {}),
+    # B is its own victim: under FCFS the loop stops (C, after it, was preempted first); under priority it
+    # is passed over and C, after it, still runs (scheduler.py:978-993).
+    ("fcfs", [("A", "decode", 0, 0, 1), ("B", "decode", 9, 1, 0), ("C", "prefill", 0, 1, 0)], 0,
+     ["C", "B"], {}),
+    ("priority", [("A", "decode", 0, 0, 1), ("B", "decode", 9, 1, 2), ("C", "prefill", 0, 1, 0)], 0,
+     ["B"], {"C": 31}),
+]
+
+
+@pytest.mark.parametrize("policy, spec, free, victims, chunks", WALKS)
+def test_the_walk_preempts_v1s_victim_in_running_order_and_gives_its_tokens_back(
+        policy: str, spec: list, free: int, victims: list, chunks: dict) -> None:
+    from sim.policies.vllm import VllmPolicy, _walk
+    from sim.state import DECODE
+
+    view = WalkView(spec, free, budget=32)
+    victim = VllmPolicy().victim(EngineConfig(scheduling_policy=policy))
+    got, budget, preempted = _walk(view, 32, victim, policy == "priority")
+    assert view.preempted == victims and preempted == len(victims)
+    assert {g.request_id: q for g, q in got} == chunks
+    decodes = sum(g.state == DECODE for g in view.running)
+    assert budget == 32 - decodes - sum(chunks.values())

@@ -56,7 +56,12 @@ class SchedulerView(Protocol):
 
     def reserve_decode(self, mode: str = RECOMPUTE) -> int: ...
 
-    def reserve_running(self, chunks: list[tuple[Group, int]], victim: Callable[[list[Group]], Group]) -> int: ...
+    # vLLM V1's running loop: the whole step's memory at once, else request by request in running order
+    def reserve_step(self, chunks: list[tuple[Group, int]]) -> bool: ...
+
+    def reserve_slots(self, group: Group, tokens: int) -> bool: ...
+
+    def preempt(self, group: Group) -> None: ...
 
     def allocate_chunk(self, group: Group, tokens: int) -> bool: ...
 
@@ -77,6 +82,8 @@ class SchedulerView(Protocol):
 
     def retract(self, group: Group) -> None: ...
 
+    def abort(self, group: Group, reason: str) -> None: ...
+
 
 class Policy(Protocol):
     name: str
@@ -94,9 +101,9 @@ class Policy(Protocol):
 
 
 class EnginePolicy:
-    """What most policies share: the simulator's settings are already their engine's (`configure` keeps
-    them, adding the engine's host-time settings), beam search runs in the engine, and reservations (if any)
-    cover the maximum output."""
+    """What most policies share: the simulator's settings are already their engine's (`engine_settings`
+    keeps them; `vllm` overrides it with V1's defaults), `configure` adds the engine's host-time settings,
+    beam search runs in the engine, and reservations (if any) cover the maximum output."""
 
     reserve_true_output = False
     beam_search = True
@@ -106,13 +113,18 @@ class EnginePolicy:
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
 
     def configure(self, config: EngineConfig) -> EngineConfig:
+        """The engine's settings (`engine_settings`) with its host-time settings added."""
+        return with_engine_host(self.engine_settings(config), self.host_engine)
+
+    def engine_settings(self, config: EngineConfig) -> EngineConfig:
+        """The simulator's settings as this engine takes them: as they are; settings of vllm only are refused."""
         if config.scheduling_policy != "fcfs":
             raise ValueError(f"scheduling_policy: {config.scheduling_policy!r} is modelled for policy vllm only, "
                              f"not {self.name!r}")
         if config.enable_chunked_prefill is not None:
             raise ValueError(f"enable_chunked_prefill: a vllm setting; policy {self.name!r} chunks "
                              f"{'always' if self.chunked_prefill else 'never'}")
-        return with_engine_host(config, self.host_engine)
+        return config
 
 
 def admit_head(sched: SchedulerView, seqs: int) -> bool | None:

@@ -7,7 +7,9 @@ most 128 wait and the prefix cache is on) - within a chunk budget (`chunked_pref
 and `max_prefill_tokens`, and only while SGLang's estimate of free KV tokens allows: running requests are
 charged `new_token_ratio` of their remaining output, new ones all of it (clipped at 4096). A decode step
 whose new blocks do not fit retracts running requests (fewest generated tokens first, ties: longest
-prompt) to the end of the waiting queue and raises the ratio. Beam search is rejected: SGLang has none.
+prompt) to the end of the waiting queue and raises the ratio. Beam search runs in the scheduler (a beam
+group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups are retracted last
+and, since they cannot be requeued, aborted.
 
 Modelling choices (docs/sim.md, "sglang"): the radix cache is the block manager's prefix cache at the
 engine's block size (hits rounded down to whole blocks; eviction least recently released first, a
@@ -29,7 +31,7 @@ class SGLangPolicy(EnginePolicy):
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = True
-    beam_search = False  # SGLang's scheduler has none: beam requests are rejected on arrival
+    beam_search = True   # beam groups in the scheduler (beam_search/coordinator.py:14-35, 119-180)
     host_engine = "sglang"  # overlap scheduler on by default; CUDA graphs up to 256 on H100/H200
 
     def __init__(self) -> None:
@@ -131,11 +133,18 @@ class SGLangPolicy(EnginePolicy):
         # Pop from the end of a list sorted by (generated, -prompt) descending: fewest generated first,
         # ties the longest prompt.
         decoding.sort(key=lambda grp: (grp.produced(g), -grp.prompt), reverse=True)
+        # Beam groups go last (beam_search/batch_tail.py:126-133) and are aborted, not requeued
+        # (schedule_batch.py:3469-3488): their rows share the leader's prompt KV.
+        decoding = [grp for grp in decoding if grp.is_beam] + [grp for grp in decoding if not grp.is_beam]
         victims: list[int] = []
         while len(decoding) > 1 and sched.decode_need() > sched.num_free_blocks():
             victim = decoding.pop()
             victims.append(victim.idx)
-            sched.retract(victim)
+            if victim.is_beam:
+                sched.abort(victim, "beam search group aborted: KV cache pool is full (SGLang cannot retract a "
+                                    "beam group)")
+            else:
+                sched.retract(victim)
         if victims:
             before = self.ratio.value(g)
             generated = sum(grp.n * grp.produced(g) for grp in decoding)

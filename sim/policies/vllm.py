@@ -1,7 +1,7 @@
 """`vllm`: vLLM V1's scheduler (vllm 0.33.0) with `vllm serve` defaults; rules and source lines in
 docs/sim.md. There are no prefill and decode phases: every step has one token budget
-(`max_num_batched_tokens`) shared by decodes and prefill chunks. Running requests are served first (each
-decoding sequence's token, then the unfinished prefill chunks in running order), then waiting requests
+(`max_num_batched_tokens`) shared by decodes and prefill chunks. Running requests are served first, in
+`running` order (a decode one token, an unfinished prefill up to the rest of the budget), then waiting requests
 (FCFS, or by (priority, arrival) under `scheduling_policy="priority"`), chunked to the leftover budget;
 nobody is admitted in a step that preempted. A waiting request is admitted only if its whole current
 sequence fits (`scheduler_reserve_full_isl`), above V1's watermark (0 by default), but KV blocks are
@@ -19,10 +19,9 @@ from dataclasses import fields, replace
 from typing import Callable
 
 from sim.config import EngineConfig
-from sim.host_time import with_engine_host
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
 from sim.presets import GIB
-from sim.state import RECOMPUTE, Group
+from sim.state import DECODE, PREFILL, RECOMPUTE, WAITING, Group
 from sim.v1_memory import v1_memory
 
 # vllm/config/cache.py:215 (gpu_memory_utilization), :257 (enable_prefix_caching);
@@ -89,10 +88,11 @@ class VllmPolicy(EnginePolicy):
     running_by_admission = True    # sched/scheduler.py:1549 (admitted and resumed requests are appended)
     samples_as_requests = True     # n > 1: n child requests (v1/engine/async_llm.py:541-563)
 
-    def configure(self, config: EngineConfig) -> EngineConfig:
+    def engine_settings(self, config: EngineConfig) -> EngineConfig:
+        """V1's `vllm serve` defaults for the fields left at ours (`v1_config`)."""
         config = v1_config(config)
         self.chunked_prefill = config.enable_chunked_prefill is not False  # config/scheduler.py:134
-        return with_engine_host(config, self.host_engine)
+        return config
 
     def victim(self, config: EngineConfig) -> Callable[[list[Group]], Group]:
         """Whom V1 preempts when a running request's slots do not fit (sched/scheduler.py:932-938): the
@@ -103,21 +103,16 @@ class VllmPolicy(EnginePolicy):
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         cfg = sched.config
-        budget = cfg.token_budget - sched.decode_seqs
-        assert budget >= 0, "max_num_seqs <= max_num_batched_tokens keeps every decode in the budget"
         # A per-request cap, ignored while only one request is running or waiting (scheduler.py:757-763).
         cap = cfg.long_prefill_token_threshold
         if cap <= 0 or len(sched.running) + len(sched.waiting) <= 1:
-            cap = budget
-        prefills = []
-        for group in sched.prefilling:
-            if budget <= 0:
-                break
-            chunk = min(group.prefill_len - group.prefill_done, budget, cap)
-            prefills.append((group, chunk))
-            budget -= chunk
-        # Decode slots and chunk blocks, preempting V1's victim while short (scheduler.py:912-980).
-        preempted = sched.reserve_running(prefills, self.victim(cfg))
+            cap = cfg.token_budget
+        # The running loop (scheduler.py:793-1004): its tokens, and their memory at once when the pool
+        # holds it; else V1's walk request by request, preempting.
+        chunks, budget = _running_tokens(sched, cap)
+        preempted = 0
+        if not sched.reserve_step(chunks):
+            chunks, budget, preempted = _walk(sched, cap, self.victim(cfg), cfg.scheduling_policy == "priority")
         if not preempted:  # scheduler.py:1050
             seqs, waiting = sched.num_running_seqs, sched.waiting
             while waiting and budget > 0:
@@ -133,15 +128,73 @@ class VllmPolicy(EnginePolicy):
                 if chunk > 0:
                     # Only the first chunk's blocks (scheduler.py:1435-1452); the gate above makes it fit.
                     assert sched.allocate_chunk(group, chunk)
-                    prefills.append((group, chunk))
+                    chunks.append((group, chunk))
                 budget -= chunk
                 seqs += group.n
         return StepPlan(
-            prefills=prefills,
+            prefills=chunks,
             decode=sched.decode_seqs > 0,
-            steady=not prefills and not preempted,
+            steady=not chunks and not preempted,
             arrivals_matter=not sched.waiting,
         )
+
+
+def _running_tokens(sched: SchedulerView, cap: int) -> tuple[list[tuple[Group, int]], int]:
+    """V1's running loop if every allocation succeeds (scheduler.py:795-849, 1002): walking `running` in
+    order while budget is left, a decode takes one token and an unfinished prefill `min(rest, cap,
+    budget)`. Returns the chunks and the budget left.
+
+    Taken as decodes first, then chunks in running order: the same tokens, because the budget never runs
+    out before the last running request. A request was admitted only with budget left after everyone
+    before it had its whole share (`min(rest, cap)` or 1), and afterwards those before it only leave or
+    need less (appended and resumed requests go to the end), so only the last one can be cut; the
+    assertion below holds the simulator to that.
+    """
+    budget = sched.config.token_budget - sched.decode_seqs
+    assert budget >= 0, "max_num_seqs <= max_num_batched_tokens keeps every decode in the budget"
+    chunks = []
+    for group in sched.prefilling:
+        if budget <= 0:
+            break
+        want = min(group.prefill_len - group.prefill_done, cap)
+        q = min(want, budget)
+        assert q == want or group is sched.running[-1], "V1's budget ran out before the last running request"
+        chunks.append((group, q))
+        budget -= q
+    return chunks, budget
+
+
+def _walk(sched: SchedulerView, cap: int, victim: Callable[[list[Group]], Group],
+          priority: bool) -> tuple[list[tuple[Group, int]], int, int]:
+    """V1's running loop with memory (scheduler.py:795-1004), when the step does not fit the pool: each
+    request in `running` order takes its tokens and blocks; while they do not fit, the victim is
+    preempted by recompute (932-977), and a victim scheduled earlier in this step gives its tokens back
+    (944-962); a request that is its own victim ends the loop under FCFS (978-980, 993) and is passed over
+    under priority (982-991). Returns the chunks, the budget left and how many were preempted."""
+    budget, running = sched.config.token_budget, sched.running
+    scheduled: dict[Group, int] = {}
+    preempted = i = 0
+    while i < len(running) and budget > 0:
+        group = running[i]
+        q = 1 if group.state == DECODE else min(group.prefill_len - group.prefill_done, cap, budget)
+        while not sched.reserve_slots(group, q):
+            out = victim(running)
+            if running.index(out) < i:
+                i -= 1
+            budget += scheduled.pop(out, 0)
+            sched.preempt(out)
+            preempted += 1
+            if out is group:
+                break
+        if group.state == WAITING:      # it was its own victim
+            if priority:
+                continue
+            break
+        scheduled[group] = q
+        budget -= q
+        i += 1
+    assert i == len(running), "V1's running loop reaches every running request it does not preempt"
+    return [(group, q) for group, q in scheduled.items() if group.state == PREFILL], budget, preempted
 
 
 def _last(running: list[Group]) -> Group:
