@@ -2,7 +2,9 @@
 
 Decode grid (bf16, 32 q heads, 8 KV heads, head dim 128, block 16, equal lengths, scattered block tables),
 plus MHA and MQA at (32, 2048). Every method runs in the same process on the same K/V and is timed twice:
-CUDA-graph replay (GPU time) and eager `do_bench` (host overhead included), both medians with L2 flushed.
+CUDA-graph replay (GPU time) and eager `do_bench` (host overhead included), both medians with L2 flushed,
+in `--rounds` interleaved rounds (each round times every method of the row once, in turn; the median round
+is reported and the per-round figures are kept in the CSV).
 fp8 rows run on the same K/V quantized to e4m3 with per-tensor scales. GB/s counts K/V read once + q +
 out; "% copy" divides by a device-to-device copy measured in the same run. Writes CSV, PNG and markdown.
 """
@@ -15,8 +17,8 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, make_decode_case, rel_err,
-    time_eager_us, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, interleaved_times, make_decode_case, median,
+    rel_err, time_eager_us, time_us,
 )
 
 DECODE_METHODS = ("one_pass", "one_pass_fp8", "two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged",
@@ -28,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-flex", action="store_true", help="skip FlexAttention (it compiles per shape)")
     parser.add_argument("--skip-flashinfer", action="store_true", help="skip FlashInfer (it JIT-compiles)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="decode: every method timed once per round, in turn; the tables give the medians")
 
 
 def _fp8_copy(case):
@@ -82,27 +86,36 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
         qo_bytes = 2 * case.q.numel() * case.q.element_size()
         splits = choose_launch(num_seqs, kv_heads, context, HEAD_DIM, 2, sms)[0]
         ref = None
+        case_rows: list[dict] = []
+        timed: list[tuple[dict, object]] = []
         for name, run, note in _decode_runners(case, args.skip_flex, args.skip_flashinfer):
             fp8 = name.endswith("_fp8")
-            nbytes = case.kv_bytes() // (2 if fp8 else 1) + qo_bytes
             row = dict(kind="decode", num_seqs=num_seqs, context=context, q_heads=NUM_Q_HEADS, kv_heads=kv_heads,
                        method=name, kv_dtype="fp8" if fp8 else "bf16", us=math.nan, eager_us=math.nan, gbs=math.nan,
                        pct_copy=math.nan, tflops=math.nan, splits=splits if name.startswith("one_pass") else "",
-                       rel_err=math.nan, note=note)
+                       rel_err=math.nan, note=note, us_rounds="", eager_rounds="")
+            row["_bytes"] = case.kv_bytes() // (2 if fp8 else 1) + qo_bytes
             if run is not None:
                 out = run()
                 ref = out if ref is None else ref  # one_pass (bf16) runs first; the rest are checked against it
                 row["rel_err"] = rel_err(out, ref)
-                row["us"], how = time_us(run)
-                if how != "graph":
-                    row["note"] = (note + "; " if note else "") + "graph capture failed: eager time in both columns"
-                row["eager_us"] = time_eager_us(run)
-                row["gbs"] = nbytes / row["us"] / 1e3
-                row["pct_copy"] = 100 * row["gbs"] / copy_gbs
+                timed.append((row, run))
+            case_rows.append(row)
+        # every method once per round, in turn; medians over the rounds
+        for (row, _), (graph, eager, how) in zip(timed, interleaved_times([run for _, run in timed], args.rounds)):
+            row["us"], row["eager_us"] = median(graph), median(eager)
+            row["us_rounds"] = ";".join(f"{x:.1f}" for x in graph)
+            row["eager_rounds"] = ";".join(f"{x:.1f}" for x in eager)
+            if how != "graph":
+                row["note"] = (row["note"] + "; " if row["note"] else "") + "graph capture failed: eager time in both columns"
+            row["gbs"] = row["_bytes"] / row["us"] / 1e3
+            row["pct_copy"] = 100 * row["gbs"] / copy_gbs
+        for row in case_rows:
+            row.pop("_bytes")
             rows.append(row)
-            print(f"decode {num_seqs:>4} x {context:>6} kv{kv_heads:<2} {name:<15} {row['us']:>8.1f} us graph "
-                  f"{row['eager_us']:>8.1f} us eager {row['pct_copy']:>5.1f}% err {row['rel_err']:.1e} {row['note']}",
-                  flush=True)
+            print(f"decode {num_seqs:>4} x {context:>6} kv{kv_heads:<2} {row['method']:<15} {row['us']:>8.1f} us graph "
+                  f"{row['eager_us']:>8.1f} us eager {row['pct_copy']:>5.1f}% err {row['rel_err']:.1e} "
+                  f"[{row['eager_rounds']}] {row['note']}", flush=True)
         del case
         torch.cuda.empty_cache()
         save()  # partial results survive a run cut short
@@ -161,6 +174,8 @@ def bench_prefill(rows: list, args: argparse.Namespace, gen, save) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    if args.rounds < 1:
+        raise ValueError(f"--rounds: must be >= 1, got {args.rounds}")
     if not torch.cuda.is_available():
         raise ValueError("bench kernels: needs a CUDA GPU (the interpreter is for correctness, not timing)")
     from kernels.bench_report import markdown, write_outputs

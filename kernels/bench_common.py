@@ -93,11 +93,31 @@ def time_graph_us(fn: Runner, reps: int = 40) -> float:
     return 1e3 * times[len(times) // 2]
 
 
-def time_eager_us(fn: Runner) -> float:
+def time_eager_us(fn: Runner, rep_ms: int = 100) -> float:
     """`triton.testing.do_bench` median of the plain call (it zeroes a 256 MiB buffer before each run)."""
     import triton.testing
 
-    return 1e3 * triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    return 1e3 * triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
+
+
+def interleaved_times(runners: list[Runner], rounds: int) -> list[tuple[list[float], list[float], str]]:
+    """Per runner (graph us per round, eager us per round, how): every round times each runner once in turn,
+    so a slow stretch of the machine (host or GPU) touches all methods alike instead of one."""
+    results: list[tuple[list[float], list[float], str]] = [([], [], "graph") for _ in runners]
+    for _ in range(rounds):
+        for i, fn in enumerate(runners):
+            graph, eager, _ = results[i]
+            us, how = time_us(fn)
+            graph.append(us)
+            eager.append(time_eager_us(fn))
+            results[i] = (graph, eager, how)
+    return results
+
+
+def median(xs: list[float]) -> float:
+    ordered = sorted(xs)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def time_us(fn: Runner) -> tuple[float, str]:

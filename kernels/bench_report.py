@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 FIELDS = ("kind", "num_seqs", "context", "q_heads", "kv_heads", "method", "kv_dtype", "us", "eager_us", "gbs",
-          "pct_copy", "tflops", "splits", "rel_err", "note")
+          "pct_copy", "tflops", "splits", "rel_err", "note", "us_rounds", "eager_rounds")
 PEERS = ("two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged", "flashinfer")
 EAGER_PEERS = ("sdpa_flash", "sdpa_cudnn", "flashinfer")
 
@@ -52,8 +52,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {s} x {n} ({h}) | {_f(_us(m, 'one_pass'))} | {_f(op.get('gbs', math.nan), 0)} | "
                      f"{_f(op.get('pct_copy', math.nan))} | {op.get('splits', '')} | "
                      + " | ".join(_f(_us(m, k)) for k in PEERS) + " |")
-    lines += ["", "Eager calls (`do_bench` median, host overhead included), microseconds; ratio = one-pass over "
-              "the faster of SDPA flash and cuDNN:", "",
+    lines += ["", "Eager calls (`do_bench` median, host overhead included; median of the interleaved rounds), "
+              "microseconds; ratio = one-pass over the faster of SDPA flash and cuDNN:", "",
               "| seqs x len (kv heads) | one-pass | " + " | ".join(EAGER_PEERS) + " | ratio |",
               "|---|---|" + "---|" * len(EAGER_PEERS) + "---|"]
     for (s, n, h), m in t.items():
@@ -90,7 +90,7 @@ def write_outputs(rows: list[dict], meta: dict, out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=("card", "date") + FIELDS)
         writer.writeheader()
         for r in rows:
-            writer.writerow({"card": meta["card"], "date": meta["date"], **r})
+            writer.writerow({"card": meta["card"], "date": meta["date"], **{k: r.get(k, "") for k in FIELDS}})
     (out / "kernels_bench.md").write_text(markdown(rows, meta))
     _plot(rows, meta, out / "kernels_bench.png")
 

@@ -3,7 +3,8 @@
 One program owns (sequence, KV head, split): it loads the query heads that share the KV head as one
 [GROUP, head_dim] tile, then streams that sequence's K/V through the block table BLOCK_N tokens at a time.
 Each K/V tile is read from device memory exactly once; scores stay in registers; a running max `m` and
-sum `l` rescale the partial output. With few sequences and long contexts the context is cut into
+sum `l` rescale the partial output. Whole tiles are loaded and scored without token masks; only the last,
+partial tile of a split is masked. With few sequences and long contexts the context is cut into
 `num_splits` ranges whose normalized partial outputs and log-sum-exps go to a workspace; the last split
 of each (sequence, KV head) to finish (an atomic counter says which) merges them, so a call is one launch.
 An fp8 (e4m3) cache is dequantized in the kernel: K/V tiles are converted to q's dtype (exact), the K
@@ -33,6 +34,46 @@ MERGE_TILE = 8192  # fp32 partials the merge loads at once (64 registers a threa
 
 
 @triton.jit
+def _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt, qk_scale, m_i, l_i, acc,
+                 HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                 BLOCK_N: tl.constexpr, MASKED: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """One K/V tile of BLOCK_N tokens from `tile_start` into the online softmax state (m_i, l_i, acc)."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    tokens = tile_start + offs_n
+    n_mask = tokens < end
+    d_mask = offs_d < HEAD_DIM
+    if MASKED:
+        block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+    else:
+        block = tl.load(bt_row + tokens // BLOCK_SIZE).to(tl.int64)
+    kv_off = block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off
+    kv_ptrs = kv_off[:, None] + offs_d[None, :]
+    if MASKED:
+        tile_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(k_ptr + kv_ptrs, mask=tile_mask, other=0.0)
+        v = tl.load(v_ptr + kv_ptrs, mask=tile_mask, other=0.0)
+    elif HEAD_DIM == HEAD_DIM_PAD:
+        k = tl.load(k_ptr + kv_ptrs)
+        v = tl.load(v_ptr + kv_ptrs)
+    else:
+        k = tl.load(k_ptr + kv_ptrs, mask=d_mask[None, :], other=0.0)
+        v = tl.load(v_ptr + kv_ptrs, mask=d_mask[None, :], other=0.0)
+    if FP8:  # e4m3 -> fp16/fp32 is exact
+        k = k.to(q.dtype)
+        v = v.to(q.dtype)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    if MASKED:
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _decode_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, sem_ptr, ks_ptr, vs_ptr,
     stride_qs, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_os, stride_oh, stride_scale,
@@ -53,7 +94,6 @@ def _decode_kernel(
 
     offs_g = tl.arange(0, GROUP_PAD)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
-    offs_n = tl.arange(0, BLOCK_N)
     d_mask = offs_d < HEAD_DIM
     g_mask = offs_g < GROUP
     heads = kv_head * GROUP + offs_g
@@ -69,25 +109,16 @@ def _decode_kernel(
     acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], dtype=tl.float32)
     bt_row = bt_ptr + seq * stride_bt
     head_off = kv_head * stride_kh
-    for tile_start in range(start, end, BLOCK_N):
-        tokens = tile_start + offs_n
-        n_mask = tokens < end
-        block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-        kv_off = block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off
-        tile_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
-        v = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
-        if FP8:  # e4m3 -> fp16/fp32 is exact
-            k = k.to(q.dtype)
-            v = v.to(q.dtype)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        s = tl.where(n_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+    # Whole tiles load and score without token masks (fewer predicate ops per load); the tail tile is masked.
+    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
+    for tile_start in range(start, full_end, BLOCK_N):
+        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt,
+                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
+                                     False, FP8, DOT_PRECISION)
+    if full_end < end:
+        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, full_end, end, head_off, stride_kb, stride_kt,
+                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
+                                     True, FP8, DOT_PRECISION)
 
     has_tokens = l_i > 0  # false only for an empty split
     acc = acc / tl.where(has_tokens, l_i, 1.0)[:, None]

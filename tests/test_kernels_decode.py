@@ -68,6 +68,23 @@ def test_two_pass_matches_reference(block_size, head_dim, num_q_heads, num_kv_he
     assert err < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("num_splits", [1, 2])
+def test_whole_tiles_and_a_masked_tail(num_splits, dtype):
+    # 16-token tiles over 8-token blocks: lengths that end on a tile edge (whole tiles only, no tail), one
+    # token past it, a token short of it, and shorter than one tile (the tail alone).
+    from kernels import DecodeConfig
+
+    gen = torch.Generator().manual_seed(5)
+    lens = [16, 48, 17, 47, 5]
+    case = random_paged_case(lens, 2, 64, 8, dtype, DEVICE, gen)
+    q = randn((len(lens), 4, 64), dtype, DEVICE, gen)
+    out = paged_decode(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, num_splits=num_splits,
+                       config=DecodeConfig(16, 4 if CUDA else 1, 1), out=poisoned_like(q))
+    ref = paged_decode_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
+    assert max_rel_err(out, ref) < TOLERANCE[dtype]
+
+
 def test_more_splits_than_tiles_leaves_empty_splits_harmless():
     # 12 splits over contexts of 1..40 tokens: most splits are empty and must not disturb the merge.
     err = run_decode(paged_decode, 16, 64, 2, 1, 12, torch.float32, [1, 40])

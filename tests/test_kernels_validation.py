@@ -125,3 +125,29 @@ def test_bench_report_tables_from_rows():
     assert "| 1 x 1024 (8) | 30.0 | 40.0 | 60.0 | n/a | 0.75 |" in text  # eager: 30 over min(40, 60)
     assert "| 1 x 1024 (8) | 10.0 | 6.0 | 0.60 |" in text  # fp8 over bf16
     assert "target" not in text
+
+
+def test_bench_rounds_interleave_methods(monkeypatch):
+    from kernels import bench_common
+
+    calls = []
+    monkeypatch.setattr(bench_common, "time_us", lambda fn: (fn(), "graph"))
+    monkeypatch.setattr(bench_common, "time_eager_us", lambda fn: 10 * fn())
+    clock = iter(range(100))
+
+    def runner(name):
+        return lambda: calls.append(name) or float(next(clock))
+
+    results = bench_common.interleaved_times([runner("a"), runner("b")], rounds=3)
+    assert calls == ["a", "a", "b", "b"] * 3  # graph then eager of one method, then the next, round after round
+    assert results[0] == ([0.0, 4.0, 8.0], [10.0, 50.0, 90.0], "graph")
+    assert results[1] == ([2.0, 6.0, 10.0], [30.0, 70.0, 110.0], "graph")
+    assert bench_common.median([3.0, 1.0, 2.0]) == 2.0 and bench_common.median([4.0, 1.0]) == 2.5
+
+
+def test_bench_rejects_zero_rounds(capsys):
+    from kernels.bench import main
+
+    assert main(["--rounds", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kernels.bench: error: --rounds: must be >= 1, got 0"]
