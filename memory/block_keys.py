@@ -9,6 +9,9 @@ equal keys at position i share a block only when all earlier keys are equal too.
   a re-prefill of the same request (recompute after preemption) finds its own prompt cached;
 - Mooncake `hash_ids` (one id per 512-token block of the prompt): each block is keyed by the ids of the
   512-token blocks it overlaps.
+
+`ChainKeys` is the compact form the simulator passes: the shared keys as a list, then private blocks
+(content only one sequence has) with no key each, found through the sequence's `PrivateChain`.
 """
 from __future__ import annotations
 
@@ -54,3 +57,48 @@ def hash_id_block_keys(
     return [(j, tuple(hash_ids[j * block_size // hash_block_tokens:
                                ((j + 1) * block_size - 1) // hash_block_tokens + 1]))
             for j in range(covered // block_size)]
+
+
+class PrivateChain:
+    """The private blocks of one sequence registered in a prefix cache, in position order: `blocks[i]`
+    holds position `start + i` and was registered as node `nodes[i]` (still valid while the block's node
+    is that one: node ids are never reused), the first one after node `parent`. Owned by whoever holds
+    the `ChainKeys`: a request recomputed after preemption finds its own blocks through it."""
+
+    __slots__ = ("owner", "parent", "blocks", "nodes")
+
+    def __init__(self, owner: Hashable) -> None:
+        self.owner = owner
+        self.parent = 0
+        self.blocks: list[int] = []
+        self.nodes: list[int] = []
+
+
+class ChainKeys:
+    """Compact keys of one sequence: `shared[i]` for its first blocks (content other sequences may have:
+    a prefix group's prompt, Mooncake hash ids; looked up in the cache's registry), then private blocks
+    up to `num_blocks` (content nobody else has: the rest of its prompt, its output), found only through
+    `chain`. Equivalent to the listed keys `shared + [("own", chain.owner, i), ...]` (`listed()`), but a
+    private block costs no key and no registry entry."""
+
+    __slots__ = ("shared", "num_shared", "num_blocks", "chain")
+
+    def __init__(self, shared: Sequence[Hashable], num_blocks: int, chain: PrivateChain) -> None:
+        _check_count("num_blocks", num_blocks, 0)
+        self.shared = shared                          # never copied: private blocks start at len(shared)
+        self.num_shared = min(len(shared), num_blocks)  # ... of which the first num_shared are keyed
+        self.num_blocks = num_blocks
+        self.chain = chain
+
+    def __len__(self) -> int:
+        return self.num_blocks
+
+    def head(self, num_blocks: int) -> "ChainKeys":
+        """The keys of the first `num_blocks` blocks (more than today's extends the private part), over
+        the same chain."""
+        return ChainKeys(self.shared, num_blocks, self.chain)
+
+    def listed(self) -> list[Hashable]:
+        """The equivalent plain key list (a reference for tests)."""
+        shared = list(self.shared[:self.num_shared])
+        return shared + [("own", self.chain.owner, i) for i in range(len(self.shared), self.num_blocks)]

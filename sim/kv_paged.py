@@ -125,6 +125,11 @@ class PagedKV(LazyDecode):
     def free(self, group: Group, g: int) -> None:
         # A lazy sequence's untold tokens sit in blocks it already has: freeing needs no sync.
         bm = self.bm
+        if self.prefix.hash_output:  # its tokens go into the cache: the block manager must hold them
+            for seq in group.seqs:
+                if seq.phase >= 0:
+                    self.sync(seq, g)
+        self.prefix.release(group)
         for seq in group.seqs:
             if seq.phase >= 0:
                 self.leave(seq, g)

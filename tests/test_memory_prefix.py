@@ -250,12 +250,15 @@ def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
 
 
 def _relink(bm: PrefixCachingBlockManager, order: list[int]) -> None:
-    """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check."""
-    gpu, sentinel = bm._gpu, bm.num_gpu_blocks
-    chain = [sentinel, *order, sentinel]
-    for a, b in zip(chain, chain[1:]):
-        gpu._next[a], gpu._prev[b] = b, a
-    gpu._num_free = len(order)
+    """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check: the leading
+    plain blocks on the stack, the rest in the LRU part."""
+    gpu = bm._gpu
+    plain = 0
+    while plain < len(order) and gpu._hash_of[order[plain]] is None:
+        plain += 1
+    gpu._plain[:] = order[:plain][::-1]
+    gpu._lru.clear()
+    gpu._lru.update(dict.fromkeys(order[plain:]))
 
 
 def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
@@ -269,7 +272,7 @@ def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
         (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "free list with refcount"),
         (lambda bm: _relink(bm, [bm.evictable_blocks()[0], *_lru_first(bm)]), "plain and cached mixed"),
         (lambda bm: _relink(bm, bm._gpu.free_block_ids()[:-1]), "leaked"),
-        (lambda bm: setattr(bm._gpu, "_num_evictable", 1), "cached counter"),
+        (lambda bm: setattr(bm._gpu, "_num_unreachable_free", 1), "cached counter"),
         (lambda bm: _relink(bm, [*_lru_first(bm), bm.evictable_blocks()[0]]), "evicted after its parent"),
         (_corrupt_orphan, "outlived its chain parent"),
         (lambda bm: setattr(bm._gpu_seqs["keep"], "num_cached_tokens", 99), "cached-token record"),
