@@ -79,7 +79,8 @@ class ChainKeys:
     a prefix group's prompt, Mooncake hash ids; looked up in the cache's registry), then private blocks
     up to `num_blocks` (content nobody else has: the rest of its prompt, its output), found only through
     `chain`. Equivalent to the listed keys `shared + [("own", chain.owner, i), ...]` (`listed()`), but a
-    private block costs no key and no registry entry."""
+    private block costs no key and no registry entry. All keys over one chain share one `shared` list (the
+    chain's blocks start at its length)."""
 
     __slots__ = ("shared", "num_shared", "num_blocks", "chain")
 

@@ -157,13 +157,14 @@ class PrefixCachingBlockManager(BlockManager):
     # ---- caching a sequence's later blocks ---------------------------------------------------------
     def cache_full_blocks(self, seq_id: SeqId, block_keys: BlockKeys,
                           reachable: bool = True) -> tuple[int, list[int]]:
-        """Register the sequence's blocks that `block_keys` names beyond its leading cached ones (its
-        output once computed: vLLM V1 hashes every full block of prompt and output; or the private
-        blocks an allocation deferred), up to the first block already cached. Nothing if its shared keys
-        are not all its own cached blocks (an allocation that took private copies of them) or a shared
-        key is registered to another block. `reachable=False`: cache them unreachable instead (a
-        finished request: they join the free queue's tail and are evicted in turn, as V1 keeps every
-        hashed block, but nobody looks them up). Returns (position of the first, blocks registered)."""
+        """Register the sequence's blocks that `block_keys` names beyond its leading cached ones, up to
+        the first block already cached: its output once computed (vLLM V1 hashes every full block of
+        prompt and output), or the private blocks an allocation deferred. Nothing if the first key is
+        registered to another block (private keys: the chain holds a live block there, or the block
+        before is not the chain's). `reachable=False`: cache them unreachable instead (a finished
+        request: they join the free queue's tail and are evicted in turn, as V1 keeps every hashed
+        block, but nobody looks them up; see `CachingBlockAllocator.mark_unreachable`). Returns the
+        position of the first block and the blocks registered."""
         seq = self._on_gpu(seq_id)
         keys = self._checked_keys(block_keys, seq.num_tokens)
         gpu, blocks = self._gpu, seq.blocks
@@ -174,18 +175,25 @@ class PrefixCachingBlockManager(BlockManager):
         end = start
         while end < num_keys and hashes[end] is None:
             end += 1
-        compact = type(keys) is ChainKeys
-        if end == start or (compact and start < keys.num_shared):  # type: ignore[union-attr]
+        if end == start:
             return start, []
         new = blocks[start:end]
         if not reachable:
             return start, new if gpu.mark_unreachable(new) else []
         parent = gpu.node_of(blocks[start - 1]) if start else ROOT
-        if compact:
-            s = len(keys.shared)  # type: ignore[union-attr]
-            chain = keys.chain  # type: ignore[union-attr]
-            if start > s and (len(chain.blocks) < start - s or chain.blocks[start - s - 1] != blocks[start - 1]):
+        if type(keys) is ChainKeys and start < keys.num_shared:
+            if (parent, keys.shared[start]) in gpu._block_by_hash:
+                return start, []
+            gpu.register_keys(new, start, parent, keys)
+        elif type(keys) is ChainKeys:
+            s = len(keys.shared)
+            chain = keys.chain
+            i = start - s  # the chain's index of `start`
+            if i and (len(chain.blocks) < i or chain.blocks[i - 1] != blocks[start - 1]):
                 return start, []  # the blocks before are not the chain's
+            if (i < len(chain.blocks) and gpu._node_of[chain.blocks[i]] == chain.nodes[i]
+                    and (i or chain.parent == parent)):
+                return start, []  # the chain already has a block there (a copy of this one was cached)
             gpu.register_keys(new, start, parent, keys)  # type: ignore[arg-type]
         else:
             if (parent, keys[start]) in gpu._block_by_hash:

@@ -86,7 +86,10 @@ class PagedKV(LazyDecode):
                 bm.fork(first.sid, seq.sid)
                 seqs.append(seq)
             for seq in seqs:  # copies of the shared prompt tail are part of the recompute, not CoW work
-                bm.append_slots(seq.sid, group.generated)
+                # (the prefix cache may have allocated a lone sample's output with its prompt)
+                extra = group.prompt + group.generated - bm.num_tokens(seq.sid)
+                if extra:
+                    bm.append_slots(seq.sid, extra)
                 seq.length += group.generated
         for seq in seqs:
             self.logical += bm.num_blocks(seq.sid)

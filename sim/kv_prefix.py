@@ -89,7 +89,7 @@ class NoPrefixCache:
 class PrefixCache:
     """The engine's view of the block manager's prefix cache: which hits are computed, hit counters."""
 
-    def __init__(self, bm: PrefixCachingBlockManager, block_size: int, hash_output: bool = False,
+    def __init__(self, bm: PrefixCachingBlockManager, block_size: int, hash_output: bool = True,
                  lazy: bool | None = None) -> None:
         self.bm, self.bs = bm, block_size
         self.hash_output = hash_output
@@ -101,7 +101,7 @@ class PrefixCache:
         # blocks are harmless: a block is flagged again whenever it is registered).
         self.pending = bytearray(bm.num_gpu_blocks)
         self.group_keys: dict = {}  # memo of prefix groups' key lists
-        self.query_tokens = 0  # prompt tokens allocated (first prefills and recomputes)
+        self.query_tokens = 0  # tokens allocated (first prefills and recomputes: `tokens`)
         self.hit_tokens = 0    # ... whose prefill was skipped
         self.hits = 0          # allocations with at least one reused block
 
@@ -110,9 +110,19 @@ class PrefixCache:
         group.block_keys = request_block_keys(group.prompt, self.bs, request_key, prefix_group, prefix_tokens,
                                               hash_ids, self.group_keys)
 
+    def tokens(self, group: Group) -> int:
+        """Tokens the (re)prefill allocates through the cache: the prompt, and a lone sample's own output
+        when it is recomputed (its full blocks were cached, `hash_output`)."""
+        if group.generated and group.n == 1 and self.hash_output:
+            return group.prompt + group.generated
+        return group.prompt
+
     def plan(self, group: Group) -> tuple[ChainKeys, int]:
         """The keys to allocate with, and how many leading blocks are computed hits."""
         keys = group.block_keys
+        tokens = self.tokens(group)
+        if tokens > group.prompt:
+            keys = keys.head((tokens - 1) // self.bs)
         hits = self.bm.find_cached_prefix(keys)
         pending, ready = self.pending, 0
         while ready < len(hits) and not pending[hits[ready]]:
@@ -124,19 +134,21 @@ class PrefixCache:
         return keys, ready
 
     def blocks_saved(self, group: Group) -> int:
-        """Prompt blocks the allocation would not take from the free pool."""
+        """Blocks the allocation would not take from the free pool."""
         keys, _ = self.plan(group)
-        return -(-group.prompt // self.bs) - self.bm.num_blocks_to_allocate(group.prompt, keys)
+        tokens = self.tokens(group)
+        return -(-tokens // self.bs) - self.bm.num_blocks_to_allocate(tokens, keys)
 
     def cached_tokens(self, group: Group) -> int:
-        """Prompt tokens the group's (re)prefill would skip if allocated now."""
+        """Tokens the group's (re)prefill would skip if allocated now."""
         return self.plan(group)[1] * self.bs
 
     def allocate(self, sid: int, group: Group) -> int:
-        """Allocate the prompt through the cache; returns the tokens whose prefill is skipped."""
+        """Allocate the (re)prefill's tokens through the cache (`tokens`); returns the tokens whose
+        prefill is skipped."""
         keys, ready = self.plan(group)
-        lazy = self.lazy
-        hit = self.bm.allocate(sid, group.prompt, keys, lazy) // self.bs
+        lazy, tokens = self.lazy, self.tokens(group)
+        hit = self.bm.allocate(sid, tokens, keys, lazy) // self.bs
         # Orphaned pending hits and newly registered blocks: this prefill computes them.
         end = max(hit, min(len(keys), keys.num_shared)) if lazy else len(keys)
         if ready < end:
@@ -145,7 +157,7 @@ class PrefixCache:
             for block in blocks:
                 pending[block] = 1
             group.pending = [ready, ready, blocks]  # next position to compute, first position, blocks
-        self.query_tokens += group.prompt
+        self.query_tokens += tokens
         if ready:
             self.hits += 1
             self.hit_tokens += ready * self.bs
@@ -176,18 +188,22 @@ class PrefixCache:
         bm, bs, keys = self.bm, self.bs, group.block_keys
         finished = group.generated >= group.output
         prefilled = group.prefill_done >= group.prefill_len
-        if self.hash_output and prefilled:
-            computed = (group.prompt + group.generated - 1) // bs
-            if group.n == 1 and computed > len(keys):
-                keys = keys.head(computed)
+        # A complete (re)prefill's sequence holds prompt + generated tokens, all but the last computed;
+        # an interrupted one registers what its allocation keyed (pending where not computed).
+        tokens = group.prompt + group.generated if prefilled and self.hash_output else self.tokens(group)
+        if group.n == 1 and tokens > group.prompt:
+            keys = keys.head(max((tokens - 1) // bs, len(keys)))
         start, blocks = bm.cache_full_blocks(seqs[0].sid, keys, reachable=not finished)
         if blocks and not finished:
             done, pending = (group.prefill_done if not prefilled else 1 << 62) // bs, self.pending
             for i, block in enumerate(blocks, start):
                 pending[block] = i >= done
-        if self.hash_output and prefilled:
-            for seq in seqs:  # the samples' own output blocks (parallel sampling, beams): unreachable
-                bm.cache_full_blocks(seq.sid, keys.head((group.prompt + group.generated - 1) // bs), False)
+        if self.hash_output and prefilled and group.n > 1:
+            # The samples' own output blocks (parallel sampling, beams): cached, never looked up (a
+            # recompute restores them without the cache).
+            keys = keys.head((tokens - 1) // bs)
+            for seq in seqs:
+                bm.cache_full_blocks(seq.sid, keys, False)
 
     def summary(self) -> dict:
         return {

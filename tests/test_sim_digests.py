@@ -3,7 +3,10 @@
 The digests were taken before the scheduler, KV layout and step timer were separated into their own
 modules; a change that alters any table of these runs (a policy rule, the cost model, the writer) must
 say so by updating them. The Orca runs changed once since: orca-max and orca-oracle moved to contiguous
-buddy-allocated buffers (`sim.kv_contiguous`), which changes who is admitted when and the blocks held. Runs: the whole Azure LLM inference code trace (data/) under every policy; a
+buddy-allocated buffers (`sim.kv_contiguous`), which changes who is admitted when and the blocks held.
+The sharing runs with prefix caching changed once: every computed full block, output included, is
+cached when released (vLLM's block managers hashed a block when it became full, decode blocks too), so
+a recomputed request finds its own output and finished requests' blocks join the evictor's queue. Runs: the whole Azure LLM inference code trace (data/) under every policy; a
 small KV pool on it (preemption, swap); its first 1,500 requests with prefix caching; and a generated
 trace with parallel sampling, beam search and shared prefixes (tests/data/sim_sharing_trace.csv: forks,
 copy-on-write, beam re-selection, preemption, swap and prefix hits) under every policy.
@@ -108,19 +111,19 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "fbb54e8fac8b6e2c479eda3e66c0b27bdfc11df83820e5e122e1ec512996233b",
     ),
     "sharing-vllm-v0-prefix": (
-        "043f7ede80c2fcf8767e56a15a448ec6ee3fdc28b8bd0b8c4e0bd80c488ce9a6",
-        "42ccb5ada9c7ae35572450c5903414b809afcef47c82436b8dcf7cf8812a4c68",
-        "101b2e01d9cd016b323b5e605f2a68091b73acc19749ae8f1c5ef44d68a1099c",
+        "395e8a52d18eaf580ec83593e74a5b5ee9f1d1f073a373a12f279188e200e94f",
+        "330a6495aadbe5d2e8149f5bec843b737f89b7ffb82d1a440a68be10f75aac46",
+        "c2b4ae69b0c4e3824ac882485a6c49da643b6d083d24623647f2812e0b207c62",
     ),
     "sharing-vllm-swap-prefix": (
-        "53d5ad5d7c621ec5db584bcbff38eb7c0a4d04239baac0f2bc4ac3218bcd0496",
-        "2441bca4c01086d1632805a5b346269a54b08183744b0de16d7bfb40264d2e3b",
-        "dcf2fd8d39b68dc695491c704e994f178759b56b50ff4230ef86ff0b22d11085",
+        "78413696a4519b9a6a836e72d37dc3c0de3603504ae92770435b2a2227a19e32",
+        "a6ab60678bef4ee89468759cd6f91dce18f99750c1e287266905506553e80366",
+        "b87c92ad09eb7777e191bf656d5a9ad5aca07b18fa3b069f0af25ffa872ca354",
     ),
     "sharing-sarathi-prefix": (
-        "5c84759f3002db3074fc72faf785d20bcc361fa3f24c6d073530a432dcdea18b",
-        "a9a2d807b7b81e65776c512140f0bc6c762a18a4c449588854e07983d1363492",
-        "069f6ad50fbeaa1096cc97be6d230419475557d635dcd98b7b6d228b2d8e248d",
+        "bb8bae4f415be7d3cc1a04601c216bcc28940d2f894d747d34a508300a1f57b1",
+        "6906281d36a1085a72440b9340ba85ddf4ec8f4aaceb8ed202785f727f9b126f",
+        "67db16e879c26d23a3b962b0d24187a5928f20837779c02ced075164b8733938",
     ),
 }
 
