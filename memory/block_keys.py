@@ -15,6 +15,7 @@ equal keys at position i share a block only when all earlier keys are equal too.
 """
 from __future__ import annotations
 
+from itertools import chain, repeat
 from typing import Hashable, Sequence
 
 from memory.block_allocator import _check_count
@@ -48,15 +49,22 @@ def prefix_group_block_keys(
 def hash_id_block_keys(
     hash_ids: Sequence[int], num_tokens: int, block_size: int, hash_block_tokens: int = 512
 ) -> list[Hashable]:
-    """Keys from per-`hash_block_tokens` hash ids (Mooncake: 512): block j is keyed by its position and
-    the ids of the hash blocks its tokens overlap. Full blocks past the listed ids get no key."""
+    """Keys from per-`hash_block_tokens` hash ids (Mooncake: 512): block j is keyed by the id of the hash
+    block its tokens lie in, or the tuple of the ids of those it straddles (its position needs no key: the
+    chain's parent node names it). Full blocks past the listed ids get no key."""
     _check_count("num_tokens", num_tokens, 0)
     _check_count("block_size", block_size, 1)
     _check_count("hash_block_tokens", hash_block_tokens, 1)
     covered = min(num_tokens, len(hash_ids) * hash_block_tokens)
-    return [(j, tuple(hash_ids[j * block_size // hash_block_tokens:
-                               ((j + 1) * block_size - 1) // hash_block_tokens + 1]))
-            for j in range(covered // block_size)]
+    num_blocks = covered // block_size
+    if hash_block_tokens % block_size == 0:  # each block inside one hash block
+        per = hash_block_tokens // block_size
+        return list(chain.from_iterable(repeat(h, per) for h in hash_ids[:-(-num_blocks // per)]))[:num_blocks]
+    keys: list[Hashable] = []
+    for j in range(num_blocks):
+        ids = hash_ids[j * block_size // hash_block_tokens:((j + 1) * block_size - 1) // hash_block_tokens + 1]
+        keys.append(ids[0] if len(ids) == 1 else tuple(ids))
+    return keys
 
 
 class PrivateChain:

@@ -71,6 +71,11 @@ class PrefixCachingBlockManager(BlockManager):
             return 0.0
         return self.num_prefix_hit_tokens / self.num_prefix_query_tokens
 
+    @property
+    def gpu_refcounts(self) -> Sequence[int]:
+        """Every GPU block's refcount, by id (read only: the pool's own list, for hot paths)."""
+        return self._gpu_refcounts
+
     # ---- queries -----------------------------------------------------------------------------------
     def num_cached_tokens(self, seq_id: SeqId) -> int:
         """Prompt tokens that `allocate` found cached for this sequence (a scheduler skips their
@@ -97,7 +102,7 @@ class PrefixCachingBlockManager(BlockManager):
         keys = self._checked_keys(block_keys, num_tokens)
         rc = self._gpu_refcounts
         hits = self._gpu.match_chain(keys) if type(keys) is ChainKeys else self._gpu.match(keys)
-        return self.num_required_blocks(num_tokens) - sum(1 for b in hits if rc[b])
+        return self.num_required_blocks(num_tokens) - len(hits) + list(map(rc.__getitem__, hits)).count(0)
 
     # ---- allocate ----------------------------------------------------------------------------------
     def can_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> AllocStatus:
@@ -126,7 +131,7 @@ class PrefixCachingBlockManager(BlockManager):
         compact = type(keys) is ChainKeys
         hits = (gpu.match_chain(keys) if compact else gpu.match(keys)) if keys else []
         rc = self._gpu_refcounts
-        live = sum(1 for b in hits if rc[b]) if hits else 0
+        live = len(hits) - list(map(rc.__getitem__, hits)).count(0) if hits else 0
         if required - live > gpu.num_free_blocks:
             raise NoFreeBlocksError(
                 f"prompt of {num_tokens} tokens needs {required - live} blocks "

@@ -124,13 +124,13 @@ class PrefixCache:
         if tokens > group.prompt:
             keys = keys.head((tokens - 1) // self.bs)
         hits = self.bm.find_cached_prefix(keys)
-        pending, ready = self.pending, 0
-        while ready < len(hits) and not pending[hits[ready]]:
-            ready += 1
-        if ready < len(hits):
-            refcount = self.bm.refcount
-            if any(refcount(b) for b in hits[ready:]):  # still being prefilled by a live holder
+        ready = bytes(map(self.pending.__getitem__, hits)).find(1)
+        if ready >= 0:
+            rc = self.bm.gpu_refcounts
+            if max(map(rc.__getitem__, hits[ready:])):  # still being prefilled by a live holder
                 keys = keys.head(ready)
+        else:
+            ready = len(hits)
         return keys, ready
 
     def blocks_saved(self, group: Group) -> int:
@@ -204,6 +204,8 @@ class PrefixCache:
             keys = keys.head((tokens - 1) // bs)
             for seq in seqs:
                 bm.cache_full_blocks(seq.sid, keys, False)
+        if finished:
+            group.block_keys = None  # nobody looks its keys up again
 
     def summary(self) -> dict:
         return {

@@ -299,9 +299,10 @@ def test_block_key_helpers() -> None:
     with pytest.raises(ValueError, match="exceeds"):
         prefix_group_block_keys(8, 4, "r1", "g", 9)
     # Mooncake: 512-token hash blocks, our blocks of 256 (two per hash block) and of 384 (straddling).
-    assert hash_id_block_keys([7, 8], 1000, 256) == [(0, (7,)), (1, (7,)), (2, (8,))]
-    assert hash_id_block_keys([7, 8, 9], 1400, 384) == [(0, (7,)), (1, (7, 8)), (2, (8, 9))]
-    assert hash_id_block_keys([7], 2000, 256) == [(0, (7,)), (1, (7,))]  # past the ids: no keys
+    assert hash_id_block_keys([7, 8], 1000, 256) == [7, 7, 8]
+    assert hash_id_block_keys([7, 8, 9], 1400, 384) == [7, (7, 8), (8, 9)]
+    assert hash_id_block_keys([7], 2000, 256) == [7, 7]  # past the ids: no keys
+    assert hash_id_block_keys([7, 8], 1000, 16) == [7] * 32 + [8] * 30
     # Two Mooncake requests agreeing on their first hash id share exactly the blocks inside it.
     bm = PrefixCachingBlockManager(num_gpu_blocks=16, block_size=256)
     bm.allocate("m1", 1200, hash_id_block_keys([7, 8, 9], 1200, 256))
