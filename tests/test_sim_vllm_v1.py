@@ -61,8 +61,10 @@ def test_a_resumed_request_hits_its_own_cached_prompt_blocks() -> None:
     assert on.summary["prefix_caching"] is True and off.summary["prefix_caching"] is False
     b_on, b_off = by_id(on).loc["b"], by_id(off).loc["b"]
     assert b_on["preemptions"] == b_off["preemptions"] == 1
-    assert on.summary["prefix_hit_tokens"] == 384              # its 24 full prompt blocks (399 // 16)
-    assert b_off["recomputed_tokens"] - b_on["recomputed_tokens"] == 384
+    # Its 24 full prompt blocks (399 // 16) and the full output blocks it had computed (less evicted ones).
+    hit = on.summary["prefix_hit_tokens"]
+    assert hit > 384 and hit % 16 == 0
+    assert b_off["recomputed_tokens"] - b_on["recomputed_tokens"] == hit
 
 
 def test_no_request_is_admitted_in_a_step_that_preempted() -> None:
