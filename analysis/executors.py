@@ -10,10 +10,13 @@ the same object reference). `fn` is a module-level function, so it pickles by na
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import queue
 import signal
+import threading
+import time
 from collections import deque
 from typing import Any, Callable, Hashable
 
@@ -41,6 +44,10 @@ class Executor:
     by `next_result`. Use as a context manager: leaving on an exception stops the tasks still running."""
 
     parallelism: int = 1  # tasks that can run at once
+    timings: dict[str, float]  # seconds of the executor's own start-up and shut-down steps, by step
+
+    def __init__(self) -> None:
+        self.timings = {}
 
     def submit(self, tag: Hashable, payload: Any) -> None:
         raise NotImplementedError
@@ -66,6 +73,7 @@ class InlineExecutor(Executor):
     """One task at a time in this process, in submission order (`--jobs 1`: easy to debug and profile)."""
 
     def __init__(self, fn: TaskFn, shared: Any) -> None:
+        super().__init__()
         self._fn, self._shared = fn, shared
         self._queue: deque[tuple[Hashable, Any]] = deque()
 
@@ -85,8 +93,11 @@ class ProcessExecutor(Executor):
     """A `multiprocessing.Pool` of `jobs` processes; `terminate()` stops running replays at once on Ctrl-C."""
 
     def __init__(self, fn: TaskFn, shared: Any, jobs: int) -> None:
+        super().__init__()
         self.parallelism = jobs
+        started = time.perf_counter()
         self._pool = multiprocessing.Pool(jobs, initializer=_init_worker, initargs=(fn, shared))
+        self.timings["pool_start_s"] = time.perf_counter() - started
         self._done: queue.Queue[tuple[Hashable, Any, BaseException | None]] = queue.Queue()
         self._pending = 0
 
@@ -108,11 +119,13 @@ class ProcessExecutor(Executor):
         return self._pending
 
     def close(self, failed: bool = False) -> None:
+        started = time.perf_counter()
         if failed:
             self._pool.terminate()
         else:
             self._pool.close()
         self._pool.join()
+        self.timings["pool_stop_s"] = time.perf_counter() - started
 
 
 def _ray_task(fn: TaskFn, shared: Any, payload: Any) -> Any:
@@ -121,21 +134,34 @@ def _ray_task(fn: TaskFn, shared: Any, payload: Any) -> Any:
 
 class RayExecutor(Executor):
     """Ray tasks of one CPU each. Without `address` a local Ray instance of `jobs` CPUs is started (and shut
-    down on close); with one (`ray://...`, `HOST:PORT` or `auto`) the sweep joins that cluster."""
+    down on close): no dashboard, workers' output not forwarded, usage statistics off. With one (`ray://...`,
+    `HOST:PORT` or `auto`) the sweep joins that cluster. Fresh Ray workers import the task's module once,
+    before their first task, and keep it for the next ones."""
 
     def __init__(self, fn: TaskFn, shared: Any, jobs: int, address: str | None) -> None:
+        super().__init__()
+        started = time.perf_counter()
         import ray
 
+        self.timings["import_ray_s"] = time.perf_counter() - started
         self._ray = ray
         self._owns = not ray.is_initialized()
+        started = time.perf_counter()
         if self._owns:
+            sigterm = signal.getsignal(signal.SIGTERM)
             if address is None:
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local instance reports to no one
                 ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(address=address, log_to_driver=False)
+            if sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it (sys.exit) and never puts it back
+        self.timings["ray_init_s"] = time.perf_counter() - started
         self.parallelism = max(int(ray.cluster_resources().get("CPU", jobs)), 1)
         self._fn = fn
+        started = time.perf_counter()
         self._shared = ray.put(shared)  # once; tasks get this reference, not a copy of the trace
+        self.timings["ray_put_s"] = time.perf_counter() - started
         self._remote = ray.remote(num_cpus=1)(_ray_task)
         self._tags: dict[Any, Hashable] = {}
 
@@ -162,7 +188,9 @@ class RayExecutor(Executor):
             self._ray.cancel(ref, force=True)
         self._tags.clear()
         if self._owns:
+            started = time.perf_counter()
             self._ray.shutdown()
+            self.timings["ray_shutdown_s"] = time.perf_counter() - started
 
 
 def check_executor(kind: str, jobs: int, address: str | None) -> None:
@@ -174,10 +202,8 @@ def check_executor(kind: str, jobs: int, address: str | None) -> None:
     if address is not None and kind != "ray":
         raise ValueError("ray-address: needs --executor ray")
     if kind == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ValueError("executor: ray is not installed; pip install 'pagedlab[ray]'") from None
+        if importlib.util.find_spec("ray") is None:  # not imported here: the executor times its import
+            raise ValueError("executor: ray is not installed; pip install 'pagedlab[ray]'")
 
 
 def make_executor(kind: str, fn: TaskFn, shared: Any, *, jobs: int = 1, address: str | None = None) -> Executor:

@@ -1,9 +1,12 @@
 """`run_sweep`: every configuration of a spec, each a capacity search or fixed loads, on an executor.
 
 Each probe is an independent replay `sim.replay(trace.scale_rate(s), config, policy, seed)`, its metrics
-row from `analysis.compare.result_metrics` (the one definition `compare` uses). The driver keeps a small window
-of configurations active (twice the executor's parallelism) and submits each one's next probes as results
-arrive, so configurations finish (and are saved) steadily and an interrupted sweep loses little.
+row from `analysis.compare.result_metrics` (the one definition `compare` uses). A configuration's capacity
+search is one task that runs its probes one after another (`analysis.sweep_task.run_config`); fixed loads are
+one task per load. The driver keeps twice the executor's parallelism of tasks in flight, in configuration
+order, and replays each finished configuration's attainments through its own walk (`finish_walk`), so
+configurations are saved as they finish, an interrupted sweep loses little, and where a task ran changes
+nothing in the results.
 
 The output directory:
     spec.json           what the results depend on (spec and trace fingerprint); written first, checked by resume
@@ -19,46 +22,23 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analysis.atomic import write_text_atomic
-from analysis.compare import load_points, result_metrics
-from analysis.metrics import DEFAULT_PERCENTILES
-from analysis.slo import SLO
+from analysis.compare import load_points
 from analysis.sweep_report import write_sweep_outputs
 from analysis.sweep_search import Bisection, FixedLoads, LoadWalk
 from analysis.sweep_spec import SweepConfig, SweepSpec
+from analysis.sweep_task import ConfigTask, run_config
 
 SWEEP_KIND = "pagedlab-sweep"
 SPEC_FILE = "spec.json"
 CONFIG_DIR = "configs"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One replay: a configuration at a rate scale (the trace itself travels separately, once)."""
-
-    index: int
-    policy: str
-    engine: dict[str, Any]
-    seed: int
-    scale: float
-    slo: SLO
-    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
-
-
-def run_probe(trace: Any, probe: Probe) -> dict[str, Any]:
-    """Replay `trace` at `probe.scale` under the probe's configuration; its metrics and the replay's own time."""
-    from sim import EngineConfig, replay
-
-    scaled = trace.scale_rate(probe.scale) if probe.scale != 1.0 else trace
-    result = replay(scaled, EngineConfig(**probe.engine), policy=probe.policy, seed=probe.seed, progress=False)
-    metrics = result_metrics(result, probe.slo, probe.percentiles)
-    return {"sim_wall_s": metrics.pop("sim_wall_s"), "metrics": metrics}
 
 
 def config_costs(config: SweepConfig) -> dict[str, float]:
@@ -133,6 +113,29 @@ def _walk(spec: SweepSpec, base_rate: float) -> LoadWalk:
     return FixedLoads([p.scale for p in points], spec.target)
 
 
+def config_tasks(spec: SweepSpec, config: SweepConfig, walk: LoadWalk) -> list[ConfigTask]:
+    """A capacity search is one task that walks the whole bisection (its probes are sequential anyway);
+    fixed loads are independent, one task per scale."""
+    common = {"index": config.index, "policy": config.policy, "engine": config.engine, "seed": spec.seed,
+              "slo": spec.slo, "target": spec.target}
+    if spec.search is not None:
+        return [ConfigTask(**common, search=spec.search)]
+    return [ConfigTask(**common, scales=(scale,)) for scale in walk.scales]
+
+
+def finish_walk(walk: LoadWalk, attainment: dict[float, float]) -> LoadWalk:
+    """Feed the attainments the tasks measured through the driver's own walk, in the walk's order: the
+    driver takes every decision as if it had run the probes itself (and checks the tasks ran no other)."""
+    while not walk.done:
+        ready = walk.take_ready()
+        missing = [s for s in ready if s not in attainment]
+        assert ready and not missing, f"the tasks did not probe the scales {missing}"
+        for scale in ready:
+            walk.record(scale, attainment[scale])
+    assert set(walk.attainment) == set(attainment), "the tasks probed scales the walk never asked for"
+    return walk
+
+
 def config_record(spec: SweepSpec, config: SweepConfig, walk: LoadWalk, rows: dict[float, dict[str, Any]],
                   base_rate: float) -> dict[str, Any]:
     """A finished configuration: its probes by rising load and the capacity they give."""
@@ -155,6 +158,8 @@ class SweepOutcome:
     configs_skipped: int
     replays_run: int
     wall_s: float
+    replay_s: float = 0.0  # the replays' own time, summed over probes
+    executor_s: dict[str, float] = field(default_factory=dict)  # the executor's start-up and shut-down
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", jobs: int = 1,
@@ -175,48 +180,41 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
     todo = [c for c in spec.configs if c.index not in done]
     replays = 0
     sim_s = 0.0
+    timings: dict[str, float] = {}
     if todo:
         bar_c = tqdm(total=len(spec.configs), initial=len(done), desc="configs", unit="cfg", position=0,
                      disable=not progress, file=sys.stderr)
         bar_p = tqdm(desc="probes", unit="replay", position=1, disable=not progress, file=sys.stderr)
         try:
-            with make_executor(executor, run_probe, trace, jobs=jobs, address=ray_address) as pool:
-                walks: dict[int, LoadWalk] = {}
-                rows: dict[int, dict[float, dict[str, Any]]] = {}
-                waiting = list(reversed(todo))
+            with make_executor(executor, run_config, trace, jobs=jobs, address=ray_address) as pool:
+                timings = pool.timings
+                walks = {c.index: _walk(spec, base_rate) for c in todo}
+                queue = deque((c.index, task) for c in todo for task in config_tasks(spec, c, walks[c.index]))
+                tasks_left = Counter(index for index, _ in queue)
+                results: dict[int, dict[float, dict[str, Any]]] = {c.index: {} for c in todo}
 
-                def submit_ready(config: SweepConfig) -> None:
-                    for scale in walks[config.index].take_ready():
-                        pool.submit((config.index, scale), Probe(config.index, config.policy, config.engine,
-                                                                 spec.seed, scale, spec.slo))
+                def submit() -> None:  # a small window in flight: configurations finish (and are saved) in order
+                    while queue and pool.pending < 2 * pool.parallelism:
+                        pool.submit(*queue.popleft())
 
-                def activate() -> None:
-                    while waiting and len(walks) < 2 * pool.parallelism:
-                        config = waiting.pop()
-                        walks[config.index], rows[config.index] = _walk(spec, base_rate), {}
-                        submit_ready(config)
-
-                activate()
+                submit()
                 while pool.pending:
-                    (index, scale), result = pool.next_result()
-                    replays += 1
-                    sim_s += result["sim_wall_s"]
-                    walk = walks[index]
-                    walk.record(scale, result["metrics"]["slo_attainment"])
-                    rows[index][scale] = result["metrics"]
-                    bar_p.update()
-                    config = spec.configs[index]
-                    if walk.done:
-                        record = config_record(spec, config, walk, rows.pop(index), base_rate)
+                    index, probed = pool.next_result()
+                    replays += len(probed)
+                    sim_s += sum(r["sim_wall_s"] for r in probed.values())
+                    bar_p.update(len(probed))
+                    results[index].update(probed)
+                    tasks_left[index] -= 1
+                    if not tasks_left[index]:
+                        config, rows = spec.configs[index], results.pop(index)
+                        walk = finish_walk(walks.pop(index), {s: r["metrics"]["slo_attainment"] for s, r in rows.items()})
+                        record = config_record(spec, config, walk, {s: r["metrics"] for s, r in rows.items()}, base_rate)
                         write_text_atomic(config_path(out, index), _json(record))
                         done[index] = json.loads(_json(record))  # as read back on resume: NaN as null
-                        del walks[index]
                         bar_c.set_postfix_str(config.name[:60])
                         bar_c.update()
-                        activate()
-                    else:
-                        submit_ready(config)
-                assert not walks and not waiting, "every configuration finished"
+                    submit()
+                assert not walks and not queue, "every configuration finished"
         finally:
             bar_p.close()
             bar_c.close()
@@ -227,6 +225,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
     write_text_atomic(out / "manifest.json", _json({
         "kind": SWEEP_KIND, "command": command, "executor": executor, "ray_address": ray_address, "jobs": jobs,
         "configs_run": len(todo), "configs_skipped": len(spec.configs) - len(todo), "replays_run": replays,
-        "replay_s": round(sim_s, 3), "wall_s": round(wall_s, 3), "files": [*files, "manifest.json"]}))
+        "replay_s": round(sim_s, 3), "executor_s": {k: round(v, 3) for k, v in timings.items()},
+        "wall_s": round(wall_s, 3), "files": [*files, "manifest.json"]}))
     return SweepOutcome(summary=summary, probes=probes, out_dir=out, configs_run=len(todo),
-                        configs_skipped=len(spec.configs) - len(todo), replays_run=replays, wall_s=wall_s)
+                        configs_skipped=len(spec.configs) - len(todo), replays_run=replays, wall_s=wall_s,
+                        replay_s=sim_s, executor_s=dict(timings))

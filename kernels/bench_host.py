@@ -3,7 +3,9 @@
 Each call is issued `--calls` times back to back on a shape whose GPU work (a few microseconds) is shorter
 than the host work, so the GPU waits on the host and wall time per call is the host's cost: validation,
 allocations, Triton's launcher (argument binding, specialization key, driver launch). `triton_launch` is
-the bare `_decode_kernel[grid](...)` call with every argument precomputed, the floor of any Triton wrapper.
+the bare `_decode_kernel[grid](...)` call with every argument precomputed (Triton's own launch path);
+`paged_decode` calls the compiled kernel's launcher directly (`kernels._launch`), shown beside the same
+wrapper through `JITFunction.run`.
 A cProfile of `paged_decode` follows, with the functions that cost most.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ def callables(gen) -> dict:
 
     from kernels import bench_peers as peers
     from kernels.cache_ops import copy_blocks, write_kv
-    from kernels.decode import LOG2E, _decode_kernel, _plan, paged_decode
+    from kernels.decode import LOG2E, _decode_kernel, _launch_decode, _plan, paged_decode
     from kernels.prefill import paged_prefill
 
     case = make_decode_case(1, 1024, 8, gen)
@@ -52,8 +54,16 @@ def callables(gen) -> dict:
     pairs = torch.tensor([[0, 60], [1, 61]], device="cuda")
     qp = torch.randn((16, NUM_Q_HEADS, HEAD_DIM), generator=gen, device="cuda", dtype=torch.bfloat16)
     qsl = torch.tensor([0, 16], dtype=torch.int32, device="cuda")
+    def normal_launch():
+        _launch_decode.enabled = False  # Triton's own JITFunction.run path
+        try:
+            return paged_decode(q, kc, vc, bt, sl)
+        finally:
+            _launch_decode.enabled = True
+
     fns = {
         "paged_decode (auto splits)": lambda: paged_decode(q, kc, vc, bt, sl),
+        "paged_decode (auto splits, JITFunction.run)": normal_launch,
         "paged_decode (1 split, out=)": lambda: paged_decode(q, kc, vc, bt, sl, num_splits=1, out=out),
         "triton_launch (bare, 1 split)": lambda: _decode_kernel[grid](*launch_args, SPLIT=False, **{
             k: v for k, v in meta.items() if k != "SPLIT"}),

@@ -16,6 +16,7 @@ import triton.language as tl
 from kernels._common import (
     FP8_DTYPE, FP8_MAX, SUPPORTED_DTYPES, check_cache, check_kv_scales, next_pow2, quantize_fp8,
 )
+from kernels._launch import FastLauncher
 
 CopyPairs = Sequence[tuple[int, int]] | torch.Tensor
 
@@ -58,6 +59,9 @@ def _copy_blocks_kernel(kc_ptr, vc_ptr, pairs_ptr, BLOCK_NUMEL: tl.constexpr, CH
     tl.store(vc_ptr + dst, tl.load(vc_ptr + src, mask=mask), mask=mask)
 
 
+_launch_write_kv = FastLauncher(_write_kv_kernel)
+
+
 def write_kv(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
     *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
@@ -84,12 +88,14 @@ def write_kv(
         raise ValueError("slot_mapping: must be an int32/int64 tensor on the cache's device")
     if k.shape[0] == 0:
         return
-    _write_kv_kernel[(k.shape[0],)](
-        k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), stride_scale,
+    tensors = (k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
+    ints = (k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_cache.stride(0), k_cache.stride(1),
+            k_cache.stride(2), stride_scale)
+    key = (k.dtype, v.dtype, k_cache.dtype, slot_mapping.dtype, num_kv_heads, head_dim, block_size, ints)
+    _launch_write_kv(key, (k.shape[0], 1, 1), (*tensors, *ints), tensors, dict(
         NUM_HEADS=num_kv_heads, HEADS_PAD=next_pow2(num_kv_heads), HEAD_DIM=head_dim,
         HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, FP8=fp8, FP8_MAX=FP8_MAX,
-        num_warps=4 if k.is_cuda else 1)
+        num_warps=4 if k.is_cuda else 1))
 
 
 def _pairs_tensor(pairs: CopyPairs, num_blocks: int, device: torch.device) -> torch.Tensor:

@@ -22,6 +22,7 @@ from kernels._common import (
     FP8_DTYPE, attention_ref, check_cache, check_index, check_kv_scales, check_out, check_query, default_scale,
     dequantize_cache, dot_precision, gather_sequence, next_pow2,
 )
+from kernels._launch import FastLauncher
 
 LOG2E = 1.4426950408889634
 MAX_SPLITS = 64
@@ -131,6 +132,9 @@ def _decode_kernel(
             merged_ptrs = out_ptr + seq * stride_os + (kv_head * GROUP + offs_mg)[:, None] * stride_oh + offs_d[None, :]
             tl.store(merged_ptrs, total.to(out_ptr.dtype.element_ty), mask=mg_mask[:, None] & d_mask[None, :])
             tl.atomic_xchg(counter, 0)  # ready for the next launch
+
+
+_launch_decode = FastLauncher(_decode_kernel)
 
 
 @functools.lru_cache(maxsize=None)
@@ -269,19 +273,20 @@ def paged_decode(
     if num_seqs == 0:
         return out
     scale = default_scale(head_dim, scale)
-    grid, num_splits, meta, workspace = _plan(
-        num_seqs, num_q_heads, num_kv_heads, head_dim, block_size, block_tables.shape[1] * block_size, q.dtype,
-        k_cache.dtype == FP8_DTYPE, k_cache.element_size(), q.device, num_splits, config)
+    plan_key = (num_seqs, num_q_heads, num_kv_heads, head_dim, block_size, block_tables.shape[1] * block_size,
+                q.dtype, k_cache.dtype == FP8_DTYPE, k_cache.element_size(), q.device, num_splits, config)
+    grid, num_splits, meta, workspace = _plan(*plan_key)
     if num_splits > 1:
         ws = torch.empty(workspace, dtype=torch.float32, device=q.device)
         counters = _split_counters(q.device, num_seqs * num_kv_heads)
     else:
         ws = counters = out  # unused
     sq, sk, so = q.stride(), k_cache.stride(), out.stride()
-    _decode_kernel[grid](
-        q, k_cache, v_cache, block_tables, seq_lens, out, ws, counters, k_scale, v_scale,
-        sq[0], sq[1], sk[0], sk[1], sk[2], block_tables.stride(0), so[0], so[1], stride_scale, scale * LOG2E,
-        num_splits, num_seqs * num_q_heads * num_splits * head_dim, **meta)
+    ints = (sq[0], sq[1], sk[0], sk[1], sk[2], block_tables.stride(0), so[0], so[1], stride_scale)
+    tensors = (q, k_cache, v_cache, block_tables, seq_lens, out, ws, counters, k_scale, v_scale)
+    # the key fixes every constexpr (through the plan) and every int Triton specializes on
+    _launch_decode((plan_key, ints), grid, (*tensors, *ints, scale * LOG2E, num_splits,
+                                            num_seqs * num_q_heads * num_splits * head_dim), tensors, meta)
     return out
 
 

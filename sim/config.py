@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from sim.host_time import check_engine_name, check_graph_sizes
 from sim.presets import GIB, GPUS, KV_CACHE_DTYPES, MODELS, GpuSpec, ModelSpec, lookup
 
 BACKENDS: tuple[str, ...] = ("analytic", "execute")
@@ -45,6 +46,12 @@ class EngineConfig:
                                                 # None: the policy's engine default (on for `vllm`, else off)
     # vLLM V1 (`vllm` policy) scheduler options; see docs/sim.md for the source line of each
     long_prefill_token_threshold: int = 0       # > 0: most prefill tokens one request takes per step (0: off)
+    scheduling_policy: str = "fcfs"             # V1's SchedulerConfig.policy: "fcfs" or "priority" (trace column)
+    enable_chunked_prefill: bool | None = None  # vllm: V1's chunked prefill (None: on, V1's default)
+    # V1's KV pool sizing (`vllm` only, sim/v1_memory.py): memory outside torch (NCCL, cuBLAS), and what one
+    # captured CUDA graph takes
+    non_torch_gib: float = 0.16
+    cudagraph_mib_per_graph: float = 24.0
     # ---- sglang policy (sim/policies/sglang.py; docs/sim.md "sglang") ----
     schedule_policy: str = "fcfs"               # waiting order: "fcfs" or "lpm" (longest cached prefix first)
     chunked_prefill_size: int | None = None     # None: SGLang's default by GPU memory (8192 on H100/H200)
@@ -52,6 +59,10 @@ class EngineConfig:
     # KV-cache element type, vLLM's --kv-cache-dtype: "auto" = the model's dtype, "fp8" = e4m3, 1 byte
     # per element (block bytes halve for bf16 models, so the pool doubles; decode attention reads half)
     kv_cache_dtype: str = "auto"
+    # ---- host time and CUDA graphs (sim/host_time.py); None: the policy's engine default ----
+    host_engine: str | None = None              # whose published host constants: vllm-v1, vllm-v0, sglang, eager-sync
+    async_scheduling: bool | None = None        # host work overlaps the device (step = max) instead of adding to it
+    cuda_graph_sizes: tuple[int, ...] | None = None  # decode batch sizes with a captured graph; (): eager
 
     def __post_init__(self) -> None:
         lookup("model", MODELS, self.model)
@@ -73,6 +84,12 @@ class EngineConfig:
             # would fail the shadow check. Not supported rather than silently wrong.
             raise ValueError("enable_prefix_caching: not supported by the execute backend (use backend 'analytic')")
         _check_sglang_fields(self)
+        _check_host_fields(self)
+        if self.enable_chunked_prefill is not None and not isinstance(self.enable_chunked_prefill, bool):
+            raise ValueError(f"enable_chunked_prefill: must be a bool, got {self.enable_chunked_prefill!r}")
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(f"scheduling_policy: unknown name {self.scheduling_policy!r}; valid names: "
+                             f"{', '.join(SCHEDULING_POLICIES)}")
         _positive_int("block_size", self.block_size)
         _positive_int("max_num_seqs", self.max_num_seqs)
         _positive_int("prefill_chunk_tokens", self.prefill_chunk_tokens)
@@ -88,7 +105,7 @@ class EngineConfig:
         _fraction("gpu_memory_utilization", self.gpu_memory_utilization, low_open=True, high_closed=True)
         _fraction("watermark", self.watermark, low_open=False, high_closed=False)
         _fraction("beam_replace_prob", self.beam_replace_prob, low_open=False, high_closed=True)
-        for name in ("swap_space_gib", "activation_reserve_gib"):
+        for name in ("swap_space_gib", "activation_reserve_gib", "non_torch_gib", "cudagraph_mib_per_graph"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
@@ -159,6 +176,7 @@ class EngineConfig:
 
 
 SCHEDULE_POLICIES: tuple[str, ...] = ("fcfs", "lpm")
+SCHEDULING_POLICIES: tuple[str, ...] = ("fcfs", "priority")   # vLLM V1 (config/scheduler.py:159-165)
 
 
 def _check_sglang_fields(config: EngineConfig) -> None:
@@ -168,6 +186,16 @@ def _check_sglang_fields(config: EngineConfig) -> None:
     if config.chunked_prefill_size is not None:
         _positive_int("chunked_prefill_size", config.chunked_prefill_size)
     _positive_int("max_prefill_tokens", config.max_prefill_tokens)
+
+
+def _check_host_fields(config: EngineConfig) -> None:
+    check_engine_name(config.host_engine)
+    if config.async_scheduling is not None and not isinstance(config.async_scheduling, bool):
+        raise ValueError(f"async_scheduling: must be a bool, got {config.async_scheduling!r}")
+    if isinstance(config.cuda_graph_sizes, list):  # from JSON
+        object.__setattr__(config, "cuda_graph_sizes", tuple(config.cuda_graph_sizes))
+    if config.cuda_graph_sizes is not None:
+        check_graph_sizes(config.cuda_graph_sizes)
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -11,13 +11,14 @@ for every pure decode step (one or many), which keeps fast-forwarding exact.
 """
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from sim.json_profile import load_json_dataclass
 from sim.presets import GpuSpec, ModelSpec
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -41,12 +42,20 @@ class CostProfile:
     allreduce_latency_s: float = 8e-6
     step_overhead_s: float = 0.002
     per_seq_overhead_s: float = 5e-6
+    # Host (CPU) terms, seconds (sim.host_time); None: the policy's engine's published defaults.
+    host_step_s: float | None = None
+    host_per_request_s: float | None = None
+    host_per_token_s: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name in ("name", "description"):
                 continue
             value = getattr(self, f.name)
+            if f.name.startswith("host_") and value is None:
+                continue
+            if f.name.startswith("host_") and isinstance(value, (int, float)) and not math.isfinite(value):
+                raise ValueError(f"cost profile {self.name}: {f.name}: must be a finite number >= 0, got {value!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"cost profile {self.name}: {f.name}: must be a number >= 0, got {value!r}")
             if f.name.endswith("efficiency") and not 0 < value <= 1:
@@ -55,21 +64,7 @@ class CostProfile:
     @classmethod
     def load(cls, name_or_path: str) -> "CostProfile":
         """A profile by name (`sim/profiles/<name>.json`) or by path to a JSON file."""
-        path = Path(name_or_path)
-        if path.suffix != ".json":
-            path = PROFILE_DIR / f"{name_or_path}.json"
-            if not path.is_file():
-                names = sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
-                raise ValueError(f"cost_profile: unknown name {name_or_path!r}; valid names: {', '.join(names)}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
+        return load_json_dataclass(cls, name_or_path, PROFILE_DIR, "cost_profile")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +80,7 @@ class StepBatch:
     sampled_seqs: int = 0          # sequences that sample a token (lm head)
     cow_copies: int = 0            # block copies inside HBM
     swap_blocks: int = 0           # blocks moved over the host link
+    graph_tokens: int = 0          # > 0: tokens the GEMMs run at (a CUDA graph's padded batch)
 
 
 @runtime_checkable
@@ -150,9 +146,10 @@ class AnalyticCostModel:
         allreduce = (self._ar_fixed_s + tokens * self._ar_s_per_token) if tokens else 0.0
         return p.step_overhead_s + p.per_seq_overhead_s * seqs + gemm + allreduce
 
-    def decode_coefficients(self, num_seqs: int) -> tuple[float, float]:
-        """A pure decode step of `num_seqs` sequences with summed context C takes base + slope * C."""
-        return self._fixed_s(num_seqs, num_seqs, num_seqs), self._decode_s_per_ctx
+    def decode_coefficients(self, num_seqs: int, graph_tokens: int = 0) -> tuple[float, float]:
+        """A pure decode step of `num_seqs` sequences with summed context C takes base + slope * C; a CUDA graph
+        of `graph_tokens` (> num_seqs: padding) runs its GEMMs at that size."""
+        return self._fixed_s(max(num_seqs, graph_tokens), num_seqs, num_seqs), self._decode_s_per_ctx
 
     def decode_times(self, num_seqs: int, context: np.ndarray) -> np.ndarray:
         """Seconds of pure decode steps of `num_seqs` sequences whose contexts sum to each `context`."""
@@ -162,7 +159,8 @@ class AnalyticCostModel:
     def step_time(self, batch: StepBatch) -> float:
         tokens = batch.prefill_tokens + batch.decode_seqs
         seqs = batch.decode_seqs + batch.prefill_seqs
-        t = self._fixed_s(tokens, seqs, batch.sampled_seqs) if tokens else self.profile.step_overhead_s
+        gemm_tokens = max(tokens, batch.graph_tokens)
+        t = self._fixed_s(gemm_tokens, seqs, batch.sampled_seqs) if tokens else self.profile.step_overhead_s
         if batch.prefill_tokens:
             t += max(batch.prefill_attn_pairs * self._prefill_s_per_pair,
                      batch.prefill_kv_tokens * self._prefill_s_per_kv)
@@ -200,7 +198,7 @@ class AnalyticCostModel:
         }
 
 
-def make_cost_model(config) -> StepCostModel:
+def make_cost_model(config) -> AnalyticCostModel:
     """The analytic cost model of an `EngineConfig`. With `backend="execute"` the measured step times
     advance the clock and this model only predicts each step alongside (for fidelity tables)."""
     if config.backend not in ("analytic", "execute"):

@@ -44,7 +44,17 @@ class KVLayout(Protocol):
         """Prompt tokens a (re)prefill admitted now would find computed in the prefix cache."""
 
     def allocate(self, group: Group) -> int:
-        """Memory for the group's (re)prefill; returns the prompt tokens found computed (skipped)."""
+        """Memory for the group's (re)prefill at admission; returns the prompt tokens found computed
+        (skipped). A layout that allocates per chunk takes only the prefix hits here."""
+
+    def chunk_need(self, group: Group, tokens: int) -> int:
+        """Blocks `allocate_chunk` would take for a scheduled prefill chunk of `tokens` (0 where admission
+        already took the whole prefill: reservations, and paged layouts of the V0-style policies)."""
+
+    def allocate_chunk(self, group: Group, tokens: int) -> bool:
+        """Memory for one scheduled prefill chunk (vLLM V1: blocks for the chunk only, step by step);
+        False, taking nothing, if the pool is short. A no-op returning True where admission already took
+        the whole prefill."""
 
     # ---- prefill progress --------------------------------------------------------------------------
     def begin_prefill(self, group: Group) -> None:

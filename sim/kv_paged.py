@@ -24,7 +24,8 @@ class PagedKV(LazyDecode):
     """vLLM's paged KV cache: blocks on demand, fork sharing, copy-on-write, swap to a CPU pool.
     Implements `sim.kv_layout.KVLayout`."""
 
-    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager) -> None:
+    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager,
+                 per_chunk: bool = False) -> None:
         if config.enable_prefix_caching:
             block_manager_cls = PrefixCachingBlockManager
         super().__init__(config, config.cpu_blocks if swap else 0, config.watermark, block_manager_cls)
@@ -36,10 +37,15 @@ class PagedKV(LazyDecode):
         self.logical = 0       # sum of block-table lengths on the GPU: the blocks without sharing
         self.uncomputed = 0    # allocated prompt tokens a chunked prefill has not computed yet
         self.step_copies = 0   # copy-on-write copies of the current step
+        # V1: a (re)prefill holds blocks for its prefix hits and the chunks scheduled so far only
+        # (`allocate_chunk`), not the whole prompt from admission on.
+        self.per_chunk = per_chunk
+        self.chunk_keys: dict[int, tuple[Sequence[Hashable], int]] = {}  # sid -> (keys, blocks registered)
 
     @classmethod
     def for_policy(cls, config: EngineConfig, policy, block_manager_cls: type[BlockManager]) -> "PagedKV":
-        return cls(config, swap=policy.preemption == "swap", block_manager_cls=block_manager_cls)
+        return cls(config, swap=policy.preemption == "swap", block_manager_cls=block_manager_cls,
+                   per_chunk=getattr(policy, "allocate_per_chunk", False))
 
     # ---- admission -----------------------------------------------------------------------------------
     def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
@@ -76,7 +82,10 @@ class PagedKV(LazyDecode):
 
     def allocate(self, group: Group) -> int:
         """Blocks for the group's (re)prefill; a recompute restores each sample's own tokens. Returns the
-        prompt tokens found computed in the prefix cache (their prefill is skipped)."""
+        prompt tokens found computed in the prefix cache (their prefill is skipped). Per chunk: only the
+        prefix hits; the chunks take theirs in `allocate_chunk`."""
+        if self.per_chunk:
+            return self._allocate_hits(group)
         bm, first = self.bm, Seq(self.new_sid(), group.prompt)
         cached = self.prefix.allocate(first.sid, group)
         seqs = [first]
@@ -96,9 +105,69 @@ class PagedKV(LazyDecode):
         group.seqs = seqs
         return cached
 
+    def _allocate_hits(self, group: Group) -> int:
+        """V1's admission: the request's computed prefix hits, nothing else (kv_cache_manager.py:266-328);
+        one sequence (V1 runs each sample as its own request)."""
+        assert group.n == 1, "per-chunk allocation holds one sequence per request"
+        seq, bm, prefix = Seq(self.new_sid(), 0), self.bm, self.prefix
+        cached = 0
+        if isinstance(prefix, PrefixCache):
+            keys, ready = prefix.plan(group)
+            cached = ready * self.bs
+            bm.allocate(seq.sid, cached, keys.head(ready))
+            self.chunk_keys[seq.sid] = (keys, ready)
+            prefix.query_tokens += group.prompt
+            if ready:
+                prefix.hits += 1
+                prefix.hit_tokens += cached
+        else:
+            bm.allocate(seq.sid, 0)
+        seq.length = cached
+        self.logical += bm.num_blocks(seq.sid)
+        group.seqs, group.pending = [seq], []
+        return cached
+
+    def chunk_need(self, group: Group, tokens: int) -> int:
+        """Blocks `allocate_chunk(group, tokens)` takes: ceil((allocated + tokens) / block_size) less the
+        blocks held (V1 allocate_slots, kv_cache_manager.py:551-588); 0 when the prompt was allocated whole."""
+        if not self.per_chunk:
+            return 0
+        seq = group.seqs[0]
+        return -(-(seq.length + tokens) // self.bs) - self.bm.num_blocks(seq.sid)
+
+    def allocate_chunk(self, group: Group, tokens: int) -> bool:
+        """Slots for a scheduled prefill chunk of `tokens`; False (nothing taken) if the free pool is short.
+        Full prompt blocks are cached as they are allocated (kv_cache_manager.py:616-625): a request
+        scheduled later in the same step already hits them (each layer writes the step's new K/V into the
+        cache before its attention reads it), so they are never pending."""
+        if not self.per_chunk:
+            return True
+        need = self.chunk_need(group, tokens)
+        bm, seq = self.bm, group.seqs[0]
+        if need > bm.num_free_gpu_blocks:
+            return False
+        bm.append_slots(seq.sid, tokens)
+        seq.length += tokens
+        self.logical += need
+        self.uncomputed += tokens
+        entry = self.chunk_keys.get(seq.sid)
+        if entry is not None:
+            keys, done = entry
+            full = min(len(keys), seq.length // self.bs)
+            if self.prefix.lazy:  # private blocks are registered on release (only this request looks them up)
+                full = min(full, keys.num_shared)
+            if full > done:
+                start, added = bm.cache_full_blocks(seq.sid, keys.head(full))
+                if start + len(added) < full:  # another request cached that content first: ours stays private
+                    del self.chunk_keys[seq.sid]
+                else:
+                    self.chunk_keys[seq.sid] = (keys, full)
+        return True
+
     # ---- prefill progress ----------------------------------------------------------------------------
     def begin_prefill(self, group: Group) -> None:
-        self.uncomputed += group.prefill_len - group.prefill_done
+        if not self.per_chunk:
+            self.uncomputed += group.prefill_len - group.prefill_done
 
     def computed(self, group: Group, tokens: int) -> None:
         self.uncomputed -= tokens
@@ -106,7 +175,10 @@ class PagedKV(LazyDecode):
             self.prefix.progress(group)
 
     def abort_prefill(self, group: Group) -> None:
-        self.uncomputed -= group.prefill_len - group.prefill_done
+        if self.per_chunk:  # chunks allocated in this step and not run
+            self.uncomputed -= group.seqs[0].length - group.prefill_done
+        else:
+            self.uncomputed -= group.prefill_len - group.prefill_done
 
     def share_samples(self, group: Group) -> None:
         """After a (re)prefill: the first prefill's samples share every block of the first sequence (a
@@ -138,6 +210,7 @@ class PagedKV(LazyDecode):
                 self.leave(seq, g)
             self.logical -= bm.num_blocks(seq.sid)
             bm.free(seq.sid)
+            self.chunk_keys.pop(seq.sid, None)
         group.seqs = []
         group.pending = []  # blocks it did not compute stay pending (orphans: the next hit computes them)
 

@@ -107,8 +107,19 @@ class PrefixCache:
 
     def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
                           prefix_tokens: int, hash_ids: Sequence[int] | None) -> None:
-        group.block_keys = request_block_keys(group.prompt, self.bs, request_key, prefix_group, prefix_tokens,
-                                              hash_ids, self.group_keys)
+        parent = group.parent
+        if parent is None:
+            group.block_keys = request_block_keys(group.prompt, self.bs, request_key, prefix_group, prefix_tokens,
+                                                  hash_ids, self.group_keys)
+            return
+        # A child request (V1 parallel sampling): its whole keyed prompt is shared with its siblings (one
+        # key list, kept on the parent, which never runs); only its own output is private.
+        if parent.block_keys is None:
+            keys = request_block_keys(parent.prompt, self.bs, request_key, prefix_group, prefix_tokens,
+                                      hash_ids, self.group_keys)
+            parent.block_keys = tuple(keys.listed())
+        shared = parent.block_keys
+        group.block_keys = ChainKeys(shared, len(shared), PrivateChain(("sample", group.idx)))
 
     def tokens(self, group: Group) -> int:
         """Tokens the (re)prefill allocates through the cache: the prompt, and a lone sample's own output
@@ -193,6 +204,9 @@ class PrefixCache:
         tokens = group.prompt + group.generated if prefilled and self.hash_output else self.tokens(group)
         if group.n == 1 and tokens > group.prompt:
             keys = keys.head(max((tokens - 1) // bs, len(keys)))
+        full = bm.num_tokens(seqs[0].sid) // bs  # a request allocated chunk by chunk may hold less than its prompt
+        if len(keys) > full:
+            keys = keys.head(full)
         start, blocks = bm.cache_full_blocks(seqs[0].sid, keys, reachable=not finished)
         if blocks and not finished:
             done, pending = (group.prefill_done if not prefilled else 1 << 62) // bs, self.pending

@@ -81,6 +81,12 @@ class ReservedKV(LazyDecode):
         self.reserved += tokens * group.n
         return 0  # no prefix caching: every prompt token is computed
 
+    def chunk_need(self, group: Group, tokens: int) -> int:
+        return 0  # the reservation taken at admission covers every chunk
+
+    def allocate_chunk(self, group: Group, tokens: int) -> bool:
+        return True  # nothing to take: the reservation already holds the chunk's slots
+
     def begin_prefill(self, group: Group) -> None:
         return None  # the reservation already covers the prefill
 

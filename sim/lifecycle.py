@@ -10,11 +10,12 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
+from typing import Callable
 
 from sim.config import EngineConfig
 from sim.kv_layout import KVLayout
 from sim.scheduler_output import SchedulerOutput
-from sim.state import DECODE, FINISHED, PREFILL, RECOMPUTE, SWAP, SWAPPED, WAITING, Group
+from sim.state import DECODE, FINISHED, PREFILL, RECOMPUTE, REJECTED, SWAP, SWAPPED, WAITING, Group
 
 
 class RequestQueues:
@@ -31,6 +32,33 @@ class RequestQueues:
         self.decode_seqs = 0                    # sequences decoding
         self.num_done = 0                       # requests finished or rejected
         self.out: SchedulerOutput | None = None  # the step being scheduled: preemptions and swaps count here
+        # vLLM V1: `running` in admission order (a resumed request goes to the end, sched/scheduler.py:1549),
+        # and under the priority policy the waiting queue ordered by (priority, arrival)
+        # (sched/request_queue.py:131-197); else running by arrival and a FIFO waiting queue.
+        self.running_by_admission = False
+        self.priority_order = False
+
+    # ---- queue order -----------------------------------------------------------------------------
+    def enqueue(self, group: Group) -> None:
+        """An arrival joins the waiting queue: at the end, or by (priority, arrival) under priority."""
+        if self.priority_order:
+            bisect.insort(self.waiting, group, key=_priority_order)
+        else:
+            self.waiting.append(group)
+
+    def requeue(self, group: Group) -> None:
+        """A request preempted by recompute waits again: at the front (FCFS), or by its key (priority:
+        V1 pushes it back onto the heap, sched/request_queue.py:159-165)."""
+        if self.priority_order:
+            bisect.insort(self.waiting, group, key=_priority_order)
+        else:
+            self.waiting.appendleft(group)
+
+    def _add_running(self, group: Group) -> None:
+        if self.running_by_admission:
+            self.running.append(group)
+        else:
+            bisect.insort(self.running, group, key=_arrival_order)
 
     # ---- admission -------------------------------------------------------------------------------
     def admit(self, group: Group) -> None:
@@ -45,7 +73,7 @@ class RequestQueues:
         if group.generated:
             group.recomputed_tokens += group.prefill_len - cached
         self.kv.begin_prefill(group)
-        bisect.insort(self.running, group, key=_arrival_order)
+        self._add_running(group)
         self.prefilling.append(group)
         self.num_running_seqs += group.n
 
@@ -83,10 +111,61 @@ class RequestQueues:
             i += 1
         for group in preempted:  # the oldest ends up first in line
             if group.state == WAITING:
-                self.waiting.appendleft(group)
+                self.requeue(group)
             else:
                 self.swapped.append(group)
         return len(preempted)
+
+    def reserve_running(self, chunks: list[tuple[Group, int]], victim: Callable[[list[Group]], Group]) -> int:
+        """vLLM V1's running loop (sched/scheduler.py:793-994): this step's decode slots and the blocks of
+        the running requests' prefill `chunks` (group, tokens). When the pool is short, requests are served
+        in running order and, while one does not fit, `victim(running)` is preempted by recompute (V1:
+        the last running request under FCFS, the worst (priority, arrival) under priority) until it fits
+        or is itself the victim. A preempted request's chunk leaves `chunks` (in place). Returns how many
+        were preempted."""
+        kv, g1 = self.kv, self.G + 1
+        need = sum(kv.chunk_need(group, q) for group, q in chunks)
+        if self.decode_seqs:
+            need += kv.crossings(g1) + sum(kv.group_need(group, g1) for group in self.dirty_groups)
+        if need <= kv.bm.num_free_gpu_blocks:
+            if self.decode_seqs:
+                kv.reserve_bucket(g1)
+                for group in self.dirty_groups:
+                    kv.commit_group(group, g1)
+            for group, q in chunks:
+                assert kv.allocate_chunk(group, q)
+            return 0
+        chunk_of = {group.idx: q for group, q in chunks}
+        running, preempted, i = self.running, 0, 0
+        while i < len(running):
+            group = running[i]
+            if group.state == DECODE:
+                need = kv.group_need(group, g1)
+            elif group.idx in chunk_of:
+                need = kv.chunk_need(group, chunk_of[group.idx])
+            else:
+                i += 1
+                continue
+            while need > kv.bm.num_free_gpu_blocks:
+                out = victim(running)
+                j = running.index(out)
+                del running[j]
+                if j < i:
+                    i -= 1
+                chunk_of.pop(out.idx, None)
+                self.requeue(self._preempt(out, RECOMPUTE))
+                preempted += 1
+                if out is group:
+                    break
+            if group.state == WAITING:  # it was its own victim: the next one may fit (V1 under priority)
+                continue
+            if group.state == DECODE:
+                kv.commit_group(group, g1)
+            else:
+                assert kv.allocate_chunk(group, chunk_of[group.idx])
+            i += 1
+        chunks[:] = [(group, q) for group, q in chunks if group.idx in chunk_of]
+        return preempted
 
     def _preempt(self, group: Group, mode: str) -> Group:
         kv, g, out = self.kv, self.G, self.out
@@ -127,7 +206,7 @@ class RequestQueues:
         was_dirty, group.dirty = group.dirty, True
         kv.commit_group(group, g1)  # through the block manager: the family may share a partial block
         group.dirty = was_dirty
-        bisect.insort(self.running, group, key=_arrival_order)
+        self._add_running(group)
         self.num_running_seqs += group.n
         self._start_decoding(group, g1 - 1, join_at=g1)
 
@@ -186,6 +265,18 @@ class RequestQueues:
         self.running.remove(group)
         self.num_running_seqs -= group.n
         group.state, group.finish_ns = FINISHED, now
+        self._done(group)
+
+    def _done(self, group: Group) -> None:
+        """`group` finished or was rejected; a parent of one-sample children is done with its last child."""
+        parent = group.parent
+        if parent is None:
+            self.num_done += 1
+            return
+        children = parent.children
+        if any(c.state not in (FINISHED, REJECTED) for c in children):
+            return
+        aggregate_children(parent)
         self.num_done += 1
 
     def _after_dirty_step(self) -> None:
@@ -218,3 +309,24 @@ class RequestQueues:
 
 def _arrival_order(group: Group) -> int:
     return group.idx
+
+
+def _priority_order(group: Group) -> tuple[int, int, int]:
+    return group.priority, group.arrival_ns, group.idx
+
+
+def aggregate_children(parent: Group) -> None:
+    """The user's request from its one-sample children, as vLLM's `ParentRequest` reports it
+    (v1/engine/parallel_sampling.py:102-127): finished when the last child is (its finish time), first
+    token when the first child streams one; counters summed. A rejected child rejects the request."""
+    children = parent.children
+    rejected = [c for c in children if c.state == REJECTED]
+    parent.preemptions = sum(c.preemptions for c in children)
+    parent.recomputed_tokens = sum(c.recomputed_tokens for c in children)
+    if rejected:
+        parent.state, parent.reason = REJECTED, rejected[0].reason
+        return
+    parent.state = FINISHED
+    parent.generated = parent.output
+    parent.first_token_ns = min(c.first_token_ns for c in children)
+    parent.finish_ns = max(c.finish_ns for c in children)

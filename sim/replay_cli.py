@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "keys from the trace's prefix groups or Mooncake hash_ids; default: on under vllm, else off)")
     p.add_argument("--schedule-policy", default="fcfs", choices=("fcfs", "lpm"),
                    help="sglang's waiting-queue order: fcfs (default, as SGLang's) or lpm (longest cached prefix first)")
+    p.add_argument("--scheduling-policy", default="fcfs", choices=("fcfs", "priority"),
+                   help="vllm's queue order, as vLLM's --scheduling-policy: fcfs (default) or priority (the "
+                        "trace's priority column, lower first; the worst running request is preempted)")
+    p.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=None,
+                   help="vllm: split prompts over steps (default: on, as vLLM V1; off needs "
+                        "max_num_batched_tokens >= max_model_len)")
     p.add_argument("--no-fast-forward", action="store_true",
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
         verify_every=args.verify_every, enable_prefix_caching=args.enable_prefix_caching,
         kv_cache_dtype=args.kv_cache_dtype, schedule_policy=args.schedule_policy,
+        scheduling_policy=args.scheduling_policy, enable_chunked_prefill=args.enable_chunked_prefill,
     )
     if execute:
         from sim.execute.device import resolve_device

@@ -40,6 +40,10 @@ class Scheduler(RequestQueues):
                  fast_forward: bool = True) -> None:
         super().__init__(config, kv)
         self.policy, self.seed = policy, seed
+        self.running_by_admission = getattr(policy, "running_by_admission", False)
+        self.priority_order = config.scheduling_policy == "priority"
+        self.split_samples = getattr(policy, "samples_as_requests", False)
+        self.num_children = 0
         self.bs = config.block_size
         self.fast_forward = fast_forward
         arrival = np.asarray(trace.column("arrival_s"), dtype=np.float64)
@@ -47,26 +51,48 @@ class Scheduler(RequestQueues):
         self.num_requests = len(self.arrival_ns)
         self._columns = tuple(trace.column(c).tolist() for c in (
             "request_id", "prompt_tokens", "output_tokens", "n", "sampling", "prefix_group", "prefix_tokens",
-            "hash_ids"))
+            "hash_ids", "priority"))
         self.groups: list[Group | None] = [None] * self.num_requests
         self.recorder = StepRecorder()   # monitoring: one plain record per step or run of decode steps
 
     # ---- requests ----------------------------------------------------------------------------------
     def add_request(self, i: int) -> None:
         """Request i (trace order) arrives: it joins the waiting queue, or is rejected if it can never run."""
-        rid, prompt, output, n, sampling, prefix_group, prefix_tokens, hash_ids = (c[i] for c in self._columns)
-        group = Group(i, rid, self.arrival_ns[i], prompt, output, n, sampling)
+        rid, prompt, output, n, sampling, prefix_group, prefix_tokens, hash_ids, priority = (
+            c[i] for c in self._columns)
+        group = Group(i, rid, self.arrival_ns[i], prompt, output, n, sampling, priority)
         self.groups[i] = group
-        reason = self._never_fits(group)
+        split = self.split_samples and group.n > 1 and not group.is_beam
+        reason = self._never_fits(self._child(group) if split else group)
         if reason is not None:
             group.rejected_on_arrival = True
             self.reject(group, reason)
+            return
+        if split:
+            # vLLM V1 fans a request with n > 1 out into n one-sample requests (v1/engine/async_llm.py:
+            # 541-563); they share the prompt only through the prefix cache (keyed by the parent).
+            group.children = [self._child(group) for _ in range(group.n)]
+            for child in group.children:
+                self.kv.assign_block_keys(child, i, prefix_group, prefix_tokens, hash_ids)
+                self.enqueue(child)
             return
         if group.is_beam:
             group.rng = random.Random(self.seed * 1_000_003 + i)
         # The request's own blocks are keyed by its index: request ids need not be unique.
         self.kv.assign_block_keys(group, i, prefix_group, prefix_tokens, hash_ids)
-        self.waiting.append(group)
+        self.enqueue(group)
+
+    def _child(self, parent: Group) -> Group:
+        """One sample of `parent` as its own request (indices past the trace's keep them apart)."""
+        self.num_children += 1
+        child = Group(self.num_requests + self.num_children, parent.request_id, parent.arrival_ns, parent.prompt,
+                      parent.output, 1, parent.sampling, parent.priority)
+        child.parent = parent
+        return child
+
+    def token_streams(self) -> list[Group]:
+        """Every request that produced its own tokens, in trace order (a parent's children in its place)."""
+        return [c for g in self.groups if g is not None for c in (g.children or (g,))]
 
     def _never_fits(self, group: Group) -> str | None:
         cfg = self.config
@@ -87,8 +113,8 @@ class Scheduler(RequestQueues):
 
     def queued_arrivals_ns(self) -> np.ndarray:
         """Arrival times of the requests that joined the waiting queue (not rejected on arrival)."""
-        return np.array([g.arrival_ns for g in self.groups if g is not None and not g.rejected_on_arrival],
-                        dtype=np.int64)
+        return np.array([g.arrival_ns for g in self.groups if g is not None and not g.rejected_on_arrival
+                         for _ in (g.children or (g,))], dtype=np.int64)
 
     # ---- planning ----------------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput | None:
@@ -194,6 +220,10 @@ class Scheduler(RequestQueues):
         blocks found computed in the prefix cache."""
         return self.prefill_tokens(group) - self.kv.cached_tokens(group)
 
+    def allocate_chunk(self, group: Group, tokens: int) -> bool:
+        """The blocks of a scheduled prefill chunk (a no-op where admission took the whole prefill)."""
+        return self.kv.allocate_chunk(group, tokens)
+
     def reject_head(self, reason: str) -> None:
         """The waiting head can never run: it leaves with `reason`."""
         self.reject(self.waiting.popleft(), reason)
@@ -227,7 +257,7 @@ class Scheduler(RequestQueues):
 
     def reject(self, group: Group, reason: str) -> None:
         group.state, group.reason = REJECTED, reason
-        self.num_done += 1
+        self._done(group)
 
     # ---- checks ------------------------------------------------------------------------------------
     def check_invariants(self, final: bool = False) -> None:

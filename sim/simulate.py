@@ -27,7 +27,7 @@ def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, 
     steps = steps[list(STEP_COLUMNS)]
     groups = scheduler.groups
     requests = requests_table(groups)
-    itl_s = inter_token_gaps(groups, decode_end)
+    itl_s = inter_token_gaps(scheduler.token_streams(), decode_end)
     summary = {
         "policy": policy, "model": config.model, "gpu": config.gpu, "seed": seed, "backend": config.backend,
         **summarize(steps, requests, itl_s, kv_blocks_total=config.kv_blocks, block_size=config.block_size),

@@ -34,12 +34,18 @@ class Group:
         "idx", "request_id", "arrival_ns", "prompt", "output", "n", "sampling", "state", "seqs",
         "generated", "join_g", "prefill_len", "prefill_done", "first_token_ns", "finish_ns",
         "preemptions", "swaps", "runs", "run_first_ns", "epoch", "dirty", "fresh_fork", "rng",
-        "reason", "recomputed_tokens", "rejected_on_arrival", "block_keys", "pending",
+        "reason", "recomputed_tokens", "rejected_on_arrival", "block_keys", "pending", "priority",
+        "parent", "children",
     )
 
     def __init__(self, idx: int, request_id: str, arrival_ns: int, prompt: int, output: int, n: int,
-                 sampling: str) -> None:
+                 sampling: str, priority: int = 0) -> None:
         self.idx = idx
+        self.priority = priority  # lower is served first (vLLM's priority policy)
+        # vLLM V1's parallel sampling: the user's request (parent, never queued) and its n one-sample
+        # child requests; None when the request runs as itself.
+        self.parent: Group | None = None
+        self.children: list[Group] | None = None
         self.request_id = request_id
         self.arrival_ns = arrival_ns
         self.prompt = prompt

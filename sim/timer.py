@@ -6,11 +6,15 @@ time advances the clock). The engine never asks which one it has.
 
 Analytic times of pure decode steps use the cost model's closed form `base(B) + slope * context`, the
 summed context growing by B per step, so a run of k identical decode steps is timed at once and lands
-on exactly the clock that k single steps reach (integer nanoseconds).
+on exactly the clock that k single steps reach (integer nanoseconds). Host time and CUDA-graph padding
+(`sim.host_time.HostModel`) enter both paths the same way: a decode step of B sequences costs the device
+time at the padded batch, combined with the host time of B requests and B sampled tokens (added, or
+overlapped as `max`, as the engine's config says).
 """
 from __future__ import annotations
 
 from bisect import bisect_left
+from dataclasses import replace
 from itertools import accumulate
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,7 +23,8 @@ import numpy as np
 from memory import BlockManager
 
 from sim.config import EngineConfig
-from sim.cost import make_cost_model
+from sim.cost import StepBatch, make_cost_model
+from sim.host_time import HostModel
 from sim.scheduler_output import SchedulerOutput
 
 if TYPE_CHECKING:
@@ -60,6 +65,7 @@ class AnalyticTimer:
 
     def __init__(self, config: EngineConfig) -> None:
         self.cost = make_cost_model(config)
+        self.host = HostModel.of(config, self.cost.profile)  # the profile the cost model loaded: read once
         self.fast_forward = config.fast_forward
         # (base, slope) of a linear decode-time model, if the cost model has one: scalar fast path.
         self._linear = getattr(self.cost, "decode_coefficients", None)
@@ -70,16 +76,35 @@ class AnalyticTimer:
     def time(self, out: SchedulerOutput, until_arrival_ns: int | None) -> list[int] | np.ndarray:
         if out.num_decode_seqs and out.is_pure_decode:
             return self.decode_run(out.num_decode_seqs, out.decode_context, out.max_decode_steps, until_arrival_ns)
-        return [max(int(self.cost.step_time(out.step_batch()) * 1e9 + 0.5), 1)]
+        return [max(int(self.step_s(out.step_batch()) * 1e9 + 0.5), 1)]
+
+    def step_s(self, batch: StepBatch) -> float:
+        """Seconds of one step: device time (decode-only batches at their CUDA graph's size) with host time."""
+        host = self.host
+        if batch.decode_seqs and not batch.prefill_tokens:
+            padded = host.padded(batch.decode_seqs)
+            if padded != batch.decode_seqs:
+                batch = replace(batch, graph_tokens=padded)
+        device = self.cost.step_time(batch)
+        return host.combine(device, host.host_s(batch.decode_seqs + batch.prefill_seqs, batch.sampled_seqs))
 
     def decode_ns(self, b: int, c0: int, k: int) -> np.ndarray | list[int]:
         """Durations (ns) of k pure decode steps of b sequences, the first with summed context c0.
         Short runs use scalar arithmetic, long ones numpy: the same IEEE operations, the same values."""
-        if k <= SCALAR_RUN and self._linear is not None:
-            base, slope = self._linear(b)
-            return [max(int((base + slope * (c0 + b * i)) * 1e9 + 0.5), 1) for i in range(k)]
-        context = c0 + b * np.arange(k, dtype=np.int64)
-        ns = (self.cost.decode_times(b, context) * 1e9 + 0.5).astype(np.int64)
+        host = self.host
+        h = host.host_s(b, b)
+        if self._linear is None:  # a cost model without a closed form: no graph padding
+            device = self.cost.decode_times(b, c0 + b * np.arange(k, dtype=np.int64))
+            ns = ((device + h if not host.overlap else np.maximum(device, h)) * 1e9 + 0.5).astype(np.int64)
+            return np.maximum(ns, 1, out=ns)
+        base, slope = self._linear(b, host.padded(b))
+        if k <= SCALAR_RUN:
+            if host.overlap:
+                return [max(int(max(base + slope * (c0 + b * i), h) * 1e9 + 0.5), 1) for i in range(k)]
+            return [max(int(((base + slope * (c0 + b * i)) + h) * 1e9 + 0.5), 1) for i in range(k)]
+        device = base + slope * (c0 + b * np.arange(k, dtype=np.int64))
+        seconds = np.maximum(device, h) if host.overlap else device + h
+        ns = (seconds * 1e9 + 0.5).astype(np.int64)
         return np.maximum(ns, 1, out=ns)
 
     def decode_run(self, b: int, c0: int, k_max: int, wait: int | None) -> np.ndarray | list[int]:
@@ -100,7 +125,7 @@ class AnalyticTimer:
             n = min(k_max, 2 * n)
 
     def describe(self) -> dict:
-        return self.cost.describe()
+        return self.cost.describe() | self.host.describe()
 
     def summary(self) -> dict:
         return {}

@@ -68,8 +68,14 @@ def build_report(out_dir: Path, policies: tuple[str, ...] = POLICIES,
     return {name: out_dir / path.relative_to(tmp) for name, path in paths.items()}
 
 
-def test_report_plots_decode_html_embeds_them_markdown_links_them(tmp_path: Path) -> None:
-    report = build_report(tmp_path / "out")
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One report of the default runs, built once: the tests below only read it."""
+    return build_report(tmp_path_factory.mktemp("report") / "out")
+
+
+def test_report_plots_decode_html_embeds_them_markdown_links_them(default_report: dict[str, Path]) -> None:
+    report = default_report
     pngs = sorted((report["html"].parent / "plots").glob("*.png"))
     assert [p.name for p in pngs] == sorted(
         ["latency_cdf.png", "latency_vs_rate.png", "throughput_vs_rate.png", "kv_timeline.png", "capacity.png"]
@@ -211,8 +217,8 @@ def test_capacity_is_a_range_of_tested_rates() -> None:
     assert format_capacity(math.nan, False) == "none"
 
 
-def test_html_tables_sit_in_scroll_boxes_with_aligned_cells(tmp_path: Path) -> None:
-    text = build_report(tmp_path / "out")["html"].read_text()
+def test_html_tables_sit_in_scroll_boxes_with_aligned_cells(default_report: dict[str, Path]) -> None:
+    text = default_report["html"].read_text()
     assert text.count("<div class='table-box'><table>") == text.count("<table>") == 3
     assert "<td class='text'>paged</td>" in text and re.search(r"<td class='num'>\d", text)
     assert ".table-box{overflow-x:auto" in text and "white-space:nowrap" in text

@@ -68,6 +68,10 @@ def test_replay_options_and_quiet(trace_file: Path, tmp_path: Path, capsys: pyte
     (["--num-gpu-blocks", "0"], "num_gpu_blocks: must be an integer >= 1"),
     (["--policy", "vllm", "--gpu", "a100-80gb", "--max-num-seqs", "4096"],
      "max_num_batched_tokens: 2048 is smaller than max_num_seqs 4096; vLLM V1 refuses this"),
+    (["--policy", "vllm-v0", "--scheduling-policy", "priority"],
+     "scheduling_policy: 'priority' is modelled for policy vllm only"),
+    (["--policy", "vllm", "--gpu", "a100-80gb", "--no-enable-chunked-prefill"],
+     "max_num_batched_tokens: 2048 is smaller than max_model_len 8192 with chunked prefill off"),
 ])
 def test_bad_options_are_one_line_errors(trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          extra: list[str], message: str) -> None:

@@ -3,10 +3,13 @@
 The digests were taken before the scheduler, KV layout and step timer were separated into their own
 modules; a change that alters any table of these runs (a policy rule, the cost model, the writer) must
 say so by updating them. The Orca runs changed once since: orca-max and orca-oracle moved to contiguous
-buddy-allocated buffers (`sim.kv_contiguous`), which changes who is admitted when and the blocks held.
-The sharing runs with prefix caching changed once: every computed full block, output included, is
-cached when released (vLLM's block managers hashed a block when it became full, decode blocks too), so
-a recomputed request finds its own output and finished requests' blocks join the evictor's queue. Runs: the whole Azure LLM inference code trace (data/) under every policy; a
+buddy-allocated buffers (`sim.kv_contiguous`), which changes who is admitted when and the blocks held. Every
+run changed once more when host (CPU) time and CUDA-graph padding entered the cost model (`sim.host_time`), which
+changes every step's duration. The sharing runs with prefix caching changed once more: every computed full
+block, output included, is cached when released (vLLM's block managers hashed a block when it became full,
+decode blocks too), so a recomputed request finds its own output and finished requests' blocks join the
+evictor's queue (taken with host time; the other runs, prefix caching off or no request
+recomputed, kept theirs). Runs: the whole Azure LLM inference code trace (data/) under every policy; a
 small KV pool on it (preemption, swap); its first 1,500 requests with prefix caching; and a generated
 trace with parallel sampling, beam search and shared prefixes (tests/data/sim_sharing_trace.csv: forks,
 copy-on-write, beam re-selection, preemption, swap and prefix hits) under every policy.
@@ -41,89 +44,89 @@ RUNS: dict[str, tuple[Path, int | None, str, dict]] = {
 # name -> SHA-256 of (requests.csv, steps.csv, itl.npy)
 DIGESTS: dict[str, tuple[str, str, str]] = {
     "azure-vllm-v0": (
-        "5707f41d6c10ea7b89c1024b34af9b03fcdaeccd2dbc26335ab35ceb6da21bb9",
-        "c1198ecd42b8008f119c18da2a8f800ea128005e0c6475bb2b9be74e79fc5b47",
-        "4a7d7f5b87a7c21cdef484745618d6ee5990bf136ee8ef0eb25fc0a7b1b19e0c",
+        "e56506fd48ff73e1fc8bfe962137ab1783a9df572ff7f26c91ae4916d0c8c569",
+        "6f51642055fb927a4d9c604952e2948efbc00a3d36862736b2b00eff6dbd36ef",
+        "75dd4d41ad44e7edafaa7f02558845652571629687636241ae4dfe7cb0e1a808",
     ),
     "azure-vllm-swap": (
-        "5707f41d6c10ea7b89c1024b34af9b03fcdaeccd2dbc26335ab35ceb6da21bb9",
-        "c1198ecd42b8008f119c18da2a8f800ea128005e0c6475bb2b9be74e79fc5b47",
-        "4a7d7f5b87a7c21cdef484745618d6ee5990bf136ee8ef0eb25fc0a7b1b19e0c",
+        "e56506fd48ff73e1fc8bfe962137ab1783a9df572ff7f26c91ae4916d0c8c569",
+        "6f51642055fb927a4d9c604952e2948efbc00a3d36862736b2b00eff6dbd36ef",
+        "75dd4d41ad44e7edafaa7f02558845652571629687636241ae4dfe7cb0e1a808",
     ),
     "azure-sarathi": (
-        "d7a1ae2bf0ae3735963b30b4df767b55e53c0baef7df705f1fbc8856120e03b7",
-        "72ef606954532c93926bc66fde0dd3df30d3f557983ea127cf4d9b802e85da4f",
-        "780ae1eb58f6833c99bcf546345c8d3b6c7e20870177fc027b200b0fbe3c753c",
+        "635096a2917baf6f6e483b94fb66d6a3d9b361a24f09716f014d5c5cfe2bff02",
+        "944efcf258199f64d1560152b5a133da28f768891147d290ebf54c48eff57974",
+        "d710a3e4a1b92f9aec5c7cffc371be136d1fa9d1b783f610327adcc895756e5b",
     ),
     "azure-orca-max": (
-        "59450a98333706eeca5bc471c5831e39511145f4ff91c0e41359d83a0bf72cc0",
-        "f571f4bfe98ff2092ceaf8fb2d08dfea4b86680b1ea831134d64f3bd79d9e3ff",
-        "bcf1ceaf72ce4aa824923524ecc4ca102e0b165ffc8e36d429fa1dbcd47d06ed",
+        "e90ab04c393b6eb73e8048bc49dff3bcf8f492779574a4530061af1f57a08648",
+        "39c54e3cf35161855d70acf9623e584ec314d101446c660550f3491bcb3fa9c2",
+        "381f9a9e6d748c7bf4f909fbccc97b87e6eaece51a340cd3b524c3ee67ac8746",
     ),
     "azure-orca-oracle": (
-        "bc28db782aa654e4a6a5ec9cc0696313253054a13b1a87c3158e8fee2558a3e3",
-        "c04569576bee9cfd0828afb2df32749603fffaf0d4f627d21c39b6fe43ca2a67",
-        "dafc0f0a1b134b9582e20c1582efc3d4a8cd1a61aee963b3e6e08c4b3d63d82a",
+        "53b04bb5b8c076a5104cceaa65b52ba42947d40ce34009e5a9ccafc1dd166aeb",
+        "26e30248169f1c0688f407aa95ae3e092701397cb8ee64b022a9c8b2c7e2e46d",
+        "c1c9ce57efec666c8398f0f7a77a5172f46f74ac3529ea114ef127fbdb9a528f",
     ),
     "azure-static": (
-        "b51ba2a6ce8b7a71e4c014bb929b24b9d6522ed76438814a4f95e344d94b2f46",
-        "c4313b0db67abe47e0eb00ebe6087f6953a9786483ea13d6fa2a86ec27d7c0cf",
-        "d1bfa1fe3f645e54ce08a286e53f639c860be6123500988bd22d459875c6070c",
+        "401736ef9d0227ed5ae8d28b37aa309ea2ee13b7bda19fa5a13d8f92bec36568",
+        "a3bae3619e0c8c48f93cd7f1834494d4ec5a16a4ac5ae04d1c48d0fa2437d0c9",
+        "9ed63df04bbe1f7fe7cad36a174f45fbbbb19e34169405c22fa8f27865c18357",
     ),
     "azure1500-vllm-v0-prefix": (
-        "acbff28cefeaea53edf0ec1d3f108fa1b0079eae1ed9f5fd0d28e236dba2ddc5",
-        "d7aecc7f999e6882c909bca4cf7294b1974c7651ebb916a10a440a8219cf7dac",
-        "91cd731c76ca92967b28a7b80eed73aad194243abdf5f3c85fe6149f2944b914",
+        "2c3df02f9a4b257b1282438aaccda2046c92b91ba8cb8138738ea23c1a6062d5",
+        "9f146d244bf494c3b99d53603407ea346d27893d16368d5fae6e248297f2972b",
+        "26e09ddf08b18f8ad51f77710fa6c163e03ee1e10ad04aae916e41cf3cb1c09d",
     ),
     "azure-small-vllm-swap": (
-        "0616156d6559d7f91d8721a892749ae25449c908f4ebe24e1d3489b641117cfe",
-        "d3087ffa75efe3f997b036b6d603e812c52e996bf0453431261f98748eb023ee",
-        "330cad71730e9cd1aa6d8109dfa9a77d4743b1cf273c27eacf1734223874825f",
+        "0ead7be113300437dcf071dd965c6dc379cbf3b1d1a60f2f688db5a749964f26",
+        "3818112b08a139b888de916e1146d017dfbfde95bfea817dad46e45d8edaa5e2",
+        "4503b0164ccb7989f67d01e15266cc09cff4de3cb247acbf81b8cbc40d8a9463",
     ),
     "sharing-vllm-v0": (
-        "65f5d22c371f04b595a8f6907401e400a8f9c6cc389281d5d7f9feb1347abfe4",
-        "f441130c11b8a5811b138a2a53115d7aa7da84a7c6eb4e7d233aa5d13e039dec",
-        "c1f8ebf4132f36a2916752b2d9695afb714d2087d5ecf9e3c9ca303f604f810d",
+        "41b48ab478937313662f429679ba893d732328d582b9f3da2a372a071cdbf2b9",
+        "23748e53e3d09355aa7cdeb2de033b8daf5965d51f779f529504a8df26651af6",
+        "83714e2a44eeb8165180284097029edd5c291489646007467114398646b8f8b9",
     ),
     "sharing-vllm-swap": (
-        "b53f23c090f53d0eeedfc200003e8f0bb2f1c90ce314dfa99795db920aa31a1c",
-        "f04e4dc9bf8d79a8e54b09dc5d4fdd3bff1a791c2f3b64208726d867f848fab5",
-        "241a0b15d4bee3146ce68f512ce5f75d465a2e30ee6e8fc032218770a08dae5c",
+        "6230900022e36ba4574e7c38f28fcdca3898ec5822d53821776e2b0ee353adda",
+        "a2b7987ad489123e1bb7f3f3924612ab17784c4b1bfe0ac5197d3ff99e5e0de0",
+        "75c51cada4aab67d60c6df9bc024d94008641ebd3525ea83c94081323be01e68",
     ),
     "sharing-sarathi": (
-        "2231aca29dd980aec0cfe1459896a9c0b62e2437ef8987e08eb546fdbdbee9ed",
-        "3e48bd218c672ad595be297dbbf336699c4133e0b8123acc4fc32f054ce85608",
-        "c7c66237a41ef8e6cce1628188ab27cc71e0d515a6680211b3e186eb897faa9b",
+        "8f81e5b01a8cf7455c0f139314fe7c2dcc02ba3aaf7e123c7582e08f0ca1769f",
+        "65c798d96fd27d392ccc1d65b2a621aa659bb55f3659fb07f20b98d337ed6fa3",
+        "501f43997b2b7fce1e5293d620f61aa4a33a57cdd34820e376da5d367b104c2d",
     ),
     "sharing-orca-max": (
-        "69103957ff09e7df9a8dc1b09210485e46c8326f933af32befa241b764a95147",
-        "c9e95f099d263915e725ce537430ba533417f15b9bce985cb48d0076027f5854",
-        "c8a96a4ee793a1aea6cb0e7c0de177727bf60b311465775fc34025147dbc0a07",
+        "5ddc08796779c39eaae8963582fa2384e87e55370779a939bf3b895409104aab",
+        "66cc622ad803c407da05fabfe985ca40e8c2918f4fd6acc391a95519704638a9",
+        "279c9965a5a77f82a7c8a540e2823583f3a9e8218efbdadfec6dea390ea5fedb",
     ),
     "sharing-orca-oracle": (
-        "64e2d684c0f9a3bf364b81fe77334cbfa3b49f98ef36c3b194a6ce4be0ee7315",
-        "58c3a373bab474d373e4f4b31067308be24a72e81003df87487b4d92d2f13e6b",
-        "b2c28b8981f065fd84bd490c8925b1987725e16640e08497afb207b54170a4a9",
+        "a92c31f1e5bd79a75b09cb43b8b72c20c427870e02ae9ac4528bfcb24d2f5157",
+        "6c0c4c2daa40d23573cf0615c061fbeb904981a6bc3b054e2048ebe39982d5fe",
+        "fc34390dabb220564a626394411c274e1c06dbcb2a5e32c99517d217844e3149",
     ),
     "sharing-static": (
-        "8db274432545736b83c55e9a5c3505f1d3013e891897b72d922378a736ca5eef",
-        "a93adbfb1fd8b424b66637fde1e908b45e7570d8c7f2435346e8326ec7690b82",
-        "fbb54e8fac8b6e2c479eda3e66c0b27bdfc11df83820e5e122e1ec512996233b",
+        "eea535873662eb33150ba8bcbf99e69341123b61be773633a52dd268688a5d3b",
+        "ea7aabce79f7d4a664d245043a4946c11a1551a69e13dc3478269d2e52aa69ab",
+        "9890bc41defc32a9a97a3c9383e9d87df6bc973da80e242d7b393307db062054",
     ),
     "sharing-vllm-v0-prefix": (
-        "395e8a52d18eaf580ec83593e74a5b5ee9f1d1f073a373a12f279188e200e94f",
-        "330a6495aadbe5d2e8149f5bec843b737f89b7ffb82d1a440a68be10f75aac46",
-        "c2b4ae69b0c4e3824ac882485a6c49da643b6d083d24623647f2812e0b207c62",
+        "5913d20288c982b41664b67f572321a5c3b84cf6d42a4096e6e5f3ae3b107c74",
+        "72da3fe1434e6a5291a68c3b7c1c0e9305fdcb2e27730a75406dfc080cff744c",
+        "031df42387c7fe4baf8f1b33023e5d0e0aa10b474d50483dc6e96120ffa08e4e",
     ),
     "sharing-vllm-swap-prefix": (
-        "78413696a4519b9a6a836e72d37dc3c0de3603504ae92770435b2a2227a19e32",
-        "a6ab60678bef4ee89468759cd6f91dce18f99750c1e287266905506553e80366",
-        "b87c92ad09eb7777e191bf656d5a9ad5aca07b18fa3b069f0af25ffa872ca354",
+        "d7cca6231a0a4ca941b438b9e330976293055e6d36dbe18b4ad14be962480fb5",
+        "84c52cf9d9598ee62e7a9ca93cc4df0d564e5056f5f989c33dbbdeddfe9118be",
+        "b603e3eec6c4043f097ed853dcf72c9b1b20c07c695c843000032c270b4a026f",
     ),
     "sharing-sarathi-prefix": (
-        "bb8bae4f415be7d3cc1a04601c216bcc28940d2f894d747d34a508300a1f57b1",
-        "6906281d36a1085a72440b9340ba85ddf4ec8f4aaceb8ed202785f727f9b126f",
-        "67db16e879c26d23a3b962b0d24187a5928f20837779c02ced075164b8733938",
+        "b6b9fcdf391d1fad70b13f3bb924f681b0eff4dbe6f643d2f498b458cbc6e9d3",
+        "3fecb5ce6bed6cf29260bfd4a108f2ae7665db23ea9368a2aa5ea825679207fd",
+        "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
     ),
 }
 

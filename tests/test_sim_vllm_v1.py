@@ -100,9 +100,206 @@ def test_serve_defaults_follow_the_gpu_class_and_explicit_settings_win() -> None
     ({"max_num_batched_tokens": 100, "max_num_seqs": 128},
      "max_num_batched_tokens: 100 is smaller than max_num_seqs 128; vLLM V1 refuses this"),
     ({"long_prefill_token_threshold": 9000}, "long_prefill_token_threshold: 9000 exceeds max_model_len"),
+    ({"enable_chunked_prefill": False, "max_num_batched_tokens": 4096},
+     "max_num_batched_tokens: 4096 is smaller than max_model_len 8192 with chunked prefill off"),
+    ({"model": "llama-3.1-8b", "gpu_memory_utilization": 0.4},
+     "max_model_len: one 131072-token sequence needs 8192 KV blocks; vLLM V1's memory profile leaves 6686"),
+    ({"gpu_memory_utilization": 0.22}, "gpu_memory_utilization: model llama-3-8b leaves -"),
 ])
 def test_settings_vllm_v1_refuses_are_one_line_errors(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         replay(Trace([Request("a", 0.0, 10, 10)]), EngineConfig(**fields), policy="vllm")
     with pytest.raises(ValueError, match="long_prefill_token_threshold: must be an integer >= 0"):
         EngineConfig(long_prefill_token_threshold=-1)
+
+
+# ---- KV blocks per scheduled chunk ------------------------------------------------------------------
+def test_kv_blocks_follow_the_scheduled_chunks_step_by_step() -> None:
+    trace = Trace([Request("a", 0.0, 1000, 3), Request("b", 0.0, 300, 3)])
+    config = EngineConfig(max_num_batched_tokens=256, prefill_chunk_tokens=256, max_num_seqs=16,
+                          enable_prefix_caching=False, fast_forward=False)
+    steps = replay(trace, config, policy="vllm").steps
+    prefill = steps[steps["num_decode_seqs"] == 0]
+    # One chunk per step (a first, then b): blocks held = ceil((computed + scheduled) / block_size) summed.
+    computed = {"a": 0, "b": 0}
+    for tokens, used in zip(prefill["num_prefill_tokens"], prefill["kv_blocks_used"]):
+        for rid, prompt in (("a", 1000), ("b", 300)):
+            take = min(prompt - computed[rid], tokens)
+            computed[rid] += take
+            tokens -= take
+        assert used == sum(-(-c // 16) for c in computed.values())
+    assert list(prefill["kv_blocks_used"][:4]) == [16, 32, 48, 63 + 2]   # a's last chunk + b's first 24
+    # sarathi (vLLM V0's chunked prefill) holds the whole prompt from its first chunk on.
+    sarathi = replay(trace, config, policy="sarathi").steps
+    assert sarathi["kv_blocks_used"].iloc[0] == 63
+
+
+def test_a_running_request_whose_chunk_does_not_fit_is_preempted() -> None:
+    # b is admitted (its whole prompt fits then) and allocates chunk by chunk while a's decode grows:
+    # the pool runs out mid-prefill and V1's victim, the last admitted (b itself), is preempted.
+    trace = Trace([Request("a", 0.0, 100, 200), Request("b", 0.001, 500, 5)])
+    config = EngineConfig(num_gpu_blocks=40, max_num_batched_tokens=16, max_num_seqs=4,
+                          enable_prefix_caching=False, fast_forward=False)
+    result = replay(trace, config, policy="vllm")
+    req, steps = by_id(result), result.steps
+    assert req.loc["a", "preemptions"] == 0 and req.loc["b", "preemptions"] == 1
+    assert (req["status"] == "finished").all()
+    first = steps.index[steps["preemptions"] > 0][0]
+    before, at = steps.loc[first - 1], steps.loc[first]
+    assert before["num_prefill_seqs"] == 1 and before["kv_blocks_used"] == 40   # b mid-prefill, pool full
+    assert at["num_prefill_tokens"] == 0 and at["num_decode_seqs"] == 1       # only a's decode ran
+    assert at["kv_blocks_used"] < 10 and at["num_waiting"] == 1                 # b's chunks were freed
+
+
+# ---- preemption victim and the priority policy ------------------------------------------------------
+@pytest.mark.parametrize("policy, victim", [("fcfs", "C"), ("priority", "B")])
+def test_the_victim_is_the_last_admitted_under_fcfs_and_the_worst_priority_under_priority(
+        policy: str, victim: str) -> None:
+    trace = Trace([Request("A", 0.0, 100, 300, priority=0), Request("B", 0.001, 100, 300, priority=5),
+                   Request("C", 0.002, 100, 300, priority=1)])
+    req = by_id(replay(trace, EngineConfig(num_gpu_blocks=60, scheduling_policy=policy), policy="vllm"))
+    assert (req["status"] == "finished").all()
+    assert req.loc[victim, "preemptions"] == 1
+    assert req["preemptions"].sum() == 1
+
+
+def test_the_waiting_queue_is_ordered_by_priority_then_arrival_under_priority() -> None:
+    trace = Trace([Request("low", 0.0, 100, 20, priority=5), Request("high", 0.0, 100, 20, priority=-1),
+                   Request("high-later", 0.0, 100, 20, priority=-1), Request("mid", 0.0, 100, 20, priority=2)])
+    config = dict(max_num_seqs=1, max_num_batched_tokens=128)
+    order = lambda r: list(r.requests.sort_values("first_token_s")["request_id"])  # noqa: E731
+    fcfs = replay(trace, EngineConfig(**config), policy="vllm")
+    prio = replay(trace, EngineConfig(scheduling_policy="priority", **config), policy="vllm")
+    assert order(fcfs) == ["low", "high", "high-later", "mid"]
+    assert order(prio) == ["high", "high-later", "mid", "low"]
+
+
+# ---- parallel sampling as child requests ------------------------------------------------------------
+def test_parallel_samples_are_child_requests_sharing_the_prompt_through_the_prefix_cache() -> None:
+    trace = Trace([Request("p", 0.0, 200, 30, n=4, sampling="parallel")])
+    config = dict(max_num_seqs=2, max_num_batched_tokens=1024, fast_forward=False)
+    on = replay(trace, EngineConfig(**config), policy="vllm")
+    off = replay(trace, EngineConfig(enable_prefix_caching=False, **config), policy="vllm")
+    # 12 full prompt blocks ((200 - 1) // 16) are computed once and hit by the 3 other children.
+    assert on.summary["prefix_hit_tokens"] == 3 * 192 and off.summary["prefix_hit_tokens"] == 0
+    # Two children run at once (max_num_seqs 2): 13 + 1 blocks with the cache, 2 x 13 without.
+    assert on.steps["kv_blocks_used"].iloc[0] == 14 and off.steps["kv_blocks_used"].iloc[0] == 26
+    assert on.steps["num_prefill_tokens"].iloc[0] == 200 + 8 and off.steps["num_prefill_tokens"].iloc[0] == 400
+    assert on.summary["cow_copies"] == 0 and off.summary["cow_copies"] == 0   # no fork, no copy-on-write
+    # vllm-v0 forks one group of 4 sequences: more than max_num_seqs 2, so it is rejected there.
+    assert by_id(replay(trace, EngineConfig(**config), policy="vllm-v0")).loc["p", "status"] == "rejected"
+
+
+def test_the_user_request_aggregates_its_children() -> None:
+    trace = Trace([Request("q", 0.0, 50, 10), Request("p", 0.0, 200, 30, n=4, sampling="parallel")])
+    result = replay(trace, EngineConfig(max_num_seqs=2, max_num_batched_tokens=1024, fast_forward=False),
+                    policy="vllm")
+    req, steps = by_id(result), result.steps
+    assert len(req) == 2
+    p = req.loc["p"]
+    assert (p["status"], p["n"], p["generated_tokens"]) == ("finished", 4, 120)
+    # First token: the first child's (the first step); finished: with its last child (the last step).
+    assert p["first_token_s"] == steps["end_s"].iloc[0]
+    assert p["finish_s"] == steps["end_s"].iloc[-1] > req.loc["q", "finish_s"]
+    assert p["ttft_s"] == p["first_token_s"] - p["arrival_s"] and p["e2e_s"] == p["finish_s"] - p["arrival_s"]
+    # Each child streams its own tokens: 4 x 29 gaps, plus q's 9.
+    assert len(result.itl_s) == 4 * 29 + 9
+
+
+# ---- KV pool sizing ---------------------------------------------------------------------------------
+def test_the_kv_pool_is_sized_as_v1_profiles_it() -> None:
+    from sim.presets import GIB
+    from sim.v1_memory import cudagraph_capture_sizes
+
+    sizes = cudagraph_capture_sizes(1024, 8192)
+    assert sizes == [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)] and len(sizes) == 51
+    assert cudagraph_capture_sizes(256, 2048) == [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
+    assert cudagraph_capture_sizes(4, 64) == [1, 2, 4, 8]
+    cfg = v1_config(EngineConfig())
+    spec = cfg.model_spec
+    requested = -(-int(79.6 * GIB * 0.92 * 1000) // 1000)  # ceil(total * utilization)
+    activation = 8192 * (2 * 4096 + 3 * 14336) * 2 + 1024 * 128256 * 4
+    graphs = 2 * 51 * 24 * (1 << 20)  # PIECEWISE and FULL decode graphs, 24 MiB each
+    available = requested - spec.weight_bytes_per_gpu - int(0.16 * GIB) - activation - graphs
+    assert abs(cfg.num_gpu_blocks - (available // cfg.block_bytes - 1)) <= 1
+    result = replay(Trace([Request("a", 0.0, 10, 5)]), EngineConfig(), policy="vllm")
+    assert result.summary["kv_blocks_total"] == cfg.num_gpu_blocks
+    # A larger budget profiles more activation memory; more graph memory leaves less; V0 keeps its sizing.
+    assert v1_config(EngineConfig(max_num_batched_tokens=16384)).num_gpu_blocks < cfg.num_gpu_blocks
+    assert v1_config(EngineConfig(cudagraph_mib_per_graph=48.0)).num_gpu_blocks < cfg.num_gpu_blocks
+    assert v1_config(EngineConfig(num_gpu_blocks=123)).num_gpu_blocks == 123
+    assert replay(Trace([Request("a", 0.0, 10, 5)]), EngineConfig(), policy="vllm-v0").summary[
+        "kv_blocks_total"] == EngineConfig().kv_blocks
+
+
+def test_chunked_prefill_off_never_splits_a_prompt() -> None:
+    trace = Trace([Request(f"r{i}", 0.0, 3000 + 100 * i, 5) for i in range(4)])
+    on = replay(trace, EngineConfig(), policy="vllm").steps
+    off = replay(trace, EngineConfig(enable_chunked_prefill=False), policy="vllm").steps
+    assert on["num_prefill_tokens"].iloc[0] == 8192                  # r2 is split to fill the budget
+    prefills = off.loc[off["num_prefill_tokens"] > 0, "num_prefill_tokens"].tolist()
+    assert prefills == [3000 + 3100, 3200 + 3300]                     # whole prompts only
+
+
+@pytest.mark.parametrize("fields, policy, message", [
+    ({"scheduling_policy": "priority"}, "vllm-v0", "scheduling_policy: 'priority' is modelled for policy vllm only"),
+    ({"enable_chunked_prefill": True}, "sarathi", "enable_chunked_prefill: a vllm setting"),
+])
+def test_v1_settings_on_other_policies_are_one_line_errors(fields: dict, policy: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        replay(Trace([Request("a", 0.0, 10, 10)]), EngineConfig(**fields), policy=policy)
+    with pytest.raises(ValueError, match="scheduling_policy: unknown name 'lifo'; valid names: fcfs, priority"):
+        EngineConfig(scheduling_policy="lifo")
+
+
+def test_the_cli_reads_the_trace_priority_column_under_priority_scheduling(tmp_path) -> None:
+    from sim import cli
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("request_id,arrival_s,prompt_tokens,output_tokens,priority\n"
+                     "low,0.0,100,20,3\nhigh,0.0,100,20,-2\n")
+    order = {}
+    for policy in ("fcfs", "priority"):
+        out = tmp_path / policy
+        assert cli.main(["replay", "--trace", str(trace), "--policy", "vllm", "--max-num-seqs", "1",
+                         "--scheduling-policy", policy, "--quiet", "--out", str(out)]) == 0
+        requests = pd.read_csv(out / "requests.csv")
+        order[policy] = list(requests.sort_values("first_token_s")["request_id"])
+    assert order == {"fcfs": ["low", "high"], "priority": ["high", "low"]}
+
+
+def test_blocks_cached_as_chunks_allocate_them_are_hit_and_never_cached_twice() -> None:
+    from memory import PrefixCachingBlockManager
+
+    bm = PrefixCachingBlockManager(16, 4)
+    keys = ["k0", "k1", "k2"]
+    bm.allocate("a", 0)
+    bm.append_slots("a", 6)                            # a first chunk: one full block
+    table = bm.block_table("a")
+    assert bm.cache_full_blocks("a", keys[:1]) == (0, table[:1])
+    bm.append_slots("a", 6)                            # the next chunk fills blocks 1 and 2
+    table = bm.block_table("a")
+    assert bm.cache_full_blocks("a", keys[:3]) == (1, table[1:3])
+    assert bm.cache_full_blocks("a", keys[:3]) == (3, [])  # registered once
+    assert bm.find_cached_prefix(keys) == table[:3]
+    assert bm.allocate("b", 13, keys) == 12            # a later request hits all three
+    bm.allocate("c", 0)
+    bm.append_slots("c", 8)
+    assert bm.cache_full_blocks("c", keys[:2]) == (0, [])  # the same content is cached once (a's copy)
+    assert not bm.is_cached(bm.block_table("c")[0])
+    assert bm.find_cached_prefix(keys) == bm.block_table("a")[:3]
+    bm.check_invariants()
+
+
+def test_the_execute_backend_runs_vllm_chunk_allocation_on_a_real_cache() -> None:
+    """Blocks allocated chunk by chunk, child requests and preemptions: the real kernels' shadow check holds."""
+    torch = pytest.importorskip("torch")
+    spec = [(30, 6, 1), (20, 6, 2), (40, 5, 1)]
+    trace = Trace([Request(f"r{i}", 0.0, p, o, n=n, sampling="parallel" if n > 1 else "greedy")
+                   for i, (p, o, n) in enumerate(spec)])
+    config = EngineConfig(model="tiny", num_gpu_blocks=6, backend="execute", verify=True,
+                          device="cuda" if torch.cuda.is_available() else "cpu",
+                          max_num_batched_tokens=64, max_num_seqs=8)
+    s = replay(trace, config, policy="vllm", seed=1).summary
+    assert s["num_finished"] == len(spec) and s["preemptions"] > 0
+    assert s["verify_checked"] >= s["num_steps"] and s["verify_mismatches"] == 0, s["verify_first_mismatches"]

@@ -93,6 +93,20 @@ def test_fixed_loads_probe_every_scale_at_once() -> None:
     assert walk.done and walk.capacity_scale == 1.0  # a pass above a failure is not capacity
 
 
+def test_the_driver_replays_a_task_s_probes_through_its_own_walk() -> None:
+    """A task's probes are fed through the driver's walk; a missing or an extra probe is caught."""
+    from analysis.sweep import finish_walk
+
+    search = Search(0.5, 4.0, 0.5)
+    probed = {0.5: 0.95, 4.0: 0.2, 2.0: 0.95, 3.0: 0.5, 2.5: 0.95}  # what a bisection walks with capacity 2.5
+    walk = finish_walk(Bisection(search, 0.9), probed)
+    assert walk.done and walk.capacity_scale == 2.5
+    with pytest.raises(AssertionError, match="did not probe the scales"):
+        finish_walk(Bisection(search, 0.9), {k: v for k, v in probed.items() if k != 3.0})
+    with pytest.raises(AssertionError, match="never asked for"):
+        finish_walk(Bisection(search, 0.9), {**probed, 1.0: 0.95})
+
+
 # ---- bad specs: one line naming the key, exit 2 ----------------------------------------------------------
 
 @pytest.mark.parametrize("edit, where", [
@@ -152,22 +166,40 @@ def test_sweep_searches_the_capacity_of_every_configuration(tmp_path: Path, caps
     pd.testing.assert_series_equal(grid["capacity_scale"], summary["capacity_scale"])
 
 
+def test_a_capacity_search_is_one_task_per_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each configuration's whole bisection runs in one task (its probes are sequential anyway)."""
+    import analysis.sweep as sweep
+
+    tasks: list[tuple[int, list[float]]] = []
+    real = sweep.run_config
+    monkeypatch.setattr(sweep, "run_config", lambda trace, task: tasks.append((task.index, sorted(
+        result := real(trace, task)))) or result)
+    code, *_ = run_cli(["sweep", str(write_spec(tmp_path)), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet"],
+                       capsys)
+    assert code == 0 and [index for index, _ in tasks] == [0, 1, 2, 3]
+    probes = pd.read_csv(tmp_path / "out" / "probes.csv")
+    for index, scales in tasks:
+        assert scales == sorted(probes.loc[probes["config"] == index, "rate_scale"])
+    assert max(len(scales) for _, scales in tasks) > 2  # a bisection went past both ends inside its task
+
+
 def test_resume_after_an_interrupted_sweep_skips_finished_configurations(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import analysis.sweep as sweep
+    import analysis.sweep_task as sweep_task
 
     spec = write_spec(tmp_path)
     out = tmp_path / "out"
-    real = sweep.run_probe
+    real = sweep_task.run_probe
     calls: list[tuple[int, float]] = []
 
-    def interrupted_after_9(trace, probe):
-        if len(calls) == 9:
+    def interrupted_after_12(trace, probe):  # configuration 0 has finished by then (its 6th probe is the 11th)
+        if len(calls) == 12:
             raise KeyboardInterrupt
         calls.append((probe.index, probe.scale))
         return real(trace, probe)
 
-    monkeypatch.setattr(sweep, "run_probe", interrupted_after_9)
+    monkeypatch.setattr(sweep_task, "run_probe", interrupted_after_12)
     code, _, err = run_cli(["sweep", str(spec), "--out", str(out), "--jobs", "1", "--quiet"], capsys)
     assert code == 130 and "interrupted" in err
     finished = sorted(p.name for p in (out / "configs").iterdir())
@@ -178,7 +210,7 @@ def test_resume_after_an_interrupted_sweep_skips_finished_configurations(
     assert code == 2 and "already holds a sweep; add --resume" in err  # never overwritten by accident
 
     calls.clear()
-    monkeypatch.setattr(sweep, "run_probe", lambda trace, probe: calls.append((probe.index, probe.scale)) or real(trace, probe))
+    monkeypatch.setattr(sweep_task, "run_probe", lambda trace, probe: calls.append((probe.index, probe.scale)) or real(trace, probe))
     code, stdout, _ = run_cli(["sweep", str(spec), "--out", str(out), "--jobs", "1", "--resume", "--quiet"], capsys)
     assert code == 0 and f"{4 - len(finished)} configurations, {len(finished)} already done" in stdout
     resumed = {index for index, _ in calls}
@@ -200,7 +232,8 @@ def test_the_local_executor_never_imports_ray(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
 
 
-def test_fixed_loads_on_a_trace_file_relative_to_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fixed_loads_on_a_trace_file_relative_to_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """[loads] as compare runs them; the trace path is taken relative to the spec's folder."""
     data = Path(__file__).resolve().parents[1] / "data" / "AzureLLMInferenceTrace_code.csv"
     (tmp_path / "traces").mkdir()
@@ -209,8 +242,13 @@ def test_fixed_loads_on_a_trace_file_relative_to_the_spec(tmp_path: Path, capsys
     text = ('[trace]\npath = "../traces/code.csv"\nnum_requests = 30\n[grid]\nmax_num_seqs = [8, 64]\n'
             "[slo]\nttft_ms = 2000\n[loads]\nrates = [0.5, 2]\n[report]\ncost = \"num_gpus\"\n")
     spec = write_spec(tmp_path / "specs", text)
+    import analysis.sweep as sweep
+
+    tasks: list[tuple[int, tuple[float, ...]]] = []
+    real = sweep.run_config
+    monkeypatch.setattr(sweep, "run_config", lambda trace, task: tasks.append((task.index, task.scales)) or real(trace, task))
     code, stdout, _ = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet"], capsys)
-    assert code == 0
+    assert code == 0 and len(tasks) == 4 and all(len(scales) == 1 for _, scales in tasks)  # fixed loads: one task each
     probes = pd.read_csv(tmp_path / "out" / "probes.csv")
     assert list(probes["rate"].round(9)) == [0.5, 2.0, 0.5, 2.0] and (probes["num_requests"] == 30).all()
     assert (probes["policy"] == "vllm-v0").all() and "report.md" in {p.name for p in (tmp_path / "out").iterdir()}

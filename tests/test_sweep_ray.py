@@ -5,6 +5,7 @@ One Ray instance serves the module (starting one takes 5-10 s on a 2-core machin
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,9 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def ray_instance():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    signal.signal(signal.SIGTERM, sigterm)  # ray.init installs its own and never restores it: other tests check it
 
     @ray.remote
     def ping() -> str:
@@ -57,7 +60,7 @@ def test_a_failing_replay_on_ray_raises_its_own_error(ray_instance) -> None:
     """The task's ValueError itself, not Ray's wrapper: the CLI prints it as one line."""
     from analysis.executors import make_executor
     from analysis.slo import SLO
-    from analysis.sweep import Probe, run_probe
+    from analysis.sweep_task import Probe, run_probe
 
     with pytest.raises(ValueError, match="^block_size: must be an integer >= 1, got 0$"):
         with make_executor("ray", run_probe, None, jobs=2) as pool:

@@ -22,7 +22,8 @@ def plot_layer_times(points: pd.DataFrame, path: Path) -> Path:
     for ax, stem in zip(axes, stems):
         p = points[points["data"] == stem]
         ax.loglog(p["num_tokens"], p["measured_ms"], "k.", label="Vidur measured")
-        ax.loglog(p["num_tokens"], p["layer_ms"], "-", label="ours: step cost model")
+        ax.loglog(p["num_tokens"], p["ops_ms"], "-", label="ours: per-operator model (checked)")
+        ax.loglog(p["num_tokens"], p["layer_ms"], ":", label="ours: step cost model")
         ax.loglog(p["num_tokens"], p["per_op_ms"], "--", label="ours: per-operator roofline")
         ax.set(title=stem, xlabel="tokens")
         ax.grid(True, which="both", alpha=0.3)

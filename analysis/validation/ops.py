@@ -1,10 +1,12 @@
 """Case 1: one layer's operator times against Vidur's measurements on H100 and A100 (data/vidur/*-mlp.csv).
 
 Measured: the sum of the median times of the operators in `sim.op_times.OPS` (norms, QKV / output / gate-up /
-down projections, activation, rotary, residual add) per `num_tokens`, tp=1, tokens 1..4096. Ours: what the step
-cost model charges per layer for the same tokens (`sim.op_times.layer_gemm_time`), and, as a diagnostic, the
-roofline applied per operator (`op_times`). Profiles: `h100-sxm` (measured by `pagedlab calibrate` on our own
-executor, not on these data) for H100, the datasheet `default` for A100 (Vidur's A100 is taken as the 80 GB part).
+down projections, activation, rotary, residual add) per `num_tokens`, tp=1, tokens 1..4096. Ours (checked): the
+per-operator model `sim.op_times.layer_time` with the `h200` constants of `sim/profiles/ops/` (fitted on our own
+H200 operator grid, data/ops/, not on these data), carried to H100 and A100 by their datasheet peak FLOP/s and
+HBM bandwidth alone. Diagnostics: what the step cost model charges per layer (`layer_gemm_time`, profiles
+`h100-sxm` for H100, the datasheet `default` for A100) and the plain roofline per operator (`op_times`). Vidur's
+A100 is taken as the 80 GB part.
 """
 from __future__ import annotations
 
@@ -19,18 +21,22 @@ from analysis.validation.figures import plot_layer_times
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "vidur"
 MAX_TOKENS = 4096
 MEDIAN_GOAL, MAX_GOAL = 0.05, 0.15
-# (data file stem, our model preset, our GPU preset, cost profile)
+OP_MODEL = "h200"  # sim/profiles/ops/<name>.json
+# (data file stem, our model preset, our GPU preset, cost profile of the step-model diagnostic)
 SETTINGS: tuple[tuple[str, str, str, str], ...] = (
     ("h100-Llama-2-7b-hf", "llama-2-7b", "h100-sxm", "h100-sxm"),
     ("a100-Llama-2-7b-hf", "llama-2-7b", "a100-80gb", "default"),
     ("a100-Meta-Llama-3-8B", "llama-3-8b", "a100-80gb", "default"),
 )
+# Checks the per-operator model meets (set from its first run, 2026-12-02); the others are known misses.
+EXPECT_PASS: frozenset[tuple[str, str]] = frozenset({("a100-Llama-2-7b-hf", "median")})
 MISS_REASON = (
-    "the roofline max(compute, memory) has no transition region and no launch floor: below ~128 tokens the "
-    "measured GEMMs sit above the weight-streaming bound (kernel launch and tile overheads), and at 128-512 "
-    "tokens they step up with tile/wave quantization where the model still reads weights at full bandwidth. "
-    "Fix in the model, not by fitting these data: a smooth roofline (e.g. t = (c^k + m^k)^(1/k) plus a "
-    "per-kernel floor) or a per-GPU table interpolated from our own calibration grid (as Vidur does)."
+    "the misses sit at 65-1024 tokens, where Vidur's GEMMs run 1.3-2x slower than the smooth roofline: on our "
+    "H200 (same 132 SMs and tensor cores as the H100, newer cuBLAS) the same GEMM shapes show no such steps, so "
+    "they come from Vidur's kernel selection (tile/wave quantization of its cuBLAS), which no datasheet quantity "
+    "carries from our grid to theirs. On the A100 the model is also 10-16% fast below 64 tokens: its weight "
+    "streaming reaches 75-78% of datasheet bandwidth against 91% on our H200. Fix: operator grids measured on "
+    "an H100 / A100 with the serving stack's own kernels (python -m sim.ops_fit), not a fit to these data."
 )
 
 
@@ -54,17 +60,20 @@ def load_measured(stem: str) -> pd.DataFrame:
 def compare_points(stem: str, model: str, gpu: str, profile: str) -> pd.DataFrame:
     """Measured and predicted per-layer ms at every measured token count, with relative errors."""
     from sim.cost import CostProfile
-    from sim.op_times import op_times, layer_gemm_time
+    from sim.gemm_time import OpTimeModel
+    from sim.op_times import layer_gemm_time, layer_time, op_times
     from sim.presets import GPUS, MODELS
 
-    spec, card, prof = MODELS[model], GPUS[gpu], CostProfile.load(profile)
+    spec, card, prof, ops = MODELS[model], GPUS[gpu], CostProfile.load(profile), OpTimeModel.load(OP_MODEL)
     measured = load_measured(stem)
     tokens = measured["num_tokens"].astype(int).tolist()
+    ops_ms = np.array([layer_time(spec, card, ops, t) for t in tokens]) * 1e3
     layer = np.array([layer_gemm_time(spec, card, prof, t) for t in tokens]) * 1e3
     per_op = np.array([sum(op_times(spec, card, prof, t).values()) for t in tokens]) * 1e3
     return pd.DataFrame({
         "data": stem, "model": model, "gpu": gpu, "profile": profile, "num_tokens": tokens,
-        "measured_ms": measured["layer_ms"].to_numpy(), "layer_ms": layer, "per_op_ms": per_op,
+        "measured_ms": measured["layer_ms"].to_numpy(), "ops_ms": ops_ms, "layer_ms": layer, "per_op_ms": per_op,
+        "ops_error": ops_ms / measured["layer_ms"].to_numpy() - 1.0,
         "layer_error": layer / measured["layer_ms"].to_numpy() - 1.0,
         "per_op_error": per_op / measured["layer_ms"].to_numpy() - 1.0,
     })
@@ -77,19 +86,20 @@ def run(quick: bool, out_dir: Path) -> list[CheckResult]:
     checks = []
     for stem, model, gpu, profile in SETTINGS:
         p = points[points["data"] == stem]
-        err, per_op = p["layer_error"].abs(), p["per_op_error"].abs()
+        err, step, per_op = p["ops_error"].abs(), p["layer_error"].abs(), p["per_op_error"].abs()
         worst = p.loc[err.idxmax()]
         setting = (f"{model} on {gpu} (Vidur {stem.split('-')[0].upper()}), tp=1, tokens 1..{MAX_TOKENS} "
-                   f"({len(p)} points), profile {profile}")
-        note = (f"worst at {int(worst.num_tokens)} tokens: ours {worst.layer_ms:.3f} ms vs {worst.measured_ms:.3f} ms "
-                f"({worst.layer_error:+.0%}); per-operator roofline: median {per_op.median():.1%}, max "
-                f"{per_op.max():.1%}. ")
+                   f"({len(p)} points), per-operator model {OP_MODEL} (sim/profiles/ops/{OP_MODEL}.json)")
+        note = (f"worst at {int(worst.num_tokens)} tokens: ours {worst.ops_ms:.3f} ms vs {worst.measured_ms:.3f} ms "
+                f"({worst.ops_error:+.0%}); {(err > MAX_GOAL).sum()} of {len(p)} points over {MAX_GOAL:.0%}. "
+                f"Step cost model (profile {profile}): median {step.median():.1%}, max {step.max():.1%}; "
+                f"per-operator roofline: median {per_op.median():.1%}, max {per_op.max():.1%}. ")
         source = f"Vidur profiling data, data/vidur/{stem}-mlp.csv (microsoft/vidur @7d47513, MIT)"
         for stat, value, goal in (("median", err.median(), MEDIAN_GOAL), ("max", err.max(), MAX_GOAL)):
+            expect = (stem, stat) in EXPECT_PASS
             checks.append(CheckResult(
                 case="1", check=f"{stem} {stat} abs error", source=source, setting=setting,
                 metric=f"{stat} |relative error| of one layer's non-attention time",
                 published="measured per-operator medians (sum)", band_lo=None, band_hi=goal, ours=float(value),
-                unit="fraction", expect_pass=False, reason=note + MISS_REASON))
+                unit="fraction", expect_pass=expect, reason=note if expect else note + MISS_REASON))
     return checks
-

@@ -10,6 +10,7 @@ from typing import Any, Callable, Protocol
 from memory import AllocStatus
 
 from sim.config import EngineConfig
+from sim.host_time import with_engine_host
 from sim.state import RECOMPUTE, Group
 
 
@@ -55,6 +56,10 @@ class SchedulerView(Protocol):
 
     def reserve_decode(self, mode: str = RECOMPUTE) -> int: ...
 
+    def reserve_running(self, chunks: list[tuple[Group, int]], victim: Callable[[list[Group]], Group]) -> int: ...
+
+    def allocate_chunk(self, group: Group, tokens: int) -> bool: ...
+
     def can_swap_in(self, group: Group) -> bool: ...
 
     def swap_in(self, group: Group) -> None: ...
@@ -80,6 +85,7 @@ class Policy(Protocol):
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
     beam_search: bool         # the engine runs beam search itself (else beam requests are rejected)
+    host_engine: str          # whose host time, overlap and CUDA graphs (a name in sim.host_time.ENGINES)
 
     def configure(self, config: EngineConfig) -> EngineConfig:
         """The engine's settings under this policy (its engine's defaults for fields left at ours)."""
@@ -89,13 +95,24 @@ class Policy(Protocol):
 
 class EnginePolicy:
     """What most policies share: the simulator's settings are already their engine's (`configure` keeps
-    them), beam search runs in the engine, and reservations (if any) cover the maximum output."""
+    them, adding the engine's host-time settings), beam search runs in the engine, and reservations (if any)
+    cover the maximum output."""
 
     reserve_true_output = False
     beam_search = True
+    host_engine: str
+    allocate_per_chunk = False     # KV blocks per scheduled chunk (V1), not the whole prefill at admission
+    running_by_admission = False   # `running` in admission order (V1), not arrival order
+    samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
 
     def configure(self, config: EngineConfig) -> EngineConfig:
-        return config
+        if config.scheduling_policy != "fcfs":
+            raise ValueError(f"scheduling_policy: {config.scheduling_policy!r} is modelled for policy vllm only, "
+                             f"not {self.name!r}")
+        if config.enable_chunked_prefill is not None:
+            raise ValueError(f"enable_chunked_prefill: a vllm setting; policy {self.name!r} chunks "
+                             f"{'always' if self.chunked_prefill else 'never'}")
+        return with_engine_host(config, self.host_engine)
 
 
 def admit_head(sched: SchedulerView, seqs: int) -> bool | None:

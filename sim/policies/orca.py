@@ -14,6 +14,7 @@ class OrcaPolicy(EnginePolicy):
     preemption = "none"
     chunked_prefill = False
     output_reservation = "max"  # sim.kv_contiguous.OUTPUT_RESERVATIONS
+    host_engine = "eager-sync"  # the paper's baselines: synchronous, no CUDA graphs
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         prefills = admit_waiting(sched, sched.config.token_budget)

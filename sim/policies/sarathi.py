@@ -14,6 +14,7 @@ class SarathiPolicy(EnginePolicy):
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = True
+    host_engine = "vllm-v0"  # Sarathi-Serve is built on vLLM V0: synchronous, V0's CUDA graphs
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         preempted = sched.reserve_decode(self.preemption)

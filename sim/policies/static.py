@@ -12,6 +12,7 @@ class StaticPolicy(EnginePolicy):
     memory = "reserved"
     preemption = "none"
     chunked_prefill = False
+    host_engine = "eager-sync"  # FasterTransformer-style: synchronous, no CUDA graphs
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         if not sched.running:

@@ -2,19 +2,28 @@
 docs/sim.md. There are no prefill and decode phases: every step has one token budget
 (`max_num_batched_tokens`) shared by decodes and prefill chunks. Running requests are served first (each
 decoding sequence's token, then the unfinished prefill chunks in running order), then waiting requests
-FCFS, chunked to the leftover budget; nobody is admitted in a step that preempted. A waiting request is
-admitted only if its whole current sequence fits (`scheduler_reserve_full_isl`), above V1's watermark
-(0 by default). Preemption is by recompute only (V1 has no swap): the last running request goes to the
-front of the waiting queue. Prefix caching is on by default. Beam search is not part of V1's engine (the
-API server runs it as many 1-token requests), so beam requests are rejected with that reason.
+(FCFS, or by (priority, arrival) under `scheduling_policy="priority"`), chunked to the leftover budget;
+nobody is admitted in a step that preempted. A waiting request is admitted only if its whole current
+sequence fits (`scheduler_reserve_full_isl`), above V1's watermark (0 by default), but KV blocks are
+allocated only for the chunk scheduled in each step. When a running request's decode slot or chunk does
+not fit, V1's victim is preempted by recompute (V1 has no swap): the last running request (admission
+order) under FCFS, the worst (priority, arrival) under priority. Prefix caching is on by default. A request
+with n > 1 samples runs as n one-sample requests sharing the prompt through the prefix cache; requests.csv
+reports the user's request. Beam search is not part of V1's engine (the API server runs it as many 1-token
+requests), so beam requests are rejected with that reason. The KV pool is sized as V1 profiles it
+(`sim.v1_memory`).
 """
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from typing import Callable
 
 from sim.config import EngineConfig
+from sim.host_time import with_engine_host
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
-from sim.state import RECOMPUTE
+from sim.presets import GIB
+from sim.state import RECOMPUTE, Group
+from sim.v1_memory import v1_memory
 
 # vllm/config/cache.py:215 (gpu_memory_utilization), :257 (enable_prefix_caching);
 # vllm/config/scheduler.py:196-201 (watermark 0.0).
@@ -43,6 +52,10 @@ def v1_config(config: EngineConfig) -> EngineConfig:
     # A field at our default takes V1's (so an explicit watermark=0.01 reads as unset: pass another value).
     changes = {k: v for k, v in wanted.items() if getattr(config, k) == defaults[k]}
     config = replace(config, **changes) if changes else config
+    if config.enable_chunked_prefill is False and config.token_budget < config.context_len:
+        # vllm/config/scheduler.py:318-329
+        raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_model_len "
+                         f"{config.context_len} with chunked prefill off; vLLM V1 refuses this")
     if config.token_budget < config.max_num_seqs:
         # vllm/config/scheduler.py:317-360
         raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_num_seqs "
@@ -50,6 +63,18 @@ def v1_config(config: EngineConfig) -> EngineConfig:
     if config.long_prefill_token_threshold > config.context_len:
         raise ValueError(f"long_prefill_token_threshold: {config.long_prefill_token_threshold} exceeds "
                          f"max_model_len {config.context_len}; vLLM V1 refuses this")
+    if config.num_gpu_blocks is None:  # V1's profiled budget instead of our constant activation reserve
+        memory = v1_memory(config)
+        if memory.num_gpu_blocks < 1:
+            raise ValueError(f"gpu_memory_utilization: model {config.model} leaves "
+                             f"{memory.available / GIB:.2f} GiB for the KV cache on {config.gpu} under vLLM V1's "
+                             f"memory profile (no KV block fits)")
+        needed = -(-config.context_len // config.block_size)
+        if memory.num_gpu_blocks < needed:  # v1/core/kv_cache_planning.py:50-80
+            raise ValueError(f"max_model_len: one {config.context_len}-token sequence needs {needed} KV blocks; "
+                             f"vLLM V1's memory profile leaves {memory.num_gpu_blocks} on {config.gpu}; vLLM V1 "
+                             f"refuses this")
+        config = replace(config, num_gpu_blocks=memory.num_gpu_blocks)
     return config
 
 
@@ -59,13 +84,25 @@ class VllmPolicy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = True
     beam_search = False
+    host_engine = "vllm-v1"  # async scheduling on by default (docs/engines.md), CUDA graphs up to 512
+    allocate_per_chunk = True      # kv_cache_manager.py:551-588 via sched/scheduler.py:914-918, 1435-1452
+    running_by_admission = True    # sched/scheduler.py:1549 (admitted and resumed requests are appended)
+    samples_as_requests = True     # n > 1: n child requests (v1/engine/async_llm.py:541-563)
 
     def configure(self, config: EngineConfig) -> EngineConfig:
-        return v1_config(config)
+        config = v1_config(config)
+        self.chunked_prefill = config.enable_chunked_prefill is not False  # config/scheduler.py:134
+        return with_engine_host(config, self.host_engine)
+
+    def victim(self, config: EngineConfig) -> Callable[[list[Group]], Group]:
+        """Whom V1 preempts when a running request's slots do not fit (sched/scheduler.py:932-938): the
+        last of `running` (admission order) under FCFS; under priority the largest (priority, arrival)."""
+        if config.scheduling_policy == "priority":
+            return lambda running: max(running, key=_priority_key)
+        return _last
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         cfg = sched.config
-        preempted = sched.reserve_decode(self.preemption)
         budget = cfg.token_budget - sched.decode_seqs
         assert budget >= 0, "max_num_seqs <= max_num_batched_tokens keeps every decode in the budget"
         # A per-request cap, ignored while only one request is running or waiting (scheduler.py:757-763).
@@ -79,17 +116,23 @@ class VllmPolicy(EnginePolicy):
             chunk = min(group.prefill_len - group.prefill_done, budget, cap)
             prefills.append((group, chunk))
             budget -= chunk
+        # Decode slots and chunk blocks, preempting V1's victim while short (scheduler.py:912-980).
+        preempted = sched.reserve_running(prefills, self.victim(cfg))
         if not preempted:  # scheduler.py:1050
             seqs, waiting = sched.num_running_seqs, sched.waiting
             while waiting and budget > 0:
                 group = waiting[0]
-                admitted = admit_head(sched, seqs)
+                if not self.chunked_prefill and min(sched.prefill_need(group), cap) > budget:
+                    break  # a prompt is never split with chunking off (scheduler.py:1332-1344)
+                admitted = admit_head(sched, seqs)  # the whole sequence must fit (kv_cache_manager.py:531-548)
                 if admitted is None:
                     continue
                 if not admitted:
                     break
                 chunk = min(group.prefill_len - group.prefill_done, budget, cap)
                 if chunk > 0:
+                    # Only the first chunk's blocks (scheduler.py:1435-1452); the gate above makes it fit.
+                    assert sched.allocate_chunk(group, chunk)
                     prefills.append((group, chunk))
                 budget -= chunk
                 seqs += group.n
@@ -99,3 +142,11 @@ class VllmPolicy(EnginePolicy):
             steady=not prefills and not preempted,
             arrivals_matter=not sched.waiting,
         )
+
+
+def _last(running: list[Group]) -> Group:
+    return running[-1]
+
+
+def _priority_key(group: Group) -> tuple[int, int]:
+    return group.priority, group.arrival_ns

@@ -13,6 +13,7 @@ class VllmV0Policy(EnginePolicy):
     memory = "paged"
     preemption = RECOMPUTE
     chunked_prefill = False
+    host_engine = "vllm-v0"  # synchronous: host work adds to each step; CUDA graphs up to 256
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         # Swapped requests go first: no new prefills while any wait to come back.
