@@ -73,13 +73,16 @@ class PrivateChain:
     is that one: node ids are never reused), the first one after node `parent`. Owned by whoever holds
     the `ChainKeys`: a request recomputed after preemption finds its own blocks through it."""
 
-    __slots__ = ("owner", "parent", "blocks", "nodes")
+    __slots__ = ("owner", "parent", "blocks", "nodes", "memo")
 
     def __init__(self, owner: Hashable) -> None:
         self.owner = owner
         self.parent = 0
         self.blocks: list[int] = []
         self.nodes: list[int] = []
+        # The cache's last answer for the shared keys: (shared, their hit blocks, the blocks' nodes then);
+        # see `CachingBlockAllocator.match_chain`. Dropped once the sequence is allocated.
+        self.memo: tuple | None = None
 
 
 class ChainKeys:

@@ -50,7 +50,7 @@ class CachingBlockAllocator(BlockPool):
 
     __slots__ = ("_plain", "_lru", "_num_unreachable_free", "_hash_of", "_node_of", "_block_by_hash",
                  "_next_node", "_num_private", "num_evicted_blocks", "num_revived_blocks",
-                 "unreachable_plain", "_version", "_memo")
+                 "unreachable_plain")
 
     def __init__(self, num_blocks: int) -> None:
         super().__init__(num_blocks)
@@ -68,8 +68,6 @@ class CachingBlockAllocator(BlockPool):
         self._num_private = 0    # blocks with a private or unreachable hash
         self.num_evicted_blocks = 0  # reachable cached blocks evicted
         self.unreachable_plain = True  # see `mark_unreachable` (False: always mark; tests compare)
-        self._version = 0  # bumped by every change of the registry or a chain: `match_chain`'s memo
-        self._memo: tuple = ()
         self.num_revived_blocks = 0
 
     @property
@@ -149,22 +147,42 @@ class CachingBlockAllocator(BlockPool):
 
     def match_chain(self, keys: ChainKeys) -> list[int]:
         """`match` for compact keys: the shared keys through the registry, then, if all of them hit
-        and more blocks are keyed, the private chain while its blocks are still the ones registered."""
-        memo = self._memo  # a waiting request asks again each step: same answer until the cache changes
-        if (memo and memo[0] == self._version and memo[1] is keys.shared and memo[2] is keys.chain
-                and memo[3] == keys.num_blocks):
-            return list(memo[4])
-        hits = self._match_chain(keys)
-        self._memo = (self._version, keys.shared, keys.chain, keys.num_blocks, hits)
-        return list(hits)
+        and more blocks are keyed, the private chain while its blocks are still the ones registered.
 
-    def _match_chain(self, keys: ChainKeys) -> list[int]:
-        hits = self.match(keys.shared[:keys.num_shared] if keys.num_shared < len(keys.shared) else keys.shared)
-        limit = keys.num_blocks - len(keys.shared)
-        chain = keys.chain
-        if limit <= 0 or len(hits) < len(keys.shared) or not chain.blocks:
-            return hits
+        The shared part's last answer is kept on the chain (`PrivateChain.memo`: a waiting request asks
+        every step, and again when it is allocated): its blocks that still carry the node they had are
+        still hits (node ids are never reused, and a block's hash changes only with its node), and the
+        walk goes on from the first that does not. Checked in one C loop instead of a lookup per block."""
+        chain, shared, num_shared = keys.chain, keys.shared, keys.num_shared
         node_of = self._node_of
+        memo = chain.memo
+        if memo is not None and memo[0] is shared:
+            hits, nodes = memo[1], memo[2]
+            if list(map(node_of.__getitem__, hits)) != nodes:
+                valid = 0
+                for block, node in zip(hits, nodes):
+                    if node_of[block] != node:
+                        break
+                    valid += 1
+                hits, nodes = hits[:valid], nodes[:valid]
+            if len(hits) > num_shared:
+                hits, nodes = hits[:num_shared], nodes[:num_shared]
+            hits = list(hits)
+            if len(hits) < num_shared:
+                lookup = self._block_by_hash.get
+                parent = nodes[-1] if hits else ROOT
+                for key in shared[len(hits):num_shared]:
+                    block = lookup((parent, key))
+                    if block is None:
+                        break
+                    hits.append(block)
+                    parent = node_of[block]
+        else:
+            hits = self.match(shared[:num_shared] if num_shared < len(shared) else shared)
+        chain.memo = (shared, tuple(hits), list(map(node_of.__getitem__, hits)))
+        limit = keys.num_blocks - len(shared)
+        if limit <= 0 or len(hits) < len(shared) or not chain.blocks:
+            return hits
         if chain.parent != (node_of[hits[-1]] if hits else ROOT):
             return hits
         nodes = chain.nodes
@@ -174,12 +192,12 @@ class CachingBlockAllocator(BlockPool):
             hits.append(block)
         return hits
 
+
     def register_keys(self, blocks: Sequence[int], position: int, parent_node: int, keys: ChainKeys) -> None:
         """Register live, hashless `blocks` as positions `position`, `position + 1`, ... of `keys` (up to
         its `num_blocks`), the first after `parent_node`: shared positions in the registry (the caller
         has checked that the first is not taken), private ones on the chain, which forgets its blocks
         from that position on."""
-        self._version += 1
         shared = keys.shared
         n_shared = max(min(len(shared), keys.num_blocks) - position, 0)
         if n_shared:
@@ -227,7 +245,6 @@ class CachingBlockAllocator(BlockPool):
         """Register live, hashless `blocks[i]` under `keys[i]`, each chained after the one before it and
         the first after `parent_node`. The caller has checked that the first hash is not taken (later
         ones cannot be: their parents are new nodes)."""
-        self._version += 1
         block_by_hash, hash_of, node_of = self._block_by_hash, self._hash_of, self._node_of
         node = self._next_node
         for block, key in zip(blocks, keys):
@@ -288,7 +305,6 @@ class CachingBlockAllocator(BlockPool):
         the evicted blocks on top of it; kept so that block ids stay the same)."""
         popitem = self._lru.popitem
         evicted = [popitem(False)[0] for _ in range(count)]
-        self._version += 1
         hash_of, node_of, block_by_hash = self._hash_of, self._node_of, self._block_by_hash
         private = unreachable = 0
         for block in evicted:

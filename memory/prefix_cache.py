@@ -130,6 +130,8 @@ class PrefixCachingBlockManager(BlockManager):
         required = -(-num_tokens // bs)
         compact = type(keys) is ChainKeys
         hits = (gpu.match_chain(keys) if compact else gpu.match(keys)) if keys else []
+        if compact:
+            keys.chain.memo = None  # type: ignore[union-attr]  # asked again only after a release
         rc = self._gpu_refcounts
         live = len(hits) - list(map(rc.__getitem__, hits)).count(0) if hits else 0
         if required - live > gpu.num_free_blocks:
@@ -175,13 +177,17 @@ class PrefixCachingBlockManager(BlockManager):
         gpu, blocks = self._gpu, seq.blocks
         hash_of = gpu._hash_of
         num_keys = len(keys)
-        hashes = list(map(hash_of.__getitem__, blocks[:num_keys]))
-        start = num_keys - hashes.count(None)  # cached blocks lead the table
-        end = start
-        while end < num_keys and hashes[end] is None:
-            end += 1
-        if end == start:
+        # Cached blocks lead the table (each follows its chain parent): the first uncached one by bisection.
+        start, end = 0, num_keys
+        while start < end:
+            mid = (start + end) // 2
+            if hash_of[blocks[mid]] is None:
+                end = mid
+            else:
+                start = mid + 1
+        if start == num_keys:
             return start, []
+        end = num_keys
         new = blocks[start:end]
         if not reachable:
             return start, new if gpu.mark_unreachable(new) else []
