@@ -303,3 +303,24 @@ def test_the_execute_backend_runs_vllm_chunk_allocation_on_a_real_cache() -> Non
     s = replay(trace, config, policy="vllm", seed=1).summary
     assert s["num_finished"] == len(spec) and s["preemptions"] > 0
     assert s["verify_checked"] >= s["num_steps"] and s["verify_mismatches"] == 0, s["verify_first_mismatches"]
+
+
+def test_vllm_allocates_through_the_per_chunk_layout_and_v0_at_admission() -> None:
+    from memory import BlockManager
+    from sim.kv_layouts import make_kv_layout
+    from sim.kv_paged import PagedKV
+    from sim.kv_paged_chunked import ChunkedPagedKV
+    from sim.policies import make_policy
+    from sim.state import Group
+
+    config = EngineConfig(num_gpu_blocks=64, block_size=16, enable_prefix_caching=False)
+    v1 = make_kv_layout(config, make_policy("vllm"), BlockManager)
+    v0 = make_kv_layout(config, make_policy("vllm-v0"), BlockManager)
+    assert type(v1) is ChunkedPagedKV and type(v0) is PagedKV
+    a, b = Group(0, "a", 0, 100, 5, 1, "greedy"), Group(1, "b", 0, 100, 5, 1, "greedy")
+    assert v0.allocate(a) == 0 and v0.bm.num_blocks(a.seqs[0].sid) == 7  # the whole prompt at admission
+    assert v0.chunk_need(a, 40) == 0 and v0.allocate_chunk(a, 40)
+    assert v1.allocate(b) == 0 and v1.bm.num_blocks(b.seqs[0].sid) == 0   # nothing but prefix hits
+    assert v1.chunk_need(b, 40) == 3 and v1.allocate_chunk(b, 40) and v1.bm.num_blocks(b.seqs[0].sid) == 3
+    assert v1.chunk_need(b, 60) == 4 and not v1.allocate_chunk(b, 62 * 16)  # short pool: nothing taken
+    assert v1.bm.num_blocks(b.seqs[0].sid) == 3 and v1.logical_blocks() == 3
