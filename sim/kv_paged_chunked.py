@@ -1,0 +1,92 @@
+"""vLLM V1's KV allocation: a (re)prefill holds its prefix hits and the chunks scheduled so far only.
+
+V1 allocates a request's blocks step by step, for the tokens scheduled in that step
+(`vllm/v1/core/kv_cache_manager.py` `allocate_slots`, 551-588; admission takes only the computed prefix
+hits, 266-328), not the whole prompt at admission as `sim.kv_paged.PagedKV` does. Each request holds one
+sequence (V1 runs every parallel sample as its own request). Full prompt blocks are cached as their
+chunk is allocated (616-625); a request's private blocks are registered when released (`sim.kv_prefix`).
+"""
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+from memory import BlockManager
+
+from sim.config import EngineConfig
+from sim.kv_paged import PagedKV
+from sim.kv_prefix import PrefixCache
+from sim.state import Group, Seq
+
+
+class ChunkedPagedKV(PagedKV):
+    """`PagedKV` with V1's per-chunk allocation. Implements `sim.kv_layout.KVLayout`."""
+
+    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager) -> None:
+        super().__init__(config, swap, block_manager_cls)
+        self.chunk_keys: dict[int, tuple[Sequence[Hashable], int]] = {}  # sid -> (keys, blocks registered)
+
+    def allocate(self, group: Group) -> int:
+        """V1's admission: the request's computed prefix hits, nothing else (kv_cache_manager.py:266-328);
+        the chunks take their blocks in `allocate_chunk`. Returns the tokens found computed."""
+        assert group.n == 1, "per-chunk allocation holds one sequence per request"
+        seq, bm, prefix = Seq(self.new_sid(), 0), self.bm, self.prefix
+        cached = 0
+        if isinstance(prefix, PrefixCache):
+            keys, ready = prefix.plan(group)
+            cached = ready * self.bs
+            bm.allocate(seq.sid, cached, keys.head(ready))
+            self.chunk_keys[seq.sid] = (keys, ready)
+            prefix.query_tokens += group.prompt
+            if ready:
+                prefix.hits += 1
+                prefix.hit_tokens += cached
+        else:
+            bm.allocate(seq.sid, 0)
+        seq.length = cached
+        self.logical += bm.num_blocks(seq.sid)
+        group.seqs, group.pending = [seq], []
+        return cached
+
+    def chunk_need(self, group: Group, tokens: int) -> int:
+        """Blocks `allocate_chunk(group, tokens)` takes: ceil((allocated + tokens) / block_size) less the
+        blocks held (V1 allocate_slots, kv_cache_manager.py:551-588)."""
+        seq = group.seqs[0]
+        return -(-(seq.length + tokens) // self.bs) - self.bm.num_blocks(seq.sid)
+
+    def allocate_chunk(self, group: Group, tokens: int) -> bool:
+        """Slots for a scheduled prefill chunk of `tokens`; False (nothing taken) if the free pool is short.
+        Full prompt blocks are cached as they are allocated (kv_cache_manager.py:616-625): a request
+        scheduled later in the same step already hits them (each layer writes the step's new K/V into the
+        cache before its attention reads it), so they are never pending."""
+        need = self.chunk_need(group, tokens)
+        bm, seq = self.bm, group.seqs[0]
+        if need > bm.num_free_gpu_blocks:
+            return False
+        bm.append_slots(seq.sid, tokens)
+        seq.length += tokens
+        self.logical += need
+        self.uncomputed += tokens
+        entry = self.chunk_keys.get(seq.sid)
+        if entry is not None:
+            keys, done = entry
+            full = min(len(keys), seq.length // self.bs)
+            if self.prefix.lazy:  # private blocks are registered on release (only this request looks them up)
+                full = min(full, keys.num_shared)
+            if full > done:
+                start, added = bm.cache_full_blocks(seq.sid, keys.head(full))
+                if start + len(added) < full:  # another request cached that content first: ours stays private
+                    del self.chunk_keys[seq.sid]
+                else:
+                    self.chunk_keys[seq.sid] = (keys, full)
+        return True
+
+    def begin_prefill(self, group: Group) -> None:
+        return None  # each chunk counts its own tokens uncomputed as it is allocated
+
+    def abort_prefill(self, group: Group) -> None:
+        self.uncomputed -= group.seqs[0].length - group.prefill_done  # chunks allocated in this step, not run
+
+    def free(self, group: Group, g: int) -> None:
+        for seq in group.seqs:
+            self.chunk_keys.pop(seq.sid, None)
+        super().free(group, g)
