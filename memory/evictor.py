@@ -12,19 +12,32 @@ released cached block joins the tail, so the cached blocks nearest the head are 
 a cached block taken again (revived) leaves from the middle; a cached block taken from the head is
 evicted (its hash dropped). Unlike vLLM, a released block *without* a hash joins the head: it holds
 nothing worth keeping, so it is taken before any cached block (LIFO, as the plain `BlockAllocator`).
-The queue is a doubly linked list threaded through two arrays indexed by block id (`_next`, `_prev`, with
-one sentinel), as vLLM's: O(1) at both ends and in the middle, no allocation. Free-block accounting is
-the queue's length and nothing else.
+The queue is kept in its two parts: the plain blocks as a stack (its top is the head) and the cached
+ones as an insertion-ordered map (`OrderedDict`, least recently used first): O(1) at both ends and in
+the middle, as vLLM's doubly linked list, with whole tables pushed and taken by C loops. Free-block
+accounting is the two parts' lengths and nothing else.
+
+Private blocks (`memory.block_keys.ChainKeys`): content only one sequence has (its own prompt tail, its
+output) is not keyed through the registry. Its blocks are listed, with their node ids, on the sequence's
+`PrivateChain`, and each records `(parent node, chain, position)` as its hash: a lookup walks the chain
+while each block still carries the node it was registered as. Same hits, same free queue, same
+evictions as registering `("own", owner, position)` keys, with no dict entry per block. A block marked
+`UNREACHABLE` is cached (it joins the queue's tail and is evicted in turn, as vLLM V1 keeps every hashed
+block) but can never be hit: the full blocks of a finished request. Metrics (`num_cached_blocks`,
+`num_evicted_blocks`) count only blocks a lookup could find.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Hashable, Iterable, Mapping, Sequence
 
 from memory.block_allocator import BlockPool, NoFreeBlocksError
+from memory.block_keys import ChainKeys
 from memory.types import SeqBlocks
 
 BlockHash = tuple[int, Hashable]  # (node id of the previous block of the chain or ROOT, block key)
 ROOT = 0                          # the parent node of a prompt's first block; real node ids start at 1
+UNREACHABLE = (ROOT, None, -1)    # the hash of a cached block nobody can look up again
 
 
 class CachingBlockAllocator(BlockPool):
@@ -34,53 +47,62 @@ class CachingBlockAllocator(BlockPool):
     and `allocate_many` take from the head, evicting cached blocks when no plain one is left.
     """
 
-    __slots__ = ("_next", "_prev", "_num_free", "_hash_of", "_node_of", "_block_by_hash", "_next_node",
-                 "_num_evictable", "num_evicted_blocks", "num_revived_blocks")
+    __slots__ = ("_plain", "_lru", "_num_unreachable_free", "_hash_of", "_node_of", "_block_by_hash",
+                 "_next_node", "_num_private", "num_evicted_blocks", "num_revived_blocks",
+                 "unreachable_plain", "_version", "_memo")
 
     def __init__(self, num_blocks: int) -> None:
         super().__init__(num_blocks)
-        # Node `num_blocks` is the sentinel: _next[sentinel] is the head, _prev[sentinel] the tail. A
-        # fresh pool hands out 0, 1, 2, ... like the plain allocator.
-        n = num_blocks
-        self._next: list[int] = list(range(1, n + 2))
-        self._prev: list[int] = list(range(-1, n))
-        self._next[n], self._prev[0] = 0, n
-        if n:
-            self._next[n - 1], self._prev[n] = n, n - 1
-        self._num_free = n
-        self._hash_of: list[BlockHash | None] = [None] * num_blocks
+        # The free queue in two parts: plain blocks (a stack whose top is the queue's head; a fresh pool
+        # hands out 0, 1, 2, ... like the plain allocator), then the cached ones in LRU order (an
+        # insertion-ordered map: O(1) at both ends and in the middle, bulk pushes in C).
+        self._plain: list[int] = list(range(num_blocks - 1, -1, -1))
+        self._lru: OrderedDict[int, None] = OrderedDict()
+        self._num_unreachable_free = 0  # unreachable blocks in the LRU part
+        # A registry hash (parent, key), a private one (parent, chain, position), UNREACHABLE, or None.
+        self._hash_of: list[tuple | None] = [None] * num_blocks
         self._node_of: list[int] = [ROOT] * num_blocks
         self._block_by_hash: dict[BlockHash, int] = {}
         self._next_node = ROOT + 1
-        self._num_evictable = 0  # free blocks with a hash (the queue's tail part): a metric
-        self.num_evicted_blocks = 0
+        self._num_private = 0    # blocks with a private or unreachable hash
+        self.num_evicted_blocks = 0  # reachable cached blocks evicted
+        self.unreachable_plain = True  # see `mark_unreachable` (False: always mark; tests compare)
+        self._version = 0  # bumped by every change of the registry or a chain: `match_chain`'s memo
+        self._memo: tuple = ()
         self.num_revived_blocks = 0
 
     @property
     def num_free_blocks(self) -> int:
-        return self._num_free
+        return len(self._plain) + len(self._lru)
 
     @property
     def num_used_blocks(self) -> int:
-        return self.num_blocks - self._num_free
+        return self.num_blocks - len(self._plain) - len(self._lru)
 
     # ---- read surface ------------------------------------------------------------------------------
     @property
     def num_cached_blocks(self) -> int:
-        """Evictable blocks: free, still holding reusable content."""
-        return self._num_evictable
+        """Evictable blocks that a lookup could still find: free, holding reusable content."""
+        return len(self._lru) - self._num_unreachable_free
 
     @property
     def num_registered_blocks(self) -> int:
         """Blocks with a hash, live or evictable."""
-        return len(self._block_by_hash)
+        return len(self._block_by_hash) + self._num_private
 
     def is_cached(self, block: int) -> bool:
         """Whether the block is registered in the prefix cache (live or evictable)."""
         return self._hash_of[self._check_id(block)] is not None
 
     def hash_of(self, block: int) -> BlockHash | None:
-        return self._hash_of[self._check_id(block)]
+        """The block's hash; a private block's as its listed key `("own", owner, position)`; None for
+        a plain block and for an unreachable one's `(ROOT, None)`."""
+        h = self._hash_of[self._check_id(block)]
+        if h is None or len(h) == 2:
+            return h  # type: ignore[return-value]
+        if h is UNREACHABLE:
+            return (ROOT, None)
+        return (h[0], ("own", h[1].owner, h[2]))
 
     def node_of(self, block: int) -> int:
         """Node id of a cached block (`ROOT` if it has no hash)."""
@@ -92,23 +114,24 @@ class CachingBlockAllocator(BlockPool):
         return self._next_node
 
     def registered(self) -> dict[BlockHash, int]:
-        """A copy of the registry, hash -> block (checks and debugging)."""
-        return dict(self._block_by_hash)
+        """A copy of the registry, hash -> block, private blocks listed as `hash_of` names them and
+        unreachable ones left out (checks and debugging)."""
+        out = dict(self._block_by_hash)
+        if self._num_private:
+            for block, h in enumerate(self._hash_of):
+                if h is not None and len(h) == 3 and h is not UNREACHABLE:
+                    out[self.hash_of(block)] = block  # type: ignore[index]
+        return out
 
     def free_block_ids(self) -> list[int]:
         """The free queue from the head: plain blocks (next to allocate first), then cached ones, least
-        recently used first. Walks the links (at most `num_blocks` steps, so a broken list shows)."""
-        nxt, sentinel, out = self._next, self.num_blocks, []
-        block = nxt[sentinel]
-        while block != sentinel and len(out) <= self.num_blocks:
-            out.append(block)
-            block = nxt[block]
-        return out
+        recently used first (O(free): checks and debugging)."""
+        return self._plain[::-1] + list(self._lru)
 
     def evictable_blocks(self) -> list[int]:
-        """Evictable blocks, next to be evicted first (O(free): tests and debugging)."""
+        """Evictable blocks a lookup could find, next to be evicted first (O(free): tests and debugging)."""
         hash_of = self._hash_of
-        return [b for b in self.free_block_ids() if hash_of[b] is not None]
+        return [b for b in self._lru if hash_of[b] is not UNREACHABLE]
 
     # ---- the registry ------------------------------------------------------------------------------
     def match(self, keys: Iterable[Hashable]) -> list[int]:
@@ -123,10 +146,87 @@ class CachingBlockAllocator(BlockPool):
             parent = node_of[block]
         return hits
 
+    def match_chain(self, keys: ChainKeys) -> list[int]:
+        """`match` for compact keys: the shared keys through the registry, then, if all of them hit
+        and more blocks are keyed, the private chain while its blocks are still the ones registered."""
+        memo = self._memo  # a waiting request asks again each step: same answer until the cache changes
+        if (memo and memo[0] == self._version and memo[1] is keys.shared and memo[2] is keys.chain
+                and memo[3] == keys.num_blocks):
+            return list(memo[4])
+        hits = self._match_chain(keys)
+        self._memo = (self._version, keys.shared, keys.chain, keys.num_blocks, hits)
+        return list(hits)
+
+    def _match_chain(self, keys: ChainKeys) -> list[int]:
+        hits = self.match(keys.shared[:keys.num_shared] if keys.num_shared < len(keys.shared) else keys.shared)
+        limit = keys.num_blocks - len(keys.shared)
+        chain = keys.chain
+        if limit <= 0 or len(hits) < len(keys.shared) or not chain.blocks:
+            return hits
+        node_of = self._node_of
+        if chain.parent != (node_of[hits[-1]] if hits else ROOT):
+            return hits
+        nodes = chain.nodes
+        for i, block in enumerate(chain.blocks):
+            if i >= limit or node_of[block] != nodes[i]:
+                break
+            hits.append(block)
+        return hits
+
+    def register_keys(self, blocks: Sequence[int], position: int, parent_node: int, keys: ChainKeys) -> None:
+        """Register live, hashless `blocks` as positions `position`, `position + 1`, ... of `keys` (up to
+        its `num_blocks`), the first after `parent_node`: shared positions in the registry (the caller
+        has checked that the first is not taken), private ones on the chain, which forgets its blocks
+        from that position on."""
+        self._version += 1
+        shared = keys.shared
+        n_shared = max(min(len(shared), keys.num_blocks) - position, 0)
+        if n_shared:
+            self.register_chain(blocks[:n_shared], parent_node, shared[position:position + n_shared])
+            parent_node = self._node_of[blocks[n_shared - 1]]
+            position += n_shared
+        count = min(len(blocks) - n_shared, keys.num_blocks - position)
+        if count <= 0:
+            return
+        chain, hash_of, node_of = keys.chain, self._hash_of, self._node_of
+        i = position - len(shared)  # the chain's index of `position`
+        if i == 0:
+            chain.parent = parent_node
+        else:
+            assert chain.nodes[i - 1] == parent_node, "a private chain grows only behind its own last block"
+        del chain.blocks[i:], chain.nodes[i:]
+        private = blocks[n_shared:n_shared + count]
+        node = first = self._next_node
+        for block in private:
+            hash_of[block] = (parent_node, chain, position)
+            node_of[block] = parent_node = node
+            node += 1
+            position += 1
+        chain.blocks += private
+        chain.nodes += range(first, node)
+        self._next_node = node
+        self._num_private += count
+
+    def mark_unreachable(self, blocks: Sequence[int]) -> bool:
+        """Cache live, hashless blocks that no lookup will ask for again, so that they join the queue's
+        tail when released and are evicted in turn. Only while some reachable cached block is free: with
+        none, they are left plain - released to the head, they are taken before every cached block
+        released later, as they would be from the tail (older than those), and what they are taken
+        before or after among plain and unreachable blocks changes nothing a lookup can see. True if
+        marked. The caller releases them before any other block becomes free."""
+        if self.unreachable_plain and len(self._lru) == self._num_unreachable_free:
+            return False
+        hash_of = self._hash_of
+        for block in blocks:
+            hash_of[block] = UNREACHABLE
+        self._num_private += len(blocks)
+        return True
+
     def register_chain(self, blocks: Sequence[int], parent_node: int, keys: Sequence[Hashable]) -> None:
         """Register live, hashless `blocks[i]` under `keys[i]`, each chained after the one before it and
         the first after `parent_node`. The caller has checked that the first hash is not taken (later
         ones cannot be: their parents are new nodes)."""
+        self._version += 1
         block_by_hash, hash_of, node_of = self._block_by_hash, self._hash_of, self._node_of
         node = self._next_node
         for block, key in zip(blocks, keys):
@@ -139,111 +239,109 @@ class CachingBlockAllocator(BlockPool):
 
     def acquire_many(self, blocks: Sequence[int]) -> None:
         """One more reference to each cached block: incref if live, revive from the free queue if not."""
-        refcounts, nxt, prv = self._refcounts, self._next, self._prev
+        refcounts, lru = self._refcounts, self._lru
         revived = shared = 0
         for block in blocks:
             rc = refcounts[block]
-            if rc == 0:  # unlink from the middle of the queue
-                after, before = nxt[block], prv[block]
-                nxt[before], prv[after] = after, before
+            if rc == 0:  # out of the middle of the queue
+                del lru[block]
                 revived += 1
             elif rc == 1:
                 shared += 1
             refcounts[block] = rc + 1
-        self._num_free -= revived
-        self._num_evictable -= revived
         self.num_revived_blocks += revived
         self._num_shared += shared
 
     # ---- allocation --------------------------------------------------------------------------------
     def allocate_many(self, count: int) -> list[int]:
         """Take `count` blocks from the head of the free queue (refcount 1 each), or none."""
-        num_free = self._num_free
-        if count > num_free:
+        plain, refcounts = self._plain, self._refcounts
+        if count == 1 and plain:  # one plain block: the decode step's case
+            block = plain.pop()
+            refcounts[block] = 1
+            return [block]
+        num_plain = len(plain)
+        if count > num_plain + len(self._lru):
             raise NoFreeBlocksError(
-                f"{count} blocks requested, {num_free} free (pool of {self.num_blocks})"
+                f"{count} blocks requested, {self.num_free_blocks} free (pool of {self.num_blocks})"
             )
         if count <= 0:
             return []
-        nxt, refcounts, sentinel = self._next, self._refcounts, self.num_blocks
-        if count == 1 and num_free > self._num_evictable:  # one plain block: the decode step's case
-            block = nxt[sentinel]
-            head = nxt[block]
-            nxt[sentinel], self._prev[head] = head, sentinel
-            refcounts[block] = 1
-            self._num_free = num_free - 1
-            return [block]
-        block = sentinel
-        blocks = [block := nxt[block] for _ in range(count)]  # walk from the head
+        if count <= num_plain:
+            blocks = plain[-count:]
+            del plain[-count:]
+            blocks.reverse()
+        else:
+            blocks = self._evict(count - num_plain)
+            if num_plain:
+                taken = plain[::-1]
+                plain.clear()
+                blocks += taken
         for block in blocks:
             refcounts[block] = 1
-        head = nxt[block]  # unlink the whole run at once
-        nxt[sentinel], self._prev[head] = head, sentinel
-        self._num_free = num_free - count
-        plain = num_free - self._num_evictable
-        if count > plain:
-            blocks = self._evict(blocks, plain)
         return blocks
 
-    def _evict(self, blocks: list[int], plain: int) -> list[int]:
-        """`blocks[plain:]` came from the cached part of the queue: drop their hashes. They are handed out
-        first, most recently used first, then the plain ones (the order of the former free stack, which
-        took the evicted blocks on top of it; kept so that block ids stay the same)."""
-        evicted = blocks[plain:]
+    def _evict(self, count: int) -> list[int]:
+        """Take `count` blocks from the front of the LRU part and drop their hashes. They are handed out
+        before the plain ones, most recently used first (the order of the former free stack, which took
+        the evicted blocks on top of it; kept so that block ids stay the same)."""
+        popitem = self._lru.popitem
+        evicted = [popitem(False)[0] for _ in range(count)]
+        self._version += 1
         hash_of, node_of, block_by_hash = self._hash_of, self._node_of, self._block_by_hash
+        private = unreachable = 0
         for block in evicted:
-            del block_by_hash[hash_of[block]]  # type: ignore[arg-type]
+            h = hash_of[block]
             hash_of[block] = None
-            node_of[block] = ROOT
-        self._num_evictable -= len(evicted)
-        self.num_evicted_blocks += len(evicted)
+            if h is UNREACHABLE:  # no node, no registry entry: a finished request's block
+                unreachable += 1
+            elif len(h) == 2:  # type: ignore[arg-type]
+                del block_by_hash[h]  # type: ignore[arg-type]
+                node_of[block] = ROOT
+            else:
+                private += 1
+                node_of[block] = ROOT
+        self._num_private -= private + unreachable
+        self._num_unreachable_free -= unreachable
+        self.num_evicted_blocks += count - unreachable
         evicted.reverse()
-        return evicted + blocks[:plain]
+        return evicted
 
     # ---- release -----------------------------------------------------------------------------------
     def _release(self, block: int) -> None:
         """At the tail if cached (most recently used), at the head if not."""
-        if self._hash_of[block] is None:
-            self._push_head([block])
+        h = self._hash_of[block]
+        if h is None:
+            self._plain.append(block)
         else:
-            self._push_tail([block])
+            self._lru[block] = None
+            if h is UNREACHABLE:
+                self._num_unreachable_free += 1
 
-    def _push_head(self, blocks: Sequence[int]) -> None:
-        """Put plain blocks at the head, one after the other (the last one is taken first)."""
-        nxt, prv, sentinel = self._next, self._prev, self.num_blocks
-        first = nxt[sentinel]
-        for block in blocks:
-            nxt[block] = first
-            prv[first] = first = block
-        nxt[sentinel], prv[first] = first, sentinel
-        self._num_free += len(blocks)
-
-    def _push_tail(self, blocks: Sequence[int]) -> None:
-        """Put cached blocks at the tail, one after the other (the last one is the most recently used)."""
-        nxt, prv, sentinel = self._next, self._prev, self.num_blocks
-        last = prv[sentinel]
-        for block in blocks:
-            prv[block] = last
-            nxt[last] = last = block
-        prv[sentinel], nxt[last] = last, sentinel
-        self._num_free += len(blocks)
-        self._num_evictable += len(blocks)
+    def _push_tail(self, blocks: Sequence[int], hashes: Sequence[tuple | None]) -> None:
+        """Put cached blocks at the tail, one after the other (the last one is the most recently used);
+        `hashes`: theirs."""
+        self._lru.update(dict.fromkeys(blocks))
+        if self._num_private:
+            self._num_unreachable_free += hashes.count(UNREACHABLE)
 
     def free_table(self, blocks: Sequence[int]) -> int:
         """Drop one reference from each block of a table. Uncached blocks are released in table order,
         cached ones (a prefix of the table: each follows its chain parent) tail first, so a chain's tail
         is evicted before its head and no cached block outlives its parent."""
         refcounts, hash_of = self._refcounts, self._hash_of
-        if all(refcounts[block] == 1 for block in blocks):  # sole holder: the common case
+        if not blocks:
+            return 0
+        if max(map(refcounts.__getitem__, blocks)) == 1:  # sole holder: the common case
             for block in blocks:
                 refcounts[block] = 0
-            num_cached = 0  # cached blocks lead the table: each follows its chain parent
-            while num_cached < len(blocks) and hash_of[blocks[num_cached]] is not None:
-                num_cached += 1
+            hashes = list(map(hash_of.__getitem__, blocks))
+            # Cached blocks lead the table (each follows its chain parent): count the plain ones.
+            num_cached = len(blocks) - hashes.count(None)
             if num_cached < len(blocks):
-                self._push_head(blocks[num_cached:] if num_cached else blocks)
+                self._plain.extend(blocks[num_cached:] if num_cached else blocks)
             if num_cached:
-                self._push_tail(blocks[num_cached - 1::-1])
+                self._push_tail(blocks[num_cached - 1::-1], hashes[:num_cached])
             return len(blocks)
         decref, released = self.decref, 0
         for block in blocks:
@@ -273,6 +371,6 @@ class CachingBlockAllocator(BlockPool):
 
     def __repr__(self) -> str:
         return (
-            f"CachingBlockAllocator(num_blocks={self.num_blocks}, free={self._num_free} "
-            f"({self._num_evictable} cached), registered={len(self._block_by_hash)})"
+            f"CachingBlockAllocator(num_blocks={self.num_blocks}, free={self.num_free_blocks} "
+            f"({self.num_cached_blocks} cached), registered={self.num_registered_blocks})"
         )

@@ -26,6 +26,7 @@ from typing import Hashable, Sequence
 
 from memory.block_allocator import NoFreeBlocksError, _check_count
 from memory.block_manager import AllocStatus, BlockManager
+from memory.block_keys import ChainKeys
 from memory.evictor import ROOT, CachingBlockAllocator
 from memory.prefix_invariants import check_prefix_invariants
 from memory.types import SeqBlocks, SeqId
@@ -70,6 +71,11 @@ class PrefixCachingBlockManager(BlockManager):
             return 0.0
         return self.num_prefix_hit_tokens / self.num_prefix_query_tokens
 
+    @property
+    def gpu_refcounts(self) -> Sequence[int]:
+        """Every GPU block's refcount, by id (read only: the pool's own list, for hot paths)."""
+        return self._gpu_refcounts
+
     # ---- queries -----------------------------------------------------------------------------------
     def num_cached_tokens(self, seq_id: SeqId) -> int:
         """Prompt tokens that `allocate` found cached for this sequence (a scheduler skips their
@@ -86,7 +92,8 @@ class PrefixCachingBlockManager(BlockManager):
 
     def find_cached_prefix(self, block_keys: BlockKeys) -> list[int]:
         """The GPU blocks of the longest cached prefix of `block_keys`; changes nothing."""
-        return self._gpu.match(self._checked_keys(block_keys, None))
+        keys = self._checked_keys(block_keys, None)
+        return self._gpu.match_chain(keys) if type(keys) is ChainKeys else self._gpu.match(keys)
 
     def num_blocks_to_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> int:
         """Blocks `allocate` would take from the free pool: the prompt's blocks minus the cached ones
@@ -94,7 +101,8 @@ class PrefixCachingBlockManager(BlockManager):
         _check_count("num_tokens", num_tokens, 0)
         keys = self._checked_keys(block_keys, num_tokens)
         rc = self._gpu_refcounts
-        return self.num_required_blocks(num_tokens) - sum(1 for b in self._gpu.match(keys) if rc[b])
+        hits = self._gpu.match_chain(keys) if type(keys) is ChainKeys else self._gpu.match(keys)
+        return self.num_required_blocks(num_tokens) - len(hits) + list(map(rc.__getitem__, hits)).count(0)
 
     # ---- allocate ----------------------------------------------------------------------------------
     def can_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> AllocStatus:
@@ -106,20 +114,24 @@ class PrefixCachingBlockManager(BlockManager):
             return AllocStatus.OK
         return AllocStatus.LATER
 
-    def allocate(self, seq_id: SeqId, num_tokens: int, block_keys: BlockKeys | None = None) -> int:
+    def allocate(self, seq_id: SeqId, num_tokens: int, block_keys: BlockKeys | None = None,
+                 defer_private: bool = False) -> int:
         """Blocks for a prompt of `num_tokens`, reusing the longest cached prefix of `block_keys` (one
         key per full block from the first; fewer keys cache fewer blocks). Returns the number of
         cached tokens (whole blocks, possibly all of the prompt). Raises `NoFreeBlocksError` (changing
-        nothing) if the blocks it must take do not fit."""
+        nothing) if the blocks it must take do not fit. `defer_private` (with `ChainKeys`): the new
+        private blocks are not registered now but by `cache_full_blocks` before they are released -
+        the same cache, for a caller that looks its own keys up only once it has freed them."""
         _check_count("num_tokens", num_tokens, 0)
         keys = () if block_keys is None else self._checked_keys(block_keys, num_tokens)
         if seq_id in self._gpu_seqs or seq_id in self._cpu_seqs:
             raise ValueError(f"sequence {seq_id!r} already exists")
         gpu, bs = self._gpu, self.block_size
         required = -(-num_tokens // bs)
-        hits = gpu.match(keys) if keys else []
+        compact = type(keys) is ChainKeys
+        hits = (gpu.match_chain(keys) if compact else gpu.match(keys)) if keys else []
         rc = self._gpu_refcounts
-        live = sum(1 for b in hits if rc[b]) if hits else 0
+        live = len(hits) - list(map(rc.__getitem__, hits)).count(0) if hits else 0
         if required - live > gpu.num_free_blocks:
             raise NoFreeBlocksError(
                 f"prompt of {num_tokens} tokens needs {required - live} blocks "
@@ -129,7 +141,14 @@ class PrefixCachingBlockManager(BlockManager):
             gpu.acquire_many(hits)
         new = gpu.allocate_many(required - len(hits))
         if len(keys) > len(hits):
-            gpu.register_chain(new, gpu.node_of(hits[-1]) if hits else ROOT, keys[len(hits):])
+            parent = gpu.node_of(hits[-1]) if hits else ROOT
+            if compact:
+                if defer_private:
+                    keys = keys.head(min(len(keys), len(keys.shared)))  # type: ignore[union-attr]
+                if len(keys) > len(hits):
+                    gpu.register_keys(new, len(hits), parent, keys)  # type: ignore[arg-type]
+            else:
+                gpu.register_chain(new, parent, keys[len(hits):])
         cached = len(hits) * bs
         self._gpu_seqs[seq_id] = SeqBlocks(hits + new if hits else new, num_tokens, cached)
         self._gpu_filled_slots += num_tokens - live * bs  # live hits were already counted as filled
@@ -140,29 +159,66 @@ class PrefixCachingBlockManager(BlockManager):
             self.num_prefix_hit_tokens += cached
         return cached
 
-    def cache_blocks(self, seq_id: SeqId, first: int, block_keys: BlockKeys) -> int:
-        """Register the sequence's full blocks `first, first + 1, ...` under `block_keys` (one key each),
-        chained after block `first - 1`: a sequence allocated chunk by chunk caches its blocks as they are
-        allocated. Stops at the first block whose content another block already holds (that one stays
-        the cached copy, ours stays private) or whose predecessor is not cached. Returns how many were
-        registered."""
+    # ---- caching a sequence's later blocks ---------------------------------------------------------
+    def cache_full_blocks(self, seq_id: SeqId, block_keys: BlockKeys,
+                          reachable: bool = True) -> tuple[int, list[int]]:
+        """Register the sequence's blocks that `block_keys` names beyond its leading cached ones, up to
+        the first block already cached: its output once computed (vLLM V1 hashes every full block of
+        prompt and output), or the private blocks an allocation deferred. Nothing if the first key is
+        registered to another block (private keys: the chain holds a live block there, or the block
+        before is not the chain's). `reachable=False`: cache them unreachable instead (a finished
+        request: they join the free queue's tail and are evicted in turn, as V1 keeps every hashed
+        block, but nobody looks them up; see `CachingBlockAllocator.mark_unreachable`). Returns the
+        position of the first block and the blocks registered."""
         seq = self._on_gpu(seq_id)
-        keys = self._checked_keys(block_keys, None)
+        keys = self._checked_keys(block_keys, seq.num_tokens)
         gpu, blocks = self._gpu, seq.blocks
-        count = min(len(keys), seq.num_tokens // self.block_size - first)
-        parent = gpu.node_of(blocks[first - 1]) if first else ROOT
-        if count <= 0 or (first and parent == ROOT) or gpu.is_cached(blocks[first]):
-            return 0
-        if (parent, keys[0]) in gpu._block_by_hash:  # registered first by another sequence
-            return 0
-        gpu.register_chain(blocks[first:first + count], parent, keys[:count])
-        return count
+        hash_of = gpu._hash_of
+        num_keys = len(keys)
+        hashes = list(map(hash_of.__getitem__, blocks[:num_keys]))
+        start = num_keys - hashes.count(None)  # cached blocks lead the table
+        end = start
+        while end < num_keys and hashes[end] is None:
+            end += 1
+        if end == start:
+            return start, []
+        new = blocks[start:end]
+        if not reachable:
+            return start, new if gpu.mark_unreachable(new) else []
+        parent = gpu.node_of(blocks[start - 1]) if start else ROOT
+        if type(keys) is ChainKeys and start < keys.num_shared:
+            if (parent, keys.shared[start]) in gpu._block_by_hash:
+                return start, []
+            gpu.register_keys(new, start, parent, keys)
+        elif type(keys) is ChainKeys:
+            s = len(keys.shared)
+            chain = keys.chain
+            i = start - s  # the chain's index of `start`
+            if i and (len(chain.blocks) < i or chain.blocks[i - 1] != blocks[start - 1]):
+                return start, []  # the blocks before are not the chain's
+            if (i < len(chain.blocks) and gpu._node_of[chain.blocks[i]] == chain.nodes[i]
+                    and (i or chain.parent == parent)):
+                return start, []  # the chain already has a block there (a copy of this one was cached)
+            gpu.register_keys(new, start, parent, keys)  # type: ignore[arg-type]
+        else:
+            if (parent, keys[start]) in gpu._block_by_hash:
+                return start, []
+            gpu.register_chain(new, parent, keys[start:end])
+        return start, new
 
     # ---- keys and lookups --------------------------------------------------------------------------
     def _checked_keys(self, block_keys: BlockKeys | None, num_tokens: int | None) -> BlockKeys:
-        """Validated keys (all checked before any use, so that a bad one cannot fail half-way)."""
+        """Validated keys (all checked before any use, so that a bad one cannot fail half-way). Compact
+        `ChainKeys` were built checked: only their count is."""
         if block_keys is None:
             return ()
+        if type(block_keys) is ChainKeys:
+            if num_tokens is not None and block_keys.num_blocks > num_tokens // self.block_size:
+                raise ValueError(
+                    f"block_keys: {block_keys.num_blocks} keys for a sequence of {num_tokens} tokens, which "
+                    f"has {num_tokens // self.block_size} full blocks of {self.block_size}"
+                )
+            return block_keys
         if isinstance(block_keys, (str, bytes)) or not isinstance(block_keys, Sequence):
             raise ValueError(
                 f"block_keys: must be a sequence of hashable keys, one per full block, "

@@ -4,7 +4,8 @@ On top of the base checks (tables, refcounts, filled slots, the CPU pool): the G
 holds every free block once, plain blocks before cached ones, and its cached count is exact; each hash
 names exactly one block and back; a cached block is full wherever it is held and sits right after its
 chain parent; no cached block outlives its parent (a live block's parent is live, an evictable block's
-parent is live or evicted after it).
+parent is live or evicted after it). An unreachable cached block (hash `(ROOT, None)`, no node) is
+checked as cached in the queue only.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ def check_caching_allocator(pool: CachingBlockAllocator, name: str = "gpu") -> N
     """The base allocator checks, the queue's order and cached count, and the registry."""
     check_allocator(pool, name)
     queue = pool.free_block_ids()
-    cached = [pool.hash_of(b) is not None for b in queue]
+    hashes = [pool.hash_of(b) for b in queue]
+    cached = [h is not None for h in hashes]
     if cached != sorted(cached):
         first = queue[cached.index(True)]
         _fail(f"{name}: free queue has a plain block after the cached block {first} (plain and cached mixed)")
-    if sum(cached) != pool.num_cached_blocks:
-        _fail(f"{name}: cached counter {pool.num_cached_blocks} != {sum(cached)} cached blocks in the free queue")
+    reachable = sum(h is not None and h[1] is not None for h in hashes)
+    if reachable != pool.num_cached_blocks:
+        _fail(f"{name}: cached counter {pool.num_cached_blocks} != {reachable} cached blocks in the free queue")
     _check_registry(pool, name)
 
 
@@ -32,7 +35,7 @@ def _check_registry(pool: CachingBlockAllocator, name: str) -> None:
     hash_of = [pool.hash_of(b) for b in range(pool.num_blocks)]
     node_of = [pool.node_of(b) for b in range(pool.num_blocks)]
     registry = pool.registered()
-    hashed = [b for b, h in enumerate(hash_of) if h is not None]
+    hashed = [b for b, h in enumerate(hash_of) if h is not None and h[1] is not None]
     if len(hashed) != len(registry):
         _fail(f"{name}: {len(registry)} hashes for {len(hashed)} blocks with a hash")
     for h, block in registry.items():
@@ -40,7 +43,7 @@ def _check_registry(pool: CachingBlockAllocator, name: str) -> None:
             _fail(f"{name}: hash {h!r} maps to block {block}, whose hash is {hash_of[block]!r}")
     block_of_node: dict[int, int] = {}
     for block, node in enumerate(node_of):
-        if (node == ROOT) != (hash_of[block] is None):
+        if (node == ROOT) != (hash_of[block] is None or hash_of[block][1] is None):  # type: ignore[index]
             _fail(f"{name}: block {block} has node {node} and hash {hash_of[block]!r}")
         if node != ROOT:
             if node in block_of_node or not ROOT < node < pool.next_node:
@@ -66,7 +69,7 @@ def _check_chains(seqs: dict[SeqId, SeqBlocks], pool: CachingBlockAllocator, blo
     for seq_id, seq in seqs.items():
         for i, block in enumerate(seq.blocks):
             h = pool.hash_of(block)
-            if h is None:
+            if h is None or h[1] is None:
                 continue
             if (i + 1) * block_size > seq.num_tokens:
                 _fail(f"gpu: cached block {block} is the partial last block of {seq_id!r}")

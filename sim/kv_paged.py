@@ -95,7 +95,10 @@ class PagedKV(LazyDecode):
                 bm.fork(first.sid, seq.sid)
                 seqs.append(seq)
             for seq in seqs:  # copies of the shared prompt tail are part of the recompute, not CoW work
-                bm.append_slots(seq.sid, group.generated)
+                # (the prefix cache may have allocated a lone sample's output with its prompt)
+                extra = group.prompt + group.generated - bm.num_tokens(seq.sid)
+                if extra:
+                    bm.append_slots(seq.sid, extra)
                 seq.length += group.generated
         for seq in seqs:
             self.logical += bm.num_blocks(seq.sid)
@@ -111,7 +114,7 @@ class PagedKV(LazyDecode):
         if isinstance(prefix, PrefixCache):
             keys, ready = prefix.plan(group)
             cached = ready * self.bs
-            bm.allocate(seq.sid, cached, keys[:ready])
+            bm.allocate(seq.sid, cached, keys.head(ready))
             self.chunk_keys[seq.sid] = (keys, ready)
             prefix.query_tokens += group.prompt
             if ready:
@@ -151,9 +154,11 @@ class PagedKV(LazyDecode):
         if entry is not None:
             keys, done = entry
             full = min(len(keys), seq.length // self.bs)
+            if self.prefix.lazy:  # private blocks are registered on release (only this request looks them up)
+                full = min(full, keys.num_shared)
             if full > done:
-                added = bm.cache_blocks(seq.sid, done, keys[done:full])
-                if added < full - done:  # another request cached that content first: ours stays private
+                start, added = bm.cache_full_blocks(seq.sid, keys.head(full))
+                if start + len(added) < full:  # another request cached that content first: ours stays private
                     del self.chunk_keys[seq.sid]
                 else:
                     self.chunk_keys[seq.sid] = (keys, full)
@@ -195,6 +200,11 @@ class PagedKV(LazyDecode):
     def free(self, group: Group, g: int) -> None:
         # A lazy sequence's untold tokens sit in blocks it already has: freeing needs no sync.
         bm = self.bm
+        if self.prefix.hash_output:  # its tokens go into the cache: the block manager must hold them
+            for seq in group.seqs:
+                if seq.phase >= 0:
+                    self.sync(seq, g)
+        self.prefix.release(group)
         for seq in group.seqs:
             if seq.phase >= 0:
                 self.leave(seq, g)

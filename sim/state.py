@@ -74,9 +74,10 @@ class Group:
         self.recomputed_tokens = 0
         self.rejected_on_arrival = False
         # Prefix caching (else unused): the prompt's block keys, and the cache blocks this group's
-        # (re)prefill registered but has not computed yet, as (prefill tokens that cover it, block).
-        self.block_keys: list | None = None
-        self.pending: list[tuple[int, int]] = []
+        # (re)prefill registered but has not computed yet, as [next position to compute, first
+        # position, blocks] (sim.kv_prefix).
+        self.block_keys = None
+        self.pending: list = []
 
     @property
     def is_beam(self) -> bool:

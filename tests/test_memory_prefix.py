@@ -250,12 +250,15 @@ def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
 
 
 def _relink(bm: PrefixCachingBlockManager, order: list[int]) -> None:
-    """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check."""
-    gpu, sentinel = bm._gpu, bm.num_gpu_blocks
-    chain = [sentinel, *order, sentinel]
-    for a, b in zip(chain, chain[1:]):
-        gpu._next[a], gpu._prev[b] = b, a
-    gpu._num_free = len(order)
+    """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check: the leading
+    plain blocks on the stack, the rest in the LRU part."""
+    gpu = bm._gpu
+    plain = 0
+    while plain < len(order) and gpu._hash_of[order[plain]] is None:
+        plain += 1
+    gpu._plain[:] = order[:plain][::-1]
+    gpu._lru.clear()
+    gpu._lru.update(dict.fromkeys(order[plain:]))
 
 
 def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
@@ -269,7 +272,7 @@ def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
         (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "free list with refcount"),
         (lambda bm: _relink(bm, [bm.evictable_blocks()[0], *_lru_first(bm)]), "plain and cached mixed"),
         (lambda bm: _relink(bm, bm._gpu.free_block_ids()[:-1]), "leaked"),
-        (lambda bm: setattr(bm._gpu, "_num_evictable", 1), "cached counter"),
+        (lambda bm: setattr(bm._gpu, "_num_unreachable_free", 1), "cached counter"),
         (lambda bm: _relink(bm, [*_lru_first(bm), bm.evictable_blocks()[0]]), "evicted after its parent"),
         (_corrupt_orphan, "outlived its chain parent"),
         (lambda bm: setattr(bm._gpu_seqs["keep"], "num_cached_tokens", 99), "cached-token record"),
@@ -296,9 +299,10 @@ def test_block_key_helpers() -> None:
     with pytest.raises(ValueError, match="exceeds"):
         prefix_group_block_keys(8, 4, "r1", "g", 9)
     # Mooncake: 512-token hash blocks, our blocks of 256 (two per hash block) and of 384 (straddling).
-    assert hash_id_block_keys([7, 8], 1000, 256) == [(0, (7,)), (1, (7,)), (2, (8,))]
-    assert hash_id_block_keys([7, 8, 9], 1400, 384) == [(0, (7,)), (1, (7, 8)), (2, (8, 9))]
-    assert hash_id_block_keys([7], 2000, 256) == [(0, (7,)), (1, (7,))]  # past the ids: no keys
+    assert hash_id_block_keys([7, 8], 1000, 256) == [7, 7, 8]
+    assert hash_id_block_keys([7, 8, 9], 1400, 384) == [7, (7, 8), (8, 9)]
+    assert hash_id_block_keys([7], 2000, 256) == [7, 7]  # past the ids: no keys
+    assert hash_id_block_keys([7, 8], 1000, 16) == [7] * 32 + [8] * 30
     # Two Mooncake requests agreeing on their first hash id share exactly the blocks inside it.
     bm = PrefixCachingBlockManager(num_gpu_blocks=16, block_size=256)
     bm.allocate("m1", 1200, hash_id_block_keys([7, 8, 9], 1200, 256))

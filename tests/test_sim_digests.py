@@ -5,7 +5,11 @@ modules; a change that alters any table of these runs (a policy rule, the cost m
 say so by updating them. The Orca runs changed once since: orca-max and orca-oracle moved to contiguous
 buddy-allocated buffers (`sim.kv_contiguous`), which changes who is admitted when and the blocks held. Every
 run changed once more when host (CPU) time and CUDA-graph padding entered the cost model (`sim.host_time`), which
-changes every step's duration. Runs: the whole Azure LLM inference code trace (data/) under every policy; a
+changes every step's duration. The sharing runs with prefix caching changed once more: every computed full
+block, output included, is cached when released (vLLM's block managers hashed a block when it became full,
+decode blocks too), so a recomputed request finds its own output and finished requests' blocks join the
+evictor's queue (taken with host time; the other runs, prefix caching off or no request
+recomputed, kept theirs). Runs: the whole Azure LLM inference code trace (data/) under every policy; a
 small KV pool on it (preemption, swap); its first 1,500 requests with prefix caching; and a generated
 trace with parallel sampling, beam search and shared prefixes (tests/data/sim_sharing_trace.csv: forks,
 copy-on-write, beam re-selection, preemption, swap and prefix hits) under every policy.
@@ -110,19 +114,19 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "9890bc41defc32a9a97a3c9383e9d87df6bc973da80e242d7b393307db062054",
     ),
     "sharing-vllm-v0-prefix": (
-        "47817c1a601f9e30b1c7c5a929913bc44b202f953dea8026afad717972343912",
-        "e68cb8ffdad45a69a737dc6aeff4595e3e55f3a0999f1cebe2e2e9b7563be61a",
-        "7fad7964664f0c2467c499b54a232014043956993f6613878183f7c7317fce51",
+        "5913d20288c982b41664b67f572321a5c3b84cf6d42a4096e6e5f3ae3b107c74",
+        "72da3fe1434e6a5291a68c3b7c1c0e9305fdcb2e27730a75406dfc080cff744c",
+        "031df42387c7fe4baf8f1b33023e5d0e0aa10b474d50483dc6e96120ffa08e4e",
     ),
     "sharing-vllm-swap-prefix": (
-        "a1eeb48b28bd9d4923e29fd28a5513814d81f7176f477d8b8a42e01788ae7061",
-        "088d5aa2397c60d52f74004e1c08d00a1f30ffa6efd7d482fd5756ac9e5f039d",
-        "0d80c49ada76899d9243c7d7145ad560d091be71b17c06a917ec45d0db9851c8",
+        "d7cca6231a0a4ca941b438b9e330976293055e6d36dbe18b4ad14be962480fb5",
+        "84c52cf9d9598ee62e7a9ca93cc4df0d564e5056f5f989c33dbbdeddfe9118be",
+        "b603e3eec6c4043f097ed853dcf72c9b1b20c07c695c843000032c270b4a026f",
     ),
     "sharing-sarathi-prefix": (
-        "f6d54aae428ed8038d4110dbc30f8ef8bbdc8459b26597b104559e991db2d7db",
-        "cda716837464cbf4e3c617ed73e9ee45ed87c99636812729309e3cd5d27f31e4",
-        "9068b540f778628b3b68ea3706a4100cf32b086f42886c42a7d6d238fc4091c1",
+        "b6b9fcdf391d1fad70b13f3bb924f681b0eff4dbe6f643d2f498b458cbc6e9d3",
+        "3fecb5ce6bed6cf29260bfd4a108f2ae7665db23ea9368a2aa5ea825679207fd",
+        "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
     ),
 }
 
