@@ -2,10 +2,10 @@
 
 On top of the base checks (tables, refcounts, filled slots, the CPU pool): the GPU pool's free queue
 holds every free block once, plain blocks before cached ones, and its cached count is exact; each hash
-names exactly one block and back; a cached block is full wherever it is held and sits right after its
-chain parent; no cached block outlives its parent (a live block's parent is live, an evictable block's
-parent is live or evicted after it). An unreachable cached block (hash `(ROOT, None)`, no node) is
-checked as cached in the queue only.
+names exactly one block and back, and the registered count is exact; a cached block is full wherever it
+is held and sits right after its chain parent; no cached block outlives its parent (a live block's parent
+is live, an evictable block's parent is live or evicted after it). An unreachable cached block (hash
+`(ROOT, None)`, no node) is checked as cached in the queue only.
 """
 from __future__ import annotations
 
