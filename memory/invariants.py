@@ -17,22 +17,25 @@ def _fail(message: str) -> None:
 
 def check_allocator(pool: BlockPool, name: str) -> None:
     """Free list and refcounts agree: free <=> refcount 0, no duplicates, shared counter exact."""
-    free, rc = pool.free_block_ids(), pool.refcounts
+    free, rc, n = pool.free_block_ids(), pool.refcounts, pool.num_blocks
     if len(set(free)) != len(free):
         _fail(f"{name}: free list holds a block twice")
-    for block in free:
-        if not 0 <= block < pool.num_blocks:
-            _fail(f"{name}: free list holds out-of-range block {block}")
-        if rc[block] != 0:
-            _fail(f"{name}: block {block} is on the free list with refcount {rc[block]}")
-    num_live = sum(1 for c in rc if c > 0)
-    if any(c < 0 for c in rc):
+    # Bulk tests in C loops first (engine tests check pools of ~28k blocks every few steps); the
+    # per-block walk only names the first violation.
+    if free and not (0 <= min(free) and max(free) < n and not any(map(rc.__getitem__, free))):
+        for block in free:
+            if not 0 <= block < n:
+                _fail(f"{name}: free list holds out-of-range block {block}")
+            if rc[block] != 0:
+                _fail(f"{name}: block {block} is on the free list with refcount {rc[block]}")
+    if rc and min(rc) < 0:
         _fail(f"{name}: negative refcount")
+    num_live = n - rc.count(0)
     if len(free) != pool.num_free_blocks:
         _fail(f"{name}: {len(free)} blocks on the free list, but num_free_blocks says {pool.num_free_blocks}")
-    if len(free) + num_live != pool.num_blocks:
-        _fail(f"{name}: {len(free)} free + {num_live} live != {pool.num_blocks} blocks (a block leaked)")
-    shared = sum(1 for c in rc if c > 1)
+    if len(free) + num_live != n:
+        _fail(f"{name}: {len(free)} free + {num_live} live != {n} blocks (a block leaked)")
+    shared = num_live - rc.count(1)
     if shared != pool.num_shared_blocks:
         _fail(f"{name}: shared counter {pool.num_shared_blocks} != {shared} blocks with refcount > 1")
 
@@ -42,7 +45,7 @@ def check_tables(
 ) -> dict[int, int]:
     """Each table has exactly the blocks its tokens need; refcount == references from tables; a shared
     block holds the same number of tokens in every table. Returns block -> tokens held."""
-    refs: dict[int, int] = {}
+    refs = [0] * pool.num_blocks
     fills: dict[int, int] = {}
     for seq_id, seq in seqs.items():
         blocks, n = seq.blocks, seq.num_tokens
@@ -53,7 +56,7 @@ def check_tables(
         for i, block in enumerate(blocks):
             if type(block) is not int or not 0 <= block < pool.num_blocks:
                 _fail(f"{name}: sequence {seq_id!r} names out-of-range block {block!r}")
-            refs[block] = refs.get(block, 0) + 1
+            refs[block] += 1
             fill = block_size if i < len(blocks) - 1 else n - i * block_size
             if fills.setdefault(block, fill) != fill:
                 _fail(
@@ -61,12 +64,10 @@ def check_tables(
                     f"{fill} in another"
                 )
     rc = pool.refcounts
-    for block in range(pool.num_blocks):
-        if rc[block] != refs.get(block, 0):
-            _fail(
-                f"{name}: block {block} has refcount {rc[block]} but "
-                f"{refs.get(block, 0)} block-table references"
-            )
+    if refs != list(rc):  # one C comparison; the walk only names the first difference
+        for block in range(pool.num_blocks):
+            if rc[block] != refs[block]:
+                _fail(f"{name}: block {block} has refcount {rc[block]} but {refs[block]} block-table references")
     return fills
 
 

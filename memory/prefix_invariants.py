@@ -2,57 +2,73 @@
 
 On top of the base checks (tables, refcounts, filled slots, the CPU pool): the GPU pool's free queue
 holds every free block once, plain blocks before cached ones, and its cached count is exact; each hash
-names exactly one block and back; a cached block is full wherever it is held and sits right after its
-chain parent; no cached block outlives its parent (a live block's parent is live, an evictable block's
-parent is live or evicted after it). An unreachable cached block (hash `(ROOT, None)`, no node) is
-checked as cached in the queue only.
+names exactly one block and back, and the registered count is exact; a cached block is full wherever it
+is held and sits right after its chain parent; no cached block outlives its parent (a live block's parent
+is live, an evictable block's parent is live or evicted after it). An unreachable cached block (hash
+`(ROOT, None)`, no node) is checked as cached in the queue only.
 """
 from __future__ import annotations
 
+from itertools import compress
 from typing import Any
 
-from memory.evictor import ROOT, CachingBlockAllocator
+from memory.evictor import ROOT, UNREACHABLE, CachingBlockAllocator
 from memory.invariants import _fail, check_allocator, check_tables
 from memory.types import SeqBlocks, SeqId
+
+# The walks over the whole pool run as C loops (`compress`, `map`, `count`) over the pool's own hash and
+# node arrays, read in place: `ROOT` and a missing hash (None) are falsy, every real hash and node truthy.
+# Per-block Python work is left to the cached blocks, and the exact first violation is looked up only
+# once a bulk comparison has failed. Engine tests run this every few steps over pools of ~28k blocks.
+assert ROOT == 0
 
 
 def check_caching_allocator(pool: CachingBlockAllocator, name: str = "gpu") -> None:
     """The base allocator checks, the queue's order and cached count, and the registry."""
     check_allocator(pool, name)
     queue = pool.free_block_ids()
-    hashes = [pool.hash_of(b) for b in queue]
-    cached = [h is not None for h in hashes]
-    if cached != sorted(cached):
-        first = queue[cached.index(True)]
+    hashes = list(map(pool._hash_of.__getitem__, queue))
+    num_plain = hashes.count(None)
+    if None in hashes[num_plain:]:
+        first = next(b for b, h in zip(queue, hashes) if h is not None)
         _fail(f"{name}: free queue has a plain block after the cached block {first} (plain and cached mixed)")
-    reachable = sum(h is not None and h[1] is not None for h in hashes)
+    reachable = len(hashes) - num_plain - hashes.count(UNREACHABLE)
     if reachable != pool.num_cached_blocks:
         _fail(f"{name}: cached counter {pool.num_cached_blocks} != {reachable} cached blocks in the free queue")
     _check_registry(pool, name)
 
 
 def _check_registry(pool: CachingBlockAllocator, name: str) -> None:
-    hash_of = [pool.hash_of(b) for b in range(pool.num_blocks)]
-    node_of = [pool.node_of(b) for b in range(pool.num_blocks)]
-    registry = pool.registered()
-    hashed = [b for b, h in enumerate(hash_of) if h is not None and h[1] is not None]
-    if len(hashed) != len(registry):
-        _fail(f"{name}: {len(registry)} hashes for {len(hashed)} blocks with a hash")
+    raw, nodes, n = pool._hash_of, pool._node_of, pool.num_blocks
+    hashed = list(compress(range(n), raw))  # every block with a hash, unreachable ones included
+    cached = [b for b in hashed if raw[b] is not UNREACHABLE]  # the blocks a lookup could find
+    hash_of = dict(zip(cached, map(pool.hash_of, cached)))  # as `hash_of` names them (private: listed key)
+    registry = dict(pool._block_by_hash)
+    private = [b for b in cached if len(raw[b]) == 3]  # type: ignore[arg-type]
+    registry.update(zip(map(hash_of.__getitem__, private), private))
+    if len(cached) != len(registry):
+        _fail(f"{name}: {len(registry)} hashes for {len(cached)} blocks with a hash")
     for h, block in registry.items():
-        if hash_of[block] != h:
-            _fail(f"{name}: hash {h!r} maps to block {block}, whose hash is {hash_of[block]!r}")
-    block_of_node: dict[int, int] = {}
-    for block, node in enumerate(node_of):
-        if (node == ROOT) != (hash_of[block] is None or hash_of[block][1] is None):  # type: ignore[index]
-            _fail(f"{name}: block {block} has node {node} and hash {hash_of[block]!r}")
-        if node != ROOT:
-            if node in block_of_node or not ROOT < node < pool.next_node:
+        if hash_of.get(block) != h:
+            _fail(f"{name}: hash {h!r} maps to block {block}, whose hash is {hash_of.get(block)!r}")
+    if len(hashed) != pool.num_registered_blocks:
+        _fail(f"{name}: registered counter {pool.num_registered_blocks} != {len(hashed)} blocks with a hash")
+    noded = list(compress(range(n), nodes))  # a block has a node exactly when a lookup could find it
+    if noded != cached:
+        block = min(set(noded).symmetric_difference(cached))
+        _fail(f"{name}: block {block} has node {nodes[block]} and hash {pool.hash_of(block)!r}")
+    node_ids = list(map(nodes.__getitem__, noded))
+    block_of_node = dict(zip(node_ids, noded))
+    if len(block_of_node) != len(noded) or (node_ids and not ROOT < min(node_ids) <= max(node_ids) < pool.next_node):
+        seen: set[int] = set()
+        for block, node in zip(noded, node_ids):
+            if node in seen or not ROOT < node < pool.next_node:
                 _fail(f"{name}: node id {node} of block {block} is reused or out of range")
-            block_of_node[node] = block
+            seen.add(node)
     lru_rank = {block: i for i, block in enumerate(pool.evictable_blocks())}
     rc = pool.refcounts
-    for block in hashed:
-        parent_node = hash_of[block][0]  # type: ignore[index]
+    for block in cached:
+        parent_node = raw[block][0]  # type: ignore[index]
         if parent_node == ROOT:
             continue
         parent = block_of_node.get(parent_node)
@@ -66,16 +82,16 @@ def _check_registry(pool: CachingBlockAllocator, name: str) -> None:
 
 def _check_chains(seqs: dict[SeqId, SeqBlocks], pool: CachingBlockAllocator, block_size: int) -> None:
     """In every GPU table the cached blocks are full and each follows its chain parent."""
+    raw, nodes = pool._hash_of, pool._node_of
     for seq_id, seq in seqs.items():
-        for i, block in enumerate(seq.blocks):
-            h = pool.hash_of(block)
-            if h is None or h[1] is None:
+        blocks = seq.blocks
+        for i, h in enumerate(map(raw.__getitem__, blocks)):
+            if h is None or h is UNREACHABLE:
                 continue
             if (i + 1) * block_size > seq.num_tokens:
-                _fail(f"gpu: cached block {block} is the partial last block of {seq_id!r}")
-            parent = ROOT if i == 0 else pool.node_of(seq.blocks[i - 1])
-            if h[0] != parent:
-                _fail(f"gpu: cached block {block} at position {i} of {seq_id!r} does not follow its parent")
+                _fail(f"gpu: cached block {blocks[i]} is the partial last block of {seq_id!r}")
+            if h[0] != (ROOT if i == 0 else nodes[blocks[i - 1]]):
+                _fail(f"gpu: cached block {blocks[i]} at position {i} of {seq_id!r} does not follow its parent")
 
 
 def check_prefix_invariants(manager: Any) -> None:

@@ -1,7 +1,13 @@
-"""Shared test setup: Triton's interpreter when there is no GPU, and hypothesis profiles."""
+"""Shared test setup: one CPU thread per test process, Triton's interpreter when there is no GPU, and
+hypothesis profiles."""
 from __future__ import annotations
 
 import os
+
+# Tests run small tensors, often two processes (`-n 2`) on a shared machine: torch's second OpenMP thread
+# only spin-waits (the execute backend's tests spent ~40% of their CPU time so). Set before torch loads;
+# an explicit OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Must be set before triton is first imported: without a GPU, kernels run in the interpreter.
 try:

@@ -1,0 +1,294 @@
+"""The invariant checkers catch what they promise: each violation named (one corruption per message), and,
+on random states of the prefix-caching manager with one random corruption, the checks (bulk C loops over
+the pool) fail whenever a plain per-block walk of the same rules fails (`walk_check`, the reference).
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memory import BlockManager, InvariantError, PrefixCachingBlockManager
+from memory.block_keys import ChainKeys, PrivateChain
+from memory.evictor import ROOT
+
+BS = 2
+
+
+# ---- the reference: one Python step per block ----------------------------------------------------------
+def _walk_allocator(pool, name: str) -> None:  # type: ignore[no-untyped-def]
+    free, rc = pool.free_block_ids(), pool.refcounts
+    assert len(set(free)) == len(free), f"{name}: free list holds a block twice"
+    for block in free:
+        assert 0 <= block < pool.num_blocks and rc[block] == 0, f"{name}: free block {block}"
+    assert all(c >= 0 for c in rc), f"{name}: negative refcount"
+    num_live = sum(1 for c in rc if c > 0)
+    assert len(free) == pool.num_free_blocks and len(free) + num_live == pool.num_blocks, f"{name}: leak"
+    assert sum(1 for c in rc if c > 1) == pool.num_shared_blocks, f"{name}: shared counter"
+
+
+def _walk_tables(seqs, pool, name: str) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    refs: dict[int, int] = {}
+    fills: dict[int, int] = {}
+    for seq in seqs.values():
+        blocks, n = seq.blocks, seq.num_tokens
+        assert n >= 0 and len(blocks) == -(-n // BS) and len(set(blocks)) == len(blocks), name
+        for i, block in enumerate(blocks):
+            assert type(block) is int and 0 <= block < pool.num_blocks, name
+            refs[block] = refs.get(block, 0) + 1
+            fill = BS if i < len(blocks) - 1 else n - i * BS
+            assert fills.setdefault(block, fill) == fill, name
+    assert all(pool.refcounts[b] == refs.get(b, 0) for b in range(pool.num_blocks)), f"{name}: refcounts"
+    return fills
+
+
+def walk_check(bm: PrefixCachingBlockManager) -> None:
+    """The rules of `memory.prefix_invariants`, walked block by block through the pool's public reads."""
+    gpu = bm._gpu
+    _walk_allocator(gpu, "gpu")
+    queue = gpu.free_block_ids()
+    hashes = [gpu.hash_of(b) for b in queue]
+    cached = [h is not None for h in hashes]
+    assert cached == sorted(cached), "plain and cached mixed"
+    assert sum(h is not None and h[1] is not None for h in hashes) == gpu.num_cached_blocks, "cached counter"
+    hash_of = [gpu.hash_of(b) for b in range(gpu.num_blocks)]
+    node_of = [gpu.node_of(b) for b in range(gpu.num_blocks)]
+    registry = gpu.registered()
+    hashed = [b for b, h in enumerate(hash_of) if h is not None and h[1] is not None]
+    assert len(hashed) == len(registry), "hashes for"
+    assert all(hash_of[block] == h for h, block in registry.items()), "maps to"
+    block_of_node: dict[int, int] = {}
+    for block, node in enumerate(node_of):
+        assert (node == ROOT) == (hash_of[block] is None or hash_of[block][1] is None), "has node"
+        if node != ROOT:
+            assert node not in block_of_node and ROOT < node < gpu.next_node, "node id"
+            block_of_node[node] = block
+    lru_rank = {block: i for i, block in enumerate(gpu.evictable_blocks())}
+    rc = gpu.refcounts
+    for block in hashed:
+        parent_node = hash_of[block][0]
+        if parent_node != ROOT:
+            parent = block_of_node.get(parent_node)
+            assert parent is not None, "outlived"
+            assert not (rc[block] > 0 and rc[parent] == 0), "evictable parent"
+            assert not (rc[block] == 0 and rc[parent] == 0 and lru_rank[parent] < lru_rank[block]), "order"
+    _walk_allocator(bm._cpu, "cpu")
+    assert not (bm._gpu_seqs.keys() & bm._cpu_seqs.keys()), "both"
+    fills = _walk_tables(bm._gpu_seqs, gpu, "gpu")
+    _walk_tables(bm._cpu_seqs, bm._cpu, "cpu")
+    for seq in bm._gpu_seqs.values():
+        for i, block in enumerate(seq.blocks):
+            h = gpu.hash_of(block)
+            if h is not None and h[1] is not None:
+                assert (i + 1) * BS <= seq.num_tokens, "partial"
+                assert h[0] == (ROOT if i == 0 else gpu.node_of(seq.blocks[i - 1])), "follow"
+    assert bm._gpu_refcounts is gpu.refcounts and sum(fills.values()) == bm._gpu_filled_slots, "filled"
+    for where in (bm._gpu_seqs, bm._cpu_seqs):
+        for seq in where.values():
+            c = seq.num_cached_tokens
+            assert 0 <= c <= seq.num_tokens and c % BS == 0, "cached-token record"
+    assert min(bm.num_cow_copies, bm.num_swapped_out_blocks, bm.num_swapped_in_blocks, bm.num_prefix_hits,
+               bm.num_prefix_hit_tokens) >= 0, "negative"
+    assert bm.num_prefix_hits <= bm.num_prefix_queries, "hits"
+    assert bm.num_prefix_hit_tokens <= bm.num_prefix_query_tokens, "hits"
+
+
+def _raised(check, bm) -> str | None:  # type: ignore[no-untyped-def]
+    """The message if the check failed (any exception: a corrupt state may also crash a walk)."""
+    try:
+        check(bm)
+    except Exception as exc:  # noqa: BLE001 - a crash counts as a caught corruption
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# ---- random states and corruptions ---------------------------------------------------------------------
+OPS = st.lists(st.tuples(st.sampled_from(["alloc", "grow", "cache", "retire", "free", "fork"]), st.integers(0, 5),
+                         st.integers(1, 9)), max_size=40)
+
+
+def build(ops: list, pool: int) -> PrefixCachingBlockManager:
+    """A manager after `ops`: owners with shared group prefixes and private chains (compact keys),
+    output cached reachable or not, forks, frees."""
+    bm = PrefixCachingBlockManager(pool, BS)
+    chains: dict = {}
+    live: dict = {}
+    for op, owner, tokens in ops:
+        if op == "alloc" and owner not in live:
+            chain = chains.setdefault(owner, PrivateChain(owner))
+            keys = ChainKeys(tuple(("g", owner % 2, i) for i in range(owner % 4)), (tokens - 1) // BS, chain)
+            if bm.num_blocks_to_allocate(tokens, keys) <= bm.num_free_gpu_blocks:
+                bm.allocate(owner, tokens, keys)
+                live[owner] = keys
+        elif op == "grow" and owner in live and bm.can_append_slots(owner, tokens):
+            bm.append_slots(owner, tokens)
+        elif op in ("cache", "retire") and owner in live:
+            bm.cache_full_blocks(owner, live[owner].head(bm.num_tokens(owner) // BS), reachable=op == "cache")
+        elif op == "free" and owner in live:
+            bm.free(owner)
+            del live[owner]
+        elif op == "fork" and owner in live and ("fork", owner) not in bm._gpu_seqs:
+            bm.fork(owner, ("fork", owner))
+    bm.check_invariants()
+    return bm
+
+
+def corrupt(bm: PrefixCachingBlockManager, kind: int, i: int, j: int) -> None:
+    """One corruption of the pool, the registry, a table or a counter; `i`, `j` pick the targets."""
+    gpu = bm._gpu
+    n = gpu.num_blocks
+    a, b = i % n, j % n
+    seqs = list(bm._gpu_seqs.values())
+    seq = seqs[i % len(seqs)] if seqs else None
+    if kind == 0:
+        gpu._refcounts[a] = (gpu._refcounts[a] + 1 + j % 3) % 4 - (j % 5 == 0)
+    elif kind == 1:  # a hash appears or vanishes (the registry untouched)
+        gpu._hash_of[a] = (ROOT, ("bogus", a)) if gpu._hash_of[a] is None else None
+    elif kind == 2:  # a node appears, changes or is another block's
+        gpu._node_of[a] = gpu._node_of[b] if j % 2 else gpu._next_node + j % 3 - 1
+    elif kind == 3 and gpu._block_by_hash:  # a registry entry vanishes or points elsewhere
+        h = list(gpu._block_by_hash)[j % len(gpu._block_by_hash)]
+        if i % 2:
+            del gpu._block_by_hash[h]
+        else:
+            gpu._block_by_hash[h] = a
+    elif kind == 4:  # a block moves within, into or out of the free queue
+        if a in gpu._plain:
+            gpu._plain.remove(a)
+        gpu._lru.pop(a, None)
+        if j % 3 == 0:
+            gpu._plain.append(a)
+        elif j % 3 == 1:
+            gpu._lru[a] = None
+    elif kind == 5:
+        counter = ("_num_shared", "_num_private", "_num_unreachable_free")[j % 3]
+        setattr(gpu, counter, getattr(gpu, counter) + (1 if i % 2 else -1))
+    elif kind == 6 and seq is not None:  # a table changes
+        if len(seq.blocks) > 1 and j % 3 == 0:
+            seq.blocks[0], seq.blocks[-1] = seq.blocks[-1], seq.blocks[0]
+        elif j % 3 == 1:
+            seq.num_tokens += 1 if i % 2 else -1
+        else:
+            seq.num_cached_tokens += BS if i % 2 else 1
+    elif kind == 7:
+        bm._gpu_filled_slots += 1 if i % 2 else -1
+    elif kind == 8 and len(gpu._lru) > 1:  # the LRU order changes (not always a violation)
+        gpu._lru.move_to_end(list(gpu._lru)[i % len(gpu._lru)], last=bool(j % 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS, st.integers(4, 16), st.integers(0, 8), st.integers(0, 1000), st.integers(0, 1000))
+def test_checks_fail_whenever_a_block_by_block_walk_fails(ops: list, pool: int, kind: int, i: int, j: int) -> None:
+    bm = build(ops, pool)
+    walk_check(bm)  # a consistent state passes both
+    corrupt(bm, kind, i, j)
+    walked, checked = _raised(walk_check, bm), _raised(PrefixCachingBlockManager.check_invariants, bm)
+    if walked is not None:
+        assert checked is not None, f"the walk fails ({walked}), the check passes"
+        assert checked.startswith("InvariantError"), checked  # named, never a crash
+    elif checked is not None:  # stricter than the walk only in the counter the walk cannot see
+        assert "registered counter" in checked, checked
+
+
+# ---- each message, one corruption ----------------------------------------------------------------------
+def _prefix_manager() -> PrefixCachingBlockManager:
+    """x-y-z freed (y, z evictable), x-w live in "keep", and a private chain "p" with its output cached."""
+    bm = PrefixCachingBlockManager(num_gpu_blocks=12, block_size=BS, num_cpu_blocks=4)
+    bm.allocate("a", 6, ["x", "y", "z"])
+    bm.allocate("keep", 4, ["x", "w"])
+    bm.free("a")
+    keys = ChainKeys(("x",), 3, PrivateChain("p"))
+    bm.allocate("p", 7, keys)
+    bm.cache_full_blocks("p", keys, reachable=True)
+    bm.check_invariants()
+    return bm
+
+
+def _block(bm: PrefixCachingBlockManager, *names: str) -> int:
+    return bm.find_cached_prefix(list(names))[-1]
+
+
+def _revive_parent_only(bm: PrefixCachingBlockManager) -> None:
+    """x goes back to the free queue although its live child w still needs it."""
+    x = _block(bm, "x")
+    gpu = bm._gpu
+    for seq in bm._gpu_seqs.values():
+        if x in seq.blocks:
+            seq.blocks[seq.blocks.index(x)] = -1  # no table holds x (caught later, if at all)
+    gpu._refcounts[x] = 0
+    gpu._num_shared -= 1
+    gpu._lru[x] = None
+
+
+def _swap_registry(bm: PrefixCachingBlockManager) -> None:
+    gpu = bm._gpu
+    hy, hz = gpu._hash_of[_block(bm, "x", "y")], gpu._hash_of[_block(bm, "x", "y", "z")]
+    gpu._block_by_hash[hy], gpu._block_by_hash[hz] = gpu._block_by_hash[hz], gpu._block_by_hash[hy]
+
+
+def _cpu_copy(bm: PrefixCachingBlockManager) -> None:
+    bm._cpu._refcounts[0] = 1  # a CPU block marked held by nobody's table
+
+
+PREFIX_CORRUPTIONS = [
+    (lambda bm: bm._gpu._plain.append(bm._gpu._plain[-1]), "free list holds a block twice"),
+    (lambda bm: bm._gpu._plain.append(99), "out-of-range block 99"),
+    (lambda bm: bm._gpu._refcounts.__setitem__(bm.block_table("keep")[1], -1), "negative refcount"),
+    (lambda bm: bm._gpu._plain.pop(), "leaked"),
+    (lambda bm: setattr(bm._gpu, "_num_shared", 3), "shared counter"),
+    (_swap_registry, "maps to block"),
+    (lambda bm: setattr(bm._gpu, "_num_private", 0), "registered counter"),
+    (lambda bm: bm._gpu._node_of.__setitem__(bm._gpu._plain[-1], 5), "has node 5"),
+    (lambda bm: bm._gpu._node_of.__setitem__(_block(bm, "x", "w"), bm._gpu.next_node), "reused or out of range"),
+    (lambda bm: bm._gpu._node_of.__setitem__(_block(bm, "x", "w"), bm._gpu.node_of(_block(bm, "x", "y"))),
+     "reused or out of range"),
+    (_revive_parent_only, "live cached block .* has an evictable parent"),
+    (lambda bm: setattr(bm._gpu_seqs["keep"], "num_tokens", 3), "partial last block"),
+    (lambda bm: bm._gpu_seqs["keep"].blocks.reverse(), "does not follow its parent"),
+    (lambda bm: bm._gpu_seqs["keep"].blocks.append(bm._gpu_seqs["keep"].blocks[0]), "blocks for"),
+    (lambda bm: bm._cpu_seqs.__setitem__("keep", bm._gpu_seqs["keep"]), "both on the GPU and swapped"),
+    (lambda bm: setattr(bm, "_gpu_refcounts", list(bm._gpu.refcounts)), "hot-path refcount alias"),
+    (lambda bm: setattr(bm, "_gpu_filled_slots", 1), "filled-slot counter"),
+    (lambda bm: setattr(bm, "num_prefix_hit_tokens", -2), "num_prefix_hit_tokens is negative"),
+    (lambda bm: setattr(bm, "num_prefix_hits", 5), "more prefix hits than queries"),
+    (_cpu_copy, "cpu: "),
+]
+
+
+@pytest.mark.parametrize(("corruption", "message"), PREFIX_CORRUPTIONS)
+def test_prefix_checks_name_each_violation(corruption, message: str) -> None:  # type: ignore[no-untyped-def]
+    bm = _prefix_manager()
+    corruption(bm)
+    with pytest.raises(InvariantError, match=message):
+        bm.check_invariants()
+
+
+def _share_unevenly(bm: BlockManager) -> None:
+    """Block 0 also ends a table of one token: it would hold 4 tokens in one table and 1 in another."""
+    from memory.types import SeqBlocks
+
+    bm._gpu_seqs["c"] = SeqBlocks([bm.block_table("a")[0]], 1)
+    bm._gpu._refcounts[bm.block_table("a")[0]] += 1
+
+
+@pytest.mark.parametrize(
+    ("corruption", "message"),
+    [
+        (lambda bm: bm._gpu._free.append(bm._gpu._free[0]), "free list holds a block twice"),
+        (lambda bm: bm._gpu._free.append(-1), "out-of-range block -1"),
+        (lambda bm: bm._gpu._refcounts.__setitem__(bm.block_table("a")[1], -1), "negative refcount"),
+        (lambda bm: bm._gpu_seqs["a"].blocks.__setitem__(1, bm.block_table("a")[0]), "names a block twice"),
+        (lambda bm: bm._gpu_seqs["a"].blocks.__setitem__(1, 8), "names out-of-range block 8"),
+        (_share_unevenly, "holds 2 tokens in one table, 1 in another"),
+        (lambda bm: bm._gpu._refcounts.__setitem__(bm.block_table("a")[0], 3), "has refcount 3 but 2 block-table"),
+        (lambda bm: setattr(bm, "num_cow_copies", -1), "num_cow_copies is negative"),
+    ],
+)
+def test_block_manager_checks_name_each_violation(corruption, message: str) -> None:  # type: ignore[no-untyped-def]
+    bm = BlockManager(num_gpu_blocks=8, block_size=2)
+    bm.allocate("a", 3)
+    bm.fork("a", "b")
+    bm.check_invariants()
+    corruption(bm)
+    with pytest.raises(InvariantError, match=message):
+        bm.check_invariants()
