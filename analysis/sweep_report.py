@@ -16,7 +16,7 @@ import pandas as pd
 from analysis import plots
 from analysis.atomic import write_text_atomic
 from analysis.capacity import format_capacity
-from analysis.report import HTML_STYLE
+from analysis.report import HTML_STYLE, html_text
 from analysis.sweep_spec import SweepSpec
 from analysis.tables import format_value, to_html, to_markdown
 
@@ -159,13 +159,16 @@ def _name(row: pd.Series, spec: SweepSpec) -> str:
     return " ".join(f"{k}={row[k]}" for k in spec.grid)
 
 
+CAPACITY_NOTE = ("Capacity: the highest rate meeting the SLOs with every lower tested rate meeting them too; `a-b`: a "
+                 "passed, b (the next load tried) failed; `+` marks a lower bound (every load tried passed); `< b`: "
+                 "even the lowest load tried, b, failed. Metrics are those of the replay at the capacity.")
+
+
 def render_markdown(shown: pd.DataFrame, lines: list[str], setup: list[tuple[str, str]], spec: SweepSpec) -> str:
     out = ["# Sweep", ""] + [f"- **{k}**: {v}" for k, v in setup]
     out += ["", "## Findings", ""] + [f"- {s}" for s in lines]
     out += ["", "## Configurations", "", to_markdown(shown), "",
-            "Capacity: the highest rate meeting the SLOs with every lower tested rate meeting them too; `a-b`: a "
-            "passed, b (the next load tried) failed; `+` marks a lower bound (the highest load tried passed); "
-            "`< b`: even the lowest load tried, b, failed. Metrics are those of the replay at the capacity.", "",
+            CAPACITY_NOTE, "",
             "## Capacity against cost", "", "![pareto](plots/pareto.png)", "",
             "## Spec", "", "```toml", spec.text.rstrip(), "```", "",
             "Every probe's metrics are in `probes.csv`; each configuration's record in `configs/NNNN.json`.", ""]
@@ -179,7 +182,7 @@ def render_html(shown: pd.DataFrame, lines: list[str], setup: list[tuple[str, st
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in setup]
     parts.append("</ul><h2>Findings</h2><ul>")
     parts += [f"<li>{html.escape(s)}</li>" for s in lines]
-    parts.append("</ul><h2>Configurations</h2>" + to_html(shown))
+    parts.append("</ul><h2>Configurations</h2>" + to_html(shown) + f"<p>{html_text(CAPACITY_NOTE)}</p>")
     data = base64.b64encode(plot.read_bytes()).decode("ascii")
     parts.append(f"<h2>Capacity against cost</h2><img alt='pareto' src='data:image/png;base64,{data}'>")
     parts.append(f"<h2>Spec</h2><pre>{html.escape(spec.text)}</pre></body></html>")
