@@ -196,6 +196,11 @@ def parse_spec(data: dict[str, Any], *, path: Path, text: str = "") -> SweepSpec
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise where.error("seed", f"must be an integer >= 0, got {seed!r}")
     trace = _parse_trace(where, _table(where, data, "trace", TRACE_KEYS))
+    if "path" in trace:
+        resolved = path.parent / trace["path"]
+        if not resolved.is_file():  # before any work, and said where the spec names it
+            missing = "no such file" if not resolved.exists() else "not a file"
+            raise where.error("trace.path", f"{missing}: {resolved} (a relative path is relative to the spec file)")
 
     engine_keys = ("policy", *(f.name for f in fields(EngineConfig)))
     engine = dict(_table(where, data, "engine", engine_keys))
@@ -310,6 +315,7 @@ def _parse_loads(where: _Locator, data: dict[str, Any]) -> tuple[Search | None, 
 def _expand(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]]) -> list[SweepConfig]:
     """Every combination, in grid order; each one's EngineConfig is built now so a bad value fails up front."""
     from sim import EngineConfig
+    from sim.policies import make_policy
 
     configs = []
     for index, values in enumerate(itertools.product(*grid.values())):
@@ -317,10 +323,13 @@ def _expand(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]])
         options = {**engine, **params}
         policy = options.pop("policy", "vllm-v0")
         try:
-            EngineConfig(**options)
+            # the policy's own rules too (vLLM V1 refuses a token budget below max_num_seqs, ...)
+            make_policy(policy).configure(EngineConfig(**options))
         except (ValueError, TypeError) as exc:
             message = " ".join(str(exc).split())
-            culprit = next((k for k in params if message.startswith(f"{k}:") or f" {k} " in f" {message} "), None)
+            # the key the message starts with; else one it names
+            culprit = next((k for k in params if message.startswith(f"{k}:")), None) or \
+                next((k for k in params if f" {k} " in f" {message} "), None)
             key = f"grid.{culprit}" if culprit else next((f"engine.{k}" for k in engine if message.startswith(f"{k}:")),
                                                          "grid")
             shown = " ".join(f"{k}={v}" for k, v in params.items())
