@@ -41,7 +41,8 @@ def pareto_front(summary: pd.DataFrame, cost: str) -> pd.Series:
         dominated = ((costs <= costs[i]) & (capacity >= capacity[i]) &
                      ((costs < costs[i]) | (capacity > capacity[i]))).any()
         front.append(not bool(dominated))
-    return pd.Series(front, index=summary.index)
+    # bool even when empty: an empty object Series would select columns, not rows
+    return pd.Series(front, index=summary.index, dtype=bool)
 
 
 def plot_pareto(summary: pd.DataFrame, cost: str, path: Path) -> Path:

@@ -226,8 +226,9 @@ def parse_spec(data: dict[str, Any], *, path: Path, text: str = "") -> SweepSpec
 
     slo, target = _parse_slo(where, _table(where, data, "slo", (*(f"{n}_ms" for n in SLO_NAMES), "attainment")))
     search, loads = _parse_loads(where, data)
-    if search is not None and slo.is_empty:
-        raise where.error("slo", f"capacity search needs at least one SLO ({', '.join(f'{n}_ms' for n in SLO_NAMES)})")
+    if slo.is_empty:  # fixed loads too: their capacity and Pareto front are judged by the SLOs
+        what = "capacity search" if search is not None else "a sweep's capacity, even at fixed loads,"
+        raise where.error("slo", f"{what} needs at least one SLO ({', '.join(f'{n}_ms' for n in SLO_NAMES)})")
     report = _table(where, data, "report", ("cost",))
     cost = report.get("cost", "kv_gib")
     if cost not in COSTS:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,18 @@ def test_fixed_loads_are_a_lower_bound_only_when_every_load_passed(attainments: 
     for scale in walk.take_ready():
         walk.record(scale, attainments[scale])
     assert walk.done and walk.lower_bound is bound
+
+
+def test_a_sweep_where_no_configuration_meets_the_slos_still_reports(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from sim import cli
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[trace.generate]\nnum_requests = 6\nrate = 2.0\nlengths = "fixed"\ninput_len = 64\n'
+                    'output_len = 8\n[engine]\nmodel = "tiny"\n[grid]\npolicy = ["vllm-v0"]\n[slo]\nttft_ms = 0.001\n'
+                    '[loads]\nrates = [1]\n')
+    assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "No configuration meets the SLOs (ttft<=0.001ms) at any load tried." in report
+    assert "| 0 | vllm-v0 | " in report and "< 1 |" in report
+    assert (tmp_path / "out" / "plots" / "pareto.png").stat().st_size > 0

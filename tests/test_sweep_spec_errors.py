@@ -29,3 +29,12 @@ def test_a_spec_the_engine_or_the_file_system_refuses_is_one_line(tmp_path: Path
     assert code == 2 and out == ""
     assert err == f"pagedlab: error: {tmp_path}/{where.format(dir=tmp_path)}\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_fixed_loads_without_slos_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, SPEC.split("[slo]")[0] + "[loads]\nrates = [1]\n")
+    code, out, err = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"pagedlab: error: {spec}:1: slo: a sweep's capacity, even at fixed loads, needs at least "
+                          "one SLO (ttft_ms, "), err
+    assert not (tmp_path / "out").exists()
