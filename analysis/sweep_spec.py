@@ -261,13 +261,28 @@ def _parse_trace(where: _Locator, trace: dict[str, Any]) -> dict[str, Any]:
 
         from traces import generate
 
-        allowed = tuple(name for name in inspect.signature(generate).parameters if name != "seed")
+        parameters = inspect.signature(generate).parameters
+        allowed = tuple(name for name in parameters if name != "seed")
         options = _table(where, trace, "generate", allowed, parent="trace.")
         if "num_requests" not in options:
             raise where.error("trace.generate.num_requests", "missing")
         if "num_requests" in trace:
             raise where.error("trace.num_requests", "give trace.generate.num_requests instead")
+        for name, value in options.items():
+            kind = str(parameters[name].annotation).split(" ")[0]  # "int", "float", "str", "int | None" -> "int"
+            if kind in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise where.error(f"trace.generate.{name}", f"must be a number, got {value!r}")
+            if kind == "str" and not isinstance(value, str):
+                raise where.error(f"trace.generate.{name}", f"must be a string, got {value!r}")
         trace = {"generate": {"rate": 1.0, **options}}
+        try:  # every other rule of generate's, at its line, before any work
+            generate(**trace["generate"])
+        except TypeError as exc:
+            raise where.error("trace.generate", " ".join(str(exc).split())) from None
+        except ValueError as exc:
+            name, _, reason = str(exc).removeprefix("generate: ").partition(": ")
+            key = f"trace.generate.{name}" if name in options else "trace.generate"
+            raise where.error(key, reason if name in options else str(exc)) from None
     return trace
 
 
