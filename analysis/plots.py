@@ -19,6 +19,13 @@ from analysis.runs import RunData
 from analysis.slo import SLO
 
 RunKey = tuple[str, float]
+
+
+def load_text(load_label: str, load: float) -> str:
+    """A load with its unit: `rate 4 req/s`, or `rate scale 2x` (times the trace's own rate)."""
+    return f"rate {load:g} req/s" if load_label == "rate" else f"{load_label} {load:g}x"
+
+
 MAX_CDF_ROWS = 4  # loads shown in the CDF grid; more would make the figure unreadable
 TIMELINE_BINS = 200  # time bins drawn per policy; a bin shows the time-weighted mean of its steps
 
@@ -102,7 +109,7 @@ def plot_latency_cdfs(
             ax.grid(alpha=0.3)
             ax.set_xlabel(label)
             if col == 0:
-                ax.set_ylabel(f"CDF  ({load_label} {load:g})")
+                ax.set_ylabel(f"CDF ({load_text(load_label, load)})")
     _legend(axes[0, 0])
     fig.suptitle("Latency CDFs of finished requests")
     return _save(fig, path)
@@ -147,7 +154,12 @@ def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: 
             axes[0, 1].plot(group["rate"], group["request_goodput"], color=styles[policy]["color"], marker="x",
                             linestyle=":", linewidth=1)
     axes[0, 0].set_ylabel("output throughput (tok/s)")
-    axes[0, 1].set_ylabel("req/s: throughput (lines), goodput (x)")
+    from matplotlib.lines import Line2D
+
+    axes[0, 1].set_ylabel("request throughput, goodput (req/s)")
+    axes[0, 1].legend(handles=[Line2D([], [], color="gray", label="throughput"),
+                               Line2D([], [], color="gray", marker="x", linestyle=":", label="goodput (within the SLOs)")],
+                      fontsize=7, loc="upper left")
     for ax in axes[0]:
         ax.set_xlabel("request rate (req/s)")
         ax.grid(alpha=0.3)
@@ -197,7 +209,8 @@ def plot_kv_timeline(
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:  # no run finished a request: nothing to label
         fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))
-    fig.suptitle(f"KV-cache usage and batch size over time at {load_label} {load:g} (time-weighted means of {TIMELINE_BINS} bins)")
+    fig.suptitle(f"KV-cache usage and batch size over time at {load_text(load_label, load)} "
+                 f"(time-weighted means of {TIMELINE_BINS} bins)")
     return _save(fig, path)
 
 

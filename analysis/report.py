@@ -108,7 +108,7 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
             if not valid.empty:
                 best = valid.loc[valid[column].idxmin()]
                 worst = valid.loc[valid[column].idxmax()]
-                out.append(f"There the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
+                out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
                            f"the highest {worst['policy']}'s ({format_value(column, worst[column])} {unit}).")
         batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples())
         out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
@@ -177,6 +177,23 @@ def _capacity_display(capacity: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+# What the tables' columns measure, under each table of both renderings.
+LATENCY_NOTE = ("Latencies in ms (normalized latency in s per output token); `request_throughput` and "
+                "`request_goodput` in req/s, `output_throughput` in tokens/s, per second of the run (first arrival "
+                "to last finish); `request_goodput` counts requests within every SLO; `rejected` requests never "
+                "finish, so they count against goodput and `slo_attainment`.")
+MEMORY_NOTE = ("KV usage is the time-weighted share of GPU KV slots held; `kv_unused_fraction` is the share of held "
+               "slots holding no token (over-reservation and block fragmentation).")
+
+
+def html_text(text: str) -> str:
+    """Escaped text with its Markdown `code` spans as <code> (findings and notes are written once, for both)."""
+    pieces = html.escape(text).split("`")
+    if len(pieces) % 2 == 0:  # an unpaired backtick stays as it is
+        return html.escape(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
 def render_markdown(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequence[Path], ctx: ReportContext,
                     found: Sequence[str]) -> str:
     lines = ["# Policy comparison", ""]
@@ -184,13 +201,10 @@ def render_markdown(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Seq
     lines += [f"- {note}" for note in ctx.notes]
     lines += ["", "## Findings", ""] + [f"- {s}" for s in found]
     lines += ["", "## Latency and throughput", "", to_markdown(formatted(table, LATENCY_COLUMNS)), ""]
-    lines += ["Latencies in ms (normalized latency in s per output token); throughputs per second of the run "
-              "(first arrival to last finish); `request_goodput` counts requests within every SLO; `rejected` "
-              "requests never finish, so they count against goodput and `slo_attainment`.", ""]
+    lines += [LATENCY_NOTE, ""]
     lines += ["## Capacity", "", to_markdown(_capacity_display(capacity)), ""]
     lines += ["## Memory", "", to_markdown(formatted(table, MEMORY_COLUMNS)), ""]
-    lines += ["KV usage is the time-weighted share of GPU KV slots held; `kv_unused_fraction` is the share of held "
-              "slots holding no token (over-reservation and block fragmentation).", ""]
+    lines += [MEMORY_NOTE, ""]
     lines += ["## Plots", ""]
     for path in plot_files:
         lines += [f"### {PLOT_TITLES.get(path.name, path.stem)}", "", f"![{path.stem}](plots/{path.name})", ""]
@@ -222,12 +236,14 @@ def render_html(table: pd.DataFrame, capacity: pd.DataFrame, plot_files: Sequenc
     for key, value in _setup_lines(ctx):
         shown = f"<code>{html.escape(value)}</code>" if key == "command" else html.escape(value)
         parts.append(f"<li><b>{html.escape(key)}</b>: {shown}</li>")
-    parts += [f"<li>{html.escape(note)}</li>" for note in ctx.notes]
+    parts += [f"<li>{html_text(note)}</li>" for note in ctx.notes]
     parts.append("</ul><h2>Findings</h2><ul>")
-    parts += [f"<li>{html.escape(s)}</li>" for s in found]
-    parts.append("</ul><h2>Latency and throughput</h2>" + _table_box(formatted(table, LATENCY_COLUMNS)))
+    parts += [f"<li>{html_text(s)}</li>" for s in found]
+    parts.append("</ul><h2>Latency and throughput</h2>" + _table_box(formatted(table, LATENCY_COLUMNS))
+                 + f"<p>{html_text(LATENCY_NOTE)}</p>")
     parts.append("<h2>Capacity</h2>" + _table_box(_capacity_display(capacity)))
-    parts.append("<h2>Memory</h2>" + _table_box(formatted(table, MEMORY_COLUMNS)) + "<h2>Plots</h2>")
+    parts.append("<h2>Memory</h2>" + _table_box(formatted(table, MEMORY_COLUMNS)) + f"<p>{html_text(MEMORY_NOTE)}</p>"
+                 + "<h2>Plots</h2>")
     for path in plot_files:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         title = html.escape(PLOT_TITLES.get(path.name, path.stem))

@@ -38,8 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.capacity import format_capacity
     from analysis.sweep import run_sweep
+    from analysis.sweep_report import capacity_text
     from analysis.sweep_spec import load_spec
 
     spec = load_spec(args.spec)
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(" ".join(f"{k}={row[k]}" for k in spec.grid)) for _, row in summary.iterrows())
     for _, row in summary.iterrows():
         name = " ".join(f"{k}={row[k]}" for k in spec.grid)
-        print(f"#{row['config']:<4} {name:<{width}}  capacity {format_capacity(row['capacity'], bool(row['lower_bound'])):>7} "
+        print(f"#{row['config']:<4} {name:<{width}}  capacity {capacity_text(row):>9} "
               f"req/s  {spec.cost} {row[spec.cost]:g}  replays {row['replays']}{'  pareto' if row['pareto'] else ''}")
     skipped = f", {outcome.configs_skipped} already done" if outcome.configs_skipped else ""
     print(f"report: {Path(outcome.out_dir) / 'report.html'} (and report.md, summary.csv, probes.csv, plots/, configs/); "

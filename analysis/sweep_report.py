@@ -1,6 +1,6 @@
 """A sweep's tables (`summary.csv`, `probes.csv`), its Pareto plot and `report.md` / `report.html`.
 
-Capacity is shown as `analysis.capacity.format_capacity` shows it (`none`, `1.28`, `4+` for a lower bound);
+Capacity is shown as `analysis.capacity.format_capacity` shows it (`< 1.38`, `1.38-2.76`, `2.76+` for a lower bound);
 the page styles and table renderers are `compare`'s.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 from analysis import plots
 from analysis.atomic import write_text_atomic
 from analysis.capacity import format_capacity
-from analysis.report import HTML_STYLE
+from analysis.report import HTML_STYLE, html_text
 from analysis.sweep_spec import SweepSpec
 from analysis.tables import format_value, to_html, to_markdown
 
@@ -41,7 +41,8 @@ def pareto_front(summary: pd.DataFrame, cost: str) -> pd.Series:
         dominated = ((costs <= costs[i]) & (capacity >= capacity[i]) &
                      ((costs < costs[i]) | (capacity > capacity[i]))).any()
         front.append(not bool(dominated))
-    return pd.Series(front, index=summary.index)
+    # bool even when empty: an empty object Series would select columns, not rows
+    return pd.Series(front, index=summary.index, dtype=bool)
 
 
 def plot_pareto(summary: pd.DataFrame, cost: str, path: Path) -> Path:
@@ -73,8 +74,11 @@ def summary_rows(records: Sequence[dict[str, Any]], at_capacity: Sequence[str]) 
     for record in records:
         capacity_scale = math.nan if record["capacity_scale"] is None else record["capacity_scale"]
         probe = next((p for p in record["probes"] if p["rate_scale"] == capacity_scale), None)
+        # The lowest load that failed bounds the capacity from above (NaN when every load passed).
+        failing_scale = min((p["rate_scale"] for p in record["probes"] if not p["meets_slos"]), default=math.nan)
         row = {"config": record["index"], **record["params"], "policy": record["policy"], **record["costs"],
                "capacity_scale": capacity_scale, "capacity": capacity_scale * record["rate_per_scale"],
+               "first_failing_scale": failing_scale, "first_failing": failing_scale * record["rate_per_scale"],
                "lower_bound": record["lower_bound"], "replays": record["replays"]}
         row.update({f"{m}@capacity": (probe or {}).get(m) for m in at_capacity})
         out.append(row)
@@ -93,13 +97,20 @@ def _display(summary: pd.DataFrame, front: pd.Series, spec: SweepSpec) -> pd.Dat
     for key in params:
         shown[key] = summary[key].astype(str)
     shown[spec.cost] = [format_value(spec.cost, v) for v in summary[spec.cost]]
-    shown["capacity (req/s)"] = [format_capacity(c, bool(b)) for c, b in zip(summary["capacity"], summary["lower_bound"])]
-    shown["rate scale"] = [format_capacity(c, bool(b)) for c, b in zip(summary["capacity_scale"], summary["lower_bound"])]
+    shown["capacity (req/s)"] = [capacity_text(row) for _, row in summary.iterrows()]
+    shown["rate scale"] = [capacity_text(row, scale=True) for _, row in summary.iterrows()]
     shown["replays"] = summary["replays"].astype(str)
     for metric in ("slo_attainment", "p99_ttft_ms", "p99_tpot_ms", "output_throughput"):
         shown[metric] = [format_value(metric, v) for v in summary[f"{metric}@capacity"]]
     shown["Pareto"] = ["yes" if f else "" for f in front]
     return shown
+
+
+def capacity_text(row: pd.Series, scale: bool = False) -> str:
+    """A configuration's capacity among its probed loads (req/s, or rate scales with `scale`): `2.76+` when
+    the highest load passed, `1.38-2.76` between the last pass and the first failure, `< 1.38` when none passed."""
+    capacity, failing = ("capacity_scale", "first_failing_scale") if scale else ("capacity", "first_failing")
+    return format_capacity(float(row[capacity]), bool(row["lower_bound"]), float(row[failing]))
 
 
 def _setup(spec: SweepSpec, description: str, base_rate: float, replays: int) -> list[tuple[str, str]]:
@@ -125,7 +136,7 @@ def findings(summary: pd.DataFrame, front: pd.Series, spec: SweepSpec) -> list[s
         return [f"No configuration meets the SLOs ({spec.slo.describe()}) at any load tried."]
     best = rated.loc[rated["capacity"].idxmax()]
     out.append(f"Highest capacity: #{best['config']} ({_name(best, spec)}) at "
-               f"{format_capacity(best['capacity'], bool(best['lower_bound']))} req/s "
+               f"{capacity_text(best)} req/s "
                f"(rate scale {best['capacity_scale']:g}), {spec.cost} {format_value(spec.cost, best[spec.cost])} "
                f"{COST_UNITS[spec.cost]}.")
     unit = COST_UNITS[spec.cost]
@@ -134,7 +145,7 @@ def findings(summary: pd.DataFrame, front: pd.Series, spec: SweepSpec) -> list[s
     for (cost, _), tied in on_front.groupby([spec.cost, "capacity"], sort=False):
         first = tied.iloc[0]
         names = ", ".join(f"#{r['config']} ({_name(r, spec)})" for _, r in tied.iterrows())
-        parts.append(f"{format_capacity(first['capacity'], bool(first['lower_bound']))} req/s for "
+        parts.append(f"{capacity_text(first)} req/s for "
                      f"{format_value(spec.cost, cost)} {unit}: {names}")
     out.append(f"Pareto front of capacity against {spec.cost} (tied configurations together): "
                + "; ".join(parts) + ".")
@@ -149,12 +160,16 @@ def _name(row: pd.Series, spec: SweepSpec) -> str:
     return " ".join(f"{k}={row[k]}" for k in spec.grid)
 
 
+CAPACITY_NOTE = ("Capacity: the highest rate meeting the SLOs with every lower tested rate meeting them too; `a-b`: a "
+                 "passed, b (the next load tried) failed; `+` marks a lower bound (every load tried passed); `< b`: "
+                 "even the lowest load tried, b, failed. Metrics are those of the replay at the capacity.")
+
+
 def render_markdown(shown: pd.DataFrame, lines: list[str], setup: list[tuple[str, str]], spec: SweepSpec) -> str:
     out = ["# Sweep", ""] + [f"- **{k}**: {v}" for k, v in setup]
     out += ["", "## Findings", ""] + [f"- {s}" for s in lines]
     out += ["", "## Configurations", "", to_markdown(shown), "",
-            "Capacity: the highest rate meeting the SLOs with every lower tested rate meeting them too; `+` marks a "
-            "lower bound (the highest load tried passed). Metrics are those of the replay at the capacity.", "",
+            CAPACITY_NOTE, "",
             "## Capacity against cost", "", "![pareto](plots/pareto.png)", "",
             "## Spec", "", "```toml", spec.text.rstrip(), "```", "",
             "Every probe's metrics are in `probes.csv`; each configuration's record in `configs/NNNN.json`.", ""]
@@ -168,7 +183,7 @@ def render_html(shown: pd.DataFrame, lines: list[str], setup: list[tuple[str, st
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in setup]
     parts.append("</ul><h2>Findings</h2><ul>")
     parts += [f"<li>{html.escape(s)}</li>" for s in lines]
-    parts.append("</ul><h2>Configurations</h2>" + to_html(shown))
+    parts.append("</ul><h2>Configurations</h2>" + to_html(shown) + f"<p>{html_text(CAPACITY_NOTE)}</p>")
     data = base64.b64encode(plot.read_bytes()).decode("ascii")
     parts.append(f"<h2>Capacity against cost</h2><img alt='pareto' src='data:image/png;base64,{data}'>")
     parts.append(f"<h2>Spec</h2><pre>{html.escape(spec.text)}</pre></body></html>")

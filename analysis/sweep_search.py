@@ -62,8 +62,9 @@ class LoadWalk:
 
     @property
     def lower_bound(self) -> bool:
-        """True when the highest load probed passed: the capacity is at least that, perhaps more."""
-        return self.passes(max(self.attainment))
+        """True when every load probed passed: the capacity is at least the highest, perhaps more. (A pass
+        above a failure, at fixed loads, does not make one: the capacity stops at the failure.)"""
+        return all(self.passes(s) for s in self.attainment)
 
 
 class FixedLoads(LoadWalk):

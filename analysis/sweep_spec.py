@@ -196,6 +196,11 @@ def parse_spec(data: dict[str, Any], *, path: Path, text: str = "") -> SweepSpec
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise where.error("seed", f"must be an integer >= 0, got {seed!r}")
     trace = _parse_trace(where, _table(where, data, "trace", TRACE_KEYS))
+    if "path" in trace:
+        resolved = path.parent / trace["path"]
+        if not resolved.is_file():  # before any work, and said where the spec names it
+            missing = "no such file" if not resolved.exists() else "not a file"
+            raise where.error("trace.path", f"{missing}: {resolved} (a relative path is relative to the spec file)")
 
     engine_keys = ("policy", *(f.name for f in fields(EngineConfig)))
     engine = dict(_table(where, data, "engine", engine_keys))
@@ -221,8 +226,9 @@ def parse_spec(data: dict[str, Any], *, path: Path, text: str = "") -> SweepSpec
 
     slo, target = _parse_slo(where, _table(where, data, "slo", (*(f"{n}_ms" for n in SLO_NAMES), "attainment")))
     search, loads = _parse_loads(where, data)
-    if search is not None and slo.is_empty:
-        raise where.error("slo", f"capacity search needs at least one SLO ({', '.join(f'{n}_ms' for n in SLO_NAMES)})")
+    if slo.is_empty:  # fixed loads too: their capacity and Pareto front are judged by the SLOs
+        what = "capacity search" if search is not None else "a sweep's capacity, even at fixed loads,"
+        raise where.error("slo", f"{what} needs at least one SLO ({', '.join(f'{n}_ms' for n in SLO_NAMES)})")
     report = _table(where, data, "report", ("cost",))
     cost = report.get("cost", "kv_gib")
     if cost not in COSTS:
@@ -255,13 +261,28 @@ def _parse_trace(where: _Locator, trace: dict[str, Any]) -> dict[str, Any]:
 
         from traces import generate
 
-        allowed = tuple(name for name in inspect.signature(generate).parameters if name != "seed")
+        parameters = inspect.signature(generate).parameters
+        allowed = tuple(name for name in parameters if name != "seed")
         options = _table(where, trace, "generate", allowed, parent="trace.")
         if "num_requests" not in options:
             raise where.error("trace.generate.num_requests", "missing")
         if "num_requests" in trace:
             raise where.error("trace.num_requests", "give trace.generate.num_requests instead")
+        for name, value in options.items():
+            kind = str(parameters[name].annotation).split(" ")[0]  # "int", "float", "str", "int | None" -> "int"
+            if kind in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise where.error(f"trace.generate.{name}", f"must be a number, got {value!r}")
+            if kind == "str" and not isinstance(value, str):
+                raise where.error(f"trace.generate.{name}", f"must be a string, got {value!r}")
         trace = {"generate": {"rate": 1.0, **options}}
+        try:  # every other rule of generate's, at its line, before any work
+            generate(**trace["generate"])
+        except TypeError as exc:
+            raise where.error("trace.generate", " ".join(str(exc).split())) from None
+        except ValueError as exc:
+            name, _, reason = str(exc).removeprefix("generate: ").partition(": ")
+            key = f"trace.generate.{name}" if name in options else "trace.generate"
+            raise where.error(key, reason if name in options else str(exc)) from None
     return trace
 
 
@@ -310,6 +331,7 @@ def _parse_loads(where: _Locator, data: dict[str, Any]) -> tuple[Search | None, 
 def _expand(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]]) -> list[SweepConfig]:
     """Every combination, in grid order; each one's EngineConfig is built now so a bad value fails up front."""
     from sim import EngineConfig
+    from sim.policies import make_policy
 
     configs = []
     for index, values in enumerate(itertools.product(*grid.values())):
@@ -317,10 +339,13 @@ def _expand(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]])
         options = {**engine, **params}
         policy = options.pop("policy", "vllm-v0")
         try:
-            EngineConfig(**options)
+            # the policy's own rules too (vLLM V1 refuses a token budget below max_num_seqs, ...)
+            make_policy(policy).configure(EngineConfig(**options))
         except (ValueError, TypeError) as exc:
             message = " ".join(str(exc).split())
-            culprit = next((k for k in params if message.startswith(f"{k}:") or f" {k} " in f" {message} "), None)
+            # the key the message starts with; else one it names
+            culprit = next((k for k in params if message.startswith(f"{k}:")), None) or \
+                next((k for k in params if f" {k} " in f" {message} "), None)
             key = f"grid.{culprit}" if culprit else next((f"engine.{k}" for k in engine if message.startswith(f"{k}:")),
                                                          "grid")
             shown = " ".join(f"{k}={v}" for k, v in params.items())

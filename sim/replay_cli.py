@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_POLICY = "vllm-v0"
-POLICY_NAMES = ("vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "static")
+# The names `sim.policies.POLICIES`, `sim.presets.MODELS` and `GPUS` register, spelled out for --help so
+# that building the parser imports neither (a test keeps them equal).
+POLICY_NAMES = ("vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "orca-pow2", "static", "sglang")
+MODEL_NAMES = ("llama-3-8b", "llama-3.1-8b", "qwen2.5-7b", "llama-2-7b", "mistral-7b", "llama-3-70b-tp4", "opt-13b",
+               "tiny")
+GPU_NAMES = ("h100-sxm", "h200", "a100-80gb", "a100-40gb")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,8 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="auto", metavar="F", help="trace format (default: auto-detect)")
     p.add_argument("--policy", default=DEFAULT_POLICY, metavar="NAME",
                    help=f"scheduler policy: {', '.join(POLICY_NAMES)} (default {DEFAULT_POLICY})")
-    p.add_argument("--model", default="llama-3-8b", metavar="M", help="model preset (default llama-3-8b)")
-    p.add_argument("--gpu", default="h100-sxm", metavar="G", help="GPU preset (default h100-sxm)")
+    p.add_argument("--model", default="llama-3-8b", metavar="M",
+                   help=f"model preset: {', '.join(MODEL_NAMES)} (default llama-3-8b)")
+    p.add_argument("--gpu", default="h100-sxm", metavar="G", help=f"GPU preset: {', '.join(GPU_NAMES)} (default h100-sxm)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of all randomness (default 0)")
     p.add_argument("--num-gpu-blocks", type=int, default=None, metavar="N",
                    help="KV pool size in blocks (default: what fits in GPU memory)")
@@ -114,10 +120,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"pagedlab: warning: {note}", file=sys.stderr)
         if s.get("prefix_caching"):
             print(f"prefix cache: {percent(s['prefix_hit_rate'])} of prompt tokens hit ({s['prefix_hit_tokens']} "
-                  f"tokens), {s['prefix_evicted_blocks']} blocks evicted")
+                  f"tokens), {s['prefix_evicted_blocks']} blocks evicted{no_prefix_note(trace)}")
         if "verify_checked" in s:
             print(f"verify: {s['verify_checked']} sequence-steps checked, {s['verify_mismatches']} mismatches")
     return 0
+
+
+def no_prefix_note(trace: object) -> str:
+    """Why a prefix cache cannot hit: the trace says nothing about which prompts share tokens."""
+    groups = trace.column("prefix_group")  # type: ignore[attr-defined]
+    hash_ids = trace.column("hash_ids")  # type: ignore[attr-defined]
+    if any(g is not None for g in groups) or any(h is not None for h in hash_ids):
+        return ""
+    return " (the trace names no shared prompt tokens: no prefix groups or hash ids, so no prompt can hit)"
 
 
 def percent(fraction: float) -> str:
@@ -185,5 +200,8 @@ def rejection_note(requests: "pd.DataFrame", model: str, context_len: int) -> st
         return f"{share}: {too_long_reason(int(too_long.sum()), int(length.max()), model, context_len)}"
     kinds = rejected["reason"].astype(str).map(lambda r: re.sub(r"\d+", "N", r))
     common = kinds.value_counts().index[0]
-    example = rejected["reason"].astype(str)[kinds == common].iloc[0]
-    return f"{share}: {int((kinds == common).sum())} because {example} (for example)"
+    first = rejected[kinds == common].iloc[0]
+    others = int((kinds != common).sum())
+    rest = f"; {others} for other reasons (the reason column of requests.csv)" if others else ""
+    return (f"{share}: {int((kinds == common).sum())} for this reason (request {first['request_id']}): "
+            f"{first['reason']}{rest}")

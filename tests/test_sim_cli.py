@@ -138,8 +138,14 @@ def test_replay_says_in_one_line_why_many_requests_were_rejected(tmp_path: Path,
     wide = write_trace(tmp_path / "wide.csv", [Request(f"r{i}", 0.1 * i, 100, 20, n=4, sampling="parallel")
                                                for i in range(4)] + [Request("g", 1.0, 100, 20)])
     assert cli.main(["replay", "--trace", str(wide), "--max-num-seqs", "2", "--out", str(tmp_path / "b")]) == 0
-    assert capsys.readouterr().err == ("pagedlab: warning: 80% of requests (4 of 5) were rejected: 4 because n=4 "
-                                       "exceeds max_num_seqs 2 (for example)\n")
+    assert capsys.readouterr().err == ("pagedlab: warning: 80% of requests (4 of 5) were rejected: 4 for this reason "
+                                       "(request r0): n=4 exceeds max_num_seqs 2\n")
+    # A pool too small for one request: the reason is the block manager's, with its subject.
+    big = write_trace(tmp_path / "big.csv", [Request(f"r{i}", 0.1 * i, 2000 if i < 2 else 100, 20) for i in range(5)])
+    assert cli.main(["replay", "--trace", str(big), "--num-gpu-blocks", "50", "--out", str(tmp_path / "p")]) == 0
+    assert capsys.readouterr().err == ("pagedlab: warning: 40% of requests (2 of 5) were rejected: 2 for this reason "
+                                       "(request r0): needs 127 KV blocks at its longest; the pool has 50 (50 above "
+                                       "the watermark)\n")
     # 1 of 21 (under 5%): no warning.
     few = write_trace(tmp_path / "few.csv", [Request(f"r{i}", 0.1 * i, 9000 if i == 0 else 100, 20) for i in range(21)])
     assert cli.main(["replay", "--trace", str(few), "--out", str(tmp_path / "c")]) == 0
@@ -168,3 +174,29 @@ def test_out_and_system_errors_are_one_line_in_the_documented_form(trace_file: P
     assert cli.error_message(FileExistsError(17, "File exists", "out")) == "out: file: file exists"
     assert cli.error_message(ValueError("t.csv:3: prompt_tokens: not a number: 'x'")) == \
         "t.csv:3: prompt_tokens: not a number: 'x'"
+
+
+def test_replay_help_names_every_policy_model_and_gpu() -> None:
+    from sim.policies import POLICIES
+    from sim.presets import GPUS, MODELS
+    from sim.replay_cli import GPU_NAMES, MODEL_NAMES, POLICY_NAMES
+
+    assert POLICY_NAMES == tuple(POLICIES)
+    assert MODEL_NAMES == tuple(MODELS)
+    assert GPU_NAMES == tuple(GPUS)
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["replay"].format_help().split())
+    for name in (*POLICY_NAMES, *MODEL_NAMES, *GPU_NAMES):
+        assert name in help_text
+
+
+def test_replay_says_when_the_trace_gives_the_prefix_cache_nothing_to_hit(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    plain = write_trace(tmp_path / "plain.csv", [Request(f"r{i}", 0.1 * i, 100, 5) for i in range(3)])
+    shared = write_trace(tmp_path / "shared.csv", [Request(f"r{i}", 0.1 * i, 100, 5, prefix_group="sys",
+                                                           prefix_tokens=64) for i in range(3)])
+    note = "(the trace names no shared prompt tokens: no prefix groups or hash ids, so no prompt can hit)"
+    assert cli.main(["replay", "--trace", str(plain), "--policy", "vllm", "--out", str(tmp_path / "a")]) == 0
+    assert note in capsys.readouterr().out
+    assert cli.main(["replay", "--trace", str(shared), "--policy", "vllm", "--out", str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    assert "prefix cache: " in printed and note not in printed

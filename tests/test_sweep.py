@@ -121,6 +121,8 @@ def test_the_driver_replays_a_task_s_probes_through_its_own_walk() -> None:
     (lambda s: s.replace("max_num_seqs = [4, 16]", "block_size = [16, 0]"), "spec.toml:10: grid.block_size: configuration policy=vllm-v0 block_size=0: block_size: must be an integer >= 1"),
     (lambda s: s.replace('"sarathi"]', '"sarathy"]'), "spec.toml:9: grid.policy: unknown policy 'sarathy'"),
     (lambda s: s.replace("lengths =", "length ="), "spec.toml:5: trace.generate.length: unknown key"),
+    (lambda s: s.replace("num_requests = 40", 'num_requests = "forty"'), "spec.toml:3: trace.generate.num_requests: must be a number"),
+    (lambda s: s.replace('lengths = "sharegpt"', 'lengths = "sharegtp"'), "spec.toml:5: trace.generate.lengths:"),
     (lambda s: s.replace("[search]", "[loads]\nrates = [1]\n[search]"), "spec.toml:16: search: give [search] (capacity search) or [loads]"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, where) -> None:

@@ -73,3 +73,47 @@ def test_bench_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--rows", "500", "--repeat", "1"]) == 0
     table = capsys.readouterr().out
     assert "| native CSV (all 10 fields) |" in table and "| Azure CSV (7-digit timestamps) |" in table
+
+
+def _trace(tmp_path: Path) -> Path:
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,1\n1,20,2\n")
+    return path
+
+
+@pytest.mark.parametrize("command", ["convert", "gen"])
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, command: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    head = ["trace", "convert", str(_trace(tmp_path))] if command == "convert" else ["trace", "gen", "-n", "3"]
+    missing = tmp_path / "no" / "x.csv"
+    assert cli.main([*head, "--out", str(missing)]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {missing.parent}: out: no such directory, so {missing} " \
+                                      "cannot be written\n"
+    assert cli.main([*head, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"pagedlab: error: {tmp_path}: out: is a directory; give a file name "
+                                       "(.jsonl: native JSONL, else CSV)\n")
+    assert not missing.parent.exists()
+
+
+def test_convert_refuses_to_overwrite_its_own_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _trace(tmp_path)
+    before = path.read_bytes()
+    assert cli.main(["trace", "convert", str(path), "--out", str(path)]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {path}: out: is the trace being read; give another path\n"
+    assert path.read_bytes() == before
+
+
+def test_an_interrupted_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from traces.trace import Trace
+
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+
+    def interrupted(self: Trace, path: Path) -> None:
+        Path(path).write_text("arrival_s,prompt")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trace, "to_csv", interrupted)
+    assert cli.main(["trace", "convert", str(_trace(tmp_path)), "--out", str(out)]) == 130  # as Ctrl-C
+    assert out.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "t.csv"]

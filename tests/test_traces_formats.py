@@ -154,3 +154,19 @@ def test_blank_and_whitespace_lines_are_ignored_and_counted(tmp_path: Path) -> N
     trace = load(path)
     assert triples(trace) == [("0", 0.0, 1, 1), ("1", 2.0, 3, 4)]
     assert "ignored 3 blank lines" in trace.notices
+
+
+def test_hash_ids_for_another_number_of_blocks_than_the_prompt_are_said(tmp_path: Path) -> None:
+    consistent = write(tmp_path, "ok.jsonl", '{"timestamp": 0, "input_length": 1024, "output_length": 5, '
+                                             '"hash_ids": [0, 1]}\n')
+    assert not any("hash ids" in n for n in load(consistent).notices)
+    path = write(tmp_path, "m.jsonl",
+                 '{"timestamp": 0, "input_length": 1024, "output_length": 5, "hash_ids": [0, 1]}\n'
+                 '{"timestamp": 1, "input_length": 1025, "output_length": 5, "hash_ids": [0, 1]}\n'
+                 '{"timestamp": 2, "input_length": 10, "output_length": 5, "hash_ids": [0, 1, 2]}\n'
+                 '{"timestamp": 3, "input_length": 10, "output_length": 5}\n')
+    trace = load(path)
+    assert len(trace) == 4  # said, not dropped
+    assert (f"2 requests list hash ids for another number of 512-token blocks than their prompt has (first at "
+            f"{path}:2: 2 ids for 3 blocks); blocks past the listed ids are not cached, extra ids are unused"
+            ) in trace.notices

@@ -172,3 +172,35 @@ def test_compare_refuses_rate_scale_with_rates(long_trace: Path, tmp_path: Path,
                      "--out", str(tmp_path / "o")]) == 2
     assert "rate-scale: has no effect with --rates" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("option, value, reason", [
+    ("--window", "5:3", "need 0 <= START < END, got '5:3'"),
+    ("--window", "2:nan", "need 0 <= START < END, got '2:nan'"),
+    ("--head", "0", "must be >= 1, got 0"),
+    ("--head", "two", "expected an integer, got 'two'"),
+    ("--rate-scale", "0", "must be a finite number > 0, got '0'"),
+    ("--rate-scale", "inf", "must be a finite number > 0, got 'inf'"),
+    ("--max-context", "1", "must be >= 2, got 1"),
+    ("--arrivals", "gamma:1", "expected poisson:RATE, gamma:RATE:CV or constant:RATE, got 'gamma:1'"),
+])
+def test_a_bad_trace_option_is_one_line_naming_the_option(long_trace: Path, tmp_path: Path, option: str,
+                                                          value: str, reason: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["replay", "--trace", str(long_trace), option, value, "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"pagedlab: error: replay: {option}: {reason} (see pagedlab replay --help)\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_window_holding_no_request_is_refused(long_trace: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["replay", "--trace", str(long_trace), "--out", str(tmp_path / "o")],
+                    ["trace", "stats", str(long_trace)]):
+        assert cli.main([*command, "--window", "50:60"]) == 2
+        assert capsys.readouterr().err == (f"pagedlab: error: {long_trace}: window: no request arrives in [50, 60) s; "
+                                           "the trace's arrivals span 0 to 11 s\n")
+    assert not (tmp_path / "o").exists()
+    assert cli.main(["trace", "stats", str(long_trace), "--window", "0:2"]) == 0
+    assert "window [0, 2) s: kept 2 of 12 requests; arrivals shifted by 0 s" in capsys.readouterr().out

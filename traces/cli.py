@@ -24,12 +24,35 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     add_arrival_options(p, seed=True)
 
 
+def _check_out(out: Path, source: str | None = None) -> None:
+    """Refuse, before any work, an --out file that cannot be written (or that is the trace being read)."""
+    import os
+
+    if out.is_dir():
+        raise OSError(f"{out}: out: is a directory; give a file name (.jsonl: native JSONL, else CSV)")
+    parent = out.parent
+    if not parent.is_dir():
+        raise OSError(f"{parent}: out: no such directory, so {out} cannot be written")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OSError(f"{parent}: out: permission denied (not writable)")
+    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+        raise OSError(f"{out}: out: is the trace being read; give another path")
+
+
 def _write(trace: "Trace", out: Path) -> None:
-    """Native JSONL for a .jsonl path, native CSV otherwise."""
-    if out.suffix == ".jsonl":
-        trace.to_jsonl(out)
-    else:
-        trace.to_csv(out)
+    """Native JSONL for a .jsonl path, native CSV otherwise; written beside it and renamed into place, so
+    an interrupted write leaves no half-written file (and an existing one as it was)."""
+    import os
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        if out.suffix == ".jsonl":
+            trace.to_jsonl(tmp)
+        else:
+            trace.to_csv(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _report(trace: "Trace") -> str:
@@ -45,6 +68,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    _check_out(Path(args.out), args.path)
     trace = load_trace(args.path, args, model=args.model, log_type=args.log_type)
     _write(trace, Path(args.out))
     print(f"wrote {len(trace)} requests to {args.out}")
@@ -56,6 +80,7 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_gen(args: argparse.Namespace) -> int:
     from traces.generator import generate
 
+    _check_out(Path(args.out))
     trace = generate(
         args.num_requests, rate=args.rate, arrival=args.arrival, burstiness=args.burstiness,
         lengths=args.lengths, seed=args.seed, parallel_fraction=args.parallel_fraction,

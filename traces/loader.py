@@ -10,8 +10,9 @@ import pandas as pd
 from traces.formats import FORMAT_SPECS, FORMATS, FormatSpec, LoadOptions, detect
 from traces.generator import ArrivalSpec
 from traces.reading import read_csv_table, read_header, read_jsonl_table
+from traces.request import HASH_BLOCK_TOKENS
 from traces.trace import Trace, sort_by_arrival
-from traces.validate import Problems, arrival_span, error, row_ids
+from traces.validate import Locator, Problems, arrival_span, error, row_ids
 
 
 def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line: int) -> FormatSpec:
@@ -120,6 +121,10 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
     arrival_span(cols["arrival_s"], field, span)
     span.raise_first()
 
+    mismatch = hash_id_mismatch(cols, kept_locator)
+    if mismatch:
+        notices.append(mismatch)
+
     seconds = cols["arrival_s"]
     late = seconds[1:] < np.maximum.accumulate(seconds)[:-1]
     if late.any():
@@ -128,3 +133,18 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
         notices.append(f"arrivals out of order ({out_of_order} rows arrived before an earlier row, "
                        f"first at {first}); sorted stably by arrival")
     return Trace._from_columns(cols, source=str(path), notices=notices, skipped=skipped)
+
+
+def hash_id_mismatch(cols: dict[str, np.ndarray], locator: Locator) -> str | None:
+    """A notice when requests list hash ids for another number of 512-token blocks than their prompt has
+    (Mooncake lists one per block): the prefix cache keys only the blocks both cover."""
+    hash_ids = cols["hash_ids"]
+    listed = np.fromiter((-1 if h is None else len(h) for h in hash_ids), dtype=np.int64, count=len(hash_ids))
+    blocks = -(-cols["prompt_tokens"] // HASH_BLOCK_TOKENS)
+    off = (listed >= 0) & (listed != blocks)
+    if not off.any():
+        return None
+    first = int(np.argmax(off))
+    return (f"{int(off.sum())} requests list hash ids for another number of {HASH_BLOCK_TOKENS}-token blocks than "
+            f"their prompt has (first at {locator.where(first)}: {listed[first]} ids for {blocks[first]} blocks); "
+            f"blocks past the listed ids are not cached, extra ids are unused")

@@ -8,6 +8,8 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from traces.generator import ArrivalSpec
     from traces.trace import Trace
 
@@ -19,9 +21,34 @@ def _window(text: str) -> tuple[float, float]:
     try:
         if not sep:
             raise ValueError
-        return float(start or 0.0), float(end) if end else math.inf
+        window = float(start or 0.0), float(end) if end else math.inf
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected START:END in seconds (either may be empty), got {text!r}")
+    if not (0 <= window[0] < window[1]) or math.isnan(window[1]):
+        raise argparse.ArgumentTypeError(f"need 0 <= START < END, got {text!r}")
+    return window
+
+
+def _positive_int(minimum: int) -> "Callable[[str], int]":
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _rate_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def _arrivals(text: str) -> "ArrivalSpec":
@@ -30,16 +57,17 @@ def _arrivals(text: str) -> "ArrivalSpec":
     try:
         return ArrivalSpec.parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        # the option's name already says "--arrivals:"; keep the reason only
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("arrivals: ")) from None
 
 
 def add_transform_options(p: argparse.ArgumentParser, *, head: bool = True) -> None:
     g = p.add_argument_group("trace transformations (applied in this order)")
     g.add_argument("--window", type=_window, metavar="A:B", help="keep arrivals in [A, B) seconds, re-based to 0")
     if head:
-        g.add_argument("--head", type=int, metavar="N", help="keep the first N requests")
-    g.add_argument("--rate-scale", type=float, metavar="X", help="multiply the arrival rate by X (2 doubles it)")
-    g.add_argument("--max-context", type=int, metavar="L",
+        g.add_argument("--head", type=_positive_int(1), metavar="N", help="keep the first N requests")
+    g.add_argument("--rate-scale", type=_rate_scale, metavar="X", help="multiply the arrival rate by X (2 doubles it)")
+    g.add_argument("--max-context", type=_positive_int(2), metavar="L",
                    help="fit every request into an L-token context (prompt + output); see --over-context")
     g.add_argument("--over-context", choices=OVER_CONTEXT, default="clip",
                    help="with --max-context: clip a longer request (its output stops at L tokens, a longer prompt "
@@ -58,7 +86,13 @@ def add_arrival_options(p: argparse.ArgumentParser, *, seed: bool) -> None:
 def apply_transforms(trace: "Trace", args: argparse.Namespace) -> "Trace":
     """The options of `add_transform_options`, in their order: window, head, rate scale, max context."""
     if args.window is not None:
-        trace = trace.window(*args.window)
+        start, end = args.window
+        arrivals = trace.column("arrival_s")
+        trace = trace.window(start, end)
+        if not len(trace) and len(arrivals):
+            # replaying or describing nothing is never what was meant
+            raise ValueError(f"{trace.source}: window: no request arrives in [{start:g}, {end:g}) s; the trace's "
+                             f"arrivals span 0 to {float(arrivals[-1]):.6g} s")
     if getattr(args, "head", None) is not None:
         trace = trace.head(args.head)
     if args.rate_scale is not None:

@@ -182,7 +182,7 @@ class Trace:
         shift = float(cols["arrival_s"][0]) if hi > lo else 0.0
         cols["arrival_s"] = cols["arrival_s"] - shift
         return self._derive(cols, f"window [{start_s:g}, {end_s:g}) s: kept {hi - lo} of {len(self)} "
-                                  f"requests; arrivals shifted by -{shift:g} s")
+                                  f"requests; arrivals shifted by {-shift if shift else 0:g} s")
 
     def scale_rate(self, factor: float) -> "Trace":
         """Arrival rate times `factor`: 2 doubles the rate (halves every gap)."""

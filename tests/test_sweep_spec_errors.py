@@ -1,0 +1,40 @@
+"""Sweep specs the engine rules refuse, and trace paths that lead nowhere: one line naming the key, before any
+replay."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_sweep import SPEC, run_cli, write_spec
+
+
+@pytest.mark.parametrize("edit, where", [
+    # vLLM V1 refuses a token budget below max_num_seqs: found when the spec is read, not mid-sweep
+    (lambda s: s.replace('policy = ["vllm-v0", "sarathi"]', 'policy = ["sarathi", "vllm"]')
+              .replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nmax_num_batched_tokens = [8]"),
+     "spec.toml:11: grid.max_num_batched_tokens: configuration policy=vllm max_num_seqs=16 max_num_batched_tokens=8: "
+     "max_num_batched_tokens: 8 is smaller than max_num_seqs 16; vLLM V1 refuses this"),
+    (lambda s: s.replace("[trace.generate]\nnum_requests = 40\nrate = 1.0\nlengths = \"sharegpt\"",
+                         '[trace]\npath = "missing.csv"'),
+     "spec.toml:3: trace.path: no such file: {dir}/missing.csv (a relative path is relative to the spec file)"),
+    (lambda s: s.replace("[trace.generate]\nnum_requests = 40\nrate = 1.0\nlengths = \"sharegpt\"",
+                         '[trace]\npath = "."'),
+     "spec.toml:3: trace.path: not a file: {dir} (a relative path is relative to the spec file)"),
+])
+def test_a_spec_the_engine_or_the_file_system_refuses_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  edit, where: str) -> None:
+    spec = write_spec(tmp_path, edit(SPEC))
+    code, out, err = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 2 and out == ""
+    assert err == f"pagedlab: error: {tmp_path}/{where.format(dir=tmp_path)}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_fixed_loads_without_slos_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, SPEC.split("[slo]")[0] + "[loads]\nrates = [1]\n")
+    code, out, err = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"pagedlab: error: {spec}:1: slo: a sweep's capacity, even at fixed loads, needs at least "
+                          "one SLO (ttft_ms, "), err
+    assert not (tmp_path / "out").exists()
