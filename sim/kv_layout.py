@@ -6,7 +6,7 @@
 allocator, with external fragmentation) implement every method; where a layout has nothing to do the
 method is a real no-op (a reservation never grows, so a decode step takes no block; nothing is shared, so
 `logical` equals the blocks used). The scheduler therefore never asks which layout it holds; layouts are
-chosen by name from `sim.kv_layouts.LAYOUTS` (`PER_CHUNK_LAYOUTS` for a policy that allocates per chunk).
+chosen by name from `sim.kv_layouts.LAYOUTS` ("paged-per-chunk" for a policy that allocates per chunk).
 
 Decoding sequences are lazy (`state.Seq`): the layout keeps O(1) sums over them, so a decode step's
 context and KV token count cost nothing per sequence. `counts[r]` is how many lazy sequences take a new

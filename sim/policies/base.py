@@ -87,7 +87,7 @@ class SchedulerView(Protocol):
 
 class Policy(Protocol):
     name: str
-    memory: str               # a layout in sim.kv_layouts.LAYOUTS: "paged", "reserved" or "contiguous"
+    memory: str               # a layout in sim.kv_layouts.LAYOUTS: "paged", "paged-per-chunk", "reserved", "contiguous"
     preemption: str           # "recompute", "swap" or "none"
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
@@ -108,7 +108,6 @@ class EnginePolicy:
     reserve_true_output = False
     beam_search = True
     host_engine: str
-    allocate_per_chunk = False     # KV blocks per scheduled chunk (V1), not the whole prefill at admission
     running_by_admission = False   # `running` in admission order (V1), not arrival order
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
 

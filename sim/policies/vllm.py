@@ -79,12 +79,12 @@ def v1_config(config: EngineConfig) -> EngineConfig:
 
 class VllmPolicy(EnginePolicy):
     name = "vllm"
-    memory = "paged"
+    # KV blocks per scheduled chunk: kv_cache_manager.py:551-588 via sched/scheduler.py:914-918, 1435-1452
+    memory = "paged-per-chunk"
     preemption = RECOMPUTE
     chunked_prefill = True
     beam_search = False
     host_engine = "vllm-v1"  # async scheduling on by default (docs/engines.md), CUDA graphs up to 512
-    allocate_per_chunk = True      # kv_cache_manager.py:551-588 via sched/scheduler.py:914-918, 1435-1452
     running_by_admission = True    # sched/scheduler.py:1549 (admitted and resumed requests are appended)
     samples_as_requests = True     # n > 1: n child requests (v1/engine/async_llm.py:541-563)
 
