@@ -14,16 +14,19 @@ runs them) takes `launch + bytes / (hbm_bandwidth * e)`, with one pair of consta
 and one for pointwise kernels.
 
 The constants are fractions of the datasheet peak and seconds per launch, fitted on our own per-operator grid
-(`data/ops/`, `python -m sim.ops_fit`), never on validation data; another GPU gets them through its datasheet
-`peak_flops` and `hbm_bandwidth` (`sim.presets.GPUS`) alone.
+(`data/ops/`, `python -m sim.ops_fit`), never on validation data. Another GPU gets them through its datasheet
+`peak_flops` and `hbm_bandwidth` (`sim.presets.GPUS`) and, for the memory efficiencies, through the published
+fraction of its datasheet bandwidth its memory system reaches against the fitted GPU's (`carried_to`,
+`sim.hbm_measured`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from sim.hbm_measured import bandwidth_scale
 from sim.json_profile import load_json_dataclass
-from sim.presets import GpuSpec
+from sim.presets import GPUS, GpuSpec, lookup
 
 OPS_PROFILE_DIR = Path(__file__).with_name("profiles") / "ops"
 
@@ -42,10 +45,13 @@ class OpTimeModel:
     norm_launch_s: float = 0.0
     pointwise_memory_efficiency: float = 0.85
     pointwise_launch_s: float = 0.0
+    fitted_gpu: str = ""             # the GPU preset whose datasheet peaks the efficiencies are fractions of
 
     def __post_init__(self) -> None:
+        if self.fitted_gpu:
+            lookup(f"op time model {self.name}: fitted_gpu", GPUS, self.fitted_gpu)
         for f in fields(self):
-            if f.name in ("name", "description"):
+            if f.name in ("name", "description", "fitted_gpu"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
@@ -59,6 +65,18 @@ class OpTimeModel:
     def load(cls, name_or_path: str) -> "OpTimeModel":
         """A fitted model by name (`sim/profiles/ops/<name>.json`) or by path to a JSON file."""
         return load_json_dataclass(cls, name_or_path, OPS_PROFILE_DIR, "op_model")
+
+    def carried_to(self, gpu: GpuSpec) -> "OpTimeModel":
+        """The constants for `gpu`: memory efficiencies scaled by how much closer to its datasheet bandwidth its
+        memory system gets than the fitted GPU's (`sim.hbm_measured`; Dot for GEMMs, Copy for elementwise
+        kernels, capped at 1). Unchanged on the fitted GPU, without a fitted GPU, or without a measurement."""
+        if not self.fitted_gpu or self.fitted_gpu == gpu.name:
+            return self
+        fitted = GPUS[self.fitted_gpu]
+        reads, copies = bandwidth_scale(gpu, fitted, "dot"), bandwidth_scale(gpu, fitted, "copy")
+        return replace(self, gemm_memory_efficiency=min(1.0, self.gemm_memory_efficiency * reads),
+                       norm_memory_efficiency=min(1.0, self.norm_memory_efficiency * copies),
+                       pointwise_memory_efficiency=min(1.0, self.pointwise_memory_efficiency * copies))
 
     # ---- the lines the smooth model runs between --------------------------------------------------------
     def gemm_compute_s(self, gpu: GpuSpec, tokens: float, k: int, n: int) -> float:

@@ -55,8 +55,10 @@ def op_shapes(model: ModelSpec) -> dict[str, tuple[str, int, int]]:
 
 
 def layer_op_times(model: ModelSpec, gpu: GpuSpec, ops: OpTimeModel, tokens: int) -> dict[str, float]:
-    """Seconds of each operator in `OPS` for one layer and `tokens` tokens under the per-operator model."""
+    """Seconds of each operator in `OPS` for one layer and `tokens` tokens under the per-operator model, its
+    constants carried to `gpu` (`OpTimeModel.carried_to`)."""
     _check_tokens(tokens)
+    ops = ops.carried_to(gpu)
     return {op: ops.kernel_s(gpu, kind, tokens, a, b, model.dtype_bytes)
             for op, (kind, a, b) in op_shapes(model).items()}
 

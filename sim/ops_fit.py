@@ -98,13 +98,13 @@ def fit_grid(grid: pd.DataFrame, gpu: GpuSpec, name: str, source: str, dtype_byt
         nbytes = tensors * rows["tokens"].to_numpy(np.float64) * rows["k"].to_numpy(np.float64) * dtype_bytes
         e, f = fit_elementwise(nbytes, rows["us"].to_numpy(np.float64) * 1e-6, gpu)
         fitted[f"{kind}_memory_efficiency"], fitted[f"{kind}_launch_s"] = e, f
-    model = OpTimeModel(name=name, **fitted)
+    model = OpTimeModel(name=name, fitted_gpu=gpu.name, **fitted)
     gemm_err = _errors(np.array([model.gemm_s(gpu, t, int(k), int(n), dtype_bytes) for t, k, n in zip(*arrays)]),
                        seconds)
     description = (f"Fitted by `python -m sim.ops_fit` on {source} ({len(lin)} GEMM points): GEMM |error| "
                    f"median {np.median(gemm_err):.1%}, mean {gemm_err.mean():.1%}, max {gemm_err.max():.1%}. "
                    f"Efficiencies relative to the {gpu.name} preset's datasheet peak.")
-    return OpTimeModel(name=name, description=description, **fitted)
+    return OpTimeModel(name=name, description=description, fitted_gpu=gpu.name, **fitted)
 
 
 def plot_fit(grid: pd.DataFrame, model: OpTimeModel, gpu: GpuSpec, path: Path, dtype_bytes: int = 2) -> Path:

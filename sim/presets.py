@@ -110,8 +110,8 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 
-# peak_flops and hbm_bandwidth are the only quantities that carry operator constants fitted on one GPU to
-# another (`sim.gemm_time`). Sources: NVIDIA H100 Tensor Core GPU datasheet (H100 SXM: BF16 1,979 TFLOPS with
+# peak_flops and hbm_bandwidth carry operator constants fitted on one GPU to another (`sim.gemm_time`), with the
+# published fraction of hbm_bandwidth each card reaches (`sim.hbm_measured`). Sources: NVIDIA H100 Tensor Core GPU datasheet (H100 SXM: BF16 1,979 TFLOPS with
 # sparsity, i.e. 989.4 dense; 3.35 TB/s HBM3); NVIDIA H200 datasheet (H200 SXM: same tensor cores, 4.8 TB/s
 # HBM3e); NVIDIA A100 Tensor Core GPU datasheet (BF16 312 TFLOPS dense; 80GB SXM 2,039 GB/s, 40GB 1,555 GB/s).
 GPUS: dict[str, GpuSpec] = {

@@ -1,5 +1,6 @@
-"""The per-operator model: roofline asymptotes, monotonic in tokens, between max and sum of its lines,
-datasheet-only transfer between GPUs, the fit recovering known constants, and the shipped fitted constants."""
+"""The per-operator model: roofline asymptotes, monotonic in tokens, between max and sum of its lines, transfer
+between GPUs by datasheet peaks and the published fraction of its datasheet bandwidth each card reaches, the fit
+recovering known constants, and the shipped fitted constants."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,6 +76,31 @@ def test_layer_sums_its_operators_and_transfers_by_datasheet() -> None:
         layer_op_times(model, h100, MODEL, 0)
 
 
+def test_memory_efficiencies_carry_by_the_published_bandwidth_fraction() -> None:
+    from sim.hbm_measured import MEASURED, bandwidth_scale
+
+    shipped = OpTimeModel.load("h200")
+    h200, a100 = GPUS["h200"], GPUS["a100-80gb"]
+    assert shipped.fitted_gpu == "h200" and shipped.carried_to(h200) is shipped
+    carried = shipped.carried_to(a100)
+    # The A100's HBM2e reaches a smaller fraction of its datasheet bandwidth than the H200's HBM3e.
+    dot = (MEASURED["a100-80gb"].dot / a100.hbm_bandwidth) / (MEASURED["h200"].dot / h200.hbm_bandwidth)
+    assert dot == pytest.approx(bandwidth_scale(a100, h200, "dot")) and 0.85 < dot < 0.95
+    assert carried.gemm_memory_efficiency == pytest.approx(shipped.gemm_memory_efficiency * dot)
+    assert carried.norm_memory_efficiency < shipped.norm_memory_efficiency
+    assert carried.gemm_compute_efficiency == shipped.gemm_compute_efficiency
+    assert carried.gemm_launch_s == shipped.gemm_launch_s
+    # The layer model applies it: one token of one GEMM streams its weights at the carried efficiency.
+    model = MODELS["llama-2-7b"]
+    k, n = model.hidden_size, model.intermediate_size * 2
+    assert layer_op_times(model, a100, shipped, 1)["mlp_up_proj"] == pytest.approx(carried.gemm_s(a100, 1, k, n))
+    # No measurement for the card, or no fitted card: the datasheet alone carries the constants.
+    assert shipped.carried_to(GPUS["a100-40gb"]) == shipped
+    assert MODEL.carried_to(a100) is MODEL
+    with pytest.raises(ValueError, match="kernel: unknown name 'triad'"):
+        bandwidth_scale(a100, h200, "triad")
+
+
 def test_bad_constants_name_the_field() -> None:
     with pytest.raises(ValueError, match="gemm_memory_efficiency"):
         OpTimeModel(gemm_memory_efficiency=1.5)
@@ -84,6 +110,8 @@ def test_bad_constants_name_the_field() -> None:
         OpTimeModel(norm_launch_s=-1.0)
     with pytest.raises(ValueError, match="valid names: h200"):
         OpTimeModel.load("tpu")
+    with pytest.raises(ValueError, match="fitted_gpu: unknown name 'tpu'"):
+        OpTimeModel(fitted_gpu="tpu")
 
 
 def test_shipped_constants_are_fitted_on_our_grid() -> None:
