@@ -137,3 +137,23 @@ def test_out_on_a_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["validate", "--cases", "4", "--out", str(target)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(target) in err
+
+
+def test_a_check_leaving_its_band_exits_1_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+    import types
+
+    from analysis.validation import runner
+
+    case = types.ModuleType("drifted_case")
+    case.run = lambda quick, out_dir: [  # type: ignore[attr-defined]
+        CheckResult(case="4", check="share drifted", source="a published figure", setting="x", metric="m",
+                    published="p", band_lo=1.0, band_hi=2.0, ours=2.5, expect_pass=True)]
+    monkeypatch.setitem(sys.modules, "drifted_case", case)
+    monkeypatch.setitem(runner.CASE_MODULES, "4", "drifted_case")
+    assert cli.main(["validate", "--cases", "4", "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL  case 4  share drifted: ours 2.5" in captured.out
+    assert captured.err.strip().splitlines() == [
+        "pagedlab: error: validate: 1 check(s) left their band: case 4 share drifted"]
