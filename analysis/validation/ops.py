@@ -37,7 +37,9 @@ MISS_REASON = (
     "row-tile boundaries (the largest from 128 to 136 tokens: the H100 gate/up GEMM 71 -> 126 us) that our H200 "
     "grid (same 132 SMs, newer cuBLAS) does not show there, so nothing measured here says where they fall. The "
     "rest: its norm, rotary and SiLU-and-mul kernels take 1.5-2x our fused-kernel constants (-2% to -4.5% of the "
-    "layer at every size). Fix: operator grids measured on an H100 / A100 with Vidur's kernels "
+    "layer at every size). The medians are set by the 513-1024-token points (half the grid lies above 1024 "
+    "tokens, within 3.3%), where the end of the GEMM transition (-2% to -9%) and the elementwise kernels (-2% to "
+    "-3%) add up to -4% to -12%. Fix: operator grids measured on an H100 / A100 with Vidur's kernels "
     "(scripts/ops_grid.py, python -m sim.ops_fit), not a fit to these data."
 )
 
