@@ -144,12 +144,13 @@ def write_plots(out_dir: Path, table: pd.DataFrame, capacity: pd.DataFrame,
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     policies = list(ctx.policies)
+    labels = plots.policy_labels(table, policies)
     return [
-        plots.plot_latency_cdfs(runs, policies, ctx.loads, ctx.load_label, plot_dir / "latency_cdf.png"),
-        plots.plot_latency_vs_rate(table, policies, ctx.slo, plot_dir / "latency_vs_rate.png"),
-        plots.plot_throughput_vs_rate(table, policies, plot_dir / "throughput_vs_rate.png"),
-        plots.plot_kv_timeline(runs, policies, ctx.timeline_load, ctx.load_label, plot_dir / "kv_timeline.png"),
-        plots.plot_capacity(table, capacity, policies, ctx.target, ctx.slo, plot_dir / "capacity.png"),
+        plots.plot_latency_cdfs(runs, policies, ctx.loads, ctx.load_label, plot_dir / "latency_cdf.png", labels),
+        plots.plot_latency_vs_rate(table, policies, ctx.slo, plot_dir / "latency_vs_rate.png", labels),
+        plots.plot_throughput_vs_rate(table, policies, plot_dir / "throughput_vs_rate.png", labels),
+        plots.plot_kv_timeline(runs, policies, ctx.timeline_load, ctx.load_label, plot_dir / "kv_timeline.png", labels),
+        plots.plot_capacity(table, capacity, policies, ctx.target, ctx.slo, plot_dir / "capacity.png", labels),
     ]
 
 
