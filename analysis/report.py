@@ -81,7 +81,7 @@ def _fewer_requests(row: pd.Series) -> str:
     rejected = int(row.get("rejected", 0) or 0)
     if rejected <= 0:
         return ""
-    return f" (over the requests it ran: it rejected {rejected} of {int(row['num_requests'])})"
+    return f", over the requests it ran: it rejected {rejected} of {int(row['num_requests'])}"
 
 
 def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
@@ -110,17 +110,17 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
     if not top.empty:
         best_tput = top.loc[top["output_throughput"].idxmax()]
         out.append(f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s) "
-                   f"{best_tput['policy']} has the highest output throughput ({best_tput['output_throughput']:.0f} tok/s)"
-                   f"{_fewer_requests(best_tput)}.")
+                   f"{best_tput['policy']} has the highest output throughput ({best_tput['output_throughput']:.0f} tok/s"
+                   f"{_fewer_requests(best_tput)}).")
         for column, what, unit in (("p99_ttft_ms", "p99 TTFT", "ms"), ("p99_tpot_ms", "p99 TPOT", "ms"),
                                    ("mean_normalized_latency_s", "mean normalized latency", "s/token")):
             valid = top.dropna(subset=[column])
             if not valid.empty:
                 best = valid.loc[valid[column].idxmin()]
                 worst = valid.loc[valid[column].idxmax()]
-                out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit})"
-                           f"{_fewer_requests(best)}, the highest {worst['policy']}'s "
-                           f"({format_value(column, worst[column])} {unit}){_fewer_requests(worst)}.")
+                out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}"
+                           f"{_fewer_requests(best)}), the highest {worst['policy']}'s "
+                           f"({format_value(column, worst[column])} {unit}{_fewer_requests(worst)}).")
         batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples())
         out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
                    f"a parallel or beam request counts once, its sequences each): {batch}.")

@@ -257,5 +257,5 @@ def test_a_policy_named_best_at_the_highest_load_says_it_rejected_requests_there
                         loads=RATES, load_label="rate", slo=slo, slo_note="test", target=0.9, timeline_load=4.0)
     ttft = next(s for s in findings(table, capacity_by_policy(table, target=0.9), ctx) if "p99 TTFT" in s)
     assert ttft.startswith("At that load the lowest p99 TTFT is paged's (")
-    assert "ms) (over the requests it ran: it rejected 2 of 12), the highest contiguous's (" in ttft
+    assert " ms, over the requests it ran: it rejected 2 of 12), the highest contiguous's (" in ttft
     assert ttft.endswith("ms).")
