@@ -35,6 +35,40 @@ def _legend(ax) -> None:  # type: ignore[no-untyped-def]
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
 
+
+def _figure_legend(fig, axes, columns: int) -> None:  # type: ignore[no-untyped-def]
+    """One legend for the labelled lines of `axes` (each label once), below the whole figure, where it can hide
+    no data point."""
+    entries: dict[str, object] = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=8,
+                   ncols=min(len(entries), columns))
+
+
+def policy_labels(table: pd.DataFrame, policies: Sequence[str]) -> dict[str, str]:
+    """Legend text per policy: its name, plus how many requests it rejected where it rejected any (its latency
+    lines then describe fewer requests than the others', and its goodput counts the rejected as misses)."""
+    labels = {policy: policy for policy in policies}
+    if "rejected" not in table.columns:
+        return labels
+    for policy, rejected in table.groupby("policy", sort=False)["rejected"]:
+        low, high = int(rejected.min()), int(rejected.max())
+        if policy in labels and high > 0:
+            labels[policy] = f"{policy} ({low if low == high else f'{low}-{high}'} rejected)"
+    return labels
+
+
+def _plain_log_ticks(axis) -> None:  # type: ignore[no-untyped-def]
+    """Tick labels of a log axis as plain numbers (0.1, 20, 100, 10,000), not 2x10^1 or 1e+05; minor ticks
+    labelled only on a short range, as matplotlib's default does."""
+    from matplotlib.ticker import FuncFormatter, LogFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+    axis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.4)))
+
 def _figure(nrows: int, ncols: int, width: float, height: float):  # -> (Figure, axes 2-D array)
     from matplotlib.figure import Figure
 
@@ -84,34 +118,42 @@ def _cdf(ax, values: np.ndarray, **style) -> None:
 
 
 def plot_latency_cdfs(
-    runs: Mapping[RunKey, RunData], policies: Sequence[str], loads: Sequence[float], load_label: str, path: Path
+    runs: Mapping[RunKey, RunData], policies: Sequence[str], loads: Sequence[float], load_label: str, path: Path,
+    labels: Mapping[str, str] | None = None,
 ) -> Path:
-    """Grid: a row per load (up to MAX_CDF_ROWS), columns TTFT / TPOT / E2E latency; a line per policy."""
-    from matplotlib.ticker import NullFormatter
+    """Grid: a row per load (up to MAX_CDF_ROWS), columns TTFT / TPOT / E2E latency; a line per policy.
+
+    `labels` (from `policy_labels`) names each policy in the legend, below the grid."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     shown = pick_loads(loads, MAX_CDF_ROWS)
-    # TTFT and E2E latency span decades under overload: log axes. TPOT stays within a narrow band: linear.
-    columns = [("ttft_s", "TTFT (s)", "log"), ("tpot_s", "TPOT (s)", "linear"), ("e2el_s", "E2E latency (s)", "log")]
+    # TTFT and E2E latency span decades under overload: log axes in s. TPOT stays within a narrow band: linear,
+    # in ms as the tables and the SLO give it (in s its tick labels ran into each other).
+    columns = [("ttft_s", "TTFT (s)", "log", 1.0), ("tpot_s", "TPOT (ms)", "linear", 1000.0),
+               ("e2el_s", "E2E latency (s)", "log", 1.0)]
     fig, axes = _figure(len(shown), len(columns), 4.2, 2.8)
     styles = policy_styles(policies)
+    names = labels or {}
     for row, load in enumerate(shown):
-        for col, (column, label, scale) in enumerate(columns):
+        for col, (column, label, scale, factor) in enumerate(columns):
             ax = axes[row, col]
             for policy in policies:
                 run = runs.get((policy, load))
                 if run is not None:
-                    values = request_latencies(run.requests)[column].to_numpy(dtype=float)
-                    _cdf(ax, values, label=policy, **_line(styles, policy))
+                    values = factor * request_latencies(run.requests)[column].to_numpy(dtype=float)
+                    _cdf(ax, values, label=names.get(policy, policy), **_line(styles, policy))
             ax.set_xscale(scale)
             if scale == "log":
                 ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
             ax.set_xlabel(label)
             if col == 0:
                 ax.set_ylabel(f"CDF ({load_text(load_label, load)})")
-    _legend(axes[0, 0])
-    fig.suptitle("Latency CDFs of finished requests")
+    _figure_legend(fig, axes[0, 0], 7)
+    fig.suptitle("Latency CDFs of finished requests (rejected requests have no latency)")
     return _save(fig, path)
 
 
@@ -122,33 +164,42 @@ def _by_policy(table: pd.DataFrame, policies: Sequence[str]):
             yield policy, group
 
 
-def plot_latency_vs_rate(table: pd.DataFrame, policies: Sequence[str], slo: SLO | None, path: Path) -> Path:
-    """p99 TTFT, p99 TPOT and mean normalized latency against request rate; SLOs as dashed lines."""
+def plot_latency_vs_rate(table: pd.DataFrame, policies: Sequence[str], slo: SLO | None, path: Path,
+                         labels: Mapping[str, str] | None = None) -> Path:
+    """p99 TTFT, p99 TPOT and mean normalized latency against request rate; SLOs as dashed lines.
+
+    The legend goes below the panels (inside one it hid lines); `labels` as in `plot_latency_cdfs`."""
     panels = [("p99_ttft_ms", "p99 TTFT (ms)", "ttft"), ("p99_tpot_ms", "p99 TPOT (ms)", "tpot"),
               ("mean_normalized_latency_s", "mean normalized latency (s/token)", None)]
     fig, axes = _figure(1, len(panels), 4.2, 3.2)
     styles = policy_styles(policies)
+    names = labels or {}
     bounds = dict(slo.items()) if slo else {}
+    slo_text = slo.describe() if slo else ""
     for ax, (column, label, slo_name) in zip(axes[0], panels):
         for policy, group in _by_policy(table, policies):
-            ax.plot(group["rate"], group[column], label=policy, **styles[policy])
+            ax.plot(group["rate"], group[column], label=names.get(policy, policy), **styles[policy])
         if slo_name in bounds:
-            ax.axhline(bounds[slo_name], color="gray", linestyle="--", linewidth=1, label=f"SLO {bounds[slo_name]:g} ms")
+            ax.axhline(bounds[slo_name], color="gray", linestyle="--", linewidth=1, label=f"SLO ({slo_text})")
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.set_xlabel("request rate (req/s)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    _legend(axes[0, 0])
+    _figure_legend(fig, axes, 8)
     fig.suptitle("Latency against load")
     return _save(fig, path)
 
 
-def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: Path) -> Path:
-    """Output token throughput and request throughput/goodput against request rate."""
+def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: Path,
+                            labels: Mapping[str, str] | None = None) -> Path:
+    """Output token throughput and request throughput/goodput against request rate; `labels` as in
+    `plot_latency_cdfs`."""
     fig, axes = _figure(1, 2, 4.6, 3.2)
     styles = policy_styles(policies)
+    names = labels or {}
     for policy, group in _by_policy(table, policies):
-        axes[0, 0].plot(group["rate"], group["output_throughput"], label=policy, **styles[policy])
+        axes[0, 0].plot(group["rate"], group["output_throughput"], label=names.get(policy, policy), **styles[policy])
         axes[0, 1].plot(group["rate"], group["request_throughput"], label=policy, **styles[policy])
         if group["request_goodput"].notna().any():
             axes[0, 1].plot(group["rate"], group["request_goodput"], color=styles[policy]["color"], marker="x",
@@ -187,17 +238,21 @@ def binned_timeline(timeline: pd.DataFrame, durations: np.ndarray, bins: int = T
 
 
 def plot_kv_timeline(
-    runs: Mapping[RunKey, RunData], policies: Sequence[str], load: float, load_label: str, path: Path
+    runs: Mapping[RunKey, RunData], policies: Sequence[str], load: float, load_label: str, path: Path,
+    labels: Mapping[str, str] | None = None,
 ) -> Path:
-    """KV usage (held: solid, holding tokens: dotted) and batch size over time, a line per policy, at one load."""
+    """KV usage (held, holding tokens) and batch size over time, a line per policy, at one load; `labels` as in
+    `plot_latency_cdfs`."""
     fig, axes = _figure(3, 1, 9.0, 2.4)
     styles = policy_styles(policies)
+    names = labels or {}
     for policy in policies:
         run = runs.get((policy, load))
         if run is None or run.steps.empty:
             continue
         timeline = binned_timeline(kv_timeline(run.steps, run.summary), run.steps["duration_s"].to_numpy(dtype=float))
-        axes[0, 0].plot(timeline["time_s"], 100 * timeline["kv_usage"], label=policy, **_line(styles, policy))
+        axes[0, 0].plot(timeline["time_s"], 100 * timeline["kv_usage"], label=names.get(policy, policy),
+                        **_line(styles, policy))
         axes[1, 0].plot(timeline["time_s"], 100 * timeline["kv_token_usage"], label=policy, **_line(styles, policy))
         axes[2, 0].plot(timeline["time_s"], timeline["batch_size"], label=policy, **_line(styles, policy))
     axes[0, 0].set_ylabel("KV slots held (%)")
@@ -215,13 +270,16 @@ def plot_kv_timeline(
 
 
 def plot_capacity(
-    table: pd.DataFrame, capacity: pd.DataFrame, policies: Sequence[str], target: float, slo: SLO | None, path: Path
+    table: pd.DataFrame, capacity: pd.DataFrame, policies: Sequence[str], target: float, slo: SLO | None, path: Path,
+    labels: Mapping[str, str] | None = None,
 ) -> Path:
-    """Left: SLO attainment against rate with the target; right: each policy's capacity (req/s)."""
+    """Left: SLO attainment against rate with the target; right: each policy's capacity (req/s); `labels` as in
+    `plot_latency_cdfs`."""
     fig, axes = _figure(1, 2, 4.6, 3.2)
     styles = policy_styles(policies)
+    names = labels or {}
     for policy, group in _by_policy(table, policies):
-        axes[0, 0].plot(group["rate"], 100 * group["slo_attainment"], label=policy, **styles[policy])
+        axes[0, 0].plot(group["rate"], 100 * group["slo_attainment"], label=names.get(policy, policy), **styles[policy])
     axes[0, 0].axhline(100 * target, color="gray", linestyle="--", linewidth=1)
     axes[0, 0].set_xlabel("request rate (req/s)")
     axes[0, 0].set_ylabel("SLO attainment (%)")

@@ -75,6 +75,15 @@ def rejection_finding(table: pd.DataFrame, reasons: Mapping[str, Mapping[str, in
             + (f"; none under {', '.join(clean)}" if clean else "") + ".")
 
 
+def _fewer_requests(row: pd.Series) -> str:
+    """A caveat for a policy named best or worst in a run where it rejected requests: its latencies and
+    throughput cover only the requests it ran, so it did less work than a policy that ran them all."""
+    rejected = int(row.get("rejected", 0) or 0)
+    if rejected <= 0:
+        return ""
+    return f", over the requests it ran: it rejected {rejected} of {int(row['num_requests'])}"
+
+
 def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
              reasons: Mapping[str, Mapping[str, int]] | None = None) -> list[str]:
     """Plain sentences read off the numbers: who has the most capacity, who wins at the highest load, memory,
@@ -101,15 +110,17 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
     if not top.empty:
         best_tput = top.loc[top["output_throughput"].idxmax()]
         out.append(f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s) "
-                   f"{best_tput['policy']} has the highest output throughput ({best_tput['output_throughput']:.0f} tok/s).")
+                   f"{best_tput['policy']} has the highest output throughput ({best_tput['output_throughput']:.0f} tok/s"
+                   f"{_fewer_requests(best_tput)}).")
         for column, what, unit in (("p99_ttft_ms", "p99 TTFT", "ms"), ("p99_tpot_ms", "p99 TPOT", "ms"),
                                    ("mean_normalized_latency_s", "mean normalized latency", "s/token")):
             valid = top.dropna(subset=[column])
             if not valid.empty:
                 best = valid.loc[valid[column].idxmin()]
                 worst = valid.loc[valid[column].idxmax()]
-                out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
-                           f"the highest {worst['policy']}'s ({format_value(column, worst[column])} {unit}).")
+                out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}"
+                           f"{_fewer_requests(best)}), the highest {worst['policy']}'s "
+                           f"({format_value(column, worst[column])} {unit}{_fewer_requests(worst)}).")
         batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples())
         out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
                    f"a parallel or beam request counts once, its sequences each): {batch}.")
@@ -144,12 +155,13 @@ def write_plots(out_dir: Path, table: pd.DataFrame, capacity: pd.DataFrame,
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     policies = list(ctx.policies)
+    labels = plots.policy_labels(table, policies)
     return [
-        plots.plot_latency_cdfs(runs, policies, ctx.loads, ctx.load_label, plot_dir / "latency_cdf.png"),
-        plots.plot_latency_vs_rate(table, policies, ctx.slo, plot_dir / "latency_vs_rate.png"),
-        plots.plot_throughput_vs_rate(table, policies, plot_dir / "throughput_vs_rate.png"),
-        plots.plot_kv_timeline(runs, policies, ctx.timeline_load, ctx.load_label, plot_dir / "kv_timeline.png"),
-        plots.plot_capacity(table, capacity, policies, ctx.target, ctx.slo, plot_dir / "capacity.png"),
+        plots.plot_latency_cdfs(runs, policies, ctx.loads, ctx.load_label, plot_dir / "latency_cdf.png", labels),
+        plots.plot_latency_vs_rate(table, policies, ctx.slo, plot_dir / "latency_vs_rate.png", labels),
+        plots.plot_throughput_vs_rate(table, policies, plot_dir / "throughput_vs_rate.png", labels),
+        plots.plot_kv_timeline(runs, policies, ctx.timeline_load, ctx.load_label, plot_dir / "kv_timeline.png", labels),
+        plots.plot_capacity(table, capacity, policies, ctx.target, ctx.slo, plot_dir / "capacity.png", labels),
     ]
 
 

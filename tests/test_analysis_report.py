@@ -243,3 +243,19 @@ def test_rejected_requests_are_named_per_policy_with_their_reason_and_miss_the_s
     paged = table[table["policy"] == "paged"]
     assert (paged["rejected"] == 2).all() and (paged["slo_attainment"] <= 10 / 12).all()
     assert not any(s.startswith("Rejected") for s in findings(table[table["policy"] == "contiguous"], capacity, ctx))
+
+
+def test_a_policy_named_best_at_the_highest_load_says_it_rejected_requests_there() -> None:
+    slo = SLO(ttft_ms=300, tpot_ms=30)
+    runs = {(p, r): fake_run(p, r) for p in POLICIES for r in RATES}
+    for rate in RATES:  # `paged` rejects its two slowest requests: its latencies look better for it
+        req = runs[("paged", rate)].requests
+        req.loc[[10, 11], ["status", "reason"]] = ["rejected", "beam search: not in this engine"]
+        req.loc[[10, 11], ["first_token_s", "finish_s", "ttft_s", "e2e_s"]] = np.nan
+    table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(run, slo)} for (p, r), run in runs.items()])
+    ctx = ReportContext(command="c", trace_description="t", model="tiny", gpu="h100-sxm", seed=0, policies=POLICIES,
+                        loads=RATES, load_label="rate", slo=slo, slo_note="test", target=0.9, timeline_load=4.0)
+    ttft = next(s for s in findings(table, capacity_by_policy(table, target=0.9), ctx) if "p99 TTFT" in s)
+    assert ttft.startswith("At that load the lowest p99 TTFT is paged's (")
+    assert " ms, over the requests it ran: it rejected 2 of 12), the highest contiguous's (" in ttft
+    assert ttft.endswith("ms).")

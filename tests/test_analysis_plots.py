@@ -1,0 +1,67 @@
+"""What the comparison plots say: legends that hide no line and name rejected requests, readable tick labels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plots
+from analysis.runs import RunData
+from analysis.slo import SLO
+from test_analysis_report import fake_run
+
+POLICIES = ("vllm", "sglang")
+
+
+def _table() -> pd.DataFrame:
+    rows = []
+    for policy, rejected in (("vllm", (51, 51)), ("sglang", (0, 0))):
+        for rate, count in zip((1.0, 2.0), rejected):
+            rows.append({"policy": policy, "load": rate, "rate": rate, "rejected": count,
+                         "p99_ttft_ms": 150.0 * rate ** 6, "p99_tpot_ms": 20.0 * rate,
+                         "mean_normalized_latency_s": 0.02 * rate})
+    return pd.DataFrame(rows)
+
+
+def test_a_policy_that_rejected_requests_says_how_many_in_its_label() -> None:
+    table = _table()
+    assert plots.policy_labels(table, POLICIES) == {"vllm": "vllm (51 rejected)", "sglang": "sglang"}
+    table.loc[(table["policy"] == "vllm") & (table["rate"] == 1.0), "rejected"] = 12
+    assert plots.policy_labels(table, POLICIES)["vllm"] == "vllm (12-51 rejected)"
+    assert plots.policy_labels(table.drop(columns="rejected"), POLICIES) == {"vllm": "vllm", "sglang": "sglang"}
+
+
+def test_latency_against_load_has_one_legend_below_the_panels_and_plain_log_ticks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    table = _table()
+    plots.plot_latency_vs_rate(table, POLICIES, SLO(ttft_ms=2000, tpot_ms=100), tmp_path / "latency.png",
+                               plots.policy_labels(table, POLICIES))
+    (fig,) = figures
+    assert all(ax.get_legend() is None for ax in fig.axes)  # a legend inside a panel hid its lines
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts == ["vllm (51 rejected)", "sglang", "SLO (ttft<=2000ms, tpot<=100ms)"]
+    ttft = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ttft.get_yticklabels() if t.get_text()]
+    assert "10,000" in labels and not any("^" in label or "e+" in label for label in labels)
+
+
+def test_the_tpot_cdfs_are_in_milliseconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    run: RunData = fake_run("vllm", 1.0)
+    plots.plot_latency_cdfs({("vllm", 1.0): run}, ["vllm"], [1.0], "rate", tmp_path / "cdf.png",
+                            {"vllm": "vllm (3 rejected)"})
+    (fig,) = figures
+    tpot = fig.axes[1]
+    assert tpot.get_xlabel() == "TPOT (ms)"
+    x = np.concatenate([line.get_xdata() for line in tpot.get_lines()])
+    assert x.min() > 1.0  # milliseconds: a TPOT of a few ms, not 0.00x s
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["vllm (3 rejected)"]
