@@ -6,15 +6,14 @@ machine may be shared, CPU time is what the command itself used) and peak reside
 Runs of one case alternate between its variants, so that load changes hit them alike.
 
 - azure: the Azure LLM inference code trace (data/) under `vllm-v0` and under `vllm` (V1; prefix caching
-  on by default). Target: `vllm` at most 1.5x the wall time of `vllm-v0`.
+  on by default).
 - conversation: `--requests` (100,000) generated requests with conversation-like lengths (lognormal,
   mean prompt 161 and output 200 tokens, as `sim.bench`), 64 shared-prefix groups of 256 tokens (half the
-  requests: system prompts), under `vllm`. Target: under 60 s.
+  requests: system prompts), under `vllm`.
 - mooncake: a Mooncake-style conversation trace written as Mooncake JSONL (`hash_ids`: one id per
   512-token block; a turn's prompt is the previous turn's prompt and answer plus a new message, so
   turns share their history's full hash blocks), replayed on qwen2.5-7b (32k context) under `vllm` with
-  and without prefix caching. Mooncake's own trace files are not available offline. Target: caching
-  costs at most 1.5x the wall time and peak memory of the replay without it.
+  and without prefix caching. Mooncake's own trace files are not available offline.
 Prints one markdown row per variant: best and median wall, CPU, peak memory, and the replay's summary.
 """
 from __future__ import annotations

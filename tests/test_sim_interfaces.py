@@ -32,6 +32,17 @@ def test_every_layout_implements_the_whole_interface(policy: str) -> None:
     assert not missing, f"{type(kv).__name__} lacks {missing}"
 
 
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_every_registered_layout_class_defines_the_whole_interface(name: str) -> None:
+    """Also a layout no policy asks for yet: its class defines every `KVLayout` method and `for_policy`,
+    none of them inherited as a protocol stub."""
+    layout = LAYOUTS[name]
+    methods = {n for n, v in vars(KVLayout).items() if not n.startswith("_") and (callable(v) or isinstance(v, property))}
+    missing = sorted(n for n in methods | {"for_policy"} if not hasattr(layout, n))
+    assert not missing, f"layout {name!r} ({layout.__name__}) lacks {missing}"
+    assert KVLayout not in layout.__mro__, f"layout {name!r} inherits the protocol's empty methods"
+
+
 def test_layouts_are_registered_by_the_policies_memory() -> None:
     assert {make_policy(p).memory for p in POLICIES} <= set(LAYOUTS)
 

@@ -17,9 +17,9 @@ BOXES = {
     "engine": (3.6, 7.6, 4.2, 1.3, "sim.engine.Engine", "the simpy clock: arrivals process,\nstep loop (plan, time, hold, apply)", "#fde7e7"),
     "sched": (3.6, 4.5, 4.2, 2.3, "sim.scheduler.Scheduler", "waiting / running / swapped queues,\ncounters, step records\n"
               "schedule() -> SchedulerOutput\nupdate(out, durations, start, end)", "#fff4d6"),
-    "policy": (0.2, 4.9, 2.6, 1.5, "sim.policies.*", "a strategy: schedule(view)\n-> StepPlan, via verbs\n(admit, reserve_decode, swap_in)", "#eef7e8"),
-    "kv": (3.6, 1.9, 4.2, 1.8, "KVLayout: PagedKV | ReservedKV", "lazy decode sums, crossings,\nprefill progress, prefix cache,\nswap, beams (sim.kv_*)", "#f3e8fd"),
-    "bm": (3.6, 0.1, 4.2, 1.1, "memory.BlockManager", "blocks, block tables, refcounts,\nfork / CoW / swap / prefix cache", "#ececec"),
+    "policy": (0.2, 4.5, 2.6, 2.3, "sim.policies.*", "a strategy: schedule(view)\n-> StepPlan, via verbs:\nadmit, reserve_decode, swap_in;\nV1: reserve_step, reserve_slots,\npreempt; sglang: retract, abort", "#eef7e8"),
+    "kv": (3.6, 1.9, 4.2, 1.8, "KVLayout (sim.kv_layouts.LAYOUTS)", "paged | paged-per-chunk | reserved | contiguous\nlazy decode sums, crossings, prefill\nprogress, prefix cache, swap, beams", "#f3e8fd"),
+    "bm": (3.6, 0.1, 4.2, 1.1, "memory.BlockManager", "block tables, refcounts, fork / CoW / swap;\nPrefixCachingBlockManager: one free queue", "#ececec"),
     "timer": (8.6, 4.5, 3.4, 2.3, "StepTimer (sim.timer)", "AnalyticTimer: cost model,\nk decode steps in closed form\n"
               "ExecuteTimer: real kernels\n(sim.execute)", "#e0f5f5"),
     "tables": (8.6, 1.9, 3.4, 1.8, "sim.records / sim.tables", "records -> steps.csv,\nrequests.csv, itl.npy\n(columns: sim.schema)", "#e8f0fe"),
