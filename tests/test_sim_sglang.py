@@ -7,7 +7,8 @@ import pytest
 from sim import EngineConfig, replay
 from sim.engine import Engine
 from sim.policies.sglang import SGLangPolicy
-from sim.policies.sglang_budget import NewTokenRatio, default_chunked_prefill_size
+from sim.policies.sglang_budget import IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size
+from sim.state import DECODE, Group
 from traces import Request, Trace
 
 
@@ -130,12 +131,83 @@ def test_beam_search_runs_in_the_scheduler_and_beam_groups_are_retracted_last() 
     assert req.loc["C", "preemptions"] == 1 and req["preemptions"].sum() == 1
 
 
+@pytest.mark.parametrize("radix_cache", [False, True])
+def test_a_beam_group_is_charged_as_its_leader_alone(radix_cache: bool) -> None:
+    # B (4 beams of 1500 tokens) arrives while A decodes. SGLang's estimate sees B's leader only: 100 + 16 +
+    # 1504 tokens, well within the free pool less 0.7 of A's remaining output, so B starts at once and
+    # runs beside A without a retraction (charging all four beams, 6000 tokens, would hold it back until A
+    # finishes). With or without the radix cache (without it B takes the ignore_eos rule).
+    trace = Trace([Request("A", 0.0, 16, 1000), Request("B", 0.05, 100, 1500, n=4, sampling="beam")])
+    config = EngineConfig(num_gpu_blocks=420, watermark=0.0, enable_prefix_caching=radix_cache)
+    req = by_id(replay(trace, config, policy="sglang"))
+    assert req.loc["B", "ttft_s"] < 0.05 and req.loc["B", "first_token_s"] < req.loc["A", "finish_s"] / 10
+    assert (req["status"] == "finished").all() and (req["preemptions"] == 0).all()
+
+
+class ReserveView:
+    """What `_running_reserve` reads: the decode step counter and the running requests."""
+
+    def __init__(self, G: int, groups: list[Group]) -> None:
+        self.G, self.running = G, groups
+
+
+def decoding(idx: int, sampling: str, n: int, output: int, produced: int) -> Group:
+    group = Group(idx, f"r{idx}", idx, 100, output, n, sampling)
+    group.state, group.generated = DECODE, produced
+    return group
+
+
+def test_a_running_beam_leader_is_reserved_at_ratio_one_while_other_requests_decay() -> None:
+    # 300 decode steps in, the ratio has decayed to ~0.4: the parallel pair keeps 2 x 800 x 0.4 tokens;
+    # the beam group keeps its leader's whole remaining output, max_new_tokens (1000 + 4) less 200, at
+    # ratio 1.0 (ignore_eos), and nothing for its three member rows.
+    policy, g = SGLangPolicy(), 300
+    ratio = policy.ratio.value(g)
+    assert ratio == pytest.approx(0.7 - 300 * (0.7 - 0.098) / 600)
+    view = ReserveView(g, [decoding(0, "beam", 4, 1000, 200), decoding(1, "parallel", 2, 1000, 200)])
+    for group in view.running:
+        group.join_g = g
+    assert policy._running_reserve(view) == pytest.approx(804 * 1.0 + 2 * 800 * ratio)
+    # Past 4096 tokens to go, the leader's reserve is clipped like any request's.
+    view = ReserveView(g, [decoding(0, "beam", 4, 9000, 0)])
+    view.running[0].join_g = g
+    assert policy._running_reserve(view) == 4096
+
+
+def test_the_ignore_eos_check_frees_each_request_as_it_finishes() -> None:
+    # Rows (tokens left, tokens occupied), ascending by tokens left; going down the rows, the free tokens
+    # plus those of the rows above (finished) must exceed each row's tokens left times the rows still
+    # running by more than one token per row (schedule_policy.py:1295-1304).
+    assert IgnoreEosStates([(300, 0), (100, 0)]).fits(302) and not IgnoreEosStates([(300, 0), (100, 0)]).fits(301)
+    # The first row's 150 occupied tokens are freed before the 300-token row: 100 x 2 + 2 binds instead.
+    states = IgnoreEosStates([(300, 0), (100, 150), (0, 999), (-5, 999)])
+    assert states.rows == [(100, 150), (300, 0)]  # rows with nothing left drop out
+    assert states.fits(203) and not states.fits(202)
+    # SGLang inserts a later candidate before the first row with at least as many tokens left, and one
+    # larger than all of them before the last row.
+    states.insert((150, 1))
+    assert states.rows == [(100, 150), (150, 1), (300, 0)]
+    states.insert((999, 2))
+    assert states.rows == [(100, 150), (150, 1), (999, 2), (300, 0)]
+
+
+def test_without_the_radix_cache_a_beam_request_takes_the_ignore_eos_rule() -> None:
+    # A (4200 tokens to go) decodes; B's leader has 1804. Through the ordinary rule B's 128 + 1804 tokens do
+    # not fit the free pool less 0.7 x 4096 of A's, and B waits for the ratio to decay. Without the radix
+    # cache SGLang checks that B's then A's remaining tokens fit as each finishes and frees its own, which
+    # they do: B starts at once.
+    trace = Trace([Request("A", 0.0, 16, 4200), Request("B", 0.05, 100, 1800, n=2, sampling="beam")])
+    runs = {radix: by_id(replay(trace, EngineConfig(num_gpu_blocks=275, watermark=0.0, enable_prefix_caching=radix),
+                                policy="sglang")) for radix in (False, True)}
+    assert runs[False].loc["B", "ttft_s"] < 0.05 and runs[True].loc["B", "ttft_s"] > 0.5
+    for req in runs.values():
+        assert (req["status"] == "finished").all() and (req["preemptions"] == 0).all()
+
+
 class RetractView:
     """What `_retract_for_decode` reads: decoding groups, one block each per decode step, a free pool."""
 
     def __init__(self, groups: list[tuple[str, str, int]], free: int) -> None:
-        from sim.state import DECODE, Group
-
         self.G, self.free, self.running, self.gone = 0, free, [], []
         for i, (rid, sampling, produced) in enumerate(groups):
             group = Group(i, rid, i, 100, 1000, 2, sampling)
@@ -175,8 +247,6 @@ def test_an_aborted_request_frees_its_memory_and_is_counted_with_the_rejected(mo
         if beams:
             sched.abort(beams[0], "beam search group aborted: test")
         return original(self, sched)
-
-    from sim.state import DECODE
 
     monkeypatch.setattr(SGLangPolicy, "schedule", schedule)
     trace = Trace([Request("b", 0.0, 50, 40, n=3, sampling="beam"), Request("g", 0.0, 50, 40)])

@@ -13,6 +13,8 @@ RETRACT_DECODE_STEPS = 20           # environ.py:649: tokens a kept request is a
 CLIP_MAX_NEW_TOKENS = 4096          # mem_cache/prefill_budget.py:89-91
 WAITING_QUEUE_PREFIX_MATCH_MAX = 128  # managers/schedule_policy.py:137: LPM falls back to FCFS above this
 MAX_PREFILL_TOKENS = 16384          # arg_groups/fields/schedule.py:71-81
+BEAM_LEADER_MARGIN = 4              # beam_search/fork.py:48: the leader's max_new_tokens is the user's + 4
+IGNORE_EOS_RESERVE_TOKENS = 1       # managers/schedule_policy.py:122
 
 
 def default_chunked_prefill_size(gpu_memory_gib: float) -> int:
@@ -52,3 +54,38 @@ class NewTokenRatio:
         self._base = min(1.0, (generated + RETRACT_DECODE_STEPS * kept) / (max_new + 1))
         self._base_g = g_step
         return self._base
+
+
+class IgnoreEosStates:
+    """`add_one_req_ignore_eos`'s check (managers/schedule_policy.py:1241-1306), the admission rule of an
+    `ignore_eos` request while the radix cache is disabled: every admitted request's (tokens left,
+    tokens occupied), ascending by tokens left, must fit the free pool as they finish one by one.
+
+    Built from the first such candidate of a prefill pass, the running requests and those admitted so far
+    in the pass; later candidates of the pass are inserted alone (1280-1290).
+    """
+
+    def __init__(self, rows: list[tuple[float, int]]) -> None:
+        self.rows = sorted((r for r in rows if r[0] > 0), key=lambda r: r[0])  # 1268-1269, 1288
+
+    def insert(self, row: tuple[float, int]) -> None:
+        """SGLang's insertion (1273-1278), kept as written: a row larger than every other one lands before
+        the last row, not after it."""
+        if row[0] <= 0:
+            return
+        i = 0
+        for i in range(len(self.rows)):
+            if row[0] <= self.rows[i][0]:
+                break
+        self.rows.insert(i, row)
+
+    def fits(self, cur_rem_tokens: float) -> bool:
+        """Free tokens (less the candidate's paged input) cover every row's remaining tokens, each row's
+        occupied tokens freed as it finishes, with one token of slack per row (1295-1304)."""
+        freed = 0
+        for i, (left, occupied) in enumerate(self.rows):
+            rows_left = len(self.rows) - i
+            if cur_rem_tokens + freed - left * rows_left <= IGNORE_EOS_RESERVE_TOKENS * rows_left:
+                return False
+            freed += occupied
+        return True
