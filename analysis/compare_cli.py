@@ -69,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(1 byte: the KV pool doubles for a bf16 model, decode attention reads half the bytes)")
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                    help="automatic prefix caching in the block manager (paged policies; keys from prefix groups "
-                        "or Mooncake hash_ids; default: each policy's engine default, on under vllm)")
+                        "or Mooncake hash_ids; default: each policy's engine default, on under vllm and sglang)")
     p.add_argument("--schedule-policy", default=None, choices=("fcfs", "lpm"),
                    help="sglang's waiting-queue order (default fcfs, as SGLang's)")
     p.add_argument("--backend", choices=("analytic", "execute"), default="analytic",

@@ -43,7 +43,7 @@ class EngineConfig:
     verify: bool = False                        # shadow check of attention outputs against a reference
     verify_every: int = 1                       # check every N-th step (and every step that moves blocks)
     enable_prefix_caching: bool | None = None   # paged policies: reuse cached full prompt blocks (docs/sim.md);
-                                                # None: the policy's engine default (on for `vllm`, else off)
+                                                # None: the engine's default (on for `vllm` and `sglang`, else off)
     # vLLM V1 (`vllm` policy) scheduler options; see docs/sim.md for the source line of each
     long_prefill_token_threshold: int = 0       # > 0: most prefill tokens one request takes per step (0: off)
     scheduling_policy: str = "fcfs"             # V1's SchedulerConfig.policy: "fcfs" or "priority" (trace column)

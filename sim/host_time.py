@@ -65,11 +65,21 @@ def vllm_v0_graph_sizes(config: EngineSettings) -> tuple[int, ...]:
     return tuple(s for s in (1, 2, 4, *range(8, 257, 8)) if s <= cap)
 
 
+def sglang_graph_max_bs(memory_gib: float, tp: int) -> int:
+    """SGLang 0.5.23's largest captured decode batch by GPU memory (arg_groups/memory_hook.py:90-170): under
+    20 GB 8; under 35 GB 48 (tp >= 4: 160); under 60 GB - A100-40GB, L40 - 32 (160); under 160 GB - H100,
+    H200 - 256 (512); else 512."""
+    small_tp = tp < 4
+    for below_gib, size, size_tp4 in ((20, 8, 8), (35, 48, 160), (60, 32, 160), (160, 256, 512)):
+        if memory_gib < below_gib:
+            return size if small_tp else size_tp4
+    return 512
+
+
 def sglang_graph_sizes(config: EngineSettings) -> tuple[int, ...]:
-    """SGLang 0.5.23: 1, 2, 4, 8, 12, 16..256 step 8, 272..<512 step 16, 512.. step 32, up to a max batch of
-    256 (GPUs under 160 GB, tp < 4) or 512 (arg_groups/memory_hook.py:141-170;
-    arg_groups/cuda_graph_hook.py:500-531 @0.5.23)."""
-    largest = 512 if config.gpu_spec.memory_gib >= 160 or config.model_spec.tp >= 4 else 256
+    """SGLang 0.5.23: 1, 2, 4, 8, 12, 16..256 step 8, 272..<512 step 16, 512.. step 32, up to the largest
+    batch by GPU memory (`sglang_graph_max_bs`; arg_groups/cuda_graph_hook.py:500-531 @0.5.23)."""
+    largest = sglang_graph_max_bs(config.gpu_spec.memory_gib, config.model_spec.tp)
     sizes = (1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 512, 16), *range(512, 1025, 32))
     return tuple(s for s in sizes if s <= largest)
 

@@ -61,7 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(1 byte: the KV pool doubles for a bf16 model, decode attention reads half the bytes)")
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                    help="reuse cached full prompt blocks across requests (paged policies, analytic backend; "
-                        "keys from the trace's prefix groups or Mooncake hash_ids; default: on under vllm, else off)")
+                        "keys from the trace's prefix groups or Mooncake hash_ids; default: on under vllm and "
+                        "sglang, else off; --no-enable-prefix-caching turns it off, as SGLang's "
+                        "--disable-radix-cache)")
     p.add_argument("--schedule-policy", default="fcfs", choices=("fcfs", "lpm"),
                    help="sglang's waiting-queue order: fcfs (default, as SGLang's) or lpm (longest cached prefix first)")
     p.add_argument("--scheduling-policy", default="fcfs", choices=("fcfs", "priority"),

@@ -124,6 +124,10 @@ def test_engine_capture_sizes_follow_their_sources() -> None:
     assert v0 == (1, 2, 4, *range(8, 257, 8)) and len(v0) == 35
     assert vllm_v0_graph_sizes(EngineConfig(max_num_seqs=20))[-1] == 24
     assert sglang_graph_sizes(EngineConfig())[:6] == (1, 2, 4, 8, 12, 16) and sglang_graph_sizes(EngineConfig())[-1] == 256
+    # SGLang sizes its graphs by GPU memory: an A100-40GB captures decode batches up to 32 only.
+    assert sglang_graph_sizes(EngineConfig(model="llama-2-7b", gpu="a100-40gb"))[-2:] == (24, 32)
+    assert sglang_graph_sizes(EngineConfig(gpu="h200"))[-1] == 256
+    assert sglang_graph_sizes(EngineConfig(model="llama-3-70b-tp4", gpu="a100-40gb"))[-1] == 160
     assert make_policy("orca-max").configure(EngineConfig()).cuda_graph_sizes == ()
 
 

@@ -192,3 +192,19 @@ def test_cli_flag(tmp_path: Path, trace: Trace, capsys: pytest.CaptureFixture[st
                      "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "not supported by the execute backend" in err and err.count("\n") == 1
+
+
+def test_sglang_caches_unless_told_not_to(tmp_path: Path, trace: Trace, capsys: pytest.CaptureFixture[str]) -> None:
+    # SGLang's radix cache is on by default: `replay --policy sglang` hits without a flag, and
+    # `--no-enable-prefix-caching` (SGLang's `--disable-radix-cache`) turns it off, as under vllm.
+    path = tmp_path / "trace.csv"
+    trace.to_csv(path)
+    for policy in ("sglang", "vllm"):
+        on, off = tmp_path / f"{policy}-on", tmp_path / f"{policy}-off"
+        assert cli.main(["replay", "--trace", str(path), "--policy", policy, "--quiet", "--out", str(on)]) == 0
+        assert cli.main(["replay", "--trace", str(path), "--policy", policy, "--no-enable-prefix-caching",
+                         "--quiet", "--out", str(off)]) == 0
+        summary_on = json.loads((on / "summary.json").read_text())
+        summary_off = json.loads((off / "summary.json").read_text())
+        assert summary_on["prefix_caching"] and summary_on["prefix_hit_tokens"] > 0
+        assert not summary_off["prefix_caching"] and summary_off.get("prefix_hit_tokens", 0) == 0

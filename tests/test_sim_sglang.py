@@ -49,10 +49,36 @@ def test_lpm_falls_back_to_fcfs_above_128_waiting() -> None:
 
 
 def test_lpm_needs_the_prefix_cache() -> None:
-    # Without the radix cache SGLang turns a cache-aware order into FCFS.
-    config = EngineConfig(max_num_seqs=1, watermark=0.0, schedule_policy="lpm")
+    # Without the radix cache (`--disable-radix-cache`) SGLang turns a cache-aware order into FCFS.
+    config = EngineConfig(max_num_seqs=1, watermark=0.0, schedule_policy="lpm", enable_prefix_caching=False)
     result = by_id(replay(queue_trace(3), config, policy="sglang"))
     assert result.loc["Y", "first_token_s"] > result.loc["F2", "first_token_s"]
+
+
+def test_the_radix_cache_is_on_unless_turned_off() -> None:
+    # Left unset, the cache is on as in SGLang (`disable_radix_cache` False): LPM puts Y, which hits P's
+    # cached prompt, first. Set off, it is off; the execute backend has no prefix cache to turn on.
+    config = EngineConfig(max_num_seqs=1, schedule_policy="lpm")
+    result = replay(queue_trace(3), config, policy="sglang")
+    assert result.summary["prefix_caching"] and result.summary["prefix_hit_tokens"] > 0
+    assert by_id(result).loc["Y", "first_token_s"] < by_id(result).loc["F0", "first_token_s"]
+    policy = SGLangPolicy()
+    assert policy.engine_settings(EngineConfig()).enable_prefix_caching is True
+    assert policy.engine_settings(EngineConfig(enable_prefix_caching=False)).enable_prefix_caching is False
+    assert not policy.engine_settings(EngineConfig(backend="execute", model="tiny")).enable_prefix_caching
+
+
+def test_sglang_defaults_fill_the_fields_left_unset() -> None:
+    # No watermark, and max_running_requests from the pool: pool / context * 512 within [2048, 4096], at
+    # most half the pool's tokens (an explicit setting wins).
+    policy = SGLangPolicy()
+    config = policy.engine_settings(EngineConfig(num_gpu_blocks=3000))  # 48,000 tokens, context 8192
+    assert config.watermark == 0.0 and config.max_num_seqs == 3000
+    assert policy.engine_settings(EngineConfig(num_gpu_blocks=10_000)).max_num_seqs == 4096
+    assert policy.engine_settings(EngineConfig(num_gpu_blocks=200)).max_num_seqs == 1600  # half of 3,200
+    assert policy.engine_settings(EngineConfig(num_gpu_blocks=600)).max_num_seqs == 2048  # 1,200 -> 2,048
+    explicit = policy.engine_settings(EngineConfig(num_gpu_blocks=3000, max_num_seqs=64, watermark=0.05))
+    assert explicit.max_num_seqs == 64 and explicit.watermark == 0.05
 
 
 def test_prefill_first_steps_never_mix_and_chunks_follow_the_chunk_size() -> None:
@@ -237,6 +263,19 @@ def test_a_beam_group_that_must_go_is_aborted_after_every_other_request() -> Non
     view = RetractView([("P", "parallel", 50), ("X", "beam", 40), ("Y", "beam", 10), ("Q", "parallel", 60)], free=1)
     assert SGLangPolicy()._retract_for_decode(view) == 3
     assert view.gone == [("retracted", "P"), ("retracted", "Q"), ("aborted", "Y")]
+
+
+def test_the_ratio_after_a_retraction_counts_a_beam_group_as_its_leader() -> None:
+    # Three blocks free, four requests decoding (n=2, 1000 tokens each): P, the parallel one with the fewest
+    # tokens, is retracted. SGLang's new ratio sums over the requests kept: Q's two samples (60 tokens each)
+    # and the beam leaders X (40) and Y (10), whose max_new_tokens is 1000 + 4; the beams' member rows are
+    # not requests. Counting every beam at 1000 tokens would give (220 + 20 x 6) / 6001 instead.
+    view = RetractView([("P", "parallel", 50), ("Q", "parallel", 60), ("X", "beam", 40), ("Y", "beam", 10)],
+                       free=3)
+    policy = SGLangPolicy()
+    assert policy._retract_for_decode(view) == 1 and view.gone == [("retracted", "P")]
+    _, victims, _, after = policy.retractions[0]
+    assert victims == [0] and after == pytest.approx((2 * 60 + 40 + 10 + 20 * 4) / (2 * 1000 + 2 * 1004 + 1))
 
 
 def test_an_aborted_request_frees_its_memory_and_is_counted_with_the_rejected(monkeypatch) -> None:

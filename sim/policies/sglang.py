@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from memory import AllocStatus
 
+from sim.config import EngineConfig
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan
 from sim.policies.sglang_budget import (BEAM_LEADER_MARGIN, CLIP_MAX_NEW_TOKENS, WAITING_QUEUE_PREFIX_MATCH_MAX,
                                         IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size)
+from sim.policies.sglang_defaults import sglang_config
 from sim.state import DECODE, RECOMPUTE, Group
 
 
@@ -40,6 +42,11 @@ class SGLangPolicy(EnginePolicy):
         self.ratio = NewTokenRatio()
         # Monitoring (tests): (decode step, retracted request idxs, ratio before, ratio after).
         self.retractions: list[tuple[int, list[int], float, float]] = []
+
+    def engine_settings(self, config: EngineConfig) -> EngineConfig:
+        """SGLang's server defaults for the fields left at ours (`sglang_config`): the radix cache on, no
+        watermark, `max_running_requests` from the pool."""
+        return sglang_config(super().engine_settings(config))
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         if not sched.running:
@@ -145,6 +152,18 @@ class SGLangPolicy(EnginePolicy):
             return min(group.output + BEAM_LEADER_MARGIN - group.generated, CLIP_MAX_NEW_TOKENS)
         return group.n * min(group.output - group.generated, CLIP_MAX_NEW_TOKENS)
 
+    @staticmethod
+    def _requests(group: Group) -> int:
+        """SGLang requests behind a group: one per parallel sample (tokenizer_manager.py:2160-2166), one for
+        a beam group (its leader; the member rows are not requests)."""
+        return 1 if group.is_beam else group.n
+
+    @staticmethod
+    def _max_new_tokens(group: Group) -> int:
+        """A request's `max_new_tokens`: the output length; a beam leader's is the user's + 4
+        (beam_search/coordinator.py:214-216)."""
+        return group.output + BEAM_LEADER_MARGIN if group.is_beam else group.output
+
     def _running_reserve(self, sched: SchedulerView) -> float:
         """KV tokens the estimate keeps for running requests' remaining output (schedule_policy.py:785-799):
         `new_token_ratio` of a request's remaining output; all of a beam leader's, which runs with
@@ -205,9 +224,11 @@ class SGLangPolicy(EnginePolicy):
             else:
                 sched.retract(victim)
         if victims:
+            # Over the kept requests (new_token_ratio_tracker.py:40-49): a parallel sample is a request, a
+            # beam group only its leader, whose max_new_tokens is the user's + 4.
             before = self.ratio.value(g)
-            generated = sum(grp.n * grp.produced(g) for grp in decoding)
-            max_new = sum(grp.n * grp.output for grp in decoding)
-            after = self.ratio.after_retraction(g + 1, generated, max_new, sum(grp.n for grp in decoding))
+            generated = sum(self._requests(grp) * grp.produced(g) for grp in decoding)
+            max_new = sum(self._requests(grp) * self._max_new_tokens(grp) for grp in decoding)
+            after = self.ratio.after_retraction(g + 1, generated, max_new, sum(map(self._requests, decoding)))
             self.retractions.append((g + 1, victims, before, after))
         return len(victims)

@@ -49,7 +49,7 @@ class NewTokenRatio:
         self._base, self._base_g = self.init, g
 
     def after_retraction(self, g_step: int, generated: int, max_new: int, kept: int) -> float:
-        """Decode step `g_step` retracted requests; `generated`/`max_new` sum over the `kept` sequences.
+        """Decode step `g_step` retracted requests; `generated`/`max_new` sum over the `kept` requests.
         That step does not decay (new_token_ratio_tracker.py:40-49, managers/scheduler.py:4513)."""
         self._base = min(1.0, (generated + RETRACT_DECODE_STEPS * kept) / (max_new + 1))
         self._base_g = g_step
