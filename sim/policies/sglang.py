@@ -13,6 +13,9 @@ prompt) to the end of the waiting queue and raises the ratio. Beam search runs i
 group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups are retracted last
 and, since they cannot be requeued, aborted.
 
+Settings left at the simulator's defaults take SGLang's (`sglang_defaults.sglang_config`): the radix cache
+on, no watermark, `max_running_requests` from the pool.
+
 Modelling choices (docs/sim.md, "sglang"): the radix cache is the block manager's prefix cache at the
 engine's block size (hits rounded down to whole blocks; eviction least recently released first, a
 chain's tail before its head); the whole prompt is allocated at admission as in the other paged policies;
