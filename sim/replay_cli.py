@@ -74,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory: new, empty or an earlier replay's (created if needed)")
     add_arrival_options(p, seed=False)
     add_transform_options(p)
     p.set_defaults(func=run)
@@ -148,11 +148,32 @@ def check_out_dir(out: str) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise OSError(f"{path}: out: exists and is not a directory")
+    if path.is_dir() and not _is_replay_dir(path):
+        entries = sorted(p.name for p in path.iterdir())
+        if entries:  # a replay writes requests.csv, steps.csv, ...: never over someone else's files
+            raise OSError(f"{path}: out: the directory holds other files (e.g. {entries[0]}) and no earlier replay; "
+                          "give a new or empty directory, or an earlier replay's")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise OSError(f"{existing}: out: not a directory, so {path} cannot be made")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OSError(f"{existing}: out: permission denied (not writable)")
+
+
+def _is_replay_dir(path: "Path") -> bool:
+    """An earlier replay's output (its summary.json names a policy and a request count), not a compare or
+    sweep report (those have a manifest and are replaced whole by their own command)."""
+    import json
+
+    from sim.schema import SUMMARY_JSON
+
+    if (path / "manifest.json").exists():
+        return False
+    try:
+        summary = json.loads((path / SUMMARY_JSON).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "policy" in summary and "num_requests" in summary
 
 
 REJECTION_WARN_FRACTION = 0.05

@@ -200,3 +200,21 @@ def test_replay_says_when_the_trace_gives_the_prefix_cache_nothing_to_hit(tmp_pa
     assert cli.main(["replay", "--trace", str(shared), "--policy", "vllm", "--out", str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out
     assert "prefix cache: " in printed and note not in printed
+
+
+def test_replay_never_writes_over_a_directory_of_other_files(trace_file: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # The trace's own directory holds the user's files; a replay there would overwrite a requests.csv of theirs.
+    mine = trace_file.parent / "requests.csv"
+    mine.write_text("mine\n")
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--out", str(trace_file.parent)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{trace_file.parent}: out: the directory holds other files" in err
+    assert mine.read_text() == "mine\n"
+    # An earlier replay's directory is replayed into again; a compare report (with a manifest) is not.
+    out = tmp_path / "run"
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--out", str(out)]) == 0
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--policy", "sarathi", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["policy"] == "sarathi"
+    (out / "manifest.json").write_text("{}")
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--out", str(out)]) == 2
