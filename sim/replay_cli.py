@@ -74,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory: new, empty or an earlier replay's (created if needed)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: new, empty or an earlier replay's (created if needed)")
     add_arrival_options(p, seed=False)
     add_transform_options(p)
     p.set_defaults(func=run)
