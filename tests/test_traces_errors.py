@@ -75,6 +75,19 @@ CASES = [
     ("unclosed quote", "t.csv", NATIVE + '0,1,1\n1,"2,2\n', ":3", "row", 'a quoted value (") never closes'),
     ("lengths only, no arrivals given", "t.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n", ":1", "arrived_at",
      "missing column: this trace has lengths only; give it arrival times with --arrivals"),
+    ("a ShareGPT JSON document", "sg.json",
+     '[\n  {"id": "a", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}\n]\n',
+     ":1", "file", "a JSON array (such as ShareGPT's conversations), not a trace"),
+    # JSON values Python reads but a count or time cannot be: never 1 for `true`, never "missing" for NaN.
+    ("a boolean token count", "t.jsonl", '{"arrival_s": 0, "prompt_tokens": 5, "output_tokens": 1}\n'
+     '{"arrival_s": 1, "prompt_tokens": true, "output_tokens": 1}\n', ":2", "prompt_tokens",
+     "not a number: True (a boolean)"),
+    ("a boolean time", "t.jsonl", '{"timestamp": false, "input_length": 10, "output_length": 2}\n', ":1", "timestamp",
+     "not a number: False (a boolean)"),
+    ("NaN in JSON", "t.jsonl", '{"arrival_s": 0, "prompt_tokens": NaN, "output_tokens": 1}\n', ":1", "prompt_tokens",
+     "not a number: 'NaN'"),
+    ("Infinity in JSON", "t.jsonl", '{"arrival_s": Infinity, "prompt_tokens": 3, "output_tokens": 1}\n', ":1",
+     "arrival_s", "not a finite number: 'Infinity'"),
 ]
 
 

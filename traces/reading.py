@@ -84,6 +84,11 @@ def read_header(path: Path) -> Header:
                 continue
             if line.lstrip().startswith("{"):
                 return Header("jsonl", number, tuple(parse_json_line(path, number, line)))
+            if line.lstrip().startswith("["):
+                # A JSON document such as ShareGPT's conversations: text, not token counts.
+                raise error(f"{path}:{number}", "file", "a JSON array (such as ShareGPT's conversations), not a trace: "
+                            "a trace gives each request's token counts, as CSV or as JSON lines (one object a line); "
+                            "for ShareGPT-like lengths use `pagedlab trace gen --lengths sharegpt`")
             try:
                 return Header("csv", number, tuple(c.strip() for c in next(csv.reader([line]))))
             except csv.Error as exc:  # e.g. a NUL byte
@@ -91,9 +96,14 @@ def read_header(path: Path) -> Header:
     raise error(f"{path}:1", "file", "empty (no header and no requests)")
 
 
+# NaN and Infinity (which Python's json reads, though JSON has no such numbers) stay text, so a token count or
+# time spelled so is reported as `not a number: 'NaN'`, not taken for a missing value.
+_DECODER = json.JSONDecoder(parse_constant=str)
+
+
 def parse_json_line(path: Path, number: int, line: str) -> dict:
     try:
-        record = json.loads(line)
+        record = _DECODER.decode(line)
     except json.JSONDecodeError as exc:
         # An object that never closes was cut off (a partial download, a killed writer).
         reason = "invalid JSON" if line.rstrip().endswith("}") else "truncated JSON"
