@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from sim.json_profile import load_json_dataclass
+from sim.json_profile import FieldError, load_json_dataclass
 from sim.presets import GpuSpec
 
 OPS_PROFILE_DIR = Path(__file__).with_name("profiles") / "ops"
@@ -49,11 +49,12 @@ class OpTimeModel:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"op time model {self.name}: {f.name}: must be a number >= 0, got {value!r}")
+                raise FieldError(f"op time model {self.name}", f.name, f"must be a number >= 0, got {value!r}")
             if f.name.endswith("efficiency") and not 0 < value <= 1:
-                raise ValueError(f"op time model {self.name}: {f.name}: must be in (0, 1], got {value!r}")
+                raise FieldError(f"op time model {self.name}", f.name, f"must be in (0, 1], got {value!r}")
         if not self.gemm_smoothness >= 1:
-            raise ValueError(f"op time model {self.name}: gemm_smoothness: must be >= 1, got {self.gemm_smoothness!r}")
+            raise FieldError(f"op time model {self.name}", "gemm_smoothness",
+                             f"must be >= 1, got {self.gemm_smoothness!r}")
 
     @classmethod
     def load(cls, name_or_path: str) -> "OpTimeModel":

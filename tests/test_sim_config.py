@@ -79,12 +79,29 @@ def test_cost_profile_loads_by_name_or_path(tmp_path) -> None:
     path.write_text(json.dumps({"name": "measured", "step_overhead_s": 0.01}))
     assert CostProfile.load(str(path)).step_overhead_s == 0.01
     path.write_text(json.dumps({"name": "bad", "warp_speed": 9}))
-    with pytest.raises(ValueError, match="unknown key 'warp_speed'"):
+    with pytest.raises(ValueError, match=f"^{path}:1: warp_speed: unknown key; valid keys: "):
         CostProfile.load(str(path))
     with pytest.raises(ValueError, match="cost_profile: unknown name 'nope'; valid names: default"):
         CostProfile.load("nope")
     with pytest.raises(ValueError, match="must be in"):
         CostProfile(gemm_compute_efficiency=1.5)
+
+
+def test_a_bad_profile_file_is_named_with_the_line_of_its_key(tmp_path) -> None:
+    # A file without "name" was blamed on "cost profile default", the shipped profile.
+    path = tmp_path / "fast.json"
+    path.write_text('{\n  "step_overhead_s": 0.001,\n  "gemm_compute_efficiency": 2\n}\n')
+    with pytest.raises(ValueError) as info:
+        CostProfile.load(str(path))
+    assert str(info.value) == f"{path}:3: gemm_compute_efficiency: must be in (0, 1], got 2"
+    path.write_text("[0.5]")
+    with pytest.raises(ValueError, match=f"^{path}:1: json: expected an object of constants, got list$"):
+        CostProfile.load(str(path))
+    # A path that is not .json (a CSV, a directory) is named as a path, not looked up as a profile name.
+    (tmp_path / "measured.csv").write_text("a,b\n")
+    for other in (tmp_path / "measured.csv", tmp_path):
+        with pytest.raises(ValueError, match=f"^{other}: cost_profile: a profile file must be JSON"):
+            CostProfile.load(str(other))
 
 
 def test_profile_changes_step_times() -> None:
