@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     if args.enable_prefix_caching is not None:
         engine["enable_prefix_caching"] = args.enable_prefix_caching
     if args.schedule_policy is not None:
+        from sim.policies.sglang import check_schedule_policy
+
+        check_schedule_policy(tuple(args.policies), args.schedule_policy, args.enable_prefix_caching)
         engine["schedule_policy"] = args.schedule_policy
     if args.backend != "analytic":
         engine.update(backend=args.backend, verify=args.verify)

@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from sim.simulate import replay
 
     make_policy(args.policy)  # an unknown name fails before the trace is read
+    from sim.policies.sglang import check_schedule_policy
+
+    check_schedule_policy((args.policy,), args.schedule_policy, args.enable_prefix_caching)
     execute = args.backend == "execute"
     if not execute and (args.verify or args.device):
         raise ValueError("--verify/--device: need --backend execute")

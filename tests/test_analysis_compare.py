@@ -335,3 +335,24 @@ def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.Ca
         run_cli(["replay", "--trace", str(path), "--schedule-policy", "sjf", "--out", str(out)], capsys)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "--schedule-policy" in err
+
+
+@pytest.mark.parametrize("command, options, message", [
+    ("replay", ["--policy", "vllm", "--schedule-policy", "lpm", "--enable-prefix-caching"],
+     "schedule-policy: lpm is sglang's waiting-queue order; vllm would ignore it (vllm's queue order is "
+     "--scheduling-policy)"),
+    ("replay", ["--policy", "sglang", "--schedule-policy", "lpm"],
+     "schedule-policy: lpm orders the queue by cached prefix and needs --enable-prefix-caching"),
+    ("compare", ["--policies", "vllm,sarathi", "--schedule-policy", "lpm", "--enable-prefix-caching"],
+     "schedule-policy: lpm is sglang's waiting-queue order; vllm, sarathi would ignore it"),
+])
+def test_a_schedule_policy_that_would_change_nothing_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, options: list[str], message: str) -> None:
+    # lpm was silently served as fcfs: under a policy other than sglang, or without a prefix cache.
+    from traces import generate
+
+    path = tmp_path / "t.csv"
+    generate(4, rate=4.0, lengths="fixed", input_len=100, output_len=8, seed=1).to_csv(path)
+    code, _, err = run_cli([command, "--trace", str(path), *options, "--quiet", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.startswith(f"pagedlab: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
