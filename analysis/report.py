@@ -75,6 +75,9 @@ def rejection_finding(table: pd.DataFrame, reasons: Mapping[str, Mapping[str, in
             + (f"; none under {', '.join(clean)}" if clean else "") + ".")
 
 
+TIE_TOLERANCE = 0.01  # figures this close are reported as a tie, not as one policy winning
+
+
 def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
              reasons: Mapping[str, Mapping[str, int]] | None = None) -> list[str]:
     """Plain sentences read off the numbers: who has the most capacity, who wins at the highest load, memory,
@@ -100,12 +103,22 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
     top = table[table["load"] == max(ctx.loads)]
     if not top.empty:
         best_tput = top.loc[top["output_throughput"].idxmax()]
-        out.append(f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s) "
-                   f"{best_tput['policy']} has the highest output throughput ({best_tput['output_throughput']:.0f} tok/s).")
+        where = f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s)"
+        # Policies that all keep up with the load deliver the same throughput: no policy wins by a rounding error.
+        tied = top[top["output_throughput"] >= (1 - TIE_TOLERANCE) * best_tput["output_throughput"]]
+        if len(tied) > 1:
+            out.append(f"{where} {', '.join(tied['policy'])} share the highest output throughput "
+                       f"({best_tput['output_throughput']:.0f} tok/s, within {TIE_TOLERANCE:.0%} of each other).")
+        else:
+            out.append(f"{where} {best_tput['policy']} has the highest output throughput "
+                       f"({best_tput['output_throughput']:.0f} tok/s).")
         for column, what, unit in (("p99_ttft_ms", "p99 TTFT", "ms"), ("p99_tpot_ms", "p99 TPOT", "ms"),
                                    ("mean_normalized_latency_s", "mean normalized latency", "s/token")):
             valid = top.dropna(subset=[column])
-            if not valid.empty:
+            if len(valid) > 1 and valid[column].max() <= (1 + TIE_TOLERANCE) * valid[column].min():
+                out.append(f"At that load the {what} is the same for every policy "
+                           f"({format_value(column, valid[column].min())} {unit}, within {TIE_TOLERANCE:.0%}).")
+            elif not valid.empty:
                 best = valid.loc[valid[column].idxmin()]
                 worst = valid.loc[valid[column].idxmax()]
                 out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "

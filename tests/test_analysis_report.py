@@ -150,6 +150,25 @@ def test_findings_flag_runs_whose_tables_disagree() -> None:
     assert len(flagged) == 1 and "paged@4" in flagged[0] and "contiguous" not in flagged[0]
 
 
+def test_findings_call_figures_within_one_percent_a_tie_not_a_win() -> None:
+    # Every policy kept up with the load (138.21, 138.09 tok/s): the report named one "the highest".
+    slo = SLO(ttft_ms=300)
+    runs = {(p, r): fake_run(p, r) for p in POLICIES for r in RATES}
+    table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(run, slo)} for (p, r), run in runs.items()])
+    ctx = ReportContext(command="c", trace_description="t", model="m", gpu="g", seed=0, policies=POLICIES, loads=RATES,
+                        load_label="rate", slo=slo, slo_note="test", target=0.9, timeline_load=4.0)
+    top = table["load"] == max(RATES)
+    table.loc[top, "output_throughput"] = [138.21, 138.09][:int(top.sum())]
+    table.loc[top, "p99_ttft_ms"] = [100.0, 100.5][:int(top.sum())]
+    lines = findings(table, capacity_by_policy(table), ctx)
+    assert f"{', '.join(POLICIES)} share the highest output throughput (138 tok/s, within 1% of each other)." in \
+        " ".join(lines)
+    assert "At that load the p99 TTFT is the same for every policy (100 ms, within 1%)." in lines
+    table.loc[top, "output_throughput"] = [138.21, 120.0][:int(top.sum())]
+    assert f"{POLICIES[0]} has the highest output throughput (138 tok/s)." in \
+        " ".join(findings(table, capacity_by_policy(table), ctx))
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Injected into a copy of the report: measures the layout and writes the verdict into the DOM, which
 # `chromium --dump-dom` prints.
