@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"pagedlab: warning: {note}", file=sys.stderr)
         if s.get("prefix_caching"):
             print(f"prefix cache: {percent(s['prefix_hit_rate'])} of prompt tokens hit ({s['prefix_hit_tokens']} "
-                  f"tokens), {s['prefix_evicted_blocks']} blocks evicted{no_prefix_note(trace)}")
+                  f"tokens), {s['prefix_evicted_blocks']} blocks evicted"
+                  f"{'' if s['prefix_hit_tokens'] else no_prefix_note(trace)}")
         if "verify_checked" in s:
             print(f"verify: {s['verify_checked']} sequence-steps checked, {s['verify_mismatches']} mismatches")
     return 0

@@ -200,6 +200,11 @@ def test_replay_says_when_the_trace_gives_the_prefix_cache_nothing_to_hit(tmp_pa
     assert cli.main(["replay", "--trace", str(shared), "--policy", "vllm", "--out", str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out
     assert "prefix cache: " in printed and note not in printed
+    # Under vllm the samples of a parallel request share its prompt through the cache: hits, so no such note.
+    forked = write_trace(tmp_path / "forked.csv", [Request("p", 0.0, 100, 5, n=4, sampling="parallel")])
+    assert cli.main(["replay", "--trace", str(forked), "--policy", "vllm", "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    assert "prefix cache: 72.0% of prompt tokens hit (288 tokens)" in printed and note not in printed
 
 
 def test_replay_never_writes_over_a_directory_of_other_files(trace_file: Path, tmp_path: Path,
