@@ -101,7 +101,10 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
             + ". `R+` means every tested rate passed (R the highest); `< R` that even the lowest failed."
         )
     top = table[table["load"] == max(ctx.loads)]
-    if not top.empty:
+    if not top.empty and not (top["completed"] > 0).any():
+        out.append(f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {top['rate'].iloc[0]:.3g} req/s) no "
+                   "policy finished a request.")
+    elif not top.empty:
         best_tput = top.loc[top["output_throughput"].idxmax()]
         where = f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s)"
         # Policies that all keep up with the load deliver the same throughput: no policy wins by a rounding error.
@@ -116,16 +119,19 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
                                    ("mean_normalized_latency_s", "mean normalized latency", "s/token")):
             valid = top.dropna(subset=[column])
             if len(valid) > 1 and valid[column].max() <= (1 + TIE_TOLERANCE) * valid[column].min():
-                out.append(f"At that load the {what} is the same for every policy "
+                who = "every policy" if len(valid) == len(top) else ", ".join(valid["policy"])
+                out.append(f"At that load the {what} is the same for {who} "
                            f"({format_value(column, valid[column].min())} {unit}, within {TIE_TOLERANCE:.0%}).")
             elif not valid.empty:
                 best = valid.loc[valid[column].idxmin()]
                 worst = valid.loc[valid[column].idxmax()]
                 out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}), "
                            f"the highest {worst['policy']}'s ({format_value(column, worst[column])} {unit}).")
-        batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples())
-        out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
-                   f"a parallel or beam request counts once, its sequences each): {batch}.")
+        batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples()
+                          if r.mean_batch_size == r.mean_batch_size)  # no step ran: no batch to show (NaN)
+        if batch:
+            out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
+                       f"a parallel or beam request counts once, its sequences each): {batch}.")
     waste = table.groupby("policy", sort=False)["kv_unused_fraction"].mean().dropna()
     if not waste.empty:
         out.append("Held but unused KV slots (mean over loads): "

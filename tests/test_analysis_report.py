@@ -150,7 +150,7 @@ def test_findings_flag_runs_whose_tables_disagree() -> None:
     assert len(flagged) == 1 and "paged@4" in flagged[0] and "contiguous" not in flagged[0]
 
 
-def test_findings_call_figures_within_one_percent_a_tie_not_a_win() -> None:
+def test_findings_at_the_highest_load_call_a_tie_a_tie_and_name_no_winner_when_nothing_finished() -> None:
     # Every policy kept up with the load (138.21, 138.09 tok/s): the report named one "the highest".
     slo = SLO(ttft_ms=300)
     runs = {(p, r): fake_run(p, r) for p in POLICIES for r in RATES}
@@ -167,6 +167,12 @@ def test_findings_call_figures_within_one_percent_a_tie_not_a_win() -> None:
     table.loc[top, "output_throughput"] = [138.21, 120.0][:int(top.sum())]
     assert f"{POLICIES[0]} has the highest output throughput (138 tok/s)." in \
         " ".join(findings(table, capacity_by_policy(table), ctx))
+
+    # Nothing finished at that load: no throughput winner at 0 tok/s, no `nan/nan` batch sizes.
+    table.loc[top, ["completed", "output_throughput", "mean_batch_size", "mean_num_running"]] = [0, 0.0, np.nan, np.nan]
+    text = " ".join(findings(table, capacity_by_policy(table), ctx))
+    assert "At the highest load (rate 4, 4 req/s) no policy finished a request." in text
+    assert "0 tok/s" not in text and "nan" not in text
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
