@@ -339,12 +339,12 @@ def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("command, options, message", [
     ("replay", ["--policy", "vllm", "--schedule-policy", "lpm", "--enable-prefix-caching"],
-     "schedule-policy: lpm is sglang's waiting-queue order; vllm would ignore it (vllm's queue order is "
+     "schedule_policy: lpm is sglang's waiting-queue order; vllm would ignore it (vllm's queue order is "
      "--scheduling-policy)"),
     ("replay", ["--policy", "sglang", "--schedule-policy", "lpm"],
-     "schedule-policy: lpm orders the queue by cached prefix and needs --enable-prefix-caching"),
+     "schedule_policy: lpm orders the queue by cached prefix and needs the prefix cache (--enable-prefix-caching"),
     ("compare", ["--policies", "vllm,sarathi", "--schedule-policy", "lpm", "--enable-prefix-caching"],
-     "schedule-policy: lpm is sglang's waiting-queue order; vllm, sarathi would ignore it"),
+     "schedule_policy: lpm is sglang's waiting-queue order; vllm, sarathi would ignore it"),
 ])
 def test_a_schedule_policy_that_would_change_nothing_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, options: list[str], message: str) -> None:

@@ -34,11 +34,11 @@ def check_schedule_policy(policies: tuple[str, ...], schedule_policy: str | None
         return
     if "sglang" not in policies:
         hint = " (vllm's queue order is --scheduling-policy)" if policies == ("vllm",) else ""
-        raise ValueError(f"schedule-policy: lpm is sglang's waiting-queue order; {', '.join(policies)} would ignore "
+        raise ValueError(f"schedule_policy: lpm is sglang's waiting-queue order; {', '.join(policies)} would ignore "
                          f"it{hint}")
     if not enable_prefix_caching:
-        raise ValueError("schedule-policy: lpm orders the queue by cached prefix and needs --enable-prefix-caching "
-                         "(without its radix cache SGLang serves fcfs)")
+        raise ValueError("schedule_policy: lpm orders the queue by cached prefix and needs the prefix cache "
+                         "(--enable-prefix-caching; without its radix cache SGLang serves fcfs)")
 
 
 class SGLangPolicy(EnginePolicy):
