@@ -311,7 +311,8 @@ def test_compare_turns_vllm_s_default_prefix_caching_off_and_sets_sglang_s_order
              prefix_fraction=1.0, seed=3).to_csv(path)
     argv = ["compare", "--trace", str(path), "--policies", "vllm,sglang", "--rates", "4", "--quiet"]
     assert run_cli([*argv, "--out", str(tmp_path / "default")], capsys)[0] == 0
-    code, _, err = run_cli([*argv, "--no-enable-prefix-caching", "--schedule-policy", "lpm",
+    # (lpm without the prefix cache would be fcfs, and is refused: the order spelled out is fcfs)
+    code, _, err = run_cli([*argv, "--no-enable-prefix-caching", "--schedule-policy", "fcfs",
                             "--out", str(tmp_path / "off")], capsys)
     assert code == 0, err
     default = pd.read_csv(tmp_path / "default" / "summary.csv").set_index("policy")
@@ -319,7 +320,7 @@ def test_compare_turns_vllm_s_default_prefix_caching_off_and_sets_sglang_s_order
     off = pd.read_csv(tmp_path / "off" / "summary.csv").set_index("policy")
     assert "prefix_hit_rate" not in off or not (off["prefix_hit_rate"] > 0).any()
     report = (tmp_path / "off" / "report.md").read_text()
-    assert "--no-enable-prefix-caching" in report and "--schedule-policy lpm" in report
+    assert "--no-enable-prefix-caching" in report and "--schedule-policy fcfs" in report
 
 
 def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
