@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         s = result.summary
         print(f"{args.policy}: {s['num_finished']} finished, {s['num_rejected']} rejected of {s['num_requests']} "
               f"requests in {s['sim_duration_s']:.1f} simulated s; {s['num_steps']} steps, "
-              f"{s['preemptions']} preemptions; KV slot utilization {percent(s['slot_utilization'])}; "
+              f"{s['preemptions']} preemptions; KV cache {percent(s['kv_usage_mean'])} held on average (peak "
+              f"{percent(s['kv_usage_peak'])}), {percent(s['slot_utilization'])} of held slots filled; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
         note = rejection_note(result.requests, config.model, config.context_len)
         if note:

@@ -156,7 +156,20 @@ def test_replay_console_never_prints_nan(tmp_path: Path, capsys: pytest.CaptureF
     path = write_trace(tmp_path / "t.csv", [Request(f"r{i}", 0.1 * i, 9000, 50) for i in range(3)])
     assert cli.main(["replay", "--trace", str(path), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "0 finished, 3 rejected" in out and "KV slot utilization -;" in out and "nan" not in out.lower()
+    assert "0 finished, 3 rejected" in out and "KV cache - held on average (peak -), - of held slots filled;" in out
+    assert "nan" not in out.lower()
+
+
+def test_replay_console_tells_kv_cache_use_from_slot_fill(trace_file: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # The console said only "KV slot utilization 99.7%" of a run whose cache was 8% held on average: it read as
+    # a full cache. It gives the cache's use (held blocks over the pool) and how full the held slots are.
+    out = tmp_path / "o"
+    assert cli.main(["replay", "--trace", str(trace_file), "--num-gpu-blocks", "64", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    printed = capsys.readouterr().out
+    assert (f"KV cache {s['kv_usage_mean']:.1%} held on average (peak {s['kv_usage_peak']:.1%}), "
+            f"{s['slot_utilization']:.1%} of held slots filled;") in printed
 
 
 def test_out_and_system_errors_are_one_line_in_the_documented_form(trace_file: Path, tmp_path: Path,
