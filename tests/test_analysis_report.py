@@ -268,3 +268,19 @@ def test_rejected_requests_are_named_per_policy_with_their_reason_and_miss_the_s
     paged = table[table["policy"] == "paged"]
     assert (paged["rejected"] == 2).all() and (paged["slo_attainment"] <= 10 / 12).all()
     assert not any(s.startswith("Rejected") for s in findings(table[table["policy"] == "contiguous"], capacity, ctx))
+
+
+def test_capacity_bars_start_at_zero_even_when_no_policy_has_a_capacity(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # With every capacity "< R" the bar axis ran from -0.06 to 0.06: a negative capacity scale around nothing.
+    from analysis import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    slo = SLO(ttft_ms=300)
+    table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(fake_run(p, r), slo)}
+                          for p in POLICIES for r in RATES])
+    capacity = capacity_by_policy(table).assign(capacity=np.nan, all_loads_met=False, first_failing_load=1.0)
+    plots.plot_capacity(table, capacity, POLICIES, 0.9, slo, tmp_path / "capacity.png")
+    low, high = figures[0].axes[1].get_ylim()
+    assert low == 0 and high >= min(RATES)
