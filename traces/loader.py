@@ -2,6 +2,7 @@
 counting every row it leaves out."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,23 @@ from traces.trace import Trace, sort_by_arrival
 from traces.validate import Locator, Problems, arrival_span, error, row_ids
 
 
+def _separator_hint(columns: tuple[str, ...]) -> str:
+    """A one-column header holding tabs or semicolons is a file separated by them, not by commas."""
+    if len(columns) != 1:
+        return ""
+    for mark, name in (("\t", "tabs"), (";", "semicolons"), ("|", "bars")):
+        if mark in columns[0]:
+            return f"; the header is separated by {name}: a CSV trace is comma-separated"
+    return ""
+
+
 def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line: int) -> FormatSpec:
     if format == "auto":
         spec = detect(kind, columns)
         if spec is None:
-            shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
+            shown = ", ".join(columns[:8]).replace("\t", "\\t") + (", ..." if len(columns) > 8 else "")
             raise error(f"{path}:{line}", "header", f"unknown trace format (columns: {shown}); "
-                        f"known formats: {', '.join(FORMATS)}")
+                        f"known formats: {', '.join(FORMATS)}{_separator_hint(columns)}")
         return spec
     spec = FORMAT_SPECS[format]
     if spec.kind != kind:
@@ -89,7 +100,10 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
         notices.append(f"ignored {blank} blank lines")
     unknown = [c for c in frame.columns if c not in (*spec.required, *spec.optional)]
     if unknown:
-        notices.append(f"ignored columns: {', '.join(map(str, unknown))}")
+        # pandas names a header cell left empty (a trailing comma) `Unnamed: 3`: say what it is
+        unnamed = [re.fullmatch(r"Unnamed: (\d+)", str(c)) for c in unknown]
+        shown = [f"column {int(m.group(1)) + 1} (no name)" if m else str(c) for c, m in zip(unknown, unnamed)]
+        notices.append(f"ignored columns: {', '.join(shown)}")
     keep = np.ones(len(frame), dtype=bool)
     for reason, mask in parsed.skips:
         newly = mask & keep
