@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "Triton interpreter, for the tiny model)")
     p.add_argument("--verify", action="store_true",
                    help="execute backend: shadow-check attention outputs against each sequence's history")
-    p.add_argument("--verify-every", type=int, default=1, metavar="N",
+    p.add_argument("--verify-every", type=int, default=None, metavar="N",
                    help="with --verify: check every N-th step and every step that copies or swaps (default 1)")
     p.add_argument("--cost-profile", default="default", metavar="NAME|PATH",
                    help="cost-model constants: a name in sim/profiles/ or a JSON file (default: default)")
@@ -94,11 +94,14 @@ def run(args: argparse.Namespace) -> int:
     execute = args.backend == "execute"
     if not execute and (args.verify or args.device):
         raise ValueError("--verify/--device: need --backend execute")
+    if args.verify_every is not None and not args.verify:
+        raise ValueError("--verify-every: needs --verify (it says how often --verify checks)")
     config = EngineConfig(
         model=args.model, gpu=args.gpu, num_gpu_blocks=args.num_gpu_blocks, block_size=args.block_size,
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
-        verify_every=args.verify_every, enable_prefix_caching=args.enable_prefix_caching,
+        verify_every=1 if args.verify_every is None else args.verify_every,
+        enable_prefix_caching=args.enable_prefix_caching,
         kv_cache_dtype=args.kv_cache_dtype, schedule_policy=args.schedule_policy,
         scheduling_policy=args.scheduling_policy, enable_chunked_prefill=args.enable_chunked_prefill,
     )

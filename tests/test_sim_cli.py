@@ -72,6 +72,8 @@ def test_replay_options_and_quiet(trace_file: Path, tmp_path: Path, capsys: pyte
      "scheduling_policy: 'priority' is modelled for policy vllm only"),
     (["--policy", "vllm", "--gpu", "a100-80gb", "--no-enable-chunked-prefill"],
      "max_num_batched_tokens: 2048 is smaller than max_model_len 8192 with chunked prefill off"),
+    # an option that would be ignored: it only says how often --verify checks
+    (["--verify-every", "5"], "--verify-every: needs --verify (it says how often --verify checks)"),
 ])
 def test_bad_options_are_one_line_errors(trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          extra: list[str], message: str) -> None:
