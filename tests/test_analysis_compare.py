@@ -256,7 +256,8 @@ def test_a_read_only_out_directory_is_refused_not_replaced(tmp_path: Path, capsy
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_text("x"), "{out}: out: exists and is not a directory"),
     (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")),
-     "{out}: out: exists and is not a pagedlab compare report; give an empty or new --out"),
+     "{out}: out: exists, holds other files and is not an earlier pagedlab report (no manifest.json); give an "
+     "empty or new --out"),
 ])
 def test_out_problems_are_one_line_in_the_documented_form(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           make, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -131,7 +131,7 @@ def test_failed_write_leaves_nothing_and_rerun_replaces_previous_report(tmp_path
 
 def test_refuses_to_replace_a_directory_that_is_not_a_report(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("precious")
-    with pytest.raises(OSError, match="not a pagedlab compare report"):
+    with pytest.raises(OSError, match="not an earlier pagedlab report"):  # validate writes reports too
         with atomic_directory(tmp_path):
             pass
     assert (tmp_path / "keep.txt").read_text() == "precious"
