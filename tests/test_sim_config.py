@@ -59,6 +59,11 @@ def test_kv_blocks_follow_the_memory_left_after_weights() -> None:
     ({"max_model_len": 100_000}, "max_model_len: 100000 exceeds llama-3-8b's context"),
     ({"swap_space_gib": -1}, "swap_space_gib: must be a finite number >= 0"),
     ({"model": "llama-3-70b-tp4", "gpu": "a100-40gb", "gpu_memory_utilization": 0.5}, "does not fit"),
+    # the weights fit: the block is what is too large (it read "model llama-3-8b does not fit on h100-sxm")
+    ({"block_size": 100_000_000}, "block_size: one KV block of 100000000 tokens takes 12207.03 GiB, more than the "
+                                  "55.18 GiB llama-3-8b leaves for the KV cache on h100-sxm"),
+    # a pool no GPU holds (its bookkeeping alone ended in a MemoryError traceback)
+    ({"num_gpu_blocks": 10**12}, "num_gpu_blocks: 1000000000000 blocks of 2 MiB are 1.953e+09 GiB, more than the"),
 ])
 def test_bad_settings_raise_one_line(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError) as info:
