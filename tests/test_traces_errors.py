@@ -75,6 +75,8 @@ CASES = [
     ("unclosed quote", "t.csv", NATIVE + '0,1,1\n1,"2,2\n', ":3", "row", 'a quoted value (") never closes'),
     ("lengths only, no arrivals given", "t.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n", ":1", "arrived_at",
      "missing column: this trace has lengths only; give it arrival times with --arrivals"),
+    ("a column twice", "t.csv", "arrival_s,prompt_tokens,output_tokens,prompt_tokens\n0,10,5,7\n", ":1",
+     "prompt_tokens", "column given twice in the header"),
     ("tab-separated", "t.tsv", "arrival_s\tprompt_tokens\toutput_tokens\n0\t10\t5\n", ":1", "header",
      "unknown trace format (columns: arrival_s\\tprompt_tokens\\toutput_tokens); known formats: native-csv, "
      "native-jsonl, azure, burstgpt, mooncake, vidur; the header is separated by tabs: a CSV trace is comma-separated"),

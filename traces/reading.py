@@ -116,6 +116,11 @@ def parse_json_line(path: Path, number: int, line: str) -> dict:
 def read_csv_table(path: Path, header: Header, text_columns: tuple[str, ...]) -> tuple[pd.DataFrame, Locator, int]:
     """All rows of a CSV file, and how many blank lines were skipped. Only empty cells count as
     missing (an id such as `NA` stays text); `text_columns` are read as text, never as numbers."""
+    seen: set[str] = set()
+    for name in header.columns:  # pandas would rename the second `x` to `x.1` and read only the first
+        if name in seen and name:
+            raise error(f"{path}:{header.line}", name, "column given twice in the header")
+        seen.add(name)
     try:
         with _read_errors(path), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mixed-type columns are reported by the checks instead
