@@ -119,6 +119,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert captured.err == f"pagedlab: error: {info.value}\n"  # exactly one line, no traceback
 
 
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz"])
+def test_a_file_cut_off_mid_line_says_so(tmp_path: Path, name: str) -> None:
+    # A partial download ends mid-row: "missing value" alone sends one looking for an empty cell.
+    import gzip
+
+    text = AZ + "2023-11-16 18:17:03.9799600,5,1\n2023-11-16 18:17:04.0000000,7"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    with pytest.raises(ValueError) as info:
+        load(path)
+    assert str(info.value) == (f"{path}:3: GeneratedTokens: missing value (the last line has no line break: the file "
+                               "looks cut off)")
+    path.write_bytes(gzip.compress((text + "\n").encode()) if name.endswith(".gz") else (text + "\n").encode())
+    with pytest.raises(ValueError) as info:
+        load(path)
+    assert str(info.value) == f"{path}:3: GeneratedTokens: missing value"
+
+
 def test_truncated_gzip_names_the_file_and_a_line(tmp_path: Path) -> None:
     import gzip
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from traces.formats import FORMAT_SPECS, FORMATS, FormatSpec, LoadOptions, detect
 from traces.generator import ArrivalSpec
-from traces.reading import read_csv_table, read_header, read_jsonl_table
+from traces.reading import open_bytes, read_csv_table, read_header, read_jsonl_table
 from traces.request import HASH_BLOCK_TOKENS
 from traces.trace import Trace, sort_by_arrival
 from traces.validate import Locator, Problems, arrival_span, error, row_ids
@@ -39,6 +39,24 @@ def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line
         found = "JSON lines" if kind == "jsonl" else "CSV"
         raise error(f"{path}:{line}", "file", f"{spec.name} is a {spec.kind.upper()} format, found {found}")
     return spec
+
+
+def _cut_off_hint(exc: ValueError, path: Path, locator: Locator) -> ValueError:
+    """A problem on the last line of a file that ends without a line break: the file was probably cut off
+    (a partial download, a killed writer), which the bare message does not say."""
+    if not len(locator.lines) or not str(exc).startswith(f"{locator.where(len(locator.lines) - 1)}: "):
+        return exc
+    with open_bytes(path) as f:
+        try:
+            f.seek(-1, 2)
+            last = f.read(1)
+        except (OSError, ValueError):  # gzip streams cannot seek from the end: read through
+            last = b""
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                last = chunk[-1:]
+    if last in (b"\n", b"\r"):
+        return exc
+    return ValueError(f"{exc} (the last line has no line break: the file looks cut off)")
 
 
 def load(path: str | Path, format: str = "auto", *, model: str | None = None,
@@ -89,7 +107,10 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
 
     problems = Problems(locator)
     parsed = spec.adapter(frame, problems, options)
-    problems.raise_first()
+    try:
+        problems.raise_first()
+    except ValueError as exc:
+        raise _cut_off_hint(exc, path, locator) from None
     if spec.name not in ("native-csv", "native-jsonl"):
         # Ids default to the 0-based index of the data row in the file (native files may name them).
         parsed.cols["request_id"] = row_ids(len(frame))

@@ -39,13 +39,14 @@ def open_text(path: Path) -> IO[str]:
     return open(path, "r", encoding="utf-8-sig", newline="")
 
 
-def _open_bytes(path: Path) -> IO[bytes]:
+def open_bytes(path: Path) -> IO[bytes]:
+    """The bytes of a trace file, decompressed for `.gz`."""
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ValueError:
     """Names the first line that is not UTF-8 (the decoder only knows a byte offset in its chunk)."""
-    with _open_bytes(path) as f:
+    with open_bytes(path) as f:
         for number, line in enumerate(f, start=1):
             try:
                 line.decode("utf-8")
