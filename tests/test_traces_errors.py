@@ -193,6 +193,13 @@ def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     (["--arrival", "weibull"], "generate: arrival: unknown 'weibull'"),
     (["--parallel-fraction", "0.8", "--beam-fraction", "0.5"], "generate: parallel_fraction/beam_fraction:"),
     (["--prefix-groups", "3"], "generate: prefix_tokens: prefix groups need prefix_tokens >= 1"),
+    # options the others make the generator ignore were accepted without a word
+    (["--burstiness", "0.5"], "trace gen: --burstiness: would be ignored: it shapes gamma arrivals only"),
+    (["--n", "8"], "trace gen: --n: would be ignored: it is the width of parallel and beam requests"),
+    (["--prefix-tokens", "100"], "trace gen: --prefix-tokens: would be ignored: it needs --prefix-groups"),
+    (["--sigma", "2"], "trace gen: --sigma: would be ignored: it is the spread of --lengths lognormal"),
+    (["--lengths", "lognormal", "--range-ratio", "0.2"], "trace gen: --range-ratio: would be ignored"),
+    (["--input-len", "5"], "trace gen: --input-len: would be ignored: --lengths sharegpt has its own lengths"),
 ])
 def test_bad_generator_options_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             args: list[str], message: str) -> None:

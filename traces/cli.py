@@ -95,9 +95,32 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_gen_options(args: argparse.Namespace) -> None:
+    """Refuse an option that the others make `generate` ignore: it would change nothing, silently."""
+    own = f"--lengths {args.lengths} has its own lengths; give --lengths fixed, uniform or lognormal"
+    preset = args.lengths in PRESET_NAMES
+    rules = (
+        ("--burstiness", args.burstiness != 1.0 and args.arrival != "gamma",
+         "it shapes gamma arrivals only: add --arrival gamma"),
+        ("--n", args.n != 4 and not (args.parallel_fraction or args.beam_fraction),
+         "it is the width of parallel and beam requests: add --parallel-fraction or --beam-fraction"),
+        ("--prefix-tokens", args.prefix_tokens != 0 and args.prefix_groups == 0, "it needs --prefix-groups"),
+        ("--prefix-fraction", args.prefix_fraction != 1.0 and args.prefix_groups == 0, "it needs --prefix-groups"),
+        ("--sigma", args.sigma != 1.0 and args.lengths != "lognormal", "it is the spread of --lengths lognormal"),
+        ("--range-ratio", args.range_ratio != 0.5 and args.lengths != "uniform",
+         "it is the spread of --lengths uniform"),
+        ("--input-len", args.input_len != 512 and preset, own),
+        ("--output-len", args.output_len != 128 and preset, own),
+    )
+    for option, ignored, why in rules:
+        if ignored:
+            raise ValueError(f"trace gen: {option}: would be ignored: {why}")
+
+
 def run_gen(args: argparse.Namespace) -> int:
     from traces.generator import generate
 
+    _check_gen_options(args)
     _check_out(Path(args.out))
     trace = generate(
         args.num_requests, rate=args.rate, arrival=args.arrival, burstiness=args.burstiness,
