@@ -190,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(preset_name)
         if args.arrivals is not None:
             raise ValueError("arrivals: a preset has its own arrivals; --arrivals is for a --trace with lengths only")
+        if args.format != "auto":
+            raise ValueError(f"format: {args.format!r} is for a --trace file; a preset is generated, not read")
         trace = apply_transforms(generate_preset(preset_name, seed=args.seed, num_requests=args.num_requests), args)
         base_rate = preset.base_rate * (args.rate_scale or 1.0)
         description = f"preset {preset_name!r}: {preset.description}; {len(trace)} requests, seed {args.seed}"

@@ -339,6 +339,14 @@ def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.Ca
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "--schedule-policy" in err
 
 
+def test_a_file_format_for_a_preset_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --format names how to read a --trace file; with a preset it was ignored without a word.
+    code, _, err = run_cli([*TINY, "--format", "azure", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err == ("pagedlab: error: format: 'azure' is for a --trace file; a preset is generated, "
+                                 "not read\n")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("command, options, message", [
     ("replay", ["--policy", "vllm", "--schedule-policy", "lpm", "--enable-prefix-caching"],
      "schedule_policy: lpm is sglang's waiting-queue order; vllm would ignore it (vllm's queue order is "
