@@ -86,6 +86,8 @@ CASES = [
     ("a ShareGPT JSON document", "sg.json",
      '[\n  {"id": "a", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}\n]\n',
      ":1", "file", "a JSON array (such as ShareGPT's conversations), not a trace"),
+    ("ShareGPT as JSON lines", "sg.jsonl", '{"id": "a", "conversations": [{"from": "human", "value": "Hi"}]}\n',
+     ":1", "header", "ShareGPT conversations (text), not a trace"),
     # JSON values Python reads but a count or time cannot be: never 1 for `true`, never "missing" for NaN.
     ("a boolean token count", "t.jsonl", '{"arrival_s": 0, "prompt_tokens": 5, "output_tokens": 1}\n'
      '{"arrival_s": 1, "prompt_tokens": true, "output_tokens": 1}\n', ":2", "prompt_tokens",

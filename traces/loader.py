@@ -29,6 +29,9 @@ def _separator_hint(columns: tuple[str, ...]) -> str:
 def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line: int) -> FormatSpec:
     if format == "auto":
         spec = detect(kind, columns)
+        if spec is None and "conversations" in columns:  # ShareGPT as JSON lines: text, not token counts
+            raise error(f"{path}:{line}", "header", "ShareGPT conversations (text), not a trace: a trace gives each "
+                        "request's token counts; for ShareGPT-like lengths use `pagedlab trace gen --lengths sharegpt`")
         if spec is None:
             shown = ", ".join(columns[:8]).replace("\t", "\\t") + (", ..." if len(columns) > 8 else "")
             raise error(f"{path}:{line}", "header", f"unknown trace format (columns: {shown}); "
