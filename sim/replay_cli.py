@@ -114,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for notice in trace.notices:
             print(f"trace: {notice}")
+        if args.policy == "vllm" and args.scheduling_policy == "priority" and not trace.column("priority").any():
+            print("pagedlab: warning: --scheduling-policy priority: every request of the trace has priority 0 (no "
+                  "priority column): requests are ordered by arrival alone", file=sys.stderr)
     result = replay(trace, config, policy=args.policy, seed=args.seed, progress=args.progress)
     result.write(args.out)
     if not args.quiet:

@@ -238,3 +238,15 @@ def test_replay_never_writes_over_a_directory_of_other_files(trace_file: Path, t
     assert json.loads((out / "summary.json").read_text())["policy"] == "sarathi"
     (out / "manifest.json").write_text("{}")
     assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--out", str(out)]) == 2
+
+
+def test_priority_order_on_a_trace_without_priorities_warns(trace_file: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # Every request at priority 0: the priority order is FCFS, which the run gave without a word.
+    argv = ["replay", "--trace", str(trace_file), "--policy", "vllm", "--scheduling-policy", "priority"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err == ("pagedlab: warning: --scheduling-policy priority: every request of the trace has "
+                                       "priority 0 (no priority column): requests are ordered by arrival alone\n")
+    ranked = write_trace(tmp_path / "ranked.csv", [Request(f"r{i}", 0.1 * i, 50, 5, priority=i % 2) for i in range(4)])
+    assert cli.main([*argv[:2], str(ranked), *argv[3:], "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err == ""
