@@ -49,7 +49,8 @@ def check_output_dir(path: Path) -> None:
         if _is_report(path):
             return
         if any(path.iterdir()):
-            raise OSError(f"{path}: out: exists and is not a pagedlab compare report; give an empty or new --out")
+            raise OSError(f"{path}: out: exists, holds other files and is not an earlier pagedlab report (no "
+                          f"{MANIFEST}); give an empty or new --out")
         if not os.access(path, os.W_OK | os.X_OK):
             raise OSError(f"{path}: out: the directory exists and is not writable (permission denied)")
         return

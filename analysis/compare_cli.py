@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     if args.enable_prefix_caching is not None:
         engine["enable_prefix_caching"] = args.enable_prefix_caching
     if args.schedule_policy is not None:
+        from sim.policies.sglang import check_schedule_policy
+
+        check_schedule_policy(tuple(args.policies), args.schedule_policy, args.enable_prefix_caching)
         engine["schedule_policy"] = args.schedule_policy
     if args.backend != "analytic":
         engine.update(backend=args.backend, verify=args.verify)
@@ -187,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(preset_name)
         if args.arrivals is not None:
             raise ValueError("arrivals: a preset has its own arrivals; --arrivals is for a --trace with lengths only")
+        if args.format != "auto":
+            raise ValueError(f"format: {args.format!r} is for a --trace file; a preset is generated, not read")
         trace = apply_transforms(generate_preset(preset_name, seed=args.seed, num_requests=args.num_requests), args)
         base_rate = preset.base_rate * (args.rate_scale or 1.0)
         description = f"preset {preset_name!r}: {preset.description}; {len(trace)} requests, seed {args.seed}"

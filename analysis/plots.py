@@ -293,7 +293,12 @@ def plot_capacity(
         axes[0, 1].annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
     axes[0, 1].set_xticks(range(len(policies)), list(policies), rotation=30, ha="right")
     axes[0, 1].set_ylabel("capacity (req/s)")
-    axes[0, 1].margins(y=0.15)  # room for the value labels
+    # A capacity is never negative; with none found (every bar 0, labelled `< R`) the axis runs to the lowest
+    # tested rate rather than matplotlib's -0.06..0.06 around nothing.
+    top = max(heights, default=0.0)
+    if top <= 0:
+        top = float(table["rate"].min()) if len(table) else 1.0
+    axes[0, 1].set_ylim(0, 1.15 * top)  # room for the value labels
     axes[0, 1].grid(alpha=0.3, axis="y")
     slo_text = slo.describe() if slo else "none"
     fig.suptitle(f"Capacity: highest rate with >= {100 * target:g}% of requests within SLOs ({slo_text})")

@@ -84,6 +84,9 @@ def _fewer_requests(row: pd.Series) -> str:
     return f", over the requests it ran: it rejected {rejected} of {int(row['num_requests'])}"
 
 
+TIE_TOLERANCE = 0.01  # figures this close are reported as a tie, not as one policy winning
+
+
 def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
              reasons: Mapping[str, Mapping[str, int]] | None = None) -> list[str]:
     """Plain sentences read off the numbers: who has the most capacity, who wins at the highest load, memory,
@@ -107,23 +110,38 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
             + ". `R+` means every tested rate passed (R the highest); `< R` that even the lowest failed."
         )
     top = table[table["load"] == max(ctx.loads)]
-    if not top.empty:
+    if not top.empty and not (top["completed"] > 0).any():
+        out.append(f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {top['rate'].iloc[0]:.3g} req/s) no "
+                   "policy finished a request.")
+    elif not top.empty:
         best_tput = top.loc[top["output_throughput"].idxmax()]
-        out.append(f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s) "
-                   f"{best_tput['policy']} has the highest output throughput ({best_tput['output_throughput']:.0f} tok/s"
-                   f"{_fewer_requests(best_tput)}).")
+        where = f"At the highest load ({ctx.load_label} {max(ctx.loads):g}, {best_tput['rate']:.3g} req/s)"
+        # Policies that all keep up with the load deliver the same throughput: no policy wins by a rounding error.
+        tied = top[top["output_throughput"] >= (1 - TIE_TOLERANCE) * best_tput["output_throughput"]]
+        if len(tied) > 1:
+            out.append(f"{where} {', '.join(tied['policy'])} share the highest output throughput "
+                       f"({best_tput['output_throughput']:.0f} tok/s, within {TIE_TOLERANCE:.0%} of each other).")
+        else:
+            out.append(f"{where} {best_tput['policy']} has the highest output throughput "
+                       f"({best_tput['output_throughput']:.0f} tok/s{_fewer_requests(best_tput)}).")
         for column, what, unit in (("p99_ttft_ms", "p99 TTFT", "ms"), ("p99_tpot_ms", "p99 TPOT", "ms"),
                                    ("mean_normalized_latency_s", "mean normalized latency", "s/token")):
             valid = top.dropna(subset=[column])
-            if not valid.empty:
+            if len(valid) > 1 and valid[column].max() <= (1 + TIE_TOLERANCE) * valid[column].min():
+                who = "every policy" if len(valid) == len(top) else ", ".join(valid["policy"])
+                out.append(f"At that load the {what} is the same for {who} "
+                           f"({format_value(column, valid[column].min())} {unit}, within {TIE_TOLERANCE:.0%}).")
+            elif not valid.empty:
                 best = valid.loc[valid[column].idxmin()]
                 worst = valid.loc[valid[column].idxmax()]
                 out.append(f"At that load the lowest {what} is {best['policy']}'s ({format_value(column, best[column])} {unit}"
                            f"{_fewer_requests(best)}), the highest {worst['policy']}'s "
                            f"({format_value(column, worst[column])} {unit}{_fewer_requests(worst)}).")
-        batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples())
-        out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
-                   f"a parallel or beam request counts once, its sequences each): {batch}.")
+        batch = ", ".join(f"{r.policy} {r.mean_batch_size:.0f}/{r.mean_num_running:.0f}" for r in top.itertuples()
+                          if r.mean_batch_size == r.mean_batch_size)  # no step ran: no batch to show (NaN)
+        if batch:
+            out.append(f"Sequences computed per step / requests admitted and unfinished there (time-weighted means; "
+                       f"a parallel or beam request counts once, its sequences each): {batch}.")
     waste = table.groupby("policy", sort=False)["kv_unused_fraction"].mean().dropna()
     if not waste.empty:
         out.append("Held but unused KV slots (mean over loads): "

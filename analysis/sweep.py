@@ -186,10 +186,12 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
                      disable=not progress, file=sys.stderr)
         bar_p = tqdm(desc="probes", unit="replay", position=1, disable=not progress, file=sys.stderr)
         try:
-            with make_executor(executor, run_config, trace, jobs=jobs, address=ray_address) as pool:
+            walks = {c.index: _walk(spec, base_rate) for c in todo}
+            queue = deque((c.index, task) for c in todo for task in config_tasks(spec, c, walks[c.index]))
+            # No more local processes than first replays: `--jobs 64` for 6 configurations started 64.
+            workers = min(jobs, len(queue)) if executor == "local" else jobs
+            with make_executor(executor, run_config, trace, jobs=max(workers, 1), address=ray_address) as pool:
                 timings = pool.timings
-                walks = {c.index: _walk(spec, base_rate) for c in todo}
-                queue = deque((c.index, task) for c in todo for task in config_tasks(spec, c, walks[c.index]))
                 tasks_left = Counter(index for index, _ in queue)
                 results: dict[int, dict[float, dict[str, Any]]] = {c.index: {} for c in todo}
 

@@ -135,11 +135,19 @@ def findings(summary: pd.DataFrame, front: pd.Series, spec: SweepSpec) -> list[s
     if rated.empty:
         return [f"No configuration meets the SLOs ({spec.slo.describe()}) at any load tried."]
     best = rated.loc[rated["capacity"].idxmax()]
-    out.append(f"Highest capacity: #{best['config']} ({_name(best, spec)}) at "
-               f"{capacity_text(best)} req/s "
-               f"(rate scale {best['capacity_scale']:g}), {spec.cost} {format_value(spec.cost, best[spec.cost])} "
-               f"{COST_UNITS[spec.cost]}.")
     unit = COST_UNITS[spec.cost]
+    # Configurations at the same capacity (the same probed load) share it: naming one alone reads as a win.
+    tied = rated[(rated["capacity"] == best["capacity"]) & (rated["lower_bound"] == best["lower_bound"])]
+    if len(tied) > 1:
+        names = ", ".join(f"#{r['config']} ({_name(r, spec)}; {spec.cost} {format_value(spec.cost, r[spec.cost])} "
+                          f"{unit})" for _, r in tied.iterrows())
+        out.append(f"Highest capacity: {capacity_text(best)} req/s (rate scale {best['capacity_scale']:g}), shared by "
+                   f"{len(tied)} configurations: {names}.")
+    else:
+        out.append(f"Highest capacity: #{best['config']} ({_name(best, spec)}) at "
+                   f"{capacity_text(best)} req/s "
+                   f"(rate scale {best['capacity_scale']:g}), {spec.cost} {format_value(spec.cost, best[spec.cost])} "
+                   f"{unit}.")
     parts = []
     on_front = summary[front].sort_values([spec.cost, "config"], kind="stable")
     for (cost, _), tied in on_front.groupby([spec.cost, "capacity"], sort=False):

@@ -332,7 +332,15 @@ def _expand(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]])
     """Every combination, in grid order; each one's EngineConfig is built now so a bad value fails up front."""
     from sim import EngineConfig
     from sim.policies import make_policy
+    from sim.policies.sglang import check_schedule_policy
 
+    policies = tuple(grid.get("policy", [engine.get("policy", "vllm-v0")]))
+    if "lpm" in grid.get("schedule_policy", [engine.get("schedule_policy")]):
+        try:  # sglang's queue order; no other policy reads it
+            check_schedule_policy(tuple(map(str, policies)), "lpm", True)
+        except ValueError as exc:
+            raise where.error("grid.schedule_policy" if "schedule_policy" in grid else "engine.schedule_policy",
+                              str(exc).removeprefix("schedule_policy: ")) from None
     configs = []
     for index, values in enumerate(itertools.product(*grid.values())):
         params = dict(zip(grid, values))
@@ -341,6 +349,8 @@ def _expand(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]])
         try:
             # the policy's own rules too (vLLM V1 refuses a token budget below max_num_seqs, ...)
             make_policy(policy).configure(EngineConfig(**options))
+            if policy == "sglang":  # lpm without a prefix cache is fcfs
+                check_schedule_policy((policy,), options.get("schedule_policy"), options.get("enable_prefix_caching"))
         except (ValueError, TypeError) as exc:
             message = " ".join(str(exc).split())
             # the key the message starts with; else one it names

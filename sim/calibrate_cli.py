@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace, model):
-    from sim.execute.device import dtype_for, kv_dtype_for, resolve_device
+    from sim.execute.device import check_fits, dtype_for, kv_dtype_for, resolve_device
 
     device = resolve_device(args.device)
     import torch
@@ -96,8 +96,11 @@ def _measure(args: argparse.Namespace, model):
     bs = args.block_size
     num_blocks = max(point_tokens(p) // bs + len(p[0]) + len(p[1]) for p in points) + 8
     copies, swaps = (4, 4) if args.quick else (64, 64)
-    runner = StepRunner(ModelShapes.of(model), num_blocks, swaps, bs, dtype_for(device), device, args.seed,
-                        poison=False, kv_dtype=kv_dtype_for(device, args.kv_cache_dtype))
+    shapes, dtype, kv_dtype = ModelShapes.of(model), dtype_for(device), kv_dtype_for(device, args.kv_cache_dtype)
+    # Before the weights are allocated: on the CPU a model larger than host memory got the process killed.
+    check_fits(model.name, shapes.num_params() * dtype.itemsize, 2 * shapes.num_layers * num_blocks * bs
+               * shapes.num_kv_heads * shapes.head_dim * kv_dtype.itemsize, 0, device)
+    runner = StepRunner(shapes, num_blocks, swaps, bs, dtype, device, args.seed, poison=False, kv_dtype=kv_dtype)
     warm_up(runner, num_blocks)
     repeats = 1 if args.quick else args.repeats
     measured = [time_point(runner, p, num_blocks, repeats) for p in points]

@@ -114,8 +114,19 @@ class EngineConfig:
                              f"{self.model_spec.max_model_len} tokens")
         if self.num_gpu_blocks is None and self._memory_blocks() < 1:
             free_gib = self._kv_memory_bytes() / GIB
+            if free_gib > 0:  # the weights fit; one block does not
+                raise ValueError(f"block_size: one KV block of {self.block_size} tokens takes "
+                                 f"{self.block_bytes / GIB:.2f} GiB, more than the {free_gib:.2f} GiB {self.model} "
+                                 f"leaves for the KV cache on {self.gpu}")
             raise ValueError(f"model {self.model} does not fit on {self.gpu}: {free_gib:.2f} GiB left for the KV "
                              f"cache at gpu_memory_utilization={self.gpu_memory_utilization}")
+        memory = self.gpu_spec.memory_gib * GIB
+        if self.num_gpu_blocks is not None and self.num_gpu_blocks * self.block_bytes > memory:
+            # No GPU holds such a pool; the simulator would still try to allocate its bookkeeping.
+            raise ValueError(f"num_gpu_blocks: {self.num_gpu_blocks} blocks of {self.block_bytes / 2**20:g} MiB are "
+                             f"{self.num_gpu_blocks * self.block_bytes / GIB:.4g} GiB, more than the "
+                             f"{self.gpu_spec.memory_gib:g} GiB of a {self.gpu} (at most "
+                             f"{int(memory // self.block_bytes)} blocks)")
 
     # ---- derived -------------------------------------------------------------------------------------
     @property

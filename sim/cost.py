@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from sim.json_profile import load_json_dataclass
+from sim.json_profile import FieldError, load_json_dataclass
 from sim.presets import GpuSpec, ModelSpec
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -55,11 +55,11 @@ class CostProfile:
             if f.name.startswith("host_") and value is None:
                 continue
             if f.name.startswith("host_") and isinstance(value, (int, float)) and not math.isfinite(value):
-                raise ValueError(f"cost profile {self.name}: {f.name}: must be a finite number >= 0, got {value!r}")
+                raise FieldError(f"cost profile {self.name}", f.name, f"must be a finite number >= 0, got {value!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"cost profile {self.name}: {f.name}: must be a number >= 0, got {value!r}")
+                raise FieldError(f"cost profile {self.name}", f.name, f"must be a number >= 0, got {value!r}")
             if f.name.endswith("efficiency") and not 0 < value <= 1:
-                raise ValueError(f"cost profile {self.name}: {f.name}: must be in (0, 1], got {value!r}")
+                raise FieldError(f"cost profile {self.name}", f.name, f"must be in (0, 1], got {value!r}")
 
     @classmethod
     def load(cls, name_or_path: str) -> "CostProfile":

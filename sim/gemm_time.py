@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sim.hbm_measured import bandwidth_scale
-from sim.json_profile import load_json_dataclass
+from sim.json_profile import FieldError, load_json_dataclass
 from sim.presets import GPUS, GpuSpec, lookup
 
 OPS_PROFILE_DIR = Path(__file__).with_name("profiles") / "ops"
@@ -55,11 +55,12 @@ class OpTimeModel:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"op time model {self.name}: {f.name}: must be a number >= 0, got {value!r}")
+                raise FieldError(f"op time model {self.name}", f.name, f"must be a number >= 0, got {value!r}")
             if f.name.endswith("efficiency") and not 0 < value <= 1:
-                raise ValueError(f"op time model {self.name}: {f.name}: must be in (0, 1], got {value!r}")
+                raise FieldError(f"op time model {self.name}", f.name, f"must be in (0, 1], got {value!r}")
         if not self.gemm_smoothness >= 1:
-            raise ValueError(f"op time model {self.name}: gemm_smoothness: must be >= 1, got {self.gemm_smoothness!r}")
+            raise FieldError(f"op time model {self.name}", "gemm_smoothness",
+                             f"must be >= 1, got {self.gemm_smoothness!r}")
 
     @classmethod
     def load(cls, name_or_path: str) -> "OpTimeModel":

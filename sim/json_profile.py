@@ -13,21 +13,47 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class FieldError(ValueError):
+    """A constant out of its range, as `owner: field: reason`; the loader re-reads it as `file:line: field: reason`."""
+
+    def __init__(self, owner: str, field: str, reason: str) -> None:
+        super().__init__(f"{owner}: {field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+def _key_line(text: str, key: str) -> int:
+    """The line of a JSON file where `key` is first given (1 if it is not found)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if f'"{key}"' in line:
+            return number
+    return 1
+
+
 def load_json_dataclass(cls: type[T], name_or_path: str, directory: Path, field: str) -> T:
     """`cls(**data)` from `directory/<name>.json` or from a path ending in `.json`; `field` names the option
-    an unknown name came from."""
+    an unknown name came from. Every error names the file (and the line of the key at fault)."""
     path = Path(name_or_path)
     if path.suffix != ".json":
+        names = sorted(p.stem for p in directory.glob("*.json"))
+        if path.exists() or len(path.parts) > 1:  # meant as a file, not a name
+            raise ValueError(f"{name_or_path}: {field}: a profile file must be JSON with a name ending in .json; "
+                             f"or give a name: {', '.join(names)}")
         path = directory / f"{name_or_path}.json"
         if not path.is_file():
-            names = sorted(p.stem for p in directory.glob("*.json"))
             raise ValueError(f"{field}: unknown name {name_or_path!r}; valid names: {', '.join(names)}")
+    text = path.read_text()
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}:1: json: expected an object of constants, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
-    return cls(**data)
+        raise ValueError(f"{path}:{_key_line(text, unknown[0])}: {unknown[0]}: unknown key; valid keys: "
+                         f"{', '.join(sorted(known))}")
+    try:
+        return cls(**data)
+    except FieldError as exc:  # `cost profile default: ...` would name the default, not this file
+        raise ValueError(f"{path}:{_key_line(text, exc.field)}: {exc.field}: {exc.reason}") from None

@@ -83,16 +83,23 @@ def memory_figures(steps: pd.DataFrame, kv_blocks_total: int, block_size: int) -
 
 
 def latency_figures(requests: pd.DataFrame, itl_s: np.ndarray) -> dict[str, float]:
-    """TTFT (mean, p50, p99), end-to-end latency (p50, p99) of finished requests; inter-token gaps (p50,
-    p99, max), in seconds."""
+    """TTFT (mean, p50, p99), time per output token after the first (p50, p99; requests of one output
+    token have none, as in vLLM's benchmark), end-to-end latency (p50, p99) of finished requests;
+    inter-token gaps (p50, p99, max), in seconds."""
     done = requests[requests["status"] == "finished"]
     ttft, e2e = done["ttft_s"].to_numpy(dtype=float), done["e2e_s"].to_numpy(dtype=float)
+    outputs = done["output_tokens"].to_numpy(dtype=float)
+    several = outputs > 1
+    tpot = (e2e[several] - ttft[several]) / (outputs[several] - 1)
     itl = np.asarray(itl_s, dtype=float)
-    (ttft50, ttft99), (e2e50, e2e99), (itl50, itl99) = (percentiles(v, (50, 99)) for v in (ttft, e2e, itl))
+    (ttft50, ttft99), (tpot50, tpot99), (e2e50, e2e99), (itl50, itl99) = (
+        percentiles(v, (50, 99)) for v in (ttft, tpot, e2e, itl))
     return {
         "ttft_mean_s": float(ttft.mean()) if ttft.size else math.nan,
         "ttft_p50_s": ttft50,
         "ttft_p99_s": ttft99,
+        "tpot_p50_s": tpot50,
+        "tpot_p99_s": tpot99,
         "e2e_p50_s": e2e50,
         "e2e_p99_s": e2e99,
         "itl_p50_s": itl50,

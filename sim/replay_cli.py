@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "Triton interpreter, for the tiny model)")
     p.add_argument("--verify", action="store_true",
                    help="execute backend: shadow-check attention outputs against each sequence's history")
-    p.add_argument("--verify-every", type=int, default=1, metavar="N",
+    p.add_argument("--verify-every", type=int, default=None, metavar="N",
                    help="with --verify: check every N-th step and every step that copies or swaps (default 1)")
     p.add_argument("--cost-profile", default="default", metavar="NAME|PATH",
                    help="cost-model constants: a name in sim/profiles/ or a JSON file (default: default)")
@@ -76,7 +76,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: new, empty or an earlier replay's (created if needed)")
     add_arrival_options(p, seed=False)
     add_transform_options(p)
     p.set_defaults(func=run)
@@ -89,14 +90,20 @@ def run(args: argparse.Namespace) -> int:
     from sim.simulate import replay
 
     make_policy(args.policy)  # an unknown name fails before the trace is read
+    from sim.policies.sglang import check_schedule_policy
+
+    check_schedule_policy((args.policy,), args.schedule_policy, args.enable_prefix_caching)
     execute = args.backend == "execute"
     if not execute and (args.verify or args.device):
         raise ValueError("--verify/--device: need --backend execute")
+    if args.verify_every is not None and not args.verify:
+        raise ValueError("--verify-every: needs --verify (it says how often --verify checks)")
     config = EngineConfig(
         model=args.model, gpu=args.gpu, num_gpu_blocks=args.num_gpu_blocks, block_size=args.block_size,
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
-        verify_every=args.verify_every, enable_prefix_caching=args.enable_prefix_caching,
+        verify_every=1 if args.verify_every is None else args.verify_every,
+        enable_prefix_caching=args.enable_prefix_caching,
         kv_cache_dtype=args.kv_cache_dtype, schedule_policy=args.schedule_policy,
         scheduling_policy=args.scheduling_policy, enable_chunked_prefill=args.enable_chunked_prefill,
     )
@@ -109,20 +116,25 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for notice in trace.notices:
             print(f"trace: {notice}")
+        if args.policy == "vllm" and args.scheduling_policy == "priority" and not trace.column("priority").any():
+            print("pagedlab: warning: --scheduling-policy priority: every request of the trace has priority 0 (no "
+                  "priority column): requests are ordered by arrival alone", file=sys.stderr)
     result = replay(trace, config, policy=args.policy, seed=args.seed, progress=args.progress)
     result.write(args.out)
     if not args.quiet:
         s = result.summary
         print(f"{args.policy}: {s['num_finished']} finished, {s['num_rejected']} rejected of {s['num_requests']} "
               f"requests in {s['sim_duration_s']:.1f} simulated s; {s['num_steps']} steps, "
-              f"{s['preemptions']} preemptions; KV slot utilization {percent(s['slot_utilization'])}; "
+              f"{s['preemptions']} preemptions; KV cache {percent(s['kv_usage_mean'])} held on average (peak "
+              f"{percent(s['kv_usage_peak'])}), {percent(s['slot_utilization'])} of held slots filled; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
         note = rejection_note(result.requests, config.model, config.context_len)
         if note:
             print(f"pagedlab: warning: {note}", file=sys.stderr)
         if s.get("prefix_caching"):
             print(f"prefix cache: {percent(s['prefix_hit_rate'])} of prompt tokens hit ({s['prefix_hit_tokens']} "
-                  f"tokens), {s['prefix_evicted_blocks']} blocks evicted{no_prefix_note(trace)}")
+                  f"tokens), {s['prefix_evicted_blocks']} blocks evicted"
+                  f"{'' if s['prefix_hit_tokens'] else no_prefix_note(trace)}")
         if "verify_checked" in s:
             print(f"verify: {s['verify_checked']} sequence-steps checked, {s['verify_mismatches']} mismatches")
     return 0
@@ -150,11 +162,32 @@ def check_out_dir(out: str) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise OSError(f"{path}: out: exists and is not a directory")
+    if path.is_dir() and not _is_replay_dir(path):
+        entries = sorted(p.name for p in path.iterdir())
+        if entries:  # a replay writes requests.csv, steps.csv, ...: never over someone else's files
+            raise OSError(f"{path}: out: the directory holds other files (e.g. {entries[0]}) and no earlier replay; "
+                          "give a new or empty directory, or an earlier replay's")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise OSError(f"{existing}: out: not a directory, so {path} cannot be made")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OSError(f"{existing}: out: permission denied (not writable)")
+
+
+def _is_replay_dir(path: "Path") -> bool:
+    """An earlier replay's output (its summary.json names a policy and a request count), not a compare or
+    sweep report (those have a manifest and are replaced whole by their own command)."""
+    import json
+
+    from sim.schema import SUMMARY_JSON
+
+    if (path / "manifest.json").exists():
+        return False
+    try:
+        summary = json.loads((path / SUMMARY_JSON).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "policy" in summary and "num_requests" in summary
 
 
 REJECTION_WARN_FRACTION = 0.05

@@ -256,7 +256,8 @@ def test_a_read_only_out_directory_is_refused_not_replaced(tmp_path: Path, capsy
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_text("x"), "{out}: out: exists and is not a directory"),
     (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")),
-     "{out}: out: exists and is not a pagedlab compare report; give an empty or new --out"),
+     "{out}: out: exists, holds other files and is not an earlier pagedlab report (no manifest.json); give an "
+     "empty or new --out"),
 ])
 def test_out_problems_are_one_line_in_the_documented_form(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           make, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -311,7 +312,8 @@ def test_compare_turns_vllm_s_default_prefix_caching_off_and_sets_sglang_s_order
              prefix_fraction=1.0, seed=3).to_csv(path)
     argv = ["compare", "--trace", str(path), "--policies", "vllm,sglang", "--rates", "4", "--quiet"]
     assert run_cli([*argv, "--out", str(tmp_path / "default")], capsys)[0] == 0
-    code, _, err = run_cli([*argv, "--no-enable-prefix-caching", "--schedule-policy", "lpm",
+    # (lpm without the prefix cache would be fcfs, and is refused: the order spelled out is fcfs)
+    code, _, err = run_cli([*argv, "--no-enable-prefix-caching", "--schedule-policy", "fcfs",
                             "--out", str(tmp_path / "off")], capsys)
     assert code == 0, err
     default = pd.read_csv(tmp_path / "default" / "summary.csv").set_index("policy")
@@ -319,7 +321,7 @@ def test_compare_turns_vllm_s_default_prefix_caching_off_and_sets_sglang_s_order
     off = pd.read_csv(tmp_path / "off" / "summary.csv").set_index("policy")
     assert "prefix_hit_rate" not in off or not (off["prefix_hit_rate"] > 0).any()
     report = (tmp_path / "off" / "report.md").read_text()
-    assert "--no-enable-prefix-caching" in report and "--schedule-policy lpm" in report
+    assert "--no-enable-prefix-caching" in report and "--schedule-policy fcfs" in report
 
 
 def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -335,3 +337,32 @@ def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.Ca
         run_cli(["replay", "--trace", str(path), "--schedule-policy", "sjf", "--out", str(out)], capsys)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "--schedule-policy" in err
+
+
+def test_a_file_format_for_a_preset_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --format names how to read a --trace file; with a preset it was ignored without a word.
+    code, _, err = run_cli([*TINY, "--format", "azure", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err == ("pagedlab: error: format: 'azure' is for a --trace file; a preset is generated, "
+                                 "not read\n")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command, options, message", [
+    ("replay", ["--policy", "vllm", "--schedule-policy", "lpm", "--enable-prefix-caching"],
+     "schedule_policy: lpm is sglang's waiting-queue order; vllm would ignore it (vllm's queue order is "
+     "--scheduling-policy)"),
+    ("replay", ["--policy", "sglang", "--schedule-policy", "lpm"],
+     "schedule_policy: lpm orders the queue by cached prefix and needs the prefix cache (--enable-prefix-caching"),
+    ("compare", ["--policies", "vllm,sarathi", "--schedule-policy", "lpm", "--enable-prefix-caching"],
+     "schedule_policy: lpm is sglang's waiting-queue order; vllm, sarathi would ignore it"),
+])
+def test_a_schedule_policy_that_would_change_nothing_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, options: list[str], message: str) -> None:
+    # lpm was silently served as fcfs: under a policy other than sglang, or without a prefix cache.
+    from traces import generate
+
+    path = tmp_path / "t.csv"
+    generate(4, rate=4.0, lengths="fixed", input_len=100, output_len=8, seed=1).to_csv(path)
+    code, _, err = run_cli([command, "--trace", str(path), *options, "--quiet", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.startswith(f"pagedlab: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -131,7 +131,7 @@ def test_failed_write_leaves_nothing_and_rerun_replaces_previous_report(tmp_path
 
 def test_refuses_to_replace_a_directory_that_is_not_a_report(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("precious")
-    with pytest.raises(OSError, match="not a pagedlab compare report"):
+    with pytest.raises(OSError, match="not an earlier pagedlab report"):  # validate writes reports too
         with atomic_directory(tmp_path):
             pass
     assert (tmp_path / "keep.txt").read_text() == "precious"
@@ -148,6 +148,31 @@ def test_findings_flag_runs_whose_tables_disagree() -> None:
     table.loc[(table["policy"] == "paged") & (table["load"] == 4.0), "kv_overfull_steps"] = 3
     flagged = [line for line in findings(table, capacity, ctx) if "CHECK FAILED" in line]
     assert len(flagged) == 1 and "paged@4" in flagged[0] and "contiguous" not in flagged[0]
+
+
+def test_findings_at_the_highest_load_call_a_tie_a_tie_and_name_no_winner_when_nothing_finished() -> None:
+    # Every policy kept up with the load (138.21, 138.09 tok/s): the report named one "the highest".
+    slo = SLO(ttft_ms=300)
+    runs = {(p, r): fake_run(p, r) for p in POLICIES for r in RATES}
+    table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(run, slo)} for (p, r), run in runs.items()])
+    ctx = ReportContext(command="c", trace_description="t", model="m", gpu="g", seed=0, policies=POLICIES, loads=RATES,
+                        load_label="rate", slo=slo, slo_note="test", target=0.9, timeline_load=4.0)
+    top = table["load"] == max(RATES)
+    table.loc[top, "output_throughput"] = [138.21, 138.09][:int(top.sum())]
+    table.loc[top, "p99_ttft_ms"] = [100.0, 100.5][:int(top.sum())]
+    lines = findings(table, capacity_by_policy(table), ctx)
+    assert f"{', '.join(POLICIES)} share the highest output throughput (138 tok/s, within 1% of each other)." in \
+        " ".join(lines)
+    assert "At that load the p99 TTFT is the same for every policy (100 ms, within 1%)." in lines
+    table.loc[top, "output_throughput"] = [138.21, 120.0][:int(top.sum())]
+    assert f"{POLICIES[0]} has the highest output throughput (138 tok/s)." in \
+        " ".join(findings(table, capacity_by_policy(table), ctx))
+
+    # Nothing finished at that load: no throughput winner at 0 tok/s, no `nan/nan` batch sizes.
+    table.loc[top, ["completed", "output_throughput", "mean_batch_size", "mean_num_running"]] = [0, 0.0, np.nan, np.nan]
+    text = " ".join(findings(table, capacity_by_policy(table), ctx))
+    assert "At the highest load (rate 4, 4 req/s) no policy finished a request." in text
+    assert "0 tok/s" not in text and "nan" not in text
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -259,3 +284,19 @@ def test_a_policy_named_best_at_the_highest_load_says_it_rejected_requests_there
     assert ttft.startswith("At that load the lowest p99 TTFT is paged's (")
     assert " ms, over the requests it ran: it rejected 2 of 12), the highest contiguous's (" in ttft
     assert ttft.endswith("ms).")
+
+
+def test_capacity_bars_start_at_zero_even_when_no_policy_has_a_capacity(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # With every capacity "< R" the bar axis ran from -0.06 to 0.06: a negative capacity scale around nothing.
+    from analysis import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    slo = SLO(ttft_ms=300)
+    table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(fake_run(p, r), slo)}
+                          for p in POLICIES for r in RATES])
+    capacity = capacity_by_policy(table).assign(capacity=np.nan, all_loads_met=False, first_failing_load=1.0)
+    plots.plot_capacity(table, capacity, POLICIES, 0.9, slo, tmp_path / "capacity.png")
+    low, high = figures[0].axes[1].get_ylim()
+    assert low == 0 and high >= min(RATES)

@@ -45,6 +45,20 @@ def test_calibrate_writes_a_profile_and_refits_from_its_csv(tmp_path: Path, caps
     assert {k: v for k, v in first.items() if k != "description"} == {k: v for k, v in second.items() if k != "description"}
 
 
+def test_calibrate_refuses_a_model_the_device_cannot_hold(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama-3-8b's fp32 weights on a 23 GiB host got the process killed, not refused.
+    import sim.execute.device as device
+
+    monkeypatch.setattr(device, "available_bytes", lambda dev: 4 * 2**30)
+    out = tmp_path / "p.json"
+    argv = ["calibrate", "--gpu-name", "h200", "--model", "llama-3-8b", "--device", DEVICE, "--quick", "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pagedlab: error: execute backend: llama-3-8b needs ") and "4.0 GiB are free" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
 def test_bad_calibrate_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("kind,prefill_chunks,decode_contexts,count,measured_s,predicted_s,device\nstep,1\n")

@@ -44,3 +44,16 @@ def test_fidelity_errors_are_relative_to_the_measurement() -> None:
     lat = latency_errors(measured, predicted)
     assert lat["e2e_p50_rel_err"] == pytest.approx(-0.1) and lat["e2e_p99_rel_err"] == pytest.approx(-0.1)
     assert lat["ttft_p50_rel_err"] == pytest.approx(0.0)
+
+
+def test_a_model_too_large_for_host_memory_is_refused_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On the CPU nothing stopped the allocation: a 70B model's random weights got the process killed.
+    import sim.execute.device as device
+
+    monkeypatch.setattr(device, "available_bytes", lambda dev: 20 * GIB)
+    with pytest.raises(ValueError) as info:
+        check_fits("llama-3-70b-tp4", 70 * GIB, 1 * GIB, 0, torch.device("cpu"))
+    message = str(info.value)
+    assert "needs 73.0 GiB of host memory (--device cpu)" in message and "20.0 GiB are free" in message
+    assert "smaller model (" in message and "\n" not in message
+    check_fits("tiny", GIB // 100, GIB // 100, 0, torch.device("cpu"))  # fits: no error

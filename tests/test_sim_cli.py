@@ -72,6 +72,8 @@ def test_replay_options_and_quiet(trace_file: Path, tmp_path: Path, capsys: pyte
      "scheduling_policy: 'priority' is modelled for policy vllm only"),
     (["--policy", "vllm", "--gpu", "a100-80gb", "--no-enable-chunked-prefill"],
      "max_num_batched_tokens: 2048 is smaller than max_model_len 8192 with chunked prefill off"),
+    # an option that would be ignored: it only says how often --verify checks
+    (["--verify-every", "5"], "--verify-every: needs --verify (it says how often --verify checks)"),
 ])
 def test_bad_options_are_one_line_errors(trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          extra: list[str], message: str) -> None:
@@ -156,7 +158,20 @@ def test_replay_console_never_prints_nan(tmp_path: Path, capsys: pytest.CaptureF
     path = write_trace(tmp_path / "t.csv", [Request(f"r{i}", 0.1 * i, 9000, 50) for i in range(3)])
     assert cli.main(["replay", "--trace", str(path), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "0 finished, 3 rejected" in out and "KV slot utilization -;" in out and "nan" not in out.lower()
+    assert "0 finished, 3 rejected" in out and "KV cache - held on average (peak -), - of held slots filled;" in out
+    assert "nan" not in out.lower()
+
+
+def test_replay_console_tells_kv_cache_use_from_slot_fill(trace_file: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # The console said only "KV slot utilization 99.7%" of a run whose cache was 8% held on average: it read as
+    # a full cache. It gives the cache's use (held blocks over the pool) and how full the held slots are.
+    out = tmp_path / "o"
+    assert cli.main(["replay", "--trace", str(trace_file), "--num-gpu-blocks", "64", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    printed = capsys.readouterr().out
+    assert (f"KV cache {s['kv_usage_mean']:.1%} held on average (peak {s['kv_usage_peak']:.1%}), "
+            f"{s['slot_utilization']:.1%} of held slots filled;") in printed
 
 
 def test_out_and_system_errors_are_one_line_in_the_documented_form(trace_file: Path, tmp_path: Path,
@@ -200,3 +215,38 @@ def test_replay_says_when_the_trace_gives_the_prefix_cache_nothing_to_hit(tmp_pa
     assert cli.main(["replay", "--trace", str(shared), "--policy", "vllm", "--out", str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out
     assert "prefix cache: " in printed and note not in printed
+    # Under vllm the samples of a parallel request share its prompt through the cache: hits, so no such note.
+    forked = write_trace(tmp_path / "forked.csv", [Request("p", 0.0, 100, 5, n=4, sampling="parallel")])
+    assert cli.main(["replay", "--trace", str(forked), "--policy", "vllm", "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    assert "prefix cache: 72.0% of prompt tokens hit (288 tokens)" in printed and note not in printed
+
+
+def test_replay_never_writes_over_a_directory_of_other_files(trace_file: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # The trace's own directory holds the user's files; a replay there would overwrite a requests.csv of theirs.
+    mine = trace_file.parent / "requests.csv"
+    mine.write_text("mine\n")
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--out", str(trace_file.parent)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{trace_file.parent}: out: the directory holds other files" in err
+    assert mine.read_text() == "mine\n"
+    # An earlier replay's directory is replayed into again; a compare report (with a manifest) is not.
+    out = tmp_path / "run"
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--out", str(out)]) == 0
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--policy", "sarathi", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["policy"] == "sarathi"
+    (out / "manifest.json").write_text("{}")
+    assert cli.main(["replay", "--trace", str(trace_file), "--quiet", "--out", str(out)]) == 2
+
+
+def test_priority_order_on_a_trace_without_priorities_warns(trace_file: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # Every request at priority 0: the priority order is FCFS, which the run gave without a word.
+    argv = ["replay", "--trace", str(trace_file), "--policy", "vllm", "--scheduling-policy", "priority"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err == ("pagedlab: warning: --scheduling-policy priority: every request of the trace has "
+                                       "priority 0 (no priority column): requests are ordered by arrival alone\n")
+    ranked = write_trace(tmp_path / "ranked.csv", [Request(f"r{i}", 0.1 * i, 50, 5, priority=i % 2) for i in range(4)])
+    assert cli.main([*argv[:2], str(ranked), *argv[3:], "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err == ""

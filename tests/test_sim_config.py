@@ -59,6 +59,11 @@ def test_kv_blocks_follow_the_memory_left_after_weights() -> None:
     ({"max_model_len": 100_000}, "max_model_len: 100000 exceeds llama-3-8b's context"),
     ({"swap_space_gib": -1}, "swap_space_gib: must be a finite number >= 0"),
     ({"model": "llama-3-70b-tp4", "gpu": "a100-40gb", "gpu_memory_utilization": 0.5}, "does not fit"),
+    # the weights fit: the block is what is too large (it read "model llama-3-8b does not fit on h100-sxm")
+    ({"block_size": 100_000_000}, "block_size: one KV block of 100000000 tokens takes 12207.03 GiB, more than the "
+                                  "55.18 GiB llama-3-8b leaves for the KV cache on h100-sxm"),
+    # a pool no GPU holds (its bookkeeping alone ended in a MemoryError traceback)
+    ({"num_gpu_blocks": 10**12}, "num_gpu_blocks: 1000000000000 blocks of 2 MiB are 1.953e+09 GiB, more than the"),
 ])
 def test_bad_settings_raise_one_line(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -79,12 +84,29 @@ def test_cost_profile_loads_by_name_or_path(tmp_path) -> None:
     path.write_text(json.dumps({"name": "measured", "step_overhead_s": 0.01}))
     assert CostProfile.load(str(path)).step_overhead_s == 0.01
     path.write_text(json.dumps({"name": "bad", "warp_speed": 9}))
-    with pytest.raises(ValueError, match="unknown key 'warp_speed'"):
+    with pytest.raises(ValueError, match=f"^{path}:1: warp_speed: unknown key; valid keys: "):
         CostProfile.load(str(path))
     with pytest.raises(ValueError, match="cost_profile: unknown name 'nope'; valid names: default"):
         CostProfile.load("nope")
     with pytest.raises(ValueError, match="must be in"):
         CostProfile(gemm_compute_efficiency=1.5)
+
+
+def test_a_bad_profile_file_is_named_with_the_line_of_its_key(tmp_path) -> None:
+    # A file without "name" was blamed on "cost profile default", the shipped profile.
+    path = tmp_path / "fast.json"
+    path.write_text('{\n  "step_overhead_s": 0.001,\n  "gemm_compute_efficiency": 2\n}\n')
+    with pytest.raises(ValueError) as info:
+        CostProfile.load(str(path))
+    assert str(info.value) == f"{path}:3: gemm_compute_efficiency: must be in (0, 1], got 2"
+    path.write_text("[0.5]")
+    with pytest.raises(ValueError, match=f"^{path}:1: json: expected an object of constants, got list$"):
+        CostProfile.load(str(path))
+    # A path that is not .json (a CSV, a directory) is named as a path, not looked up as a profile name.
+    (tmp_path / "measured.csv").write_text("a,b\n")
+    for other in (tmp_path / "measured.csv", tmp_path):
+        with pytest.raises(ValueError, match=f"^{other}: cost_profile: a profile file must be JSON"):
+            CostProfile.load(str(other))
 
 
 def test_profile_changes_step_times() -> None:

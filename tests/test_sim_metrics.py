@@ -28,6 +28,10 @@ def test_summary_json_and_compare_summary_csv_agree(policy: str, tmp_path: Path,
     for name in SHARED_FIGURES:
         assert row[name] == pytest.approx(summary[name], rel=1e-12), name
     assert row["kv_unused_fraction"] == pytest.approx(1 - summary["slot_utilization"], rel=1e-12)
+    # TPOT, which the compare report leads with, is in a replay's summary too, in seconds
+    assert 1000 * summary["tpot_p50_s"] == pytest.approx(row["median_tpot_ms"], rel=1e-9)
+    assert 1000 * summary["tpot_p99_s"] == pytest.approx(row["p99_tpot_ms"], rel=1e-9)
+    assert 1000 * summary["ttft_p99_s"] == pytest.approx(row["p99_ttft_ms"], rel=1e-9)
     steps = pd.read_csv(out / "runs" / f"{policy}-1" / "steps.csv")
     held = steps["kv_blocks_used"] / summary["kv_blocks_total"]
     assert summary["kv_usage_mean"] == pytest.approx(np.average(held, weights=steps["duration_s"]), rel=1e-12)

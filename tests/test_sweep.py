@@ -271,3 +271,20 @@ def test_bad_flags_and_a_foreign_out_dir_are_one_line(tmp_path: Path, capsys: py
     code, _, err = run_cli(["sweep", str(write_spec(tmp_path)), "--out", str(out), "--quiet", *flags], capsys)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not out.exists() or [p.name for p in out.iterdir()] == ["notes.txt"]  # nothing written, nothing lost
+
+
+def test_a_local_sweep_starts_no_more_processes_than_first_replays(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--jobs 64` for a sweep of 4 configurations at one fixed load started a pool of 64 processes.
+    import analysis.executors as executors
+    from analysis.sweep import run_sweep
+    from analysis.sweep_spec import load_spec
+
+    asked: list[int] = []
+    real = executors.make_executor
+    monkeypatch.setattr(executors, "make_executor",
+                        lambda kind, fn, shared, *, jobs=1, address=None: asked.append(jobs) or real(kind, fn, shared,
+                                                                                                      jobs=1))
+    spec = write_spec(tmp_path, SPEC.split("[search]")[0] + "[loads]\nrate_scales = [1]\n")
+    run_sweep(load_spec(spec), tmp_path / "out", jobs=64, progress=False)
+    assert asked == [4]

@@ -68,3 +68,19 @@ def test_a_sweep_where_no_configuration_meets_the_slos_still_reports(tmp_path: P
     assert "No configuration meets the SLOs (ttft<=0.001ms) at any load tried." in report
     assert "| 0 | vllm-v0 | " in report and "< 1 |" in report
     assert (tmp_path / "out" / "plots" / "pareto.png").stat().st_size > 0
+
+
+def test_configurations_sharing_the_highest_capacity_are_named_together(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # Both pass every load: the findings named only the first as having the highest capacity.
+    from sim import cli
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[trace.generate]\nnum_requests = 6\nrate = 2.0\nlengths = "fixed"\ninput_len = 64\n'
+                    'output_len = 8\n[engine]\nmodel = "tiny"\n[grid]\npolicy = ["vllm-v0", "sarathi"]\n'
+                    '[slo]\nttft_ms = 100000\n[loads]\nrates = [1]\n')
+    assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- Highest capacity: "))
+    assert line.startswith("- Highest capacity: 1+ req/s (rate scale ")
+    assert "shared by 2 configurations: #0 (policy=vllm-v0; kv_gib " in line and "#1 (policy=sarathi; kv_gib " in line

@@ -21,6 +21,14 @@ from test_sweep import SPEC, run_cli, write_spec
     (lambda s: s.replace("[trace.generate]\nnum_requests = 40\nrate = 1.0\nlengths = \"sharegpt\"",
                          '[trace]\npath = "."'),
      "spec.toml:3: trace.path: not a file: {dir} (a relative path is relative to the spec file)"),
+    # sglang's lpm queue order is read by no other policy, and without a prefix cache it is fcfs
+    (lambda s: s.replace("num_gpu_blocks = 300", 'num_gpu_blocks = 300\nschedule_policy = "lpm"'),
+     "spec.toml:8: engine.schedule_policy: lpm is sglang's waiting-queue order; vllm-v0, sarathi would ignore it"),
+    (lambda s: s.replace("num_gpu_blocks = 300", 'num_gpu_blocks = 300\nschedule_policy = "lpm"')
+              .replace('policy = ["vllm-v0", "sarathi"]', 'policy = ["sglang"]'),
+     "spec.toml:8: engine.schedule_policy: configuration policy=sglang max_num_seqs=4: schedule_policy: lpm orders "
+     "the queue by cached prefix and needs the prefix cache (--enable-prefix-caching; without its radix cache "
+     "SGLang serves fcfs)"),
 ])
 def test_a_spec_the_engine_or_the_file_system_refuses_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                   edit, where: str) -> None:

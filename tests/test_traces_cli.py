@@ -58,6 +58,22 @@ def test_convert_writes_a_native_trace(tmp_path: Path, capsys: pytest.CaptureFix
     assert [(r.request_id, r.arrival_s, r.hash_ids) for r in back] == [("0", 0.0, (3, 4)), ("2", 4.0, (3,))]
 
 
+def test_convert_to_a_gz_name_writes_gzip_that_loads_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `--out t.csv.gz` wrote plain text, which `load` then refused as "not gzip data".
+    src = tmp_path / "t.csv"
+    src.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,3,5\n")
+    for name, kind in (("t2.csv.gz", "native CSV, gzip"), ("t2.jsonl.gz", "native JSONL, gzip"),
+                       ("t2.parquet", "native CSV")):
+        out = tmp_path / name
+        assert cli.main(["trace", "convert", str(src), "--out", str(out)]) == 0
+        assert f"wrote 2 requests to {out} ({kind})" in capsys.readouterr().out
+        assert [(r.arrival_s, r.prompt_tokens) for r in load(out)] == [(0.0, 10), (1.0, 3)]
+    first = (tmp_path / "t2.csv.gz").read_bytes()
+    assert cli.main(["trace", "convert", str(src), "--out", str(tmp_path / "t2.csv.gz")]) == 0
+    assert (tmp_path / "t2.csv.gz").read_bytes() == first  # same trace, same bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t2.csv.gz", "t2.jsonl.gz", "t2.parquet"]
+
+
 def test_stats_on_the_real_azure_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["trace", "stats", str(AZURE_CODE), "--format", "azure"]) == 0
     rows = stats_rows(capsys.readouterr().out)

@@ -75,6 +75,29 @@ CASES = [
     ("unclosed quote", "t.csv", NATIVE + '0,1,1\n1,"2,2\n', ":3", "row", 'a quoted value (") never closes'),
     ("lengths only, no arrivals given", "t.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n", ":1", "arrived_at",
      "missing column: this trace has lengths only; give it arrival times with --arrivals"),
+    ("a column twice", "t.csv", "arrival_s,prompt_tokens,output_tokens,prompt_tokens\n0,10,5,7\n", ":1",
+     "prompt_tokens", "column given twice in the header"),
+    ("tab-separated", "t.tsv", "arrival_s\tprompt_tokens\toutput_tokens\n0\t10\t5\n", ":1", "header",
+     "unknown trace format (columns: arrival_s\\tprompt_tokens\\toutput_tokens); known formats: native-csv, "
+     "native-jsonl, azure, burstgpt, mooncake, vidur; the header is separated by tabs: a CSV trace is comma-separated"),
+    ("semicolon-separated", "t.csv", "arrival_s;prompt_tokens;output_tokens\n0;10;5\n", ":1", "header",
+     "unknown trace format (columns: arrival_s;prompt_tokens;output_tokens); known formats: native-csv, "
+     "native-jsonl, azure, burstgpt, mooncake, vidur; the header is separated by semicolons"),
+    ("a ShareGPT JSON document", "sg.json",
+     '[\n  {"id": "a", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}\n]\n',
+     ":1", "file", "a JSON array (such as ShareGPT's conversations), not a trace"),
+    ("ShareGPT as JSON lines", "sg.jsonl", '{"id": "a", "conversations": [{"from": "human", "value": "Hi"}]}\n',
+     ":1", "header", "ShareGPT conversations (text), not a trace"),
+    # JSON values Python reads but a count or time cannot be: never 1 for `true`, never "missing" for NaN.
+    ("a boolean token count", "t.jsonl", '{"arrival_s": 0, "prompt_tokens": 5, "output_tokens": 1}\n'
+     '{"arrival_s": 1, "prompt_tokens": true, "output_tokens": 1}\n', ":2", "prompt_tokens",
+     "not a number: True (a boolean)"),
+    ("a boolean time", "t.jsonl", '{"timestamp": false, "input_length": 10, "output_length": 2}\n', ":1", "timestamp",
+     "not a number: False (a boolean)"),
+    ("NaN in JSON", "t.jsonl", '{"arrival_s": 0, "prompt_tokens": NaN, "output_tokens": 1}\n', ":1", "prompt_tokens",
+     "not a number: 'NaN'"),
+    ("Infinity in JSON", "t.jsonl", '{"arrival_s": Infinity, "prompt_tokens": 3, "output_tokens": 1}\n', ":1",
+     "arrival_s", "not a finite number: 'Infinity'"),
 ]
 
 
@@ -96,6 +119,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"pagedlab: error: {info.value}\n"  # exactly one line, no traceback
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz"])
+def test_a_file_cut_off_mid_line_says_so(tmp_path: Path, name: str) -> None:
+    # A partial download ends mid-row: "missing value" alone sends one looking for an empty cell.
+    import gzip
+
+    text = AZ + "2023-11-16 18:17:03.9799600,5,1\n2023-11-16 18:17:04.0000000,7"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    with pytest.raises(ValueError) as info:
+        load(path)
+    assert str(info.value) == (f"{path}:3: GeneratedTokens: missing value (the last line has no line break: the file "
+                               "looks cut off)")
+    path.write_bytes(gzip.compress((text + "\n").encode()) if name.endswith(".gz") else (text + "\n").encode())
+    with pytest.raises(ValueError) as info:
+        load(path)
+    assert str(info.value) == f"{path}:3: GeneratedTokens: missing value"
 
 
 def test_truncated_gzip_names_the_file_and_a_line(tmp_path: Path) -> None:
@@ -154,6 +195,13 @@ def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     (["--arrival", "weibull"], "generate: arrival: unknown 'weibull'"),
     (["--parallel-fraction", "0.8", "--beam-fraction", "0.5"], "generate: parallel_fraction/beam_fraction:"),
     (["--prefix-groups", "3"], "generate: prefix_tokens: prefix groups need prefix_tokens >= 1"),
+    # options the others make the generator ignore were accepted without a word
+    (["--burstiness", "0.5"], "trace gen: --burstiness: would be ignored: it shapes gamma arrivals only"),
+    (["--n", "8"], "trace gen: --n: would be ignored: it is the width of parallel and beam requests"),
+    (["--prefix-tokens", "100"], "trace gen: --prefix-tokens: would be ignored: it needs --prefix-groups"),
+    (["--sigma", "2"], "trace gen: --sigma: would be ignored: it is the spread of --lengths lognormal"),
+    (["--lengths", "lognormal", "--range-ratio", "0.2"], "trace gen: --range-ratio: would be ignored"),
+    (["--input-len", "5"], "trace gen: --input-len: would be ignored: --lengths sharegpt has its own lengths"),
 ])
 def test_bad_generator_options_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             args: list[str], message: str) -> None:

@@ -106,6 +106,12 @@ def test_vidur_csv(tmp_path: Path) -> None:
     assert "ignored columns: num_total_tokens" in trace.notices
 
 
+def test_a_trailing_comma_is_an_ignored_column_without_a_name(tmp_path: Path) -> None:
+    # pandas calls it `Unnamed: 3`, which the notice repeated as if the file had such a column.
+    path = write(tmp_path, "t.csv", "arrival_s,prompt_tokens,output_tokens,\n0,10,5,\n1,3,5,\n")
+    assert "ignored columns: column 4 (no name)" in load(path).notices
+
+
 def test_gzip_and_explicit_format(tmp_path: Path) -> None:
     path = tmp_path / "v.csv.gz"
     with gzip.open(path, "wt") as f:

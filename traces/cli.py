@@ -39,20 +39,38 @@ def _check_out(out: Path, source: str | None = None) -> None:
         raise OSError(f"{out}: out: is the trace being read; give another path")
 
 
-def _write(trace: "Trace", out: Path) -> None:
-    """Native JSONL for a .jsonl path, native CSV otherwise; written beside it and renamed into place, so
-    an interrupted write leaves no half-written file (and an existing one as it was)."""
-    import os
+def _written_as(out: Path) -> str:
+    """What `_write` makes of a name: `x.parquet` is native CSV too, so the console says so."""
+    compressed = out.suffix == ".gz"
+    kind = Path(out.stem).suffix if compressed else out.suffix
+    return ("native JSONL" if kind == ".jsonl" else "native CSV") + (", gzip" if compressed else "")
 
+
+def _write(trace: "Trace", out: Path) -> None:
+    """Native JSONL for a .jsonl path, native CSV otherwise, gzip-compressed when the name ends in .gz (as
+    `load` reads it); written beside it and renamed into place, so an interrupted write leaves no
+    half-written file (and an existing one as it was)."""
+    import gzip
+    import os
+    import shutil
+
+    compressed = out.suffix == ".gz"
+    kind = Path(out.stem).suffix if compressed else out.suffix
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    plain = tmp.with_name(tmp.name + ".plain") if compressed else tmp
     try:
-        if out.suffix == ".jsonl":
-            trace.to_jsonl(tmp)
+        if kind == ".jsonl":
+            trace.to_jsonl(plain)
         else:
-            trace.to_csv(tmp)
+            trace.to_csv(plain)
+        if compressed:  # no name or time in the gzip header: same trace, same bytes
+            with open(plain, "rb") as src, open(tmp, "wb") as raw, \
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as dst:
+                shutil.copyfileobj(src, dst)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+        plain.unlink(missing_ok=True)
 
 
 def _report(trace: "Trace") -> str:
@@ -71,15 +89,38 @@ def run_convert(args: argparse.Namespace) -> int:
     _check_out(Path(args.out), args.path)
     trace = load_trace(args.path, args, model=args.model, log_type=args.log_type)
     _write(trace, Path(args.out))
-    print(f"wrote {len(trace)} requests to {args.out}")
+    print(f"wrote {len(trace)} requests to {args.out} ({_written_as(Path(args.out))})")
     for notice in trace.notices:
         print(f"notice: {notice}")
     return 0
 
 
+def _check_gen_options(args: argparse.Namespace) -> None:
+    """Refuse an option that the others make `generate` ignore: it would change nothing, silently."""
+    own = f"--lengths {args.lengths} has its own lengths; give --lengths fixed, uniform or lognormal"
+    preset = args.lengths in PRESET_NAMES
+    rules = (
+        ("--burstiness", args.burstiness != 1.0 and args.arrival != "gamma",
+         "it shapes gamma arrivals only: add --arrival gamma"),
+        ("--n", args.n != 4 and not (args.parallel_fraction or args.beam_fraction),
+         "it is the width of parallel and beam requests: add --parallel-fraction or --beam-fraction"),
+        ("--prefix-tokens", args.prefix_tokens != 0 and args.prefix_groups == 0, "it needs --prefix-groups"),
+        ("--prefix-fraction", args.prefix_fraction != 1.0 and args.prefix_groups == 0, "it needs --prefix-groups"),
+        ("--sigma", args.sigma != 1.0 and args.lengths != "lognormal", "it is the spread of --lengths lognormal"),
+        ("--range-ratio", args.range_ratio != 0.5 and args.lengths != "uniform",
+         "it is the spread of --lengths uniform"),
+        ("--input-len", args.input_len != 512 and preset, own),
+        ("--output-len", args.output_len != 128 and preset, own),
+    )
+    for option, ignored, why in rules:
+        if ignored:
+            raise ValueError(f"trace gen: {option}: would be ignored: {why}")
+
+
 def run_gen(args: argparse.Namespace) -> int:
     from traces.generator import generate
 
+    _check_gen_options(args)
     _check_out(Path(args.out))
     trace = generate(
         args.num_requests, rate=args.rate, arrival=args.arrival, burstiness=args.burstiness,
@@ -92,7 +133,7 @@ def run_gen(args: argparse.Namespace) -> int:
     )
     trace = apply_transforms(trace, args)
     _write(trace, Path(args.out))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({_written_as(Path(args.out))})")
     print(_report(trace))
     return 0
 
@@ -110,11 +151,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     convert = sub.add_parser("convert", help="rewrite any supported trace as a native trace")
     _add_load_options(convert)
     add_transform_options(convert)
-    convert.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV)")
+    convert.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV; .gz: compressed)")
     convert.set_defaults(func=run_convert)
 
     gen = sub.add_parser("gen", help="write a seeded synthetic native trace")
-    gen.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV)")
+    gen.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV; .gz: compressed)")
     gen.add_argument("-n", "--num-requests", type=int, default=1000, help="requests (default 1000)")
     gen.add_argument("--rate", type=float, default=1.0, help="requests/s; inf sends all at 0 (default 1)")
     gen.add_argument("--arrival", default="poisson", help=f"one of: {', '.join(ARRIVALS)} (default poisson)")

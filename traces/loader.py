@@ -2,6 +2,7 @@
 counting every row it leaves out."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,25 +10,56 @@ import pandas as pd
 
 from traces.formats import FORMAT_SPECS, FORMATS, FormatSpec, LoadOptions, detect
 from traces.generator import ArrivalSpec
-from traces.reading import read_csv_table, read_header, read_jsonl_table
+from traces.reading import open_bytes, read_csv_table, read_header, read_jsonl_table
 from traces.request import HASH_BLOCK_TOKENS
 from traces.trace import Trace, sort_by_arrival
 from traces.validate import Locator, Problems, arrival_span, error, row_ids
 
 
+def _separator_hint(columns: tuple[str, ...]) -> str:
+    """A one-column header holding tabs or semicolons is a file separated by them, not by commas."""
+    if len(columns) != 1:
+        return ""
+    for mark, name in (("\t", "tabs"), (";", "semicolons"), ("|", "bars")):
+        if mark in columns[0]:
+            return f"; the header is separated by {name}: a CSV trace is comma-separated"
+    return ""
+
+
 def _spec_for(path: Path, format: str, kind: str, columns: tuple[str, ...], line: int) -> FormatSpec:
     if format == "auto":
         spec = detect(kind, columns)
+        if spec is None and "conversations" in columns:  # ShareGPT as JSON lines: text, not token counts
+            raise error(f"{path}:{line}", "header", "ShareGPT conversations (text), not a trace: a trace gives each "
+                        "request's token counts; for ShareGPT-like lengths use `pagedlab trace gen --lengths sharegpt`")
         if spec is None:
-            shown = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
+            shown = ", ".join(columns[:8]).replace("\t", "\\t") + (", ..." if len(columns) > 8 else "")
             raise error(f"{path}:{line}", "header", f"unknown trace format (columns: {shown}); "
-                        f"known formats: {', '.join(FORMATS)}")
+                        f"known formats: {', '.join(FORMATS)}{_separator_hint(columns)}")
         return spec
     spec = FORMAT_SPECS[format]
     if spec.kind != kind:
         found = "JSON lines" if kind == "jsonl" else "CSV"
         raise error(f"{path}:{line}", "file", f"{spec.name} is a {spec.kind.upper()} format, found {found}")
     return spec
+
+
+def _cut_off_hint(exc: ValueError, path: Path, locator: Locator) -> ValueError:
+    """A problem on the last line of a file that ends without a line break: the file was probably cut off
+    (a partial download, a killed writer), which the bare message does not say."""
+    if not len(locator.lines) or not str(exc).startswith(f"{locator.where(len(locator.lines) - 1)}: "):
+        return exc
+    with open_bytes(path) as f:
+        try:
+            f.seek(-1, 2)
+            last = f.read(1)
+        except (OSError, ValueError):  # gzip streams cannot seek from the end: read through
+            last = b""
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                last = chunk[-1:]
+    if last in (b"\n", b"\r"):
+        return exc
+    return ValueError(f"{exc} (the last line has no line break: the file looks cut off)")
 
 
 def load(path: str | Path, format: str = "auto", *, model: str | None = None,
@@ -78,7 +110,10 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
 
     problems = Problems(locator)
     parsed = spec.adapter(frame, problems, options)
-    problems.raise_first()
+    try:
+        problems.raise_first()
+    except ValueError as exc:
+        raise _cut_off_hint(exc, path, locator) from None
     if spec.name not in ("native-csv", "native-jsonl"):
         # Ids default to the 0-based index of the data row in the file (native files may name them).
         parsed.cols["request_id"] = row_ids(len(frame))
@@ -89,7 +124,10 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
         notices.append(f"ignored {blank} blank lines")
     unknown = [c for c in frame.columns if c not in (*spec.required, *spec.optional)]
     if unknown:
-        notices.append(f"ignored columns: {', '.join(map(str, unknown))}")
+        # pandas names a header cell left empty (a trailing comma) `Unnamed: 3`: say what it is
+        unnamed = [re.fullmatch(r"Unnamed: (\d+)", str(c)) for c in unknown]
+        shown = [f"column {int(m.group(1)) + 1} (no name)" if m else str(c) for c, m in zip(unknown, unnamed)]
+        notices.append(f"ignored columns: {', '.join(shown)}")
     keep = np.ones(len(frame), dtype=bool)
     for reason, mask in parsed.skips:
         newly = mask & keep

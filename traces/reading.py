@@ -39,13 +39,14 @@ def open_text(path: Path) -> IO[str]:
     return open(path, "r", encoding="utf-8-sig", newline="")
 
 
-def _open_bytes(path: Path) -> IO[bytes]:
+def open_bytes(path: Path) -> IO[bytes]:
+    """The bytes of a trace file, decompressed for `.gz`."""
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ValueError:
     """Names the first line that is not UTF-8 (the decoder only knows a byte offset in its chunk)."""
-    with _open_bytes(path) as f:
+    with open_bytes(path) as f:
         for number, line in enumerate(f, start=1):
             try:
                 line.decode("utf-8")
@@ -84,6 +85,11 @@ def read_header(path: Path) -> Header:
                 continue
             if line.lstrip().startswith("{"):
                 return Header("jsonl", number, tuple(parse_json_line(path, number, line)))
+            if line.lstrip().startswith("["):
+                # A JSON document such as ShareGPT's conversations: text, not token counts.
+                raise error(f"{path}:{number}", "file", "a JSON array (such as ShareGPT's conversations), not a trace: "
+                            "a trace gives each request's token counts, as CSV or as JSON lines (one object a line); "
+                            "for ShareGPT-like lengths use `pagedlab trace gen --lengths sharegpt`")
             try:
                 return Header("csv", number, tuple(c.strip() for c in next(csv.reader([line]))))
             except csv.Error as exc:  # e.g. a NUL byte
@@ -91,9 +97,14 @@ def read_header(path: Path) -> Header:
     raise error(f"{path}:1", "file", "empty (no header and no requests)")
 
 
+# NaN and Infinity (which Python's json reads, though JSON has no such numbers) stay text, so a token count or
+# time spelled so is reported as `not a number: 'NaN'`, not taken for a missing value.
+_DECODER = json.JSONDecoder(parse_constant=str)
+
+
 def parse_json_line(path: Path, number: int, line: str) -> dict:
     try:
-        record = json.loads(line)
+        record = _DECODER.decode(line)
     except json.JSONDecodeError as exc:
         # An object that never closes was cut off (a partial download, a killed writer).
         reason = "invalid JSON" if line.rstrip().endswith("}") else "truncated JSON"
@@ -106,6 +117,11 @@ def parse_json_line(path: Path, number: int, line: str) -> dict:
 def read_csv_table(path: Path, header: Header, text_columns: tuple[str, ...]) -> tuple[pd.DataFrame, Locator, int]:
     """All rows of a CSV file, and how many blank lines were skipped. Only empty cells count as
     missing (an id such as `NA` stays text); `text_columns` are read as text, never as numbers."""
+    seen: set[str] = set()
+    for name in header.columns:  # pandas would rename the second `x` to `x.1` and read only the first
+        if name in seen and name:
+            raise error(f"{path}:{header.line}", name, "column given twice in the header")
+        seen.add(name)
     try:
         with _read_errors(path), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mixed-type columns are reported by the checks instead

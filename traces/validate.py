@@ -65,6 +65,15 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _booleans(col: pd.Series) -> np.ndarray:
+    """Cells holding a JSON `true`/`false`, which pandas would otherwise count as 1 and 0."""
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return np.ones(len(col), dtype=bool)
+    if col.dtype == object:
+        return np.fromiter((isinstance(v, (bool, np.bool_)) for v in col.to_numpy()), dtype=bool, count=len(col))
+    return np.zeros(len(col), dtype=bool)
+
+
 def int_column(
     col: pd.Series, field: str, problems: Problems, *, minimum: int | None, maximum: int = MAX_INT,
     default: int | None = None, noun: str = "value",
@@ -76,6 +85,7 @@ def int_column(
         raw = col.to_numpy()  # int64 or uint64: compared in its own type, never wrapped
         huge, below, negative = raw > maximum, raw < -maximum, raw < 0
     else:
+        problems.flag(_booleans(col), field, lambda p: f"not a number: {_shown(col.iloc[p])} (a boolean)")
         numeric = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
         missing = col.isna().to_numpy()
         if default is not None:
@@ -123,6 +133,7 @@ def seconds_column(col: pd.Series, field: str, problems: Problems, per_second: f
     missing = col.isna().to_numpy()
     unit = "seconds" if per_second == 1.0 else "milliseconds" if per_second == 1e3 else f"1/{per_second:g} s"
     problems.flag(missing, field, lambda p: "missing value")
+    problems.flag(_booleans(col), field, lambda p: f"not a number: {_shown(col.iloc[p])} (a boolean)")
     problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {_shown(col.iloc[p])}")
     problems.flag(np.isinf(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
     problems.flag(numeric < 0, field, lambda p: f"negative time: {_shown(col.iloc[p])}")

@@ -45,19 +45,37 @@ def kv_dtype_for(device: torch.device, kv_cache_dtype: str) -> torch.dtype:
     return torch.float8_e4m3fn if kv_cache_dtype == "fp8" else dtype_for(device)
 
 
+def available_bytes(device: torch.device) -> int:
+    """Memory a run may still take: free GPU memory, or on the CPU the host's available memory (MemAvailable)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def check_fits(model: str, weight_bytes: int, kv_bytes: int, extra_bytes: int, device: torch.device) -> None:
-    """Raise a one-line ValueError, with a smaller model to try, if the run cannot fit the GPU."""
-    if device.type != "cuda":
-        return
-    free, _ = torch.cuda.mem_get_info(device)
+    """Raise a one-line ValueError, with a smaller model to try, if the run cannot fit the device's memory
+    (on the CPU the host's: random weights and the KV cache there are allocated in full, and a run that
+    does not fit is killed by the system rather than refused)."""
+    free = available_bytes(device)
+    where = "on the GPU" if device.type == "cuda" else "of host memory (--device cpu)"
     need = weight_bytes + kv_bytes + extra_bytes + WORKSPACE_GIB * GIB
     if need <= free:
         return
     room = free - weight_bytes - extra_bytes - WORKSPACE_GIB * GIB
+    # On the CPU weights are fp32 (dtype_for), not the presets' 2 bytes.
+    scale = 1.0 if device.type == "cuda" or model not in MODELS else 4 / MODELS[model].dtype_bytes
     smaller = [m.name for m in sorted(MODELS.values(), key=lambda m: -m.weight_bytes_per_gpu)
-               if m.name != model and m.weight_bytes_per_gpu + (WORKSPACE_GIB + 4) * GIB < free]
+               if m.name != model and scale * m.weight_bytes_per_gpu + (WORKSPACE_GIB + 4) * GIB < free]
     hint = (f"fewer KV blocks (--num-gpu-blocks; {max(int(room), 0) / GIB:.1f} GiB are left for them)"
             if room > 0 else f"a smaller model ({', '.join(smaller) or 'tiny'})")
-    raise ValueError(f"execute backend: {model} needs {need / GIB:.1f} GiB on the GPU (weights "
+    raise ValueError(f"execute backend: {model} needs {need / GIB:.1f} GiB {where} (weights "
                      f"{weight_bytes / GIB:.1f}, KV cache {kv_bytes / GIB:.1f}, other {extra_bytes / GIB:.1f}, "
                      f"workspace {WORKSPACE_GIB:.1f}) but {free / GIB:.1f} GiB are free; try {hint}")

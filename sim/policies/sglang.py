@@ -33,6 +33,21 @@ from sim.policies.sglang_defaults import sglang_config
 from sim.state import DECODE, RECOMPUTE, Group
 
 
+def check_schedule_policy(policies: tuple[str, ...], schedule_policy: str | None,
+                          enable_prefix_caching: bool | None) -> None:
+    """A one-line ValueError where `--schedule-policy lpm` would change nothing: no `sglang` among the
+    policies, or no prefix cache (cache-aware order needs one: schedule_policy.py:304-315)."""
+    if schedule_policy != "lpm":
+        return
+    if "sglang" not in policies:
+        hint = " (vllm's queue order is --scheduling-policy)" if policies == ("vllm",) else ""
+        raise ValueError(f"schedule_policy: lpm is sglang's waiting-queue order; {', '.join(policies)} would ignore "
+                         f"it{hint}")
+    if not enable_prefix_caching:
+        raise ValueError("schedule_policy: lpm orders the queue by cached prefix and needs the prefix cache "
+                         "(--enable-prefix-caching; without its radix cache SGLang serves fcfs)")
+
+
 class SGLangPolicy(EnginePolicy):
     name = "sglang"
     memory = "paged"
