@@ -29,7 +29,7 @@ block) but can never be hit: the full blocks of a finished request. Metrics (`nu
 from __future__ import annotations
 
 from collections import OrderedDict
-from itertools import groupby, repeat
+from itertools import repeat
 from typing import Hashable, Iterable, Mapping, Sequence
 
 from memory.block_allocator import BlockPool, NoFreeBlocksError
@@ -148,7 +148,9 @@ class CachingBlockAllocator(BlockPool):
         """Extend `hits` (the cached blocks of `keys[:start]`, the last one at node `parent`) along
         `keys[start:]` until the first miss. A hit that heads a registered run of its key takes the run's
         next blocks the keys ask for at once, as far as each still carries its node (what looking each up
-        would find: block j of a run was registered as `(node of block j - 1, key)`, under the next node)."""
+        would find: block j of a run was registered as `(node of block j - 1, key)`, under the next node).
+        A cached block never outlives its chain parent (`memory.prefix_invariants`), so if the last block
+        asked for still carries its node, all before it do."""
         lookup, node_of, runs = self._block_by_hash.get, self._node_of, self._runs
         i, n = start, len(keys)
         while i < n:
@@ -171,7 +173,7 @@ class CachingBlockAllocator(BlockPool):
             if not count:
                 continue
             more = run[1:count + 1]
-            if list(map(node_of.__getitem__, more)) != list(range(parent + 1, parent + count + 1)):
+            if node_of[more[-1]] != parent + count:  # else all hold their nodes: none outlives its parent
                 count = 0
                 while node_of[more[count]] == parent + count + 1:
                     count += 1
@@ -294,13 +296,26 @@ class CachingBlockAllocator(BlockPool):
             self._index_runs(blocks, keys, first, node - first)
 
     def _index_runs(self, blocks: Sequence[int], keys: Sequence[Hashable], first: int, count: int) -> None:
-        """Index the runs of one key among `count` blocks just registered from node `first` on."""
+        """Index the runs of one key among `count` blocks just registered from node `first` on. A run's
+        end is found by bisection (a position whose key differs after one whose key is equal), then
+        checked by one C count; a run with another key inside is cut there."""
         runs, i = self._runs, 0
-        for _, same in groupby(keys[:count]):
-            length = len(list(same))
-            if length > 1:
-                runs[first + i] = list(blocks[i:i + length])
-            i += length
+        while i < count - 1:
+            key = keys[i]
+            lo, hi = i, count  # keys[lo] == key; keys[hi] differs, or hi is the end
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if keys[mid] == key:
+                    lo = mid
+                else:
+                    hi = mid
+            if keys[i:hi].count(key) != hi - i:  # another key inside: the run ends at the first one
+                hi = i + 1
+                while keys[hi] == key:
+                    hi += 1
+            if hi - i > 1:
+                runs[first + i] = list(blocks[i:hi])
+            i = hi
         if len(runs) > self._runs_limit:
             node_of = self._node_of
             self._runs = runs = {node: run for node, run in runs.items() if node_of[run[0]] == node}
@@ -355,10 +370,13 @@ class CachingBlockAllocator(BlockPool):
         before the plain ones, most recently used first (the order of the former free stack, which took
         the evicted blocks on top of it; kept so that block ids stay the same)."""
         popitem = self._lru.popitem
-        evicted = [popitem(False)[0] for _ in range(count)]
+        evicted: list[int] = []
+        take = evicted.append
         hash_of, node_of, block_by_hash = self._hash_of, self._node_of, self._block_by_hash
         private = unreachable = 0
-        for block in evicted:
+        for _ in range(count):
+            block = popitem(False)[0]
+            take(block)
             h = hash_of[block]
             hash_of[block] = None
             if h is UNREACHABLE:  # no node, no registry entry: a finished request's block

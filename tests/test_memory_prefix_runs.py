@@ -18,10 +18,11 @@ from memory.evictor import ROOT
 
 BS = 2
 PER = 3  # blocks per hash id
-# Owners' hash ids: common leading ids, a divergence, and the same id twice in a row (one run of 2 * PER keys).
-IDS = ([1, 2, 3], [1, 2, 4, 8], [1, 5, 6], [7, 7, 9])
+# Owners' hash ids: common leading ids, a divergence, the same id twice in a row (one run of 2 * PER keys),
+# and an id that comes back after another (a run's end that bisection alone would misplace).
+IDS = ([1, 2, 3], [1, 2, 4, 8], [1, 5, 6], [7, 7, 9], [7, 9, 7, 7])
 SHARED = [list(chain.from_iterable(repeat(h, PER) for h in ids)) for ids in IDS]  # one list each: memos persist
-OPS = st.lists(st.tuples(st.sampled_from(["alloc", "grow", "cache", "retire", "free"]), st.integers(0, 3),
+OPS = st.lists(st.tuples(st.sampled_from(["alloc", "grow", "cache", "retire", "free"]), st.integers(0, 4),
                          st.integers(1, 30)), max_size=50)
 
 
@@ -42,7 +43,7 @@ def walk(registry: dict, node_of, keys: list) -> list[int]:
 def test_run_lookups_and_memos_answer_as_the_per_block_walk(ops: list, pool: int) -> None:
     bm = PrefixCachingBlockManager(pool, BS)
     gpu = bm._gpu
-    chains = {k: PrivateChain(k) for k in range(4)}
+    chains = {k: PrivateChain(k) for k in range(len(IDS))}
     live: dict[int, ChainKeys] = {}
     for step, (op, owner, tokens) in enumerate(ops):
         if op == "alloc" and owner not in live:
@@ -59,7 +60,7 @@ def test_run_lookups_and_memos_answer_as_the_per_block_walk(ops: list, pool: int
             del live[owner]
         bm.check_invariants()
         registry = gpu.registered()
-        for k in range(4):
+        for k in range(len(IDS)):
             for num_blocks in (step % 9, 16):  # the long answer is remembered into the next step
                 probe = ChainKeys(SHARED[k], num_blocks, chains[k])
                 assert bm.find_cached_prefix(probe) == walk(registry, gpu.node_of, probe.listed())
