@@ -68,8 +68,8 @@ class CachingBlockAllocator(BlockPool):
         self._next_node = ROOT + 1
         # Runs of one key over consecutive blocks (a Mooncake hash id names 32 blocks of 16 tokens), by
         # the node of their first block: a lookup that hits a run's first block takes the blocks after it
-        # with one C comparison of their nodes instead of a registry lookup each. An index only: every
-        # block is still registered; an entry whose blocks were evicted since is stale and ignored.
+        # that still hold their nodes (`_walk`) instead of a registry lookup each. An index only: every
+        # block is still registered; an entry whose first block was evicted since is stale and ignored.
         self._runs: dict[int, list[int]] = {}
         self._runs_limit = RUNS_PRUNE_AT
         self._num_private = 0    # blocks with a private or unreachable hash
