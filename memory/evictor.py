@@ -39,6 +39,7 @@ from memory.types import SeqBlocks
 BlockHash = tuple[int, Hashable]  # (node id of the previous block of the chain or ROOT, block key)
 ROOT = 0                          # the parent node of a prompt's first block; real node ids start at 1
 UNREACHABLE = (ROOT, None, -1)    # the hash of a cached block nobody can look up again
+RUNS_PRUNE_AT = 1024              # the run index drops its stale entries when it grows past twice its live size
 
 
 class CachingBlockAllocator(BlockPool):
@@ -50,7 +51,7 @@ class CachingBlockAllocator(BlockPool):
 
     __slots__ = ("_plain", "_lru", "_num_unreachable_free", "_hash_of", "_node_of", "_block_by_hash",
                  "_next_node", "_num_private", "num_evicted_blocks", "num_revived_blocks",
-                 "unreachable_plain")
+                 "unreachable_plain", "_runs", "_runs_limit")
 
     def __init__(self, num_blocks: int) -> None:
         super().__init__(num_blocks)
@@ -65,6 +66,12 @@ class CachingBlockAllocator(BlockPool):
         self._node_of: list[int] = [ROOT] * num_blocks
         self._block_by_hash: dict[BlockHash, int] = {}
         self._next_node = ROOT + 1
+        # Runs of one key over consecutive blocks (a Mooncake hash id names 32 blocks of 16 tokens), by
+        # the node of their first block: a lookup that hits a run's first block takes the blocks after it
+        # that still hold their nodes (`_walk`) instead of a registry lookup each. An index only: every
+        # block is still registered; an entry whose first block was evicted since is stale and ignored.
+        self._runs: dict[int, list[int]] = {}
+        self._runs_limit = RUNS_PRUNE_AT
         self._num_private = 0    # blocks with a private or unreachable hash
         self.num_evicted_blocks = 0  # reachable cached blocks evicted
         self.unreachable_plain = True  # see `mark_unreachable` (False: always mark; tests compare)
@@ -135,14 +142,45 @@ class CachingBlockAllocator(BlockPool):
     # ---- the registry ------------------------------------------------------------------------------
     def match(self, keys: Iterable[Hashable]) -> list[int]:
         """Blocks of the longest cached prefix of `keys`: walk the chain until the first miss."""
-        lookup, node_of = self._block_by_hash.get, self._node_of
-        parent, hits = ROOT, []
-        for key in keys:
+        return self._walk(keys if isinstance(keys, (list, tuple)) else list(keys), 0, ROOT, [])
+
+    def _walk(self, keys: Sequence[Hashable], start: int, parent: int, hits: list[int]) -> list[int]:
+        """Extend `hits` (the cached blocks of `keys[:start]`, the last one at node `parent`) along
+        `keys[start:]` until the first miss. A hit that heads a registered run of its key takes the run's
+        next blocks the keys ask for at once, as far as each still carries its node (what looking each up
+        would find: block j of a run was registered as `(node of block j - 1, key)`, under the next node).
+        A cached block never outlives its chain parent (`memory.prefix_invariants`), so if the last block
+        asked for still carries its node, all before it do."""
+        lookup, node_of, runs = self._block_by_hash.get, self._node_of, self._runs
+        i, n = start, len(keys)
+        while i < n:
+            key = keys[i]
             block = lookup((parent, key))
             if block is None:
                 break
             hits.append(block)
             parent = node_of[block]
+            i += 1
+            run = runs.get(parent) if runs else None
+            if run is None or i == n:
+                continue
+            count = min(len(run) - 1, n - i)  # the run's blocks after this one that the keys could ask for
+            ahead = keys[i:i + count]
+            if ahead.count(key) != count:  # the keys leave the run's key early: the leading equal ones
+                count = 0
+                while ahead[count] == key:
+                    count += 1
+            if not count:
+                continue
+            more = run[1:count + 1]
+            if node_of[more[-1]] != parent + count:  # else all hold their nodes: none outlives its parent
+                count = 0
+                while node_of[more[count]] == parent + count + 1:
+                    count += 1
+                del more[count:]
+            hits += more
+            parent += count
+            i += count
         return hits
 
     def match_chain(self, keys: ChainKeys) -> list[int]:
@@ -152,34 +190,34 @@ class CachingBlockAllocator(BlockPool):
         The shared part's last answer is kept on the chain (`PrivateChain.memo`: a waiting request asks
         every step, and again when it is allocated): its blocks that still carry the node they had are
         still hits (node ids are never reused, and a block's hash changes only with its node), and the
-        walk goes on from the first that does not. Checked in one C loop instead of a lookup per block."""
+        walk goes on from the first that does not. A cached block never outlives its chain parent
+        (`memory.prefix_invariants`), so those blocks are a prefix of the answer: if its last block still
+        carries its node, all do, else the first that does not is found by bisection."""
         chain, shared, num_shared = keys.chain, keys.shared, keys.num_shared
         node_of = self._node_of
         memo = chain.memo
         if memo is not None and memo[0] is shared:
-            hits, nodes = memo[1], memo[2]
-            if list(map(node_of.__getitem__, hits)) != nodes:
-                valid = 0
-                for block, node in zip(hits, nodes):
-                    if node_of[block] != node:
-                        break
-                    valid += 1
-                hits, nodes = hits[:valid], nodes[:valid]
-            if len(hits) > num_shared:
-                hits, nodes = hits[:num_shared], nodes[:num_shared]
-            hits = list(hits)
-            if len(hits) < num_shared:
-                lookup = self._block_by_hash.get
-                parent = nodes[-1] if hits else ROOT
-                for key in shared[len(hits):num_shared]:
-                    block = lookup((parent, key))
-                    if block is None:
-                        break
-                    hits.append(block)
-                    parent = node_of[block]
+            old, nodes = memo[1], memo[2]
+            valid = len(old)
+            if valid and node_of[old[-1]] != nodes[-1]:
+                valid -= 1  # old[valid] no longer holds its node; old[lo - 1] still does
+                lo = 0
+                while lo < valid:
+                    mid = (lo + valid) // 2
+                    if node_of[old[mid]] == nodes[mid]:
+                        lo = mid + 1
+                    else:
+                        valid = mid
+            take = min(valid, num_shared)
+            hits = list(old[:take]) if take < len(old) else list(old)
+            if take < num_shared:
+                keyed = shared[:num_shared] if num_shared < len(shared) else shared
+                hits = self._walk(keyed, take, nodes[take - 1] if take else ROOT, hits)
+            if take < len(old) or len(hits) > take:  # the answer changed: remember the new one
+                chain.memo = (shared, tuple(hits), nodes[:take] + list(map(node_of.__getitem__, hits[take:])))
         else:
-            hits = self.match(shared[:num_shared] if num_shared < len(shared) else shared)
-        chain.memo = (shared, tuple(hits), list(map(node_of.__getitem__, hits)))
+            hits = self._walk(shared[:num_shared] if num_shared < len(shared) else shared, 0, ROOT, [])
+            chain.memo = (shared, tuple(hits), list(map(node_of.__getitem__, hits)))
         limit = keys.num_blocks - len(shared)
         if limit <= 0 or len(hits) < len(shared) or not chain.blocks:
             return hits
@@ -246,7 +284,7 @@ class CachingBlockAllocator(BlockPool):
         the first after `parent_node`. The caller has checked that the first hash is not taken (later
         ones cannot be: their parents are new nodes)."""
         block_by_hash, hash_of, node_of = self._block_by_hash, self._hash_of, self._node_of
-        node = self._next_node
+        node = first = self._next_node
         for block, key in zip(blocks, keys):
             h = (parent_node, key)
             block_by_hash[h] = block
@@ -254,6 +292,34 @@ class CachingBlockAllocator(BlockPool):
             node_of[block] = parent_node = node
             node += 1
         self._next_node = node
+        if node - first > 1:
+            self._index_runs(blocks, keys, first, node - first)
+
+    def _index_runs(self, blocks: Sequence[int], keys: Sequence[Hashable], first: int, count: int) -> None:
+        """Index the runs of one key among `count` blocks just registered from node `first` on. A run's
+        end is found by bisection (a position whose key differs after one whose key is equal), then
+        checked by one C count; a run with another key inside is cut there."""
+        runs, i = self._runs, 0
+        while i < count - 1:
+            key = keys[i]
+            lo, hi = i, count  # keys[lo] == key; keys[hi] differs, or hi is the end
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if keys[mid] == key:
+                    lo = mid
+                else:
+                    hi = mid
+            if keys[i:hi].count(key) != hi - i:  # another key inside: the run ends at the first one
+                hi = i + 1
+                while keys[hi] == key:
+                    hi += 1
+            if hi - i > 1:
+                runs[first + i] = list(blocks[i:hi])
+            i = hi
+        if len(runs) > self._runs_limit:
+            node_of = self._node_of
+            self._runs = runs = {node: run for node, run in runs.items() if node_of[run[0]] == node}
+            self._runs_limit = max(RUNS_PRUNE_AT, 2 * len(runs))
 
     def acquire_many(self, blocks: Sequence[int]) -> None:
         """One more reference to each cached block: incref if live, revive from the free queue if not."""
@@ -304,10 +370,13 @@ class CachingBlockAllocator(BlockPool):
         before the plain ones, most recently used first (the order of the former free stack, which took
         the evicted blocks on top of it; kept so that block ids stay the same)."""
         popitem = self._lru.popitem
-        evicted = [popitem(False)[0] for _ in range(count)]
+        evicted: list[int] = []
+        take = evicted.append
         hash_of, node_of, block_by_hash = self._hash_of, self._node_of, self._block_by_hash
         private = unreachable = 0
-        for block in evicted:
+        for _ in range(count):
+            block = popitem(False)[0]
+            take(block)
             h = hash_of[block]
             hash_of[block] = None
             if h is UNREACHABLE:  # no node, no registry entry: a finished request's block

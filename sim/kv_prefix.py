@@ -100,6 +100,7 @@ class PrefixCache:
         # Registered blocks whose KV no prefill has computed yet (by block id; stale flags of evicted
         # blocks are harmless: a block is flagged again whenever it is registered).
         self.pending = bytearray(bm.num_gpu_blocks)
+        self.flagged = False  # whether any block was ever flagged pending (never under `vllm`'s per-chunk caching)
         self.group_keys: dict = {}  # memo of prefix groups' key lists
         self.query_tokens = 0  # tokens allocated (first prefills and recomputes: `tokens`)
         self.hit_tokens = 0    # ... whose prefill was skipped
@@ -135,7 +136,7 @@ class PrefixCache:
         if tokens > group.prompt:
             keys = keys.head((tokens - 1) // self.bs)
         hits = self.bm.find_cached_prefix(keys)
-        ready = bytes(map(self.pending.__getitem__, hits)).find(1)
+        ready = bytes(map(self.pending.__getitem__, hits)).find(1) if self.flagged else -1
         if ready >= 0:
             rc = self.bm.gpu_refcounts
             if max(map(rc.__getitem__, hits[ready:])):  # still being prefilled by a live holder
@@ -167,6 +168,7 @@ class PrefixCache:
             pending = self.pending
             for block in blocks:
                 pending[block] = 1
+            self.flagged = True
             group.pending = [ready, ready, blocks]  # next position to compute, first position, blocks
         self.query_tokens += tokens
         if ready:
@@ -212,6 +214,7 @@ class PrefixCache:
             done, pending = (group.prefill_done if not prefilled else 1 << 62) // bs, self.pending
             for i, block in enumerate(blocks, start):
                 pending[block] = i >= done
+            self.flagged = self.flagged or start + len(blocks) > done
         if self.hash_output and prefilled and group.n > 1:
             # The samples' own output blocks (parallel sampling, beams): cached, never looked up (a
             # recompute restores them without the cache).
