@@ -15,6 +15,11 @@ from test_sweep import SPEC, run_cli, write_spec
               .replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nmax_num_batched_tokens = [8]"),
      "spec.toml:11: grid.max_num_batched_tokens: configuration policy=vllm max_num_seqs=16 max_num_batched_tokens=8: "
      "max_num_batched_tokens: 8 is smaller than max_num_seqs 16; vLLM V1 refuses this"),
+    # vLLM V0 refuses a token budget below max_model_len (it cannot chunk a prompt)
+    (lambda s: s.replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nmax_num_batched_tokens = [4096]"),
+     "spec.toml:11: grid.max_num_batched_tokens: configuration policy=vllm-v0 max_num_seqs=4 "
+     "max_num_batched_tokens=4096: max_num_batched_tokens: 4096 is smaller than max_model_len 8192; vLLM V0 "
+     "refuses this without chunked prefill (policy sarathi chunks prompts)"),
     (lambda s: s.replace("[trace.generate]\nnum_requests = 40\nrate = 1.0\nlengths = \"sharegpt\"",
                          '[trace]\npath = "missing.csv"'),
      "spec.toml:3: trace.path: no such file: {dir}/missing.csv (a relative path is relative to the spec file)"),
