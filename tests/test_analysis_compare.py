@@ -366,3 +366,13 @@ def test_a_schedule_policy_that_would_change_nothing_is_refused(
     code, _, err = run_cli([command, "--trace", str(path), *options, "--quiet", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and err.startswith(f"pagedlab: error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_setting_a_compared_policy_ignores_is_a_one_line_warning(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*TINY, "--rates", "2", "--schedule-policy", "fcfs", "--out", str(tmp_path / "out")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0
+    assert [line for line in err.splitlines() if "warning" in line] == [
+        "pagedlab: warning: schedule_policy: policy vllm-v0 ignores it (it has no such setting); policy static "
+        "ignores it (it has no such setting)"]

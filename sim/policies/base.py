@@ -93,6 +93,8 @@ class Policy(Protocol):
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
     beam_search: bool         # the engine runs beam search itself (else beam requests are rejected)
     host_engine: str          # whose host time, overlap and CUDA graphs (a name in sim.host_time.ENGINES)
+    settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
+    settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
 
     def configure(self, config: EngineConfig) -> EngineConfig:
         """The engine's settings under this policy (its engine's defaults for fields left at ours)."""
@@ -110,6 +112,7 @@ class EnginePolicy:
     host_engine: str
     running_by_admission = False   # `running` in admission order (V1), not arrival order
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
+    settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:
         """The engine's settings (`engine_settings`) with its host-time settings added."""

@@ -15,6 +15,10 @@ class VllmV0Policy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = False
     host_engine = "vllm-v0"  # synchronous: host work adds to each step; CUDA graphs up to 256
+    settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching"})
+    settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
+                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
+                        "swap_space_gib": "recompute preemption (vllm-swap swaps)"}
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """The settings as they are, but those V0's SchedulerConfig refuses at startup (without chunked
