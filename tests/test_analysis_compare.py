@@ -27,7 +27,10 @@ def test_load_points_from_rates_and_from_scales() -> None:
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     from sim import cli
 
-    code = cli.main(argv)
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from parse_args
+        code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -70,6 +73,10 @@ def test_compare_end_to_end_on_a_tiny_preset_serial_and_parallel(tmp_path: Path,
         (["--preset", "nope"], "unknown preset 'nope'; valid names: default"),
         (["--goodput", "ttfb:5"], "valid names: ttft, tpot, e2el"),
         (["--rates", "0,1"], "rates: every value must be a positive number"),
+        # a value that starts with a minus is the option's value, as after `--rates=`
+        (["--rates", "-1,2"], "compare: --rates: every value must be a positive number, got -1 (see pagedlab compare"),
+        (["--rate-scales", "-0.5"], "--rate-scales: every value must be a positive number, got -0.5"),
+        (["--rates", "1,x"], "--rates: expected comma-separated positive numbers, got '1,x'"),
         (["--policies", "vllm-v0,vllm", "--gpu", "a100-80gb", "--max-num-seqs", "4096"],
          "max_num_batched_tokens: 2048 is smaller than max_num_seqs 4096; vLLM V1 refuses this"),
     ],

@@ -57,3 +57,11 @@ def test_an_unknown_command_lists_the_commands(capsys: pytest.CaptureFixture[str
         cli.main(["bogus"])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pagedlab: error: ") and "'replay'" in err and "'compare'" in err
+
+
+def test_a_value_that_starts_with_a_minus_stays_with_its_option() -> None:
+    assert cli.attach_negative_values(["compare", "--rates", "-1,2", "--seed", "-3", "--quiet"]) == \
+        ["compare", "--rates=-1,2", "--seed=-3", "--quiet"]
+    # after `--`, or after an option that already has its value, nothing moves
+    assert cli.attach_negative_values(["x", "--", "-1"]) == ["x", "--", "-1"]
+    assert cli.attach_negative_values(["x", "--rates=1", "-1"]) == ["x", "--rates=1", "-1"]
