@@ -39,7 +39,7 @@ def test_value_error_becomes_one_line(monkeypatch: pytest.MonkeyPatch, capsys: p
 
 @pytest.mark.parametrize("argv,expected", [
     (["compare", "--rates", "1,x"],
-     "pagedlab: error: compare: --rates: expected comma-separated numbers, got '1,x' (see pagedlab compare --help)\n"),
+     "pagedlab: error: compare: --rates: expected comma-separated positive numbers, got '1,x' (see pagedlab compare --help)\n"),
     (["replay", "--trace"], "pagedlab: error: replay: --trace: expected one argument (see pagedlab replay --help)\n"),
     (["trace", "gen"],
      "pagedlab: error: trace gen: the following arguments are required: --out (see pagedlab trace gen --help)\n"),
