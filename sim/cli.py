@@ -60,7 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(subparsers)
+    _mark_commands(parser)
     return parser
+
+
+def _mark_commands(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser in its own defaults (`command_parser`), so that arguments it does not know
+    are reported against it: `demo-memory --foo` points to `pagedlab demo-memory --help`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_parser=sub)
+                _mark_commands(sub)
 
 
 class Terminated(BaseException):
@@ -120,7 +131,9 @@ def attach_negative_values(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
+    args, unknown = parser.parse_known_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
+    if unknown:  # argparse would report them against `pagedlab` itself
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -41,6 +41,11 @@ def test_value_error_becomes_one_line(monkeypatch: pytest.MonkeyPatch, capsys: p
     (["compare", "--rates", "1,x"],
      "pagedlab: error: compare: --rates: expected comma-separated positive numbers, got '1,x' (see pagedlab compare --help)\n"),
     (["replay", "--trace"], "pagedlab: error: replay: --trace: expected one argument (see pagedlab replay --help)\n"),
+    # an argument the subcommand does not know points to its own help
+    (["demo-memory", "--foo"],
+     "pagedlab: error: demo-memory: unrecognized arguments: --foo (see pagedlab demo-memory --help)\n"),
+    (["trace", "gen", "--out", "x", "--foo"],
+     "pagedlab: error: trace gen: unrecognized arguments: --foo (see pagedlab trace gen --help)\n"),
     (["trace", "gen"],
      "pagedlab: error: trace gen: the following arguments are required: --out (see pagedlab trace gen --help)\n"),
 ])
