@@ -383,3 +383,14 @@ def test_a_setting_a_compared_policy_ignores_is_a_one_line_warning(tmp_path: Pat
     assert [line for line in err.splitlines() if "warning" in line] == [
         "pagedlab: warning: schedule_policy: policy vllm-v0 ignores it (it has no such setting); policy static "
         "ignores it (it has no such setting)"]
+
+
+def test_compare_never_replaces_a_validation_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"kind": "pagedlab-validate", "files": []}')
+    (out / "validation.md").write_text("kept")
+    code, _, err = run_cli([*TINY, "--out", str(out)], capsys)
+    assert code == 2 and err == (f"pagedlab: error: {out}: out: holds a `pagedlab validate` report, which "
+                                 "`pagedlab compare` does not replace; give another --out\n")
+    assert (out / "validation.md").read_text() == "kept"
