@@ -174,14 +174,14 @@ def run(args: argparse.Namespace) -> int:
         from sim.execute.device import resolve_device
 
         resolve_device(args.device)  # on the CPU: TRITON_INTERPRET=1 before triton is imported
-    from sim.policies.settings import ignored_warnings
-
-    for warning in ignored_warnings(args.policies, engine):
-        print(f"pagedlab: warning: {warning}", file=sys.stderr)
     spec = CompareSpec(policies=tuple(args.policies), model=args.model, gpu=args.gpu, seed=args.seed,
                        engine=engine, slo=slo, slo_note="--goodput" if args.goodput else "default, no --goodput given",
                        target=args.slo_attainment, jobs=args.jobs, executor=args.executor,
                        ray_address=args.ray_address)
+    from sim.policies.settings import ignored_warnings
+
+    for warning in ignored_warnings(args.policies, engine):  # after the refusals (the spec checks them)
+        print(f"pagedlab: warning: {warning}", file=sys.stderr)
 
     preset_name = None
     if args.trace:

@@ -11,6 +11,7 @@ from memory import AllocStatus
 
 from sim.config import EngineConfig
 from sim.host_time import with_engine_host
+from sim.kv_reserved import refuse_prefix_caching
 from sim.state import RECOMPUTE, Group
 
 
@@ -123,6 +124,8 @@ class EnginePolicy:
         if config.scheduling_policy != "fcfs":
             raise ValueError(f"scheduling_policy: {config.scheduling_policy!r} is modelled for policy vllm only, "
                              f"not {self.name!r}")
+        if self.memory in ("contiguous", "reserved"):  # refused here too, so before any warning of ours
+            refuse_prefix_caching(config, self.name)
         if config.enable_chunked_prefill is not None:
             raise ValueError(f"enable_chunked_prefill: a vllm setting; policy {self.name!r} chunks "
                              f"{'always' if self.chunked_prefill else 'never'}")
