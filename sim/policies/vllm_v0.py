@@ -22,8 +22,8 @@ class VllmV0Policy(EnginePolicy):
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """The settings as they are, but those V0's SchedulerConfig refuses at startup (without chunked
-        prefill, which this policy models as off) raise a one-line ValueError (vllm/config.py, V0's
-        SchedulerConfig._verify_args)."""
+        prefill, which this policy models as off) raise a one-line ValueError (vllm/config.py,
+        SchedulerConfig._verify_args, V0 era, e.g. vllm-project/vllm@0004438383ee)."""
         config = super().engine_settings(config)
         if config.token_budget < config.context_len:
             raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_model_len "
