@@ -8,6 +8,7 @@ Heavy imports (pandas, matplotlib, the simulator) happen inside `run`, so `paged
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -24,10 +25,17 @@ DEFAULT_GOODPUT = ("ttft:2000", "tpot:100")
 
 
 def _float_list(text: str) -> list[float]:
+    """Comma-separated positive numbers (rates or rate scales)."""
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
+    bad = next((v for v in values if not (math.isfinite(v) and v > 0)), None)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(f"every value must be a positive number, got {bad:g}")
+    return values
 
 
 def _name_list(text: str) -> list[str]:
@@ -170,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
                        engine=engine, slo=slo, slo_note="--goodput" if args.goodput else "default, no --goodput given",
                        target=args.slo_attainment, jobs=args.jobs, executor=args.executor,
                        ray_address=args.ray_address)
+    from sim.policies.settings import ignored_warnings
+
+    for warning in ignored_warnings(args.policies, engine):  # after the refusals (the spec checks them)
+        print(f"pagedlab: warning: {warning}", file=sys.stderr)
 
     preset_name = None
     if args.trace:

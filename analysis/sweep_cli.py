@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from analysis.sweep_spec import load_spec
 
     spec = load_spec(args.spec)
+    for warning in spec.warnings:
+        print(f"pagedlab: warning: {warning}", file=sys.stderr)
     command = shlex.join(["pagedlab", "sweep", args.spec, "--out", args.out, "--executor", args.executor,
                           "--jobs", str(args.jobs)] + (["--ray-address", args.ray_address] if args.ray_address else [])
                          + (["--resume"] if args.resume else []))

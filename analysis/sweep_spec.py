@@ -115,6 +115,7 @@ class SweepSpec:
     loads: tuple[str, tuple[float, ...]] | None  # ("rate_scales" | "rates", values)
     cost: str = "kv_gib"
     configs: list[SweepConfig] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # settings some of the grid's policies ignore
 
     def canonical(self) -> dict[str, Any]:
         """What the results depend on, as plain JSON data (a resumed sweep must match it)."""
@@ -237,7 +238,32 @@ def parse_spec(data: dict[str, Any], *, path: Path, text: str = "") -> SweepSpec
     spec = SweepSpec(path=path, text=text, seed=seed, trace=trace, engine=engine, grid=grid, slo=slo, target=target,
                      search=search, loads=loads, cost=cost)
     spec.configs = _expand(where, engine, grid)
+    spec.warnings = _ignored_settings(where, engine, grid)
     return spec
+
+
+def _ignored_settings(where: _Locator, engine: dict[str, Any], grid: dict[str, list[Any]]) -> list[str]:
+    """A grid key that no policy of the sweep reads is refused at its line: every value would give the same
+    results. One that some policies ignore, or an [engine] setting they ignore, is a warning (those
+    configurations repeat each other)."""
+    from sim.policies import POLICIES
+    from sim.policies.settings import ignored_note, ignored_settings
+
+    policies = [POLICIES[p] for p in grid.get("policy", [engine.get("policy", "vllm-v0")])]
+    warnings = []
+    for table, keys in (("grid", grid), ("engine", engine)):
+        for name in keys:
+            deaf = [cls for cls in policies if ignored_settings(cls, (name,))]
+            if not deaf:
+                continue
+            notes = "; ".join(ignored_note(cls, name).removeprefix(f"{name}: ") for cls in deaf)
+            if table == "grid" and len(deaf) == len(policies) and len(keys[name]) > 1:
+                raise where.error(f"grid.{name}", f"{notes}: every value gives the same results; set it for a "
+                                                  f"policy that reads it, or drop it")
+            where_line = where.error(f"{table}.{name}", "").args[0].rstrip(": ")
+            warnings.append(f"{where_line}: {notes}" + (": those configurations repeat each other"
+                                                         if table == "grid" and len(keys[name]) > 1 else ""))
+    return warnings
 
 
 def _parse_trace(where: _Locator, trace: dict[str, Any]) -> dict[str, Any]:

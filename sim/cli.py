@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -59,7 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(subparsers)
+    _mark_commands(parser)
     return parser
+
+
+def _mark_commands(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser in its own defaults (`command_parser`), so that arguments it does not know
+    are reported against it: `demo-memory --foo` points to `pagedlab demo-memory --help`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_parser=sub)
+                _mark_commands(sub)
 
 
 class Terminated(BaseException):
@@ -99,9 +111,29 @@ def error_message(exc: BaseException) -> str:
     return " ".join(message.split()) or type(exc).__name__
 
 
+# A value that starts like a negative number, e.g. `-1,2` or `-1e3`: argparse would take it for an option.
+NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--rates -1,2` as `--rates=-1,2`, so that the option's own check says what is wrong with the value
+    (argparse alone says `expected one argument`); `--`, and a value after `--opt=`, are left alone."""
+    out: list[str] = []
+    for word in argv:
+        previous = out[-1] if out else ""
+        if (NEGATIVE_VALUE.match(word) and previous.startswith("--") and previous != "--" and "=" not in previous
+                and "--" not in out):
+            out[-1] = f"{previous}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
+    if unknown:  # argparse would report them against `pagedlab` itself
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

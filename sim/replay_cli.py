@@ -64,9 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "keys from the trace's prefix groups or Mooncake hash_ids; default: on under vllm and "
                         "sglang, else off; --no-enable-prefix-caching turns it off, as SGLang's "
                         "--disable-radix-cache)")
-    p.add_argument("--schedule-policy", default="fcfs", choices=("fcfs", "lpm"),
+    p.add_argument("--schedule-policy", default=None, choices=("fcfs", "lpm"),
                    help="sglang's waiting-queue order: fcfs (default, as SGLang's) or lpm (longest cached prefix first)")
-    p.add_argument("--scheduling-policy", default="fcfs", choices=("fcfs", "priority"),
+    p.add_argument("--scheduling-policy", default=None, choices=("fcfs", "priority"),
                    help="vllm's queue order, as vLLM's --scheduling-policy: fcfs (default) or priority (the "
                         "trace's priority column, lower first; the worst running request is preempted)")
     p.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=None,
@@ -104,9 +104,16 @@ def run(args: argparse.Namespace) -> int:
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
         verify_every=1 if args.verify_every is None else args.verify_every,
         enable_prefix_caching=args.enable_prefix_caching,
-        kv_cache_dtype=args.kv_cache_dtype, schedule_policy=args.schedule_policy,
-        scheduling_policy=args.scheduling_policy, enable_chunked_prefill=args.enable_chunked_prefill,
+        kv_cache_dtype=args.kv_cache_dtype, schedule_policy=args.schedule_policy or "fcfs",
+        scheduling_policy=args.scheduling_policy or "fcfs", enable_chunked_prefill=args.enable_chunked_prefill,
     )
+    make_policy(args.policy).configure(config)  # the policy's refusals before its warnings
+    from sim.policies.settings import ignored_warnings
+
+    given = [name for name in ("schedule_policy", "scheduling_policy", "enable_chunked_prefill",
+                               "enable_prefix_caching") if getattr(args, name) is not None]
+    for warning in ([] if args.quiet else ignored_warnings((args.policy,), given)):
+        print(f"pagedlab: warning: {warning}", file=sys.stderr)
     if execute:
         from sim.execute.device import resolve_device
 

@@ -27,7 +27,10 @@ def test_load_points_from_rates_and_from_scales() -> None:
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     from sim import cli
 
-    code = cli.main(argv)
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from parse_args
+        code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -70,6 +73,10 @@ def test_compare_end_to_end_on_a_tiny_preset_serial_and_parallel(tmp_path: Path,
         (["--preset", "nope"], "unknown preset 'nope'; valid names: default"),
         (["--goodput", "ttfb:5"], "valid names: ttft, tpot, e2el"),
         (["--rates", "0,1"], "rates: every value must be a positive number"),
+        # a value that starts with a minus is the option's value, as after `--rates=`
+        (["--rates", "-1,2"], "compare: --rates: every value must be a positive number, got -1 (see pagedlab compare"),
+        (["--rate-scales", "-0.5"], "--rate-scales: every value must be a positive number, got -0.5"),
+        (["--rates", "1,x"], "--rates: expected comma-separated positive numbers, got '1,x'"),
         (["--policies", "vllm-v0,vllm", "--gpu", "a100-80gb", "--max-num-seqs", "4096"],
          "max_num_batched_tokens: 2048 is smaller than max_num_seqs 4096; vLLM V1 refuses this"),
     ],
@@ -333,10 +340,8 @@ def test_replay_takes_sglang_s_schedule_policy(tmp_path: Path, capsys: pytest.Ca
     assert run_cli(["replay", "--trace", str(path), "--policy", "sglang", "--schedule-policy", "lpm",
                     "--enable-prefix-caching", "--quiet", "--out", str(out)], capsys)[0] == 0
     assert json.loads((out / "config.json").read_text())["schedule_policy"] == "lpm"
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(["replay", "--trace", str(path), "--schedule-policy", "sjf", "--out", str(out)], capsys)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1 and "--schedule-policy" in err
+    code, _, err = run_cli(["replay", "--trace", str(path), "--schedule-policy", "sjf", "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--schedule-policy" in err
 
 
 def test_a_file_format_for_a_preset_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -366,3 +371,24 @@ def test_a_schedule_policy_that_would_change_nothing_is_refused(
     code, _, err = run_cli([command, "--trace", str(path), *options, "--quiet", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and err.startswith(f"pagedlab: error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_setting_a_compared_policy_ignores_is_a_one_line_warning(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*TINY, "--rates", "2", "--schedule-policy", "fcfs", "--out", str(tmp_path / "out")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0
+    assert [line for line in err.splitlines() if "warning" in line] == [
+        "pagedlab: warning: schedule_policy: policy vllm-v0 ignores it (it has no such setting); policy static "
+        "ignores it (it has no such setting)"]
+
+
+def test_compare_never_replaces_a_validation_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"kind": "pagedlab-validate", "files": []}')
+    (out / "validation.md").write_text("kept")
+    code, _, err = run_cli([*TINY, "--out", str(out)], capsys)
+    assert code == 2 and err == (f"pagedlab: error: {out}: out: holds a `pagedlab validate` report, which "
+                                 "`pagedlab compare` does not replace; give another --out\n")
+    assert (out / "validation.md").read_text() == "kept"

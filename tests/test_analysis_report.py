@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis.atomic import atomic_directory, write_manifest
+from analysis.atomic import COMPARE_KIND, VALIDATE_KIND, atomic_directory, write_manifest
 from analysis.capacity import capacity_by_policy
 from analysis.report import ReportContext, findings, write_report
 from analysis.runs import RunData, run_metrics
@@ -300,3 +300,26 @@ def test_capacity_bars_start_at_zero_even_when_no_policy_has_a_capacity(tmp_path
     plots.plot_capacity(table, capacity, POLICIES, 0.9, slo, tmp_path / "capacity.png")
     low, high = figures[0].axes[1].get_ylim()
     assert low == 0 and high >= min(RATES)
+
+
+@pytest.mark.parametrize("first, second, command", [
+    (COMPARE_KIND, VALIDATE_KIND, "`pagedlab compare` report, which `pagedlab validate` does not replace"),
+    (VALIDATE_KIND, COMPARE_KIND, "`pagedlab validate` report, which `pagedlab compare` does not replace"),
+])
+def test_a_report_of_one_command_is_never_replaced_by_the_other(tmp_path: Path, first: str, second: str,
+                                                                command: str) -> None:
+    out = tmp_path / "out"
+    with atomic_directory(out, first) as tmp:
+        (tmp / "report.md").write_text("kept")
+        write_manifest(tmp, {"command": "first"}, first)
+    with pytest.raises(OSError, match=f"^{out.resolve()}: out: holds a {command}; give another --out$"):
+        with atomic_directory(out, second):
+            pass
+    assert (out / "report.md").read_text() == "kept"
+
+
+def test_a_validation_report_from_when_both_shared_a_kind_is_still_a_validation_report(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"kind": "pagedlab-compare", "cases": ["vllm"], "files": []}')
+    with pytest.raises(OSError, match="holds a `pagedlab validate` report"):
+        with atomic_directory(tmp_path, COMPARE_KIND):
+            pass

@@ -39,8 +39,13 @@ def test_value_error_becomes_one_line(monkeypatch: pytest.MonkeyPatch, capsys: p
 
 @pytest.mark.parametrize("argv,expected", [
     (["compare", "--rates", "1,x"],
-     "pagedlab: error: compare: --rates: expected comma-separated numbers, got '1,x' (see pagedlab compare --help)\n"),
+     "pagedlab: error: compare: --rates: expected comma-separated positive numbers, got '1,x' (see pagedlab compare --help)\n"),
     (["replay", "--trace"], "pagedlab: error: replay: --trace: expected one argument (see pagedlab replay --help)\n"),
+    # an argument the subcommand does not know points to its own help
+    (["demo-memory", "--foo"],
+     "pagedlab: error: demo-memory: unrecognized arguments: --foo (see pagedlab demo-memory --help)\n"),
+    (["trace", "gen", "--out", "x", "--foo"],
+     "pagedlab: error: trace gen: unrecognized arguments: --foo (see pagedlab trace gen --help)\n"),
     (["trace", "gen"],
      "pagedlab: error: trace gen: the following arguments are required: --out (see pagedlab trace gen --help)\n"),
 ])
@@ -57,3 +62,11 @@ def test_an_unknown_command_lists_the_commands(capsys: pytest.CaptureFixture[str
         cli.main(["bogus"])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pagedlab: error: ") and "'replay'" in err and "'compare'" in err
+
+
+def test_a_value_that_starts_with_a_minus_stays_with_its_option() -> None:
+    assert cli.attach_negative_values(["compare", "--rates", "-1,2", "--seed", "-3", "--quiet"]) == \
+        ["compare", "--rates=-1,2", "--seed=-3", "--quiet"]
+    # after `--`, or after an option that already has its value, nothing moves
+    assert cli.attach_negative_values(["x", "--", "-1"]) == ["x", "--", "-1"]
+    assert cli.attach_negative_values(["x", "--rates=1", "-1"]) == ["x", "--rates=1", "-1"]

@@ -250,3 +250,13 @@ def test_priority_order_on_a_trace_without_priorities_warns(trace_file: Path, tm
     ranked = write_trace(tmp_path / "ranked.csv", [Request(f"r{i}", 0.1 * i, 50, 5, priority=i % 2) for i in range(4)])
     assert cli.main([*argv[:2], str(ranked), *argv[3:], "--out", str(tmp_path / "b")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_setting_the_policy_ignores_is_a_one_line_warning(trace_file: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["replay", "--trace", str(trace_file), "--out", str(tmp_path / "o"), "--policy", "vllm-v0"]
+    assert cli.main([*args, "--schedule-policy", "fcfs"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["pagedlab: warning: schedule_policy: policy vllm-v0 ignores it (it has no such setting)"]
+    assert cli.main([*args[:-1], "sglang", "--schedule-policy", "fcfs"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -125,7 +125,7 @@ def test_requests_that_never_fit_are_rejected_and_the_run_goes_on() -> None:
 def test_a_prompt_over_the_token_budget_needs_chunking() -> None:
     requests = [Request("long", 0.0, 3000, 5)]
     config = EngineConfig(max_num_batched_tokens=2048)
-    assert replay(Trace(requests), config, policy="vllm-v0").requests.loc[0, "status"] == "rejected"
+    assert replay(Trace(requests), config, policy="orca-max").requests.loc[0, "status"] == "rejected"
     chunked = replay(Trace(requests), config, policy="sarathi")
     assert chunked.requests.loc[0, "status"] == "finished"
     assert chunked.steps["num_prefill_tokens"].max() <= config.prefill_chunk_tokens

@@ -19,6 +19,22 @@ def test_policy_names_and_an_unknown_name_lists_the_valid_ones() -> None:
         replay(Trace([Request("a", 0.0, 1, 1)]), EngineConfig(), policy="fifo")
 
 
+@pytest.mark.parametrize("policy", ["vllm-v0", "vllm-swap"])
+@pytest.mark.parametrize("fields, message", [
+    ({"max_num_batched_tokens": 4096},
+     "max_num_batched_tokens: 4096 is smaller than max_model_len 8192; vLLM V0 refuses this without chunked prefill"),
+    ({"max_num_batched_tokens": 8192, "max_num_seqs": 9000},
+     "max_num_batched_tokens: 8192 is smaller than max_num_seqs 9000; vLLM V0 refuses this"),
+])
+def test_settings_vllm_v0_refuses_at_startup_are_errors_not_rejections(policy: str, fields: dict,
+                                                                       message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        replay(Trace([Request("a", 0.0, 10, 10)]), EngineConfig(**fields), policy=policy)
+    # the same budget with a context that fits it runs
+    fits = EngineConfig(max_num_batched_tokens=4096, max_model_len=4096)
+    assert replay(Trace([Request("a", 0.0, 10, 10)]), fits, policy=policy).summary["num_finished"] == 1
+
+
 def test_static_makes_a_late_arrival_wait_for_the_whole_batch() -> None:
     trace = Trace([Request("A", 0.0, 100, 200), Request("B", 0.05, 100, 10)])
     static = by_id(replay(trace, EngineConfig(), policy="static"))

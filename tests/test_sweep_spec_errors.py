@@ -15,6 +15,16 @@ from test_sweep import SPEC, run_cli, write_spec
               .replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nmax_num_batched_tokens = [8]"),
      "spec.toml:11: grid.max_num_batched_tokens: configuration policy=vllm max_num_seqs=16 max_num_batched_tokens=8: "
      "max_num_batched_tokens: 8 is smaller than max_num_seqs 16; vLLM V1 refuses this"),
+    # vLLM V0 refuses a token budget below max_model_len (it cannot chunk a prompt)
+    (lambda s: s.replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nmax_num_batched_tokens = [4096]"),
+     "spec.toml:11: grid.max_num_batched_tokens: configuration policy=vllm-v0 max_num_seqs=4 "
+     "max_num_batched_tokens=4096: max_num_batched_tokens: 4096 is smaller than max_model_len 8192; vLLM V0 "
+     "refuses this without chunked prefill (policy sarathi chunks prompts)"),
+    # a grid over a setting no policy of the sweep reads would repeat one result per value
+    (lambda s: s.replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nswap_space_gib = [1, 8]"),
+     "spec.toml:11: grid.swap_space_gib: policy vllm-v0 ignores it (it uses recompute preemption (vllm-swap swaps) "
+     "instead); policy sarathi ignores it (it has no such setting): every value gives the same results; set it for "
+     "a policy that reads it, or drop it"),
     (lambda s: s.replace("[trace.generate]\nnum_requests = 40\nrate = 1.0\nlengths = \"sharegpt\"",
                          '[trace]\npath = "missing.csv"'),
      "spec.toml:3: trace.path: no such file: {dir}/missing.csv (a relative path is relative to the spec file)"),
@@ -46,3 +56,20 @@ def test_fixed_loads_without_slos_are_refused(tmp_path: Path, capsys: pytest.Cap
     assert err.startswith(f"pagedlab: error: {spec}:1: slo: a sweep's capacity, even at fixed loads, needs at least "
                           "one SLO (ttft_ms, "), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_setting_some_policies_ignore_is_a_warning_naming_them(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from analysis.sweep_spec import load_spec
+
+    spec = write_spec(tmp_path, SPEC.replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\n"
+                                             "prefill_chunk_tokens = [64, 512]")
+                      .replace("num_gpu_blocks = 300", "num_gpu_blocks = 300\nmax_output_tokens = 100"))
+    assert load_spec(spec).warnings == [
+        f"{spec}:12: grid.prefill_chunk_tokens: policy vllm-v0 ignores it (it uses max_num_batched_tokens (whole "
+        "prompts, never chunked) instead): those configurations repeat each other",
+        f"{spec}:8: engine.max_output_tokens: policy vllm-v0 ignores it (it has no such setting); policy sarathi "
+        "ignores it (it has no such setting)",
+    ]
+    code, out, err = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 0 and err.splitlines()[0].startswith(f"pagedlab: warning: {spec}:12: grid.prefill_chunk_tokens: ")

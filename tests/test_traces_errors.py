@@ -35,6 +35,10 @@ CASES = [
      "not a timestamp: '2023-13-45 18:17:03'"),
     ("truncated JSON line", "t.jsonl", MOON + '{"timestamp": 10, "input_le', ":2", "json", "truncated JSON"),
     ("invalid JSON line", "t.jsonl", MOON + MOON + "{'timestamp': 1}\n", ":3", "json", "invalid JSON"),
+    ("a key given twice", "t.jsonl", MOON + '{"timestamp": 5, "input_length": 3, "output_length": 1, "input_length": 9}\n',
+     ":2", "input_length", "given twice in one JSON object"),
+    ("a key given twice on the first line", "t.jsonl", '{"timestamp": 5, "timestamp": 6, "input_length": 3, '
+     '"output_length": 1}\n', ":1", "timestamp", "given twice in one JSON object"),
     ("JSON line without a key", "t.jsonl", MOON + '{"timestamp": 5, "input_length": 3}\n', ":2", "output_length",
      "missing value"),
     ("bad hash ids", "t.jsonl", MOON + '{"timestamp": 5, "input_length": 3, "output_length": 1, "hash_ids": [1, "x"]}\n',

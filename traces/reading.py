@@ -99,12 +99,28 @@ def read_header(path: Path) -> Header:
 
 # NaN and Infinity (which Python's json reads, though JSON has no such numbers) stay text, so a token count or
 # time spelled so is reported as `not a number: 'NaN'`, not taken for a missing value.
-_DECODER = json.JSONDecoder(parse_constant=str)
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """An object whose keys are all different (json keeps the last of a repeated key, silently)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return record
+
+
+_DECODER = json.JSONDecoder(parse_constant=str, object_pairs_hook=_unique_keys)
 
 
 def parse_json_line(path: Path, number: int, line: str) -> dict:
     try:
         record = _DECODER.decode(line)
+    except _DuplicateKey as exc:
+        raise error(f"{path}:{number}", exc.key, "given twice in one JSON object (which value is meant?)") from None
     except json.JSONDecodeError as exc:
         # An object that never closes was cut off (a partial download, a killed writer).
         reason = "invalid JSON" if line.rstrip().endswith("}") else "truncated JSON"

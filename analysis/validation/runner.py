@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.atomic import atomic_directory, write_manifest
+from analysis.atomic import VALIDATE_KIND, atomic_directory, write_manifest
 from analysis.validation.case import RESULT_COLUMNS, CheckResult, band_text
 
 CASE_MODULES: dict[str, str] = {
@@ -59,7 +59,7 @@ def run_suite(out_dir: str | Path, *, quick: bool = False, cases: list[str] | No
     checks: list[CheckResult] = []
     case_wall: dict[str, float] = {}
     final = Path(out_dir)
-    with atomic_directory(final) as tmp:
+    with atomic_directory(final, VALIDATE_KIND) as tmp:
         for case in cases:
             module = importlib.import_module(CASE_MODULES[case])
             t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def run_suite(out_dir: str | Path, *, quick: bool = False, cases: list[str] | No
         table.to_csv(tmp / "validation.csv", index=False, float_format="%.6g")
         (tmp / "validation.md").write_text(render_markdown(checks, case_wall, wall, quick, command))
         write_manifest(tmp, {"command": command, "quick": quick, "cases": cases, "wall_s": round(wall, 3),
-                             "case_wall_s": {k: round(v, 3) for k, v in case_wall.items()}})
+                             "case_wall_s": {k: round(v, 3) for k, v in case_wall.items()}}, VALIDATE_KIND)
     return SuiteOutcome(checks, case_wall, wall, final.resolve())
 
 

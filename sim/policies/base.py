@@ -11,6 +11,7 @@ from memory import AllocStatus
 
 from sim.config import EngineConfig
 from sim.host_time import with_engine_host
+from sim.kv_reserved import refuse_prefix_caching
 from sim.state import RECOMPUTE, Group
 
 
@@ -93,6 +94,8 @@ class Policy(Protocol):
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
     beam_search: bool         # the engine runs beam search itself (else beam requests are rejected)
     host_engine: str          # whose host time, overlap and CUDA graphs (a name in sim.host_time.ENGINES)
+    settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
+    settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
 
     def configure(self, config: EngineConfig) -> EngineConfig:
         """The engine's settings under this policy (its engine's defaults for fields left at ours)."""
@@ -110,6 +113,7 @@ class EnginePolicy:
     host_engine: str
     running_by_admission = False   # `running` in admission order (V1), not arrival order
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
+    settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:
         """The engine's settings (`engine_settings`) with its host-time settings added."""
@@ -120,6 +124,8 @@ class EnginePolicy:
         if config.scheduling_policy != "fcfs":
             raise ValueError(f"scheduling_policy: {config.scheduling_policy!r} is modelled for policy vllm only, "
                              f"not {self.name!r}")
+        if self.memory in ("contiguous", "reserved"):  # refused here too, so before any warning of ours
+            refuse_prefix_caching(config, self.name)
         if config.enable_chunked_prefill is not None:
             raise ValueError(f"enable_chunked_prefill: a vllm setting; policy {self.name!r} chunks "
                              f"{'always' if self.chunked_prefill else 'never'}")

@@ -15,6 +15,10 @@ class OrcaPolicy(EnginePolicy):
     chunked_prefill = False
     output_reservation = "max"  # sim.kv_contiguous.OUTPUT_RESERVATIONS
     host_engine = "eager-sync"  # the paper's baselines: synchronous, no CUDA graphs
+    settings = frozenset({"max_num_batched_tokens", "max_output_tokens"})
+    settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
+                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
+                        "swap_space_gib": "no preemption"}
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         prefills = admit_waiting(sched, sched.config.token_budget)

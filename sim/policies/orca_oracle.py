@@ -9,3 +9,4 @@ class OrcaOraclePolicy(OrcaPolicy):
     name = "orca-oracle"
     reserve_true_output = True
     output_reservation = "oracle"
+    settings = frozenset({"max_num_batched_tokens"})  # the true output, not max_output_tokens

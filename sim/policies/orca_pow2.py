@@ -9,3 +9,4 @@ class OrcaPow2Policy(OrcaPolicy):
     name = "orca-pow2"
     reserve_true_output = False
     output_reservation = "pow2"
+    settings = frozenset({"max_num_batched_tokens", "max_output_tokens"})  # caps the rounded reservation

@@ -15,6 +15,9 @@ class SarathiPolicy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = True
     host_engine = "vllm-v0"  # Sarathi-Serve is built on vLLM V0: synchronous, V0's CUDA graphs
+    settings = frozenset({"prefill_chunk_tokens", "watermark", "enable_prefix_caching"})
+    settings_instead = {"max_num_batched_tokens": "prefill_chunk_tokens (decodes and chunks per step)",
+                        "chunked_prefill_size": "prefill_chunk_tokens", "max_prefill_tokens": "prefill_chunk_tokens"}
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         preempted = sched.reserve_decode(self.preemption)

@@ -55,6 +55,11 @@ class SGLangPolicy(EnginePolicy):
     chunked_prefill = True
     beam_search = True   # beam groups in the scheduler (beam_search/coordinator.py:14-35, 119-180)
     host_engine = "sglang"  # overlap scheduler on by default; CUDA graphs up to 256 on H100/H200
+    settings = frozenset({"watermark", "enable_prefix_caching", "schedule_policy", "chunked_prefill_size",
+                          "max_prefill_tokens"})
+    settings_instead = {"max_num_batched_tokens": "chunked_prefill_size and max_prefill_tokens",
+                        "prefill_chunk_tokens": "chunked_prefill_size", "swap_space_gib": "retraction (recompute)",
+                        "long_prefill_token_threshold": "chunked_prefill_size"}
 
     def __init__(self) -> None:
         self.ratio = NewTokenRatio()

@@ -13,6 +13,10 @@ class StaticPolicy(EnginePolicy):
     preemption = "none"
     chunked_prefill = False
     host_engine = "eager-sync"  # FasterTransformer-style: synchronous, no CUDA graphs
+    settings = frozenset({"max_num_batched_tokens", "max_output_tokens"})
+    settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
+                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
+                        "swap_space_gib": "no preemption"}
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         if not sched.running:

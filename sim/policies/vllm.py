@@ -85,6 +85,10 @@ class VllmPolicy(EnginePolicy):
     chunked_prefill = True
     beam_search = False
     host_engine = "vllm-v1"  # async scheduling on by default (docs/engines.md), CUDA graphs up to 512
+    settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching", "long_prefill_token_threshold",
+                          "scheduling_policy", "enable_chunked_prefill"})
+    settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (one budget for decodes and chunks)",
+                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens"}
     running_by_admission = True    # sched/scheduler.py:1549 (admitted and resumed requests are appended)
     samples_as_requests = True     # n > 1: n child requests (v1/engine/async_llm.py:541-563)
 

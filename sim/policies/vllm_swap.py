@@ -11,3 +11,4 @@ from sim.state import SWAP
 class VllmSwapPolicy(VllmV0Policy):
     name = "vllm-swap"
     preemption = SWAP
+    settings = VllmV0Policy.settings | {"swap_space_gib"}

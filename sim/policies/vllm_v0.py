@@ -4,6 +4,7 @@ decode needs a block and none is free, the newest running request is preempted a
 The watermark keeps a few blocks free at admission so that running requests can grow."""
 from __future__ import annotations
 
+from sim.config import EngineConfig
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_waiting, swap_in_swapped
 from sim.state import RECOMPUTE
 
@@ -14,6 +15,24 @@ class VllmV0Policy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = False
     host_engine = "vllm-v0"  # synchronous: host work adds to each step; CUDA graphs up to 256
+    settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching"})
+    settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
+                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
+                        "swap_space_gib": "recompute preemption (vllm-swap swaps)"}
+
+    def engine_settings(self, config: EngineConfig) -> EngineConfig:
+        """The settings as they are, but those V0's SchedulerConfig refuses at startup (without chunked
+        prefill, which this policy models as off) raise a one-line ValueError (vllm/config.py,
+        SchedulerConfig._verify_args, V0 era, e.g. vllm-project/vllm@0004438383ee)."""
+        config = super().engine_settings(config)
+        if config.token_budget < config.context_len:
+            raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_model_len "
+                             f"{config.context_len}; vLLM V0 refuses this without chunked prefill (policy "
+                             f"sarathi chunks prompts)")
+        if config.token_budget < config.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_num_seqs "
+                             f"{config.max_num_seqs}; vLLM V0 refuses this")
+        return config
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         # Swapped requests go first: no new prefills while any wait to come back.
