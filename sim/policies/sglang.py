@@ -13,6 +13,11 @@ prompt) to the end of the waiting queue and raises the ratio. Beam search runs i
 group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups are retracted last
 and, since they cannot be requeued, aborted.
 
+A parallel-sampling request (n > 1) is not forked: SGLang's tokenizer manager first sends its prompt as a
+prefill-only request (max_new_tokens 0) and, once that returns, n one-sample requests, which find the prompt
+in the radix cache (`managers/tokenizer_manager.py:2130-2151, 2163-2183`); the simulator's child requests
+(as under `vllm`), the user's request reported from them as vLLM reports it.
+
 Settings left at the simulator's defaults take SGLang's (`sglang_defaults.sglang_config`): the radix cache
 on, no watermark, `max_running_requests` from the pool.
 
@@ -54,6 +59,10 @@ class SGLangPolicy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = True
     beam_search = True   # beam groups in the scheduler (beam_search/coordinator.py:14-35, 119-180)
+    # n > 1 (parallel): n one-sample requests sharing the prompt through the radix cache
+    # (managers/tokenizer_manager.py:2163-2183); beam groups stay one group.
+    samples_as_requests = True
+    prompt_request_first = True   # ... sent after the prompt alone (tokenizer_manager.py:2130-2151)
     host_engine = "sglang"  # overlap scheduler on by default; CUDA graphs up to 256 on H100/H200
 
     def __init__(self) -> None:
