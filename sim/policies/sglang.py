@@ -173,7 +173,7 @@ class SGLangPolicy(EnginePolicy):
     @staticmethod
     def _new_tokens(group: Group) -> int:
         """`min(max_new_tokens - generated, 4096)` of an admission candidate (schedule_policy.py:1407-1410):
-        a parallel sample is a request of its own (managers/tokenizer_manager.py:2160-2166), a beam group
+        a parallel sample is a request of its own (managers/tokenizer_manager.py:2163-2183), a beam group
         only its leader, whose max_new_tokens is the user's + 4 (beam_search/coordinator.py:214-216)."""
         if group.is_beam:
             return min(group.output + BEAM_LEADER_MARGIN - group.generated, CLIP_MAX_NEW_TOKENS)
@@ -181,7 +181,7 @@ class SGLangPolicy(EnginePolicy):
 
     @staticmethod
     def _requests(group: Group) -> int:
-        """SGLang requests behind a group: one per parallel sample (tokenizer_manager.py:2160-2166), one for
+        """SGLang requests behind a group: one per parallel sample (tokenizer_manager.py:2163-2183), one for
         a beam group (its leader; the member rows are not requests)."""
         return 1 if group.is_beam else group.n
 
