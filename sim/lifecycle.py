@@ -216,8 +216,13 @@ class RequestQueues:
     def prefill_complete(self, group: Group, now: int) -> None:
         """The (re)prefill's last chunk ran: it sampled one more token per sample."""
         self.prefilling.remove(group)
-        group.generated += 1
         group.run_first_ns = now
+        if not group.output:
+            # A prefill-only request (SGLang's prompt request, max_new_tokens 0) samples nothing.
+            group.join_g = self.G
+            self._finish(group, now)
+            return
+        group.generated += 1
         if group.first_token_ns < 0:
             group.first_token_ns = now
         if group.generated >= group.output:
@@ -254,6 +259,12 @@ class RequestQueues:
 
     def _done(self, group: Group) -> None:
         """`group` finished or was rejected; a parent of one-sample children is done with its last child."""
+        if group.followers is not None:
+            # A prompt request (SGLang): its samples are sent now, and may be rejected by the same rule.
+            for follower in group.followers:
+                self.enqueue(follower)
+            group.followers = None
+            return
         parent = group.parent
         if parent is None:
             self.num_done += 1

@@ -43,6 +43,7 @@ class Scheduler(RequestQueues):
         self.running_by_admission = getattr(policy, "running_by_admission", False)
         self.priority_order = config.scheduling_policy == "priority"
         self.split_samples = getattr(policy, "samples_as_requests", False)
+        self.prompt_first = getattr(policy, "prompt_request_first", False)
         self.num_children = 0
         self.bs = config.block_size
         self.fast_forward = fast_forward
@@ -74,6 +75,15 @@ class Scheduler(RequestQueues):
             group.children = [self._child(group) for _ in range(group.n)]
             for child in group.children:
                 self.kv.assign_block_keys(child, i, prefix_group, prefix_tokens, hash_ids)
+            if self.prompt_first:
+                # SGLang first runs the prompt alone, a prefill-only request (max_new_tokens 0), and sends
+                # the samples once it returns (managers/tokenizer_manager.py:2130-2151, 2163-2183).
+                prompt_request = self._child(group, output=0)
+                self.kv.assign_block_keys(prompt_request, i, prefix_group, prefix_tokens, hash_ids)
+                prompt_request.followers = group.children
+                self.enqueue(prompt_request)
+                return
+            for child in group.children:
                 self.enqueue(child)
             return
         if group.is_beam:
@@ -82,11 +92,11 @@ class Scheduler(RequestQueues):
         self.kv.assign_block_keys(group, i, prefix_group, prefix_tokens, hash_ids)
         self.enqueue(group)
 
-    def _child(self, parent: Group) -> Group:
+    def _child(self, parent: Group, output: int | None = None) -> Group:
         """One sample of `parent` as its own request (indices past the trace's keep them apart)."""
         self.num_children += 1
         child = Group(self.num_requests + self.num_children, parent.request_id, parent.arrival_ns, parent.prompt,
-                      parent.output, 1, parent.sampling, parent.priority)
+                      parent.output if output is None else output, 1, parent.sampling, parent.priority)
         child.parent = parent
         return child
 
@@ -139,7 +149,7 @@ class Scheduler(RequestQueues):
             out.prefill_tokens += q
             out.prefill_attn_pairs += q * (c + (q + 1) / 2)
             out.prefill_kv_tokens += c + q
-            if c + q == group.prefill_len:
+            if c + q == group.prefill_len and group.output:  # a prefill-only request samples nothing
                 out.sampled_seqs += group.n
         if (has_decode and plan.steady and not out.preemptions and self.fast_forward and not self.dirty_groups
                 and out.is_pure_decode):

@@ -35,7 +35,7 @@ class Group:
         "generated", "join_g", "prefill_len", "prefill_done", "first_token_ns", "finish_ns",
         "preemptions", "swaps", "runs", "run_first_ns", "epoch", "dirty", "fresh_fork", "rng",
         "reason", "recomputed_tokens", "rejected_on_arrival", "block_keys", "pending", "priority",
-        "parent", "children",
+        "parent", "children", "followers",
     )
 
     def __init__(self, idx: int, request_id: str, arrival_ns: int, prompt: int, output: int, n: int,
@@ -46,6 +46,8 @@ class Group:
         # child requests; None when the request runs as itself.
         self.parent: Group | None = None
         self.children: list[Group] | None = None
+        # SGLang's prompt request ahead of parallel samples: the samples, queued when it finishes.
+        self.followers: list[Group] | None = None
         self.request_id = request_id
         self.arrival_ns = arrival_ns
         self.prompt = prompt

@@ -65,8 +65,8 @@ def test_conservation_order_and_capacity(trace: Trace, policy: str, pool: int | 
     assert (steps["kv_blocks_used"] <= total).all() and (steps["kv_blocks_free"] >= 0).all()
     assert (steps["kv_tokens"] <= steps["kv_slots_reserved"]).all() and (steps["kv_tokens"] >= 0).all()
     # Inter-token gaps: one per token after the first of each stream, all positive (a group's samples
-    # decode in lockstep: one stream; under vllm each sample of a parallel request is its own request).
-    streams = np.where((done["sampling"] == "parallel") & (policy == "vllm"), done["n"], 1)
+    # decode in lockstep: one stream; under vllm and sglang each sample of a parallel request is its own request).
+    streams = np.where((done["sampling"] == "parallel") & (policy in ("vllm", "sglang")), done["n"], 1)
     assert len(result.itl_s) == int(((done["generated_tokens"] // done["n"] - 1) * streams).sum())
     assert (result.itl_s > 0).all()
     if pool is not None and policy in PAGED:

@@ -49,6 +49,6 @@ def test_any_trace_any_policy(reqs: list[Request], policy: str, pool: int, water
         aborted and steps["num_generated_tokens"].sum() > done["generated_tokens"].sum())
     assert (done["arrival_s"] <= done["first_token_s"]).all() and (done["first_token_s"] <= done["finish_s"]).all()
     assert (steps["kv_blocks_used"] <= pool).all() and (steps["kv_tokens"] <= steps["kv_slots_reserved"]).all()
-    # One stream per request (samples in lockstep); under vllm each parallel sample is its own request.
-    streams = np.where((done["sampling"] == "parallel") & (policy == "vllm"), done["n"], 1)
+    # One stream per request (samples in lockstep); under vllm and sglang each parallel sample is its own request.
+    streams = np.where((done["sampling"] == "parallel") & (policy in ("vllm", "sglang")), done["n"], 1)
     assert len(fast.itl_s) == int(((done["output_tokens"] - 1) * streams).sum())

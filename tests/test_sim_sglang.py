@@ -146,7 +146,8 @@ def test_the_estimate_holds_back_a_request_the_pool_would_admit() -> None:
 
 def test_beam_search_runs_in_the_scheduler_and_beam_groups_are_retracted_last() -> None:
     # D (a beam group) arrives last, so it has the fewest generated tokens: SGLang's order would retract it
-    # first, but beam groups go last, so C (parallel) is retracted and D keeps running.
+    # first, but beam groups go last, so C's two samples (each a request of its own) are retracted and D keeps
+    # running.
     trace = Trace([Request("A", 0.0, 100, 1600, n=2, sampling="beam"),
                    Request("B", 9.0, 100, 1600, n=2, sampling="parallel"),
                    Request("C", 9.01, 100, 1600, n=2, sampling="parallel"),
@@ -154,7 +155,7 @@ def test_beam_search_runs_in_the_scheduler_and_beam_groups_are_retracted_last() 
     result = replay(trace, EngineConfig(num_gpu_blocks=320, watermark=0.0), policy="sglang")
     req = by_id(result)
     assert (req["status"] == "finished").all() and result.summary["cow_copies"] > 0
-    assert req.loc["C", "preemptions"] == 1 and req["preemptions"].sum() == 1
+    assert req.loc["C", "preemptions"] == 2 and req["preemptions"].sum() == 2
 
 
 @pytest.mark.parametrize("radix_cache", [False, True])
@@ -294,6 +295,44 @@ def test_an_aborted_request_frees_its_memory_and_is_counted_with_the_rejected(mo
     assert req.loc["b", "status"] == "rejected" and req.loc["b", "reason"] == "beam search group aborted: test"
     assert req.loc["g", "status"] == "finished" and result.summary["num_rejected"] == 1
     assert result.steps["kv_blocks_used"].iloc[-1] < result.steps["kv_blocks_used"].max()
+
+
+# ---- parallel sampling as requests -------------------------------------------------------------------
+def sampling_trace() -> Trace:
+    return Trace([Request("q", 0.0, 50, 10), Request("p", 0.0, 200, 30, n=4, sampling="parallel")])
+
+
+@pytest.mark.parametrize("radix_cache", [True, False])
+def test_parallel_samples_are_requests_sent_after_a_prefill_only_prompt_request(radix_cache: bool) -> None:
+    result = replay(sampling_trace(), EngineConfig(max_num_seqs=8, enable_prefix_caching=radix_cache,
+                                                   fast_forward=False), policy="sglang")
+    steps, s = result.steps, result.summary
+    # Step 1: q and p's prompt request (max_new_tokens 0: it samples nothing); its samples come after it.
+    assert steps["num_prefill_tokens"].iloc[0] == 250 and steps["num_generated_tokens"].iloc[0] == 1
+    if radix_cache:
+        # The four samples find p's 12 full prompt blocks ((200 - 1) // 16) in the cache: 8 tokens each.
+        assert s["prefix_hit_tokens"] == 4 * 192 and steps["num_prefill_tokens"].iloc[1] == 4 * 8
+    else:
+        assert s["prefix_hit_tokens"] == 0 and steps["num_prefill_tokens"].iloc[1] == 4 * 200
+    assert steps["num_generated_tokens"].iloc[1] == 4
+    assert s["cow_copies"] == 0   # no fork, no copy-on-write
+    assert steps["num_generated_tokens"].sum() == 10 + 4 * 30
+    # vllm-v0 forks the same request into one group of four sequences.
+    assert replay(sampling_trace(), EngineConfig(max_num_seqs=8), policy="vllm-v0").summary["cow_copies"] == 3
+
+
+def test_the_user_request_aggregates_its_samples_as_under_vllm() -> None:
+    result = replay(sampling_trace(), EngineConfig(max_num_seqs=8, fast_forward=False), policy="sglang")
+    req, steps = by_id(result), result.steps
+    assert len(req) == 2
+    p = req.loc["p"]
+    assert (p["status"], p["n"], p["generated_tokens"]) == ("finished", 4, 120)
+    # First token: the first sample's (step 2; the prompt request streams none); finished with the last sample.
+    assert p["first_token_s"] == steps["end_s"].iloc[1]
+    assert p["finish_s"] == steps["end_s"].iloc[-1] > req.loc["q", "finish_s"]
+    assert p["ttft_s"] == p["first_token_s"] - p["arrival_s"] and p["e2e_s"] == p["finish_s"] - p["arrival_s"]
+    # Each sample streams its own tokens: 4 x 29 gaps, plus q's 9.
+    assert len(result.itl_s) == 4 * 29 + 9
 
 
 def sharing_trace() -> Trace:

@@ -13,6 +13,11 @@ prompt) to the end of the waiting queue and raises the ratio. Beam search runs i
 group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups are retracted last
 and, since they cannot be requeued, aborted.
 
+A parallel-sampling request (n > 1) is not forked: SGLang's tokenizer manager first sends its prompt as a
+prefill-only request (max_new_tokens 0) and, once that returns, n one-sample requests, which find the prompt
+in the radix cache (`managers/tokenizer_manager.py:2130-2151, 2163-2183`); the simulator's child requests
+(as under `vllm`), the user's request reported from them as vLLM reports it.
+
 Settings left at the simulator's defaults take SGLang's (`sglang_defaults.sglang_config`): the radix cache
 on, no watermark, `max_running_requests` from the pool.
 
@@ -54,6 +59,10 @@ class SGLangPolicy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = True
     beam_search = True   # beam groups in the scheduler (beam_search/coordinator.py:14-35, 119-180)
+    # n > 1 (parallel): n one-sample requests sharing the prompt through the radix cache
+    # (managers/tokenizer_manager.py:2163-2183); beam groups stay one group.
+    samples_as_requests = True
+    prompt_request_first = True   # ... sent after the prompt alone (tokenizer_manager.py:2130-2151)
     host_engine = "sglang"  # overlap scheduler on by default; CUDA graphs up to 256 on H100/H200
     settings = frozenset({"watermark", "enable_prefix_caching", "schedule_policy", "chunked_prefill_size",
                           "max_prefill_tokens"})
@@ -169,7 +178,7 @@ class SGLangPolicy(EnginePolicy):
     @staticmethod
     def _new_tokens(group: Group) -> int:
         """`min(max_new_tokens - generated, 4096)` of an admission candidate (schedule_policy.py:1407-1410):
-        a parallel sample is a request of its own (managers/tokenizer_manager.py:2160-2166), a beam group
+        a parallel sample is a request of its own (managers/tokenizer_manager.py:2163-2183), a beam group
         only its leader, whose max_new_tokens is the user's + 4 (beam_search/coordinator.py:214-216)."""
         if group.is_beam:
             return min(group.output + BEAM_LEADER_MARGIN - group.generated, CLIP_MAX_NEW_TOKENS)
@@ -177,7 +186,7 @@ class SGLangPolicy(EnginePolicy):
 
     @staticmethod
     def _requests(group: Group) -> int:
-        """SGLang requests behind a group: one per parallel sample (tokenizer_manager.py:2160-2166), one for
+        """SGLang requests behind a group: one per parallel sample (tokenizer_manager.py:2163-2183), one for
         a beam group (its leader; the member rows are not requests)."""
         return 1 if group.is_beam else group.n
 
