@@ -8,6 +8,7 @@ from sim import EngineConfig, replay
 from sim.engine import Engine
 from sim.policies.sglang import SGLangPolicy
 from sim.policies.sglang_budget import IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size
+from sim.policies.sglang_memory import default_mem_fraction, prefill_graph_sizes
 from sim.state import DECODE, Group
 from traces import Request, Trace
 
@@ -79,6 +80,43 @@ def test_sglang_defaults_fill_the_fields_left_unset() -> None:
     assert policy.engine_settings(EngineConfig(num_gpu_blocks=600)).max_num_seqs == 2048  # 1,200 -> 2,048
     explicit = policy.engine_settings(EngineConfig(num_gpu_blocks=3000, max_num_seqs=64, watermark=0.05))
     assert explicit.max_num_seqs == 64 and explicit.watermark == 0.05
+
+
+def test_the_pool_left_unset_is_sglangs_mem_fraction_static_less_the_weights() -> None:
+    # A100-40GB (40960 MiB), Llama-2-7B: chunk 4096, decode graphs up to 32, prefill graphs up to 4096 tokens
+    # (50 sizes): reserved = 512 + 1.5 * 4096 + 1/8 * 1024 + 2 * 32 = 6848 MiB -> 0.833 without the prefill
+    # graphs, + 8 * 50 = 7248 MiB -> 0.823 with them (on by default). KV = floor(40 GiB * 0.823) - 13,476,298,752
+    # weight bytes = 21,871,282,094 B = 41,716 tokens of 512 KiB -> 2607 blocks of 16 (4 tokens unused).
+    assert len(prefill_graph_sizes(4096)) == 50 and len(prefill_graph_sizes(8192)) == 58
+    policy = SGLangPolicy()
+    a100 = EngineConfig(model="llama-2-7b", gpu="a100-40gb")
+    assert round(1 - (512 + 1.5 * 4096 + 128 + 64) / 40960, 3) == 0.833
+    assert default_mem_fraction(a100) == (0.823, 7248, 464)
+    config = policy.engine_settings(a100)
+    assert (config.gpu_memory_utilization, config.num_gpu_blocks) == (0.823, 2607)
+    # H100 (79.6 GiB = 81510.4 MiB), Llama-3-8B: chunk 8192, decode 256, 58 prefill sizes: reserved =
+    # 512 + 12288 + 128 + 512 + 464 = 13904 MiB -> 0.829; KV = floor(79.6 GiB * 0.829) - 16,059,990,016 B
+    # = 54,794,514,962 B = 418,048 tokens of 128 KiB -> 26,128 blocks; max_running_requests from it: 4096.
+    config = policy.engine_settings(EngineConfig())
+    assert (config.gpu_memory_utilization, config.num_gpu_blocks, config.max_num_seqs) == (0.829, 26128, 4096)
+    # An explicit max_running_requests caps the decode graphs: 2 * 64 instead of 2 * 256 -> 0.834.
+    assert default_mem_fraction(EngineConfig(max_num_seqs=64))[0] == 0.834
+
+
+def test_explicit_memory_settings_win_over_sglangs_pool() -> None:
+    policy = SGLangPolicy()
+    blocks = policy.engine_settings(EngineConfig(num_gpu_blocks=3000))
+    assert (blocks.num_gpu_blocks, blocks.gpu_memory_utilization) == (3000, 0.9)
+    # gpu_memory_utilization is SGLang's mem_fraction_static: floor(79.6 GiB * 0.85) - weights = 431,742 tokens.
+    fraction = policy.engine_settings(EngineConfig(gpu_memory_utilization=0.85))
+    assert (fraction.gpu_memory_utilization, fraction.num_gpu_blocks) == (0.85, 431_742 // 16)
+
+
+def test_a_model_that_leaves_sglang_no_kv_memory_is_refused() -> None:
+    # Llama-3-70B over 4 A100-40GB: 32.85 GiB of weights per GPU, 0.807 * 40 GiB = 32.28 GiB static memory.
+    with pytest.raises(ValueError, match=r"^gpu_memory_utilization: model llama-3-70b-tp4 leaves -0.57 GiB for "
+                                         r"the KV cache on a100-40gb at SGLang's mem_fraction_static 0.807"):
+        SGLangPolicy().engine_settings(EngineConfig(model="llama-3-70b-tp4", gpu="a100-40gb"))
 
 
 def test_prefill_first_steps_never_mix_and_chunks_follow_the_chunk_size() -> None:

@@ -19,7 +19,8 @@ in the radix cache (`managers/tokenizer_manager.py:2130-2151, 2163-2183`); the s
 (as under `vllm`), the user's request reported from them as vLLM reports it.
 
 Settings left at the simulator's defaults take SGLang's (`sglang_defaults.sglang_config`): the radix cache
-on, no watermark, `max_running_requests` from the pool.
+on, no watermark, the KV pool from SGLang's `mem_fraction_static` (`sglang_memory`), `max_running_requests`
+from the pool.
 
 Modelling choices (docs/sim.md, "sglang"): the radix cache is the block manager's prefix cache at the
 engine's block size (hits rounded down to whole blocks; eviction least recently released first, a
@@ -77,7 +78,7 @@ class SGLangPolicy(EnginePolicy):
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """SGLang's server defaults for the fields left at ours (`sglang_config`): the radix cache on, no
-        watermark, `max_running_requests` from the pool."""
+        watermark, SGLang's KV pool, `max_running_requests` from the pool."""
         return sglang_config(super().engine_settings(config))
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
