@@ -157,16 +157,25 @@ class AnalyticCostModel:
         return base + slope * context
 
     def step_time(self, batch: StepBatch) -> float:
-        tokens = batch.prefill_tokens + batch.decode_seqs
-        seqs = batch.decode_seqs + batch.prefill_seqs
-        gemm_tokens = max(tokens, batch.graph_tokens)
-        t = self._fixed_s(gemm_tokens, seqs, batch.sampled_seqs) if tokens else self.profile.step_overhead_s
-        if batch.prefill_tokens:
-            t += max(batch.prefill_attn_pairs * self._prefill_s_per_pair,
-                     batch.prefill_kv_tokens * self._prefill_s_per_kv)
-        t += batch.decode_context * self._decode_s_per_ctx
-        t += batch.cow_copies * self.block_size * self._copy_s_per_token
-        t += batch.swap_blocks * self.block_size * self._swap_s_per_token
+        return self.step_time_of(batch.prefill_tokens, batch.prefill_seqs, batch.prefill_attn_pairs,
+                                 batch.prefill_kv_tokens, batch.decode_seqs, batch.decode_context,
+                                 batch.sampled_seqs, batch.cow_copies, batch.swap_blocks, batch.graph_tokens)
+
+    def step_time_of(self, prefill_tokens: int, prefill_seqs: int, prefill_attn_pairs: float, prefill_kv_tokens: int,
+                     decode_seqs: int, decode_context: int, sampled_seqs: int, cow_copies: int, swap_blocks: int,
+                     graph_tokens: int) -> float:
+        """`step_time` of a `StepBatch` with these fields, without building one (the timer's per-step path)."""
+        tokens = prefill_tokens + decode_seqs
+        gemm_tokens = max(tokens, graph_tokens)
+        t = (self._fixed_s(gemm_tokens, decode_seqs + prefill_seqs, sampled_seqs) if tokens
+             else self.profile.step_overhead_s)
+        if prefill_tokens:
+            t += max(prefill_attn_pairs * self._prefill_s_per_pair, prefill_kv_tokens * self._prefill_s_per_kv)
+        t += decode_context * self._decode_s_per_ctx
+        if cow_copies:  # most steps copy and swap nothing: adding 0.0 would not change t
+            t += cow_copies * self.block_size * self._copy_s_per_token
+        if swap_blocks:
+            t += swap_blocks * self.block_size * self._swap_s_per_token
         return t
 
     def describe(self) -> dict:

@@ -51,6 +51,9 @@ class BuddyAllocator:
             if num_units >> order & 1:
                 self.free_ranges[order].add(start)
                 start += 1 << order
+        # Ranges of each order an empty pool yields: fixed by the pool's size, asked at every admission.
+        self.pool_capacity = [sum(1 << j >> order for j in range(order, self.max_order + 1) if num_units >> j & 1)
+                              for order in range(self.max_order + 1)]
 
     @staticmethod
     def order_for(units: int) -> int:
@@ -61,8 +64,19 @@ class BuddyAllocator:
         if order > self.max_order:
             return 0
         if not free_only:
-            return sum((1 << j >> order) for j in range(order, self.max_order + 1) if self.num_units >> j & 1)
+            return self.pool_capacity[order]
         return sum(len(self.free_ranges[j]) << (j - order) for j in range(order, self.max_order + 1))
+
+    def fits(self, order: int, count: int) -> bool:
+        """`capacity(order) >= count`, counting only until it is reached (the admission check)."""
+        if order > self.max_order:
+            return count <= 0
+        free, n = self.free_ranges, 0
+        for j in range(order, self.max_order + 1):
+            n += len(free[j]) << (j - order)
+            if n >= count:
+                return True
+        return n >= count
 
     def largest_free_order(self) -> int:
         """The order of the largest free range (-1 when nothing is free)."""
@@ -70,12 +84,14 @@ class BuddyAllocator:
 
     def allocate(self, order: int) -> int:
         """Take a range of 2^order units; returns its start (the caller checked `capacity(order) >= 1`)."""
-        j = next(j for j in range(order, self.max_order + 1) if self.free_ranges[j])
-        start = min(self.free_ranges[j])  # lowest address: deterministic, packs the pool from the bottom
-        self.free_ranges[j].remove(start)
+        free, j = self.free_ranges, order
+        while not free[j]:  # the smallest order with a free range (IndexError: the caller did not check)
+            j += 1
+        start = min(free[j])  # lowest address: deterministic, packs the pool from the bottom
+        free[j].remove(start)
         while j > order:  # split: keep the lower half, free the upper
             j -= 1
-            self.free_ranges[j].add(start + (1 << j))
+            free[j].add(start + (1 << j))
         self.allocated[start] = order
         self.num_free_units -= 1 << order
         return start
@@ -133,7 +149,8 @@ class ContiguousKV(ReservedKV):
         return base
 
     def order_for(self, group: Group) -> int:
-        return BuddyAllocator.order_for(-(-self.reservation(group) // self.bs))
+        """`BuddyAllocator.order_for` of the group's reservation in units (blocks): ceil(log2(units))."""
+        return max(0, -(-self.reservation(group) // self.bs) - 1).bit_length()
 
     def never_fits(self, group: Group) -> str | None:
         order = self.order_for(group)
@@ -147,7 +164,7 @@ class ContiguousKV(ReservedKV):
         if self.buddy.capacity(order, free_only=False) < group.n:
             return AllocStatus.NEVER
         # Contiguity, not the free total, decides: free slots may all lie in ranges too small.
-        return AllocStatus.OK if self.buddy.capacity(order) >= group.n else AllocStatus.LATER
+        return AllocStatus.OK if self.buddy.fits(order, group.n) else AllocStatus.LATER
 
     def allocate(self, group: Group) -> int:
         order = self.order_for(group)

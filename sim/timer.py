@@ -69,6 +69,7 @@ class AnalyticTimer:
         self.fast_forward = config.fast_forward
         # (base, slope) of a linear decode-time model, if the cost model has one: scalar fast path.
         self._linear = getattr(self.cost, "decode_coefficients", None)
+        self._no_host = not (self.host.step_s or self.host.per_request_s or self.host.per_token_s)
 
     def bind(self, scheduler: "Scheduler") -> None:
         return None  # the cost model needs only the output
@@ -76,7 +77,19 @@ class AnalyticTimer:
     def time(self, out: SchedulerOutput, until_arrival_ns: int | None) -> list[int] | np.ndarray:
         if out.num_decode_seqs and out.is_pure_decode:
             return self.decode_run(out.num_decode_seqs, out.decode_context, out.max_decode_steps, until_arrival_ns)
-        return [max(int(self.step_s(out.step_batch()) * 1e9 + 0.5), 1)]
+        return [max(int(self.output_s(out) * 1e9 + 0.5), 1)]
+
+    def output_s(self, out: SchedulerOutput) -> float:
+        """`step_s(out.step_batch())`, the same arithmetic, without building the batch (every mixed step)."""
+        host = self.host
+        decode_seqs, prefill_seqs = out.num_decode_seqs, len(out.prefills)
+        graph_tokens = host.padded(decode_seqs) if decode_seqs and not out.prefill_tokens else 0
+        device = self.cost.step_time_of(out.prefill_tokens, prefill_seqs, out.prefill_attn_pairs,
+                                        out.prefill_kv_tokens, decode_seqs, out.decode_context, out.sampled_seqs,
+                                        out.cow_copies, out.swap_out_blocks + out.swap_in_blocks, graph_tokens)
+        if self._no_host:  # D + 0.0 and max(D, 0.0) are D (D >= 0)
+            return device
+        return host.combine(device, host.host_s(decode_seqs + prefill_seqs, out.sampled_seqs))
 
     def step_s(self, batch: StepBatch) -> float:
         """Seconds of one step: device time (decode-only batches at their CUDA graph's size) with host time."""

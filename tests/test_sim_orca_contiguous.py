@@ -60,6 +60,7 @@ def test_buddy_refuses_when_the_free_total_suffices_but_no_range_does() -> None:
 def test_buddy_tiles_the_pool_and_returns_to_its_start(num_units: int, ops: list) -> None:
     buddy = BuddyAllocator(num_units)
     initial = [set(s) for s in buddy.free_ranges]
+    pool = [buddy.capacity(order) for order in range(10)]  # the empty pool's ranges of each order
     held: list[int] = []
     for take, order, pick in ops:
         if take and buddy.capacity(order) > 0:
@@ -70,6 +71,9 @@ def test_buddy_tiles_the_pool_and_returns_to_its_start(num_units: int, ops: list
         elif held:
             buddy.free(held.pop(pick % len(held)))
         buddy.check()
+        for order in range(10):
+            assert buddy.capacity(order, free_only=False) == pool[order]
+            assert [buddy.fits(order, n) for n in range(4)] == [buddy.capacity(order) >= n for n in range(4)]
     for start in held:
         buddy.free(start)
     assert buddy.free_ranges == initial and buddy.num_free_units == num_units
