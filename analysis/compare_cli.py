@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.executors import add_executor_arguments
+from sim.console import warn
 from traces.options import add_arrival_options, add_transform_options, apply_transforms, transform_words
 
 DEFAULT_POLICIES = ("vllm", "sglang", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "static")
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from sim.policies.settings import ignored_warnings
 
     for warning in ignored_warnings(args.policies, engine):  # after the refusals (the spec checks them)
-        print(f"pagedlab: warning: {warning}", file=sys.stderr)
+        warn(warning)
 
     preset_name = None
     if args.trace:
@@ -223,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trace: {notice}")
     note = context_note(trace, args.model, spec.engine_config().context_len)
     if note:
-        print(f"pagedlab: warning: {note}", file=sys.stderr)
+        warn(note)
     outcome = compare(trace, points, spec, args.out, command=command, trace_description=description,
                       load_label=label, progress=not args.quiet)
     print(to_console(formatted(outcome.table, CONSOLE_COLUMNS)))
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
               f"{int(outcome.table['verify_mismatches'].sum())} mismatches")
     overfull = outcome.table[outcome.table["kv_overfull_steps"] > 0]
     if not overfull.empty:
-        print(f"pagedlab: warning: {check_failed_message(overfull)}", file=sys.stderr)
+        warn(check_failed_message(overfull))
     print(f"report: {Path(outcome.out_dir) / 'report.html'} (and report.md, summary.csv, plots/, runs/); "
           f"{len(outcome.table)} runs in {outcome.wall_s:.1f} s", file=sys.stdout)
     return 0

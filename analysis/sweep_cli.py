@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from analysis.executors import add_executor_arguments, default_jobs
+from sim.console import warn
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     for warning in spec.warnings:
-        print(f"pagedlab: warning: {warning}", file=sys.stderr)
+        warn(warning)
     command = shlex.join(["pagedlab", "sweep", args.spec, "--out", args.out, "--executor", args.executor,
                           "--jobs", str(args.jobs)] + (["--ray-address", args.ray_address] if args.ray_address else [])
                          + (["--resume"] if args.resume else []))

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sim.console import machine_line
 from sim.schema import SUMMARY_JSON
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--azure", type=Path, default=AZURE, help=f"the Azure code trace (default {AZURE})")
     args = parser.parse_args(argv)
 
-    print(f"# sim.bench on {platform.node()}: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    print(machine_line("sim.bench"))
     print("| case | requests | generated tokens | best wall s | median wall s | requests/s | tokens/s | "
           "steps | replay() s |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.console import machine_line
 from sim.schema import SUMMARY_JSON
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100_000, help="conversation requests (default 100000)")
     parser.add_argument("--mooncake-requests", type=int, default=3_000, help="Mooncake-style requests")
     args = parser.parse_args(argv)
-    load = os.getloadavg()
-    print(f"# sim.bench_prefix on {platform.node()}: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}, "
-          f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(machine_line("sim.bench_prefix"))
     print("| case | variant | requests | best wall s | median wall s | best CPU s | peak RSS MiB | steps | "
           "prefix hit rate | preemptions |")
     print("|---|---|---|---|---|---|---|---|---|---|")

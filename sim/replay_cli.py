@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from typing import TYPE_CHECKING
 
+from sim.console import warn
 from traces.options import add_arrival_options, add_transform_options, load_trace
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     given = [name for name in ("schedule_policy", "scheduling_policy", "enable_chunked_prefill",
                                "enable_prefix_caching") if getattr(args, name) is not None]
     for warning in ([] if args.quiet else ignored_warnings((args.policy,), given)):
-        print(f"pagedlab: warning: {warning}", file=sys.stderr)
+        warn(warning)
     if execute:
         from sim.execute.device import resolve_device
 
@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
         for notice in trace.notices:
             print(f"trace: {notice}")
         if args.policy == "vllm" and args.scheduling_policy == "priority" and not trace.column("priority").any():
-            print("pagedlab: warning: --scheduling-policy priority: every request of the trace has priority 0 (no "
-                  "priority column): requests are ordered by arrival alone", file=sys.stderr)
+            warn("--scheduling-policy priority: every request of the trace has priority 0 (no "
+                 "priority column): requests are ordered by arrival alone")
     result = replay(trace, config, policy=args.policy, seed=args.seed, progress=args.progress)
     result.write(args.out)
     if not args.quiet:
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
         note = rejection_note(result.requests, config.model, config.context_len)
         if note:
-            print(f"pagedlab: warning: {note}", file=sys.stderr)
+            warn(note)
         if s.get("prefix_caching"):
             print(f"prefix cache: {percent(s['prefix_hit_rate'])} of prompt tokens hit ({s['prefix_hit_tokens']} "
                   f"tokens), {s['prefix_evicted_blocks']} blocks evicted"
