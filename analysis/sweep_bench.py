@@ -148,7 +148,8 @@ def run_once(executor: str, spec: Any, out: Path, jobs: int) -> dict[str, Any]:
 def main() -> None:
     from analysis.sweep import run_sweep
     from analysis.sweep_search import Bisection, grid_scales
-    from analysis.sweep_spec import Search, load_spec
+    from analysis.sweep_spec import Search
+    from analysis.sweep_spec_load import load_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=Path("data/AzureLLMInferenceTrace_code.csv"))

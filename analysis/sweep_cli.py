@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from analysis.sweep import run_sweep
     from analysis.sweep_report import capacity_text
-    from analysis.sweep_spec import load_spec
+    from analysis.sweep_spec_load import load_spec
 
     spec = load_spec(args.spec)
     for warning in spec.warnings:

@@ -278,7 +278,7 @@ def test_a_local_sweep_starts_no_more_processes_than_first_replays(tmp_path: Pat
     # `--jobs 64` for a sweep of 4 configurations at one fixed load started a pool of 64 processes.
     import analysis.executors as executors
     from analysis.sweep import run_sweep
-    from analysis.sweep_spec import load_spec
+    from analysis.sweep_spec_load import load_spec
 
     asked: list[int] = []
     real = executors.make_executor

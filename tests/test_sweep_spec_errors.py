@@ -60,7 +60,7 @@ def test_fixed_loads_without_slos_are_refused(tmp_path: Path, capsys: pytest.Cap
 
 def test_a_setting_some_policies_ignore_is_a_warning_naming_them(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from analysis.sweep_spec import load_spec
+    from analysis.sweep_spec_load import load_spec
 
     spec = write_spec(tmp_path, SPEC.replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\n"
                                              "prefill_chunk_tokens = [64, 512]")
