@@ -7,7 +7,8 @@
 
 Policies are strategies over this object's read-only state and a few verbs (`policies.base.SchedulerView`:
 admit, reserve_decode (preempting as needed), swap_in, reject_head). Memory work goes through `kv`, a
-`KVLayout`; the queues, counters and request moves between them are `sim.lifecycle.RequestQueues`.
+`KVLayout`; the queues, counters and request moves between them are `sim.lifecycle.RequestQueues`, the
+memory each step takes (decode slots, preemption, swap) `sim.preemption.PreemptingQueues`.
 
 Fast-forward: when a pure decode step is *steady* (the policy says nothing could be admitted, nothing was
 preempted) the next steps repeat it until a request finishes, the block pool runs out, or (if the policy
@@ -28,14 +29,14 @@ from memory import AllocStatus
 from sim.config import EngineConfig
 from sim.kv_layout import KVLayout
 from sim.kv_lazy import NEVER
-from sim.lifecycle import RequestQueues
 from sim.policies.base import Policy
+from sim.preemption import PreemptingQueues
 from sim.records import StepRecorder
 from sim.scheduler_output import SchedulerOutput
 from sim.state import DECODE, PREFILL, RECOMPUTE, REJECTED, WAITING, Group
 
 
-class Scheduler(RequestQueues):
+class Scheduler(PreemptingQueues):
     def __init__(self, trace, config: EngineConfig, policy: Policy, kv: KVLayout, seed: int = 0,
                  fast_forward: bool = True) -> None:
         super().__init__(config, kv)
@@ -215,7 +216,7 @@ class Scheduler(RequestQueues):
                 self.prefill_complete(group, end_ns)
         self.out = None
 
-    # ---- verbs for policies (with `admit`, `reserve_decode`, `swap_in` of RequestQueues) -------------
+    # ---- verbs for policies (with `admit`, `reserve_decode`, `swap_in` of PreemptingQueues) ----------
     def admission_status(self, group: Group) -> AllocStatus:
         """Whether the group's (re)prefill fits the KV pool now (OK), later, or never."""
         return self.kv.status(group)
