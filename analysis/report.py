@@ -10,9 +10,10 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from analysis import plots
+from analysis import plots, run_plots
 from analysis.atomic import write_text_atomic
 from analysis.capacity import format_capacity
+from analysis.plot_common import policy_labels
 from analysis.runs import RunData
 from analysis.slo import SLO
 from analysis.tables import LATENCY_COLUMNS, MEMORY_COLUMNS, format_value, formatted, to_html, to_markdown
@@ -173,12 +174,12 @@ def write_plots(out_dir: Path, table: pd.DataFrame, capacity: pd.DataFrame,
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     policies = list(ctx.policies)
-    labels = plots.policy_labels(table, policies)
+    labels = policy_labels(table, policies)
     return [
-        plots.plot_latency_cdfs(runs, policies, ctx.loads, ctx.load_label, plot_dir / "latency_cdf.png", labels),
+        run_plots.plot_latency_cdfs(runs, policies, ctx.loads, ctx.load_label, plot_dir / "latency_cdf.png", labels),
         plots.plot_latency_vs_rate(table, policies, ctx.slo, plot_dir / "latency_vs_rate.png", labels),
         plots.plot_throughput_vs_rate(table, policies, plot_dir / "throughput_vs_rate.png", labels),
-        plots.plot_kv_timeline(runs, policies, ctx.timeline_load, ctx.load_label, plot_dir / "kv_timeline.png", labels),
+        run_plots.plot_kv_timeline(runs, policies, ctx.timeline_load, ctx.load_label, plot_dir / "kv_timeline.png", labels),
         plots.plot_capacity(table, capacity, policies, ctx.target, ctx.slo, plot_dir / "capacity.png", labels),
     ]
 

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis import plots
 from analysis.atomic import write_text_atomic
 from analysis.capacity import format_capacity
+from analysis.plot_common import new_figure, save
 from analysis.report import HTML_STYLE, html_text
 from analysis.sweep_spec import SweepSpec
 from analysis.tables import format_value, to_html, to_markdown
@@ -47,7 +47,7 @@ def pareto_front(summary: pd.DataFrame, cost: str) -> pd.Series:
 
 def plot_pareto(summary: pd.DataFrame, cost: str, path: Path) -> Path:
     """Capacity (req/s) against cost, one point per configuration; the Pareto front joined and labelled."""
-    fig, axes = plots._figure(1, 1, 8.0, 5.0)
+    fig, axes = new_figure(1, 1, 8.0, 5.0)
     ax = axes[0, 0]
     rated = summary.dropna(subset=["capacity"])
     for bound, marker, label in ((False, "o", "capacity"), (True, "^", "capacity (lower bound: every load met)")):
@@ -65,7 +65,7 @@ def plot_pareto(summary: pd.DataFrame, cost: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     if len(rated):
         ax.legend(loc="lower right", fontsize=8)
-    return plots._save(fig, path)
+    return save(fig, path)
 
 
 def summary_rows(records: Sequence[dict[str, Any]], at_capacity: Sequence[str]) -> list[dict[str, Any]]:

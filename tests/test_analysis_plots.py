@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots
+from analysis import plot_common, plots, run_plots
 from analysis.runs import RunData
 from analysis.slo import SLO
 from test_analysis_report import fake_run
@@ -27,20 +27,20 @@ def _table() -> pd.DataFrame:
 
 def test_a_policy_that_rejected_requests_says_how_many_in_its_label() -> None:
     table = _table()
-    assert plots.policy_labels(table, POLICIES) == {"vllm": "vllm (51 rejected)", "sglang": "sglang"}
+    assert plot_common.policy_labels(table, POLICIES) == {"vllm": "vllm (51 rejected)", "sglang": "sglang"}
     table.loc[(table["policy"] == "vllm") & (table["rate"] == 1.0), "rejected"] = 12
-    assert plots.policy_labels(table, POLICIES)["vllm"] == "vllm (12-51 rejected)"
-    assert plots.policy_labels(table.drop(columns="rejected"), POLICIES) == {"vllm": "vllm", "sglang": "sglang"}
+    assert plot_common.policy_labels(table, POLICIES)["vllm"] == "vllm (12-51 rejected)"
+    assert plot_common.policy_labels(table.drop(columns="rejected"), POLICIES) == {"vllm": "vllm", "sglang": "sglang"}
 
 
 def test_latency_against_load_has_one_legend_below_the_panels_and_plain_log_ticks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = []
-    save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
     table = _table()
     plots.plot_latency_vs_rate(table, POLICIES, SLO(ttft_ms=2000, tpot_ms=100), tmp_path / "latency.png",
-                               plots.policy_labels(table, POLICIES))
+                               plot_common.policy_labels(table, POLICIES))
     (fig,) = figures
     assert all(ax.get_legend() is None for ax in fig.axes)  # a legend inside a panel hid its lines
     (legend,) = fig.legends
@@ -54,11 +54,11 @@ def test_latency_against_load_has_one_legend_below_the_panels_and_plain_log_tick
 
 def test_the_tpot_cdfs_are_in_milliseconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = []
-    save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    save = run_plots.save
+    monkeypatch.setattr(run_plots, "save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
     run: RunData = fake_run("vllm", 1.0)
-    plots.plot_latency_cdfs({("vllm", 1.0): run}, ["vllm"], [1.0], "rate", tmp_path / "cdf.png",
-                            {"vllm": "vllm (3 rejected)"})
+    run_plots.plot_latency_cdfs({("vllm", 1.0): run}, ["vllm"], [1.0], "rate", tmp_path / "cdf.png",
+                                {"vllm": "vllm (3 rejected)"})
     (fig,) = figures
     tpot = fig.axes[1]
     assert tpot.get_xlabel() == "TPOT (ms)"

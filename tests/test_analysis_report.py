@@ -292,7 +292,7 @@ def test_capacity_bars_start_at_zero_even_when_no_policy_has_a_capacity(tmp_path
     from analysis import plots
 
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig) or path)
     slo = SLO(ttft_ms=300)
     table = pd.DataFrame([{"policy": p, "load": r, "rate": r, **run_metrics(fake_run(p, r), slo)}
                           for p in POLICIES for r in RATES])

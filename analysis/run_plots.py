@@ -1,0 +1,127 @@
+"""Plots of the runs themselves, as PNG files: latency CDFs of the requests, KV usage and batch size over time.
+
+Each function takes the runs keyed by (policy, load), writes one PNG and returns its path; the plots of the
+comparison table (one point per policy and load) are `analysis.plots`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.memory_view import kv_timeline
+from analysis.metrics import request_latencies
+from analysis.plot_common import figure_legend, line_style, load_text, new_figure, policy_styles, save
+from analysis.runs import RunData
+
+RunKey = tuple[str, float]
+MAX_CDF_ROWS = 4  # loads shown in the CDF grid; more would make the figure unreadable
+TIMELINE_BINS = 200  # time bins drawn per policy; a bin shows the time-weighted mean of its steps
+
+
+def pick_loads(loads: Sequence[float], count: int) -> list[float]:
+    """Up to `count` of the sorted loads, evenly spread and always including the lowest and highest."""
+    ordered = sorted(set(loads))
+    if len(ordered) <= count:
+        return ordered
+    picks = np.linspace(0, len(ordered) - 1, count).round().astype(int)
+    return [ordered[i] for i in sorted(set(picks))]
+
+
+def _cdf(ax, values: np.ndarray, **style) -> None:  # type: ignore[no-untyped-def]
+    """The empirical CDF of `values` (NaN dropped) as a step line."""
+    values = np.sort(values[~np.isnan(values)])
+    if values.size:
+        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", **style)
+
+
+def plot_latency_cdfs(
+    runs: Mapping[RunKey, RunData], policies: Sequence[str], loads: Sequence[float], load_label: str, path: Path,
+    labels: Mapping[str, str] | None = None,
+) -> Path:
+    """Grid: a row per load (up to MAX_CDF_ROWS), columns TTFT / TPOT / E2E latency; a line per policy.
+
+    `labels` (from `policy_labels`) names each policy in the legend, below the grid."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter
+
+    shown = pick_loads(loads, MAX_CDF_ROWS)
+    # TTFT and E2E latency span decades under overload: log axes in s. TPOT stays within a narrow band: linear,
+    # in ms as the tables and the SLO give it (in s its tick labels ran into each other).
+    columns = [("ttft_s", "TTFT (s)", "log", 1.0), ("tpot_s", "TPOT (ms)", "linear", 1000.0),
+               ("e2el_s", "E2E latency (s)", "log", 1.0)]
+    fig, axes = new_figure(len(shown), len(columns), 4.2, 2.8)
+    styles = policy_styles(policies)
+    names = labels or {}
+    for row, load in enumerate(shown):
+        for col, (column, label, scale, factor) in enumerate(columns):
+            ax = axes[row, col]
+            for policy in policies:
+                run = runs.get((policy, load))
+                if run is not None:
+                    values = factor * request_latencies(run.requests)[column].to_numpy(dtype=float)
+                    _cdf(ax, values, label=names.get(policy, policy), **line_style(styles, policy))
+            ax.set_xscale(scale)
+            if scale == "log":
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel(label)
+            if col == 0:
+                ax.set_ylabel(f"CDF ({load_text(load_label, load)})")
+    figure_legend(fig, axes[0, 0], 7)
+    fig.suptitle("Latency CDFs of finished requests (rejected requests have no latency)")
+    return save(fig, path)
+
+
+def binned_timeline(timeline: pd.DataFrame, durations: np.ndarray, bins: int = TIMELINE_BINS) -> pd.DataFrame:
+    """Time-weighted mean of each column over `bins` equal time bins (bins with no step are dropped).
+
+    Plotting every step aliases: a batch that alternates prefill and decode steps would draw a solid band."""
+    if len(timeline) <= bins:
+        return timeline
+    time = timeline["time_s"].to_numpy()
+    edges = np.linspace(time.min(), time.max(), bins + 1)
+    weights = np.where(durations > 0, durations, 1e-12)
+    total, _ = np.histogram(time, edges, weights=weights)
+    keep = total > 0
+    out = {"time_s": ((edges[:-1] + edges[1:]) / 2)[keep]}
+    for column in timeline.columns.drop("time_s"):
+        summed, _ = np.histogram(time, edges, weights=weights * timeline[column].to_numpy())
+        out[column] = summed[keep] / total[keep]
+    return pd.DataFrame(out)
+
+
+def plot_kv_timeline(
+    runs: Mapping[RunKey, RunData], policies: Sequence[str], load: float, load_label: str, path: Path,
+    labels: Mapping[str, str] | None = None,
+) -> Path:
+    """KV usage (held, holding tokens) and batch size over time, a line per policy, at one load; `labels` as in
+    `plot_latency_cdfs`."""
+    fig, axes = new_figure(3, 1, 9.0, 2.4)
+    styles = policy_styles(policies)
+    names = labels or {}
+    for policy in policies:
+        run = runs.get((policy, load))
+        if run is None or run.steps.empty:
+            continue
+        timeline = binned_timeline(kv_timeline(run.steps, run.summary), run.steps["duration_s"].to_numpy(dtype=float))
+        axes[0, 0].plot(timeline["time_s"], 100 * timeline["kv_usage"], label=names.get(policy, policy),
+                        **line_style(styles, policy))
+        axes[1, 0].plot(timeline["time_s"], 100 * timeline["kv_token_usage"], label=policy, **line_style(styles, policy))
+        axes[2, 0].plot(timeline["time_s"], timeline["batch_size"], label=policy, **line_style(styles, policy))
+    axes[0, 0].set_ylabel("KV slots held (%)")
+    axes[1, 0].set_ylabel("KV slots with a token (%)")
+    axes[2, 0].set_ylabel("batch size (seqs)")
+    axes[2, 0].set_xlabel("simulated time (s)")
+    for ax in axes[:, 0]:
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:  # no run finished a request: nothing to label
+        fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))
+    fig.suptitle(f"KV-cache usage and batch size over time at {load_text(load_label, load)} "
+                 f"(time-weighted means of {TIMELINE_BINS} bins)")
+    return save(fig, path)
