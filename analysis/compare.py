@@ -18,7 +18,8 @@ import pandas as pd
 from analysis.atomic import atomic_directory, write_manifest
 from analysis.capacity import DEFAULT_ATTAINMENT, capacity_by_policy, check_attainment_target
 from analysis.metrics import DEFAULT_PERCENTILES
-from analysis.report import ReportContext, write_report
+from analysis.report import write_report
+from analysis.report_context import ReportContext
 from analysis.runs import RunData, run_metrics
 from analysis.slo import SLO
 

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.capacity import format_capacity
     from analysis.compare import CompareSpec, compare, load_points, trace_rate
     from analysis.presets import DEFAULT_PRESET, generate_preset, get_preset
-    from analysis.report import check_failed_message
+    from analysis.findings import check_failed_message
     from analysis.slo import parse_goodput
     from analysis.tables import CONSOLE_COLUMNS, formatted, to_console
     from sim.replay_cli import context_note

@@ -16,7 +16,7 @@ import pandas as pd
 from analysis.atomic import write_text_atomic
 from analysis.capacity import format_capacity
 from analysis.plot_common import new_figure, save
-from analysis.report import HTML_STYLE, html_text
+from analysis.report_render import HTML_STYLE, html_text
 from analysis.sweep_spec import SweepSpec
 from analysis.tables import format_value, to_html, to_markdown
 

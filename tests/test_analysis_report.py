@@ -17,7 +17,9 @@ from PIL import Image
 
 from analysis.atomic import COMPARE_KIND, VALIDATE_KIND, atomic_directory, write_manifest
 from analysis.capacity import capacity_by_policy
-from analysis.report import ReportContext, findings, write_report
+from analysis.findings import findings
+from analysis.report import write_report
+from analysis.report_context import ReportContext
 from analysis.runs import RunData, run_metrics
 from analysis.slo import SLO
 
@@ -260,7 +262,7 @@ def test_rejected_requests_are_named_per_policy_with_their_reason_and_miss_the_s
     capacity = capacity_by_policy(table, target=0.9)
     ctx = ReportContext(command="c", trace_description="t", model="tiny", gpu="h100-sxm", seed=0, policies=POLICIES,
                         loads=RATES, load_label="rate", slo=slo, slo_note="test", target=0.9, timeline_load=4.0)
-    from analysis.report import rejection_reasons
+    from analysis.findings import rejection_reasons
 
     lines = [s for s in findings(table, capacity, ctx, rejection_reasons(runs)) if s.startswith("Rejected requests")]
     assert lines == ["Rejected requests, which count as missing the SLOs in goodput and SLO attainment: paged 2 of 12 "

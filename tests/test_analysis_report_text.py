@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from analysis.plot_common import load_text
-from analysis.report import LATENCY_NOTE, MEMORY_NOTE, html_text
+from analysis.report_render import LATENCY_NOTE, MEMORY_NOTE, html_text
 from test_analysis_report import build_report
 
 
