@@ -6,7 +6,8 @@ finished request, seconds). Definitions follow vLLM's `calculate_metrics`:
 - `completed`: finished requests; rejected ones count only in `num_requests`/`rejected`.
 - throughputs divide by the benchmark duration: first arrival to last finish (or a duration passed in).
 - TTFT and E2EL per finished request; TPOT = (E2EL - TTFT) / (output_tokens - 1), only for requests with more
-  than one output token (a single-token request has no TPOT; for goodput its TPOT counts as 0).
+  than one output token (a single-token request has no TPOT; for goodput its TPOT counts as 0), as
+  `sim.metrics.time_per_output_token` defines it for `summary.json` too.
 - percentiles (the median too) use numpy's linear interpolation, as `sim.metrics.percentiles` defines them for
   `summary.json`; latencies are reported in ms.
 
@@ -24,6 +25,7 @@ import pandas as pd
 
 from analysis.slo import SLO
 from sim.metrics import percentiles as sim_percentiles
+from sim.metrics import time_per_output_token
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (90.0, 99.0)
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -50,7 +52,7 @@ def request_latencies(requests: pd.DataFrame) -> pd.DataFrame:
     ttft = done["ttft_s"].astype(float)
     e2el = done["e2e_s"].astype(float)
     out_tokens = done["output_tokens"].astype(float)
-    tpot = ((e2el - ttft) / (out_tokens - 1)).where(out_tokens > 1)
+    tpot = pd.Series(time_per_output_token(ttft, e2el, out_tokens), index=done.index)
     table = pd.DataFrame(
         {
             "request_id": done["request_id"] if "request_id" in done.columns else done.index,

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
 
 from sim.host_time import check_engine_name, check_graph_sizes
 from sim.presets import GIB, GPUS, KV_CACHE_DTYPES, MODELS, GpuSpec, ModelSpec, lookup
@@ -221,3 +222,18 @@ def _fraction(name: str, value: object, *, low_open: bool, high_closed: bool) ->
     if not ok:
         lo, hi = ("(0" if low_open else "[0"), ("1]" if high_closed else "1)")
         raise ValueError(f"{name}: must be a number in {lo}, {hi}, got {value!r}")
+
+
+def field_defaults() -> dict[str, Any]:
+    """Every `EngineConfig` field's default, by name."""
+    return {f.name: f.default for f in fields(EngineConfig)}
+
+
+def with_server_defaults(config: EngineConfig, wanted: Mapping[str, Any]) -> EngineConfig:
+    """`config` with an engine's server defaults `wanted` for every field left at the simulator's default: an
+    explicit setting wins (so one equal to ours, e.g. watermark=0.01, reads as unset: pass another value).
+    The execute backend has no prefix cache, so it keeps our `enable_prefix_caching`."""
+    defaults = field_defaults()
+    changes = {k: v for k, v in wanted.items() if getattr(config, k) == defaults[k]
+               and not (k == "enable_prefix_caching" and config.backend != "analytic")}
+    return replace(config, **changes) if changes else config

@@ -89,6 +89,16 @@ class RequestQueues:
         self.decode_seqs += len(group.seqs)
         heapq.heappush(self.finish_heap, (g + group.output - group.generated, group.idx, group.epoch, group))
 
+    def _stop_decoding(self, group: Group, g: int) -> None:
+        """`group` leaves decoding at step g (preempted or aborted): it keeps the tokens produced so far, its
+        run ends, and its finish-heap entry goes stale."""
+        group.generated = group.produced(g)
+        group.end_run(g)
+        group.epoch += 1
+        self.decode_seqs -= len(group.seqs)
+        if group.dirty:
+            self.dirty_groups.remove(group)
+
     def prefill_complete(self, group: Group, now: int) -> None:
         """The (re)prefill's last chunk ran: it sampled one more token per sample."""
         self.prefilling.remove(group)

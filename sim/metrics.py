@@ -82,15 +82,23 @@ def memory_figures(steps: pd.DataFrame, kv_blocks_total: int, block_size: int) -
     return out
 
 
+def time_per_output_token(ttft_s: np.ndarray, e2e_s: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+    """Per request, seconds per output token after the first: (E2E - TTFT) / (output_tokens - 1); NaN for a
+    request of one output token, which has none (vLLM's benchmark leaves it out)."""
+    ttft, e2e, outputs = (np.asarray(x, dtype=float) for x in (ttft_s, e2e_s, output_tokens))
+    several = outputs > 1
+    tpot = np.full(outputs.shape, math.nan)
+    tpot[several] = (e2e[several] - ttft[several]) / (outputs[several] - 1)
+    return tpot
+
+
 def latency_figures(requests: pd.DataFrame, itl_s: np.ndarray) -> dict[str, float]:
     """TTFT (mean, p50, p99), time per output token after the first (p50, p99; requests of one output
     token have none, as in vLLM's benchmark), end-to-end latency (p50, p99) of finished requests;
     inter-token gaps (p50, p99, max), in seconds."""
     done = requests[requests["status"] == "finished"]
     ttft, e2e = done["ttft_s"].to_numpy(dtype=float), done["e2e_s"].to_numpy(dtype=float)
-    outputs = done["output_tokens"].to_numpy(dtype=float)
-    several = outputs > 1
-    tpot = (e2e[several] - ttft[several]) / (outputs[several] - 1)
+    tpot = time_per_output_token(ttft, e2e, done["output_tokens"].to_numpy(dtype=float))
     itl = np.asarray(itl_s, dtype=float)
     (ttft50, ttft99), (tpot50, tpot99), (e2e50, e2e99), (itl50, itl99) = (
         percentiles(v, (50, 99)) for v in (ttft, tpot, e2e, itl))

@@ -91,13 +91,8 @@ class PreemptingQueues(RequestQueues):
     def _preempt(self, group: Group, mode: str) -> Group:
         kv, g, out = self.kv, self.G, self.out
         if group.state == DECODE:
-            group.generated = group.produced(g)
-            group.end_run(g)
+            self._stop_decoding(group, g)
             group.join_g = g
-            group.epoch += 1
-            self.decode_seqs -= len(group.seqs)
-            if group.dirty:
-                self.dirty_groups.remove(group)
         else:  # a chunked prefill in progress loses its computed chunks
             assert group.state == PREFILL
             kv.abort_prefill(group)

@@ -271,12 +271,7 @@ class Scheduler(PreemptingQueues):
         retract): its memory is freed and it leaves with `reason`, counted with the rejected."""
         assert group.state == DECODE
         g = self.G
-        group.generated = group.produced(g)
-        group.end_run(g)
-        group.epoch += 1
-        self.decode_seqs -= len(group.seqs)
-        if group.dirty:
-            self.dirty_groups.remove(group)
+        self._stop_decoding(group, g)
         self.kv.free(group, g)
         self.running.remove(group)
         self.num_running_seqs -= group.n

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sim import cli
-from sim.metrics import kv_usage, memory_figures, percentiles, time_weighted_mean
+from sim.metrics import kv_usage, memory_figures, percentiles, time_per_output_token, time_weighted_mean
 
 SHARING = Path(__file__).resolve().parent / "data" / "sim_sharing_trace.csv"
 SHARED_FIGURES = ("kv_usage_mean", "kv_usage_peak", "kv_token_usage_mean", "mean_batch_size")
@@ -57,6 +57,11 @@ def test_empty_samples_and_zero_durations() -> None:
     assert percentiles(np.array([1.0, np.nan, 3.0]), (50,)) == [2.0]
     assert np.isnan(time_weighted_mean(np.array([]), np.array([])))
     assert time_weighted_mean(np.array([1.0, 3.0]), np.array([0.0, 0.0])) == 2.0
+
+
+def test_time_per_output_token_skips_the_first_token_and_has_none_for_a_one_token_request() -> None:
+    tpot = time_per_output_token(np.array([1.0, 1.0, 2.0]), np.array([3.0, 9.0, 2.5]), np.array([1, 5, 2]))
+    assert np.isnan(tpot[0]) and tpot[1:].tolist() == [2.0, 0.5]
 
 
 def test_analysis_column_needs_are_columns_of_the_replay_schema() -> None:

@@ -103,6 +103,14 @@ class Policy(Protocol):
     def schedule(self, sched: SchedulerView) -> StepPlan: ...
 
 
+# The settings a policy of whole prompts and no preemption (orca, static) reads, and what it reads in place
+# of the chunking and swap settings it ignores.
+WHOLE_PROMPT_SETTINGS = frozenset({"max_num_batched_tokens", "max_output_tokens"})
+WHOLE_PROMPT_INSTEAD = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
+                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
+                        "swap_space_gib": "no preemption"}
+
+
 class EnginePolicy:
     """What most policies share: the simulator's settings are already their engine's (`engine_settings`
     keeps them; `vllm` overrides it with V1's defaults), `configure` adds the engine's host-time settings,

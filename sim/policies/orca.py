@@ -5,7 +5,8 @@ admitted only when a contiguous range for its reservation is free, so nothing is
 `orca-max`, `orca-pow2` and `orca-oracle` differ only in the output they reserve (`output_reservation`)."""
 from __future__ import annotations
 
-from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_waiting
+from sim.policies.base import (WHOLE_PROMPT_INSTEAD, WHOLE_PROMPT_SETTINGS, EnginePolicy, SchedulerView, StepPlan,
+                               admit_waiting)
 
 
 class OrcaPolicy(EnginePolicy):
@@ -15,10 +16,8 @@ class OrcaPolicy(EnginePolicy):
     chunked_prefill = False
     output_reservation = "max"  # sim.kv_contiguous.OUTPUT_RESERVATIONS
     host_engine = "eager-sync"  # the paper's baselines: synchronous, no CUDA graphs
-    settings = frozenset({"max_num_batched_tokens", "max_output_tokens"})
-    settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
-                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
-                        "swap_space_gib": "no preemption"}
+    settings = WHOLE_PROMPT_SETTINGS
+    settings_instead = WHOLE_PROMPT_INSTEAD
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         prefills = admit_waiting(sched, sched.config.token_budget)

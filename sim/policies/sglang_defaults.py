@@ -6,9 +6,9 @@ docs/sim.md ("sglang") lists each with its line and test.
 """
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 
-from sim.config import EngineConfig
+from sim.config import EngineConfig, field_defaults, with_server_defaults
 from sim.policies.sglang_memory import sglang_memory
 from sim.presets import GIB
 
@@ -27,13 +27,8 @@ def max_running_requests(pool_tokens: int, context_len: int) -> int:
 
 def sglang_config(config: EngineConfig) -> EngineConfig:
     """`config` with SGLang's defaults for every field left at the simulator's default."""
-    defaults = {f.name: f.default for f in fields(EngineConfig)}
-    wanted = dict(SGLANG_DEFAULTS)
-    if config.backend != "analytic":
-        wanted.pop("enable_prefix_caching")  # the execute backend has no prefix cache
-    # A field at our default takes SGLang's (so an explicit watermark=0.01 reads as unset: pass another value).
-    changes = {k: v for k, v in wanted.items() if getattr(config, k) == defaults[k]}
-    config = replace(config, **changes) if changes else config
+    defaults = field_defaults()
+    config = with_server_defaults(config, SGLANG_DEFAULTS)
     pool_tokens = config.kv_blocks * config.block_size
     if config.num_gpu_blocks is None:  # SGLang's pool instead of our constant activation reserve
         explicit = config.gpu_memory_utilization != defaults["gpu_memory_utilization"]

@@ -4,7 +4,8 @@ and prefills it in one step; the batch then decodes until its last request finis
 leave the batch, but nobody joins it: a request arriving meanwhile waits for the whole batch."""
 from __future__ import annotations
 
-from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_waiting
+from sim.policies.base import (WHOLE_PROMPT_INSTEAD, WHOLE_PROMPT_SETTINGS, EnginePolicy, SchedulerView, StepPlan,
+                               admit_waiting)
 
 
 class StaticPolicy(EnginePolicy):
@@ -13,10 +14,8 @@ class StaticPolicy(EnginePolicy):
     preemption = "none"
     chunked_prefill = False
     host_engine = "eager-sync"  # FasterTransformer-style: synchronous, no CUDA graphs
-    settings = frozenset({"max_num_batched_tokens", "max_output_tokens"})
-    settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
-                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
-                        "swap_space_gib": "no preemption"}
+    settings = WHOLE_PROMPT_SETTINGS
+    settings_instead = WHOLE_PROMPT_INSTEAD
 
     def schedule(self, sched: SchedulerView) -> StepPlan:
         if not sched.running:

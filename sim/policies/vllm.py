@@ -15,10 +15,10 @@ requests), so beam requests are rejected with that reason. The KV pool is sized 
 """
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Callable
 
-from sim.config import EngineConfig
+from sim.config import EngineConfig, with_server_defaults
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
 from sim.presets import GIB
 from sim.state import DECODE, PREFILL, RECOMPUTE, WAITING, Group
@@ -43,14 +43,8 @@ def serve_limits(config: EngineConfig) -> tuple[int, int]:
 def v1_config(config: EngineConfig) -> EngineConfig:
     """`config` with V1's defaults for every field left at the simulator's default; a setting V1 refuses
     raises a one-line ValueError."""
-    defaults = {f.name: f.default for f in fields(EngineConfig)}
     tokens, seqs = serve_limits(config)
-    wanted = dict(V1_DEFAULTS, max_num_batched_tokens=tokens, max_num_seqs=seqs)
-    if config.backend != "analytic":
-        wanted.pop("enable_prefix_caching")  # the execute backend has no prefix cache
-    # A field at our default takes V1's (so an explicit watermark=0.01 reads as unset: pass another value).
-    changes = {k: v for k, v in wanted.items() if getattr(config, k) == defaults[k]}
-    config = replace(config, **changes) if changes else config
+    config = with_server_defaults(config, dict(V1_DEFAULTS, max_num_batched_tokens=tokens, max_num_seqs=seqs))
     if config.enable_chunked_prefill is False and config.token_budget < config.context_len:
         # vllm/config/scheduler.py:318-329
         raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_model_len "
