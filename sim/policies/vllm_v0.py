@@ -22,14 +22,14 @@ class VllmV0Policy(EnginePolicy):
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """The settings as they are, but those V0's SchedulerConfig refuses at startup (without chunked
-        prefill, which this policy models as off) raise a one-line ValueError (vllm/config.py,
-        SchedulerConfig._verify_args, V0 era, e.g. vllm-project/vllm@0004438383ee)."""
+        prefill, which this policy models as off) raise a one-line ValueError: `SchedulerConfig._verify_args`,
+        vllm/config.py:1472-1487 at vllm-project/vllm@0004438383ee (v0.6.6.post1: 1465-1480)."""
         config = super().engine_settings(config)
-        if config.token_budget < config.context_len:
+        if config.token_budget < config.context_len:  # vllm/config.py:1473-1481 @0004438383ee
             raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_model_len "
                              f"{config.context_len}; vLLM V0 refuses this without chunked prefill (policy "
                              f"sarathi chunks prompts)")
-        if config.token_budget < config.max_num_seqs:
+        if config.token_budget < config.max_num_seqs:  # vllm/config.py:1483-1487 @0004438383ee
             raise ValueError(f"max_num_batched_tokens: {config.token_budget} is smaller than max_num_seqs "
                              f"{config.max_num_seqs}; vLLM V0 refuses this")
         return config
