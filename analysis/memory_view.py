@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 
 from sim.metrics import kv_token_usage, kv_usage, memory_figures, time_weighted_mean
