@@ -78,7 +78,7 @@ def _decode_runners(case, skip_flex: bool, skip_flashinfer: bool):
 def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, save) -> None:
     import torch
 
-    from kernels.decode import choose_launch
+    from kernels.decode_launch import choose_launch
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for num_seqs, context, kv_heads in DECODE_GRID:

@@ -43,7 +43,8 @@ def prune_prefill_configs(configs: list, head_dim: int, elem_size: int) -> list:
 def sweep_decode(out: Path, copy_gbs: float, gen) -> None:
     import torch
 
-    from kernels.decode import DecodeConfig, choose_num_splits, paged_decode
+    from kernels.decode import paged_decode
+    from kernels.decode_launch import DecodeConfig, choose_num_splits
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     tiles = prune_decode_configs([DecodeConfig(*c) for c in DECODE_TILES], HEAD_DIM, 2)

@@ -12,25 +12,18 @@ scale is folded into the softmax scale and the V scale applied to the output.
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
 from kernels._common import (
     FP8_DTYPE, attention_ref, check_cache, check_index, check_kv_scales, check_out, check_query, default_scale,
-    dequantize_cache, dot_precision, gather_sequence, next_pow2,
+    dequantize_cache, gather_sequence,
 )
 from kernels._launch import FastLauncher
+from kernels.decode_launch import DecodeConfig, plan, split_counters
 
 LOG2E = 1.4426950408889634
-MAX_SPLITS = 64
-MIN_TOKENS_PER_SPLIT = 128  # below this a split's fixed cost (q load, merge traffic) outweighs its parallelism
-TARGET_PROGRAMS_PER_SM = 4  # two full waves at two resident programs per SM (H200 sweep, docs/kernels.md)
-SMEM_BUDGET = 160 * 1024  # bytes of pipelined K/V tiles per program; leaves room below the 227 KB limit
-MERGE_TILE = 8192  # fp32 partials the merge loads at once (64 registers a thread at 4 warps)
 
 
 @triton.jit
@@ -79,7 +72,7 @@ def _decode_kernel(
     stride_qs, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_os, stride_oh, stride_scale,
     qk_scale, num_splits, lse_offset,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
     MERGE_G: tl.constexpr, MERGE_S: tl.constexpr, FP8: tl.constexpr, FP8_TO_F32: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -137,28 +130,31 @@ def _decode_kernel(
         tl.debug_barrier()  # every thread's partial is written before the release below
         counter = sem_ptr + seq * tl.num_programs(1) + kv_head
         if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:
-            # Last split of this (seq, KV head): merge its GROUP heads, MERGE_S splits per load so that
-            # few dependent round trips remain. .cg loads bypass L1, which is not coherent across SMs.
+            # Last split of this (seq, KV head): merge its GROUP heads, MERGE_S splits per load, with a running
+            # max (as the online softmax) so that no separate pass over the LSEs precedes the partials: each
+            # chunk is one dependent round trip. .cg loads bypass L1, which is not coherent across SMs.
             offs_mg = tl.arange(0, MERGE_G)
             mg_mask = offs_mg < GROUP
             mrows = (seq * tl.num_programs(1) * GROUP + kv_head * GROUP + offs_mg).to(tl.int64) * num_splits
-            offs_s = tl.arange(0, SPLITS_PAD)
-            lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + offs_s[None, :],
-                           mask=mg_mask[:, None] & (offs_s < num_splits)[None, :], other=float("-inf"),
-                           cache_modifier=".cg")
-            m = tl.where(mg_mask, tl.max(lses, 1), 0.0)  # split 0 is never empty, so finite for real heads
-            weight = tl.sum(tl.exp2(lses - m[:, None]), 1)
             offs_c = tl.arange(0, MERGE_S)
+            m = tl.full([MERGE_G], float("-inf"), dtype=tl.float32)
+            weight = tl.zeros([MERGE_G], dtype=tl.float32)
             total = tl.zeros([MERGE_G, HEAD_DIM_PAD], dtype=tl.float32)
             for s0 in range(0, num_splits, MERGE_S):
                 s_idx = s0 + offs_c
                 mask2 = mg_mask[:, None] & (s_idx < num_splits)[None, :]
-                w = tl.exp2(tl.load(ws_ptr + lse_offset + mrows[:, None] + s_idx[None, :], mask=mask2,
-                                    other=float("-inf"), cache_modifier=".cg") - m[:, None])
+                lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + s_idx[None, :], mask=mask2,
+                               other=float("-inf"), cache_modifier=".cg")
                 part_off = (mrows[:, None] + s_idx[None, :]) * HEAD_DIM
                 part = tl.load(ws_ptr + part_off[:, :, None] + offs_d[None, None, :],
                                mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0, cache_modifier=".cg")
-                total += tl.sum(part * w[:, :, None], 1)
+                # split 0 is never empty, so m is finite after the first chunk for every real head
+                m_new = tl.where(mg_mask, tl.maximum(m, tl.max(lses, 1)), 0.0)
+                alpha = tl.exp2(m - m_new)
+                w = tl.exp2(lses - m_new[:, None])
+                weight = weight * alpha + tl.sum(w, 1)
+                total = total * alpha[:, None] + tl.sum(part * w[:, :, None], 1)
+                m = m_new
             total = total / tl.where(mg_mask, weight, 1.0)[:, None]
             merged_ptrs = out_ptr + seq * stride_os + (kv_head * GROUP + offs_mg)[:, None] * stride_oh + offs_d[None, :]
             tl.store(merged_ptrs, total.to(out_ptr.dtype.element_ty), mask=mg_mask[:, None] & d_mask[None, :])
@@ -166,109 +162,6 @@ def _decode_kernel(
 
 
 _launch_decode = FastLauncher(_decode_kernel)
-
-
-@functools.lru_cache(maxsize=None)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
-    """Split the context so (seq, kv head, split) programs fill about TARGET_PROGRAMS_PER_SM per SM.
-
-    Rounded down: a partial extra wave costs more than slightly fewer programs (seen at 16 x 16384: 5 splits
-    took 324 us, 4 took 255 us on an H200).
-    """
-    programs = num_seqs * num_kv_heads
-    target = TARGET_PROGRAMS_PER_SM * num_sms
-    splits = min(target // programs, max_context // MIN_TOKENS_PER_SPLIT, MAX_SPLITS)
-    return max(1, splits)
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    """Launch configuration of the decode kernel: K/V tile of `block_n` tokens, warps, pipeline stages."""
-
-    block_n: int
-    num_warps: int
-    num_stages: int
-
-    def __post_init__(self) -> None:
-        if self.block_n < 16 or self.block_n & (self.block_n - 1):
-            raise ValueError(f"block_n: must be a power of two >= 16, got {self.block_n}")
-        if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
-            raise ValueError(f"num_warps/num_stages: got {self.num_warps}/{self.num_stages}")
-
-
-def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split: bool = False) -> DecodeConfig:
-    """Small tiles in the interpreter, where size is time; on the GPU the H200 sweeps' picks (docs/kernels.md):
-    64-token tiles, but 128 for an fp8 cache (`elem_size` 1: same bytes a stage) and when splitting."""
-    if not on_gpu:
-        return DecodeConfig(32, 1, 1)
-    block_n, stages = (32, 2) if head_dim > 128 else (128 if elem_size == 1 or (split and elem_size == 2) else 64, 3)
-    stage_bytes = 2 * block_n * next_pow2(head_dim) * elem_size  # one K and one V tile
-    return DecodeConfig(block_n, 4, max(1, min(stages, SMEM_BUDGET // stage_bytes)))
-
-
-_COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
-
-
-def _split_counters(device: torch.device, needed: int) -> torch.Tensor:
-    """Per-device int32 arrival counters of the fused split merge; each launch leaves them at zero again.
-
-    Launches on one stream are ordered, so they can share the array; launches running concurrently on
-    different streams must not both split (pass num_splits=1 on the second stream).
-    """
-    size, counters = _COUNTERS.get(device, (0, None))
-    if size < needed:
-        size = max(needed, 1 << 16)
-        counters = torch.zeros(size, dtype=torch.int32, device=device)
-        _COUNTERS[device] = (size, counters)
-    return counters
-
-
-def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: int, elem_size: int,
-                  num_sms: int) -> tuple[int, DecodeConfig]:
-    """The automatic (num_splits, DecodeConfig) of a GPU launch; `elem_size` is the cache's element size.
-
-    Where `choose_num_splits` would split, 128-token tiles at half the programs won on every split row of
-    the H200 sweep (1 x 1024: 11.8 vs 12.9 us; MQA 32 x 2048: 26.1 vs 32.3 us; 1 x 32768: 50.1 vs 50.7 us).
-    """
-    num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms)
-    split_tiles = num_splits > 1 and head_dim <= 128
-    if split_tiles:
-        num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, max(1, num_sms // 2))
-    return num_splits, default_decode_config(head_dim, True, elem_size, split_tiles)
-
-
-@functools.lru_cache(maxsize=4096)
-def _plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int, max_context: int,
-          q_dtype: torch.dtype, fp8: bool, elem_size: int, device: torch.device, num_splits: int | None,
-          config: DecodeConfig | None) -> tuple[tuple[int, int, int], int, dict, int]:
-    """Everything about a launch that depends only on shapes: (grid, num_splits, constexprs, workspace size)."""
-    on_gpu = device.type == "cuda"
-    cfg = config or default_decode_config(head_dim, on_gpu, elem_size)
-    if num_splits is None:
-        if on_gpu:
-            num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
-            num_splits, auto_cfg = choose_launch(num_seqs, num_kv_heads, max_context, head_dim, elem_size, num_sms)
-            cfg = config or auto_cfg
-        else:
-            num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, 4)
-    if not 1 <= num_splits <= 256:
-        raise ValueError(f"num_splits: must be in [1, 256], got {num_splits}")
-    group = num_q_heads // num_kv_heads
-    merge_g = max(2, next_pow2(group))
-    # the interpreter takes small merge chunks so that tests walk the multi-chunk loop too
-    merge_s = min(next_pow2(num_splits), max(1, (MERGE_TILE if on_gpu else 512) // (merge_g * next_pow2(head_dim))))
-    meta = dict(GROUP=group, GROUP_PAD=max(next_pow2(group), 16 if on_gpu else 1),  # tl.dot needs M >= 16
-                HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, BLOCK_N=cfg.block_n,
-                SPLIT=num_splits > 1, SPLITS_PAD=next_pow2(num_splits), MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,
-                FP8_TO_F32=q_dtype == torch.float32,
-                DOT_PRECISION=dot_precision(q_dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    lse_offset = num_seqs * num_q_heads * num_splits * head_dim
-    workspace = lse_offset + num_seqs * num_q_heads * num_splits if num_splits > 1 else 0
-    return (num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace
 
 
 def check_decode_args(
@@ -306,10 +199,10 @@ def paged_decode(
     scale = default_scale(head_dim, scale)
     plan_key = (num_seqs, num_q_heads, num_kv_heads, head_dim, block_size, block_tables.shape[1] * block_size,
                 q.dtype, k_cache.dtype == FP8_DTYPE, k_cache.element_size(), q.device, num_splits, config)
-    grid, num_splits, meta, workspace = _plan(*plan_key)
+    grid, num_splits, meta, workspace = plan(*plan_key)
     if num_splits > 1:
         ws = torch.empty(workspace, dtype=torch.float32, device=q.device)
-        counters = _split_counters(q.device, num_seqs * num_kv_heads)
+        counters = split_counters(q.device, num_seqs * num_kv_heads)
     else:
         ws = counters = out  # unused
     sq, sk, so = q.stride(), k_cache.stride(), out.stride()
