@@ -110,6 +110,20 @@ def test_split_heuristic():
     assert choose_num_splits(16, 8, 16384, 132) == 4
 
 
+def test_gpu_merge_loads_at_least_four_splits_at_once():
+    # Planning reads no device, so a CUDA plan can be checked here. MQA's 32 heads x 128 dims would fit only
+    # 2 splits in the merge tile; each chunk is a dependent round trip, so it takes 4 (H200: 25.6 -> 25.0 us).
+    from kernels.decode_launch import DecodeConfig, plan
+
+    cuda = torch.device("cuda")
+    mqa = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, DecodeConfig(128, 4, 2))[2]
+    assert mqa["MERGE_G"] == 32 and mqa["MERGE_S"] == 4
+    gqa = plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, DecodeConfig(128, 4, 2))[2]
+    assert gqa["MERGE_S"] == 16  # 4 heads x 128 dims: the 8192-float tile holds 16 splits
+    two = plan(1, 32, 8, 128, 16, 1024, torch.bfloat16, False, 2, cuda, 2, DecodeConfig(128, 4, 2))[2]
+    assert two["MERGE_S"] == 2  # never more than the splits there are
+
+
 @settings(max_examples=max(10, settings().max_examples // 5))
 @given(
     lens=st.lists(st.integers(1, 70), min_size=1, max_size=4),
