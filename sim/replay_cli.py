@@ -14,6 +14,8 @@ from sim.console import warn
 from traces.options import add_arrival_options, add_transform_options, load_trace
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
 DEFAULT_POLICY = "vllm-v0"
@@ -181,7 +183,7 @@ def check_out_dir(out: str) -> None:
         raise OSError(f"{existing}: out: permission denied (not writable)")
 
 
-def _is_replay_dir(path: "Path") -> bool:
+def _is_replay_dir(path: Path) -> bool:
     """An earlier replay's output (its summary.json names a policy and a request count), not a compare or
     sweep report (those have a manifest and are replaced whole by their own command)."""
     import json
