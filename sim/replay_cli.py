@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sim.console import warn
 from traces.options import add_arrival_options, add_transform_options, load_trace
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import pandas as pd
 
 DEFAULT_POLICY = "vllm-v0"
@@ -166,7 +165,6 @@ def percent(fraction: float) -> str:
 def check_out_dir(out: str) -> None:
     """Refuse, in one line, an --out that cannot become a directory we may write."""
     import os
-    from pathlib import Path
 
     path = Path(out)
     if path.exists() and not path.is_dir():
