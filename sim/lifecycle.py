@@ -3,8 +3,9 @@
 waiting -> (admit) -> running: prefilling -> decoding -> finished (a parent of one-sample children with
 its last child). Every memory change goes through `kv` (a `KVLayout`); every step's counts go into `out`
 (the `SchedulerOutput` being scheduled). `sim.preemption.PreemptingQueues` extends this with the memory
-each step takes (decode slots, preemption back to waiting or to swapped, swap-in), and
-`sim.scheduler.Scheduler` extends that with planning and applying steps.
+each step takes (decode slots, preemption back to waiting or to swapped, swap-in),
+`sim.policy_verbs.PolicyVerbs` that with the policies' other verbs, and `sim.scheduler.Scheduler` that
+with planning and applying steps.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Each step takes the memory its batch needs: a slot for every decoding sequence's
 `reserve_decode`, preempting the newest running request until the older ones fit) or, for vLLM V1's
 running loop, the whole step at once (`reserve_step`) else request by request (`reserve_slots`, the policy
 choosing victims through `preempt`). A preempted request is recomputed (back to waiting, its blocks freed)
-or swapped out; swapped requests come back with `swap_in`. `sim.scheduler.Scheduler` extends this.
+or swapped out; swapped requests come back with `swap_in`. `sim.policy_verbs.PolicyVerbs` extends this.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sim.console import warn
@@ -164,7 +165,6 @@ def percent(fraction: float) -> str:
 def check_out_dir(out: str) -> None:
     """Refuse, in one line, an --out that cannot become a directory we may write."""
     import os
-    from pathlib import Path
 
     path = Path(out)
     if path.exists() and not path.is_dir():
@@ -181,7 +181,7 @@ def check_out_dir(out: str) -> None:
         raise OSError(f"{existing}: out: permission denied (not writable)")
 
 
-def _is_replay_dir(path: "Path") -> bool:
+def _is_replay_dir(path: Path) -> bool:
     """An earlier replay's output (its summary.json names a policy and a request count), not a compare or
     sweep report (those have a manifest and are replaced whole by their own command)."""
     import json

@@ -8,7 +8,8 @@
 Policies are strategies over this object's read-only state and a few verbs (`policies.base.SchedulerView`:
 admit, reserve_decode (preempting as needed), swap_in, reject_head). Memory work goes through `kv`, a
 `KVLayout`; the queues, counters and request moves between them are `sim.lifecycle.RequestQueues`, the
-memory each step takes (decode slots, preemption, swap) `sim.preemption.PreemptingQueues`.
+memory each step takes (decode slots, preemption, swap) `sim.preemption.PreemptingQueues`, the rest of the
+verbs `sim.policy_verbs.PolicyVerbs` (this class's direct base).
 
 Fast-forward: when a pure decode step is *steady* (the policy says nothing could be admitted, nothing was
 preempted) the next steps repeat it until a request finishes, the block pool runs out, or (if the policy
@@ -20,23 +21,21 @@ from __future__ import annotations
 
 import heapq
 import random
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
-
-from memory import AllocStatus
 
 from sim.config import EngineConfig
 from sim.kv_layout import KVLayout
 from sim.kv_lazy import NEVER
 from sim.policies.base import Policy
-from sim.preemption import PreemptingQueues
+from sim.policy_verbs import PolicyVerbs
 from sim.records import StepRecorder
 from sim.scheduler_output import SchedulerOutput
-from sim.state import DECODE, PREFILL, RECOMPUTE, REJECTED, WAITING, Group
+from sim.state import DECODE, PREFILL, WAITING, Group
 
 
-class Scheduler(PreemptingQueues):
+class Scheduler(PolicyVerbs):
     def __init__(self, trace, config: EngineConfig, policy: Policy, kv: KVLayout, seed: int = 0,
                  fast_forward: bool = True) -> None:
         super().__init__(config, kv)
@@ -215,71 +214,6 @@ class Scheduler(PreemptingQueues):
             if group.state == PREFILL:
                 self.prefill_complete(group, end_ns)
         self.out = None
-
-    # ---- verbs for policies (with `admit`, `reserve_decode`, `swap_in` of PreemptingQueues) ----------
-    def admission_status(self, group: Group) -> AllocStatus:
-        """Whether the group's (re)prefill fits the KV pool now (OK), later, or never."""
-        return self.kv.status(group)
-
-    def prefill_tokens(self, group: Group) -> int:
-        """Tokens the group's (re)prefill computes: the prompt, plus each sample's own output after a
-        recompute preemption."""
-        return group.prompt + group.n * group.generated
-
-    def prefill_need(self, group: Group) -> int:
-        """Tokens the group's (re)prefill would compute if admitted now: `prefill_tokens` less the prompt
-        blocks found computed in the prefix cache."""
-        return self.prefill_tokens(group) - self.kv.cached_tokens(group)
-
-    def allocate_chunk(self, group: Group, tokens: int) -> bool:
-        """The blocks of a scheduled prefill chunk (a no-op where admission took the whole prefill)."""
-        return self.kv.allocate_chunk(group, tokens)
-
-    def reject_head(self, reason: str) -> None:
-        """The waiting head can never run: it leaves with `reason`."""
-        self.reject(self.waiting.popleft(), reason)
-
-    def can_swap_in(self, group: Group) -> bool:
-        return self.kv.can_swap_in(group)
-
-    # ---- verbs for the sglang policy (sim/policies/sglang.py) ------------------------------------------
-    def sort_waiting(self, key: Callable[[Group], Any]) -> None:
-        """Reorder the waiting queue by `key` (stable): SGLang sorts its queue in place each prefill round."""
-        ordered = sorted(self.waiting, key=key)
-        self.waiting.clear()
-        self.waiting.extend(ordered)
-
-    def decode_need(self) -> int:
-        """Blocks the next decode step of every decoding sequence would take."""
-        if not self.decode_seqs:
-            return 0
-        kv, g1 = self.kv, self.G + 1
-        return kv.crossings(g1) + sum(kv.group_need(group, g1) for group in self.dirty_groups)
-
-    def num_free_blocks(self) -> int:
-        """Free GPU blocks, evictable prefix-cache blocks included."""
-        return self.kv.bm.num_free_gpu_blocks
-
-    def retract(self, group: Group) -> None:
-        """Preempt the chosen decoding request by recompute; it joins the END of the waiting queue."""
-        assert group.state == DECODE
-        self.running.remove(group)
-        self.waiting.append(self._preempt(group, RECOMPUTE))
-
-    def abort(self, group: Group, reason: str) -> None:
-        """End a decoding request early, without its output (SGLang aborts a beam group it would have to
-        retract): its memory is freed and it leaves with `reason`, counted with the rejected."""
-        assert group.state == DECODE
-        g = self.G
-        self._stop_decoding(group, g)
-        self.kv.free(group, g)
-        self.running.remove(group)
-        self.num_running_seqs -= group.n
-        self.reject(group, reason)
-
-    def reject(self, group: Group, reason: str) -> None:
-        group.state, group.reason = REJECTED, reason
-        self._done(group)
 
     # ---- checks ------------------------------------------------------------------------------------
     def check_invariants(self, final: bool = False) -> None:

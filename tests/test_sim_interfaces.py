@@ -75,7 +75,7 @@ def test_policies_use_only_the_scheduler_view() -> None:
 
 
 def test_engine_and_scheduler_never_ask_which_layout_or_backend() -> None:
-    for name in ("engine.py", "scheduler.py", "lifecycle.py", "preemption.py", "simulate.py"):
+    for name in ("engine.py", "scheduler.py", "policy_verbs.py", "lifecycle.py", "preemption.py", "simulate.py"):
         source = (SIM / name).read_text()
         for needle in ('.memory ==', '.memory !=', '"paged"', '"reserved"', 'backend ==', 'backend !=',
                        'executor', 'isinstance(kv', 'isinstance(self.kv', 'kv, "', 'kv.prefix'):

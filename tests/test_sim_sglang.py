@@ -8,6 +8,7 @@ from sim import EngineConfig, replay
 from sim.engine import Engine
 from sim.policies.sglang import SGLangPolicy
 from sim.policies.sglang_budget import IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size
+from sim.policies.sglang_charges import running_reserve
 from sim.policies.sglang_memory import default_mem_fraction, prefill_graph_sizes
 from sim.state import DECODE, Group
 from traces import Request, Trace
@@ -209,13 +210,6 @@ def test_a_beam_group_is_charged_as_its_leader_alone(radix_cache: bool) -> None:
     assert (req["status"] == "finished").all() and (req["preemptions"] == 0).all()
 
 
-class ReserveView:
-    """What `_running_reserve` reads: the decode step counter and the running requests."""
-
-    def __init__(self, G: int, groups: list[Group]) -> None:
-        self.G, self.running = G, groups
-
-
 def decoding(idx: int, sampling: str, n: int, output: int, produced: int) -> Group:
     group = Group(idx, f"r{idx}", idx, 100, output, n, sampling)
     group.state, group.generated = DECODE, produced
@@ -229,14 +223,14 @@ def test_a_running_beam_leader_is_reserved_at_ratio_one_while_other_requests_dec
     policy, g = SGLangPolicy(), 300
     ratio = policy.ratio.value(g)
     assert ratio == pytest.approx(0.7 - 300 * (0.7 - 0.098) / 600)
-    view = ReserveView(g, [decoding(0, "beam", 4, 1000, 200), decoding(1, "parallel", 2, 1000, 200)])
-    for group in view.running:
+    running = [decoding(0, "beam", 4, 1000, 200), decoding(1, "parallel", 2, 1000, 200)]
+    for group in running:
         group.join_g = g
-    assert policy._running_reserve(view) == pytest.approx(804 * 1.0 + 2 * 800 * ratio)
+    assert running_reserve(running, g, ratio) == pytest.approx(804 * 1.0 + 2 * 800 * ratio)
     # Past 4096 tokens to go, the leader's reserve is clipped like any request's.
-    view = ReserveView(g, [decoding(0, "beam", 4, 9000, 0)])
-    view.running[0].join_g = g
-    assert policy._running_reserve(view) == 4096
+    running = [decoding(0, "beam", 4, 9000, 0)]
+    running[0].join_g = g
+    assert running_reserve(running, g, ratio) == 4096
 
 
 def test_the_ignore_eos_check_frees_each_request_as_it_finishes() -> None:

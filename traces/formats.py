@@ -25,8 +25,9 @@ import pandas as pd
 
 from traces.catalog import FORMATS
 from traces.request import FIELDS
-from traces.validate import (Problems, hash_ids_column, native_columns, seconds_column, text_column,
-                             timestamp_column, token_column)
+from traces.problems import Problems
+from traces.validate import (hash_ids_column, native_columns, seconds_column, text_column, timestamp_column,
+                             token_column)
 
 
 @dataclass

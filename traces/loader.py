@@ -13,7 +13,8 @@ from traces.generator import ArrivalSpec
 from traces.reading import open_bytes, read_csv_table, read_header, read_jsonl_table
 from traces.request import HASH_BLOCK_TOKENS
 from traces.trace import Trace, sort_by_arrival
-from traces.validate import Locator, Problems, arrival_span, error, row_ids
+from traces.problems import Locator, Problems, error
+from traces.validate import arrival_span, row_ids
 
 
 def _separator_hint(columns: tuple[str, ...]) -> str:

@@ -15,7 +15,7 @@ from typing import IO, Iterator
 import numpy as np
 import pandas as pd
 
-from traces.validate import Locator, error
+from traces.problems import Locator, error
 
 
 @dataclass(frozen=True)

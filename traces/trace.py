@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from traces.request import FIELDS, HASH_BLOCK_TOKENS, MAX_ARRIVAL_S, Request, requests_from_columns
-from traces.validate import Locator, Problems, arrival_span, error, native_columns
+from traces.problems import Locator, Problems, error
+from traces.validate import arrival_span, native_columns
 
 Columns = dict[str, np.ndarray]
 _NUMERIC = {"arrival_s": np.float64, "prompt_tokens": np.int64, "output_tokens": np.int64,

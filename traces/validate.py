@@ -1,68 +1,16 @@
 """Vectorized column checks: a million rows are checked in numpy, and the first bad one is named as
-`source:line: field: reason` (one line, no traceback)."""
+`source:line: field: reason` (one line, no traceback; the reporting is `traces.problems`)."""
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from traces.problems import Problems, shown
 from traces.request import DEFAULTS, MAX_ARRIVAL_S, MAX_INT, MAX_TOKENS, SAMPLING_MODES
 
 # A time column's absolute values (in seconds) stay below this: epoch seconds up to the year 5138 pass,
 # epoch milliseconds and finer do not (they would lose their precision as float seconds).
 MAX_ABS_SECONDS = 1e11
-
-
-def error(where: str, field: str, reason: str) -> ValueError:
-    """The one shape every bad-input message has."""
-    return ValueError(f"{where}: {field}: {reason}")
-
-
-class Locator:
-    """Maps a row position of a parsed table back to where the row came from: a file line, or a
-    DataFrame index label."""
-
-    def __init__(self, source: str, lines: np.ndarray | pd.Index) -> None:
-        self.source = source
-        self.lines = lines
-
-    def where(self, pos: int) -> str:
-        return f"{self.source}:{self.lines[pos]}"
-
-    def take(self, keep: np.ndarray) -> "Locator":
-        """The locator of the rows that `keep` (a boolean mask or positions) selects."""
-        return Locator(self.source, self.lines[keep])
-
-
-class Problems:
-    """Collects the first offending row of each check, then reports the earliest one in the input
-    (ties go to the check made first), so the message points at the first line to fix."""
-
-    def __init__(self, locator: Locator) -> None:
-        self.locator = locator
-        self._first: tuple[int, int, str, Callable[[int], str]] | None = None
-        self._checks = 0
-
-    def flag(self, bad: np.ndarray, field: str, reason: Callable[[int], str]) -> None:
-        self._checks += 1
-        if not bad.any():
-            return
-        pos = int(np.argmax(bad))
-        if self._first is None or (pos, self._checks) < self._first[:2]:
-            self._first = (pos, self._checks, field, reason)
-
-    def raise_first(self) -> None:
-        if self._first is not None:
-            pos, _, field, reason = self._first
-            raise error(self.locator.where(pos), field, reason(pos))
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, np.generic):
-        value = value.item()  # 2.5, not np.float64(2.5)
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _booleans(col: pd.Series) -> np.ndarray:
@@ -85,27 +33,27 @@ def int_column(
         raw = col.to_numpy()  # int64 or uint64: compared in its own type, never wrapped
         huge, below, negative = raw > maximum, raw < -maximum, raw < 0
     else:
-        problems.flag(_booleans(col), field, lambda p: f"not a number: {_shown(col.iloc[p])} (a boolean)")
+        problems.flag(_booleans(col), field, lambda p: f"not a number: {shown(col.iloc[p])} (a boolean)")
         numeric = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
         missing = col.isna().to_numpy()
         if default is not None:
             numeric = np.where(missing, float(default), numeric)
             missing = np.zeros_like(missing)
         problems.flag(missing, field, lambda p: "missing value")
-        problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {_shown(col.iloc[p])}")
+        problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {shown(col.iloc[p])}")
         finite = np.isfinite(numeric)
-        problems.flag(~finite & ~np.isnan(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
+        problems.flag(~finite & ~np.isnan(numeric), field, lambda p: f"not a finite number: {shown(col.iloc[p])}")
         with np.errstate(invalid="ignore"):
             fractional = finite & (numeric != np.floor(numeric))
             huge, below, negative = finite & (numeric > maximum), finite & (numeric < -maximum), finite & (numeric < 0)
-        problems.flag(fractional, field, lambda p: f"not an integer: {_shown(col.iloc[p])}")
+        problems.flag(fractional, field, lambda p: f"not an integer: {shown(col.iloc[p])}")
         raw = np.where(finite, numeric, 0.0)
     values = np.where(huge | below, 0, raw).astype(np.int64)  # out-of-range cells are reported, never cast
-    problems.flag(huge, field, lambda p: f"too large: {_shown(col.iloc[p])} (a {noun} is at most {maximum})")
+    problems.flag(huge, field, lambda p: f"too large: {shown(col.iloc[p])} (a {noun} is at most {maximum})")
     if minimum is None:
-        problems.flag(below, field, lambda p: f"too small: {_shown(col.iloc[p])} (a {noun} is at least {-maximum})")
+        problems.flag(below, field, lambda p: f"too small: {shown(col.iloc[p])} (a {noun} is at least {-maximum})")
     if minimum is not None and minimum >= 0:
-        problems.flag(negative, field, lambda p: f"negative {noun}: {_shown(col.iloc[p])}")
+        problems.flag(negative, field, lambda p: f"negative {noun}: {shown(col.iloc[p])}")
     if minimum is not None and minimum > 0:
         problems.flag(values < minimum, field, lambda p: f"must be >= {minimum}, got {values[p]}")
     return values
@@ -133,13 +81,13 @@ def seconds_column(col: pd.Series, field: str, problems: Problems, per_second: f
     missing = col.isna().to_numpy()
     unit = "seconds" if per_second == 1.0 else "milliseconds" if per_second == 1e3 else f"1/{per_second:g} s"
     problems.flag(missing, field, lambda p: "missing value")
-    problems.flag(_booleans(col), field, lambda p: f"not a number: {_shown(col.iloc[p])} (a boolean)")
-    problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {_shown(col.iloc[p])}")
-    problems.flag(np.isinf(numeric), field, lambda p: f"not a finite number: {_shown(col.iloc[p])}")
-    problems.flag(numeric < 0, field, lambda p: f"negative time: {_shown(col.iloc[p])}")
+    problems.flag(_booleans(col), field, lambda p: f"not a number: {shown(col.iloc[p])} (a boolean)")
+    problems.flag(np.isnan(numeric) & ~missing, field, lambda p: f"not a number: {shown(col.iloc[p])}")
+    problems.flag(np.isinf(numeric), field, lambda p: f"not a finite number: {shown(col.iloc[p])}")
+    problems.flag(numeric < 0, field, lambda p: f"negative time: {shown(col.iloc[p])}")
     with np.errstate(invalid="ignore"):
         huge = np.isfinite(numeric) & (numeric / per_second >= MAX_ABS_SECONDS)
-    problems.flag(huge, field, lambda p: f"too large for a time in {unit}: {_shown(col.iloc[p])}"
+    problems.flag(huge, field, lambda p: f"too large for a time in {unit}: {shown(col.iloc[p])}"
                   f"{_epoch_hint(numeric[p])}; give {unit}")
     return np.where(np.isfinite(numeric) & ~huge, numeric, 0.0)
 
@@ -158,7 +106,7 @@ def timestamp_column(col: pd.Series, field: str, problems: Problems) -> np.ndarr
     problems.flag(missing, field, lambda p: "missing value")
     parsed = pd.to_datetime(col, format="ISO8601", errors="coerce", utc=True)
     bad = parsed.isna().to_numpy() & ~missing
-    problems.flag(bad, field, lambda p: f"not a timestamp: {_shown(col.iloc[p])} "
+    problems.flag(bad, field, lambda p: f"not a timestamp: {shown(col.iloc[p])} "
                   "(expected e.g. 2023-11-16 18:17:03.9799600)")
     return parsed.to_numpy("datetime64[ns]", na_value=np.datetime64(0, "ns")).view(np.int64)
 
@@ -187,7 +135,7 @@ def ids_column(col: pd.Series | None, num_rows: int, field: str, problems: Probl
     ids = col.astype(str).to_numpy(object).copy()
     ids[missing] = ""
     duplicated = pd.Series(ids).duplicated().to_numpy() & ~missing
-    problems.flag(duplicated, field, lambda p: f"duplicate id {_shown(ids[p])}")
+    problems.flag(duplicated, field, lambda p: f"duplicate id {shown(ids[p])}")
     return ids
 
 
@@ -216,7 +164,7 @@ def hash_ids_column(col: pd.Series, field: str, problems: Problems) -> np.ndarra
             out[pos] = ids or None  # no blocks named: same as no hash ids
         except (TypeError, ValueError):
             bad[pos] = True
-    problems.flag(bad, field, lambda p: f"not a list of non-negative integers: {_shown(col.iloc[p])}")
+    problems.flag(bad, field, lambda p: f"not a list of non-negative integers: {shown(col.iloc[p])}")
     return out
 
 
@@ -224,7 +172,7 @@ def request_rules(cols: dict[str, np.ndarray], problems: Problems) -> None:
     """The cross-field rules of `Request`, column-wise."""
     sampling, n = cols["sampling"], cols["n"]
     known = np.isin(sampling, SAMPLING_MODES)
-    problems.flag(~known, "sampling", lambda p: f"unknown mode {_shown(sampling[p])} "
+    problems.flag(~known, "sampling", lambda p: f"unknown mode {shown(sampling[p])} "
                   f"(expected one of {', '.join(SAMPLING_MODES)})")
     problems.flag((sampling == "greedy") & (n != 1), "n",
                   lambda p: f"greedy sampling decodes one sequence, got n={n[p]}")

@@ -2,7 +2,7 @@
 
 Layout as vLLM's: prefill slices first, then one token per decoding sequence. A slice is `q_len` new
 tokens at the end of `seq_len` cached ones in one sequence's block table. A request's (re)prefill is
-`prompt + n * generated` tokens (see `Scheduler.prefill_tokens`): the prompt goes through the first
+`prompt + n * generated` tokens (see `PolicyVerbs.prefill_tokens`): the prompt goes through the first
 sequence, and each sample's restored tokens through its own sequence. Prompt tokens are also written
 into every other sequence of the request whose slot differs (a recompute's copied partial block, or
 the separate regions of reserved memory): `extra_*`.

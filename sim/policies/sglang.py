@@ -5,13 +5,13 @@ A step runs a prefill batch whenever one can be formed, instead of decoding (no 
 waiting requests in queue order - FCFS, or longest cached prefix first (`schedule_policy="lpm"`, while at
 most 128 wait and the prefix cache is on) - within a chunk budget (`chunked_prefill_size`, by GPU memory)
 and `max_prefill_tokens`, and only while SGLang's estimate of free KV tokens allows: running requests are
-charged `new_token_ratio` of their remaining output, new ones all of it (clipped at 4096); a beam group
-is charged as its leader alone, all of whose output is reserved (it runs with ignore_eos), and without
-the radix cache a beam request is admitted by SGLang's rule for ignore_eos requests. A decode step
-whose new blocks do not fit retracts running requests (fewest generated tokens first, ties: longest
-prompt) to the end of the waiting queue and raises the ratio. Beam search runs in the scheduler (a beam
-group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups are retracted last
-and, since they cannot be requeued, aborted.
+charged `new_token_ratio` of their remaining output, new ones all of it (clipped at 4096; the charges are
+`sglang_charges`); a beam group is charged as its leader alone, all of whose output is reserved (it runs
+with ignore_eos), and without the radix cache a beam request is admitted by SGLang's rule for ignore_eos
+requests. A decode step whose new blocks do not fit retracts running requests (fewest generated tokens
+first, ties: longest prompt) to the end of the waiting queue and raises the ratio. Beam search runs in
+the scheduler (a beam group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups
+are retracted last and, since they cannot be requeued, aborted.
 
 A parallel-sampling request (n > 1) is not forked: SGLang's tokenizer manager first sends its prompt as a
 prefill-only request (max_new_tokens 0) and, once that returns, n one-sample requests, which find the prompt
@@ -33,8 +33,10 @@ from memory import AllocStatus
 
 from sim.config import EngineConfig
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan
-from sim.policies.sglang_budget import (BEAM_LEADER_MARGIN, CLIP_MAX_NEW_TOKENS, WAITING_QUEUE_PREFIX_MATCH_MAX,
-                                        IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size)
+from sim.policies.sglang_budget import (WAITING_QUEUE_PREFIX_MATCH_MAX, IgnoreEosStates, NewTokenRatio,
+                                        default_chunked_prefill_size)
+from sim.policies.sglang_charges import (ignore_eos_row, ignore_eos_rows, max_new_tokens, new_tokens, num_requests,
+                                         running_reserve)
 from sim.policies.sglang_defaults import sglang_config
 from sim.state import DECODE, RECOMPUTE, Group
 
@@ -123,7 +125,8 @@ class SGLangPolicy(EnginePolicy):
             # Longest cached prefix first; stable, so FCFS among equals (schedule_policy.py:240-243).
             sched.sort_waiting(lambda grp: sched.prefill_need(grp) - sched.prefill_tokens(grp))
         free_tokens = sched.num_free_blocks() * bs
-        rem_total = free_tokens - self._running_reserve(sched)  # PrefillBudget.remaining_total
+        ratio = self.ratio.value(sched.G)
+        rem_total = free_tokens - running_reserve(sched.running, sched.G, ratio)  # PrefillBudget.remaining_total
         rem_current = free_tokens                                # PrefillBudget.remaining_current
         ignore_eos_states: IgnoreEosStates | None = None
         seqs, waiting = sched.num_running_seqs, sched.waiting
@@ -140,9 +143,10 @@ class SGLangPolicy(EnginePolicy):
             if group.is_beam and not cfg.enable_prefix_caching:
                 if paged_input > min(rem_current, rem_total):  # prefill_budget.py:132-140
                     return prefills, True
-                row = self._ignore_eos_row(group, group.generated)
+                row = ignore_eos_row(group, group.generated)
                 if ignore_eos_states is None:
-                    ignore_eos_states = IgnoreEosStates([row] + self._ignore_eos_rows(sched, prefills))
+                    rows = ignore_eos_rows(sched.running, prefills, sched.G, ratio)
+                    ignore_eos_states = IgnoreEosStates([row] + rows)
                 else:
                     ignore_eos_states.insert(row)
                 if not ignore_eos_states.fits(rem_current - paged_input):
@@ -150,7 +154,7 @@ class SGLangPolicy(EnginePolicy):
             else:
                 # Page-ceiled extend + one page + max_new must stay below the estimate
                 # (prefill_budget.py:114-131).
-                if paged_input + self._new_tokens(group) >= rem_total:
+                if paged_input + new_tokens(group) >= rem_total:
                     return prefills, True
             status = sched.admission_status(group)
             if status is AllocStatus.NEVER:
@@ -169,70 +173,12 @@ class SGLangPolicy(EnginePolicy):
                 rem_total -= -(-chunk // bs) * bs + bs
                 rem_current -= -(-chunk // bs) * bs + bs
             else:
-                rem_total -= paged_input + self._new_tokens(group)
+                rem_total -= paged_input + new_tokens(group)
                 rem_current -= paged_input
             seqs += group.n
             if chunked:
                 break  # it is now the chunked request
         return prefills, False
-
-    @staticmethod
-    def _new_tokens(group: Group) -> int:
-        """`min(max_new_tokens - generated, 4096)` of an admission candidate (schedule_policy.py:1407-1410):
-        a parallel sample is a request of its own (managers/tokenizer_manager.py:2163-2183), a beam group
-        only its leader, whose max_new_tokens is the user's + 4 (beam_search/coordinator.py:214-216)."""
-        if group.is_beam:
-            return min(group.output + BEAM_LEADER_MARGIN - group.generated, CLIP_MAX_NEW_TOKENS)
-        return group.n * min(group.output - group.generated, CLIP_MAX_NEW_TOKENS)
-
-    @staticmethod
-    def _requests(group: Group) -> int:
-        """SGLang requests behind a group: one per parallel sample (tokenizer_manager.py:2163-2183), one for
-        a beam group (its leader; the member rows are not requests)."""
-        return 1 if group.is_beam else group.n
-
-    @staticmethod
-    def _max_new_tokens(group: Group) -> int:
-        """A request's `max_new_tokens`: the output length; a beam leader's is the user's + 4
-        (beam_search/coordinator.py:214-216)."""
-        return group.output + BEAM_LEADER_MARGIN if group.is_beam else group.output
-
-    def _running_reserve(self, sched: SchedulerView) -> float:
-        """KV tokens the estimate keeps for running requests' remaining output (schedule_policy.py:785-799):
-        `new_token_ratio` of a request's remaining output; all of a beam leader's, which runs with
-        ignore_eos (ratio 1.0, 786-787); the beam members' rows are not requests and are not charged."""
-        ratio, g = self.ratio.value(sched.G), sched.G
-        reserve = 0.0
-        for group in sched.running:
-            if group.state != DECODE:
-                # The chunked request: its last chunk charges its whole output (schedule_policy.py:1140-1223).
-                reserve += self._new_tokens(group)
-            elif group.is_beam:
-                reserve += min(group.output + BEAM_LEADER_MARGIN - group.produced(g), CLIP_MAX_NEW_TOKENS)
-            else:
-                left = group.output - group.produced(g)
-                reserve += group.n * min(left, CLIP_MAX_NEW_TOKENS) * ratio
-        return reserve
-
-    @staticmethod
-    def _ignore_eos_row(group: Group, done: int) -> tuple[float, int]:
-        """A beam leader's (tokens left, tokens occupied) for `add_one_req_ignore_eos`, `done` tokens
-        generated: ratio 1.0, no 4096 clip (schedule_policy.py:1259-1266)."""
-        return float(group.output + BEAM_LEADER_MARGIN - done), group.prompt + done
-
-    def _ignore_eos_rows(self, sched: SchedulerView, prefills: list[tuple[Group, int]]) -> list[tuple[float, int]]:
-        """The rows of the running requests and of those admitted so far in this pass (1280-1288): one per
-        parallel sample, one per beam group (its leader); `max_new_tokens * new_token_ratio - generated`."""
-        ratio, g = self.ratio.value(sched.G), sched.G
-        rows: list[tuple[float, int]] = []
-        groups = [(grp, grp.produced(g)) for grp in sched.running if grp.state == DECODE]
-        groups += [(grp, grp.generated) for grp, _ in prefills]
-        for group, done in groups:
-            if group.is_beam:
-                rows.append(self._ignore_eos_row(group, done))
-            else:
-                rows += [(group.output * ratio - done, group.prompt + done)] * group.n
-        return rows
 
     # ---- decode and retraction -----------------------------------------------------------------------
     def _retract_for_decode(self, sched: SchedulerView) -> int:
@@ -260,8 +206,8 @@ class SGLangPolicy(EnginePolicy):
             # Over the kept requests (new_token_ratio_tracker.py:40-49): a parallel sample is a request, a
             # beam group only its leader, whose max_new_tokens is the user's + 4.
             before = self.ratio.value(g)
-            generated = sum(self._requests(grp) * grp.produced(g) for grp in decoding)
-            max_new = sum(self._requests(grp) * self._max_new_tokens(grp) for grp in decoding)
-            after = self.ratio.after_retraction(g + 1, generated, max_new, sum(map(self._requests, decoding)))
+            generated = sum(num_requests(grp) * grp.produced(g) for grp in decoding)
+            max_new = sum(num_requests(grp) * max_new_tokens(grp) for grp in decoding)
+            after = self.ratio.after_retraction(g + 1, generated, max_new, sum(map(num_requests, decoding)))
             self.retractions.append((g + 1, victims, before, after))
         return len(victims)
