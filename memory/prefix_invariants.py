@@ -1,7 +1,8 @@
 """Full consistency check of a PrefixCachingBlockManager: O(pool + block tables), tests and debugging only.
 
 On top of the base checks (tables, refcounts, filled slots, the CPU pool): the GPU pool's free queue
-holds every free block once, plain blocks before cached ones, and its cached count is exact; each hash
+holds every free block once, plain blocks before cached ones, its segments are indexed by their last
+blocks, and its counts are exact; each hash
 names exactly one block and back, and the registered count is exact; a cached block is full wherever it
 is held and sits right after its chain parent; no cached block outlives its parent (a live block's parent
 is live, an evictable block's parent is live or evicted after it). An unreachable cached block (hash
@@ -25,6 +26,7 @@ assert ROOT == 0
 
 def check_caching_allocator(pool: CachingBlockAllocator, name: str = "gpu") -> None:
     """The base allocator checks, the queue's order and cached count, and the registry."""
+    _check_segments(pool, name)  # first: the base checks read the queue through them
     check_allocator(pool, name)
     queue = pool.free_block_ids()
     hashes = list(map(pool._hash_of.__getitem__, queue))
@@ -36,6 +38,21 @@ def check_caching_allocator(pool: CachingBlockAllocator, name: str = "gpu") -> N
     if reachable != pool.num_cached_blocks:
         _fail(f"{name}: cached counter {pool.num_cached_blocks} != {reachable} cached blocks in the free queue")
     _check_registry(pool, name)
+
+
+def _check_segments(pool: CachingBlockAllocator, name: str) -> None:
+    """The queue's cached part: no empty segment, its count exact, each segment found by its last block
+    and nothing else in that index."""
+    queue = pool._queue
+    segments = queue.segments
+    if any(not blocks for blocks in segments.values()):
+        _fail(f"{name}: the free queue holds an empty segment")
+    if sum(map(len, segments.values())) != queue.num_cached:
+        _fail(f"{name}: cached-part counter {queue.num_cached} != {sum(map(len, segments.values()))} blocks in segments")
+    tails = {blocks[-1]: segment for segment, blocks in segments.items()}
+    if tails != queue.tail_of:
+        block = min(set(tails.items()).symmetric_difference(queue.tail_of.items()))[0]
+        _fail(f"{name}: the free queue's segment index is wrong at block {block}")
 
 
 def _check_registry(pool: CachingBlockAllocator, name: str) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from memory import BlockManager, InvariantError, PrefixCachingBlockManager
 from memory.block_keys import ChainKeys, PrivateChain
 from memory.evictor import ROOT
+from memory.free_queue import FreeQueue
 
 BS = 2
 
@@ -153,13 +154,11 @@ def corrupt(bm: PrefixCachingBlockManager, kind: int, i: int, j: int) -> None:
         else:
             gpu._block_by_hash[h] = a
     elif kind == 4:  # a block moves within, into or out of the free queue
-        if a in gpu._plain:
-            gpu._plain.remove(a)
-        gpu._lru.pop(a, None)
+        _take_out(gpu._queue, a)
         if j % 3 == 0:
-            gpu._plain.append(a)
+            gpu._queue.plain.append(a)
         elif j % 3 == 1:
-            gpu._lru[a] = None
+            gpu._queue.push([a])
     elif kind == 5:
         counter = ("_num_shared", "_num_private", "_num_unreachable_free")[j % 3]
         setattr(gpu, counter, getattr(gpu, counter) + (1 if i % 2 else -1))
@@ -172,8 +171,31 @@ def corrupt(bm: PrefixCachingBlockManager, kind: int, i: int, j: int) -> None:
             seq.num_cached_tokens += BS if i % 2 else 1
     elif kind == 7:
         bm._gpu_filled_slots += 1 if i % 2 else -1
-    elif kind == 8 and len(gpu._lru) > 1:  # the LRU order changes (not always a violation)
-        gpu._lru.move_to_end(list(gpu._lru)[i % len(gpu._lru)], last=bool(j % 2))
+    elif kind == 8 and gpu._queue.num_cached > 1:  # the LRU order changes (not always a violation)
+        queue = gpu._queue
+        block = queue.cached_ids()[i % queue.num_cached]
+        _take_out(queue, block)
+        queue.push([block])
+        if j % 2 == 0:
+            queue.segments.move_to_end(queue.tail_of[block], last=False)
+
+
+def _take_out(queue: FreeQueue, block: int) -> None:
+    """Remove a block from the free queue if it is there, keeping the queue's own bookkeeping (its
+    counts, its segment index) consistent: only the pool's state around it is corrupted."""
+    if block in queue.plain:
+        queue.plain.remove(block)
+        return
+    for segment, blocks in queue.segments.items():
+        if block in blocks:
+            del queue.tail_of[blocks[-1]]
+            blocks.remove(block)
+            queue.num_cached -= 1
+            if blocks:
+                queue.tail_of[blocks[-1]] = segment
+            else:
+                del queue.segments[segment]
+            return
 
 
 @settings(max_examples=300, deadline=None)
@@ -217,7 +239,7 @@ def _revive_parent_only(bm: PrefixCachingBlockManager) -> None:
             seq.blocks[seq.blocks.index(x)] = -1  # no table holds x (caught later, if at all)
     gpu._refcounts[x] = 0
     gpu._num_shared -= 1
-    gpu._lru[x] = None
+    gpu._queue.push([x])
 
 
 def _swap_registry(bm: PrefixCachingBlockManager) -> None:
@@ -231,14 +253,18 @@ def _cpu_copy(bm: PrefixCachingBlockManager) -> None:
 
 
 PREFIX_CORRUPTIONS = [
-    (lambda bm: bm._gpu._plain.append(bm._gpu._plain[-1]), "free list holds a block twice"),
-    (lambda bm: bm._gpu._plain.append(99), "out-of-range block 99"),
+    (lambda bm: bm._gpu._queue.plain.append(bm._gpu._queue.plain[-1]), "free list holds a block twice"),
+    (lambda bm: bm._gpu._queue.plain.append(99), "out-of-range block 99"),
     (lambda bm: bm._gpu._refcounts.__setitem__(bm.block_table("keep")[1], -1), "negative refcount"),
-    (lambda bm: bm._gpu._plain.pop(), "leaked"),
+    (lambda bm: bm._gpu._queue.plain.pop(), "leaked"),
     (lambda bm: setattr(bm._gpu, "_num_shared", 3), "shared counter"),
+    (lambda bm: bm._gpu._queue.segments.__setitem__(-1, []), "empty segment"),
+    (lambda bm: setattr(bm._gpu._queue, "num_cached", 0), "cached-part counter"),
+    (lambda bm: bm._gpu._queue.tail_of.clear(), "segment index is wrong"),
+    (lambda bm: bm._gpu._queue.tail_of.__setitem__(bm._gpu._queue.plain[-1], 0), "segment index is wrong"),
     (_swap_registry, "maps to block"),
     (lambda bm: setattr(bm._gpu, "_num_private", 0), "registered counter"),
-    (lambda bm: bm._gpu._node_of.__setitem__(bm._gpu._plain[-1], 5), "has node 5"),
+    (lambda bm: bm._gpu._node_of.__setitem__(bm._gpu._queue.plain[-1], 5), "has node 5"),
     (lambda bm: bm._gpu._node_of.__setitem__(_block(bm, "x", "w"), bm._gpu.next_node), "reused or out of range"),
     (lambda bm: bm._gpu._node_of.__setitem__(_block(bm, "x", "w"), bm._gpu.node_of(_block(bm, "x", "y"))),
      "reused or out of range"),

@@ -251,14 +251,17 @@ def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
 
 def _relink(bm: PrefixCachingBlockManager, order: list[int]) -> None:
     """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check: the leading
-    plain blocks on the stack, the rest in the LRU part."""
+    plain blocks on the stack, the rest as one segment of the cached part."""
     gpu = bm._gpu
     plain = 0
     while plain < len(order) and gpu._hash_of[order[plain]] is None:
         plain += 1
-    gpu._plain[:] = order[:plain][::-1]
-    gpu._lru.clear()
-    gpu._lru.update(dict.fromkeys(order[plain:]))
+    queue = gpu._queue
+    queue.plain[:] = order[:plain][::-1]
+    queue.segments.clear()
+    queue.tail_of.clear()
+    queue.num_cached = 0
+    queue.push(order[plain:])
 
 
 def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
