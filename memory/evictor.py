@@ -11,20 +11,22 @@ the head: it holds nothing worth keeping, so it is taken before any cached block
 as segments of blocks released together, so that a table's release, a lookup's revival and an eviction
 cost a few list operations per segment, not a map operation per block.
 
-A block whose hash is `UNREACHABLE` is cached (it joins the queue's tail and is evicted in turn, as vLLM
+An unreachable block is cached (it joins the queue's tail and is evicted in turn, as vLLM
 V1 keeps every hashed block) but can never be hit: the full blocks of a finished request. Metrics
 (`num_cached_blocks`, `num_evicted_blocks`) count only blocks a lookup could find.
 """
 from __future__ import annotations
 
+from itertools import groupby
 from typing import Iterable, Mapping, Sequence
 
 from memory.block_allocator import NoFreeBlocksError
-from memory.chain_registry import ROOT, UNREACHABLE, BlockHash, ChainRegistry
+from memory.chain_registry import BlockHash, ChainRegistry
 from memory.free_queue import FreeQueue
+from memory.pieces import ROOT
 from memory.types import SeqBlocks
 
-__all__ = ["ROOT", "UNREACHABLE", "BlockHash", "CachingBlockAllocator"]
+__all__ = ["ROOT", "BlockHash", "CachingBlockAllocator"]
 
 
 class CachingBlockAllocator(ChainRegistry):
@@ -66,8 +68,8 @@ class CachingBlockAllocator(ChainRegistry):
 
     def evictable_blocks(self) -> list[int]:
         """Evictable blocks a lookup could find, next to be evicted first (O(free): tests and debugging)."""
-        hash_of = self._hash_of
-        return [b for b in self._queue.cached_ids() if hash_of[b] is not UNREACHABLE]
+        piece_of = self._piece_of
+        return [b for b in self._queue.cached_ids() if piece_of[b].reachable]  # type: ignore[union-attr]
 
     # ---- caching -----------------------------------------------------------------------------------
     def mark_unreachable(self, blocks: Sequence[int]) -> bool:
@@ -79,10 +81,7 @@ class CachingBlockAllocator(ChainRegistry):
         marked. The caller releases them before any other block becomes free."""
         if self.unreachable_plain and self._queue.num_cached == self._num_unreachable_free:
             return False
-        hash_of = self._hash_of
-        for block in blocks:
-            hash_of[block] = UNREACHABLE
-        self._num_private += len(blocks)
+        self.register_unreachable(blocks)
         return True
 
     def acquire_many(self, blocks: Sequence[int]) -> None:
@@ -132,24 +131,24 @@ class CachingBlockAllocator(ChainRegistry):
         return blocks
 
     def _evict(self, count: int) -> list[int]:
-        """Take `count` blocks from the front of the cached part and drop their hashes. They are handed
-        out before the plain ones, most recently used first (the order of the former free stack, which
-        took the evicted blocks on top of it; kept so that block ids stay the same)."""
+        """Take `count` blocks from the front of the cached part and drop their hashes, piece by piece
+        (each piece loses its last blocks: they leave the queue deepest first). They are handed out
+        before the plain ones, most recently used first (the order of the former free stack, which took
+        the evicted blocks on top of it; kept so that block ids stay the same)."""
         evicted = self._queue.take_cached(count)
-        hash_of, node_of, block_by_hash = self._hash_of, self._node_of, self._block_by_hash
-        private = unreachable = 0
+        piece_of = self._piece_of
+        unreachable = 0
+        for piece, stretch in groupby(map(piece_of.__getitem__, evicted)):
+            taken = len(list(stretch))
+            piece.n -= taken  # type: ignore[union-attr]
+            if not piece.reachable:  # type: ignore[union-attr]
+                unreachable += taken
+            if not piece.n:  # type: ignore[union-attr]
+                self._drop(piece)  # type: ignore[arg-type]
         for block in evicted:
-            h = hash_of[block]
-            hash_of[block] = None
-            if h is UNREACHABLE:  # no node, no registry entry: a finished request's block
-                unreachable += 1
-            elif len(h) == 2:  # type: ignore[arg-type]
-                del block_by_hash[h]  # type: ignore[arg-type]
-                node_of[block] = ROOT
-            else:
-                private += 1
-                node_of[block] = ROOT
-        self._num_private -= private + unreachable
+            piece_of[block] = None
+        self._num_registered -= count
+        self._num_unreachable -= unreachable
         self._num_unreachable_free -= unreachable
         self.num_evicted_blocks += count - unreachable
         evicted.reverse()
@@ -158,32 +157,34 @@ class CachingBlockAllocator(ChainRegistry):
     # ---- release -----------------------------------------------------------------------------------
     def _release(self, block: int) -> None:
         """At the tail if cached (most recently used), at the head if not."""
-        h = self._hash_of[block]
-        if h is None:
+        piece = self._piece_of[block]
+        if piece is None:
             self._queue.plain.append(block)
         else:
             self._queue.push([block])
-            if h is UNREACHABLE:
+            if not piece.reachable:
                 self._num_unreachable_free += 1
 
     def _push_tail(self, blocks: list[int]) -> None:
         """Put cached blocks at the tail, one after the other (the last one is the most recently used)."""
         self._queue.push(blocks)
-        if self._num_private:
-            self._num_unreachable_free += list(map(self._hash_of.__getitem__, blocks)).count(UNREACHABLE)
+        if self._num_unreachable:
+            for piece, stretch in groupby(map(self._piece_of.__getitem__, blocks)):
+                if not piece.reachable:  # type: ignore[union-attr]
+                    self._num_unreachable_free += len(list(stretch))
 
     def free_table(self, blocks: Sequence[int]) -> int:
         """Drop one reference from each block of a table. Uncached blocks are released in table order,
         cached ones (a prefix of the table: each follows its chain parent) tail first, so a chain's tail
         is evicted before its head and no cached block outlives its parent."""
-        refcounts, hash_of = self._refcounts, self._hash_of
+        refcounts, piece_of = self._refcounts, self._piece_of
         if not blocks:
             return 0
         if max(map(refcounts.__getitem__, blocks)) == 1:  # sole holder: the common case
             for block in blocks:
                 refcounts[block] = 0
             # Cached blocks lead the table (each follows its chain parent): count the plain ones.
-            num_cached = len(blocks) - list(map(hash_of.__getitem__, blocks)).count(None)
+            num_cached = len(blocks) - list(map(piece_of.__getitem__, blocks)).count(None)
             if num_cached < len(blocks):
                 self._queue.plain.extend(blocks[num_cached:] if num_cached else blocks)
             if num_cached:
@@ -191,11 +192,11 @@ class CachingBlockAllocator(ChainRegistry):
             return len(blocks)
         decref, released = self.decref, 0
         for block in blocks:
-            if hash_of[block] is None and decref(block):
+            if piece_of[block] is None and decref(block):
                 released += 1
         back = []  # the cached blocks whose last reference this was, tail first: one segment
         for block in reversed(blocks):
-            if hash_of[block] is None:
+            if piece_of[block] is None:
                 continue
             rc = refcounts[block]
             if rc == 0:
@@ -213,11 +214,11 @@ class CachingBlockAllocator(ChainRegistry):
         """Drop `refs[block]` references from each block: uncached blocks in the mapping's order, then
         cached ones deepest first (their position in the tables of the `holders`), for the reason of
         `free_table`."""
-        hash_of = self._hash_of
+        piece_of = self._piece_of
         depth: dict[int, int] = {}
         for seq in holders:
             for i, block in enumerate(seq.blocks):
-                if hash_of[block] is not None:
+                if piece_of[block] is not None:
                     depth[block] = i
         order = [b for b in refs if b not in depth]
         order += sorted((b for b in refs if b in depth), key=depth.__getitem__, reverse=True)
