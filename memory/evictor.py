@@ -20,7 +20,7 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Iterable, Mapping, Sequence
 
-from memory.block_allocator import NoFreeBlocksError
+from memory.block_allocator import NoFreeBlocksError, num_live_leading
 from memory.chain_registry import BlockHash, ChainRegistry
 from memory.free_queue import FreeQueue
 from memory.pieces import ROOT
@@ -86,20 +86,19 @@ class CachingBlockAllocator(ChainRegistry):
 
     def acquire_many(self, blocks: Sequence[int]) -> None:
         """One more reference to each cached block: incref if live, revive from the free queue if not.
-        A lookup's hits are live up to some block and free from there (a holder of a block holds the
-        blocks before it): the free ones leave the queue together."""
+        A lookup's hits are live up to some block and free from there (`num_live_leading`): the free
+        ones leave the queue together."""
         refcounts = self._refcounts
-        rcs = list(map(refcounts.__getitem__, blocks))
-        revived = rcs.count(0)
-        for block in blocks:
+        live = num_live_leading(refcounts, blocks)
+        self._num_shared += live - num_live_leading(refcounts, blocks, 2)  # those at 1 become shared
+        for block in blocks[:live] if live < len(blocks) else blocks:
             refcounts[block] += 1
-        if revived:
-            if rcs.index(0) == len(rcs) - revived:
-                self._queue.revive(blocks[len(rcs) - revived:])
-            else:
-                self._queue.revive([b for b, rc in zip(blocks, rcs) if rc == 0])
-            self.num_revived_blocks += revived
-        self._num_shared += rcs.count(1)
+        if live < len(blocks):
+            revived = blocks[live:]
+            for block in revived:
+                refcounts[block] = 1
+            self._queue.revive(revived)
+            self.num_revived_blocks += len(revived)
 
     # ---- allocation --------------------------------------------------------------------------------
     def allocate_many(self, count: int) -> list[int]:
@@ -180,11 +179,10 @@ class CachingBlockAllocator(ChainRegistry):
         refcounts, piece_of = self._refcounts, self._piece_of
         if not blocks:
             return 0
-        if max(map(refcounts.__getitem__, blocks)) == 1:  # sole holder: the common case
+        if refcounts[blocks[0]] == 1:  # sole holder of all (`num_live_leading`): the common case
             for block in blocks:
                 refcounts[block] = 0
-            # Cached blocks lead the table (each follows its chain parent): count the plain ones.
-            num_cached = len(blocks) - list(map(piece_of.__getitem__, blocks)).count(None)
+            num_cached = self.num_cached_leading(blocks, len(blocks))
             if num_cached < len(blocks):
                 self._queue.plain.extend(blocks[num_cached:] if num_cached else blocks)
             if num_cached:

@@ -43,9 +43,12 @@ class Piece:
 
     def offset(self, block: int) -> int:
         """Where a block of this piece sits in it (an index built on first use: O(1) afterwards)."""
+        blocks = self.blocks
+        if blocks[-1] == block:  # a chain's last block so far: no index needed
+            return len(blocks) - 1
         index = self._index
         if index is None:
-            index = self._index = dict(zip(self.blocks, range(len(self.blocks))))
+            index = self._index = dict(zip(blocks, range(len(blocks))))
         return index[block]
 
     def hash_at(self, i: int) -> tuple:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Hashable, Sequence
 
-from memory.block_allocator import NoFreeBlocksError, _check_count
+from memory.block_allocator import NoFreeBlocksError, _check_count, num_live_leading
 from memory.block_manager import AllocStatus, BlockManager
 from memory.block_keys import ChainKeys
 from memory.evictor import ROOT, CachingBlockAllocator
@@ -102,7 +102,7 @@ class PrefixCachingBlockManager(BlockManager):
         keys = self._checked_keys(block_keys, num_tokens)
         rc = self._gpu_refcounts
         hits = self._gpu.match_chain(keys) if type(keys) is ChainKeys else self._gpu.match(keys)
-        return self.num_required_blocks(num_tokens) - len(hits) + list(map(rc.__getitem__, hits)).count(0)
+        return self.num_required_blocks(num_tokens) - num_live_leading(rc, hits)
 
     # ---- allocate ----------------------------------------------------------------------------------
     def can_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> AllocStatus:
@@ -133,7 +133,7 @@ class PrefixCachingBlockManager(BlockManager):
         if compact:
             keys.chain.memo = None  # type: ignore[union-attr]  # asked again only after a release
         rc = self._gpu_refcounts
-        live = len(hits) - list(map(rc.__getitem__, hits)).count(0) if hits else 0
+        live = num_live_leading(rc, hits)
         if required - live > gpu.num_free_blocks:
             raise NoFreeBlocksError(
                 f"prompt of {num_tokens} tokens needs {required - live} blocks "

@@ -135,8 +135,9 @@ def _check_registry(pool: CachingBlockAllocator, name: str) -> None:
 
 
 def _check_chains(seqs: dict[SeqId, SeqBlocks], pool: CachingBlockAllocator, block_size: int) -> None:
-    """In every GPU table the cached blocks are full and each follows its chain parent."""
-    piece_of = pool._piece_of
+    """In every GPU table refcounts never increase (`memory.block_allocator.num_live_leading`), the
+    cached blocks are full and each follows its chain parent."""
+    piece_of, rc = pool._piece_of, pool.refcounts
     for seq_id, seq in seqs.items():
         blocks = seq.blocks
         for i, piece in enumerate(map(piece_of.__getitem__, blocks)):
@@ -146,6 +147,9 @@ def _check_chains(seqs: dict[SeqId, SeqBlocks], pool: CachingBlockAllocator, blo
                 _fail(f"gpu: cached block {blocks[i]} is the partial last block of {seq_id!r}")
             if piece.hash_at(piece.offset(blocks[i]))[0] != (ROOT if i == 0 else pool.node_of(blocks[i - 1])):
                 _fail(f"gpu: cached block {blocks[i]} at position {i} of {seq_id!r} does not follow its parent")
+        rcs = list(map(rc.__getitem__, blocks))
+        if rcs != sorted(rcs, reverse=True):
+            _fail(f"gpu: refcounts increase along the table of {seq_id!r}: {rcs}")
 
 
 def check_prefix_invariants(manager: Any) -> None:

@@ -12,6 +12,7 @@ from memory import BlockManager, InvariantError, PrefixCachingBlockManager
 from memory.block_keys import ChainKeys, PrivateChain
 from memory.evictor import ROOT
 from memory.free_queue import FreeQueue
+from memory.types import SeqBlocks
 
 BS = 2
 
@@ -252,6 +253,15 @@ def _swap_registry(bm: PrefixCachingBlockManager) -> None:
     gpu._heads[hx], gpu._heads[hw] = gpu._heads[hw], gpu._heads[hx]
 
 
+def _share_second_block(bm: PrefixCachingBlockManager) -> None:
+    """A table [u, v] whose second block alone is also held by another table: [1, 2] references."""
+    bm.allocate("q", 2 * BS)
+    v = bm.block_table("q")[1]
+    bm._gpu_seqs["q2"] = SeqBlocks([v], BS)
+    bm._gpu._refcounts[v] = 2
+    bm._gpu._num_shared += 1
+
+
 def _cpu_copy(bm: PrefixCachingBlockManager) -> None:
     bm._cpu._refcounts[0] = 1  # a CPU block marked held by nobody's table
 
@@ -279,6 +289,7 @@ PREFIX_CORRUPTIONS = [
     (_revive_parent_only, "live cached block .* has an evictable parent"),
     (lambda bm: setattr(bm._gpu_seqs["keep"], "num_tokens", 3), "partial last block"),
     (lambda bm: bm._gpu_seqs["keep"].blocks.reverse(), "does not follow its parent"),
+    (_share_second_block, "refcounts increase along the table of 'q'"),
     (lambda bm: bm._gpu_seqs["keep"].blocks.append(bm._gpu_seqs["keep"].blocks[0]), "blocks for"),
     (lambda bm: bm._cpu_seqs.__setitem__("keep", bm._gpu_seqs["keep"]), "both on the GPU and swapped"),
     (lambda bm: setattr(bm, "_gpu_refcounts", list(bm._gpu.refcounts)), "hot-path refcount alias"),
