@@ -104,8 +104,8 @@ class CachingBlockAllocator(ChainRegistry):
     def allocate_many(self, count: int) -> list[int]:
         """Take `count` blocks from the head of the free queue (refcount 1 each), or none."""
         plain, refcounts = self._queue.plain, self._refcounts
-        if count == 1 and plain:  # one plain block: the decode step's case
-            block = plain.pop()
+        if count == 1 and (plain or self._queue.num_cached):  # one block: the decode step's case
+            block = plain.pop() if plain else self._evict_one()
             refcounts[block] = 1
             return [block]
         num_plain = len(plain)
@@ -153,6 +153,22 @@ class CachingBlockAllocator(ChainRegistry):
         evicted.reverse()
         return evicted
 
+    def _evict_one(self) -> int:
+        """`_evict(1)`, in fewer steps."""
+        block = self._queue.take_first()
+        piece = self._piece_of[block]
+        self._piece_of[block] = None
+        piece.n -= 1  # type: ignore[union-attr]
+        if not piece.n:  # type: ignore[union-attr]
+            self._drop(piece)  # type: ignore[arg-type]
+        self._num_registered -= 1
+        if piece.reachable:  # type: ignore[union-attr]
+            self.num_evicted_blocks += 1
+        else:
+            self._num_unreachable -= 1
+            self._num_unreachable_free -= 1
+        return block
+
     # ---- release -----------------------------------------------------------------------------------
     def _release(self, block: int) -> None:
         """At the tail if cached (most recently used), at the head if not."""
@@ -167,10 +183,22 @@ class CachingBlockAllocator(ChainRegistry):
     def _push_tail(self, blocks: list[int]) -> None:
         """Put cached blocks at the tail, one after the other (the last one is the most recently used)."""
         self._queue.push(blocks)
-        if self._num_unreachable:
-            for piece, stretch in groupby(map(self._piece_of.__getitem__, blocks)):
-                if not piece.reachable:  # type: ignore[union-attr]
-                    self._num_unreachable_free += len(list(stretch))
+        if not self._num_unreachable:
+            return
+        # A table's unreachable blocks end its cached ones (`mark_unreachable`): released tail first,
+        # they lead, all of one piece; else count them piece by piece.
+        piece_of = self._piece_of
+        piece = piece_of[blocks[0]]
+        if piece.reachable:  # type: ignore[union-attr]
+            return
+        k = min(piece.n, len(blocks))  # type: ignore[union-attr]
+        if (list(map(piece_of.__getitem__, blocks[:k])).count(piece) == k
+                and (k == len(blocks) or piece_of[blocks[k]].reachable)):  # type: ignore[union-attr]
+            self._num_unreachable_free += k
+            return
+        for piece, stretch in groupby(map(piece_of.__getitem__, blocks)):
+            if not piece.reachable:  # type: ignore[union-attr]
+                self._num_unreachable_free += len(list(stretch))
 
     def free_table(self, blocks: Sequence[int]) -> int:
         """Drop one reference from each block of a table. Uncached blocks are released in table order,

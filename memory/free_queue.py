@@ -78,6 +78,19 @@ class FreeQueue:
                 count = 0
         return taken
 
+    def take_first(self) -> int:
+        """Remove the first cached block (there is one) and return it."""
+        segments = self.segments
+        blocks = next(iter(segments.values()))
+        block = blocks[0]
+        if len(blocks) == 1:
+            segments.popitem(False)
+            del self.tail_of[block]
+        else:
+            del blocks[0]
+        self.num_cached -= 1
+        return block
+
     # ---- the middle --------------------------------------------------------------------------------
     def revive(self, blocks: Sequence[int]) -> None:
         """Remove cached `blocks` from wherever they are. Fast when they are a chain's blocks from the

@@ -24,7 +24,7 @@ ROOT = 0  # the parent node of a prompt's first block; real node ids start at 1
 class Piece:
     """Blocks registered together as one chain: see the module's docstring."""
 
-    __slots__ = ("blocks", "keys", "chain", "position", "parent", "first", "n", "_index")
+    __slots__ = ("blocks", "keys", "chain", "position", "parent", "first", "n", "reachable", "_index")
 
     def __init__(self, blocks: list[int], keys: Sequence[Hashable] | None, chain: PrivateChain | None,
                  position: int, parent: int, first: int) -> None:
@@ -35,11 +35,8 @@ class Piece:
         self.parent = parent      # the node the first block follows (ROOT for a chain's first block)
         self.first = first        # the node of the first block (ROOT for an unreachable piece)
         self.n = len(blocks)
+        self.reachable = first != ROOT  # a lookup could find its blocks
         self._index: dict[int, int] | None = None
-
-    @property
-    def reachable(self) -> bool:
-        return self.first != ROOT
 
     def offset(self, block: int) -> int:
         """Where a block of this piece sits in it (an index built on first use: O(1) afterwards)."""
