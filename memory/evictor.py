@@ -11,9 +11,9 @@ the head: it holds nothing worth keeping, so it is taken before any cached block
 as segments of blocks released together, so that a table's release, a lookup's revival and an eviction
 cost a few list operations per segment, not a map operation per block.
 
-An unreachable block is cached (it joins the queue's tail and is evicted in turn, as vLLM
-V1 keeps every hashed block) but can never be hit: the full blocks of a finished request. Metrics
-(`num_cached_blocks`, `num_evicted_blocks`) count only blocks a lookup could find.
+An unreachable block is cached (it joins the queue's tail and is evicted in turn, as vLLM V1 keeps every
+hashed block) but can never be hit: the full blocks of a finished request. Metrics (`num_cached_blocks`,
+`num_evicted_blocks`) count only blocks a lookup could find.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 from memory.block_allocator import NoFreeBlocksError, num_live_leading
 from memory.chain_registry import BlockHash, ChainRegistry
 from memory.free_queue import FreeQueue
-from memory.pieces import ROOT
+from memory.pieces import ROOT, count_unreachable
 from memory.types import SeqBlocks
 
 __all__ = ["ROOT", "BlockHash", "CachingBlockAllocator"]
@@ -183,22 +183,8 @@ class CachingBlockAllocator(ChainRegistry):
     def _push_tail(self, blocks: list[int]) -> None:
         """Put cached blocks at the tail, one after the other (the last one is the most recently used)."""
         self._queue.push(blocks)
-        if not self._num_unreachable:
-            return
-        # A table's unreachable blocks end its cached ones (`mark_unreachable`): released tail first,
-        # they lead, all of one piece; else count them piece by piece.
-        piece_of = self._piece_of
-        piece = piece_of[blocks[0]]
-        if piece.reachable:  # type: ignore[union-attr]
-            return
-        k = min(piece.n, len(blocks))  # type: ignore[union-attr]
-        if (list(map(piece_of.__getitem__, blocks[:k])).count(piece) == k
-                and (k == len(blocks) or piece_of[blocks[k]].reachable)):  # type: ignore[union-attr]
-            self._num_unreachable_free += k
-            return
-        for piece, stretch in groupby(map(piece_of.__getitem__, blocks)):
-            if not piece.reachable:  # type: ignore[union-attr]
-                self._num_unreachable_free += len(list(stretch))
+        if self._num_unreachable:
+            self._num_unreachable_free += count_unreachable(self._piece_of, blocks)
 
     def free_table(self, blocks: Sequence[int]) -> int:
         """Drop one reference from each block of a table. Uncached blocks are released in table order,

@@ -14,6 +14,7 @@ of one sequence's `memory.block_keys.PrivateChain`, looked up through the chain)
 """
 from __future__ import annotations
 
+from itertools import groupby
 from typing import Hashable, Sequence
 
 from memory.block_keys import PrivateChain
@@ -107,3 +108,18 @@ def walk(registry: dict, keys: Sequence[Hashable], start: int, parent: int, hits
         i += count
         piece = None
     return parent
+
+
+def count_unreachable(piece_of: Sequence[Piece | None], blocks: Sequence[int]) -> int:
+    """How many of the cached `blocks` (released together, tail first) are unreachable. A table's
+    unreachable blocks end its cached ones, all of one piece (`CachingBlockAllocator.mark_unreachable`),
+    so they lead: a few steps; else piece by piece."""
+    piece = piece_of[blocks[0]]
+    if piece.reachable:  # type: ignore[union-attr]
+        return 0
+    k = min(piece.n, len(blocks))  # type: ignore[union-attr]
+    if (list(map(piece_of.__getitem__, blocks[:k])).count(piece) == k
+            and (k == len(blocks) or piece_of[blocks[k]].reachable)):  # type: ignore[union-attr]
+        return k
+    return sum(len(list(stretch)) for piece, stretch in groupby(map(piece_of.__getitem__, blocks))
+               if not piece.reachable)  # type: ignore[union-attr]
