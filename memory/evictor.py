@@ -119,21 +119,23 @@ class CachingBlockAllocator(ChainRegistry):
             blocks = plain[-count:]
             del plain[-count:]
             blocks.reverse()
-        else:
-            blocks = self._evict(count - num_plain)
-            if num_plain:
-                taken = plain[::-1]
-                plain.clear()
-                blocks += taken
-        for block in blocks:
-            refcounts[block] = 1
+            for block in blocks:
+                refcounts[block] = 1
+            return blocks
+        blocks = self._evict(count - num_plain)
+        if num_plain:
+            taken = plain[::-1]
+            plain.clear()
+            for block in taken:
+                refcounts[block] = 1
+            blocks += taken
         return blocks
 
     def _evict(self, count: int) -> list[int]:
-        """Take `count` blocks from the front of the cached part and drop their hashes, piece by piece
-        (each piece loses its last blocks: they leave the queue deepest first). They are handed out
-        before the plain ones, most recently used first (the order of the former free stack, which took
-        the evicted blocks on top of it; kept so that block ids stay the same)."""
+        """Take `count` blocks from the front of the cached part, drop their hashes piece by piece (each
+        piece loses its last blocks: they leave the queue deepest first) and give them refcount 1. They
+        are handed out before the plain ones, most recently used first (the order of the former free
+        stack, which took the evicted blocks on top of it; kept so that block ids stay the same)."""
         evicted = self._queue.take_cached(count)
         piece_of = self._piece_of
         unreachable = 0
@@ -144,8 +146,10 @@ class CachingBlockAllocator(ChainRegistry):
                 unreachable += taken
             if not piece.n:  # type: ignore[union-attr]
                 self._drop(piece)  # type: ignore[arg-type]
-        for block in evicted:
+        refcounts = self._refcounts
+        for block in evicted:  # handed out: one pass for both
             piece_of[block] = None
+            refcounts[block] = 1
         self._num_registered -= count
         self._num_unreachable -= unreachable
         self._num_unreachable_free -= unreachable
