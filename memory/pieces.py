@@ -63,6 +63,8 @@ class Piece:
 def agreeing(keys: Sequence[Hashable], start: int, piece_keys: Sequence[Hashable], offset: int, count: int) -> int:
     """How many of `keys[start:start + count]` equal `piece_keys[offset:offset + count]` before the first
     that does not: one C comparison when all do, else a bisection of slice comparisons."""
+    if keys[start] != piece_keys[offset]:  # a lookup resumed where the keys left the piece: no copies
+        return 0
     asked, known = keys[start:start + count], piece_keys[offset:offset + count]
     if type(asked) is not type(known):  # a list never equals a tuple
         asked, known = tuple(asked), tuple(known)
