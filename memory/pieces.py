@@ -70,10 +70,10 @@ def agreeing(keys: Sequence[Hashable], start: int, piece_keys: Sequence[Hashable
         asked, known = tuple(asked), tuple(known)
     if asked == known:
         return count
-    lo, hi = 0, count - 1  # they agree on lo, not on all count
+    lo, hi = 0, count - 1  # they agree on the first lo, not on all count
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if asked[:mid] == known[:mid]:
+        if asked[lo:mid] == known[lo:mid]:  # only the part not yet compared
             lo = mid
         else:
             hi = mid - 1
