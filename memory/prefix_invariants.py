@@ -49,8 +49,9 @@ def _check_segments(pool: CachingBlockAllocator, name: str) -> None:
     segments = queue.segments
     if any(not blocks for blocks in segments.values()):
         _fail(f"{name}: the free queue holds an empty segment")
-    if sum(map(len, segments.values())) != queue.num_cached:
-        _fail(f"{name}: cached-part counter {queue.num_cached} != {sum(map(len, segments.values()))} blocks in segments")
+    held = sum(map(len, segments.values()))
+    if held != queue.num_cached:
+        _fail(f"{name}: cached-part counter {queue.num_cached} != {held} blocks in segments")
     tails = {blocks[-1]: segment for segment, blocks in segments.items()}
     if tails != queue.tail_of:
         block = min(set(tails.items()).symmetric_difference(queue.tail_of.items()))[0]

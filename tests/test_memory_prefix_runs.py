@@ -2,9 +2,10 @@
 per-block walk, with runs of one key among them (a Mooncake hash id keys every block of its 512 tokens).
 
 The pool registers blocks in pieces, branches off inside pieces and, for a chain's shared keys, remembers
-the last answer with the pieces it took (`PrivateChain.memo`, revalidated piece by piece). Whatever the operations before, every lookup must
-return what walking the registry block by block returns: `match` for plain keys, `find_cached_prefix` for
-compact keys (shared keys, then the private chain, looked up as their listed form).
+the last answer with the pieces it took (`PrivateChain.memo`, revalidated piece by piece). Whatever the
+operations before, every lookup must return what walking the registry block by block returns: `match` for
+plain keys, `find_cached_prefix` for compact keys (shared keys, then the private chain, looked up as their
+listed form).
 """
 from __future__ import annotations
 

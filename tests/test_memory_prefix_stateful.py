@@ -8,8 +8,9 @@ written: they must already hold the right tokens.
 The cache: which key chains are registered to which block, and the evictor's LRU order, predicted from
 the operations alone (revivals leave it, released cached blocks join it tail first, allocations beyond
 the plain-free blocks evict from its front), down to its segments (`memory.free_queue`): the blocks one
-release put at the tail form one segment, less those revived or evicted since. After every step both models must agree with the manager
-and `check_invariants()` must pass; refused operations must leave no trace.
+release put at the tail form one segment, less those revived or evicted since. After every step both
+models must agree with the manager and `check_invariants()` must pass; refused operations must leave no
+trace.
 
     HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest tests/test_memory_prefix_stateful.py
 """
