@@ -21,6 +21,21 @@ def _check_count(name: str, value: int, minimum: int) -> None:
         raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
 
 
+def num_live_leading(refcounts: Sequence[int], blocks: Sequence[int], below: int = 1) -> int:
+    """How many leading `blocks` have a refcount of at least `below`, by bisection: along a block table
+    (or a cached chain's prefix) refcounts never increase - whoever holds a block holds the blocks before
+    it (a fork copies the whole table, a cache hit takes the whole chain before it, and only the last
+    block is ever replaced) - as `memory.prefix_invariants` checks."""
+    lo, hi = 0, len(blocks)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if refcounts[blocks[mid]] >= below:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 class BlockPool:
     """What every pool shares: block ids `0 .. num_blocks - 1`, their refcounts and the read surface.
 

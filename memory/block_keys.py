@@ -15,7 +15,6 @@ equal keys at position i share a block only when all earlier keys are equal too.
 """
 from __future__ import annotations
 
-from itertools import chain, repeat
 from typing import Hashable, Sequence
 
 from memory.block_allocator import _check_count
@@ -59,7 +58,12 @@ def hash_id_block_keys(
     num_blocks = covered // block_size
     if hash_block_tokens % block_size == 0:  # each block inside one hash block
         per = hash_block_tokens // block_size
-        return list(chain.from_iterable(repeat(h, per) for h in hash_ids[:-(-num_blocks // per)]))[:num_blocks]
+        used = list(hash_ids[:-(-num_blocks // per)])
+        keys: list[Hashable] = [None] * (len(used) * per)
+        for j in range(per):  # every per-th key from j on: one C slice store each
+            keys[j::per] = used
+        del keys[num_blocks:]
+        return keys
     keys: list[Hashable] = []
     for j in range(num_blocks):
         ids = hash_ids[j * block_size // hash_block_tokens:((j + 1) * block_size - 1) // hash_block_tokens + 1]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Hashable, Sequence
 
-from memory.block_allocator import NoFreeBlocksError, _check_count
+from memory.block_allocator import NoFreeBlocksError, _check_count, num_live_leading
 from memory.block_manager import AllocStatus, BlockManager
 from memory.block_keys import ChainKeys
 from memory.evictor import ROOT, CachingBlockAllocator
@@ -102,7 +102,7 @@ class PrefixCachingBlockManager(BlockManager):
         keys = self._checked_keys(block_keys, num_tokens)
         rc = self._gpu_refcounts
         hits = self._gpu.match_chain(keys) if type(keys) is ChainKeys else self._gpu.match(keys)
-        return self.num_required_blocks(num_tokens) - len(hits) + list(map(rc.__getitem__, hits)).count(0)
+        return self.num_required_blocks(num_tokens) - num_live_leading(rc, hits)
 
     # ---- allocate ----------------------------------------------------------------------------------
     def can_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> AllocStatus:
@@ -133,7 +133,7 @@ class PrefixCachingBlockManager(BlockManager):
         if compact:
             keys.chain.memo = None  # type: ignore[union-attr]  # asked again only after a release
         rc = self._gpu_refcounts
-        live = len(hits) - list(map(rc.__getitem__, hits)).count(0) if hits else 0
+        live = num_live_leading(rc, hits)
         if required - live > gpu.num_free_blocks:
             raise NoFreeBlocksError(
                 f"prompt of {num_tokens} tokens needs {required - live} blocks "
@@ -175,25 +175,17 @@ class PrefixCachingBlockManager(BlockManager):
         seq = self._on_gpu(seq_id)
         keys = self._checked_keys(block_keys, seq.num_tokens)
         gpu, blocks = self._gpu, seq.blocks
-        hash_of = gpu._hash_of
         num_keys = len(keys)
-        # Cached blocks lead the table (each follows its chain parent): the first uncached one by bisection.
-        start, end = 0, num_keys
-        while start < end:
-            mid = (start + end) // 2
-            if hash_of[blocks[mid]] is None:
-                end = mid
-            else:
-                start = mid + 1
+        start = gpu.num_cached_leading(blocks, num_keys)  # cached blocks lead the table
         if start == num_keys:
             return start, []
-        end = num_keys
-        new = blocks[start:end]
+        new = blocks[start:num_keys]
         if not reachable:
             return start, new if gpu.mark_unreachable(new) else []
         parent = gpu.node_of(blocks[start - 1]) if start else ROOT
+        parent_block = blocks[start - 1] if start else None
         if type(keys) is ChainKeys and start < keys.num_shared:
-            if (parent, keys.shared[start]) in gpu._block_by_hash:
+            if gpu.child_registered(parent_block, keys.shared[start]):
                 return start, []
             gpu.register_keys(new, start, parent, keys)
         elif type(keys) is ChainKeys:
@@ -202,14 +194,14 @@ class PrefixCachingBlockManager(BlockManager):
             i = start - s  # the chain's index of `start`
             if i and (len(chain.blocks) < i or chain.blocks[i - 1] != blocks[start - 1]):
                 return start, []  # the blocks before are not the chain's
-            if (i < len(chain.blocks) and gpu._node_of[chain.blocks[i]] == chain.nodes[i]
+            if (i < len(chain.blocks) and gpu.node_of(chain.blocks[i]) == chain.nodes[i]
                     and (i or chain.parent == parent)):
                 return start, []  # the chain already has a block there (a copy of this one was cached)
             gpu.register_keys(new, start, parent, keys)  # type: ignore[arg-type]
         else:
-            if (parent, keys[start]) in gpu._block_by_hash:
+            if gpu.child_registered(parent_block, keys[start]):
                 return start, []
-            gpu.register_chain(new, parent, keys[start:end])
+            gpu.register_chain(new, parent, keys[start:num_keys])
         return start, new
 
     # ---- keys and lookups --------------------------------------------------------------------------

@@ -1,97 +1,156 @@
 """Full consistency check of a PrefixCachingBlockManager: O(pool + block tables), tests and debugging only.
 
 On top of the base checks (tables, refcounts, filled slots, the CPU pool): the GPU pool's free queue
-holds every free block once, plain blocks before cached ones, and its cached count is exact; each hash
-names exactly one block and back, and the registered count is exact; a cached block is full wherever it
-is held and sits right after its chain parent; no cached block outlives its parent (a live block's parent
-is live, an evictable block's parent is live or evicted after it). An unreachable cached block (hash
-`(ROOT, None)`, no node) is checked as cached in the queue only.
+holds every free block once, plain blocks before cached ones, its segments are indexed by their last
+blocks, and its counts are exact; every cached block is marked with the piece that holds it and each
+piece's registered blocks are exactly its first `n` (`memory.pieces`); each keyed piece is registered
+under its first block's hash and no hash is taken twice; node ids are unique; a cached block is full
+wherever it is held and sits right after its chain parent; no cached block outlives its parent (a live
+block's parent is live, an evictable block's parent is live or evicted after it). Unreachable blocks
+(no node) are checked as cached in the queue only.
 """
 from __future__ import annotations
 
-from itertools import compress
+from bisect import bisect_right
+from operator import attrgetter
 from typing import Any
 
-from memory.evictor import ROOT, UNREACHABLE, CachingBlockAllocator
+from memory.evictor import ROOT, CachingBlockAllocator
 from memory.invariants import _fail, check_allocator, check_tables
+from memory.pieces import Piece
 from memory.types import SeqBlocks, SeqId
 
-# The walks over the whole pool run as C loops (`compress`, `map`, `count`) over the pool's own hash and
-# node arrays, read in place: `ROOT` and a missing hash (None) are falsy, every real hash and node truthy.
-# Per-block Python work is left to the cached blocks, and the exact first violation is looked up only
-# once a bulk comparison has failed. Engine tests run this every few steps over pools of ~28k blocks.
-assert ROOT == 0
+# The walks over the whole pool run as C loops (`map`, `count`, `set`) over the pool's own arrays, read
+# in place; per-block Python work is left to the cached blocks, and the exact first violation is looked
+# up only once a bulk comparison has failed. Engine tests run this every few steps over pools of ~28k blocks.
 
 
 def check_caching_allocator(pool: CachingBlockAllocator, name: str = "gpu") -> None:
-    """The base allocator checks, the queue's order and cached count, and the registry."""
+    """The base allocator checks, the queue's order and cached count, the pieces and the registry."""
+    _check_segments(pool, name)  # first: the base checks read the queue through them
     check_allocator(pool, name)
     queue = pool.free_block_ids()
-    hashes = list(map(pool._hash_of.__getitem__, queue))
-    num_plain = hashes.count(None)
-    if None in hashes[num_plain:]:
-        first = next(b for b, h in zip(queue, hashes) if h is not None)
+    pieces = list(map(pool._piece_of.__getitem__, queue))
+    num_plain = pieces.count(None)
+    if None in pieces[num_plain:]:
+        first = next(b for b, p in zip(queue, pieces) if p is not None)
         _fail(f"{name}: free queue has a plain block after the cached block {first} (plain and cached mixed)")
-    reachable = len(hashes) - num_plain - hashes.count(UNREACHABLE)
+    reachable = len(pieces) - num_plain - list(map(attrgetter("first"), pieces[num_plain:])).count(ROOT)
     if reachable != pool.num_cached_blocks:
         _fail(f"{name}: cached counter {pool.num_cached_blocks} != {reachable} cached blocks in the free queue")
+    _check_pieces(pool, name)
     _check_registry(pool, name)
 
 
+def _check_segments(pool: CachingBlockAllocator, name: str) -> None:
+    """The queue's cached part: no empty segment, its count exact, each segment found by its last block
+    and nothing else in that index."""
+    queue = pool._queue
+    segments = queue.segments
+    if any(not blocks for blocks in segments.values()):
+        _fail(f"{name}: the free queue holds an empty segment")
+    held = sum(map(len, segments.values()))
+    if held != queue.num_cached:
+        _fail(f"{name}: cached-part counter {queue.num_cached} != {held} blocks in segments")
+    tails = {blocks[-1]: segment for segment, blocks in segments.items()}
+    if tails != queue.tail_of:
+        block = min(set(tails.items()).symmetric_difference(queue.tail_of.items()))[0]
+        _fail(f"{name}: the free queue's segment index is wrong at block {block}")
+
+
+def _check_pieces(pool: CachingBlockAllocator, name: str) -> None:
+    """Each block marked with a piece is one of that piece's first `n` blocks, and each live piece's
+    first `n` blocks are marked with it; the counters agree."""
+    piece_of, pieces = pool._piece_of, pool._pieces
+    marked = set(piece_of)
+    marked.discard(None)
+    if not marked <= pieces:
+        _fail(f"{name}: block {next(b for b, p in enumerate(piece_of) if p is not None and p not in pieces)} "
+              f"is marked with a piece that holds no block")
+    total = unreachable = 0
+    for piece in pieces:
+        if not 0 < piece.n <= len(piece.blocks):
+            _fail(f"{name}: a piece holds {piece.n} of its {len(piece.blocks)} blocks")
+        if list(map(piece_of.__getitem__, piece.blocks)).count(piece) != piece.n or any(
+                piece_of[b] is not piece for b in piece.blocks[:piece.n]):
+            _fail(f"{name}: the piece of blocks {piece.blocks[:piece.n]} holds other blocks than its first {piece.n}")
+        total += piece.n
+        unreachable += 0 if piece.reachable else piece.n
+    if total != len(piece_of) - piece_of.count(None):
+        _fail(f"{name}: {len(piece_of) - piece_of.count(None)} blocks are marked with a piece, pieces hold {total}")
+    if total != pool.num_registered_blocks:
+        _fail(f"{name}: registered counter {pool.num_registered_blocks} != {total} blocks held by pieces")
+    if unreachable != pool._num_unreachable:
+        _fail(f"{name}: unreachable counter {pool._num_unreachable} != {unreachable} unreachable blocks")
+
+
+def _node_index(pieces: list[Piece], next_node: int, name: str) -> tuple[list[int], list[Piece]]:
+    """The reachable pieces by first node, their node ranges checked disjoint and below `next_node`."""
+    ordered = sorted((p for p in pieces if p.reachable), key=attrgetter("first"))
+    end = ROOT + 1
+    for piece in ordered:
+        if piece.first < end or piece.first + len(piece.blocks) > next_node:
+            _fail(f"{name}: node id {piece.first} of block {piece.blocks[0]} is reused or out of range")
+        end = piece.first + len(piece.blocks)
+    return [p.first for p in ordered], ordered
+
+
 def _check_registry(pool: CachingBlockAllocator, name: str) -> None:
-    raw, nodes, n = pool._hash_of, pool._node_of, pool.num_blocks
-    hashed = list(compress(range(n), raw))  # every block with a hash, unreachable ones included
-    cached = [b for b in hashed if raw[b] is not UNREACHABLE]  # the blocks a lookup could find
-    hash_of = dict(zip(cached, map(pool.hash_of, cached)))  # as `hash_of` names them (private: listed key)
-    registry = dict(pool._block_by_hash)
-    private = [b for b in cached if len(raw[b]) == 3]  # type: ignore[arg-type]
-    registry.update(zip(map(hash_of.__getitem__, private), private))
-    if len(cached) != len(registry):
-        _fail(f"{name}: {len(registry)} hashes for {len(cached)} blocks with a hash")
-    for h, block in registry.items():
-        if hash_of.get(block) != h:
-            _fail(f"{name}: hash {h!r} maps to block {block}, whose hash is {hash_of.get(block)!r}")
-    if len(hashed) != pool.num_registered_blocks:
-        _fail(f"{name}: registered counter {pool.num_registered_blocks} != {len(hashed)} blocks with a hash")
-    noded = list(compress(range(n), nodes))  # a block has a node exactly when a lookup could find it
-    if noded != cached:
-        block = min(set(noded).symmetric_difference(cached))
-        _fail(f"{name}: block {block} has node {nodes[block]} and hash {pool.hash_of(block)!r}")
-    node_ids = list(map(nodes.__getitem__, noded))
-    block_of_node = dict(zip(node_ids, noded))
-    if len(block_of_node) != len(noded) or (node_ids and not ROOT < min(node_ids) <= max(node_ids) < pool.next_node):
-        seen: set[int] = set()
-        for block, node in zip(noded, node_ids):
-            if node in seen or not ROOT < node < pool.next_node:
-                _fail(f"{name}: node id {node} of block {block} is reused or out of range")
-            seen.add(node)
+    heads, pieces = pool._heads, pool._pieces
+    firsts, ordered = _node_index(list(pieces), pool.next_node, name)
+
+    def holder(node: int) -> tuple[Piece, int] | None:
+        """The live piece and offset of the block at `node`, if any."""
+        k = bisect_right(firsts, node) - 1
+        if k < 0 or node - firsts[k] >= ordered[k].n:
+            return None
+        return ordered[k], node - firsts[k]
+
+    keyed = sum(1 for p in pieces if p.keys is not None)
+    if keyed != len(heads):
+        _fail(f"{name}: {len(heads)} hashes for {keyed} keyed pieces")
+    for h, piece in heads.items():
+        if piece not in pieces or piece.keys is None or h != (piece.parent, piece.keys[0]):
+            _fail(f"{name}: hash {h!r} maps to block {piece.blocks[0]}, whose hash is {piece.hash_at(0)!r}")
+        if piece.parent != ROOT:
+            at = holder(piece.parent)
+            if at is None:
+                _fail(f"{name}: cached block {piece.blocks[0]} outlived its chain parent (node {piece.parent})")
+            parent, i = at  # type: ignore[misc]
+            if parent.keys is not None and i + 1 < parent.n and parent.keys[i + 1] == h[1]:
+                _fail(f"{name}: hash {h!r} is taken twice (blocks {piece.blocks[0]} and {parent.blocks[i + 1]})")
     lru_rank = {block: i for i, block in enumerate(pool.evictable_blocks())}
     rc = pool.refcounts
-    for block in cached:
-        parent_node = raw[block][0]  # type: ignore[index]
-        if parent_node == ROOT:
-            continue
-        parent = block_of_node.get(parent_node)
-        if parent is None:
-            _fail(f"{name}: cached block {block} outlived its chain parent (node {parent_node})")
-        elif rc[block] > 0 and rc[parent] == 0:
-            _fail(f"{name}: live cached block {block} has an evictable parent {parent}")
-        elif rc[block] == 0 and rc[parent] == 0 and lru_rank[parent] < lru_rank[block]:
-            _fail(f"{name}: evictable block {block} would be evicted after its parent {parent}")
+    for piece in ordered:
+        at = holder(piece.parent) if piece.parent != ROOT else None
+        if piece.parent != ROOT and at is None:
+            _fail(f"{name}: cached block {piece.blocks[0]} outlived its chain parent (node {piece.parent})")
+        parent = at[0].blocks[at[1]] if at is not None else None
+        for block in piece.blocks[:piece.n]:
+            if parent is not None:
+                if rc[block] > 0 and rc[parent] == 0:
+                    _fail(f"{name}: live cached block {block} has an evictable parent {parent}")
+                elif rc[block] == 0 and rc[parent] == 0 and lru_rank[parent] < lru_rank[block]:
+                    _fail(f"{name}: evictable block {block} would be evicted after its parent {parent}")
+            parent = block
 
 
 def _check_chains(seqs: dict[SeqId, SeqBlocks], pool: CachingBlockAllocator, block_size: int) -> None:
-    """In every GPU table the cached blocks are full and each follows its chain parent."""
-    raw, nodes = pool._hash_of, pool._node_of
+    """In every GPU table refcounts never increase (`memory.block_allocator.num_live_leading`), the
+    cached blocks are full and each follows its chain parent."""
+    piece_of, rc = pool._piece_of, pool.refcounts
     for seq_id, seq in seqs.items():
         blocks = seq.blocks
-        for i, h in enumerate(map(raw.__getitem__, blocks)):
-            if h is None or h is UNREACHABLE:
+        for i, piece in enumerate(map(piece_of.__getitem__, blocks)):
+            if piece is None or not piece.reachable:
                 continue
             if (i + 1) * block_size > seq.num_tokens:
                 _fail(f"gpu: cached block {blocks[i]} is the partial last block of {seq_id!r}")
-            if h[0] != (ROOT if i == 0 else nodes[blocks[i - 1]]):
+            if piece.hash_at(piece.offset(blocks[i]))[0] != (ROOT if i == 0 else pool.node_of(blocks[i - 1])):
                 _fail(f"gpu: cached block {blocks[i]} at position {i} of {seq_id!r} does not follow its parent")
+        rcs = list(map(rc.__getitem__, blocks))
+        if rcs != sorted(rcs, reverse=True):
+            _fail(f"gpu: refcounts increase along the table of {seq_id!r}: {rcs}")
 
 
 def check_prefix_invariants(manager: Any) -> None:

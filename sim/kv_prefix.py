@@ -40,8 +40,9 @@ def request_block_keys(prompt: int, block_size: int, request_key: Hashable, pref
     group's key list across its requests."""
     num_blocks = max(prompt - 1, 0) // block_size
     if hash_ids is not None:
-        shared = hash_id_block_keys([int(h) for h in hash_ids], prompt, block_size, MOONCAKE_HASH_BLOCK_TOKENS)
-        return ChainKeys(shared[:num_blocks], min(len(shared), num_blocks), PrivateChain(request_key))
+        shared = hash_id_block_keys(list(map(int, hash_ids)), prompt, block_size, MOONCAKE_HASH_BLOCK_TOKENS)
+        del shared[num_blocks:]  # its own list: cut in place
+        return ChainKeys(shared, len(shared), PrivateChain(request_key))
     shared_blocks = min(max(int(prefix_tokens), 0) // block_size, prompt // block_size)
     if shared_blocks and prefix_group is not None:
         memo = {} if group_keys is None else group_keys

@@ -241,24 +241,28 @@ def test_swap_in_evicts_cached_blocks_when_it_needs_them() -> None:
 
 # ---- the invariant checker -----------------------------------------------------------------------------
 def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
-    """Drop the hash of the live block x: its cached children are orphans."""
+    """Re-parent the live block w (after x) onto a node no block holds: an orphan."""
     gpu = bm._gpu
-    parent = bm.find_cached_prefix(keys("x"))[0]
-    del gpu._block_by_hash[gpu._hash_of[parent]]
-    gpu._hash_of[parent] = None
-    gpu._node_of[parent] = 0
+    w = bm.find_cached_prefix(keys("x", "w"))[1]
+    piece = gpu._piece_of[w]
+    del gpu._heads[(piece.parent, "w")]
+    piece.parent = gpu.next_node + 5
+    gpu._heads[(piece.parent, "w")] = piece
 
 
 def _relink(bm: PrefixCachingBlockManager, order: list[int]) -> None:
     """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check: the leading
-    plain blocks on the stack, the rest in the LRU part."""
+    plain blocks on the stack, the rest as one segment of the cached part."""
     gpu = bm._gpu
     plain = 0
-    while plain < len(order) and gpu._hash_of[order[plain]] is None:
+    while plain < len(order) and gpu._piece_of[order[plain]] is None:
         plain += 1
-    gpu._plain[:] = order[:plain][::-1]
-    gpu._lru.clear()
-    gpu._lru.update(dict.fromkeys(order[plain:]))
+    queue = gpu._queue
+    queue.plain[:] = order[:plain][::-1]
+    queue.segments.clear()
+    queue.tail_of.clear()
+    queue.num_cached = 0
+    queue.push(order[plain:])
 
 
 def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
@@ -268,7 +272,7 @@ def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (lambda bm: bm._gpu._block_by_hash.__setitem__((99, "k"), bm.evictable_blocks()[0]), "hashes for"),
+        (lambda bm: bm._gpu._heads.__setitem__((99, "k"), bm._gpu._piece_of[bm.evictable_blocks()[0]]), "hashes for"),
         (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "free list with refcount"),
         (lambda bm: _relink(bm, [bm.evictable_blocks()[0], *_lru_first(bm)]), "plain and cached mixed"),
         (lambda bm: _relink(bm, bm._gpu.free_block_ids()[:-1]), "leaked"),

@@ -1,9 +1,11 @@
-"""Lookups over runs of one key (a Mooncake hash id keys every block of its 512 tokens) against the per-block walk.
+"""Lookups over pieces (`memory.pieces`: the blocks of one registration, one registry entry) against the
+per-block walk, with runs of one key among them (a Mooncake hash id keys every block of its 512 tokens).
 
-The pool indexes runs of equal keys registered together and, for a chain's shared keys, remembers the last
-answer (`PrivateChain.memo`, revalidated by bisection). Whatever the operations before, every lookup must
-return what walking the registry block by block returns: `match` for plain keys, `find_cached_prefix` for
-compact keys (shared keys, then the private chain, looked up as their listed form).
+The pool registers blocks in pieces, branches off inside pieces and, for a chain's shared keys, remembers
+the last answer with the pieces it took (`PrivateChain.memo`, revalidated piece by piece). Whatever the
+operations before, every lookup must return what walking the registry block by block returns: `match` for
+plain keys, `find_cached_prefix` for compact keys (shared keys, then the private chain, looked up as their
+listed form).
 """
 from __future__ import annotations
 
@@ -68,9 +70,9 @@ def test_run_lookups_and_memos_answer_as_the_per_block_walk(ops: list, pool: int
             assert gpu.match(plain) == walk(registry, gpu.node_of, plain)
 
 
-def test_a_run_is_found_with_one_registry_lookup_and_stops_where_its_blocks_were_evicted() -> None:
+def test_a_piece_is_found_with_one_registry_lookup_and_stops_where_its_blocks_were_evicted() -> None:
     bm = PrefixCachingBlockManager(12, BS)
-    keys = SHARED[0][:6]  # hash ids 1 and 2: two runs of 3
+    keys = SHARED[0][:6]  # hash ids 1 and 2: two runs of 3, registered together (one piece)
     bm.allocate("a", 14, keys)
     table = bm.block_table("a")
     bm.free("a")  # cached, tail first in the free queue
@@ -81,13 +83,13 @@ def test_a_run_is_found_with_one_registry_lookup_and_stops_where_its_blocks_were
             Counting.gets += 1
             return super().get(key, default)
     gpu = bm._gpu
-    gpu._block_by_hash = Counting(gpu._block_by_hash)
+    gpu._heads = Counting(gpu._heads)
     assert gpu.match(keys) == table[:6]
-    assert Counting.gets == 2  # one per run, not one per block
+    assert Counting.gets == 1  # one per piece, not one per block
     bm.allocate("b", 4)  # two plain blocks, then evicts the run's tail: table[5], table[4]
     bm.allocate("c", 2 * 12 - 2 * 2 - 2 * 6 + 2)
     assert gpu.match(keys) == walk(gpu.registered(), gpu.node_of, keys)
-    assert gpu.match(keys) == table[:5]  # the run of hash id 2 lost its last block
+    assert gpu.match(keys) == table[:5]  # the piece lost its last block
 
 
 def test_a_remembered_answer_loses_the_evicted_tail_of_its_chain() -> None:

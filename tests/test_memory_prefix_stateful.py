@@ -7,8 +7,10 @@ written: they must already hold the right tokens.
 
 The cache: which key chains are registered to which block, and the evictor's LRU order, predicted from
 the operations alone (revivals leave it, released cached blocks join it tail first, allocations beyond
-the plain-free blocks evict from its front). After every step both models must agree with the manager
-and `check_invariants()` must pass; refused operations must leave no trace.
+the plain-free blocks evict from its front), down to its segments (`memory.free_queue`): the blocks one
+release put at the tail form one segment, less those revived or evicted since. After every step both
+models must agree with the manager and `check_invariants()` must pass; refused operations must leave no
+trace.
 
     HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest tests/test_memory_prefix_stateful.py
 """
@@ -44,7 +46,7 @@ class PrefixCacheMachine(ShadowMachine):
         # The cache model: chain -> block, block -> chain, evictable blocks in LRU order.
         self.block_of: dict[Chain, int] = {}
         self.chain_of: dict[int, Chain] = {}
-        self.lru: list[int] = []
+        self.segments: list[list[int]] = []  # the LRU order, by release
         self.counts = dict(cow=0, out=0, into=0, evicted=0, revived=0, queries=0, hits=0, query_tokens=0,
                            hit_tokens=0)
 
@@ -84,23 +86,50 @@ class PrefixCacheMachine(ShadowMachine):
             bm.num_allocated_unused_slots, bm.num_shared_gpu_blocks, bm.num_cow_copies,
             bm.num_swapped_out_blocks, bm.num_swapped_in_blocks, bm.num_evicted_blocks,
             bm.num_revived_blocks, bm.num_prefix_queries, bm.num_prefix_hit_tokens,
+            [list(segment) for segment in bm._gpu._queue.segments.values()],
         )
 
     def plain_free(self) -> set[int]:
         bm = self.bm
         return {b for b in range(bm.num_gpu_blocks) if bm.refcount(b) == 0 and b not in self.chain_of}
 
+    @property
+    def lru(self) -> list[int]:
+        return [b for segment in self.segments for b in segment]
+
     def evict(self, count: int) -> list[int]:
         """Model: an operation took `count` blocks beyond the plain-free ones: the LRU front goes."""
-        gone, self.lru = self.lru[:count], self.lru[count:]
+        gone: list[int] = []
+        while len(gone) < count:
+            segment = self.segments[0]
+            take = min(count - len(gone), len(segment))
+            gone += segment[:take]
+            del segment[:take]
+            if not segment:
+                del self.segments[0]
         for block in gone:
             del self.block_of[self.chain_of.pop(block)]
         self.counts["evicted"] += count
         return gone
 
-    def release_cached(self, blocks: list[int]) -> None:
-        """Model: these cached blocks lost their last reference, in this order."""
-        self.lru += [b for b in blocks if b in self.chain_of]
+    def revive(self, block: int) -> bool:
+        """Model: a cached block taken again leaves its segment (which goes when empty)."""
+        for k, segment in enumerate(self.segments):
+            if block in segment:
+                segment.remove(block)
+                if not segment:
+                    del self.segments[k]
+                return True
+        return False
+
+    def release_cached(self, blocks: list[int], together: bool = True) -> None:
+        """Model: these cached blocks lost their last reference, in this order; `together`: in one
+        release (one segment), else one by one."""
+        cached = [b for b in blocks if b in self.chain_of]
+        if together and cached:
+            self.segments.append(cached)
+        elif cached:
+            self.segments += [[b] for b in cached]
 
     # ---- rules -------------------------------------------------------------------------------------
     @rule(target=SEQS, data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
@@ -130,8 +159,7 @@ class PrefixCacheMachine(ShadowMachine):
         table = bm.block_table(seq_id)
         assert cached == len(hits) * bs and table[: len(hits)] == hits
         for block in hits:
-            if block in self.lru:
-                self.lru.remove(block)
+            if self.revive(block):
                 self.counts["revived"] += 1
         evicted = self.evict(max(0, required - len(hits) - len(plain)))
         assert set(table[len(hits):]) <= plain | set(evicted)
@@ -232,7 +260,8 @@ class PrefixCacheMachine(ShadowMachine):
         for b, twin in mapping.items():
             assert bm.cpu_refcount(twin) == refs[b] and bm.refcount(b) == old_rc[b] - refs[b]
         released = [b for b in refs if old_rc[b] == refs[b]]
-        self.release_cached(sorted((b for b in released if b in depth), key=depth.__getitem__, reverse=True))
+        self.release_cached(sorted((b for b in released if b in depth), key=depth.__getitem__, reverse=True),
+                            together=False)  # one reference dropped at a time
         self.copy(mapping, False, {b for b in released if b not in self.chain_of})
         self.counts["out"] += len(mapping)
 
@@ -273,6 +302,7 @@ class PrefixCacheMachine(ShadowMachine):
         self.check_slots_and_refcounts()  # the slot model
         # The cache model.
         assert bm.evictable_blocks() == self.lru and bm.num_cached_blocks == len(self.lru)
+        assert list(bm._gpu._queue.segments.values()) == self.segments
         assert {b for b in range(bm.num_gpu_blocks) if bm.is_cached(b)} == set(self.chain_of)
         for chain, block in self.block_of.items():
             assert bm.find_cached_prefix(list(chain)) == [self.block_of[chain[: i + 1]]
