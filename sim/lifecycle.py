@@ -31,6 +31,8 @@ class RequestQueues:
         self.num_running_seqs = 0               # sequences of running groups (for max_num_seqs)
         self.decode_seqs = 0                    # sequences decoding
         self.num_done = 0                       # requests finished or rejected
+        self.num_engine_requests = 0            # requests that joined the waiting queue (a user's request, or
+                                                # each of its samples / beam rounds' requests where they run apart)
         self.out: SchedulerOutput | None = None  # the step being scheduled: preemptions and swaps count here
         # vLLM V1: `running` in admission order (a resumed request goes to the end, sched/scheduler.py:1549),
         # and under the priority policy the waiting queue ordered by (priority, arrival)
@@ -41,6 +43,7 @@ class RequestQueues:
     # ---- queue order -----------------------------------------------------------------------------
     def enqueue(self, group: Group) -> None:
         """An arrival joins the waiting queue: at the end, or by (priority, arrival) under priority."""
+        self.num_engine_requests += 1
         if self.priority_order:
             bisect.insort(self.waiting, group, key=_priority_order)
         else:
@@ -150,6 +153,14 @@ class RequestQueues:
             for follower in group.followers:
                 self.enqueue(follower)
             group.followers = None
+            return
+        if group.beam_search is not None:
+            # A beam-search round's request (vLLM V1's API server): the next round is sent when the whole
+            # round is back; the user's request is done with its last round.
+            following, user_done = group.beam_search.request_done(group)
+            for request in following:
+                self.enqueue(request)
+            self.num_done += user_done
             return
         parent = group.parent
         if parent is None:

@@ -34,6 +34,7 @@ from sim.preemption import PreemptingQueues
 from sim.records import StepRecorder
 from sim.scheduler_output import SchedulerOutput
 from sim.state import DECODE, PREFILL, RECOMPUTE, REJECTED, WAITING, Group
+from sim.v1_beam_search import BeamSearch
 
 
 class Scheduler(PreemptingQueues):
@@ -45,6 +46,7 @@ class Scheduler(PreemptingQueues):
         self.priority_order = config.scheduling_policy == "priority"
         self.split_samples = getattr(policy, "samples_as_requests", False)
         self.prompt_first = getattr(policy, "prompt_request_first", False)
+        self.beam_as_requests = getattr(policy, "beam_search_as_requests", False)
         self.num_children = 0
         self.bs = config.block_size
         self.fast_forward = fast_forward
@@ -64,6 +66,9 @@ class Scheduler(PreemptingQueues):
             c[i] for c in self._columns)
         group = Group(i, rid, self.arrival_ns[i], prompt, output, n, sampling, priority)
         self.groups[i] = group
+        if group.is_beam and self.beam_as_requests:
+            self._start_beam_search(group, prefix_group, prefix_tokens, hash_ids)
+            return
         split = self.split_samples and group.n > 1 and not group.is_beam
         reason = self._never_fits(self._child(group) if split else group)
         if reason is not None:
@@ -100,6 +105,27 @@ class Scheduler(PreemptingQueues):
                       parent.output if output is None else output, 1, parent.sampling, parent.priority)
         child.parent = parent
         return child
+
+    def _start_beam_search(self, group: Group, prefix_group, prefix_tokens: int, hash_ids) -> None:
+        """vLLM V1's API server runs beam search as rounds of 1-token requests (`sim.v1_beam_search`); the
+        user's request never runs itself. Rejected if its last round's request can never run."""
+        kv, i = self.kv, group.idx
+        search = BeamSearch(group, kv.beam_prompt_keys(group, i, prefix_group, prefix_tokens, hash_ids), self.bs,
+                            self.config.beam_replace_prob, random.Random(self.seed * 1_000_003 + i),
+                            self._round_request, kv.assign_beam_keys)
+        reason = self._never_fits(search.longest_request())
+        if reason is not None:
+            group.rejected_on_arrival = True
+            self.reject(group, reason)
+            return
+        for request in search.send_round(group.arrival_ns):
+            self.enqueue(request)
+
+    def _round_request(self, user: Group, prompt: int, arrival_ns: int) -> Group:
+        """A beam-search round's request: 1 token of `prompt`, the user's priority (indices past the trace's)."""
+        self.num_children += 1
+        return Group(self.num_requests + self.num_children, user.request_id, arrival_ns, prompt, 1, 1, user.sampling,
+                     user.priority)
 
     def token_streams(self) -> list[Group]:
         """Every request that produced its own tokens, in trace order (a parent's children in its place)."""
