@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -106,7 +106,8 @@ class Scheduler(PreemptingQueues):
         child.parent = parent
         return child
 
-    def _start_beam_search(self, group: Group, prefix_group, prefix_tokens: int, hash_ids) -> None:
+    def _start_beam_search(self, group: Group, prefix_group: Hashable | None, prefix_tokens: int,
+                           hash_ids: Sequence[int] | None) -> None:
         """vLLM V1's API server runs beam search as rounds of 1-token requests (`sim.v1_beam_search`); the
         user's request never runs itself. Rejected if its last round's request can never run."""
         kv, i = self.kv, group.idx

@@ -141,3 +141,15 @@ def test_beam_rounds_under_preemption_keep_the_engine_consistent_and_determinist
     beams = a.requests[a.requests["sampling"] == "beam"]
     engine_tokens = a.requests["generated_tokens"].sum() - (beams["n"] - 1).sum()
     assert a.steps["num_generated_tokens"].sum() == engine_tokens
+
+
+def test_the_execute_backend_runs_beam_rounds_on_a_real_cache() -> None:
+    """Rounds of 1-token requests on real kernels (no prefix cache there): the shadow check holds."""
+    torch = pytest.importorskip("torch")
+    trace = Trace([Request("b", 0.0, 20, 3, n=2, sampling="beam"), Request("g", 0.0, 30, 4)])
+    config = EngineConfig(model="tiny", num_gpu_blocks=8, backend="execute", verify=True,
+                          device="cuda" if torch.cuda.is_available() else "cpu",
+                          max_num_batched_tokens=64, max_num_seqs=8)
+    s = replay(trace, config, policy="vllm", seed=1).summary
+    assert s["num_finished"] == 2 and s["engine_requests"] == 1 + engine_requests(2, 3)
+    assert s["verify_checked"] > 0 and s["verify_mismatches"] == 0
