@@ -54,7 +54,6 @@ class BeamSearch:
         self.num_nodes = 1
         self.round: list[Group] = []       # the round in flight
         self.round_ends_ns: list[int] = []
-        self.engine_requests = 0
 
     def longest_request(self) -> Group:
         """The last round's request (prompt + L - 1 beam tokens, one more token): whether it can ever run
@@ -73,7 +72,6 @@ class BeamSearch:
                 self.assign_keys(request, beam.keys)
             requests.append(request)
         self.round = requests
-        self.engine_requests += len(requests)
         return requests
 
     def request_done(self, request: Group) -> tuple[list[Group], bool]:

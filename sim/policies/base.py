@@ -122,6 +122,7 @@ class EnginePolicy:
     host_engine: str
     running_by_admission = False   # `running` in admission order (V1), not arrival order
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
+    beam_search_as_requests = False  # beam search as the API server's rounds of 1-token requests (V1)
     settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:
