@@ -31,6 +31,10 @@ class RequestQueues:
         self.num_running_seqs = 0               # sequences of running groups (for max_num_seqs)
         self.decode_seqs = 0                    # sequences decoding
         self.num_done = 0                       # requests finished or rejected
+        # Requests a front end sent at the end of this step (a beam search's next round), handed to the engine
+        # (`take_sent`), and how many it has not delivered yet (`deliver`).
+        self.sent: list[Group] = []
+        self.num_in_transit = 0
         self.num_engine_requests = 0            # requests that joined the waiting queue (a user's request, or
                                                 # each of its samples / beam rounds' requests where they run apart)
         self.out: SchedulerOutput | None = None  # the step being scheduled: preemptions and swaps count here
@@ -48,6 +52,18 @@ class RequestQueues:
             bisect.insort(self.waiting, group, key=_priority_order)
         else:
             self.waiting.append(group)
+
+    def take_sent(self) -> list[Group]:
+        """The requests front ends sent in this step, now on their way to the engine."""
+        sent, self.sent = self.sent, []
+        self.num_in_transit += len(sent)
+        return sent
+
+    def deliver(self, requests: list[Group]) -> None:
+        """Sent requests reach the engine: they join the waiting queue, in the order sent."""
+        self.num_in_transit -= len(requests)
+        for request in requests:
+            self.enqueue(request)
 
     def requeue(self, group: Group) -> None:
         """A request preempted by recompute waits again: at the front (FCFS), or by its key (priority:
@@ -156,10 +172,9 @@ class RequestQueues:
             return
         if group.beam_search is not None:
             # A beam-search round's request (vLLM V1's API server): the next round is sent when the whole
-            # round is back; the user's request is done with its last round.
+            # round is back (it reaches the engine as `sent`); the user's request is done with its last round.
             following, user_done = group.beam_search.request_done(group)
-            for request in following:
-                self.enqueue(request)
+            self.sent.extend(following)
             self.num_done += user_done
             return
         parent = group.parent

@@ -179,8 +179,9 @@ class Scheduler(PreemptingQueues):
             out.prefill_kv_tokens += c + q
             if c + q == group.prefill_len and group.output:  # a prefill-only request samples nothing
                 out.sampled_seqs += group.n
+        # Requests in transit arrive during the next step: no run of steps past it.
         if (has_decode and plan.steady and not out.preemptions and self.fast_forward and not self.dirty_groups
-                and out.is_pure_decode):
+                and out.is_pure_decode and not self.num_in_transit):
             out.max_decode_steps = min(self._steps_to_finish(g), kv.steps_memory_allows(g))
             assert b and out.max_decode_steps >= 1
         return out

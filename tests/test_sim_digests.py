@@ -14,7 +14,8 @@ small KV pool on it (preemption, swap); its first 1,500 requests with prefix cac
 trace with parallel sampling, beam search and shared prefixes (tests/data/sim_sharing_trace.csv: forks,
 copy-on-write, beam re-selection, preemption, swap and prefix hits) under every policy. `sharing-vllm` (vLLM
 V1: parallel samples as child requests, beam requests as the API server's rounds of 1-token requests, prefix
-caching on by default, preemption) was added with the beam rounds, on 2026-12-02.
+caching on by default, preemption) was added with the beam rounds, on 2026-12-02, and changed once the same
+day, when a round sent at the end of a step started reaching the engine during the next step (sim/engine.py).
 """
 from __future__ import annotations
 
@@ -132,9 +133,9 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
     ),
     "sharing-vllm": (
-        "85e65ef3c6195d8807dc4157aca984785b9836d332a0e4335b39db8cd4c2645a",
-        "6c549f3b4f81ca8f5b493485a2ce452d2a77b3274f9e5251e690ac9f256698b9",
-        "229fcc15d9361f25c52f52e25403116e3c7f66b24c0c4bdfbd95d98eba0c9d8d",
+        "702bdbb127569b86176ea87b6859eaef06d680644dc00797304edcfac522e00d",
+        "1cde7b0f68a8622bdbf308dc69a1e4fb0ce18100785c24283b91eb435ba32418",
+        "92a8e2205599ec04b6ac76b6f1e3a9c170e953133817160144a97eec053d9816",
     ),
 }
 

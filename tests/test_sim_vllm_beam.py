@@ -14,7 +14,7 @@ from traces import Request, Trace
 P, L, K, BS = 50, 20, 4, 16
 
 
-def beam_alone(**fields) -> tuple[object, list[tuple[int, list]]]:
+def beam_alone(priority: int = 0, **fields) -> tuple[object, list[tuple[int, list]]]:
     """Replay of the lone beam request, and the rounds its front end sent: (send time ns, requests)."""
     rounds: list[tuple[int, list]] = []
     send = BeamSearch.send_round
@@ -26,7 +26,7 @@ def beam_alone(**fields) -> tuple[object, list[tuple[int, list]]]:
 
     BeamSearch.send_round = recording
     try:
-        trace = Trace([Request("beam", 0.0, P, L, n=K, sampling="beam")])
+        trace = Trace([Request("beam", 0.0, P, L, n=K, sampling="beam", priority=priority)])
         result = replay(trace, EngineConfig(check_every=1, **fields), policy="vllm")
     finally:
         BeamSearch.send_round = send
@@ -65,6 +65,21 @@ def test_each_round_is_sent_when_the_previous_round_has_all_finished(fields: dic
     assert user["first_token_s"] == ends[0] / 1e9 and user["finish_s"] == ends[-1] / 1e9
     assert user["ttft_s"] == user["first_token_s"] and user["e2e_s"] == user["finish_s"]
     assert np.allclose(result.itl_s, np.diff(ends) / 1e9) and len(result.itl_s) == L - 1
+
+
+def test_on_a_busy_engine_a_round_joins_the_step_after_the_next() -> None:
+    # The engine core takes its input queue between steps: a round sent at the end of step s reaches it while
+    # step s + 1 (scheduled at once, here the long request's decode) runs, so it runs in step s + 2. Alone, the
+    # beam request's rounds run in consecutive steps (the idle engine wakes for them).
+    trace = Trace([Request("beam", 0.0, P, L, n=K, sampling="beam"), Request("long", 0.0, P, 200)])
+    result = replay(trace, EngineConfig(check_every=1), policy="vllm")
+    steps, beam = result.steps, result.requests.set_index("request_id").loc["beam"]
+    last = int(np.flatnonzero(np.isclose(steps["end_s"], beam["finish_s"]))[0])
+    assert last == 2 * (L - 1)
+    rounds = steps.loc[:last, "num_prefill_seqs"].to_numpy()
+    assert (rounds[2::2] == K).all() and (rounds[1::2] == 0).all()
+    alone, _ = beam_alone()
+    assert len(alone.steps) == L and (alone.steps["num_prefill_seqs"].iloc[1:] == K).all()
 
 
 def test_later_rounds_hit_the_prompt_and_earlier_beam_tokens_blocks_in_the_prefix_cache() -> None:
@@ -111,20 +126,21 @@ def test_a_beam_request_whose_last_round_exceeds_the_context_is_rejected_with_th
     assert req["status"] == "rejected" and "exceeds max_model_len 1024" in req["reason"]
 
 
-def test_round_requests_keep_the_users_priority_and_arrive_when_sent() -> None:
-    # Under priority scheduling a round's requests queue by (the user's priority, the time they were sent).
-    # A long prompt arrives just after the beam request (its 400 tokens take several 64-token steps): a beam
-    # of a better priority sends its rounds ahead of it; one of equal priority queues its second round behind
-    # it (sent later), and finishes later.
-    def beam_e2e(beam_priority: int) -> float:
-        trace = Trace([Request("beam", 0.0, 50, 6, n=2, sampling="beam", priority=beam_priority),
-                       Request("long", 0.001, 400, 4, priority=0)])
-        config = EngineConfig(scheduling_policy="priority", max_num_batched_tokens=64, max_num_seqs=4, check_every=1)
-        req = replay(trace, config, policy="vllm").requests.set_index("request_id")
-        assert (req["status"] == "finished").all()
-        return req.loc["beam", "e2e_s"]
+def test_round_requests_keep_the_users_priority_and_queue_by_it() -> None:
+    # Every request of every round carries the user's priority; under priority scheduling a waiting round
+    # request of a better priority is admitted ahead of one of a worse priority that arrived earlier.
+    result, rounds = beam_alone(scheduling_policy="priority", priority=-3)
+    assert all(r.priority == -3 for _, requests in rounds for r in requests)
+    assert result.requests.loc[0, "status"] == "finished"
 
-    assert beam_e2e(-1) < beam_e2e(0)
+    def first_tokens(beam_priority: int) -> pd.Series:
+        # A 64-token budget: "early" (arrived first) and the beam's round 1 compete for it at step 0.
+        trace = Trace([Request("early", 0.0, 300, 2, priority=0),
+                       Request("beam", 0.0, 50, 4, n=2, sampling="beam", priority=beam_priority)])
+        config = EngineConfig(scheduling_policy="priority", max_num_batched_tokens=64, max_num_seqs=4, check_every=1)
+        return replay(trace, config, policy="vllm").requests.set_index("request_id")["first_token_s"]
+
+    assert first_tokens(-1)["beam"] < first_tokens(0)["beam"]
 
 
 def test_beam_rounds_under_preemption_keep_the_engine_consistent_and_deterministic() -> None:
