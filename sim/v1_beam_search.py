@@ -9,7 +9,8 @@ the rest of the sources in docs/sim.md):
   beam's tokens, `max_tokens=1`, `logprobs=2 * beam_width` (65-72, 97-114), with the user's priority
   (41, 110); the engine stamps each request's arrival when it is sent (v1/engine/input_processor.py:403-404);
 - a round waits for all its requests (`asyncio.gather`, 116), then keeps the best `beam_width` candidates
-  (197-221), so every later round has `beam_width` requests. Traces fix output lengths (no EOS), so a
+  (197-221), so every later round has `beam_width` requests; the scheduler hands the next round to the
+  engine (`sim.engine`), which receives it during the next step, as V1's core loop does. Traces fix output lengths (no EOS), so a
   request of width k and L output tokens takes L rounds and 1 + (L - 1) k engine requests.
 
 The simulator has no token ids, so beams are lineages: a beam is a node of the search tree (the prompt is
