@@ -17,6 +17,12 @@ from sim.policies.base import Policy
 from sim.scheduler import Scheduler
 from sim.timer import StepTimer, make_step_timer
 
+# From a front end's sending a request at the end of a step (a beam search's next round, sim.v1_beam_search)
+# to the engine core's input queue: positive, so the request misses the step scheduled right away and joins
+# the one after (vLLM V1's core loop takes its input queue between steps, v1/engine/core.py:1621-1676), or
+# wakes an idle engine; its length (output processing, IPC) is not modelled.
+FRONT_END_NS = 1
+
 
 class _Arrival(simpy.events.Event):
     """A timeout that fires before same-time engine events: a step starting at t sees arrivals at t."""
@@ -63,15 +69,24 @@ class Engine:
                 yield _Arrival(env, delay)
             scheduler.add_request(i)
             self.cursor = i + 1
-            if self._wake is not None and not self._wake.triggered:
-                self._wake.succeed()
+            self._wake_loop()
+
+    def _deliver(self, env: simpy.Environment, requests: list):
+        """Requests a front end sent at the end of a step reach the engine `FRONT_END_NS` later."""
+        yield _Arrival(env, FRONT_END_NS)
+        self.scheduler.deliver(requests)
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
 
     def _loop(self, env: simpy.Environment):
         scheduler, timer, recorder, bar = self.scheduler, self.timer, self.scheduler.recorder, self._bar
         arrival_ns, n = scheduler.arrival_ns, scheduler.num_requests
         while True:
             if not scheduler.has_unfinished():
-                if self.cursor >= n:
+                if self.cursor >= n and not scheduler.num_in_transit:
                     return
                 self._wake = env.event()
                 yield self._wake
@@ -87,6 +102,8 @@ class Engine:
             durations = timer.time(out, until)
             yield env.timeout(sum(durations) if type(durations) is list else int(durations.sum()))
             scheduler.update(out, durations, start, env.now)
+            if scheduler.sent:
+                env.process(self._deliver(env, scheduler.take_sent()))
             if bar is not None:
                 bar.update(scheduler.num_done - bar.n)
             if recorder.num_rows >= self._next_check:

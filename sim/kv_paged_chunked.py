@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 from memory import BlockManager
+from memory.block_keys import ChainKeys, PrivateChain
 
 from sim.config import EngineConfig
 from sim.kv_paged import PagedKV
-from sim.kv_prefix import PrefixCache
+from sim.kv_prefix import PrefixCache, request_block_keys
 from sim.state import Group, Seq
 
 
@@ -46,6 +47,23 @@ class ChunkedPagedKV(PagedKV):
         self.logical += bm.num_blocks(seq.sid)
         group.seqs, group.pending = [seq], []
         return cached
+
+    # ---- beam search as rounds of requests (sim.v1_beam_search) ------------------------------------------
+    def beam_prompt_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                         prefix_tokens: int, hash_ids: Sequence[int] | None) -> tuple[Hashable, ...] | None:
+        """The cache keys of every full block of a beam-search request's prompt, the last one included (its
+        rounds' prompts run past it); None with prefix caching off."""
+        if not isinstance(self.prefix, PrefixCache):
+            return None
+        keys = request_block_keys(group.prompt + 1, self.bs, request_key, prefix_group, prefix_tokens, hash_ids,
+                                  self.prefix.group_keys)
+        return tuple(keys.listed())
+
+    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...]) -> None:
+        """A round's request: `keys` name every full block of its prompt (the user's prompt and the beam's
+        tokens); it looks up all but a last one holding its last token (V1 never hits a prompt's last token,
+        kv_cache_manager.py:295-302), and registers that one too once computed (`free`)."""
+        group.block_keys = ChainKeys(keys, max(group.prompt - 1, 0) // self.bs, PrivateChain(("beam", group.idx)))
 
     def chunk_need(self, group: Group, tokens: int) -> int:
         """Blocks `allocate_chunk(group, tokens)` takes: ceil((allocated + tokens) / block_size) less the
@@ -89,4 +107,18 @@ class ChunkedPagedKV(PagedKV):
     def free(self, group: Group, g: int) -> None:
         for seq in group.seqs:
             self.chunk_keys.pop(seq.sid, None)
+        self._cache_unlooked_blocks(group)
         super().free(group, g)
+
+    def _cache_unlooked_blocks(self, group: Group) -> None:
+        """Keyed full blocks past those the request could look up (a beam round's last prompt block,
+        `assign_beam_keys`), once computed: V1 caches every full computed block of the request
+        (kv_cache_manager.py:617-627) and the next round finds it, so it is registered reachable here,
+        before the release caches a finished request's blocks unreachable."""
+        keys = group.block_keys
+        if type(keys) is not ChainKeys or len(keys.shared) <= len(keys) or not group.seqs:
+            return
+        sid = group.seqs[0].sid
+        computed = min(len(keys.shared), group.prefill_done // self.bs, self.bm.num_tokens(sid) // self.bs)
+        if computed > len(keys):
+            self.bm.cache_full_blocks(sid, keys.head(computed))

@@ -32,6 +32,12 @@ class RequestQueues:
         self.num_running_seqs = 0               # sequences of running groups (for max_num_seqs)
         self.decode_seqs = 0                    # sequences decoding
         self.num_done = 0                       # requests finished or rejected
+        # Requests a front end sent at the end of this step (a beam search's next round), handed to the engine
+        # (`take_sent`), and how many it has not delivered yet (`deliver`).
+        self.sent: list[Group] = []
+        self.num_in_transit = 0
+        self.num_engine_requests = 0            # requests that joined the waiting queue (a user's request, or
+                                                # each of its samples / beam rounds' requests where they run apart)
         self.out: SchedulerOutput | None = None  # the step being scheduled: preemptions and swaps count here
         # vLLM V1: `running` in admission order (a resumed request goes to the end, sched/scheduler.py:1549),
         # and under the priority policy the waiting queue ordered by (priority, arrival)
@@ -42,10 +48,23 @@ class RequestQueues:
     # ---- queue order -----------------------------------------------------------------------------
     def enqueue(self, group: Group) -> None:
         """An arrival joins the waiting queue: at the end, or by (priority, arrival) under priority."""
+        self.num_engine_requests += 1
         if self.priority_order:
             bisect.insort(self.waiting, group, key=_priority_order)
         else:
             self.waiting.append(group)
+
+    def take_sent(self) -> list[Group]:
+        """The requests front ends sent in this step, now on their way to the engine."""
+        sent, self.sent = self.sent, []
+        self.num_in_transit += len(sent)
+        return sent
+
+    def deliver(self, requests: list[Group]) -> None:
+        """Sent requests reach the engine: they join the waiting queue, in the order sent."""
+        self.num_in_transit -= len(requests)
+        for request in requests:
+            self.enqueue(request)
 
     def requeue(self, group: Group) -> None:
         """A request preempted by recompute waits again: at the front (FCFS), or by its key (priority:
@@ -151,6 +170,13 @@ class RequestQueues:
             for follower in group.followers:
                 self.enqueue(follower)
             group.followers = None
+            return
+        if group.beam_search is not None:
+            # A beam-search round's request (vLLM V1's API server): the next round is sent when the whole
+            # round is back (it reaches the engine as `sent`); the user's request is done with its last round.
+            following, user_done = group.beam_search.request_done(group)
+            self.sent.extend(following)
+            self.num_done += user_done
             return
         parent = group.parent
         if parent is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from typing import Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from sim.policies.base import Policy
 from sim.policy_verbs import PolicyVerbs
 from sim.records import StepRecorder
 from sim.scheduler_output import SchedulerOutput
-from sim.state import DECODE, PREFILL, WAITING, Group
+from sim.state import DECODE, PREFILL, RECOMPUTE, REJECTED, WAITING, Group
+from sim.v1_beam_search import BeamSearch
 
 
 class Scheduler(PolicyVerbs):
@@ -44,6 +45,7 @@ class Scheduler(PolicyVerbs):
         self.priority_order = config.scheduling_policy == "priority"
         self.split_samples = getattr(policy, "samples_as_requests", False)
         self.prompt_first = getattr(policy, "prompt_request_first", False)
+        self.beam_as_requests = getattr(policy, "beam_search_as_requests", False)
         self.num_children = 0
         self.bs = config.block_size
         self.fast_forward = fast_forward
@@ -63,6 +65,9 @@ class Scheduler(PolicyVerbs):
             c[i] for c in self._columns)
         group = Group(i, rid, self.arrival_ns[i], prompt, output, n, sampling, priority)
         self.groups[i] = group
+        if group.is_beam and self.beam_as_requests:
+            self._start_beam_search(group, prefix_group, prefix_tokens, hash_ids)
+            return
         split = self.split_samples and group.n > 1 and not group.is_beam
         reason = self._never_fits(self._child(group) if split else group)
         if reason is not None:
@@ -99,6 +104,28 @@ class Scheduler(PolicyVerbs):
                       parent.output if output is None else output, 1, parent.sampling, parent.priority)
         child.parent = parent
         return child
+
+    def _start_beam_search(self, group: Group, prefix_group: Hashable | None, prefix_tokens: int,
+                           hash_ids: Sequence[int] | None) -> None:
+        """vLLM V1's API server runs beam search as rounds of 1-token requests (`sim.v1_beam_search`); the
+        user's request never runs itself. Rejected if its last round's request can never run."""
+        kv, i = self.kv, group.idx
+        search = BeamSearch(group, kv.beam_prompt_keys(group, i, prefix_group, prefix_tokens, hash_ids), self.bs,
+                            self.config.beam_replace_prob, random.Random(self.seed * 1_000_003 + i),
+                            self._round_request, kv.assign_beam_keys)
+        reason = self._never_fits(search.longest_request())
+        if reason is not None:
+            group.rejected_on_arrival = True
+            self.reject(group, reason)
+            return
+        for request in search.send_round(group.arrival_ns):
+            self.enqueue(request)
+
+    def _round_request(self, user: Group, prompt: int, arrival_ns: int) -> Group:
+        """A beam-search round's request: 1 token of `prompt`, the user's priority (indices past the trace's)."""
+        self.num_children += 1
+        return Group(self.num_requests + self.num_children, user.request_id, arrival_ns, prompt, 1, 1, user.sampling,
+                     user.priority)
 
     def token_streams(self) -> list[Group]:
         """Every request that produced its own tokens, in trace order (a parent's children in its place)."""
@@ -151,8 +178,9 @@ class Scheduler(PolicyVerbs):
             out.prefill_kv_tokens += c + q
             if c + q == group.prefill_len and group.output:  # a prefill-only request samples nothing
                 out.sampled_seqs += group.n
+        # Requests in transit arrive during the next step: no run of steps past it.
         if (has_decode and plan.steady and not out.preemptions and self.fast_forward and not self.dirty_groups
-                and out.is_pure_decode):
+                and out.is_pure_decode and not self.num_in_transit):
             out.max_decode_steps = min(self._steps_to_finish(g), kv.steps_memory_allows(g))
             assert b and out.max_decode_steps >= 1
         return out

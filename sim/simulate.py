@@ -31,6 +31,7 @@ def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, 
     summary = {
         "policy": policy, "model": config.model, "gpu": config.gpu, "seed": seed, "backend": config.backend,
         **summarize(steps, requests, itl_s, kv_blocks_total=config.kv_blocks, block_size=config.block_size),
+        "engine_requests": scheduler.num_engine_requests,
         "num_cpu_blocks": scheduler.kv.bm.num_cpu_blocks,
         "num_records": len(scheduler.recorder.records),
         "fast_forward": timer.fast_forward,

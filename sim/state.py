@@ -35,7 +35,7 @@ class Group:
         "generated", "join_g", "prefill_len", "prefill_done", "first_token_ns", "finish_ns",
         "preemptions", "swaps", "runs", "run_first_ns", "epoch", "dirty", "fresh_fork", "rng",
         "reason", "recomputed_tokens", "rejected_on_arrival", "block_keys", "pending", "priority",
-        "parent", "children", "followers",
+        "parent", "children", "followers", "beam_search",
     )
 
     def __init__(self, idx: int, request_id: str, arrival_ns: int, prompt: int, output: int, n: int,
@@ -48,6 +48,9 @@ class Group:
         self.children: list[Group] | None = None
         # SGLang's prompt request ahead of parallel samples: the samples, queued when it finishes.
         self.followers: list[Group] | None = None
+        # vLLM V1's beam search, run by its API server as rounds of 1-token requests
+        # (`sim.v1_beam_search.BeamSearch`, never imported here): set on each of those requests.
+        self.beam_search = None
         self.request_id = request_id
         self.arrival_ns = arrival_ns
         self.prompt = prompt

@@ -12,7 +12,10 @@ evictor's queue (taken with host time; the other runs, prefix caching off or no 
 recomputed, kept theirs). Runs: the whole Azure LLM inference code trace (data/) under every policy; a
 small KV pool on it (preemption, swap); its first 1,500 requests with prefix caching; and a generated
 trace with parallel sampling, beam search and shared prefixes (tests/data/sim_sharing_trace.csv: forks,
-copy-on-write, beam re-selection, preemption, swap and prefix hits) under every policy.
+copy-on-write, beam re-selection, preemption, swap and prefix hits) under every policy. `sharing-vllm` (vLLM
+V1: parallel samples as child requests, beam requests as the API server's rounds of 1-token requests, prefix
+caching on by default, preemption) was added with the beam rounds, on 2026-12-02, and changed once the same
+day, when a round sent at the end of a step started reaching the engine during the next step (sim/engine.py).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ RUNS: dict[str, tuple[Path, int | None, str, dict]] = {
     **{f"sharing-{p}": (SHARING, None, p, {"num_gpu_blocks": 1500}) for p in POLICIES},
     **{f"sharing-{p}-prefix": (SHARING, None, p, {"num_gpu_blocks": 1500, "enable_prefix_caching": True})
        for p in ("vllm-v0", "vllm-swap", "sarathi")},
+    "sharing-vllm": (SHARING, None, "vllm", {"num_gpu_blocks": 1500}),
 }
 
 # name -> SHA-256 of (requests.csv, steps.csv, itl.npy)
@@ -127,6 +131,11 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "b6b9fcdf391d1fad70b13f3bb924f681b0eff4dbe6f643d2f498b458cbc6e9d3",
         "3fecb5ce6bed6cf29260bfd4a108f2ae7665db23ea9368a2aa5ea825679207fd",
         "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
+    ),
+    "sharing-vllm": (
+        "702bdbb127569b86176ea87b6859eaef06d680644dc00797304edcfac522e00d",
+        "1cde7b0f68a8622bdbf308dc69a1e4fb0ce18100785c24283b91eb435ba32418",
+        "92a8e2205599ec04b6ac76b6f1e3a9c170e953133817160144a97eec053d9816",
     ),
 }
 

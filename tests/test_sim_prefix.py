@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_sim_engine import PAGED, mixed_trace
+from test_sim_engine import PAGED, mixed_trace, sampled_tokens
 
 from sim import EngineConfig, cli, replay
 from traces import Request, Trace
@@ -40,29 +40,30 @@ def run(trace: Trace, policy: str, pool: int | None, caching: bool = True, **kw)
     return replay(trace, config, policy=policy, seed=3)
 
 
-def check_tables(result, trace: Trace) -> None:
+def check_tables(result, trace: Trace, policy: str) -> None:
     """The conservation, time-order and capacity checks of `test_sim_engine`."""
     req, steps = result.requests, result.steps
     assert len(req) == len(trace) and set(req["status"]) <= {"finished", "rejected"}
     done = req[req["status"] == "finished"]
     assert (done["generated_tokens"] == done["output_tokens"] * done["n"]).all()
-    assert steps["num_generated_tokens"].sum() == done["generated_tokens"].sum()
+    assert steps["num_generated_tokens"].sum() == sampled_tokens(done, policy)
     assert (done["arrival_s"] <= done["first_token_s"]).all() and (done["first_token_s"] <= done["finish_s"]).all()
     assert (steps["duration_s"] > 0).all()
     assert (steps["start_s"].to_numpy()[1:] >= steps["end_s"].to_numpy()[:-1]).all()
     total = result.summary["kv_blocks_total"]
     assert (steps["kv_blocks_used"] <= total).all() and (steps["kv_blocks_free"] >= 0).all()
     assert (steps["kv_tokens"] <= steps["kv_slots_reserved"]).all() and (steps["kv_tokens"] >= 0).all()
-    assert len(result.itl_s) == int((done["generated_tokens"] // done["n"] - 1).sum())
+    streams = np.where((done["sampling"] == "parallel") & (policy in ("vllm", "sglang")), done["n"], 1)
+    assert len(result.itl_s) == int(((done["generated_tokens"] // done["n"] - 1) * streams).sum())
     assert (result.itl_s > 0).all()
 
 
-@pytest.mark.parametrize("policy", PAGED)
+@pytest.mark.parametrize("policy", PAGED + ("vllm",))  # vllm: beam requests as rounds of 1-token requests
 @pytest.mark.parametrize("pool", (None, 160))
 def test_caching_saves_prefill_and_keeps_the_engine_consistent(trace: Trace, policy: str, pool: int | None) -> None:
     on = run(trace, policy, pool, check_every=5)  # full engine + prefix-cache invariant checks
     off = run(trace, policy, pool, caching=False)
-    check_tables(on, trace)
+    check_tables(on, trace, policy)
     s = on.summary
     assert s["prefix_caching"] and s["prefix_hit_tokens"] > 0 and 0 < s["prefix_hit_rate"] <= 1
     assert s["prefix_hit_tokens"] % 16 == 0 and s["prefix_hit_requests"] > 0
@@ -84,7 +85,7 @@ def test_prefix_fields_are_ignored_with_caching_off(trace: Trace) -> None:
     pd.testing.assert_frame_equal(a.steps, b.steps)
 
 
-@pytest.mark.parametrize("policy", PAGED)
+@pytest.mark.parametrize("policy", PAGED + ("vllm",))
 def test_fast_forward_equals_stepwise_with_caching(trace: Trace, policy: str) -> None:
     fast, slow = run(trace, policy, 160), run(trace, policy, 160, fast_forward=False)
     pd.testing.assert_frame_equal(fast.requests, slow.requests)
@@ -150,7 +151,7 @@ def test_admission_counts_only_the_blocks_it_takes() -> None:
     for on, result in results.items():
         a, b = result.requests.set_index("request_id").loc[["a", "b"]].itertuples()
         assert (b.first_token_s < a.finish_s) == on
-        check_tables(result, Trace(reqs))
+        check_tables(result, Trace(reqs), "vllm-v0")
     assert results[True].steps["kv_blocks_used"].max() <= 64 + 2 * 7
 
 

@@ -79,14 +79,6 @@ def test_no_request_is_admitted_in_a_step_that_preempted() -> None:
     assert (preempting["num_running"] <= before[preempting.index]).all()
 
 
-def test_beam_search_is_rejected_with_a_reason_under_vllm() -> None:
-    trace = Trace([Request("beam", 0.0, 50, 20, n=2, sampling="beam"), Request("plain", 0.0, 50, 20)])
-    req = by_id(replay(trace, EngineConfig(), policy="vllm"))
-    assert req.loc["beam", "status"] == "rejected" and "beam search" in req.loc["beam", "reason"]
-    assert req.loc["plain", "status"] == "finished"
-    assert (by_id(replay(trace, EngineConfig(), policy="vllm-v0"))["status"] == "finished").all()
-
-
 def test_serve_defaults_follow_the_gpu_class_and_explicit_settings_win() -> None:
     assert serve_limits(EngineConfig(gpu="h100-sxm")) == (8192, 1024)
     assert serve_limits(EngineConfig(gpu="h200")) == (8192, 1024)

@@ -92,7 +92,8 @@ class Policy(Protocol):
     preemption: str           # "recompute", "swap" or "none"
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
-    beam_search: bool         # the engine runs beam search itself (else beam requests are rejected)
+    beam_search: bool         # the engine runs beam search itself (else its front end's requests if the policy
+                              # has `beam_search_as_requests`, as vllm; else beam requests are rejected)
     host_engine: str          # whose host time, overlap and CUDA graphs (a name in sim.host_time.ENGINES)
     settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
     settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
@@ -121,6 +122,7 @@ class EnginePolicy:
     host_engine: str
     running_by_admission = False   # `running` in admission order (V1), not arrival order
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
+    beam_search_as_requests = False  # beam search as the API server's rounds of 1-token requests (V1)
     settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:

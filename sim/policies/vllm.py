@@ -9,9 +9,9 @@ allocated only for the chunk scheduled in each step. When a running request's de
 not fit, V1's victim is preempted by recompute (V1 has no swap): the last running request (admission
 order) under FCFS, the worst (priority, arrival) under priority. Prefix caching is on by default. A request
 with n > 1 samples runs as n one-sample requests sharing the prompt through the prefix cache; requests.csv
-reports the user's request. Beam search is not part of V1's engine (the API server runs it as many 1-token
-requests), so beam requests are rejected with that reason. The KV pool is sized as V1 profiles it
-(`sim.v1_memory`).
+reports the user's request. Beam search is not part of V1's engine: its API server runs it as rounds of
+1-token requests (`sim.v1_beam_search`), which go through this scheduler as any request; requests.csv
+reports the user's request. The KV pool is sized as V1 profiles it (`sim.v1_memory`).
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ class VllmPolicy(EnginePolicy):
     memory = "paged-per-chunk"
     preemption = RECOMPUTE
     chunked_prefill = True
-    beam_search = False
+    beam_search = False            # not in the engine: the API server sends rounds of requests
+    beam_search_as_requests = True  # (entrypoints/generate/beam_search/online.py:93-116; sim.v1_beam_search)
     host_engine = "vllm-v1"  # async scheduling on by default (docs/engines.md), CUDA graphs up to 512
     settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching", "long_prefill_token_threshold",
                           "scheduling_policy", "enable_chunked_prefill"})

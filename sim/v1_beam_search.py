@@ -1,0 +1,132 @@
+"""vLLM V1's beam search, which its API server runs outside the engine (policy `vllm`): one front-end
+process per user request, sending rounds of 1-token requests to the V1 scheduler.
+
+What vLLM does (vllm 0.33.0, `vllm/entrypoints/generate/beam_search/online.py`, 1-based lines; rules and
+the rest of the sources in docs/sim.md):
+
+- the beams start as the prompt alone (82-90), so round 1 is one request: the prompt;
+- each of `max_tokens` rounds (93) sends every beam as its own request, prompt = the user's prompt + that
+  beam's tokens, `max_tokens=1`, `logprobs=2 * beam_width` (65-72, 97-114), with the user's priority
+  (41, 110); the engine stamps each request's arrival when it is sent (v1/engine/input_processor.py:403-404);
+- a round waits for all its requests (`asyncio.gather`, 116), then keeps the best `beam_width` candidates
+  (197-221), so every later round has `beam_width` requests; the scheduler hands the next round to the
+  engine (`sim.engine`), which receives it during the next step, as V1's core loop does. Traces fix output lengths (no EOS), so a
+  request of width k and L output tokens takes L rounds and 1 + (L - 1) k engine requests.
+
+The simulator has no token ids, so beams are lineages: a beam is a node of the search tree (the prompt is
+node 0), and a block of a request's prompt that holds beam tokens is keyed `("beam", user request, node
+of its last token)`: beams that share that node share the block's content, and the prefix cache finds it.
+Which beams survive is the engine-run beam model's (`EngineConfig.beam_replace_prob`, docs/sim.md): each
+beam is dropped with that probability (at least one survives) and each dropped one is replaced by a
+candidate of a random survivor; the candidates of round 1 all continue the prompt. The draws come from the
+request's own seeded `random.Random`, so a replay is deterministic.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Hashable
+
+from sim.state import FINISHED, REJECTED, Group
+
+
+class Beam:
+    """One beam: its node in the search tree, its tokens so far (`depth`), and the cache keys of the full
+    blocks of prompt + those tokens (None without prefix caching)."""
+
+    __slots__ = ("node", "depth", "keys")
+
+    def __init__(self, node: int, depth: int, keys: tuple[Hashable, ...] | None) -> None:
+        self.node, self.depth, self.keys = node, depth, keys
+
+
+class BeamSearch:
+    """The front end of one user beam-search request: sends its rounds, collects them, and reports the
+    user's request (first token at the end of round 1, finished with the last round)."""
+
+    def __init__(self, user: Group, prompt_keys: tuple[Hashable, ...] | None, block_size: int,
+                 replace_prob: float, rng: random.Random, new_request: Callable[[Group, int, int], Group],
+                 assign_keys: Callable[[Group, tuple[Hashable, ...]], None]) -> None:
+        """`prompt_keys`: the keys of every full block of the user's prompt (None: prefix caching off);
+        `new_request(user, prompt_tokens, arrival_ns)`: a fresh 1-token engine request;
+        `assign_keys(request, keys)`: give it its prompt's cache keys."""
+        self.user, self.bs, self.replace_prob, self.rng = user, block_size, replace_prob, rng
+        self.new_request, self.assign_keys = new_request, assign_keys
+        self.beams = [Beam(0, 0, prompt_keys)]
+        self.num_nodes = 1
+        self.round: list[Group] = []       # the round in flight
+        self.round_ends_ns: list[int] = []
+
+    def longest_request(self) -> Group:
+        """The last round's request (prompt + L - 1 beam tokens, one more token): whether it can ever run
+        is whether the user's request can."""
+        user = self.user
+        return Group(-1, user.request_id, user.arrival_ns, user.prompt + user.output - 1, 1, 1, user.sampling,
+                     user.priority)
+
+    def send_round(self, now_ns: int) -> list[Group]:
+        """The next round's requests, one per beam, arriving at `now_ns` (to be queued in this order)."""
+        user, requests = self.user, []
+        for beam in self.beams:
+            request = self.new_request(user, user.prompt + beam.depth, now_ns)
+            request.beam_search = self
+            if beam.keys is not None:
+                self.assign_keys(request, beam.keys)
+            requests.append(request)
+        self.round = requests
+        return requests
+
+    def request_done(self, request: Group) -> tuple[list[Group], bool]:
+        """`request` of the round in flight finished or was rejected. Returns the next round's requests
+        (when this was the round's last) and whether the user's request is now done."""
+        if any(r.state not in (FINISHED, REJECTED) for r in self.round):
+            return [], False
+        user, done = self.user, self.round
+        user.preemptions += sum(r.preemptions for r in done)
+        user.recomputed_tokens += sum(r.recomputed_tokens for r in done)
+        rejected = [r for r in done if r.state == REJECTED]
+        if rejected:  # the front end gives up on an error (online.py:118-139)
+            user.state, user.reason = REJECTED, rejected[0].reason
+            return [], True
+        end = max(r.finish_ns for r in done)
+        self.round_ends_ns.append(end)
+        if len(self.round_ends_ns) == user.output:
+            self._finish_user()
+            return [], True
+        self._select()
+        return self.send_round(end), False
+
+    def _select(self) -> None:
+        """The beams of the next round, each a candidate (one more token) of a beam of this round."""
+        beams, rng = self.beams, self.rng
+        if len(beams) == 1:  # round 1: the prompt's 2k candidates, of which the best k
+            parents = [beams[0]] * self.user.n
+        else:
+            dropped = [i for i in range(len(beams)) if rng.random() < self.replace_prob]
+            if len(dropped) == len(beams):
+                dropped.pop(rng.randrange(len(dropped)))
+            kept = [b for i, b in enumerate(beams) if i not in dropped]
+            parents = kept + [kept[rng.randrange(len(kept))] for _ in dropped]
+        self.beams = [self._candidate(parent) for parent in parents]
+
+    def _candidate(self, parent: Beam) -> Beam:
+        """`parent` and one more token: a new node; a block it fills is keyed by that node."""
+        node, depth = self.num_nodes, parent.depth + 1
+        self.num_nodes += 1
+        keys = parent.keys
+        if keys is not None and (self.user.prompt + depth) % self.bs == 0:
+            keys = keys + (("beam", self.user.idx, node),)
+        return Beam(node, depth, keys)
+
+    def _finish_user(self) -> None:
+        """Every round is back: the user's request holds `n` beams of `output` tokens. Its first token came
+        with round 1, one more with each round (its inter-token gaps: one run per round, no decode step)."""
+        user, ends = self.user, self.round_ends_ns
+        user.state, user.generated = FINISHED, user.output
+        user.first_token_ns, user.finish_ns = ends[0], ends[-1]
+        user.runs = [(end, 0, 0) for end in ends]
+
+
+def engine_requests(width: int, output: int) -> int:
+    """Engine requests (each samples one token) of a beam search of `width` beams and `output` tokens: one
+    for round 1, `width` for each later round."""
+    return 1 + (output - 1) * width
