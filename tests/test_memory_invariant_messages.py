@@ -1,5 +1,5 @@
-"""The invariant checkers name each violation: one corruption per message, on a small prefix-caching
-manager and on a plain `BlockManager` (the random corruptions against a per-block walk are in
+"""The invariant checkers name each violation: one corruption per message, on small prefix-caching
+managers and on a plain `BlockManager` (the random corruptions against a per-block walk are in
 `test_memory_invariant_checks.py`).
 """
 from __future__ import annotations
@@ -132,5 +132,59 @@ def test_block_manager_checks_name_each_violation(corruption, message: str) -> N
     bm.fork("a", "b")
     bm.check_invariants()
     corruption(bm)
+    with pytest.raises(InvariantError, match=message):
+        bm.check_invariants()
+
+
+# ---- on a prefix-caching manager built by its public operations -----------------------------------------------------------------------------
+def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
+    """Re-parent the live block w (after x) onto a node no block holds: an orphan."""
+    gpu = bm._gpu
+    w = bm.find_cached_prefix(["x", "w"])[1]
+    piece = gpu._piece_of[w]
+    del gpu._heads[(piece.parent, "w")]
+    piece.parent = gpu.next_node + 5
+    gpu._heads[(piece.parent, "w")] = piece
+
+
+def _relink(bm: PrefixCachingBlockManager, order: list[int]) -> None:
+    """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check: the leading
+    plain blocks on the stack, the rest as one segment of the cached part."""
+    gpu = bm._gpu
+    plain = 0
+    while plain < len(order) and gpu._piece_of[order[plain]] is None:
+        plain += 1
+    queue = gpu._queue
+    queue.plain[:] = order[:plain][::-1]
+    queue.segments.clear()
+    queue.tail_of.clear()
+    queue.num_cached = 0
+    queue.push(order[plain:])
+
+
+def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
+    return [b for b in bm._gpu.free_block_ids() if b != bm.evictable_blocks()[0]]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda bm: bm._gpu._heads.__setitem__((99, "k"), bm._gpu._piece_of[bm.evictable_blocks()[0]]), "hashes for"),
+        (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "free list with refcount"),
+        (lambda bm: _relink(bm, [bm.evictable_blocks()[0], *_lru_first(bm)]), "plain and cached mixed"),
+        (lambda bm: _relink(bm, bm._gpu.free_block_ids()[:-1]), "leaked"),
+        (lambda bm: setattr(bm._gpu, "_num_unreachable_free", 1), "cached counter"),
+        (lambda bm: _relink(bm, [*_lru_first(bm), bm.evictable_blocks()[0]]), "evicted after its parent"),
+        (_corrupt_orphan, "outlived its chain parent"),
+        (lambda bm: setattr(bm._gpu_seqs["keep"], "num_cached_tokens", 99), "cached-token record"),
+    ],
+)
+def test_check_invariants_names_the_violation(corrupt, message: str) -> None:  # type: ignore[no-untyped-def]
+    bm = PrefixCachingBlockManager(num_gpu_blocks=8, block_size=2)
+    bm.allocate("a", 6, ["x", "y", "z"])
+    bm.allocate("keep", 4, ["x", "w"])  # keeps x live
+    bm.free("a")  # z, y evictable (in this order)
+    bm.check_invariants()
+    corrupt(bm)
     with pytest.raises(InvariantError, match=message):
         bm.check_invariants()

@@ -1,14 +1,13 @@
 """Example tests of automatic prefix caching: sharing within a prefix group, reviving freed prefixes, LRU
-eviction order, admission counts, refusals, copy-on-write next to cached blocks, swap, the invariant
-checker, the key helpers, and that without keys the manager behaves exactly like `BlockManager`."""
+eviction order, admission counts, refusals, copy-on-write next to cached blocks, swap. (The invariant
+checker's messages: `test_memory_invariant_messages.py`; the key helpers and the manager without keys:
+`test_memory_prefix_keys.py`.)"""
 from __future__ import annotations
-
-import random
 
 import pytest
 
-from memory import AllocStatus, BlockManager, InvariantError, NoFreeBlocksError, PrefixCachingBlockManager
-from memory.block_keys import hash_id_block_keys, prefix_group_block_keys, token_block_keys
+from memory import AllocStatus, NoFreeBlocksError, PrefixCachingBlockManager
+from memory.block_keys import prefix_group_block_keys
 
 
 def keys(*names: str) -> list[str]:
@@ -237,135 +236,3 @@ def test_swap_in_evicts_cached_blocks_when_it_needs_them() -> None:
     bm.swap_in(["a"])
     assert bm.num_evicted_blocks == 2 and bm.find_cached_prefix(keys("x", "y", "z")) != []
     bm.check_invariants()
-
-
-# ---- the invariant checker -----------------------------------------------------------------------------
-def _corrupt_orphan(bm: PrefixCachingBlockManager) -> None:
-    """Re-parent the live block w (after x) onto a node no block holds: an orphan."""
-    gpu = bm._gpu
-    w = bm.find_cached_prefix(keys("x", "w"))[1]
-    piece = gpu._piece_of[w]
-    del gpu._heads[(piece.parent, "w")]
-    piece.parent = gpu.next_node + 5
-    gpu._heads[(piece.parent, "w")] = piece
-
-
-def _relink(bm: PrefixCachingBlockManager, order: list[int]) -> None:
-    """Rebuild the GPU pool's free queue as `order` (head first), bypassing every check: the leading
-    plain blocks on the stack, the rest as one segment of the cached part."""
-    gpu = bm._gpu
-    plain = 0
-    while plain < len(order) and gpu._piece_of[order[plain]] is None:
-        plain += 1
-    queue = gpu._queue
-    queue.plain[:] = order[:plain][::-1]
-    queue.segments.clear()
-    queue.tail_of.clear()
-    queue.num_cached = 0
-    queue.push(order[plain:])
-
-
-def _lru_first(bm: PrefixCachingBlockManager) -> list[int]:
-    return [b for b in bm._gpu.free_block_ids() if b != bm.evictable_blocks()[0]]
-
-
-@pytest.mark.parametrize(
-    ("corrupt", "message"),
-    [
-        (lambda bm: bm._gpu._heads.__setitem__((99, "k"), bm._gpu._piece_of[bm.evictable_blocks()[0]]), "hashes for"),
-        (lambda bm: bm._gpu._refcounts.__setitem__(bm.evictable_blocks()[0], 1), "free list with refcount"),
-        (lambda bm: _relink(bm, [bm.evictable_blocks()[0], *_lru_first(bm)]), "plain and cached mixed"),
-        (lambda bm: _relink(bm, bm._gpu.free_block_ids()[:-1]), "leaked"),
-        (lambda bm: setattr(bm._gpu, "_num_unreachable_free", 1), "cached counter"),
-        (lambda bm: _relink(bm, [*_lru_first(bm), bm.evictable_blocks()[0]]), "evicted after its parent"),
-        (_corrupt_orphan, "outlived its chain parent"),
-        (lambda bm: setattr(bm._gpu_seqs["keep"], "num_cached_tokens", 99), "cached-token record"),
-    ],
-)
-def test_check_invariants_names_the_violation(corrupt, message: str) -> None:  # type: ignore[no-untyped-def]
-    bm = PrefixCachingBlockManager(num_gpu_blocks=8, block_size=2)
-    bm.allocate("a", 6, keys("x", "y", "z"))
-    bm.allocate("keep", 4, keys("x", "w"))  # keeps x live
-    bm.free("a")  # z, y evictable (in this order)
-    bm.check_invariants()
-    corrupt(bm)
-    with pytest.raises(InvariantError, match=message):
-        bm.check_invariants()
-
-
-# ---- the key helpers -----------------------------------------------------------------------------------
-def test_block_key_helpers() -> None:
-    assert token_block_keys([1, 2, 3, 4, 5], 2) == [(1, 2), (3, 4)]
-    assert prefix_group_block_keys(9, 4, "r1", "g", 5) == [("prefix", "g", 0), ("own", "r1", 1)]
-    assert prefix_group_block_keys(3, 4, "r1") == []
-    with pytest.raises(ValueError, match="prefix_group"):
-        prefix_group_block_keys(8, 4, "r1", None, 4)
-    with pytest.raises(ValueError, match="exceeds"):
-        prefix_group_block_keys(8, 4, "r1", "g", 9)
-    # Mooncake: 512-token hash blocks, our blocks of 256 (two per hash block) and of 384 (straddling).
-    assert hash_id_block_keys([7, 8], 1000, 256) == [7, 7, 8]
-    assert hash_id_block_keys([7, 8, 9], 1400, 384) == [7, (7, 8), (8, 9)]
-    assert hash_id_block_keys([7], 2000, 256) == [7, 7]  # past the ids: no keys
-    assert hash_id_block_keys([7, 8], 1000, 16) == [7] * 32 + [8] * 30
-    # Two Mooncake requests agreeing on their first hash id share exactly the blocks inside it.
-    bm = PrefixCachingBlockManager(num_gpu_blocks=16, block_size=256)
-    bm.allocate("m1", 1200, hash_id_block_keys([7, 8, 9], 1200, 256))
-    assert bm.allocate("m2", 1100, hash_id_block_keys([7, 5, 6], 1100, 256)) == 512
-    bm.check_invariants()
-
-
-# ---- without keys it is the base block manager -------------------------------------------------------
-def _apply(bm: BlockManager, op: str, seq: int | None, live: list[int], n: int, step: int) -> object:
-    """One operation; its result, or the type of the error it raised."""
-    try:
-        if op == "alloc":
-            status = bm.can_allocate(n)
-            bm.allocate(step, n)  # the prefix manager returns 0 cached tokens here; compared elsewhere
-            return status
-        if seq is None:
-            return None
-        if op == "append":
-            return bm.can_append_slots(seq, n), tuple(bm.append_slots(seq, n))
-        if op == "fork":
-            return bm.fork(seq, step)
-        if op == "free":
-            return bm.free(seq)
-        same_place = [s for s in live if bm.is_swapped(s) == bm.is_swapped(seq)]
-        return bm.swap_in(same_place) if bm.is_swapped(seq) else bm.swap_out(same_place)
-    except (NoFreeBlocksError, ValueError) as exc:
-        return type(exc)
-
-
-def test_without_keys_it_behaves_exactly_like_the_block_manager() -> None:
-    rng = random.Random(3)
-    base = BlockManager(24, 4, num_cpu_blocks=12, watermark=0.1)
-    pc = PrefixCachingBlockManager(24, 4, num_cpu_blocks=12, watermark=0.1)
-    live: list[int] = []
-    outcomes = set()
-    for step in range(600):
-        op = rng.choice(["alloc", "append", "append", "fork", "free", "swap"])
-        seq = rng.choice(live) if live else None
-        n = rng.randint(0, 30) if op == "alloc" else rng.choice([1, 1, 5])
-        result = _apply(base, op, seq, live, n, step)
-        assert _apply(pc, op, seq, live, n, step) == result, (step, op)
-        outcomes.add((op, result if isinstance(result, type) else "ok"))
-        if base.has_seq(step):
-            live.append(step)
-        if seq is not None and not base.has_seq(seq):
-            live.remove(seq)
-        tables = {s: (base.block_table(s), base.num_tokens(s), base.is_swapped(s)) for s in live}
-        assert tables == {s: (pc.block_table(s), pc.num_tokens(s), pc.is_swapped(s)) for s in live}
-        assert (base.num_free_gpu_blocks, base.num_free_cpu_blocks, base.num_allocated_unused_slots,
-                base.num_cow_copies) == (pc.num_free_gpu_blocks, pc.num_free_cpu_blocks,
-                                         pc.num_allocated_unused_slots, pc.num_cow_copies)
-    pc.check_invariants()
-    assert pc.num_cached_blocks == 0 and pc.num_prefix_hits == 0
-    # The walk reached refusals as well as successes of the operations that can fail.
-    assert {("alloc", NoFreeBlocksError), ("swap", "ok"), ("append", NoFreeBlocksError)} <= outcomes
-
-
-def test_prefix_bench_script_runs() -> None:
-    from memory import bench_prefix
-
-    for op, case, _, make in bench_prefix._cases(quick=True):
-        assert make()() > 0, f"{op} {case} did no operations"
