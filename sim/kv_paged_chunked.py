@@ -35,7 +35,11 @@ class ChunkedPagedKV(PagedKV):
         if isinstance(prefix, PrefixCache):
             keys, ready = prefix.plan(group)
             cached = ready * self.bs
+            memo = keys.chain.memo
             bm.allocate(seq.sid, cached, keys.head(ready))
+            if group.beam_search is not None:
+                # The allocation drops the chain's last answer; the beam's next round asks again (`assign_beam_keys`).
+                keys.chain.memo = memo
             self.chunk_keys[seq.sid] = (keys, ready)
             prefix.query_tokens += group.prompt
             if ready:
@@ -59,11 +63,18 @@ class ChunkedPagedKV(PagedKV):
                                   self.prefix.group_keys)
         return tuple(keys.listed())
 
-    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...]) -> None:
+    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...], chain: PrivateChain | None) -> PrivateChain:
         """A round's request: `keys` name every full block of its prompt (the user's prompt and the beam's
         tokens); it looks up all but a last one holding its last token (V1 never hits a prompt's last token,
-        kv_cache_manager.py:295-302), and registers that one too once computed (`free`)."""
-        group.block_keys = ChainKeys(keys, max(group.prompt - 1, 0) // self.bs, PrivateChain(("beam", group.idx)))
+        kv_cache_manager.py:295-302), and registers that one too once computed (`free`).
+
+        Every request with these `keys` (of this round's beams and the next rounds' that added no block)
+        shares one `chain` (returned; a new one if None): it holds no block (the keys cover the prompt),
+        only the cache's last answer for the keys (`PrivateChain.memo`), which the next lookup checks
+        against the registry and goes on from instead of walking the whole chain again."""
+        chain = PrivateChain(("beam", group.idx)) if chain is None else chain
+        group.block_keys = ChainKeys(keys, max(group.prompt - 1, 0) // self.bs, chain)
+        return chain
 
     def chunk_need(self, group: Group, tokens: int) -> int:
         """Blocks `allocate_chunk(group, tokens)` takes: ceil((allocated + tokens) / block_size) less the
