@@ -45,7 +45,7 @@ class ChunkedPagedKV(PagedKV):
         else:
             bm.allocate(seq.sid, 0)
         seq.length = cached
-        self.logical += bm.num_blocks(seq.sid)
+        self.logical += -(-cached // self.bs)  # the blocks of its hits
         group.seqs, group.pending = [seq], []
         return cached
 

@@ -57,6 +57,7 @@ class BeamSearch:
         self.beams = [Beam(0, 0, prompt_keys)]
         self.num_nodes = 1
         self.round: list[Group] = []       # the round in flight
+        self.outstanding = 0               # ... of which not finished or rejected yet
         self.round_ends_ns: list[int] = []
 
     def longest_request(self) -> Group:
@@ -75,15 +76,17 @@ class BeamSearch:
             if beam.keys is not None:
                 beam.lookup = self.assign_keys(request, beam.keys, beam.lookup)
             requests.append(request)
-        self.round = requests
+        self.round, self.outstanding = requests, len(requests)
         return requests
 
     def request_done(self, request: Group) -> tuple[list[Group], bool]:
         """`request` of the round in flight finished or was rejected. Returns the next round's requests
         (when this was the round's last) and whether the user's request is now done."""
-        if any(r.state not in (FINISHED, REJECTED) for r in self.round):
+        self.outstanding -= 1  # each request of the round is done once
+        if self.outstanding:
             return [], False
         user, done = self.user, self.round
+        assert all(r.state in (FINISHED, REJECTED) for r in done), "a round's request was counted done twice"
         user.preemptions += sum(r.preemptions for r in done)
         user.recomputed_tokens += sum(r.recomputed_tokens for r in done)
         rejected = [r for r in done if r.state == REJECTED]
