@@ -61,10 +61,11 @@ class PagedKV(PagedDecode):
         bm = self.bm
         if bm.num_gpu_blocks - required < bm.watermark_blocks:  # an empty pool caches nothing
             return AllocStatus.NEVER
-        required -= self.prefix.blocks_saved(group)  # live cached blocks are shared, not taken
-        if bm.num_free_gpu_blocks - required >= bm.watermark_blocks:
+        room = bm.num_free_gpu_blocks - bm.watermark_blocks
+        if room >= required:  # fits without sharing a cached block: the prefix lookup cannot change that
             return AllocStatus.OK
-        return AllocStatus.LATER
+        # Live cached blocks are shared, not taken.
+        return AllocStatus.OK if room >= required - self.prefix.blocks_saved(group) else AllocStatus.LATER
 
     def allocate(self, group: Group) -> int:
         """Blocks for the group's (re)prefill; a recompute restores each sample's own tokens. Returns the

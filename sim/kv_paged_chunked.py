@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 from memory import BlockManager
-from memory.block_keys import ChainKeys, PrivateChain
+from memory.block_keys import ChainKeys
 
 from sim.config import EngineConfig
+from sim.kv_known_hits import SharedChain, allocate_hits
 from sim.kv_paged import PagedKV
 from sim.kv_prefix import PrefixCache, request_block_keys
 from sim.state import Group, Seq
@@ -35,7 +36,7 @@ class ChunkedPagedKV(PagedKV):
         if isinstance(prefix, PrefixCache):
             keys, ready = prefix.plan(group)
             cached = ready * self.bs
-            bm.allocate(seq.sid, cached, keys.head(ready))
+            allocate_hits(bm, seq.sid, keys, ready)
             self.chunk_keys[seq.sid] = (keys, ready)
             prefix.query_tokens += group.prompt
             if ready:
@@ -44,7 +45,7 @@ class ChunkedPagedKV(PagedKV):
         else:
             bm.allocate(seq.sid, 0)
         seq.length = cached
-        self.logical += bm.num_blocks(seq.sid)
+        self.logical += -(-cached // self.bs)  # the blocks of its hits
         group.seqs, group.pending = [seq], []
         return cached
 
@@ -59,11 +60,17 @@ class ChunkedPagedKV(PagedKV):
                                   self.prefix.group_keys)
         return tuple(keys.listed())
 
-    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...]) -> None:
+    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...], chain: SharedChain | None) -> SharedChain:
         """A round's request: `keys` name every full block of its prompt (the user's prompt and the beam's
         tokens); it looks up all but a last one holding its last token (V1 never hits a prompt's last token,
-        kv_cache_manager.py:295-302), and registers that one too once computed (`free`)."""
-        group.block_keys = ChainKeys(keys, max(group.prompt - 1, 0) // self.bs, PrivateChain(("beam", group.idx)))
+        kv_cache_manager.py:295-302), and registers that one too once computed (`free`).
+
+        Every request with these `keys` (this round's beams and the next rounds' that filled no block) shares
+        one `chain` (returned; a new one if None), which remembers the cache's answer for them
+        (`sim.kv_known_hits`)."""
+        chain = SharedChain(("beam", group.idx)) if chain is None else chain
+        group.block_keys = ChainKeys(keys, max(group.prompt - 1, 0) // self.bs, chain)
+        return chain
 
     def chunk_need(self, group: Group, tokens: int) -> int:
         """Blocks `allocate_chunk(group, tokens)` takes: ceil((allocated + tokens) / block_size) less the

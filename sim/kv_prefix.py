@@ -26,6 +26,7 @@ from typing import Hashable, Sequence
 from memory import BlockManager, PrefixCachingBlockManager
 from memory.block_keys import ChainKeys, PrivateChain, hash_id_block_keys
 
+from sim.kv_known_hits import cached_prefix
 from sim.state import Group
 
 MOONCAKE_HASH_BLOCK_TOKENS = 512
@@ -136,7 +137,7 @@ class PrefixCache:
         tokens = self.tokens(group)
         if tokens > group.prompt:
             keys = keys.head((tokens - 1) // self.bs)
-        hits = self.bm.find_cached_prefix(keys)
+        hits = cached_prefix(self.bm, keys)
         ready = bytes(map(self.pending.__getitem__, hits)).find(1) if self.flagged else -1
         if ready >= 0:
             rc = self.bm.gpu_refcounts

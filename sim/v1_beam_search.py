@@ -30,13 +30,15 @@ from sim.state import FINISHED, REJECTED, Group
 
 
 class Beam:
-    """One beam: its node in the search tree, its tokens so far (`depth`), and the cache keys of the full
-    blocks of prompt + those tokens (None without prefix caching)."""
+    """One beam: its node in the search tree, its tokens so far (`depth`), the cache keys of the full
+    blocks of prompt + those tokens (None without prefix caching), and the KV layout's lookup state for
+    those keys (`lookup`: kept by every beam with the same keys, so that a round's lookups go on from the
+    last round's answer; None until a request of this beam was given its keys)."""
 
-    __slots__ = ("node", "depth", "keys")
+    __slots__ = ("node", "depth", "keys", "lookup")
 
-    def __init__(self, node: int, depth: int, keys: tuple[Hashable, ...] | None) -> None:
-        self.node, self.depth, self.keys = node, depth, keys
+    def __init__(self, node: int, depth: int, keys: tuple[Hashable, ...] | None, lookup: object = None) -> None:
+        self.node, self.depth, self.keys, self.lookup = node, depth, keys, lookup
 
 
 class BeamSearch:
@@ -45,15 +47,17 @@ class BeamSearch:
 
     def __init__(self, user: Group, prompt_keys: tuple[Hashable, ...] | None, block_size: int,
                  replace_prob: float, rng: random.Random, new_request: Callable[[Group, int, int], Group],
-                 assign_keys: Callable[[Group, tuple[Hashable, ...]], None]) -> None:
+                 assign_keys: Callable[[Group, tuple[Hashable, ...], object], object]) -> None:
         """`prompt_keys`: the keys of every full block of the user's prompt (None: prefix caching off);
         `new_request(user, prompt_tokens, arrival_ns)`: a fresh 1-token engine request;
-        `assign_keys(request, keys)`: give it its prompt's cache keys."""
+        `assign_keys(request, keys, lookup)`: give it its prompt's cache keys, with the lookup state of
+        earlier requests with the same keys (None for the first); returns the state to pass on."""
         self.user, self.bs, self.replace_prob, self.rng = user, block_size, replace_prob, rng
         self.new_request, self.assign_keys = new_request, assign_keys
         self.beams = [Beam(0, 0, prompt_keys)]
         self.num_nodes = 1
         self.round: list[Group] = []       # the round in flight
+        self.outstanding = 0               # ... of which not finished or rejected yet
         self.round_ends_ns: list[int] = []
 
     def longest_request(self) -> Group:
@@ -70,17 +74,19 @@ class BeamSearch:
             request = self.new_request(user, user.prompt + beam.depth, now_ns)
             request.beam_search = self
             if beam.keys is not None:
-                self.assign_keys(request, beam.keys)
+                beam.lookup = self.assign_keys(request, beam.keys, beam.lookup)
             requests.append(request)
-        self.round = requests
+        self.round, self.outstanding = requests, len(requests)
         return requests
 
     def request_done(self, request: Group) -> tuple[list[Group], bool]:
         """`request` of the round in flight finished or was rejected. Returns the next round's requests
         (when this was the round's last) and whether the user's request is now done."""
-        if any(r.state not in (FINISHED, REJECTED) for r in self.round):
+        self.outstanding -= 1  # each request of the round is done once
+        if self.outstanding:
             return [], False
         user, done = self.user, self.round
+        assert all(r.state in (FINISHED, REJECTED) for r in done), "a round's request was counted done twice"
         user.preemptions += sum(r.preemptions for r in done)
         user.recomputed_tokens += sum(r.recomputed_tokens for r in done)
         rejected = [r for r in done if r.state == REJECTED]
@@ -112,10 +118,10 @@ class BeamSearch:
         """`parent` and one more token: a new node; a block it fills is keyed by that node."""
         node, depth = self.num_nodes, parent.depth + 1
         self.num_nodes += 1
-        keys = parent.keys
+        keys, lookup = parent.keys, parent.lookup
         if keys is not None and (self.user.prompt + depth) % self.bs == 0:
-            keys = keys + (("beam", self.user.idx, node),)
-        return Beam(node, depth, keys)
+            keys, lookup = keys + (("beam", self.user.idx, node),), None
+        return Beam(node, depth, keys, lookup)
 
     def _finish_user(self) -> None:
         """Every round is back: the user's request holds `n` beams of `output` tokens. Its first token came
