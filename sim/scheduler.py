@@ -149,9 +149,12 @@ class Scheduler(PolicyVerbs):
         return bool(self.running or self.waiting or self.swapped)
 
     def queued_arrivals_ns(self) -> np.ndarray:
-        """Arrival times of the requests that joined the waiting queue (not rejected on arrival)."""
+        """Arrival times of the requests that joined the waiting queue on arrival (not rejected on arrival).
+        Under `prompt_first` (SGLang) a parallel request's arrival queues its prompt-only request alone; its
+        samples join when that returns, at a step boundary the engine records itself."""
+        fan_out = not self.prompt_first
         return np.array([g.arrival_ns for g in self.groups if g is not None and not g.rejected_on_arrival
-                         for _ in (g.children or (g,))], dtype=np.int64)
+                         for _ in (g.children if g.children and fan_out else (g,))], dtype=np.int64)
 
     # ---- planning ----------------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput | None:

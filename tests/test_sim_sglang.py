@@ -405,3 +405,18 @@ def test_schedule_policy_is_validated() -> None:
         EngineConfig(schedule_policy="lpf")
     with pytest.raises(ValueError, match="chunked_prefill_size: must be an integer >= 1"):
         EngineConfig(chunked_prefill_size=0)
+
+
+def test_a_parallel_request_arriving_in_a_fast_forwarded_run_queues_its_prompt_request_alone() -> None:
+    # SGLang queues a parallel request's prompt-only request on arrival and its samples only when that returns;
+    # the rows of a fast-forwarded run count the arrivals inside it, which must be the prompt request alone.
+    R = lambda i, a, p, o, n, s: Request(f"r{i}", a, p, o, n, s)  # noqa: E731
+    reqs = [R(0, 0.0, 45, 7, 1, "greedy"), R(1, 0.0, 84, 23, 2, "beam"), R(2, 0.0, 1, 19, 3, "parallel"),
+            R(3, 0.0, 1, 1, 2, "beam"), R(4, 0.0, 1, 36, 3, "parallel"), R(5, 0.2, 1, 1, 3, "beam"),
+            R(6, 0.2, 1, 1, 2, "parallel"), R(7, 0.2, 1, 1, 2, "parallel"), R(8, 0.2, 1, 1, 1, "greedy"),
+            R(9, 0.21, 1, 1, 2, "parallel"), R(10, 0.21, 1, 1, 1, "greedy"), R(11, 0.21, 1, 1, 1, "greedy")]
+    config = dict(num_gpu_blocks=47, watermark=0.0, block_size=4, max_num_seqs=8, max_output_tokens=64,
+                  prefill_chunk_tokens=24, swap_space_gib=0.0005)
+    fast = replay(Trace(reqs), EngineConfig(check_every=3, **config), policy="sglang", seed=0)
+    slow = replay(Trace(reqs), EngineConfig(fast_forward=False, **config), policy="sglang", seed=0)
+    pd.testing.assert_frame_equal(fast.steps, slow.steps)
