@@ -1,10 +1,7 @@
 """`replay(trace, config, policy, seed)`: run one policy over a trace and return its tables."""
 from __future__ import annotations
 
-import gc
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 from sim.config import EngineConfig
 from sim.engine import Engine
@@ -23,8 +20,7 @@ def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, 
     policy_obj = make_policy(policy)
     config = policy_obj.configure(config)  # e.g. vLLM V1's serve defaults under `vllm`
     engine = Engine(trace, config, policy_obj, seed=seed, progress=progress)
-    with _no_cyclic_collection():
-        engine.run()
+    engine.run()
     scheduler, timer = engine.scheduler, engine.timer
     steps, decode_end, _ = scheduler.recorder.build(config.block_size, config.kv_blocks,
                                                     scheduler.queued_arrivals_ns())
@@ -52,19 +48,3 @@ def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, 
                                       "trace_notices": list(getattr(trace, "notices", []))}
     return SimResult(requests=requests, steps=steps, summary=summary, config=config_dict, itl_s=itl_s,
                      extra=timer.tables())
-
-
-@contextmanager
-def _no_cyclic_collection() -> Iterator[None]:
-    """Pause the cyclic garbage collector while the engine runs (as it was, after). A run makes no
-    cyclic garbage (reference counting frees all it drops: `tests/test_sim_engine.py` checks every
-    policy), but it allocates many containers that live on (block tables, records, the prefix cache's
-    pieces, segments and keys), which the collector would traverse again and again for nothing: 0.13-0.17
-    s of the Mooncake-style replay with caching on, 0.05-0.07 s off, and in proportion on longer runs."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
