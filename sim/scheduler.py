@@ -20,8 +20,7 @@ records it as one record.
 from __future__ import annotations
 
 import heapq
-import random
-from typing import Any, Callable, Hashable, Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -32,8 +31,8 @@ from sim.policies.base import Policy
 from sim.policy_verbs import PolicyVerbs
 from sim.records import StepRecorder
 from sim.scheduler_output import SchedulerOutput
-from sim.state import DECODE, PREFILL, RECOMPUTE, REJECTED, WAITING, Group
-from sim.v1_beam_search import BeamSearch
+from sim.state import DECODE, PREFILL, WAITING, Group, beam_rng
+from sim.v1_beam_search import BeamFrontEnd
 
 
 class Scheduler(PolicyVerbs):
@@ -45,10 +44,8 @@ class Scheduler(PolicyVerbs):
         self.priority_order = config.scheduling_policy == "priority"
         self.split_samples = getattr(policy, "samples_as_requests", False)
         self.prompt_first = getattr(policy, "prompt_request_first", False)
-        self.beam_as_requests = getattr(policy, "beam_search_as_requests", False)
-        self.num_children = 0
-        self.bs = config.block_size
-        self.fast_forward = fast_forward
+        self.num_spawned = 0   # requests the trace does not hold (samples, beam-search rounds' requests)
+        self.bs, self.fast_forward = config.block_size, fast_forward
         arrival = np.asarray(trace.column("arrival_s"), dtype=np.float64)
         self.arrival_ns: list[int] = np.rint(arrival * 1e9).astype(np.int64).tolist()
         self.num_requests = len(self.arrival_ns)
@@ -57,75 +54,67 @@ class Scheduler(PolicyVerbs):
             "hash_ids", "priority"))
         self.groups: list[Group | None] = [None] * self.num_requests
         self.recorder = StepRecorder()   # monitoring: one plain record per step or run of decode steps
+        # vLLM V1 runs beam search in its API server, as rounds of requests (`sim.v1_beam_search`).
+        self.beam_front_end = (BeamFrontEnd(config, kv, seed, self._new_index, self._never_fits)
+                               if getattr(policy, "beam_search_as_requests", False) else None)
 
     # ---- requests ----------------------------------------------------------------------------------
     def add_request(self, i: int) -> None:
-        """Request i (trace order) arrives: it joins the waiting queue, or is rejected if it can never run."""
+        """Request i (trace order) arrives: its engine requests join the waiting queue, or it is rejected if
+        it can never run."""
         rid, prompt, output, n, sampling, prefix_group, prefix_tokens, hash_ids, priority = (
             c[i] for c in self._columns)
         group = Group(i, rid, self.arrival_ns[i], prompt, output, n, sampling, priority)
         self.groups[i] = group
-        if group.is_beam and self.beam_as_requests:
-            self._start_beam_search(group, prefix_group, prefix_tokens, hash_ids)
-            return
-        split = self.split_samples and group.n > 1 and not group.is_beam
-        reason = self._never_fits(self._child(group) if split else group)
+        if group.is_beam and self.beam_front_end is not None:
+            reason, requests = self.beam_front_end.start(group, prefix_group, prefix_tokens, hash_ids)
+        else:
+            reason, requests = self._engine_requests(group, prefix_group, prefix_tokens, hash_ids)
         if reason is not None:
             group.rejected_on_arrival = True
             self.reject(group, reason)
-            return
+        for request in requests:
+            self.enqueue(request)
+
+    def _engine_requests(self, group: Group, prefix_group: Hashable | None, prefix_tokens: int,
+                         hash_ids: Sequence[int] | None) -> tuple[str | None, list[Group]]:
+        """None and the requests that run `group` (itself, or its samples), to be queued in this order; or
+        why it can never run and none."""
+        split = self.split_samples and group.n > 1 and not group.is_beam
+        reason = self._never_fits(self._child(group) if split else group)
+        if reason is not None:
+            return reason, []
         if split:
             # vLLM V1 fans a request with n > 1 out into n one-sample requests (v1/engine/async_llm.py:
             # 541-563); they share the prompt only through the prefix cache (keyed by the parent).
             group.children = [self._child(group) for _ in range(group.n)]
             for child in group.children:
-                self.kv.assign_block_keys(child, i, prefix_group, prefix_tokens, hash_ids)
-            if self.prompt_first:
-                # SGLang first runs the prompt alone, a prefill-only request (max_new_tokens 0), and sends
-                # the samples once it returns (managers/tokenizer_manager.py:2130-2151, 2163-2183).
-                prompt_request = self._child(group, output=0)
-                self.kv.assign_block_keys(prompt_request, i, prefix_group, prefix_tokens, hash_ids)
-                prompt_request.followers = group.children
-                self.enqueue(prompt_request)
-                return
-            for child in group.children:
-                self.enqueue(child)
-            return
+                self.kv.assign_block_keys(child, group.idx, prefix_group, prefix_tokens, hash_ids)
+            if not self.prompt_first:
+                return None, group.children
+            # SGLang first runs the prompt alone, a prefill-only request (max_new_tokens 0), and sends the
+            # samples once it returns (managers/tokenizer_manager.py:2130-2151, 2163-2183).
+            prompt_request = self._child(group, output=0)
+            self.kv.assign_block_keys(prompt_request, group.idx, prefix_group, prefix_tokens, hash_ids)
+            prompt_request.followers = group.children
+            return None, [prompt_request]
         if group.is_beam:
-            group.rng = random.Random(self.seed * 1_000_003 + i)
+            group.rng = beam_rng(self.seed, group.idx)
         # The request's own blocks are keyed by its index: request ids need not be unique.
-        self.kv.assign_block_keys(group, i, prefix_group, prefix_tokens, hash_ids)
-        self.enqueue(group)
+        self.kv.assign_block_keys(group, group.idx, prefix_group, prefix_tokens, hash_ids)
+        return None, [group]
+
+    def _new_index(self) -> int:
+        """An index for a request the trace does not hold: past the trace's, so that it keeps apart."""
+        self.num_spawned += 1
+        return self.num_requests + self.num_spawned
 
     def _child(self, parent: Group, output: int | None = None) -> Group:
-        """One sample of `parent` as its own request (indices past the trace's keep them apart)."""
-        self.num_children += 1
-        child = Group(self.num_requests + self.num_children, parent.request_id, parent.arrival_ns, parent.prompt,
+        """One sample of `parent` as its own request."""
+        child = Group(self._new_index(), parent.request_id, parent.arrival_ns, parent.prompt,
                       parent.output if output is None else output, 1, parent.sampling, parent.priority)
         child.parent = parent
         return child
-
-    def _start_beam_search(self, group: Group, prefix_group: Hashable | None, prefix_tokens: int,
-                           hash_ids: Sequence[int] | None) -> None:
-        """vLLM V1's API server runs beam search as rounds of 1-token requests (`sim.v1_beam_search`); the
-        user's request never runs itself. Rejected if its last round's request can never run."""
-        kv, i = self.kv, group.idx
-        search = BeamSearch(group, kv.beam_prompt_keys(group, i, prefix_group, prefix_tokens, hash_ids), self.bs,
-                            self.config.beam_replace_prob, random.Random(self.seed * 1_000_003 + i),
-                            self._round_request, kv.assign_beam_keys)
-        reason = self._never_fits(search.longest_request())
-        if reason is not None:
-            group.rejected_on_arrival = True
-            self.reject(group, reason)
-            return
-        for request in search.send_round(group.arrival_ns):
-            self.enqueue(request)
-
-    def _round_request(self, user: Group, prompt: int, arrival_ns: int) -> Group:
-        """A beam-search round's request: 1 token of `prompt`, the user's priority (indices past the trace's)."""
-        self.num_children += 1
-        return Group(self.num_requests + self.num_children, user.request_id, arrival_ns, prompt, 1, 1, user.sampling,
-                     user.priority)
 
     def token_streams(self) -> list[Group]:
         """Every request that produced its own tokens, in trace order (a parent's children in its place)."""

@@ -8,6 +8,12 @@ STATE_NAMES = ("waiting", "prefill", "decode", "swapped", "finished", "rejected"
 RECOMPUTE, SWAP = "recompute", "swap"   # preemption modes
 
 
+def beam_rng(seed: int, idx: int) -> random.Random:
+    """The draws of beam re-selection for the request of trace index `idx`: its own stream, so that a replay
+    is deterministic whatever else runs (the engine's beam groups and vLLM V1's front end alike)."""
+    return random.Random(seed * 1_000_003 + idx)
+
+
 class Seq:
     """One sequence (a sample or a beam) in the block manager.
 

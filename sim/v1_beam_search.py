@@ -20,13 +20,52 @@ Which beams survive is the engine-run beam model's (`EngineConfig.beam_replace_p
 beam is dropped with that probability (at least one survives) and each dropped one is replaced by a
 candidate of a random survivor; the candidates of round 1 all continue the prompt. The draws come from the
 request's own seeded `random.Random`, so a replay is deterministic.
+
+The seam with the scheduler is `BeamFrontEnd`: the scheduler hands it a user's beam-search request on
+arrival (`start`) and queues what it returns; each round's request carries its `BeamSearch`
+(`Group.beam_search`), which `sim.lifecycle` tells when the request is done (`request_done`).
 """
 from __future__ import annotations
 
 import random
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Protocol, Sequence
 
-from sim.state import FINISHED, REJECTED, Group
+from sim.config import EngineConfig
+from sim.state import FINISHED, REJECTED, Group, beam_rng
+
+
+class BeamKeys(Protocol):
+    """The prefix-cache keys of beam-search rounds' prompts (`sim.kv_paged_chunked.ChunkedPagedKV`)."""
+
+    def beam_prompt_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                         prefix_tokens: int, hash_ids: Sequence[int] | None) -> tuple[Hashable, ...] | None: ...
+
+    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...], lookup: object) -> object: ...
+
+
+class BeamFrontEnd:
+    """vLLM V1's API server, as far as beam search goes: one `BeamSearch` per user beam-search request.
+
+    `new_index()`: an index for an engine request the trace does not hold (the scheduler's, shared with
+    parallel samples'); `never_fits(request)`: why the engine can never run `request`, or None."""
+
+    def __init__(self, config: EngineConfig, kv: BeamKeys, seed: int, new_index: Callable[[], int],
+                 never_fits: Callable[[Group], str | None]) -> None:
+        self.config, self.kv, self.seed = config, kv, seed
+        self.new_index, self.never_fits = new_index, never_fits
+
+    def start(self, user: Group, prefix_group: Hashable | None, prefix_tokens: int,
+              hash_ids: Sequence[int] | None) -> tuple[str | None, list[Group]]:
+        """`user` arrived (it never runs itself): None and its first round's requests, to be queued in this
+        order; or why it is rejected (its last round's request can never run) and no request."""
+        kv, i = self.kv, user.idx
+        search = BeamSearch(user, kv.beam_prompt_keys(user, i, prefix_group, prefix_tokens, hash_ids),
+                            self.config.block_size, self.config.beam_replace_prob,
+                            beam_rng(self.seed, i), self.new_index, kv.assign_beam_keys)
+        reason = self.never_fits(search.longest_request())
+        if reason is not None:
+            return reason, []
+        return None, search.send_round(user.arrival_ns)
 
 
 class Beam:
@@ -46,14 +85,14 @@ class BeamSearch:
     user's request (first token at the end of round 1, finished with the last round)."""
 
     def __init__(self, user: Group, prompt_keys: tuple[Hashable, ...] | None, block_size: int,
-                 replace_prob: float, rng: random.Random, new_request: Callable[[Group, int, int], Group],
+                 replace_prob: float, rng: random.Random, new_index: Callable[[], int],
                  assign_keys: Callable[[Group, tuple[Hashable, ...], object], object]) -> None:
         """`prompt_keys`: the keys of every full block of the user's prompt (None: prefix caching off);
-        `new_request(user, prompt_tokens, arrival_ns)`: a fresh 1-token engine request;
+        `new_index()`: the index of a fresh engine request (past the trace's);
         `assign_keys(request, keys, lookup)`: give it its prompt's cache keys, with the lookup state of
         earlier requests with the same keys (None for the first); returns the state to pass on."""
         self.user, self.bs, self.replace_prob, self.rng = user, block_size, replace_prob, rng
-        self.new_request, self.assign_keys = new_request, assign_keys
+        self.new_index, self.assign_keys = new_index, assign_keys
         self.beams = [Beam(0, 0, prompt_keys)]
         self.num_nodes = 1
         self.round: list[Group] = []       # the round in flight
@@ -68,10 +107,12 @@ class BeamSearch:
                      user.priority)
 
     def send_round(self, now_ns: int) -> list[Group]:
-        """The next round's requests, one per beam, arriving at `now_ns` (to be queued in this order)."""
+        """The next round's requests, one per beam, arriving at `now_ns` (to be queued in this order): each
+        1 token of the user's prompt and its beam's tokens, with the user's priority."""
         user, requests = self.user, []
         for beam in self.beams:
-            request = self.new_request(user, user.prompt + beam.depth, now_ns)
+            request = Group(self.new_index(), user.request_id, now_ns, user.prompt + beam.depth, 1, 1, user.sampling,
+                            user.priority)
             request.beam_search = self
             if beam.keys is not None:
                 beam.lookup = self.assign_keys(request, beam.keys, beam.lookup)

@@ -5,27 +5,25 @@ hold tokens derived from the whole chain of keys up to them, so a block shared o
 chain (e.g. under keys -1 and -2, which Python hashes alike) reads back wrong tokens. Cache hits are not
 written: they must already hold the right tokens.
 
-The cache: which key chains are registered to which block, and the evictor's LRU order, predicted from
-the operations alone (revivals leave it, released cached blocks join it tail first, allocations beyond
-the plain-free blocks evict from its front), down to its segments (`memory.free_queue`): the blocks one
-release put at the tail form one segment, less those revived or evicted since. After every step both
-models must agree with the manager and `check_invariants()` must pass; refused operations must leave no
-trace.
+The cache: which key chains are registered to which block, the evictor's LRU order down to its segments,
+and the cache's counters, predicted from the operations alone. Both models are in `prefix_cache_models`;
+the rules here run the operations and tell the models what each did. After every step both models must
+agree with the manager and `check_invariants()` must pass; refused operations must leave no trace.
 
     HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest tests/test_memory_prefix_stateful.py
 """
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, multiple, rule
 from memory_shadow import SEQS, SeqId, ShadowMachine
+from prefix_cache_models import CacheModel, ChainTokens
 
 from memory import NoFreeBlocksError, PrefixCachingBlockManager
 
-Chain = tuple[Hashable, ...]
 KEYS = st.sampled_from([0, 1, 2, -1, -2])  # hash(-1) == hash(-2): the cache must still tell them apart
 
 
@@ -40,35 +38,15 @@ class PrefixCacheMachine(ShadowMachine):
         bm = PrefixCachingBlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
         self.init_shadow(bm, block_size)
         self.cached_tokens: dict[SeqId, int] = {}
-        self.chain_tokens: dict[tuple[Chain, int], int] = {}
         self.used_keys: list[list[int]] = []
-        self.next_token = self.next_id = 0
-        # The cache model: chain -> block, block -> chain, evictable blocks in LRU order.
-        self.block_of: dict[Chain, int] = {}
-        self.chain_of: dict[int, Chain] = {}
-        self.segments: list[list[int]] = []  # the LRU order, by release
-        self.counts = dict(cow=0, out=0, into=0, evicted=0, revived=0, queries=0, hits=0, query_tokens=0,
-                           hit_tokens=0)
+        self.next_id = 0
+        self.cache, self.source = CacheModel(), ChainTokens(block_size)
+        self.counts = dict(cow=0, out=0, into=0)  # copies and swaps: the block manager's, not the cache's
 
     # ---- helpers -----------------------------------------------------------------------------------
     def new_id(self) -> SeqId:
         self.next_id += 1
         return ("s", self.next_id - 1)
-
-    def fresh(self) -> int:
-        self.next_token += 1
-        return self.next_token
-
-    def prompt(self, keys: list[int], num_tokens: int) -> list[int]:
-        """Tokens of a prompt: keyed blocks derive from their chain of keys, the rest are fresh."""
-        toks = []
-        for i in range(len(keys)):
-            chain = tuple(keys[: i + 1])
-            for off in range(self.bs):
-                if (chain, off) not in self.chain_tokens:
-                    self.chain_tokens[chain, off] = self.fresh()
-                toks.append(self.chain_tokens[chain, off])
-        return toks + [self.fresh() for _ in range(num_tokens - len(toks))]
 
     def linked_blocks(self, seq_id: SeqId) -> set[int]:
         """A family is tied by shared blocks that are not cached (a cached block may be shared across a
@@ -89,48 +67,6 @@ class PrefixCacheMachine(ShadowMachine):
             [list(segment) for segment in bm._gpu._queue.segments.values()],
         )
 
-    def plain_free(self) -> set[int]:
-        bm = self.bm
-        return {b for b in range(bm.num_gpu_blocks) if bm.refcount(b) == 0 and b not in self.chain_of}
-
-    @property
-    def lru(self) -> list[int]:
-        return [b for segment in self.segments for b in segment]
-
-    def evict(self, count: int) -> list[int]:
-        """Model: an operation took `count` blocks beyond the plain-free ones: the LRU front goes."""
-        gone: list[int] = []
-        while len(gone) < count:
-            segment = self.segments[0]
-            take = min(count - len(gone), len(segment))
-            gone += segment[:take]
-            del segment[:take]
-            if not segment:
-                del self.segments[0]
-        for block in gone:
-            del self.block_of[self.chain_of.pop(block)]
-        self.counts["evicted"] += count
-        return gone
-
-    def revive(self, block: int) -> bool:
-        """Model: a cached block taken again leaves its segment (which goes when empty)."""
-        for k, segment in enumerate(self.segments):
-            if block in segment:
-                segment.remove(block)
-                if not segment:
-                    del self.segments[k]
-                return True
-        return False
-
-    def release_cached(self, blocks: list[int], together: bool = True) -> None:
-        """Model: these cached blocks lost their last reference, in this order; `together`: in one
-        release (one segment), else one by one."""
-        cached = [b for b in blocks if b in self.chain_of]
-        if together and cached:
-            self.segments.append(cached)
-        elif cached:
-            self.segments += [[b] for b in cached]
-
     # ---- rules -------------------------------------------------------------------------------------
     @rule(target=SEQS, data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
     def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool) -> Any:
@@ -140,12 +76,10 @@ class PrefixCacheMachine(ShadowMachine):
         keys = data.draw(st.lists(KEYS, min_size=num_keys, max_size=num_keys))
         if reuse and self.used_keys:  # continue an earlier prompt: hits are likely
             keys = (data.draw(st.sampled_from(self.used_keys)) + keys)[:num_keys]
-        hits: list[int] = []
-        while len(hits) < len(keys) and tuple(keys[: len(hits) + 1]) in self.block_of:
-            hits.append(self.block_of[tuple(keys[: len(hits) + 1])])
+        cache, hits = self.cache, self.cache.hits(keys)
         live = [b for b in hits if bm.refcount(b) > 0]
         required = -(-num_tokens // bs)
-        take, free, plain = required - len(live), bm.num_free_gpu_blocks, self.plain_free()
+        take, free, plain = required - len(live), bm.num_free_gpu_blocks, cache.plain_free(bm)
         status = bm.can_allocate(num_tokens, keys)
         assert bm.num_blocks_to_allocate(num_tokens, keys) == take
         self.check_alloc_status(status, required, take)
@@ -159,21 +93,14 @@ class PrefixCacheMachine(ShadowMachine):
         table = bm.block_table(seq_id)
         assert cached == len(hits) * bs and table[: len(hits)] == hits
         for block in hits:
-            if self.revive(block):
-                self.counts["revived"] += 1
-        evicted = self.evict(max(0, required - len(hits) - len(plain)))
+            cache.revive(block)
+        evicted = cache.evict(max(0, required - len(hits) - len(plain)))
         assert set(table[len(hits):]) <= plain | set(evicted)
-        for i in range(len(hits), len(keys)):
-            self.block_of[tuple(keys[: i + 1])] = table[i]
-            self.chain_of[table[i]] = tuple(keys[: i + 1])
-        self.counts["queries"] += 1
-        self.counts["query_tokens"] += num_tokens
+        cache.allocated(keys, table, len(hits), num_tokens, cached)
         if cached:
-            self.counts["hits"] += 1
-            self.counts["hit_tokens"] += cached
             self.cached_tokens[seq_id] = cached
         self.used_keys.append(keys)
-        toks = self.prompt(keys, num_tokens)
+        toks = self.source.prompt(keys, num_tokens)
         self.tokens[seq_id], self.swapped[seq_id] = toks[:cached], False
         self.write(seq_id, cached, toks[cached:])  # cached tokens are not written: they must be there
         return seq_id
@@ -187,7 +114,7 @@ class PrefixCacheMachine(ShadowMachine):
         n, table = len(self.tokens[seq_id]), bm.block_table(seq_id)
         cow = num_new > 0 and n % self.bs != 0 and bm.refcount(table[-1]) > 1
         needed = -(-(n + num_new) // self.bs) - len(table) + cow
-        free, plain = bm.num_free_gpu_blocks, self.plain_free()
+        free, plain = bm.num_free_gpu_blocks, self.cache.plain_free(bm)
         can = bm.can_append_slots(seq_id, num_new)
         before = self.snapshot()
         try:
@@ -196,7 +123,7 @@ class PrefixCacheMachine(ShadowMachine):
             assert not can and needed > free and self.snapshot() == before
             return
         assert can and bm.num_free_gpu_blocks == free - needed
-        self.evict(max(0, needed - len(plain)))
+        self.cache.evict(max(0, needed - len(plain)))
         if cow:
             ((src, dst),) = copies
             assert src == table[-1] and not bm.is_cached(dst) and bm.refcount(dst) == 1
@@ -210,7 +137,7 @@ class PrefixCacheMachine(ShadowMachine):
             for off in range(self.bs):
                 if src * self.bs + off in gpu:
                     gpu[dst * self.bs + off] = gpu[src * self.bs + off]
-        self.write(seq_id, n, [self.fresh() for _ in range(num_new)])
+        self.write(seq_id, n, [self.source.fresh() for _ in range(num_new)])
 
     # fork, free: shared, see tests/memory_shadow.py; these hooks add the cache model's part.
     def check_fork(self, child: SeqId) -> None:
@@ -218,7 +145,7 @@ class PrefixCacheMachine(ShadowMachine):
 
     def on_free(self, seq_id: SeqId, swapped: bool, released: list[int]) -> None:
         if not swapped:
-            self.release_cached(released[::-1])  # cached blocks are a prefix: tail first
+            self.cache.release_cached(released[::-1])  # cached blocks are a prefix: tail first
         self.cached_tokens.pop(seq_id, None)
 
     @rule(data=st.data(), seq_id=SEQS)
@@ -236,7 +163,7 @@ class PrefixCacheMachine(ShadowMachine):
                     depth[b] = i
         src_rc = bm.cpu_refcount if swapped else bm.refcount
         old_rc = {b: src_rc(b) for b in refs}
-        free, plain = bm.num_free_gpu_blocks, self.plain_free()
+        free, plain = bm.num_free_gpu_blocks, self.cache.plain_free(bm)
         can = bm.can_swap_in(fam) if swapped else bm.can_swap_out(fam)
         before = self.snapshot()
         try:
@@ -253,16 +180,16 @@ class PrefixCacheMachine(ShadowMachine):
         if swapped:
             assert all(bm.refcount(t) == old_rc[b] and not bm.is_cached(t) for b, t in mapping.items())
             assert bm.num_free_gpu_blocks == free - len(refs)
-            self.evict(max(0, len(refs) - len(plain)))
+            self.cache.evict(max(0, len(refs) - len(plain)))
             self.copy(mapping, True, set(mapping))
             self.counts["into"] += len(mapping)
             return
         for b, twin in mapping.items():
             assert bm.cpu_refcount(twin) == refs[b] and bm.refcount(b) == old_rc[b] - refs[b]
         released = [b for b in refs if old_rc[b] == refs[b]]
-        self.release_cached(sorted((b for b in released if b in depth), key=depth.__getitem__, reverse=True),
-                            together=False)  # one reference dropped at a time
-        self.copy(mapping, False, {b for b in released if b not in self.chain_of})
+        self.cache.release_cached(sorted((b for b in released if b in depth), key=depth.__getitem__,
+                                         reverse=True), together=False)  # one reference dropped at a time
+        self.copy(mapping, False, {b for b in released if b not in self.cache.chain_of})
         self.counts["out"] += len(mapping)
 
     # swap_part_of_family: shared, see tests/memory_shadow.py
@@ -300,23 +227,15 @@ class PrefixCacheMachine(ShadowMachine):
     def manager_matches_both_models(self) -> None:
         bm, bs = self.bm, self.bs
         self.check_slots_and_refcounts()  # the slot model
-        # The cache model.
-        assert bm.evictable_blocks() == self.lru and bm.num_cached_blocks == len(self.lru)
-        assert list(bm._gpu._queue.segments.values()) == self.segments
-        assert {b for b in range(bm.num_gpu_blocks) if bm.is_cached(b)} == set(self.chain_of)
-        for chain, block in self.block_of.items():
-            assert bm.find_cached_prefix(list(chain)) == [self.block_of[chain[: i + 1]]
-                                                          for i in range(len(chain))]
-            assert self.mem[False].get(block * bs) == self.chain_tokens[chain, 0]  # evictable too
+        self.cache.check(bm)  # the cache model
+        for chain, block in self.cache.block_of.items():  # a cached block holds its chain's tokens, evictable too
+            assert self.mem[False].get(block * bs) == self.source.of_chain[chain, 0]
         c = self.counts
         assert (bm.num_cow_copies, bm.num_swapped_out_blocks, bm.num_swapped_in_blocks) == (
             c["cow"], c["out"], c["into"])
-        assert (bm.num_evicted_blocks, bm.num_revived_blocks) == (c["evicted"], c["revived"])
-        assert (bm.num_prefix_queries, bm.num_prefix_hits, bm.num_prefix_query_tokens,
-                bm.num_prefix_hit_tokens) == (c["queries"], c["hits"], c["query_tokens"], c["hit_tokens"])
 
     def check_empty(self) -> None:
-        assert self.bm.num_cached_blocks == len(self.chain_of)  # every cached block is evictable now
+        assert self.bm.num_cached_blocks == len(self.cache.chain_of)  # every cached block is evictable now
 
 
 TestPrefixCacheMachine = PrefixCacheMachine.TestCase
