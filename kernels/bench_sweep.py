@@ -19,25 +19,27 @@ from kernels.bench_common import (
 )
 
 SMEM_LIMIT = 227 * 1024  # bytes of shared memory per program on Hopper
-DECODE_TILES = [(bn, w, s) for bn, w, s in itertools.product((32, 64, 128), (4, 8), (2, 3, 4))]
+DECODE_TILES = [(bn, w, s) for bn, w, s in itertools.product((32, 64, 128), (4, 8), (2, 3, 5))]
 SPLITS = (1, 2, 4, 8, 16, 32, 64)
-PREFILL_TILES = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 4), (128, 128, 8, 3),
+PREFILL_TILES = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 5), (128, 128, 8, 3), (128, 128, 8, 5),
                  (128, 32, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3), (64, 32, 4, 2)]
 
 
 def prune_decode_configs(configs: list, head_dim: int, elem_size: int) -> list:
-    """Drop decode configs whose num_stages K and V tiles exceed shared memory."""
+    """Drop decode configs whose K and V tile buffers exceed shared memory."""
     from kernels._common import next_pow2
+    from kernels.decode_launch import kv_buffers
 
-    return [c for c in configs if c.num_stages * 2 * c.block_n * next_pow2(head_dim) * elem_size <= SMEM_LIMIT]
+    return [c for c in configs if kv_buffers(c.num_stages) * 2 * c.block_n * next_pow2(head_dim) * elem_size <= SMEM_LIMIT]
 
 
 def prune_prefill_configs(configs: list, head_dim: int, elem_size: int) -> list:
-    """Drop prefill configs whose q tile plus num_stages K/V tiles exceed shared memory."""
+    """Drop prefill configs whose q tile plus K/V tile buffers exceed shared memory."""
     from kernels._common import next_pow2
+    from kernels.decode_launch import kv_buffers
 
     d = next_pow2(head_dim) * elem_size
-    return [c for c in configs if c.block_m * d + c.num_stages * 2 * c.block_n * d <= SMEM_LIMIT]
+    return [c for c in configs if c.block_m * d + kv_buffers(c.num_stages) * 2 * c.block_n * d <= SMEM_LIMIT]
 
 
 def sweep_decode(out: Path, copy_gbs: float, gen) -> None:

@@ -120,12 +120,14 @@ class PrefillConfig:
 
 def default_prefill_config(head_dim: int, on_gpu: bool, elem_size: int = 2) -> PrefillConfig:
     """Tiny tiles in the interpreter, where size is time. On the GPU shared memory holds q plus
-    num_stages K/V tiles, which must fit in 227 KB per program."""
+    `kernels.decode_launch.kv_buffers(num_stages)` K/V tiles, which must fit in 227 KB per program."""
     if not on_gpu:
         return PrefillConfig(32, 32, 1, 1)
     if head_dim > 128 or elem_size > 2:
         return PrefillConfig(64, 32, 4, 2)
-    return PrefillConfig(128, 128, 8, 3)  # H200 sweep: 297 TFLOP/s vs 238 for 128x64 (512-token chunk over 4096)
+    # H200: 128x128 tiles beat 128x64 (297 vs 238 TFLOP/s, 512-token chunk over 4096); 5 stages give K/V two
+    # buffers (`kv_buffers`): bf16 336 vs 299 TFLOP/s (1 x 512), fp8 255 vs 239 (docs/kernels.md)
+    return PrefillConfig(128, 128, 8, 5)
 
 
 _launch_prefill = FastLauncher(_prefill_kernel)

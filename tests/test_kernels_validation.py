@@ -99,10 +99,11 @@ def test_sweep_prunes_configs_that_overflow_shared_memory():
     from kernels.prefill import PrefillConfig
 
     kept = prune_decode_configs([DecodeConfig(*c) for c in DECODE_TILES], 128, 2)
-    assert DecodeConfig(64, 4, 3) in kept and DecodeConfig(128, 4, 4) not in kept  # 4 x 64 KiB > 227 KiB
-    assert len(prune_decode_configs([DecodeConfig(128, 4, 4)], 64, 2)) == 1  # fits at head dim 64
-    assert prune_prefill_configs([PrefillConfig(128, 128, 8, 3), PrefillConfig(128, 128, 8, 4)], 128, 2) == [
-        PrefillConfig(128, 128, 8, 3)]
+    assert DecodeConfig(64, 4, 3) in kept and DecodeConfig(128, 4, 5) in kept  # 2 buffers x 64 KiB
+    assert prune_decode_configs([DecodeConfig(128, 4, 9)], 128, 2) == []  # 4 buffers x 64 KiB > 227 KiB
+    assert len(prune_decode_configs([DecodeConfig(128, 4, 9)], 64, 2)) == 1  # fits at head dim 64
+    assert prune_prefill_configs([PrefillConfig(128, 128, 8, 5), PrefillConfig(128, 128, 8, 9)], 128, 2) == [
+        PrefillConfig(128, 128, 8, 5)]  # q 32 KiB + 4 x 64 KiB > 227 KiB
     with pytest.raises(ValueError, match="block_n"):
         DecodeConfig(48, 4, 3)
 

@@ -1,0 +1,103 @@
+"""The decode launch's stage counts rest on how Triton pipelines a paged kernel's loads: K/V addresses come
+from a block-table load in the same loop, so K/V get (num_stages - 1) // 2 shared-memory buffers
+(`kernels.decode_launch.kv_buffers`). Checked by compiling the decode kernel for Hopper (sm_90), which needs
+Triton's NVIDIA backend but no GPU, and reading the buffers off the TTGIR."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernels.decode_launch import (
+    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, choose_launch, default_decode_config, kv_buffers,
+)
+from kernels.prefill import default_prefill_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+VARIANTS = [("bf16", 64, 3), ("bf16", 64, 5), ("fp8e4nv", 128, 3), ("fp8e4nv", 128, 5)]
+
+_COMPILE = r"""
+import json, re, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from kernels.decode import _decode_kernel
+
+
+def kv_tile_buffers(kv_dtype, block_n, num_stages):
+    pointers = dict(q_ptr="*bf16", k_ptr=f"*{kv_dtype}", v_ptr=f"*{kv_dtype}", bt_ptr="*i32", lens_ptr="*i32",
+                    out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
+    constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
+                     SPLIT=False, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
+                     DOT_PRECISION="tf32")
+    signature, attrs = {}, {}
+    for i, name in enumerate(_decode_kernel.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name in pointers:
+            signature[name] = pointers[name]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            signature[name] = "fp32" if name == "qk_scale" else "i32"
+            if name.startswith("stride") and name != "stride_scale":
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    compiled = triton.compile(ASTSource(_decode_kernel, signature, constants, attrs),
+                              target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=num_stages))
+    return sorted({int(n) for n in re.findall(rf"memdesc<(\d+)x{block_n}x128x", compiled.asm["ttgir"])})
+
+
+try:
+    answer = {"buffers": [kv_tile_buffers(*v) for v in json.loads(sys.argv[1])]}
+except Exception as exc:  # no NVIDIA backend or ptxas here
+    answer = {"skip": f"{type(exc).__name__}: {str(exc)[:120]}"}
+print(json.dumps(answer))
+"""
+
+
+@pytest.fixture(scope="module")
+def kv_tile_buffers() -> dict[tuple[str, int, int], set[int]]:
+    """Per variant of VARIANTS, the leading dimensions of the shared-memory allocations of the decode
+    kernel's [block_n, 128] K/V tiles, compiled for sm_90 in one fresh process (the tests run Triton's
+    interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(VARIANTS)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skip" in answer:
+        pytest.skip(f"cannot compile for sm_90 here: {answer['skip']}")
+    return {v: set(b) for v, b in zip(VARIANTS, answer["buffers"])}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}x{v[2]}")
+def test_paged_kv_loads_get_one_buffer_per_two_stages_past_the_first(kv_tile_buffers, variant):
+    assert kv_tile_buffers[variant] == {kv_buffers(variant[2])}
+
+
+def test_kv_buffers_count():
+    assert [kv_buffers(s) for s in range(1, 8)] == [1, 1, 1, 1, 2, 2, 3]
+
+
+def test_fp8_decode_gets_a_second_buffer_only_with_enough_tiles():
+    deep = default_decode_config(128, True, 1, False, FP8_DEEP_MIN_TILES)
+    shallow = default_decode_config(128, True, 1, False, FP8_DEEP_MIN_TILES - 1)
+    assert (deep.num_stages, shallow.num_stages) == (FP8_DEEP_STAGES, 3)
+    assert kv_buffers(deep.num_stages) == 2
+    assert default_decode_config(128, True, 2, False, 64).num_stages == 3  # bf16: 4 programs an SM hide it
+    assert default_decode_config(256, True, 1, False, 64).num_stages <= 2  # large heads keep their small tiles
+    # 256 x 2048 (16 tiles a program) deep; 1 x 1024 (8 splits of one tile) not
+    assert choose_launch(256, 8, 2048, 128, 1, 132)[1].num_stages == FP8_DEEP_STAGES
+    assert choose_launch(1, 8, 1024, 128, 1, 132)[1].num_stages == 3
+
+
+def test_prefill_default_has_two_kv_buffers_within_shared_memory():
+    cfg = default_prefill_config(128, True, 2)
+    assert kv_buffers(cfg.num_stages) == 2
+    q_bytes, kv_bytes = cfg.block_m * 128 * 2, 2 * cfg.block_n * 128 * 2
+    assert q_bytes + kv_buffers(cfg.num_stages) * kv_bytes <= 227 * 1024
