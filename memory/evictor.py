@@ -185,9 +185,9 @@ class CachingBlockAllocator(ChainRegistry):
 
     def _push_tail(self, blocks: list[int]) -> None:
         """Put cached blocks at the tail, one after the other (the last one is the most recently used)."""
-        self._queue.push(blocks)
         if self._num_unreachable:
             self._num_unreachable_free += count_unreachable(self._piece_of, blocks)
+        self._queue.push(blocks)  # which keeps (and reverses) the list
 
     def free_table(self, blocks: Sequence[int]) -> int:
         """Drop one reference from each block of a table. Uncached blocks are released in table order,

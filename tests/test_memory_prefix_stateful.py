@@ -302,7 +302,7 @@ class PrefixCacheMachine(ShadowMachine):
         self.check_slots_and_refcounts()  # the slot model
         # The cache model.
         assert bm.evictable_blocks() == self.lru and bm.num_cached_blocks == len(self.lru)
-        assert list(bm._gpu._queue.segments.values()) == self.segments
+        assert bm._gpu._queue.segments_in_order() == self.segments
         assert {b for b in range(bm.num_gpu_blocks) if bm.is_cached(b)} == set(self.chain_of)
         for chain, block in self.block_of.items():
             assert bm.find_cached_prefix(list(chain)) == [self.block_of[chain[: i + 1]]
