@@ -163,6 +163,8 @@ class PrefixCacheMachine(ShadowMachine):
                 self.counts["revived"] += 1
         evicted = self.evict(max(0, required - len(hits) - len(plain)))
         assert set(table[len(hits):]) <= plain | set(evicted)
+        # The evicted blocks come first, most recently used first (the former free stack's order).
+        assert table[len(hits):len(hits) + len(evicted)] == evicted[::-1]
         for i in range(len(hits), len(keys)):
             self.block_of[tuple(keys[: i + 1])] = table[i]
             self.chain_of[table[i]] = tuple(keys[: i + 1])
