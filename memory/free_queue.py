@@ -16,9 +16,9 @@ queue is kept in two parts:
 Blocks released together are one chain's consecutive blocks, deepest first, so a lookup's hit, a prefix
 of a chain, takes from each segment it touches a stretch at the segment's *end* (its least deep blocks, at
 the start of its list): `revive` finds that segment by its last block (`tail_of`) and cuts it there with
-list slices. Eviction takes whole segments from the front and cuts the last one it reaches. The order of blocks is exactly the per-block
-queue's; a block that is not at a segment's end (never, for a pool used as `memory.evictor` uses it) is
-still found, by a scan.
+list slices. Eviction takes whole segments from the front and cuts the last one it reaches. The order of
+blocks is exactly the per-block queue's; a block that is not at a segment's end (never, for a pool used
+as `memory.evictor` uses it) is still found, by a scan.
 """
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ class PrefixCache:
         # blocks are harmless: a block is flagged again whenever it is registered).
         self.pending = bytearray(bm.num_gpu_blocks)
         self.flagged = False  # whether any block was ever flagged pending (never under `vllm`'s per-chunk caching)
-        self.group_keys: dict = {}  # memo of prefix groups' key lists
+        self.group_keys: dict = {}  # memo of prefix groups' key lists, and the interned hash ids
         self.query_tokens = 0  # tokens allocated (first prefills and recomputes: `tokens`)
         self.hit_tokens = 0    # ... whose prefill was skipped
         self.hits = 0          # allocations with at least one reused block
