@@ -170,6 +170,14 @@ class ChainRegistry(BlockPool):
         if piece.keys is not None:
             del self._heads[(piece.parent, piece.keys[0])]
 
+    def _lose(self, piece: Piece, taken: int) -> int:
+        """A piece lost its last `taken` blocks (evicted: a piece loses blocks from its end only); returns
+        how many of them were unreachable."""
+        piece.n -= taken
+        if not piece.n:
+            self._drop(piece)
+        return 0 if piece.reachable else taken
+
     def register_keys(self, blocks: Sequence[int], position: int, parent_node: int, keys: ChainKeys) -> None:
         """Register live, hashless `blocks` as positions `position`, `position + 1`, ... of `keys` (up to
         its `num_blocks`), the first after `parent_node`: shared positions in the registry (the caller

@@ -17,7 +17,6 @@ hashed block) but can never be hit: the full blocks of a finished request. Metri
 """
 from __future__ import annotations
 
-from itertools import groupby
 from typing import Iterable, Mapping, Sequence
 
 from memory.block_allocator import NoFreeBlocksError, num_live_leading
@@ -132,24 +131,24 @@ class CachingBlockAllocator(ChainRegistry):
         return blocks
 
     def _evict(self, count: int) -> list[int]:
-        """Take `count` blocks from the front of the cached part, drop their hashes piece by piece (each
-        piece loses its last blocks: they leave the queue deepest first) and give them refcount 1. They
-        are handed out before the plain ones, most recently used first (the order of the former free
-        stack, which took the evicted blocks on top of it; kept so that block ids stay the same)."""
+        """Take `count` blocks from the front of the cached part, drop their hashes piece by piece and give
+        them refcount 1, in one pass (the least recently used blocks' entries are cold: a C `groupby` over
+        them and then a pass of stores took half as long again). They are handed out before the plain
+        ones, most recently used first (the order of the former free stack, so that block ids stay)."""
         evicted = self._queue.take_cached(count)
-        piece_of = self._piece_of
-        unreachable = 0
-        for piece, stretch in groupby(map(piece_of.__getitem__, evicted)):
-            taken = len(list(stretch))
-            piece.n -= taken  # type: ignore[union-attr]
-            if not piece.reachable:  # type: ignore[union-attr]
-                unreachable += taken
-            if not piece.n:  # type: ignore[union-attr]
-                self._drop(piece)  # type: ignore[arg-type]
-        refcounts = self._refcounts
-        for block in evicted:  # handed out: one pass for both
+        piece_of, refcounts = self._piece_of, self._refcounts
+        unreachable, last, taken = 0, None, 0
+        for block in evicted:  # each piece loses its last blocks: they leave the queue deepest first
+            piece = piece_of[block]
             piece_of[block] = None
-            refcounts[block] = 1
+            refcounts[block] = 1  # handed out
+            if piece is last:
+                taken += 1
+                continue
+            if taken:
+                unreachable += self._lose(last, taken)
+            last, taken = piece, 1
+        unreachable += self._lose(last, taken)
         self._num_registered -= count
         self._num_unreachable -= unreachable
         self._num_unreachable_free -= unreachable
@@ -186,9 +185,9 @@ class CachingBlockAllocator(ChainRegistry):
 
     def _push_tail(self, blocks: list[int]) -> None:
         """Put cached blocks at the tail, one after the other (the last one is the most recently used)."""
-        self._queue.push(blocks)
         if self._num_unreachable:
             self._num_unreachable_free += count_unreachable(self._piece_of, blocks)
+        self._queue.push(blocks)  # which keeps (and reverses) the list
 
     def free_table(self, blocks: Sequence[int]) -> int:
         """Drop one reference from each block of a table. Uncached blocks are released in table order,

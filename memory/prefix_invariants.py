@@ -52,7 +52,7 @@ def _check_segments(pool: CachingBlockAllocator, name: str) -> None:
     held = sum(map(len, segments.values()))
     if held != queue.num_cached:
         _fail(f"{name}: cached-part counter {queue.num_cached} != {held} blocks in segments")
-    tails = {blocks[-1]: segment for segment, blocks in segments.items()}
+    tails = {blocks[0]: segment for segment, blocks in segments.items()}  # a segment's list is last first
     if tails != queue.tail_of:
         block = min(set(tails.items()).symmetric_difference(queue.tail_of.items()))[0]
         _fail(f"{name}: the free queue's segment index is wrong at block {block}")

@@ -70,6 +70,7 @@ class AnalyticTimer:
         # (base, slope) of a linear decode-time model, if the cost model has one: scalar fast path.
         self._linear = getattr(self.cost, "decode_coefficients", None)
         self._no_host = not (self.host.step_s or self.host.per_request_s or self.host.per_token_s)
+        self._decode_terms: dict[int, tuple[float, float, float]] = {}  # b -> (base, slope, host s): see decode_ns
 
     def bind(self, scheduler: "Scheduler") -> None:
         return None  # the cost model needs only the output
@@ -105,12 +106,15 @@ class AnalyticTimer:
         """Durations (ns) of k pure decode steps of b sequences, the first with summed context c0.
         Short runs use scalar arithmetic, long ones numpy: the same IEEE operations, the same values."""
         host = self.host
-        h = host.host_s(b, b)
         if self._linear is None:  # a cost model without a closed form: no graph padding
+            h = host.host_s(b, b)
             device = self.cost.decode_times(b, c0 + b * np.arange(k, dtype=np.int64))
             ns = ((device + h if not host.overlap else np.maximum(device, h)) * 1e9 + 0.5).astype(np.int64)
             return np.maximum(ns, 1, out=ns)
-        base, slope = self._linear(b, host.padded(b))
+        terms = self._decode_terms.get(b)
+        if terms is None:  # per batch size: a run asks twice, and the same sizes recur all along
+            terms = self._decode_terms[b] = (*self._linear(b, host.padded(b)), host.host_s(b, b))
+        base, slope, h = terms
         if k <= SCALAR_RUN:
             if host.overlap:
                 return [max(int(max(base + slope * (c0 + b * i), h) * 1e9 + 0.5), 1) for i in range(k)]

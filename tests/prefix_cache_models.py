@@ -92,7 +92,7 @@ class CacheModel:
     def check(self, bm: Any) -> None:
         """`bm`'s cache is this one: the same chains and blocks, LRU order, segments and counters."""
         assert bm.evictable_blocks() == self.lru and bm.num_cached_blocks == len(self.lru)
-        assert list(bm._gpu._queue.segments.values()) == self.segments
+        assert bm._gpu._queue.segments_in_order() == self.segments
         assert {b for b in range(bm.num_gpu_blocks) if bm.is_cached(b)} == set(self.chain_of)
         for chain in self.block_of:
             assert bm.find_cached_prefix(list(chain)) == [self.block_of[chain[: i + 1]] for i in range(len(chain))]

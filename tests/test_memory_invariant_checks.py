@@ -189,13 +189,13 @@ def _take_out(queue: FreeQueue, block: int) -> None:
     if block in queue.plain:
         queue.plain.remove(block)
         return
-    for segment, blocks in queue.segments.items():
+    for segment, blocks in queue.segments.items():  # each segment's list holds its blocks last first
         if block in blocks:
-            del queue.tail_of[blocks[-1]]
+            del queue.tail_of[blocks[0]]
             blocks.remove(block)
             queue.num_cached -= 1
             if blocks:
-                queue.tail_of[blocks[-1]] = segment
+                queue.tail_of[blocks[0]] = segment
             else:
                 del queue.segments[segment]
             return

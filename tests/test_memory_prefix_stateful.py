@@ -96,6 +96,8 @@ class PrefixCacheMachine(ShadowMachine):
             cache.revive(block)
         evicted = cache.evict(max(0, required - len(hits) - len(plain)))
         assert set(table[len(hits):]) <= plain | set(evicted)
+        # The evicted blocks come first, most recently used first (the former free stack's order).
+        assert table[len(hits):len(hits) + len(evicted)] == evicted[::-1]
         cache.allocated(keys, table, len(hits), num_tokens, cached)
         if cached:
             self.cached_tokens[seq_id] = cached
