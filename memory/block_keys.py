@@ -84,8 +84,8 @@ class PrivateChain:
         self.parent = 0
         self.blocks: list[int] = []
         self.nodes: list[int] = []
-        # The cache's last answer for the shared keys: (shared, their hit blocks, the blocks' nodes then);
-        # see `CachingBlockAllocator.match_chain`. Dropped once the sequence is allocated.
+        # The cache's last answer for the shared keys: (shared, their hit blocks, the stretches of pieces
+        # they are, num_evicted_blocks then); see `ChainRegistry.match_chain`.
         self.memo: tuple | None = None
 
 

@@ -32,7 +32,8 @@ class ChainRegistry(BlockPool):
     """A `BlockPool` whose blocks may hold a registered hash: the registry, lookups and registrations.
     Where free blocks go is the subclass's (`memory.evictor.CachingBlockAllocator`)."""
 
-    __slots__ = ("_piece_of", "_heads", "_pieces", "_next_node", "_num_registered", "_num_unreachable")
+    __slots__ = ("_piece_of", "_heads", "_pieces", "_next_node", "_num_registered", "_num_unreachable",
+                 "num_evicted_blocks")
 
     def __init__(self, num_blocks: int) -> None:
         super().__init__(num_blocks)
@@ -42,6 +43,7 @@ class ChainRegistry(BlockPool):
         self._next_node = ROOT + 1
         self._num_registered = 0    # blocks with a hash
         self._num_unreachable = 0   # ... of which unreachable
+        self.num_evicted_blocks = 0  # reachable registered blocks evicted (the subclass evicts)
 
     # ---- read surface ------------------------------------------------------------------------------
     @property
@@ -112,44 +114,58 @@ class ChainRegistry(BlockPool):
     def match_chain(self, keys: ChainKeys) -> list[int]:
         """`match` for compact keys: the shared keys through the registry, then, if all of them hit
         and more blocks are keyed, the private chain while its blocks are still the ones registered.
+        The list returned is read only (it may be the chain's memo).
 
         The shared part's last answer is kept on the chain (`PrivateChain.memo`: a waiting request asks
-        every step, and again when it is allocated) with the stretches of pieces it took: the blocks a
-        piece still registers are still hits (a piece loses blocks from its end only), and the walk goes
-        on from the first stretch that lost some."""
+        every step and again when it is allocated; beam-search rounds ask with the same keys), with the
+        stretches of pieces it took and `num_evicted_blocks` then. A registered block leaves the registry
+        only when evicted, and a registration only adds past an answer's end: with no eviction since,
+        the memo's blocks all still hit (O(1)); after one, a piece still registers its first blocks (it
+        loses blocks from its end only), so the walk goes on from the first stretch that lost some. Past
+        the memo's end it looks again: a registration since may have extended the answer."""
         chain, shared, num_shared = keys.chain, keys.shared, keys.num_shared
-        memo = chain.memo
+        memo, evicted = chain.memo, self.num_evicted_blocks
         if memo is not None and memo[0] is shared:
-            old, spans, take = memo[1], [], 0
-            for piece, offset, count in memo[2]:
-                valid = min(count, piece.n - offset, num_shared - take)
-                if valid <= 0:
-                    break
-                spans.append((piece, offset, valid))
-                take += valid
-                if valid < count:
-                    break
-            hits = list(old[:take]) if take < len(old) else list(old)
-            if take < num_shared:
+            old, spans = memo[1], memo[2]
+            if memo[3] != evicted:  # keep the stretches still registered, the first to lose some cut
+                kept, take = [], 0
+                for piece, offset, count in spans:
+                    valid = min(count, piece.n - offset)
+                    if valid <= 0:
+                        break
+                    kept.append((piece, offset, valid))
+                    take += valid
+                    if valid < count:
+                        break
+                if take < len(old):
+                    old = old[:take]
+                spans = kept
+                chain.memo = (shared, old, spans, evicted)
+            hits = old[:num_shared] if num_shared < len(old) else old
+            if num_shared > len(old):  # go on past the memo's end (inside its last piece first)
                 keyed = shared[:num_shared] if num_shared < len(shared) else shared
-                if spans:  # go on inside the last piece taken, as far as it still agrees
+                more: list[int] = []
+                stretches: list = []
+                if spans:
                     piece, offset, count = spans[-1]
-                    walk(self._heads, keyed, take, piece.first + offset + count - 1, hits, spans,
+                    walk(self._heads, keyed, len(old), piece.first + offset + count - 1, more, stretches,
                          piece, offset + count)
                 else:
-                    walk(self._heads, keyed, 0, ROOT, hits, spans)
-            if take < len(old) or len(hits) > take:  # the answer changed: remember the new one
-                chain.memo = (shared, tuple(hits), spans)
+                    walk(self._heads, keyed, 0, ROOT, more, stretches)
+                if more:
+                    hits = old + more
+                    spans = spans + stretches
+                    chain.memo = (shared, hits, spans, evicted)
         else:
             hits, spans = [], []
             walk(self._heads, shared[:num_shared] if num_shared < len(shared) else shared, 0, ROOT, hits, spans)
-            chain.memo = (shared, tuple(hits), spans)
+            chain.memo = (shared, hits, spans, evicted)
         limit = keys.num_blocks - len(shared)
         if limit <= 0 or len(hits) < len(shared) or not chain.blocks:
             return hits
         if chain.parent != (spans[-1][0].first + spans[-1][1] + spans[-1][2] - 1 if spans else ROOT):
             return hits
-        nodes, node_of = chain.nodes, self.node_of
+        nodes, node_of, hits = chain.nodes, self.node_of, list(hits)  # the memo's list stays as it is
         for i, block in enumerate(chain.blocks):
             if i >= limit or node_of(block) != nodes[i]:
                 break

@@ -35,14 +35,12 @@ class CachingBlockAllocator(ChainRegistry):
     and `allocate_many` take from the head, evicting cached blocks when no plain one is left.
     """
 
-    __slots__ = ("_queue", "_num_unreachable_free", "num_evicted_blocks", "num_revived_blocks",
-                 "unreachable_plain")
+    __slots__ = ("_queue", "_num_unreachable_free", "num_revived_blocks", "unreachable_plain")
 
     def __init__(self, num_blocks: int) -> None:
         super().__init__(num_blocks)
         self._queue = FreeQueue(num_blocks)
         self._num_unreachable_free = 0  # unreachable blocks in the queue's cached part
-        self.num_evicted_blocks = 0  # reachable cached blocks evicted
         self.unreachable_plain = True  # see `mark_unreachable` (False: always mark; tests compare)
         self.num_revived_blocks = 0
 

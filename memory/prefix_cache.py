@@ -130,8 +130,6 @@ class PrefixCachingBlockManager(BlockManager):
         required = -(-num_tokens // bs)
         compact = type(keys) is ChainKeys
         hits = (gpu.match_chain(keys) if compact else gpu.match(keys)) if keys else []
-        if compact:
-            keys.chain.memo = None  # type: ignore[union-attr]  # asked again only after a release
         rc = self._gpu_refcounts
         live = num_live_leading(rc, hits)
         if required - live > gpu.num_free_blocks:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 from memory import BlockManager
-from memory.block_keys import ChainKeys
+from memory.block_keys import ChainKeys, PrivateChain
 
 from sim.config import EngineConfig
-from sim.kv_known_hits import SharedChain, allocate_hits
 from sim.kv_paged import PagedKV
 from sim.kv_prefix import PrefixCache, request_block_keys
 from sim.state import Group, Seq
@@ -36,7 +35,8 @@ class ChunkedPagedKV(PagedKV):
         if isinstance(prefix, PrefixCache):
             keys, ready = prefix.plan(group)
             cached = ready * self.bs
-            allocate_hits(bm, seq.sid, keys, ready)
+            found = bm.allocate(seq.sid, cached, keys.head(ready))
+            assert found == cached, "the allocation found other hits than the lookup just before"
             self.chunk_keys[seq.sid] = (keys, ready)
             prefix.query_tokens += group.prompt
             if ready:
@@ -60,15 +60,16 @@ class ChunkedPagedKV(PagedKV):
                                   self.prefix.group_keys)
         return tuple(keys.listed())
 
-    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...], chain: SharedChain | None) -> SharedChain:
+    def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...],
+                         chain: PrivateChain | None) -> PrivateChain:
         """A round's request: `keys` name every full block of its prompt (the user's prompt and the beam's
         tokens); it looks up all but a last one holding its last token (V1 never hits a prompt's last token,
         kv_cache_manager.py:295-302), and registers that one too once computed (`free`).
 
         Every request with these `keys` (this round's beams and the next rounds' that filled no block) shares
-        one `chain` (returned; a new one if None), which remembers the cache's answer for them
-        (`sim.kv_known_hits`)."""
-        chain = SharedChain(("beam", group.idx)) if chain is None else chain
+        one `chain` (returned; a new one if None), on which the cache remembers its answer for them
+        (`memory.chain_registry.ChainRegistry.match_chain`); no private block is ever registered on it."""
+        chain = PrivateChain(("beam", group.idx)) if chain is None else chain
         group.block_keys = ChainKeys(keys, max(group.prompt - 1, 0) // self.bs, chain)
         return chain
 

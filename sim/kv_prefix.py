@@ -26,7 +26,6 @@ from typing import Hashable, Sequence
 from memory import BlockManager, PrefixCachingBlockManager
 from memory.block_keys import ChainKeys, PrivateChain, hash_id_block_keys
 
-from sim.kv_known_hits import cached_prefix
 from sim.state import Group
 
 MOONCAKE_HASH_BLOCK_TOKENS = 512
@@ -140,7 +139,7 @@ class PrefixCache:
         tokens = self.tokens(group)
         if tokens > group.prompt:
             keys = keys.head((tokens - 1) // self.bs)
-        hits = cached_prefix(self.bm, keys)
+        hits = self.bm.find_cached_prefix(keys)
         ready = bytes(map(self.pending.__getitem__, hits)).find(1) if self.flagged else -1
         if ready >= 0:
             rc = self.bm.gpu_refcounts
