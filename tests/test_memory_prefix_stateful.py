@@ -10,6 +10,10 @@ and the cache's counters, predicted from the operations alone. Both models are i
 the rules here run the operations and tell the models what each did. After every step both models must
 agree with the manager and `check_invariants()` must pass; refused operations must leave no trace.
 
+Compact keys: an allocation may pass its keys as `ChainKeys` over one remembered `PrivateChain` per key
+list, as the simulator's beam-search rounds do, and such keys are looked up after every step: the cache's
+memo on the chain (kept across allocations) must be its answer now, after evictions and registrations.
+
     HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest tests/test_memory_prefix_stateful.py
 """
 from __future__ import annotations
@@ -23,6 +27,7 @@ from memory_shadow import SEQS, SeqId, ShadowMachine
 from prefix_cache_models import CacheModel, ChainTokens
 
 from memory import NoFreeBlocksError, PrefixCachingBlockManager
+from memory.block_keys import ChainKeys, PrivateChain
 
 KEYS = st.sampled_from([0, 1, 2, -1, -2])  # hash(-1) == hash(-2): the cache must still tell them apart
 
@@ -42,11 +47,17 @@ class PrefixCacheMachine(ShadowMachine):
         self.next_id = 0
         self.cache, self.source = CacheModel(), ChainTokens(block_size)
         self.counts = dict(cow=0, out=0, into=0)  # copies and swaps: the block manager's, not the cache's
+        self.chains: dict[tuple, tuple[list, PrivateChain]] = {}  # key list -> (its one list, its chain)
 
     # ---- helpers -----------------------------------------------------------------------------------
     def new_id(self) -> SeqId:
         self.next_id += 1
         return ("s", self.next_id - 1)
+
+    def compact(self, keys: list, num_blocks: int) -> ChainKeys:
+        """`keys[:num_blocks]` as compact keys over the key list's one chain (whose memo they share)."""
+        shared, chain = self.chains.setdefault(tuple(keys), (list(keys), PrivateChain(("memo", len(self.chains)))))
+        return ChainKeys(shared, num_blocks, chain)
 
     def linked_blocks(self, seq_id: SeqId) -> set[int]:
         """A family is tied by shared blocks that are not cached (a cached block may be shared across a
@@ -68,8 +79,9 @@ class PrefixCacheMachine(ShadowMachine):
         )
 
     # ---- rules -------------------------------------------------------------------------------------
-    @rule(target=SEQS, data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans())
-    def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool) -> Any:
+    @rule(target=SEQS, data=st.data(), num_full=st.integers(0, 5), reuse=st.booleans(), all_keys=st.booleans(),
+          compact=st.booleans())
+    def allocate(self, data: st.DataObject, num_full: int, reuse: bool, all_keys: bool, compact: bool) -> Any:
         bm, bs, seq_id = self.bm, self.bs, self.new_id()
         num_tokens = num_full * bs + data.draw(st.integers(0, bs - 1))
         num_keys = num_full if all_keys else data.draw(st.integers(0, num_full))
@@ -77,15 +89,16 @@ class PrefixCacheMachine(ShadowMachine):
         if reuse and self.used_keys:  # continue an earlier prompt: hits are likely
             keys = (data.draw(st.sampled_from(self.used_keys)) + keys)[:num_keys]
         cache, hits = self.cache, self.cache.hits(keys)
+        asked = self.compact(keys, len(keys)) if compact else keys
         live = [b for b in hits if bm.refcount(b) > 0]
         required = -(-num_tokens // bs)
         take, free, plain = required - len(live), bm.num_free_gpu_blocks, cache.plain_free(bm)
-        status = bm.can_allocate(num_tokens, keys)
-        assert bm.num_blocks_to_allocate(num_tokens, keys) == take
+        status = bm.can_allocate(num_tokens, asked)
+        assert bm.num_blocks_to_allocate(num_tokens, asked) == take
         self.check_alloc_status(status, required, take)
         before = self.snapshot()
         try:
-            cached = bm.allocate(seq_id, num_tokens, keys)
+            cached = bm.allocate(seq_id, num_tokens, asked)
         except NoFreeBlocksError:
             assert take > free and self.snapshot() == before
             return multiple()  # nothing new in the bundle
@@ -217,6 +230,14 @@ class PrefixCacheMachine(ShadowMachine):
                                  (bm.num_blocks_to_allocate, (num_tokens, keys)),
                                  (bm.allocate, (("new",), num_tokens, keys))])
 
+    @rule(data=st.data())
+    def look_up_a_head(self, data: st.DataObject) -> None:
+        """Compact keys asked for fewer blocks than the memo may hold, or more."""
+        if self.chains:
+            keys = data.draw(st.sampled_from(list(self.chains)))
+            n = data.draw(st.integers(0, len(keys)))
+            assert self.bm.find_cached_prefix(self.compact(list(keys), n)) == self.cache.hits(list(keys[:n]))
+
     @rule(seq_id=SEQS)
     def duplicate_allocate(self, seq_id: SeqId) -> None:
         self.check_misuse("dup", [(self.bm.allocate, (seq_id, 0))])
@@ -230,6 +251,8 @@ class PrefixCacheMachine(ShadowMachine):
         bm, bs = self.bm, self.bs
         self.check_slots_and_refcounts()  # the slot model
         self.cache.check(bm)  # the cache model
+        for keys, (shared, chain) in self.chains.items():  # from the memo, after this step's changes
+            assert bm.find_cached_prefix(ChainKeys(shared, len(shared), chain)) == self.cache.hits(shared)
         for chain, block in self.cache.block_of.items():  # a cached block holds its chain's tokens, evictable too
             assert self.mem[False].get(block * bs) == self.source.of_chain[chain, 0]
         c = self.counts
