@@ -37,13 +37,11 @@ def request_block_keys(prompt: int, block_size: int, request_key: Hashable, pref
     """A request's cache keys, one per full prompt block but never the prompt's last token: the shared
     ones (its prefix group's blocks, or its Mooncake hash ids) and then its own, private ones
     (`memory.block_keys.ChainKeys`; listed, `("own", request_key, i)`). `group_keys` memoizes a prefix
-    group's key list across its requests and interns hash ids (int keys): equal ids of two requests are
-    then one object, and the cache compares their keys by pointer (a trace parses each row's ids anew)."""
+    group's key list across its requests. Hash ids come interned from the trace (`traces.validate`), so
+    equal ids of two requests are one object and the cache compares their keys by pointer."""
     num_blocks = max(prompt - 1, 0) // block_size
     if hash_ids is not None:
-        interned = {} if group_keys is None else group_keys
-        ids = [interned.setdefault(h, h) for h in map(int, hash_ids)]
-        shared = hash_id_block_keys(ids, prompt, block_size, MOONCAKE_HASH_BLOCK_TOKENS)
+        shared = hash_id_block_keys(list(map(int, hash_ids)), prompt, block_size, MOONCAKE_HASH_BLOCK_TOKENS)
         del shared[num_blocks:]  # its own list: cut in place
         return ChainKeys(shared, len(shared), PrivateChain(request_key))
     shared_blocks = min(max(int(prefix_tokens), 0) // block_size, prompt // block_size)
@@ -105,7 +103,7 @@ class PrefixCache:
         # blocks are harmless: a block is flagged again whenever it is registered).
         self.pending = bytearray(bm.num_gpu_blocks)
         self.flagged = False  # whether any block was ever flagged pending (never under `vllm`'s per-chunk caching)
-        self.group_keys: dict = {}  # memo of prefix groups' key lists, and the interned hash ids
+        self.group_keys: dict = {}  # memo of prefix groups' key lists
         self.query_tokens = 0  # tokens allocated (first prefills and recomputes: `tokens`)
         self.hit_tokens = 0    # ... whose prefill was skipped
         self.hits = 0          # allocations with at least one reused block

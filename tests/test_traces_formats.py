@@ -97,6 +97,15 @@ def test_mooncake_keeps_hash_ids(tmp_path: Path) -> None:
     assert trace[1].hash_ids == (0, 14) and len(trace[0].hash_ids) == 14
 
 
+
+def test_equal_hash_ids_of_different_rows_are_one_object(tmp_path: Path) -> None:
+    # the prefix cache compares keys built from them by identity first (ids past CPython's small-int cache)
+    path = write(tmp_path, "mooncake_trace.jsonl",
+                 '{"timestamp": 0, "input_length": 1100, "output_length": 5, "hash_ids": [1000000007, 2000000011]}\n'
+                 '{"timestamp": 1, "input_length": 1100, "output_length": 5, "hash_ids": [1000000007, 3000000019]}\n')
+    first, second = (request.hash_ids for request in load(path))
+    assert first[0] == second[0] == 1000000007 and first[0] is second[0]
+
 def test_vidur_csv(tmp_path: Path) -> None:
     path = write(tmp_path, "vidur.csv", "arrived_at,num_prefill_tokens,num_decode_tokens,num_total_tokens\n"
                  "0.5,100,20,120\n0.75,200,0,200\n1.0,300,30,330\n")

@@ -140,8 +140,11 @@ def ids_column(col: pd.Series | None, num_rows: int, field: str, problems: Probl
 
 
 def hash_ids_column(col: pd.Series, field: str, problems: Problems) -> np.ndarray:
-    """Per-row tuples of block hash ids, from lists (JSON) or space-separated text (CSV)."""
+    """Per-row tuples of block hash ids, from lists (JSON) or space-separated text (CSV). Equal ids are one
+    int object across the column (each row parses its own), so that cache keys built from them compare by
+    identity: the prefix cache's lookups compare key slices (`memory.pieces`)."""
     out = np.full(len(col), None, dtype=object)
+    interned: dict[int, int] = {}
     bad = np.zeros(len(col), dtype=bool)
     values = col.to_numpy(dtype=object)
     present = np.flatnonzero(~col.isna().to_numpy())  # most rows of most traces have none
@@ -161,7 +164,7 @@ def hash_ids_column(col: pd.Series, field: str, problems: Problems) -> np.ndarra
                 raise TypeError
             if ids and min(ids) < 0:
                 raise ValueError
-            out[pos] = ids or None  # no blocks named: same as no hash ids
+            out[pos] = tuple(map(interned.setdefault, ids, ids)) or None  # none named: as no hash ids
         except (TypeError, ValueError):
             bad[pos] = True
     problems.flag(bad, field, lambda p: f"not a list of non-negative integers: {shown(col.iloc[p])}")
