@@ -27,13 +27,22 @@ from kernels.decode import LOG2E
 @triton.jit
 def _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos, key_end,
                  offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                 BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                 BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 WHOLE: tl.constexpr):
+    """One K/V tile into the online softmax state. WHOLE: every token of the tile exists and every head-dim
+    column is real, so loads take no masks (unpredicated copies); CAUSAL: scores right of a row are masked."""
     tokens = tile_start + offs_n
     n_mask = tokens < key_end
-    block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-    kv_off = block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off
+    if WHOLE:
+        block = tl.load(bt_row + tokens // BLOCK_SIZE).to(tl.int64)
+    else:
+        block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+    kv_ptrs = (block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off)[:, None] + offs_d[None, :]
     tile_mask = n_mask[:, None] & d_mask[None, :]
-    k = tl.load(k_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
+    if WHOLE:
+        k = tl.load(k_ptr + kv_ptrs)
+    else:
+        k = tl.load(k_ptr + kv_ptrs, mask=tile_mask, other=0.0)
     if FP8:  # e4m3 -> q's dtype (fp16 or fp32 here) is exact
         k = k.to(q.dtype)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
@@ -42,7 +51,10 @@ def _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, r
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
-    v = tl.load(v_ptr + kv_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)
+    if WHOLE:
+        v = tl.load(v_ptr + kv_ptrs)
+    else:
+        v = tl.load(v_ptr + kv_ptrs, mask=tile_mask, other=0.0)
     if FP8:
         v = v.to(q.dtype)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
@@ -82,17 +94,17 @@ def _prefill_kernel(
         head_off = (head // GROUP) * stride_kh
         if FP8:
             qk_scale = qk_scale * tl.load(ks_ptr + (head // GROUP) * stride_scale)
-        # Keys before the tile's first query position are visible to all its rows: no mask needed.
+        # Keys before the tile's first query position are visible to all its rows and all exist: no masks.
         full_end = (first_pos + tile * BLOCK_M) // BLOCK_N * BLOCK_N
         for tile_start in range(0, full_end, BLOCK_N):
             acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
                                          seq_len, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                                         BLOCK_SIZE, False, FP8, DOT_PRECISION)
+                                         BLOCK_SIZE, False, FP8, DOT_PRECISION, HEAD_DIM == HEAD_DIM_PAD)
         key_end = tl.minimum(seq_len, first_pos + tile * BLOCK_M + BLOCK_M)
         for tile_start in range(full_end, key_end, BLOCK_N):
             acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
                                          key_end, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                                         BLOCK_SIZE, True, FP8, DOT_PRECISION)
+                                         BLOCK_SIZE, True, FP8, DOT_PRECISION, False)
         acc = acc / tl.where(m_mask, l_i, 1.0)[:, None]
         if FP8:
             acc = acc * tl.load(vs_ptr + (head // GROUP) * stride_scale)
