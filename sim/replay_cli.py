@@ -76,7 +76,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fast-forward", action="store_true",
                    help="schedule every step one by one (slow; the same tables)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("--quiet", action="store_true",
+                   help="print no progress or summary lines; warnings (ignored settings, rejected requests) still go to stderr")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory: new, empty or an earlier replay's (created if needed)")
     add_arrival_options(p, seed=False)
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     given = [name for name in ("schedule_policy", "scheduling_policy", "enable_chunked_prefill",
                                "enable_prefix_caching") if getattr(args, name) is not None]
-    for warning in ([] if args.quiet else ignored_warnings((args.policy,), given)):
+    for warning in ignored_warnings((args.policy,), given):
         warn(warning)
     if execute:
         from sim.execute.device import resolve_device
@@ -136,9 +137,11 @@ def run(args: argparse.Namespace) -> int:
               f"{s['preemptions']} preemptions; KV cache {percent(s['kv_usage_mean'])} held on average (peak "
               f"{percent(s['kv_usage_peak'])}), {percent(s['slot_utilization'])} of held slots filled; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
-        note = rejection_note(result.requests, config.model, config.context_len)
-        if note:
-            warn(note)
+    note = rejection_note(result.requests, config.model, config.context_len)
+    if note:  # even with --quiet: losing requests is not a quiet success
+        warn(note)
+    if not args.quiet:
+        s = result.summary
         if s.get("prefix_caching"):
             print(f"prefix cache: {percent(s['prefix_hit_rate'])} of prompt tokens hit ({s['prefix_hit_tokens']} "
                   f"tokens), {s['prefix_evicted_blocks']} blocks evicted"

@@ -148,6 +148,11 @@ def test_replay_says_in_one_line_why_many_requests_were_rejected(tmp_path: Path,
     assert capsys.readouterr().err == ("pagedlab: warning: 40% of requests (2 of 5) were rejected: 2 for this reason "
                                        "(request r0): needs 127 KV blocks at its longest; the pool has 50 (50 above "
                                        "the watermark)\n")
+    # --quiet drops the summary lines, not the warning: losing requests is not a quiet success.
+    assert cli.main(["replay", "--trace", str(big), "--num-gpu-blocks", "50", "--quiet",
+                     "--out", str(tmp_path / "q")]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err.startswith("pagedlab: warning: 40% of requests (2 of 5) were rejected: ")
     # 1 of 21 (under 5%): no warning.
     few = write_trace(tmp_path / "few.csv", [Request(f"r{i}", 0.1 * i, 9000 if i == 0 else 100, 20) for i in range(21)])
     assert cli.main(["replay", "--trace", str(few), "--out", str(tmp_path / "c")]) == 0
