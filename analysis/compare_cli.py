@@ -16,7 +16,7 @@ from typing import Any
 
 from analysis.executors import add_executor_arguments
 from sim.console import warn
-from traces.options import add_arrival_options, add_transform_options, apply_transforms, transform_words
+from traces.options import add_arrival_options, add_transform_options, apply_transforms, seed_arg, transform_words
 
 DEFAULT_POLICIES = ("vllm", "sglang", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "static")
 DEFAULT_OUT = "out/compare"
@@ -25,14 +25,21 @@ DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "h100-sxm"  # for a --trace file
 DEFAULT_GOODPUT = ("ttft:2000", "tpot:100")
 
 
+def _entries(text: str) -> list[str]:
+    """The comma-separated entries of a list option; an empty one (`1,,2`, `a,`) is a typo, not nothing."""
+    entries = [x.strip() for x in text.split(",")]
+    if "" in entries:
+        raise argparse.ArgumentTypeError(f"empty entry in the comma-separated list {text!r}")
+    return entries
+
+
 def _float_list(text: str) -> list[float]:
     """Comma-separated positive numbers (rates or rate scales)."""
+    entries = _entries(text)
     try:
-        values = [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in entries]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
     bad = next((v for v in values if not (math.isfinite(v) and v > 0)), None)
     if bad is not None:
         raise argparse.ArgumentTypeError(f"every value must be a positive number, got {bad:g}")
@@ -40,7 +47,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def _name_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    return _entries(text)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    f"'default'; {DEFAULT_MODEL} for --trace)")
     p.add_argument("--gpu", help=f"GPU preset from sim.GPUS (default: the trace preset's, a100-40gb for 'default'; "
                                  f"{DEFAULT_GPU} for --trace)")
-    p.add_argument("--seed", type=int, default=0, help="drives trace generation and every replay (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="drives trace generation and every replay (default 0)")
     p.add_argument("--block-size", type=int, help="KV block size in tokens (simulator default if unset)")
     p.add_argument("--num-gpu-blocks", type=int, help="override the KV blocks that fit on the GPU")
     p.add_argument("--max-num-seqs", type=int, help="most sequences in one batch (simulator default if unset)")

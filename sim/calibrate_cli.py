@@ -12,6 +12,8 @@ import datetime
 import json
 from pathlib import Path
 
+from traces.options import seed_arg
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -30,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "attention bytes as stored, so use the profile with the same --kv-cache-dtype")
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per point (default 5)")
     p.add_argument("--quick", action="store_true", help="a few small points (CPU smoke test)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random weights (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="seed of the random weights (default 0)")
     p.add_argument("--from-csv", metavar="PATH", help="refit from earlier measurements instead of measuring")
     p.add_argument("--out", metavar="PATH", help="profile JSON to write (default: sim/profiles/NAME.json); "
                    "the measurements go next to it as .csv")

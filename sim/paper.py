@@ -21,6 +21,7 @@ import pandas as pd
 
 from sim.config import EngineConfig
 from sim.simulate import replay
+from traces.options import seed_arg
 
 PAPER_SETTING = {"model": "opt-13b", "gpu": "a100-40gb"}
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.paper", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests of the utilization trace")
     parser.add_argument("--sharing-requests", type=int, default=200, help="requests of each sharing trace")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     args = parser.parse_args(argv)
     pd.set_option("display.width", 160)
     print(f"KV memory holding tokens, OPT-13B / A100-40GB, ShareGPT-like, {args.requests} requests at 5 req/s:")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sim.console import warn
-from traces.options import add_arrival_options, add_transform_options, load_trace
+from traces.options import add_arrival_options, add_transform_options, load_trace, seed_arg
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="llama-3-8b", metavar="M",
                    help=f"model preset: {', '.join(MODEL_NAMES)} (default llama-3-8b)")
     p.add_argument("--gpu", default="h100-sxm", metavar="G", help=f"GPU preset: {', '.join(GPU_NAMES)} (default h100-sxm)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of all randomness (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="seed of all randomness (default 0)")
     p.add_argument("--num-gpu-blocks", type=int, default=None, metavar="N",
                    help="KV pool size in blocks (default: what fits in GPU memory)")
     p.add_argument("--block-size", type=int, default=16, metavar="B", help="tokens per KV block (default 16)")

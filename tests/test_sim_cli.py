@@ -83,6 +83,21 @@ def test_bad_options_are_one_line_errors(trace_file: Path, tmp_path: Path, capsy
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", [["trace", "gen", "--out", "T/x.csv"], ["replay", "--trace", "TRACE", "--out", "T/o"],
+                                     ["compare", "--preset", "default", "--out", "T/c"],
+                                     ["calibrate", "--gpu-name", "x", "--out", "T/k"]])
+def test_a_negative_seed_is_a_one_line_error_naming_the_option(trace_file: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               command: list[str]) -> None:
+    argv = [str(trace_file) if a == "TRACE" else a.replace("T/", f"{tmp_path}/") for a in command]
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it while parsing
+        cli.main([*argv, "--seed", "-1"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seed: must be >= 0, got -1" in err and err.count("\n") == 1
+    assert not any((tmp_path / name).exists() for name in ("x.csv", "o", "c", "k"))
+
+
 def test_missing_trace_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["replay", "--trace", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err

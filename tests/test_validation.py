@@ -112,6 +112,8 @@ def test_parse_cases() -> None:
     assert parse_cases(None) == list(CASE_MODULES) and parse_cases("3, 1") == ["3", "1"]
     with pytest.raises(ValueError, match="unknown case '9'"):
         parse_cases("1,9")
+    with pytest.raises(ValueError, match="case '1' given twice in '1,3,1'"):
+        parse_cases("1,3,1")
 
 
 @pytest.mark.parametrize("argv,needle", [

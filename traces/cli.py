@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from traces.catalog import ARRIVALS, FORMATS, LENGTH_DISTRIBUTIONS, PRESET_NAMES
-from traces.options import add_arrival_options, add_transform_options, apply_transforms, load_trace
+from traces.options import add_arrival_options, add_transform_options, apply_transforms, load_trace, seed_arg
 
 if TYPE_CHECKING:  # pandas stays out of `pagedlab` start-up
     from traces.trace import Trace
@@ -168,7 +168,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--sigma", type=float, default=1.0, help="lognormal: log-space standard deviation")
     gen.add_argument("--max-prompt-tokens", type=int, help="cap on sampled prompt lengths")
     gen.add_argument("--max-output-tokens", type=int, help="cap on sampled output lengths")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=seed_arg, default=0)
     gen.add_argument("--parallel-fraction", type=float, default=0.0, help="share of parallel-sampling requests")
     gen.add_argument("--beam-fraction", type=float, default=0.0, help="share of beam-search requests")
     gen.add_argument("--n", type=int, default=4, help="samples / beam width of those requests (default 4)")

@@ -41,6 +41,11 @@ def _positive_int(minimum: int) -> "Callable[[str], int]":
     return parse
 
 
+def seed_arg(text: str) -> int:
+    """`--seed`: an integer >= 0 (numpy's generators take no negative seeds)."""
+    return _positive_int(0)(text)
+
+
 def _rate_scale(text: str) -> float:
     try:
         value = float(text)
@@ -80,7 +85,7 @@ def add_arrival_options(p: argparse.ArgumentParser, *, seed: bool) -> None:
                         "poisson:RATE, gamma:RATE:CV or constant:RATE (req/s; CV of the gaps), seeded by --seed; "
                         "they replace a trace's own arrival times")
     if seed:
-        p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the drawn arrivals (default 0)")
+        p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="seed of the drawn arrivals (default 0)")
 
 
 def apply_transforms(trace: "Trace", args: argparse.Namespace) -> "Trace":

@@ -49,6 +49,9 @@ def parse_cases(text: str | None) -> list[str]:
     if not cases or unknown:
         bad = unknown[0] if unknown else text
         raise ValueError(f"cases: unknown case {bad!r}; valid cases: {', '.join(CASE_MODULES)}")
+    repeated = next((c for i, c in enumerate(cases) if c in cases[:i]), None)
+    if repeated is not None:  # it would run twice and write its checks twice
+        raise ValueError(f"cases: case {repeated!r} given twice in {text!r}")
     return cases
 
 
