@@ -18,7 +18,7 @@ from analysis.runs import RunData
 
 RunKey = tuple[str, float]
 MAX_CDF_ROWS = 4  # loads shown in the CDF grid; more would make the figure unreadable
-TIMELINE_BINS = 200  # time bins drawn per policy; a bin shows the time-weighted mean of its steps
+TIMELINE_BINS = 200  # time bins drawn per policy; a bin shows the mean over the time its steps run
 
 
 def pick_loads(loads: Sequence[float], count: int) -> list[float]:
@@ -78,20 +78,31 @@ def plot_latency_cdfs(
 
 
 def binned_timeline(timeline: pd.DataFrame, durations: np.ndarray, bins: int = TIMELINE_BINS) -> pd.DataFrame:
-    """Time-weighted mean of each column over `bins` equal time bins (bins with no step are dropped).
+    """Mean of each column over the busy time of `bins` equal time bins; NaN where no step runs (idle).
 
-    Plotting every step aliases: a batch that alternates prefill and decode steps would draw a solid band."""
-    if len(timeline) <= bins:
+    Each step counts for the time it runs, spread over the bins it overlaps: plotting every step would alias
+    (a batch that alternates prefill and decode steps draws a solid band), and joining only the bins where a
+    step starts would draw a busy engine across idle stretches. NaN breaks the plotted line there."""
+    start = timeline["time_s"].to_numpy(dtype=float)
+    length = np.maximum(durations.astype(float), 0.0)
+    end = start + length
+    if not len(start) or end.max() <= start.min():
         return timeline
-    time = timeline["time_s"].to_numpy()
-    edges = np.linspace(time.min(), time.max(), bins + 1)
-    weights = np.where(durations > 0, durations, 1e-12)
-    total, _ = np.histogram(time, edges, weights=weights)
-    keep = total > 0
-    out = {"time_s": ((edges[:-1] + edges[1:]) / 2)[keep]}
+    edges = np.linspace(start.min(), end.max(), bins + 1)
+    # running integrals are piecewise linear in time, with breaks at step starts and ends
+    breaks = np.maximum.accumulate(np.column_stack([start, end]).ravel())
+
+    def integral_per_bin(values: np.ndarray) -> np.ndarray:
+        done = np.cumsum(values * length)
+        at_breaks = np.column_stack([done - values * length, done]).ravel()
+        return np.diff(np.interp(edges, breaks, at_breaks))
+
+    busy = integral_per_bin(np.ones_like(start))
+    running = busy > 1e-12 * (edges[1] - edges[0])
+    out = {"time_s": (edges[:-1] + edges[1:]) / 2}
     for column in timeline.columns.drop("time_s"):
-        summed, _ = np.histogram(time, edges, weights=weights * timeline[column].to_numpy())
-        out[column] = summed[keep] / total[keep]
+        summed = integral_per_bin(timeline[column].to_numpy(dtype=float))
+        out[column] = np.where(running, summed / np.where(running, busy, 1.0), np.nan)
     return pd.DataFrame(out)
 
 
@@ -123,5 +134,5 @@ def plot_kv_timeline(
     if handles:  # no run finished a request: nothing to label
         fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))
     fig.suptitle(f"KV-cache usage and batch size over time at {load_text(load_label, load)} "
-                 f"(time-weighted means of {TIMELINE_BINS} bins)")
+                 f"\n(means over the busy time of {TIMELINE_BINS} bins; a gap is an idle engine)")
     return save(fig, path)

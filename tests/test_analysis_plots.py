@@ -65,3 +65,15 @@ def test_the_tpot_cdfs_are_in_milliseconds(tmp_path: Path, monkeypatch: pytest.M
     x = np.concatenate([line.get_xdata() for line in tpot.get_lines()])
     assert x.min() > 1.0  # milliseconds: a TPOT of a few ms, not 0.00x s
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["vllm (3 rejected)"]
+
+
+def test_the_kv_timeline_shows_idle_stretches_as_gaps_and_spreads_long_steps_over_their_bins() -> None:
+    # busy 0-10 s at 4 sequences (ten 1 s steps), idle 10-30 s, then one 10 s step of 2 sequences
+    starts = np.concatenate([np.arange(10.0), [30.0]])
+    durations = np.concatenate([np.ones(10), [10.0]])
+    timeline = pd.DataFrame({"time_s": starts, "batch_size": np.concatenate([np.full(10, 4.0), [2.0]])})
+    binned = run_plots.binned_timeline(timeline, durations, bins=8)  # 5 s bins over 0-40 s
+    assert binned["time_s"].tolist() == [2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 32.5, 37.5]
+    batch = binned["batch_size"].to_numpy()
+    assert batch[:2].tolist() == [4.0, 4.0] and batch[6:].tolist() == [2.0, 2.0]
+    assert np.isnan(batch[2:6]).all()  # no step runs there: nothing is drawn, not a line from 4 to 2
