@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.atomic import write_text_atomic
 from analysis.capacity import format_capacity
-from analysis.plot_common import new_figure, save
+from analysis.plot_common import figure_legend, new_figure, save
 from analysis.report_render import HTML_STYLE, html_text
 from analysis.sweep_spec import SweepSpec
 from analysis.tables import format_value, to_html, to_markdown
@@ -56,15 +56,16 @@ def plot_pareto(summary: pd.DataFrame, cost: str, path: Path) -> Path:
             ax.scatter(part[cost], part["capacity"], marker=marker, color="tab:blue", alpha=0.6, label=label)
     front = rated[pareto_front(rated, cost)].sort_values(cost)
     if not front.empty:
-        ax.step(front[cost], front["capacity"], where="post", color="tab:red", label="Pareto front")
+        # ringed points: a front of one point, or of coinciding points, draws no line
+        ax.step(front[cost], front["capacity"], where="post", color="tab:red", marker="o", markersize=9,
+                markerfacecolor="none", label="Pareto front")
         for (x, y), tied in front.groupby([cost, "capacity"], sort=False)["config"]:
             ax.annotate(" ".join(f"#{c}" for c in tied), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(COST_LABELS[cost])
     ax.set_ylabel("capacity (req/s within the SLOs)")
     ax.set_title(f"Capacity against cost: {len(rated)} of {len(summary)} configurations meet the SLOs at some load")
     ax.grid(alpha=0.3)
-    if len(rated):
-        ax.legend(loc="lower right", fontsize=8)
+    figure_legend(fig, axes, columns=3)  # below the axes, where it hides no configuration
     return save(fig, path)
 
 

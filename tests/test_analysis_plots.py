@@ -77,3 +77,21 @@ def test_the_kv_timeline_shows_idle_stretches_as_gaps_and_spreads_long_steps_ove
     batch = binned["batch_size"].to_numpy()
     assert batch[:2].tolist() == [4.0, 4.0] and batch[6:].tolist() == [2.0, 2.0]
     assert np.isnan(batch[2:6]).all()  # no step runs there: nothing is drawn, not a line from 4 to 2
+
+
+def test_the_pareto_plot_keeps_its_legend_off_the_points_and_rings_a_front_of_one_point(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis import sweep_report
+
+    figures = []
+    save = sweep_report.save
+    monkeypatch.setattr(sweep_report, "save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    # two configurations on the front at one point, one cheap but slow one in the lower right corner
+    summary = pd.DataFrame({"config": [0, 1, 2], "kv_gib": [20.0, 20.0, 11.7], "capacity": [3.0, 3.0, 1.0],
+                            "lower_bound": [False, False, False]})
+    sweep_report.plot_pareto(summary, "kv_gib", tmp_path / "pareto.png")
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert ax.get_legend() is None and len(fig.legends) == 1  # a legend in the corner hid configuration #2
+    (front,) = [line for line in ax.get_lines() if line.get_label() == "Pareto front"]
+    assert front.get_marker() == "o" and len(front.get_xdata()) >= 1
