@@ -35,6 +35,11 @@ CASES = [
      "not a timestamp: '2023-13-45 18:17:03'"),
     ("truncated JSON line", "t.jsonl", MOON + '{"timestamp": 10, "input_le', ":2", "json", "truncated JSON"),
     ("invalid JSON line", "t.jsonl", MOON + MOON + "{'timestamp': 1}\n", ":3", "json", "invalid JSON"),
+    # a cut-off object that still ends its line: the column is the line's, not the one after its newline
+    ("truncated JSON line, newline kept", "t.jsonl", MOON + '{"timestamp": 10, "input_length":\n', ":2", "json",
+     "truncated JSON (Expecting value at column 34)"),
+    ("a line that is not JSON", "t.jsonl", MOON + "not json at all\n", ":2", "json", "invalid JSON (Expecting value at "
+     "column 1)"),
     ("a key given twice", "t.jsonl", MOON + '{"timestamp": 5, "input_length": 3, "output_length": 1, "input_length": 9}\n',
      ":2", "input_length", "given twice in one JSON object"),
     ("a key given twice on the first line", "t.jsonl", '{"timestamp": 5, "timestamp": 6, "input_length": 3, '

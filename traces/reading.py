@@ -117,13 +117,15 @@ _DECODER = json.JSONDecoder(parse_constant=str, object_pairs_hook=_unique_keys)
 
 
 def parse_json_line(path: Path, number: int, line: str) -> dict:
+    line = line.rstrip("\r\n")  # the decoder would place an error at the end on a line of its own
     try:
         record = _DECODER.decode(line)
     except _DuplicateKey as exc:
         raise error(f"{path}:{number}", exc.key, "given twice in one JSON object (which value is meant?)") from None
     except json.JSONDecodeError as exc:
-        # An object that never closes was cut off (a partial download, a killed writer).
-        reason = "invalid JSON" if line.rstrip().endswith("}") else "truncated JSON"
+        # An object that opens and never closes was cut off (a partial download, a killed writer).
+        text = line.strip()
+        reason = "truncated JSON" if text.startswith("{") and not text.endswith("}") else "invalid JSON"
         raise error(f"{path}:{number}", "json", f"{reason} ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise error(f"{path}:{number}", "json", f"expected an object, got {type(record).__name__}")
