@@ -47,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt_tokens < 1:
         raise ValueError(f"--prompt-tokens: must be >= 1, got {args.prompt_tokens}")
     bm = BlockManager(args.gpu_blocks, args.block_size, num_cpu_blocks=args.cpu_blocks)
-    # Room for the prompt plus one private block per sample: refuse early with a clear message.
-    need = bm.num_required_blocks(args.prompt_tokens) + args.samples
+    # The peak: the prompt, then each sample's first token needs a new block, except the one sample that
+    # writes in place into the prompt's shared partial last block. Refuse early with a clear message.
+    partial_last_block = args.prompt_tokens % args.block_size != 0
+    need = bm.num_required_blocks(args.prompt_tokens) + args.samples - int(partial_last_block)
     if need > args.gpu_blocks or need > args.cpu_blocks:
         raise ValueError(
             f"--gpu-blocks/--cpu-blocks: the demo needs {need} blocks in each pool "

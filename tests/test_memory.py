@@ -252,8 +252,14 @@ def test_demo_memory_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "copy-on-write [(2, 3)]" in out and "in place, no copy" in out
     assert "swapped out/in 5/5 blocks" in out and "gpu free 16/16, cpu free 16/16" in out
-    assert cli.main(["demo-memory", "--gpu-blocks", "3"]) == 2
-    assert "the demo needs 6 blocks" in capsys.readouterr().err
+    assert cli.main(["demo-memory", "--gpu-blocks", "4"]) == 2
+    assert "the demo needs 5 blocks" in capsys.readouterr().err
+    # the pools it names are enough: 3 prompt blocks, then 2 copies (the last sample writes in place)
+    assert cli.main(["demo-memory", "--gpu-blocks", "5", "--cpu-blocks", "5"]) == 0
+    assert "gpu free 5/5, cpu free 5/5" in capsys.readouterr().out
+    # a prompt of whole blocks: every sample's first token needs a new block
+    assert cli.main(["demo-memory", "--prompt-tokens", "8", "--gpu-blocks", "4"]) == 2
+    assert "the demo needs 5 blocks" in capsys.readouterr().err
 
 
 def test_bench_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
