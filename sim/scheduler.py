@@ -199,7 +199,7 @@ class Scheduler(PolicyVerbs):
         if self.swapped:
             self.recompute_swapped(self.swapped.popleft())
         elif self.waiting and not self.running:
-            self.reject(self.waiting.popleft(), "cannot be scheduled even on an idle engine")
+            self.reject(head := self.waiting.popleft(), self.policy.idle_refusal(self, head))
         elif self.waiting or self.running:
             raise AssertionError(f"policy {self.policy.name} scheduled nothing with requests running")
 

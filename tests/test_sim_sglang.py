@@ -420,3 +420,15 @@ def test_a_parallel_request_arriving_in_a_fast_forwarded_run_queues_its_prompt_r
     fast = replay(Trace(reqs), EngineConfig(check_every=3, **config), policy="sglang", seed=0)
     slow = replay(Trace(reqs), EngineConfig(fast_forward=False, **config), policy="sglang", seed=0)
     pd.testing.assert_frame_equal(fast.steps, slow.steps)
+
+
+def test_a_request_sglangs_budget_never_admits_is_rejected_with_that_rule() -> None:
+    # 20 prompt + 5 output tokens fit in 2 of the 3 blocks, but SGLang charges the page-ceiled prompt plus
+    # one page plus max_new_tokens, 32 + 16 + 5 = 53 >= 48 free tokens: every other paged policy serves it.
+    trace = Trace([Request("big", 0.0, 20, 5), Request("small", 0.1, 5, 5)])
+    result = by_id(replay(trace, EngineConfig(num_gpu_blocks=3), policy="sglang"))
+    assert result.loc["big", "status"] == "rejected" and result.loc["small", "status"] == "finished"
+    assert result.loc["big", "reason"] == (
+        "SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, 48 + 5 tokens, "
+        "stays below the 48 free tokens of the idle pool (prefill_budget.py:114-131)")
+    assert by_id(replay(trace, EngineConfig(num_gpu_blocks=3), policy="vllm-v0"))["status"].eq("finished").all()

@@ -103,6 +103,10 @@ class Policy(Protocol):
 
     def schedule(self, sched: SchedulerView) -> StepPlan: ...
 
+    def idle_refusal(self, sched: SchedulerView, group: Group) -> str:
+        """Why `schedule` admits `group` not even on an idle engine (the reason its rejection records), in the
+        engine's own terms where a policy knows them."""
+
 
 # The settings a policy of whole prompts and no preemption (orca, static) reads, and what it reads in place
 # of the chunking and swap settings it ignores.
@@ -128,6 +132,9 @@ class EnginePolicy:
     def configure(self, config: EngineConfig) -> EngineConfig:
         """The engine's settings (`engine_settings`) with its host-time settings added."""
         return with_engine_host(self.engine_settings(config), self.host_engine)
+
+    def idle_refusal(self, sched: SchedulerView, group: Group) -> str:
+        return "cannot be scheduled even on an idle engine"
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """The simulator's settings as this engine takes them: as they are; settings of vllm only are refused."""

@@ -107,6 +107,21 @@ class SGLangPolicy(EnginePolicy):
         return (cfg.schedule_policy == "lpm" and cfg.enable_prefix_caching
                 and len(sched.waiting) <= WAITING_QUEUE_PREFIX_MATCH_MAX)
 
+    def idle_refusal(self, sched: SchedulerView, group: Group) -> str:
+        """The budget check of `_prefill_batch` that an idle engine's whole pool still fails."""
+        bs, free = sched.config.block_size, sched.num_free_blocks() * sched.config.block_size
+        paged_input = -(-sched.prefill_need(group) // bs) * bs + bs
+        if group.is_beam and not sched.config.enable_prefix_caching:
+            if paged_input <= free:
+                return super().idle_refusal(sched, group)
+            return (f"SGLang admits a beam leader (ignore_eos) only if its page-ceiled prompt plus one page, "
+                    f"{paged_input} tokens, fits the {free} free tokens of the idle pool (prefill_budget.py:132-140)")
+        if paged_input + new_tokens(group) < free:
+            return super().idle_refusal(sched, group)
+        return (f"SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, "
+                f"{paged_input} + {new_tokens(group)} tokens, stays below the {free} free tokens of the idle pool "
+                f"(prefill_budget.py:114-131)")
+
     def _prefill_batch(self, sched: SchedulerView) -> tuple[list[tuple[Group, int]], bool]:
         cfg, bs = sched.config, sched.config.block_size
         rem_chunk = cfg.chunked_prefill_size or default_chunked_prefill_size(cfg.gpu_spec.memory_gib)
