@@ -98,6 +98,10 @@ def findings(table: pd.DataFrame, capacity: pd.DataFrame, ctx: ReportContext,
                 who = "every policy" if len(valid) == len(top) else ", ".join(valid["policy"])
                 out.append(f"At that load the {what} is the same for {who} "
                            f"({format_value(column, valid[column].min())} {unit}, within {TIE_TOLERANCE:.0%}).")
+            elif len(valid) == 1:  # the others finished no request there: nothing to rank
+                only = valid.iloc[0]
+                out.append(f"At that load only {only['policy']} has a {what} "
+                           f"({format_value(column, only[column])} {unit}{_fewer_requests(only)}).")
             elif not valid.empty:
                 best = valid.loc[valid[column].idxmin()]
                 worst = valid.loc[valid[column].idxmax()]

@@ -169,6 +169,10 @@ def test_findings_at_the_highest_load_call_a_tie_a_tie_and_name_no_winner_when_n
     table.loc[top, "output_throughput"] = [138.21, 120.0][:int(top.sum())]
     assert f"{POLICIES[0]} has the highest output throughput (138 tok/s)." in \
         " ".join(findings(table, capacity_by_policy(table), ctx))
+    # Only one policy has a p99 TTFT there (the other finished nothing): it is not both the lowest and the highest.
+    table.loc[top & (table["policy"] == POLICIES[1]), "p99_ttft_ms"] = np.nan
+    text = " ".join(findings(table, capacity_by_policy(table), ctx))
+    assert f"At that load only {POLICIES[0]} has a p99 TTFT (100 ms)." in text and "the highest " + POLICIES[0] not in text
 
     # Nothing finished at that load: no throughput winner at 0 tok/s, no `nan/nan` batch sizes.
     table.loc[top, ["completed", "output_throughput", "mean_batch_size", "mean_num_running"]] = [0, 0.0, np.nan, np.nan]
