@@ -42,10 +42,13 @@ CONFIG_DIR = "configs"
 
 
 def config_costs(config: SweepConfig) -> dict[str, float]:
-    """What one replica of the configuration costs: GPUs, their memory, the KV cache over all of them."""
+    """What one replica of the configuration costs: GPUs, their memory, the KV cache over all of them. The
+    KV cache is the pool the replay uses: a policy may size its own (`sglang` as SGLang does, `vllm` as
+    V1 does), so it is the engine settings after the policy's `configure`, as `sim.replay` takes them."""
+    from sim.policies import make_policy
     from sim.presets import GIB
 
-    engine = config.engine_config()
+    engine = make_policy(config.policy).configure(config.engine_config())
     tp = engine.model_spec.tp
     return {"num_gpus": tp, "gpu_memory_gib": engine.gpu_spec.memory_gib * tp,
             "kv_gib": round(engine.kv_blocks * engine.block_bytes * tp / GIB, 6)}
