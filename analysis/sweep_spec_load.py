@@ -4,6 +4,7 @@ Every mistake is a one-line `SpecError` (a `ValueError`) `spec.toml:LINE: key: r
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import fields
@@ -121,6 +122,7 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
         import inspect
 
         from traces import generate
+        from traces.gen_rules import ignored_option
 
         parameters = inspect.signature(generate).parameters
         allowed = tuple(name for name in parameters if name != "seed")
@@ -135,6 +137,10 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
                 raise where.error(f"trace.generate.{name}", f"must be a number, got {value!r}")
             if kind == "str" and not isinstance(value, str):
                 raise where.error(f"trace.generate.{name}", f"must be a string, got {value!r}")
+        ignored = ignored_option(options, _spec_setting)
+        if ignored is not None:  # the rules of `trace gen`'s options, in the spec's words
+            name, why = ignored
+            raise where.error(f"trace.generate.{name}", f"would be ignored: {why}")
         trace = {"generate": {"rate": 1.0, **options}}
         try:  # every other rule of generate's, at its line, before any work
             generate(**trace["generate"])
@@ -145,6 +151,11 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
             key = f"trace.generate.{name}" if name in options else "trace.generate"
             raise where.error(key, reason if name in options else str(exc)) from None
     return trace
+
+
+def _spec_setting(name: str, value: Any = None) -> str:
+    """A `[trace.generate]` option as the spec writes it: `arrival`, or `arrival = "gamma"` with a value."""
+    return name if value is None else f"{name} = {json.dumps(value)}"
 
 
 def _parse_slo(where: Locator, table: dict[str, Any]) -> tuple[SLO, float]:
