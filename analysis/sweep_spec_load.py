@@ -18,7 +18,7 @@ from analysis.sweep_grid import expand_grid, grid_warnings
 from analysis.sweep_spec import Search, SweepSpec
 
 TOP_KEYS = ("seed", "trace", "engine", "grid", "slo", "search", "loads", "report")
-TRACE_KEYS = ("path", "format", "num_requests", "preset", "generate")
+TRACE_KEYS = ("path", "format", "arrivals", "num_requests", "preset", "generate")
 SEARCH_KEYS = ("low", "high", "precision")
 LOAD_KEYS = ("rate_scales", "rates")
 COSTS = ("kv_gib", "num_gpus", "gpu_memory_gib")
@@ -116,6 +116,8 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
         raise where.error("trace.path", f"must be a string, got {trace['path']!r}")
     if "format" in trace and "path" not in trace:
         raise where.error("trace.format", "only with trace.path")
+    if "arrivals" in trace:
+        _check_arrivals(where, trace)
     if "preset" in trace and trace["preset"] not in PRESETS:
         raise where.error("trace.preset", f"unknown preset {trace['preset']!r}; valid names: {', '.join(PRESETS)}")
     if "generate" in trace:
@@ -151,6 +153,21 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
             key = f"trace.generate.{name}" if name in options else "trace.generate"
             raise where.error(key, reason if name in options else str(exc)) from None
     return trace
+
+
+def _check_arrivals(where: Locator, trace: dict[str, Any]) -> None:
+    """`arrivals`: `--arrivals` of `replay` and `compare` (the same parser), for a trace file's requests."""
+    from traces.generator import ArrivalSpec
+
+    if "path" not in trace:
+        raise where.error("trace.arrivals", "only with trace.path (a preset or [trace.generate] has its own arrivals)")
+    text = trace["arrivals"]
+    if not isinstance(text, str):
+        raise where.error("trace.arrivals", f"must be a string such as \"poisson:2\", got {text!r}")
+    try:
+        ArrivalSpec.parse(text)
+    except ValueError as exc:
+        raise where.error("trace.arrivals", str(exc).removeprefix("arrivals: ")) from None
 
 
 def _spec_setting(name: str, value: Any = None) -> str:
