@@ -39,10 +39,10 @@ class LoadPoint:
 
 
 def trace_rate(trace: Any) -> float:
-    """Mean arrival rate of a trace: (requests - 1) / (last arrival - first arrival)."""
-    if len(trace) < 2 or not trace.duration_s > 0:
-        raise ValueError(f"{trace.source}: need at least two requests arriving at different times to define a rate")
-    return (len(trace) - 1) / trace.duration_s
+    """Mean arrival rate of a trace: (requests - 1) / (last arrival - first arrival); infinite when every
+    request arrives at once. Rate scales need no finite rate (a scaled trace still arrives at once);
+    absolute rates do (`load_points` refuses them)."""
+    return (len(trace) - 1) / trace.duration_s if trace.duration_s > 0 else math.inf
 
 
 def _positive(values: Sequence[float], what: str) -> list[float]:
@@ -58,10 +58,14 @@ def _positive(values: Sequence[float], what: str) -> list[float]:
 
 
 def load_points(base_rate: float, *, rates: Sequence[float] | None = None,
-                rate_scales: Sequence[float] | None = None) -> list[LoadPoint]:
-    """Loads from target rates (req/s) or from factors on `base_rate`, the base trace's rate."""
+                rate_scales: Sequence[float] | None = None, source: str = "trace") -> list[LoadPoint]:
+    """Loads from target rates (req/s) or from factors on `base_rate`, the base trace's rate (`trace_rate`
+    of the trace read from `source`, named in the error when it has no finite rate to rescale to `rates`)."""
     assert (rates is None) != (rate_scales is None), "exactly one of rates, rate_scales"
     if rates is not None:
+        if not math.isfinite(base_rate):
+            raise ValueError(f"{source}: arrival_s: every request arrives at the same time, so the trace has no "
+                             f"rate to rescale to target rates (req/s); give rate scales instead")
         return [LoadPoint(load=r, rate=r, scale=r / base_rate) for r in _positive(rates, "rates")]
     return [LoadPoint(load=s, rate=s * base_rate, scale=s) for s in _positive(rate_scales or [], "rate-scales")]
 

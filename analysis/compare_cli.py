@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("rate-scale: has no effect with --rates (the trace is rescaled to each rate); "
                          "give --rate-scales")
     if args.rates is not None:
-        points, flag, label = load_points(base_rate, rates=args.rates), "--rates", "rate"
+        points, flag, label = load_points(base_rate, rates=args.rates, source=trace.source), "--rates", "rate"
     else:
         points, flag, label = load_points(base_rate, rate_scales=args.rate_scales), "--rate-scales", "rate scale"
     command = canonical_command(args, preset=preset_name, loads_flag=flag, loads=[p.load for p in points],

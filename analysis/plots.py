@@ -97,7 +97,8 @@ def plot_capacity(
     axes[0, 0].grid(alpha=0.3)
     legend(axes[0, 0])
     caps = capacity.set_index("policy").reindex(list(policies))
-    heights = [0.0 if math.isnan(c) else c for c in caps["capacity"]]
+    # No bar for no capacity, nor for an infinite one (a trace whose requests all arrive at once): its label says it.
+    heights = [c if math.isfinite(c) else 0.0 for c in caps["capacity"]]
     bars = axes[0, 1].bar(range(len(policies)), heights, color=[styles[p]["color"] for p in policies])
     for bar, (policy, row) in zip(bars, caps.iterrows()):
         text = format_capacity(row["capacity"], row["all_loads_met"], row["first_failing_load"])
@@ -109,6 +110,7 @@ def plot_capacity(
     top = max(heights, default=0.0)
     if top <= 0:
         top = float(table["rate"].min()) if len(table) else 1.0
+        top = top if math.isfinite(top) else 1.0
     axes[0, 1].set_ylim(0, 1.15 * top)  # room for the value labels
     axes[0, 1].grid(alpha=0.3, axis="y")
     slo_text = slo.describe() if slo else "none"

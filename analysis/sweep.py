@@ -42,10 +42,13 @@ CONFIG_DIR = "configs"
 
 
 def config_costs(config: SweepConfig) -> dict[str, float]:
-    """What one replica of the configuration costs: GPUs, their memory, the KV cache over all of them."""
+    """What one replica of the configuration costs: GPUs, their memory, the KV cache over all of them. The
+    KV cache is the pool the replay uses: a policy may size its own (`sglang` as SGLang does, `vllm` as
+    V1 does), so it is the engine settings after the policy's `configure`, as `sim.replay` takes them."""
+    from sim.policies import make_policy
     from sim.presets import GIB
 
-    engine = config.engine_config()
+    engine = make_policy(config.policy).configure(config.engine_config())
     tp = engine.model_spec.tp
     return {"num_gpus": tp, "gpu_memory_gib": engine.gpu_spec.memory_gib * tp,
             "kv_gib": round(engine.kv_blocks * engine.block_bytes * tp / GIB, 6)}
@@ -105,11 +108,11 @@ def config_path(out: Path, index: int) -> Path:
     return out / CONFIG_DIR / f"{index:04d}.json"
 
 
-def _walk(spec: SweepSpec, base_rate: float) -> LoadWalk:
+def _walk(spec: SweepSpec, base_rate: float, source: str) -> LoadWalk:
     if spec.search is not None:
         return Bisection(spec.search, spec.target)
     kind, values = spec.loads  # type: ignore[misc]
-    points = load_points(base_rate, **{kind: values})
+    points = load_points(base_rate, **{kind: values}, source=source)
     return FixedLoads([p.scale for p in points], spec.target)
 
 
@@ -176,6 +179,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
     out = Path(out_dir).resolve()
     fingerprint = {"kind": SWEEP_KIND, "spec": spec.canonical(), "trace_sha256": trace_fingerprint(trace),
                    "num_requests": len(trace), "configurations": len(spec.configs)}
+    _walk(spec, base_rate, trace.source)  # loads the trace cannot reach are refused before any output
     done = prepare_out_dir(out, fingerprint, resume)
     todo = [c for c in spec.configs if c.index not in done]
     replays = 0
@@ -186,7 +190,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, executor: str = "local", 
                      disable=not progress, file=sys.stderr)
         bar_p = tqdm(desc="probes", unit="replay", position=1, disable=not progress, file=sys.stderr)
         try:
-            walks = {c.index: _walk(spec, base_rate) for c in todo}
+            walks = {c.index: _walk(spec, base_rate, trace.source) for c in todo}
             queue = deque((c.index, task) for c in todo for task in config_tasks(spec, c, walks[c.index]))
             # No more local processes than first replays: `--jobs 64` for 6 configurations started 64.
             workers = min(jobs, len(queue)) if executor == "local" else jobs

@@ -74,12 +74,14 @@ def summary_rows(records: Sequence[dict[str, Any]], at_capacity: Sequence[str]) 
     out = []
     for record in records:
         capacity_scale = math.nan if record["capacity_scale"] is None else record["capacity_scale"]
+        # JSON has no infinity: a trace whose requests all arrive at once has an infinite rate, saved as null.
+        per_scale = math.inf if record["rate_per_scale"] is None else record["rate_per_scale"]
         probe = next((p for p in record["probes"] if p["rate_scale"] == capacity_scale), None)
         # The lowest load that failed bounds the capacity from above (NaN when every load passed).
         failing_scale = min((p["rate_scale"] for p in record["probes"] if not p["meets_slos"]), default=math.nan)
         row = {"config": record["index"], **record["params"], "policy": record["policy"], **record["costs"],
-               "capacity_scale": capacity_scale, "capacity": capacity_scale * record["rate_per_scale"],
-               "first_failing_scale": failing_scale, "first_failing": failing_scale * record["rate_per_scale"],
+               "capacity_scale": capacity_scale, "capacity": capacity_scale * per_scale,
+               "first_failing_scale": failing_scale, "first_failing": failing_scale * per_scale,
                "lower_bound": record["lower_bound"], "replays": record["replays"]}
         row.update({f"{m}@capacity": (probe or {}).get(m) for m in at_capacity})
         out.append(row)

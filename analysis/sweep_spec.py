@@ -32,6 +32,11 @@ from typing import Any
 from analysis.slo import SLO
 
 
+# How a spec gives arrival times to a length-only trace file (`--arrivals` of replay and compare).
+ARRIVALS_KEY = ('the spec\'s trace.arrivals key, e.g. arrivals = "poisson:RATE" ("gamma:RATE:CV", "constant:RATE") '
+                'under [trace]')
+
+
 @dataclass(frozen=True)
 class Search:
     """Bisection over the rate scales low, low + precision, ..., high (see analysis.sweep_search)."""
@@ -91,10 +96,15 @@ class SweepSpec:
         if "path" in source:
             from traces import load
 
-            trace = load(self.path.parent / source["path"], format=source.get("format", "auto"))
+            trace = load(self.path.parent / source["path"], format=source.get("format", "auto"),
+                         arrivals=source.get("arrivals"), seed=self.seed, arrivals_hint=ARRIVALS_KEY)
             if "num_requests" in source:
                 trace = trace.head(source["num_requests"])
             what = f"{source['path']}"
+            if "arrivals" in source:
+                from traces.generator import ArrivalSpec
+
+                what += f" ({ArrivalSpec.parse(source['arrivals']).describe()}, seed {self.seed})"
         elif "preset" in source:
             trace = generate_preset(source["preset"], seed=self.seed, num_requests=source.get("num_requests"))
             what = f"preset {source['preset']!r} ({get_preset(source['preset']).description}), seed {self.seed}"

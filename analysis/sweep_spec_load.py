@@ -4,6 +4,7 @@ Every mistake is a one-line `SpecError` (a `ValueError`) `spec.toml:LINE: key: r
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import fields
@@ -17,7 +18,7 @@ from analysis.sweep_grid import expand_grid, grid_warnings
 from analysis.sweep_spec import Search, SweepSpec
 
 TOP_KEYS = ("seed", "trace", "engine", "grid", "slo", "search", "loads", "report")
-TRACE_KEYS = ("path", "format", "num_requests", "preset", "generate")
+TRACE_KEYS = ("path", "format", "arrivals", "num_requests", "preset", "generate")
 SEARCH_KEYS = ("low", "high", "precision")
 LOAD_KEYS = ("rate_scales", "rates")
 COSTS = ("kv_gib", "num_gpus", "gpu_memory_gib")
@@ -115,12 +116,15 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
         raise where.error("trace.path", f"must be a string, got {trace['path']!r}")
     if "format" in trace and "path" not in trace:
         raise where.error("trace.format", "only with trace.path")
+    if "arrivals" in trace:
+        _check_arrivals(where, trace)
     if "preset" in trace and trace["preset"] not in PRESETS:
         raise where.error("trace.preset", f"unknown preset {trace['preset']!r}; valid names: {', '.join(PRESETS)}")
     if "generate" in trace:
         import inspect
 
         from traces import generate
+        from traces.gen_rules import ignored_option
 
         parameters = inspect.signature(generate).parameters
         allowed = tuple(name for name in parameters if name != "seed")
@@ -135,6 +139,10 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
                 raise where.error(f"trace.generate.{name}", f"must be a number, got {value!r}")
             if kind == "str" and not isinstance(value, str):
                 raise where.error(f"trace.generate.{name}", f"must be a string, got {value!r}")
+        ignored = ignored_option(options, _spec_setting)
+        if ignored is not None:  # the rules of `trace gen`'s options, in the spec's words
+            name, why = ignored
+            raise where.error(f"trace.generate.{name}", f"would be ignored: {why}")
         trace = {"generate": {"rate": 1.0, **options}}
         try:  # every other rule of generate's, at its line, before any work
             generate(**trace["generate"])
@@ -145,6 +153,26 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
             key = f"trace.generate.{name}" if name in options else "trace.generate"
             raise where.error(key, reason if name in options else str(exc)) from None
     return trace
+
+
+def _check_arrivals(where: Locator, trace: dict[str, Any]) -> None:
+    """`arrivals`: `--arrivals` of `replay` and `compare` (the same parser), for a trace file's requests."""
+    from traces.generator import ArrivalSpec
+
+    if "path" not in trace:
+        raise where.error("trace.arrivals", "only with trace.path (a preset or [trace.generate] has its own arrivals)")
+    text = trace["arrivals"]
+    if not isinstance(text, str):
+        raise where.error("trace.arrivals", f"must be a string such as \"poisson:2\", got {text!r}")
+    try:
+        ArrivalSpec.parse(text)
+    except ValueError as exc:
+        raise where.error("trace.arrivals", str(exc).removeprefix("arrivals: ")) from None
+
+
+def _spec_setting(name: str, value: Any = None) -> str:
+    """A `[trace.generate]` option as the spec writes it: `arrival`, or `arrival = "gamma"` with a value."""
+    return name if value is None else f"{name} = {json.dumps(value)}"
 
 
 def _parse_slo(where: Locator, table: dict[str, Any]) -> tuple[SLO, float]:

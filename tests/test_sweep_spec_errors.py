@@ -73,3 +73,20 @@ def test_a_setting_some_policies_ignore_is_a_warning_naming_them(tmp_path: Path,
     ]
     code, out, err = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"], capsys)
     assert code == 0 and err.splitlines()[0].startswith(f"pagedlab: warning: {spec}:12: grid.prefill_chunk_tokens: ")
+
+
+@pytest.mark.parametrize("option, where", [
+    ("burstiness = 0.5", "spec.toml:6: trace.generate.burstiness: would be ignored: it shapes gamma arrivals only: "
+                         'add arrival = "gamma"'),
+    ("input_len = 4000", 'spec.toml:6: trace.generate.input_len: would be ignored: lengths = "sharegpt" has its own '
+                         "lengths; give lengths fixed, uniform or lognormal"),
+    ("n = 8", "spec.toml:6: trace.generate.n: would be ignored: it is the width of parallel and beam requests: add "
+              "parallel_fraction or beam_fraction"),
+])
+def test_a_generate_option_the_others_make_it_ignore_is_refused_as_trace_gen_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, where: str) -> None:
+    spec = write_spec(tmp_path, SPEC.replace('lengths = "sharegpt"\n', f'lengths = "sharegpt"\n{option}\n'))
+    code, out, err = run_cli(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 2 and out == ""
+    assert err == f"pagedlab: error: {tmp_path}/{where}\n"
+    assert not (tmp_path / "out").exists()

@@ -95,26 +95,29 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# `trace gen`'s flags whose names are not `generate`'s keyword with dashes.
+GEN_FLAGS = {"num_prefix_groups": "--prefix-groups", "num_priorities": "--priorities"}
+
+
+def gen_flag(name: str, value: object = None) -> str:
+    """A `generate` option as `trace gen` spells it: `--arrival`, or `--arrival gamma` with a value."""
+    flag = GEN_FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag if value is None else f"{flag} {value}"
+
+
 def _check_gen_options(args: argparse.Namespace) -> None:
     """Refuse an option that the others make `generate` ignore: it would change nothing, silently."""
-    own = f"--lengths {args.lengths} has its own lengths; give --lengths fixed, uniform or lognormal"
-    preset = args.lengths in PRESET_NAMES
-    rules = (
-        ("--burstiness", args.burstiness != 1.0 and args.arrival != "gamma",
-         "it shapes gamma arrivals only: add --arrival gamma"),
-        ("--n", args.n != 4 and not (args.parallel_fraction or args.beam_fraction),
-         "it is the width of parallel and beam requests: add --parallel-fraction or --beam-fraction"),
-        ("--prefix-tokens", args.prefix_tokens != 0 and args.prefix_groups == 0, "it needs --prefix-groups"),
-        ("--prefix-fraction", args.prefix_fraction != 1.0 and args.prefix_groups == 0, "it needs --prefix-groups"),
-        ("--sigma", args.sigma != 1.0 and args.lengths != "lognormal", "it is the spread of --lengths lognormal"),
-        ("--range-ratio", args.range_ratio != 0.5 and args.lengths != "uniform",
-         "it is the spread of --lengths uniform"),
-        ("--input-len", args.input_len != 512 and preset, own),
-        ("--output-len", args.output_len != 128 and preset, own),
-    )
-    for option, ignored, why in rules:
-        if ignored:
-            raise ValueError(f"trace gen: {option}: would be ignored: {why}")
+    from traces.gen_rules import ignored_option
+
+    options = {"arrival": args.arrival, "burstiness": args.burstiness, "lengths": args.lengths, "n": args.n,
+               "parallel_fraction": args.parallel_fraction, "beam_fraction": args.beam_fraction,
+               "num_prefix_groups": args.prefix_groups, "prefix_tokens": args.prefix_tokens,
+               "prefix_fraction": args.prefix_fraction, "sigma": args.sigma, "range_ratio": args.range_ratio,
+               "input_len": args.input_len, "output_len": args.output_len}
+    ignored = ignored_option(options, gen_flag)
+    if ignored is not None:
+        name, why = ignored
+        raise ValueError(f"trace gen: {gen_flag(name)}: would be ignored: {why}")
 
 
 def run_gen(args: argparse.Namespace) -> int:

@@ -63,8 +63,13 @@ def _cut_off_hint(exc: ValueError, path: Path, locator: Locator) -> ValueError:
     return ValueError(f"{exc} (the last line has no line break: the file looks cut off)")
 
 
+# How `pagedlab`'s commands take arrivals for a length-only trace (traces.options.add_arrival_options).
+ARRIVALS_OPTION = "--arrivals poisson:RATE, gamma:RATE:CV or constant:RATE"
+
+
 def load(path: str | Path, format: str = "auto", *, model: str | None = None,
-         log_type: str | None = None, arrivals: ArrivalSpec | str | None = None, seed: int = 0) -> Trace:
+         log_type: str | None = None, arrivals: ArrivalSpec | str | None = None, seed: int = 0,
+         arrivals_hint: str = ARRIVALS_OPTION) -> Trace:
     """Read a trace file. `format` is "auto" (recognised from the header) or one of `FORMATS`.
 
     Arrivals count from the first request, which arrives at 0. Rows are sorted stably by arrival if
@@ -72,7 +77,8 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
     column) needs `arrivals` (e.g. "poisson:2"), drawn with `seed`, for the requests in file order;
     given for a timed file, they replace its arrival times. Skipped rows (failed requests, zero
     token counts, filters, blank lines) are counted in `trace.skipped` and `trace.notices`. Bad input
-    raises ValueError `path:line: field: reason`.
+    raises ValueError `path:line: field: reason`; a length-only file without `arrivals` names
+    `arrivals_hint`, how the caller's users give them (`pagedlab`'s `--arrivals` option by default).
     """
     if isinstance(arrivals, str):
         arrivals = ArrivalSpec.parse(arrivals)
@@ -92,8 +98,7 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
                         f"missing column ({spec.name} needs {', '.join(spec.required)})")
     if not timed and arrivals is None:
         raise error(f"{path}:{header.line}", spec.arrival_column,
-                    "missing column: this trace has lengths only; give it arrival times with "
-                    "--arrivals poisson:RATE, gamma:RATE:CV or constant:RATE")
+                    f"missing column: this trace has lengths only; give it arrival times with {arrivals_hint}")
     options = LoadOptions(model=model, log_type=log_type)
     if spec.name != "burstgpt" and (model is not None or log_type is not None):
         raise error(str(path), "filter", f"model / log type filters apply to burstgpt traces, this is {spec.name}")

@@ -130,7 +130,7 @@ def replay_row(trace: "Trace", rate: float, policy: str, engine: dict) -> dict[s
     from analysis.compare import load_points, trace_rate
     from analysis.runs import RunData, run_metrics
 
-    point = load_points(trace_rate(trace), rates=[rate])[0]
+    point = load_points(trace_rate(trace), rates=[rate], source=trace.source)[0]
     run = RunData.from_result(replay(trace.scale_rate(point.scale), EngineConfig(**engine), policy=policy, seed=0))
     row = run_metrics(run)
     first_tokens = int(run.requests["first_token_s"].notna().sum())

@@ -20,7 +20,7 @@ def replay_metrics(trace: Any, rate: float, policy: str, seed: int = 0, **engine
     from analysis.compare import load_points, trace_rate
     from analysis.runs import RunData, run_metrics
 
-    point = load_points(trace_rate(trace), rates=[rate])[0]
+    point = load_points(trace_rate(trace), rates=[rate], source=trace.source)[0]
     result = replay(trace.scale_rate(point.scale), EngineConfig(**engine), policy=policy, seed=seed)
     row = run_metrics(RunData.from_result(result))
     row.update(slot_utilization=result.summary["slot_utilization"], preemptions=result.summary["preemptions"])
