@@ -71,7 +71,10 @@ def capacity_by_policy(
 
 def format_capacity(capacity: float, all_loads_met: bool, first_failing: float = math.nan) -> str:
     """Where the capacity lies among the tested loads: `16-24` (16 passed, 24 failed), `< 4` (even the
-    lowest, 4, failed), `40+` (every tested load passed, 40 the highest); `none` when nothing is known."""
+    lowest, 4, failed), `40+` (every tested load passed, 40 the highest); `none` when nothing is known. A trace
+    whose requests all arrive at once has no rate (every scale of it is infinite): only met or not met."""
+    if math.isinf(capacity) or math.isinf(first_failing):
+        return "met (all at once)" if all_loads_met else "not met (all at once)"
     if math.isnan(capacity):
         return "none" if math.isnan(first_failing) else f"< {first_failing:.3g}"
     if all_loads_met or math.isnan(first_failing):

@@ -246,6 +246,9 @@ def test_capacity_is_a_range_of_tested_rates() -> None:
     assert shown == {"lowest": "1-2", "middle": "2-4", "all": "2+", "none": "< 1"}
     assert math.isnan(caps.loc["all", "first_failing_load"]) and caps.loc["none", "first_failing_load"] == 1.0
     assert format_capacity(math.nan, False) == "none"
+    # a trace whose requests all arrive at once: every rate scale of it is an infinite rate
+    assert format_capacity(math.inf, True) == "met (all at once)"
+    assert format_capacity(math.nan, False, math.inf) == "not met (all at once)"
 
 
 def test_html_tables_sit_in_scroll_boxes_with_aligned_cells(default_report: dict[str, Path]) -> None:
