@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.findings import check_failed_message
     from analysis.slo import parse_goodput
     from analysis.tables import CONSOLE_COLUMNS, formatted, to_console
-    from sim.replay_cli import context_note
+    from sim.rejection_notes import context_note
 
     if args.trace is None:  # a preset names the model and GPU it was made for
         chosen = get_preset(args.preset or DEFAULT_PRESET)

@@ -111,6 +111,8 @@ ENGINES: dict[str, EngineHost] = {
     "vllm-v0": EngineHost(_V0_STEP_S, _V1_PER_REQUEST_S, _V1_PER_TOKEN_S, False, vllm_v0_graph_sizes),
     "sglang": EngineHost(_V1_STEP_S, _V1_PER_REQUEST_S, _V1_PER_TOKEN_S, True, sglang_graph_sizes),
     "eager-sync": EngineHost(_V0_STEP_S, _V1_PER_REQUEST_S, _V1_PER_TOKEN_S, False, no_graphs),
+    # No host time: steps are the device's alone, as the execute backend measures them (to compare with it).
+    "device-only": EngineHost(0.0, 0.0, 0.0, False, no_graphs),
 }
 
 

@@ -9,21 +9,18 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sim.console import warn
 from traces.options import add_arrival_options, add_transform_options, load_trace, seed_arg
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 DEFAULT_POLICY = "vllm-v0"
-# The names `sim.policies.POLICIES`, `sim.presets.MODELS` and `GPUS` register, spelled out for --help so
-# that building the parser imports neither (a test keeps them equal).
+# The names `sim.policies.POLICIES`, `sim.presets.MODELS`, `GPUS` and `sim.host_time.ENGINES` register, spelled
+# out for --help so that building the parser imports none of them (a test keeps them equal).
 POLICY_NAMES = ("vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "orca-pow2", "static", "sglang")
 MODEL_NAMES = ("llama-3-8b", "llama-3.1-8b", "qwen2.5-7b", "llama-2-7b", "mistral-7b", "llama-3-70b-tp4", "opt-13b",
                "tiny")
 GPU_NAMES = ("h100-sxm", "h200", "a100-80gb", "a100-40gb")
+HOST_ENGINE_NAMES = ("vllm-v1", "vllm-v0", "sglang", "eager-sync", "device-only")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="execute backend: shadow-check attention outputs against each sequence's history")
     p.add_argument("--verify-every", type=int, default=None, metavar="N",
                    help="with --verify: check every N-th step and every step that copies or swaps (default 1)")
+    p.add_argument("--host-engine", default=None, choices=HOST_ENGINE_NAMES, metavar="NAME",
+                   help=f"whose host (CPU) time each analytic step adds: {', '.join(HOST_ENGINE_NAMES)} (default: the "
+                        "policy's engine); device-only adds none, as the execute backend measures steps")
     p.add_argument("--cost-profile", default="default", metavar="NAME|PATH",
                    help="cost-model constants: a name in sim/profiles/ or a JSON file (default: default)")
     p.add_argument("--kv-cache-dtype", default="auto", metavar="auto|fp8",
@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     config = EngineConfig(
         model=args.model, gpu=args.gpu, num_gpu_blocks=args.num_gpu_blocks, block_size=args.block_size,
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
+        host_engine=args.host_engine,
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
         verify_every=1 if args.verify_every is None else args.verify_every,
         enable_prefix_caching=args.enable_prefix_caching,
@@ -137,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
               f"{s['preemptions']} preemptions; KV cache {percent(s['kv_usage_mean'])} held on average (peak "
               f"{percent(s['kv_usage_peak'])}), {percent(s['slot_utilization'])} of held slots filled; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
+    from sim.rejection_notes import rejection_note
+
     note = rejection_note(result.requests, config.model, config.context_len)
     if note:  # even with --quiet: losing requests is not a quiet success
         warn(note)
@@ -198,55 +201,3 @@ def _is_replay_dir(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(summary, dict) and "policy" in summary and "num_requests" in summary
-
-
-REJECTION_WARN_FRACTION = 0.05
-
-
-def _suggested_model(needed: int, current: str) -> str | None:
-    """The preset with the shortest context that still holds `needed` tokens (tensor-parallel ones aside)."""
-    from sim.presets import MODELS
-
-    fits = [m for m in MODELS.values() if m.max_model_len >= needed and m.tp == 1 and m.name not in (current, "tiny")]
-    return min(fits, key=lambda m: (m.max_model_len, m.name)).name if fits else None
-
-
-def too_long_reason(num_too_long: int, longest: int, model: str, context_len: int) -> str:
-    """Why requests longer than the context are refused, and what to do about it."""
-    better = _suggested_model(longest, model)
-    hint = f"--model {better} or " if better else ""
-    return (f"{num_too_long} exceed max_model_len {context_len} of {model} (prompt + output, up to {longest} "
-            f"tokens); try {hint}--max-context {context_len}")
-
-
-def context_note(trace: object, model: str, context_len: int) -> str | None:
-    """Before a replay: one line when more than 5% of a trace's requests cannot fit the context."""
-    lengths = trace.column("prompt_tokens") + trace.column("output_tokens")  # type: ignore[attr-defined]
-    too_long = int((lengths > context_len).sum())
-    if not len(lengths) or too_long <= REJECTION_WARN_FRACTION * len(lengths):
-        return None
-    return (f"{too_long / len(lengths):.0%} of requests ({too_long} of {len(lengths)}) will be rejected: "
-            f"{too_long_reason(too_long, int(lengths.max()), model, context_len)}")
-
-
-def rejection_note(requests: "pd.DataFrame", model: str, context_len: int) -> str | None:
-    """One line saying why, when more than 5% of requests were rejected; None otherwise. Reads the
-    requests table: rejected rows, their lengths and their `reason`."""
-    import re
-
-    rejected = requests[requests["status"] == "rejected"]
-    total = len(requests)
-    if not total or len(rejected) <= REJECTION_WARN_FRACTION * total:
-        return None
-    share = f"{len(rejected) / total:.0%} of requests ({len(rejected)} of {total}) were rejected"
-    length = rejected["prompt_tokens"] + rejected["output_tokens"]
-    too_long = length > context_len
-    if too_long.sum() * 2 >= len(rejected):
-        return f"{share}: {too_long_reason(int(too_long.sum()), int(length.max()), model, context_len)}"
-    kinds = rejected["reason"].astype(str).map(lambda r: re.sub(r"\d+", "N", r))
-    common = kinds.value_counts().index[0]
-    first = rejected[kinds == common].iloc[0]
-    others = int((kinds != common).sum())
-    rest = f"; {others} for other reasons (the reason column of requests.csv)" if others else ""
-    return (f"{share}: {int((kinds == common).sum())} for this reason (request {first['request_id']}): "
-            f"{first['reason']}{rest}")

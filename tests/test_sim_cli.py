@@ -212,10 +212,12 @@ def test_out_and_system_errors_are_one_line_in_the_documented_form(trace_file: P
 
 
 def test_replay_help_names_every_policy_model_and_gpu() -> None:
+    from sim.host_time import ENGINES
     from sim.policies import POLICIES
     from sim.presets import GPUS, MODELS
-    from sim.replay_cli import GPU_NAMES, MODEL_NAMES, POLICY_NAMES
+    from sim.replay_cli import GPU_NAMES, HOST_ENGINE_NAMES, MODEL_NAMES, POLICY_NAMES
 
+    assert HOST_ENGINE_NAMES == tuple(ENGINES)
     assert POLICY_NAMES == tuple(POLICIES)
     assert MODEL_NAMES == tuple(MODELS)
     assert GPU_NAMES == tuple(GPUS)
