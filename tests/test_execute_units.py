@@ -1,6 +1,8 @@
 """Execute-backend pieces that need no kernels: the decode split heuristic, the memory check, fidelity."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,3 +59,17 @@ def test_a_model_too_large_for_host_memory_is_refused_on_the_cpu(monkeypatch: py
     assert "needs 73.0 GiB of host memory (--device cpu)" in message and "20.0 GiB are free" in message
     assert "smaller model (" in message and "\n" not in message
     check_fits("tiny", GIB // 100, GIB // 100, 0, torch.device("cpu"))  # fits: no error
+
+
+def test_fidelity_says_when_the_analytic_replay_added_host_time(tmp_path: Path) -> None:
+    from sim import cli
+    from sim.execute.fidelity import host_time_note
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,3\n0.1,12,2\n")
+    for name, extra in (("v0", []), ("device", ["--host-engine", "device-only"])):
+        assert cli.main(["replay", "--trace", str(trace), "--policy", "vllm-v0", *extra, "--quiet",
+                         "--out", str(tmp_path / name)]) == 0
+    assert "host_step_s 0.004" in host_time_note(tmp_path / "v0") and "--host-engine device-only" in \
+        host_time_note(tmp_path / "v0")
+    assert host_time_note(tmp_path / "device") is None

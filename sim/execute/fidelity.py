@@ -67,6 +67,21 @@ def repredict(exec_steps: pd.DataFrame, config: dict, profile: str) -> pd.DataFr
     return out
 
 
+HOST_TERMS = ("host_step_s", "host_per_request_s", "host_per_token_s")
+
+
+def host_time_note(analytic_dir: Path) -> str | None:
+    """One line when the analytic replay added host time, which the execute backend's steps do not hold
+    (they are device time): its latencies then run long by the host model, not by an error of the device's."""
+    cost = json.loads((analytic_dir / CONFIG_JSON).read_text()).get("cost_model", {})
+    added = {k: cost[k] for k in HOST_TERMS if cost.get(k)}
+    if not added:
+        return None
+    terms = ", ".join(f"{k} {v:g}" for k, v in added.items())
+    return (f"{analytic_dir}: its steps add host time ({terms}) that the measured steps do not hold; replay it "
+            "with --host-engine device-only to compare device time with device time")
+
+
 def fidelity(exec_dir: Path, analytic_dir: Path, profile: str | None = None) -> dict[str, float]:
     steps = pd.read_csv(exec_dir / EXEC_STEPS_CSV)
     if profile is not None:
@@ -105,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args(argv)
     result = fidelity(args.exec_dir, args.analytic_dir, args.profile)
+    note = host_time_note(args.analytic_dir)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0
 
