@@ -13,7 +13,9 @@ import pandas as pd
 
 from analysis.memory_view import kv_timeline
 from analysis.metrics import request_latencies
-from analysis.plot_common import figure_legend, line_style, load_text, new_figure, policy_styles, save
+from analysis.plot_common import (
+    figure_legend, line_style, load_text, new_figure, plain_log_ticks, policy_styles, save,
+)
 from analysis.runs import RunData
 
 RunKey = tuple[str, float]
@@ -57,13 +59,19 @@ def plot_latency_cdfs(
     for row, load in enumerate(shown):
         for col, (column, label, scale, factor) in enumerate(columns):
             ax = axes[row, col]
+            shown_values = [np.empty(0)]
             for policy in policies:
                 run = runs.get((policy, load))
                 if run is not None:
                     values = factor * request_latencies(run.requests)[column].to_numpy(dtype=float)
                     _cdf(ax, values, label=names.get(policy, policy), **line_style(styles, policy))
+                    shown_values.append(values[np.isfinite(values) & (values > 0)])
+            spread = np.concatenate(shown_values)
+            if scale == "log" and len(spread) and spread.max() < 10 * spread.min():
+                scale = "linear"  # within one decade a log axis has no decade tick to label
             ax.set_xscale(scale)
             if scale == "log":
+                plain_log_ticks(ax.xaxis)
                 ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
             else:
                 ax.xaxis.set_major_locator(MaxNLocator(nbins=6))

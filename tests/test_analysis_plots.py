@@ -95,3 +95,21 @@ def test_the_pareto_plot_keeps_its_legend_off_the_points_and_rings_a_front_of_on
     assert ax.get_legend() is None and len(fig.legends) == 1  # a legend in the corner hid configuration #2
     (front,) = [line for line in ax.get_lines() if line.get_label() == "Pareto front"]
     assert front.get_marker() == "o" and len(front.get_xdata()) >= 1
+
+
+def test_a_latency_cdf_within_one_decade_gets_a_linear_axis_with_labels(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = []
+    save = run_plots.save
+    monkeypatch.setattr(run_plots, "save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    run: RunData = fake_run("vllm", 1.0)
+    run.requests["ttft_s"] = 0.140 + 0.0005 * np.arange(len(run.requests))  # every request arrived at once
+    run.requests["e2e_s"] = np.geomspace(0.3, 30.0, len(run.requests))       # two decades
+    run_plots.plot_latency_cdfs({("vllm", 1.0): run}, ["vllm"], [1.0], "rate", tmp_path / "cdf.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    ttft, _, e2e = fig.axes[:3]
+    assert ttft.get_xscale() == "linear" and e2e.get_xscale() == "log"
+    for ax in (ttft, e2e):  # a log axis inside one decade had no labelled tick at all
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2 and not any("e-0" in label or "^" in label for label in labels), labels
