@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from analysis.capacity import format_capacity
@@ -17,10 +18,18 @@ from analysis.plot_common import figure_legend, legend, new_figure, plain_log_ti
 from analysis.slo import SLO
 
 
+def rate_axis(table: pd.DataFrame) -> tuple[str, str]:
+    """The column the load plots run along, and its label: the request rate, or the rate scale for a trace
+    whose requests all arrive at once (every scale of it is an infinite rate)."""
+    if len(table) and not np.isfinite(table["rate"].to_numpy(dtype=float)).all():
+        return "load", "rate scale (every request arrives at once: no rate)"
+    return "rate", "request rate (req/s)"
+
+
 def _by_policy(table: pd.DataFrame, policies: Sequence[str]) -> Iterator[tuple[str, pd.DataFrame]]:
     """Each policy's rows in rate order, in the order of `policies` (a policy with none is skipped)."""
     for policy in policies:
-        group = table[table["policy"] == policy].sort_values("rate")
+        group = table[table["policy"] == policy].sort_values(rate_axis(table)[0])
         if not group.empty:
             yield policy, group
 
@@ -35,16 +44,17 @@ def plot_latency_vs_rate(table: pd.DataFrame, policies: Sequence[str], slo: SLO 
     fig, axes = new_figure(1, len(panels), 4.2, 3.2)
     styles = policy_styles(policies)
     names = labels or {}
+    x, xlabel = rate_axis(table)
     bounds = dict(slo.items()) if slo else {}
     slo_text = slo.describe() if slo else ""
     for ax, (column, label, slo_name) in zip(axes[0], panels):
         for policy, group in _by_policy(table, policies):
-            ax.plot(group["rate"], group[column], label=names.get(policy, policy), **styles[policy])
+            ax.plot(group[x], group[column], label=names.get(policy, policy), **styles[policy])
         if slo_name in bounds:
             ax.axhline(bounds[slo_name], color="gray", linestyle="--", linewidth=1, label=f"SLO ({slo_text})")
         ax.set_yscale("log")
         plain_log_ticks(ax.yaxis)
-        ax.set_xlabel("request rate (req/s)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     figure_legend(fig, axes, 8)
@@ -59,11 +69,12 @@ def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: 
     fig, axes = new_figure(1, 2, 4.6, 3.2)
     styles = policy_styles(policies)
     names = labels or {}
+    x, xlabel = rate_axis(table)
     for policy, group in _by_policy(table, policies):
-        axes[0, 0].plot(group["rate"], group["output_throughput"], label=names.get(policy, policy), **styles[policy])
-        axes[0, 1].plot(group["rate"], group["request_throughput"], label=policy, **styles[policy])
+        axes[0, 0].plot(group[x], group["output_throughput"], label=names.get(policy, policy), **styles[policy])
+        axes[0, 1].plot(group[x], group["request_throughput"], label=policy, **styles[policy])
         if group["request_goodput"].notna().any():
-            axes[0, 1].plot(group["rate"], group["request_goodput"], color=styles[policy]["color"], marker="x",
+            axes[0, 1].plot(group[x], group["request_goodput"], color=styles[policy]["color"], marker="x",
                             linestyle=":", linewidth=1)
     axes[0, 0].set_ylabel("output throughput (tok/s)")
     from matplotlib.lines import Line2D
@@ -73,7 +84,7 @@ def plot_throughput_vs_rate(table: pd.DataFrame, policies: Sequence[str], path: 
                                Line2D([], [], color="gray", marker="x", linestyle=":", label="goodput (within the SLOs)")],
                       fontsize=7, loc="upper left")
     for ax in axes[0]:
-        ax.set_xlabel("request rate (req/s)")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     legend(axes[0, 0])
     fig.suptitle("Throughput against load")
@@ -89,10 +100,11 @@ def plot_capacity(
     fig, axes = new_figure(1, 2, 4.6, 3.2)
     styles = policy_styles(policies)
     names = labels or {}
+    x, xlabel = rate_axis(table)
     for policy, group in _by_policy(table, policies):
-        axes[0, 0].plot(group["rate"], 100 * group["slo_attainment"], label=names.get(policy, policy), **styles[policy])
+        axes[0, 0].plot(group[x], 100 * group["slo_attainment"], label=names.get(policy, policy), **styles[policy])
     axes[0, 0].axhline(100 * target, color="gray", linestyle="--", linewidth=1)
-    axes[0, 0].set_xlabel("request rate (req/s)")
+    axes[0, 0].set_xlabel(xlabel)
     axes[0, 0].set_ylabel("SLO attainment (%)")
     axes[0, 0].grid(alpha=0.3)
     legend(axes[0, 0])

@@ -113,3 +113,16 @@ def test_a_latency_cdf_within_one_decade_gets_a_linear_axis_with_labels(
     for ax in (ttft, e2e):  # a log axis inside one decade had no labelled tick at all
         labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
         assert len(labels) >= 2 and not any("e-0" in label or "^" in label for label in labels), labels
+
+
+def test_load_plots_of_a_trace_arriving_at_once_run_along_the_rate_scale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = []
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    table = _table().assign(rate=np.inf)  # every scale of an all-at-once trace is an infinite rate
+    plots.plot_latency_vs_rate(table, POLICIES, None, tmp_path / "latency.png")
+    (fig,) = figures
+    ttft = fig.axes[0]
+    assert ttft.get_xlabel().startswith("rate scale")
+    assert sorted({float(x) for line in ttft.get_lines() for x in line.get_xdata()}) == [1.0, 2.0]
