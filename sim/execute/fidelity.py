@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sim.cost import AnalyticCostModel, CostProfile, StepBatch
+from sim.host_time import HOST_FIELDS
 from sim.schema import CONFIG_JSON, EXEC_STEPS_CSV, REQUESTS_CSV
 
 
@@ -67,14 +68,11 @@ def repredict(exec_steps: pd.DataFrame, config: dict, profile: str) -> pd.DataFr
     return out
 
 
-HOST_TERMS = ("host_step_s", "host_per_request_s", "host_per_token_s")
-
-
 def host_time_note(analytic_dir: Path) -> str | None:
     """One line when the analytic replay added host time, which the execute backend's steps do not hold
     (they are device time): its latencies then run long by the host model, not by an error of the device's."""
     cost = json.loads((analytic_dir / CONFIG_JSON).read_text()).get("cost_model", {})
-    added = {k: cost[k] for k in HOST_TERMS if cost.get(k)}
+    added = {k: cost[k] for k in HOST_FIELDS if cost.get(k)}
     if not added:
         return None
     terms = ", ".join(f"{k} {v:g}" for k, v in added.items())

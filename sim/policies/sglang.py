@@ -36,7 +36,7 @@ from sim.policies.base import EnginePolicy, SchedulerView, StepPlan
 from sim.policies.sglang_budget import (WAITING_QUEUE_PREFIX_MATCH_MAX, IgnoreEosStates, NewTokenRatio,
                                         default_chunked_prefill_size)
 from sim.policies.sglang_charges import (ignore_eos_row, ignore_eos_rows, max_new_tokens, new_tokens, num_requests,
-                                         running_reserve)
+                                         paged_input, running_reserve)
 from sim.policies.sglang_defaults import sglang_config
 from sim.state import DECODE, RECOMPUTE, Group
 
@@ -110,16 +110,16 @@ class SGLangPolicy(EnginePolicy):
     def idle_refusal(self, sched: SchedulerView, group: Group) -> str:
         """The budget check of `_prefill_batch` that an idle engine's whole pool still fails."""
         bs, free = sched.config.block_size, sched.num_free_blocks() * sched.config.block_size
-        paged_input = -(-sched.prefill_need(group) // bs) * bs + bs
+        charged = paged_input(sched.prefill_need(group), bs)
         if group.is_beam and not sched.config.enable_prefix_caching:
-            if paged_input <= free:
+            if charged <= free:
                 return super().idle_refusal(sched, group)
             return (f"SGLang admits a beam leader (ignore_eos) only if its page-ceiled prompt plus one page, "
-                    f"{paged_input} tokens, fits the {free} free tokens of the idle pool (prefill_budget.py:132-140)")
-        if paged_input + new_tokens(group) < free:
+                    f"{charged} tokens, fits the {free} free tokens of the idle pool (prefill_budget.py:132-140)")
+        if charged + new_tokens(group) < free:
             return super().idle_refusal(sched, group)
         return (f"SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, "
-                f"{paged_input} + {new_tokens(group)} tokens, stays below the {free} free tokens of the idle pool "
+                f"{charged} + {new_tokens(group)} tokens, stays below the {free} free tokens of the idle pool "
                 f"(prefill_budget.py:114-131)")
 
     def _prefill_batch(self, sched: SchedulerView) -> tuple[list[tuple[Group, int]], bool]:
@@ -152,11 +152,11 @@ class SGLangPolicy(EnginePolicy):
             need = sched.prefill_need(group)
             if prefills and need >= rem_input:  # schedule_policy.py:1645-1675
                 break
-            paged_input = -(-need // bs) * bs + bs  # page-ceiled extend + one page
+            charged = paged_input(need, bs)
             # A beam leader runs with ignore_eos; without the radix cache it takes the other rule
             # (schedule_policy.py:1401-1402; the cache's `disable` flag, mem_cache/kv_cache_builder.py:365-390).
             if group.is_beam and not cfg.enable_prefix_caching:
-                if paged_input > min(rem_current, rem_total):  # prefill_budget.py:132-140
+                if charged > min(rem_current, rem_total):  # prefill_budget.py:132-140
                     return prefills, True
                 row = ignore_eos_row(group, group.generated)
                 if ignore_eos_states is None:
@@ -164,12 +164,12 @@ class SGLangPolicy(EnginePolicy):
                     ignore_eos_states = IgnoreEosStates([row] + rows)
                 else:
                     ignore_eos_states.insert(row)
-                if not ignore_eos_states.fits(rem_current - paged_input):
+                if not ignore_eos_states.fits(rem_current - charged):
                     return prefills, True
             else:
                 # Page-ceiled extend + one page + max_new must stay below the estimate
                 # (prefill_budget.py:114-131).
-                if paged_input + new_tokens(group) >= rem_total:
+                if charged + new_tokens(group) >= rem_total:
                     return prefills, True
             status = sched.admission_status(group)
             if status is AllocStatus.NEVER:
@@ -185,11 +185,12 @@ class SGLangPolicy(EnginePolicy):
             chunked = chunk < group.prefill_len - group.prefill_done
             if group.is_beam and not cfg.enable_prefix_caching and chunked:
                 # The ignore_eos rule reserves only the first chunk, no output (schedule_policy.py:1369-1381).
-                rem_total -= -(-chunk // bs) * bs + bs
-                rem_current -= -(-chunk // bs) * bs + bs
+                first_chunk = paged_input(chunk, bs)
+                rem_total -= first_chunk
+                rem_current -= first_chunk
             else:
-                rem_total -= paged_input + new_tokens(group)
-                rem_current -= paged_input
+                rem_total -= charged + new_tokens(group)
+                rem_current -= charged
             seqs += group.n
             if chunked:
                 break  # it is now the chunked request

@@ -14,6 +14,12 @@ from sim.policies.sglang_budget import BEAM_LEADER_MARGIN, CLIP_MAX_NEW_TOKENS
 from sim.state import DECODE, Group
 
 
+def paged_input(tokens: int, page_size: int) -> int:
+    """What the budget charges for `tokens` of prompt (an extend or a chunk): page-ceiled, plus one page
+    (prefill_budget.py:114-140)."""
+    return -(-tokens // page_size) * page_size + page_size
+
+
 def new_tokens(group: Group) -> int:
     """`min(max_new_tokens - generated, 4096)` of an admission candidate (schedule_policy.py:1407-1410):
     per parallel sample, or once for a beam group's leader."""
