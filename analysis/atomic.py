@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from sim.result import check_makeable
+
 MANIFEST = "manifest.json"
 COMPARE_KIND = "pagedlab-compare"
 VALIDATE_KIND = "pagedlab-validate"
@@ -76,6 +78,7 @@ def check_output_dir(path: Path, kind: str = COMPARE_KIND) -> None:
         raise OSError(f"{existing}: out: not a directory, so {path} cannot be made")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OSError(f"{existing}: out: not writable (permission denied), so {path} cannot be made")
+    check_makeable(path)
 
 
 @contextmanager

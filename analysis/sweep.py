@@ -35,6 +35,7 @@ from analysis.sweep_report import write_sweep_outputs
 from analysis.sweep_search import Bisection, FixedLoads, LoadWalk
 from analysis.sweep_spec import SweepConfig, SweepSpec
 from analysis.sweep_task import ConfigTask, run_config
+from sim.result import check_makeable
 
 SWEEP_KIND = "pagedlab-sweep"
 SPEC_FILE = "spec.json"
@@ -87,13 +88,15 @@ def prepare_out_dir(out: Path, fingerprint: dict[str, Any], resume: bool) -> dic
             old = json.loads(spec_file.read_text())
             assert old.get("kind") == SWEEP_KIND
         except (OSError, ValueError, AssertionError, AttributeError):
-            raise OSError(f"out: {out} exists and is not a pagedlab sweep; give an empty or new --out") from None
+            raise OSError(f"{out}: out: exists and is not a pagedlab sweep; give an empty or new --out") from None
         if not resume:
-            raise ValueError(f"out: {out} already holds a sweep; add --resume to finish it, or give a new --out")
+            raise ValueError(f"{out}: out: already holds a sweep; add --resume to finish it, or give a new --out")
         if old != fingerprint:
             raise ValueError(f"resume: {out} holds a sweep of another spec or trace "
                              f"({_differing_key(old, fingerprint)} differs); give a new --out")
     else:
+        if not out.exists():
+            check_makeable(out)  # one line naming --out, not the system's `file:` form
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(spec_file, _json(fingerprint))
     (out / CONFIG_DIR).mkdir(exist_ok=True)

@@ -39,6 +39,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_out_dir(directory: Path) -> None:
+    """One line naming --out where the profile's directory cannot be made or written."""
+    import os
+
+    from sim.result import check_makeable
+
+    if not directory.exists():
+        check_makeable(directory)
+    elif not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        raise OSError(f"{directory}: out: not a writable directory")
+
+
 def run(args: argparse.Namespace) -> int:
     from sim.cost import PROFILE_DIR, CostProfile
     from sim.presets import GPUS, KV_CACHE_DTYPES, MODELS, lookup
@@ -51,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"repeats: must be an integer >= 1, got {args.repeats}")
     out = Path(args.out) if args.out else PROFILE_DIR / f"{args.gpu_name}.json"
     if out.suffix != ".json":
-        raise ValueError(f"out: {out}: the profile must be a .json file")
+        raise ValueError(f"{out}: out: the profile must be a .json file")
+    _check_out_dir(out.parent)  # before minutes of measuring
     if args.from_csv:
         points, measured, copy_s, swap_s, device_name = _read_csv(Path(args.from_csv))
     else:

@@ -172,6 +172,8 @@ def check_out_dir(out: str) -> None:
     """Refuse, in one line, an --out that cannot become a directory we may write."""
     import os
 
+    from sim.result import check_makeable
+
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise OSError(f"{path}: out: exists and is not a directory")
@@ -185,6 +187,8 @@ def check_out_dir(out: str) -> None:
         raise OSError(f"{existing}: out: not a directory, so {path} cannot be made")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OSError(f"{existing}: out: permission denied (not writable)")
+    if existing != path:
+        check_makeable(path)
 
 
 def _is_replay_dir(path: Path) -> bool:

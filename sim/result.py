@@ -15,7 +15,7 @@ import pandas as pd
 from sim.csv_text import write_csv
 from sim.schema import CONFIG_JSON, ITL_NPY, OUTPUT_FILES, REQUESTS_CSV, STEPS_CSV, SUMMARY_JSON
 
-__all__ = ["OUTPUT_FILES", "SimResult", "write_csv"]
+__all__ = ["OUTPUT_FILES", "SimResult", "check_makeable", "write_csv"]
 
 
 @dataclass
@@ -40,6 +40,24 @@ class SimResult:
         for name, frame in self.extra.items():
             _atomic(out / name, lambda f, frame=frame: write_csv(frame, f))
         return out
+
+
+def check_makeable(path: Path, field_name: str = "out") -> None:
+    """Raise `path: out: cannot be made (reason)` unless the absent directory `path` can be created, found by
+    creating it and its missing parents and removing them again: permission bits do not say it (root may
+    write anywhere, yet not make a directory in /proc), and a long run should not end on it."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise OSError(f"{path}: {field_name}: cannot be made ({reason})") from None
+    finally:
+        for made in missing:
+            try:
+                made.rmdir()
+            except OSError:
+                pass
 
 
 def _json(data: dict) -> str:

@@ -66,6 +66,16 @@ def test_bad_calibrate_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert "bad.csv:2: expected 7 fields" in capsys.readouterr().err
     assert cli.main(["calibrate", "--gpu-name", "tpu", "--from-csv", str(bad)]) == 2
     assert "gpu: unknown name 'tpu'" in capsys.readouterr().err
+    # where the profile cannot be written is said before any measuring (or reading)
+    occupied = tmp_path / "file"
+    occupied.write_text("x")
+    assert cli.main(["calibrate", "--gpu-name", "h200", "--from-csv", str(bad), "--out",
+                     str(occupied / "p.json")]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {occupied}: out: not a writable directory\n"
+    assert cli.main(["calibrate", "--gpu-name", "h200", "--from-csv", str(bad), "--out",
+                     str(occupied / "sub" / "p.json")]) == 2
+    assert capsys.readouterr().err == (f"pagedlab: error: {occupied / 'sub'}: out: cannot be made (not a "
+                                       "directory)\n")
 
 
 @pytest.mark.parametrize("name", ["h100-sxm", "h200"])

@@ -211,6 +211,32 @@ def test_out_and_system_errors_are_one_line_in_the_documented_form(trace_file: P
         "t.csv:3: prompt_tokens: not a number: 'x'"
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("command", ["replay", "compare"])
+def test_an_out_the_system_will_not_make_is_refused_up_front_naming_out(
+        trace_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    # As root the permission bits allow /proc, yet no directory can be made there: the replay used to run to the
+    # end and fail on writing (`/proc/x: file: ...`), compare named its temporary directory. Simulate root.
+    import os
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)
+    out = Path("/proc/pagedlab-out/run")
+    extra = ["--policies", "vllm-v0", "--rates", "2", "--quiet"] if command == "compare" else ["--quiet"]
+    assert cli.main([command, "--trace", str(trace_file), *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pagedlab: error: {out}: out: cannot be made (") and err.count("\n") == 1
+
+
+def test_checking_that_an_out_can_be_made_leaves_nothing_behind(tmp_path: Path) -> None:
+    from sim.result import check_makeable
+
+    check_makeable(tmp_path / "a" / "b" / "c")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match=r"file/d: out: cannot be made \(not a directory\)"):
+        check_makeable(tmp_path / "file" / "d")
+
+
 def test_replay_help_names_every_policy_model_and_gpu() -> None:
     from sim.host_time import ENGINES
     from sim.policies import POLICIES

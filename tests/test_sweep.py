@@ -259,7 +259,8 @@ def test_fixed_loads_on_a_trace_file_relative_to_the_spec(tmp_path: Path, capsys
 @pytest.mark.parametrize("flags, message", [
     (["--ray-address", "127.0.0.1:6379"], "ray-address: needs --executor ray"),
     (["--jobs", "0"], "jobs: must be >= 1, got 0"),
-    (["--out-is-a-report"], "exists and is not a pagedlab sweep; give an empty or new --out"),
+    (["--out-is-a-report"], "out: exists and is not a pagedlab sweep; give an empty or new --out"),
+    (["--out-below-a-file"], "below/out: out: cannot be made (not a directory)"),
 ])
 def test_bad_flags_and_a_foreign_out_dir_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                      flags: list[str], message: str) -> None:
@@ -268,6 +269,9 @@ def test_bad_flags_and_a_foreign_out_dir_are_one_line(tmp_path: Path, capsys: py
         out.mkdir()
         (out / "notes.txt").write_text("mine")
         flags = []
+    if flags == ["--out-below-a-file"]:  # the system's own refusal, said as --out's
+        (tmp_path / "below").write_text("x")
+        out, flags = tmp_path / "below" / "out", []
     code, _, err = run_cli(["sweep", str(write_spec(tmp_path)), "--out", str(out), "--quiet", *flags], capsys)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not out.exists() or [p.name for p in out.iterdir()] == ["notes.txt"]  # nothing written, nothing lost
