@@ -157,7 +157,7 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
 
 def _check_arrivals(where: Locator, trace: dict[str, Any]) -> None:
     """`arrivals`: `--arrivals` of `replay` and `compare` (the same parser), for a trace file's requests."""
-    from traces.generator import ArrivalSpec
+    from traces.generator import ArrivalSpec, ArrivalSpecError
 
     if "path" not in trace:
         raise where.error("trace.arrivals", "only with trace.path (a preset or [trace.generate] has its own arrivals)")
@@ -166,8 +166,8 @@ def _check_arrivals(where: Locator, trace: dict[str, Any]) -> None:
         raise where.error("trace.arrivals", f"must be a string such as \"poisson:2\", got {text!r}")
     try:
         ArrivalSpec.parse(text)
-    except ValueError as exc:
-        raise where.error("trace.arrivals", str(exc).removeprefix("arrivals: ")) from None
+    except ArrivalSpecError as exc:
+        raise where.error("trace.arrivals", exc.reason) from None
 
 
 def _spec_setting(name: str, value: Any = None) -> str:

@@ -119,6 +119,15 @@ def _arrival_stream(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed).spawn(6)[0])
 
 
+class ArrivalSpecError(ValueError):
+    """A bad arrival spec. str() is `arrivals: reason`; `reason` alone is for a caller that names the field
+    itself (`--arrivals`, a sweep spec's trace.arrivals)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"arrivals: {reason}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class ArrivalSpec:
     """Arrival times for a trace that has none: `kind` poisson, gamma or constant at `rate` req/s;
@@ -133,7 +142,7 @@ class ArrivalSpec:
                            (math.isfinite(self.rate) and self.rate > 0, f"rate must be a finite number > 0, got {self.rate:g}"),
                            (math.isfinite(self.cv) and self.cv > 0, f"cv must be a finite number > 0, got {self.cv:g}")):
             if not ok:
-                raise ValueError(f"arrivals: {reason}")
+                raise ArrivalSpecError(reason)
 
     @classmethod
     def parse(cls, text: str) -> "ArrivalSpec":
@@ -145,7 +154,7 @@ class ArrivalSpec:
                 raise ValueError
             values = [float(x) for x in numbers]
         except ValueError:
-            raise ValueError(f"arrivals: expected poisson:RATE, gamma:RATE:CV or constant:RATE, got {text!r}") from None
+            raise ArrivalSpecError(f"expected poisson:RATE, gamma:RATE:CV or constant:RATE, got {text!r}") from None
         return cls(kind, *values)
 
     def describe(self) -> str:

@@ -57,13 +57,12 @@ def _rate_scale(text: str) -> float:
 
 
 def _arrivals(text: str) -> "ArrivalSpec":
-    from traces.generator import ArrivalSpec
+    from traces.generator import ArrivalSpec, ArrivalSpecError
 
     try:
         return ArrivalSpec.parse(text)
-    except ValueError as exc:
-        # the option's name already says "--arrivals:"; keep the reason only
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("arrivals: ")) from None
+    except ArrivalSpecError as exc:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def add_transform_options(p: argparse.ArgumentParser, *, head: bool = True) -> None:
