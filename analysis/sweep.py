@@ -95,8 +95,7 @@ def prepare_out_dir(out: Path, fingerprint: dict[str, Any], resume: bool) -> dic
             raise ValueError(f"resume: {out} holds a sweep of another spec or trace "
                              f"({_differing_key(old, fingerprint)} differs); give a new --out")
     else:
-        if not out.exists():
-            check_makeable(out)  # one line naming --out, not the system's `file:` form
+        check_makeable(out)  # one line naming --out, not the system's `file:` form
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(spec_file, _json(fingerprint))
     (out / CONFIG_DIR).mkdir(exist_ok=True)

@@ -45,9 +45,8 @@ def _check_out_dir(directory: Path) -> None:
 
     from sim.result import check_makeable
 
-    if not directory.exists():
-        check_makeable(directory)
-    elif not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+    check_makeable(directory)
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
         raise OSError(f"{directory}: out: not a writable directory")
 
 

@@ -187,8 +187,7 @@ def check_out_dir(out: str) -> None:
         raise OSError(f"{existing}: out: not a directory, so {path} cannot be made")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OSError(f"{existing}: out: permission denied (not writable)")
-    if existing != path:
-        check_makeable(path)
+    check_makeable(path)
 
 
 def _is_replay_dir(path: Path) -> bool:

@@ -42,16 +42,18 @@ class SimResult:
         return out
 
 
-def check_makeable(path: Path, field_name: str = "out") -> None:
-    """Raise `path: out: cannot be made (reason)` unless the absent directory `path` can be created, found by
-    creating it and its missing parents and removing them again: permission bits do not say it (root may
+def check_makeable(path: Path) -> None:
+    """Raise `path: out: cannot be made (reason)` unless the directory `path` exists or can be created, found
+    by creating it and its missing parents and removing them again: permission bits do not say it (root may
     write anywhere, yet not make a directory in /proc), and a long run should not end on it."""
+    if path.exists():
+        return
     missing = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True)
     except OSError as exc:
         reason = (exc.strerror or type(exc).__name__).lower()
-        raise OSError(f"{path}: {field_name}: cannot be made ({reason})") from None
+        raise OSError(f"{path}: out: cannot be made ({reason})") from None
     finally:
         for made in missing:
             try:
