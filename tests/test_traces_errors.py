@@ -82,8 +82,6 @@ CASES = [
     ("fake .gz", "t.csv.gz", "no gzip here\n", ":1", "file",
      "not gzip data although the name ends in .gz (it starts with b'no')"),
     ("unclosed quote", "t.csv", NATIVE + '0,1,1\n1,"2,2\n', ":3", "row", 'a quoted value (") never closes'),
-    ("lengths only, no arrivals given", "t.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n", ":1", "arrived_at",
-     "missing column: this trace has lengths only; give it arrival times with --arrivals"),
     ("a column twice", "t.csv", "arrival_s,prompt_tokens,output_tokens,prompt_tokens\n0,10,5,7\n", ":1",
      "prompt_tokens", "column given twice in the header"),
     ("tab-separated", "t.tsv", "arrival_s\tprompt_tokens\toutput_tokens\n0\t10\t5\n", ":1", "header",
@@ -128,6 +126,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"pagedlab: error: {info.value}\n"  # exactly one line, no traceback
+
+
+def test_a_length_only_trace_needs_arrivals_except_for_its_stats(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("num_prefill_tokens,num_decode_tokens\n10,5\n30,7\n")
+    reason = (f"{path}:1: arrived_at: missing column: this trace has lengths only; give it arrival times with "
+              "--arrivals poisson:RATE, gamma:RATE:CV or constant:RATE")
+    with pytest.raises(ValueError, match="^" + re.escape(reason) + "$"):
+        load(path)
+    assert cli.main(["replay", "--trace", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {reason}\n"
+    # its lengths are worth a summary without times: every request counts at 0 s, and the notice says so
+    assert cli.main(["trace", "stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "requests    2\nduration    0.000 s (every request at 0 s)\nmean rate   n/a\n" in out
+    assert "notice: no arrival times (lengths only): every request counted at 0 s; --arrivals" in out
+    assert cli.main(["trace", "stats", str(path), "--window", "0:10"]) == 2
+    assert capsys.readouterr().err == (f"pagedlab: error: {path}: window: the trace has lengths only (no arrival "
+                                       "times); give --arrivals\n")
+    assert cli.main(["trace", "stats", str(path), "--arrivals", "constant:2"]) == 0
+    assert "duration    0.500 s\nmean rate   2 req/s" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["t.csv", "t.csv.gz"])

@@ -80,7 +80,14 @@ def _report(trace: "Trace") -> str:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    trace = load_trace(args.path, args, model=args.model, log_type=args.log_type)
+    from traces.loader import is_timed
+
+    # lengths are worth summarising without arrival times: a length-only file's requests count at 0 s
+    untimed = args.arrivals is None and not is_timed(args.path, args.format)
+    for flag, value in (("window", args.window), ("rate-scale", args.rate_scale)):
+        if untimed and value is not None:
+            raise ValueError(f"{args.path}: {flag}: the trace has lengths only (no arrival times); give --arrivals")
+    trace = load_trace(args.path, args, model=args.model, log_type=args.log_type, untimed_at_zero=untimed)
     print(_report(trace))
     return 0
 

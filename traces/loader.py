@@ -10,7 +10,7 @@ import pandas as pd
 
 from traces.formats import FORMAT_SPECS, FORMATS, FormatSpec, LoadOptions, detect
 from traces.generator import ArrivalSpec
-from traces.reading import open_bytes, read_csv_table, read_header, read_jsonl_table
+from traces.reading import Header, open_bytes, read_csv_table, read_header, read_jsonl_table
 from traces.request import HASH_BLOCK_TOKENS
 from traces.trace import Trace, sort_by_arrival
 from traces.problems import Locator, Problems, error
@@ -67,9 +67,27 @@ def _cut_off_hint(exc: ValueError, path: Path, locator: Locator) -> ValueError:
 ARRIVALS_OPTION = "--arrivals poisson:RATE, gamma:RATE:CV or constant:RATE"
 
 
+def _header_and_spec(path: Path, format: str) -> tuple[Header, FormatSpec]:
+    """The file's header and the format spec it is read with; a missing file or unknown format is refused."""
+    if format != "auto" and format not in FORMAT_SPECS:
+        raise error(str(path), "format", f"unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: file: is a directory, not a trace file")
+    header = read_header(path)
+    return header, _spec_for(path, format, header.kind, header.columns, header.line)
+
+
+def is_timed(path: str | Path, format: str = "auto") -> bool:
+    """Whether the file has arrival times (False: a length-only file, such as Vidur's processed traces)."""
+    header, spec = _header_and_spec(Path(path), format)
+    return spec.arrival_column in header.columns
+
+
 def load(path: str | Path, format: str = "auto", *, model: str | None = None,
          log_type: str | None = None, arrivals: ArrivalSpec | str | None = None, seed: int = 0,
-         arrivals_hint: str = ARRIVALS_OPTION) -> Trace:
+         arrivals_hint: str = ARRIVALS_OPTION, untimed_at_zero: bool = False) -> Trace:
     """Read a trace file. `format` is "auto" (recognised from the header) or one of `FORMATS`.
 
     Arrivals count from the first request, which arrives at 0. Rows are sorted stably by arrival if
@@ -78,25 +96,20 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
     given for a timed file, they replace its arrival times. Skipped rows (failed requests, zero
     token counts, filters, blank lines) are counted in `trace.skipped` and `trace.notices`. Bad input
     raises ValueError `path:line: field: reason`; a length-only file without `arrivals` names
-    `arrivals_hint`, how the caller's users give them (`pagedlab`'s `--arrivals` option by default).
+    `arrivals_hint`, how the caller's users give them (`pagedlab`'s `--arrivals` option by default),
+    unless `untimed_at_zero`, for a caller that needs lengths only (`trace stats`): then every request
+    arrives at 0, with a notice.
     """
     if isinstance(arrivals, str):
         arrivals = ArrivalSpec.parse(arrivals)
     path = Path(path)
-    if format != "auto" and format not in FORMAT_SPECS:
-        raise error(str(path), "format", f"unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file: no such file")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: file: is a directory, not a trace file")
-    header = read_header(path)
-    spec = _spec_for(path, format, header.kind, header.columns, header.line)
+    header, spec = _header_and_spec(path, format)
     timed = spec.arrival_column in header.columns
     for name in spec.required:
         if name not in header.columns and not (name == spec.arrival_column and spec.lengths_only):
             raise error(f"{path}:{header.line}", name,
                         f"missing column ({spec.name} needs {', '.join(spec.required)})")
-    if not timed and arrivals is None:
+    if not timed and arrivals is None and not untimed_at_zero:
         raise error(f"{path}:{header.line}", spec.arrival_column,
                     f"missing column: this trace has lengths only; give it arrival times with {arrivals_hint}")
     options = LoadOptions(model=model, log_type=log_type)
@@ -152,6 +165,10 @@ def load(path: str | Path, format: str = "auto", *, model: str | None = None,
         field = "arrivals"
         notices.append(f"{'replaced the recorded arrival times by' if timed else 'no arrival times: drew'} "
                        f"{arrivals.describe()} (seed {seed}), in file order")
+    elif not timed:
+        cols["arrival_s"] = np.zeros(int(keep.sum()))
+        field = "arrivals"
+        notices.append(f"no arrival times (lengths only): every request counted at 0 s; {arrivals_hint} draws them")
     else:
         arrival = parsed.arrival[keep]
         start = arrival.min()

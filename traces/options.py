@@ -126,7 +126,7 @@ def transform_words(args: argparse.Namespace) -> list[str]:
     return words
 
 
-def load_trace(path: str, args: argparse.Namespace, **filters: str | None) -> "Trace":
+def load_trace(path: str, args: argparse.Namespace, **filters: str | bool | None) -> "Trace":
     """`traces.load` with the command's format, arrivals and seed, then its transformations."""
     from traces.loader import load
 

@@ -52,9 +52,10 @@ def format_stats(stats: TraceStats, *, source: str = "", notices: list[str] | tu
     """A plain-text report: what `pagedlab trace stats` prints."""
     lines = [f"trace       {source}"] if source else []
     rate = "n/a" if np.isnan(stats.mean_rate) else f"{stats.mean_rate:.4g} req/s"
+    at_once = " (every request at 0 s)" if stats.count > 1 and stats.duration_s == 0 else ""
     lines += [
         f"requests    {stats.count}",
-        f"duration    {stats.duration_s:.3f} s",
+        f"duration    {stats.duration_s:.3f} s{at_once}",
         f"mean rate   {rate}",
         f"{'tokens':<10}" + "".join(f"{k:>10}" for k in (*(f"p{p}" for p in PERCENTILES), "max", "mean")),
     ]
