@@ -41,8 +41,9 @@ def requests_table(groups: list[Group]) -> pd.DataFrame:
 
 def inter_token_gaps(groups: list[Group], decode_end: np.ndarray) -> np.ndarray:
     """Every gap between consecutive token-producing steps of every finished request, in seconds,
-    request by request. `decode_end[g]` is the end (ns) of decode step g."""
-    done = [g for g in groups if g.state == FINISHED]
+    request by request. `decode_end[g]` is the end (ns) of decode step g. A sample whose sibling was rejected
+    finished, but its request did not: its gaps are left out, as the request is from the latency figures."""
+    done = [g for g in groups if g.state == FINISHED and (g.parent is None or g.parent.state == FINISHED)]
     # A run (first token ns, a, b) produced its first token at `first` (or at decode step a + 1 after a
     # swap-in), then one per decode step a + 1 .. b: those gaps are a slice of the step-to-step gaps.
     step_gaps = np.diff(decode_end) / 1e9         # step_gaps[g] = end of step g + 1 - end of step g
