@@ -52,7 +52,8 @@ def check_makeable(path: Path) -> None:
     try:
         path.mkdir(parents=True)
     except OSError as exc:
-        reason = (exc.strerror or type(exc).__name__).lower()
+        reason = exc.strerror or type(exc).__name__
+        reason = reason[0].lower() + reason[1:]  # as sim.cli.error_message words the system's reasons
         raise OSError(f"{path}: out: cannot be made ({reason})") from None
     finally:
         for made in missing:

@@ -126,9 +126,11 @@ def transform_words(args: argparse.Namespace) -> list[str]:
     return words
 
 
-def load_trace(path: str, args: argparse.Namespace, **filters: str | bool | None) -> "Trace":
-    """`traces.load` with the command's format, arrivals and seed, then its transformations."""
+def load_trace(path: str, args: argparse.Namespace, **load_options: str | bool | None) -> "Trace":
+    """`traces.load` with the command's format, arrivals and seed (and `load_options`: BurstGPT filters,
+    `untimed_at_zero`), then its transformations."""
     from traces.loader import load
 
-    trace = load(path, args.format, arrivals=getattr(args, "arrivals", None), seed=getattr(args, "seed", 0), **filters)
+    trace = load(path, args.format, arrivals=getattr(args, "arrivals", None), seed=getattr(args, "seed", 0),
+                 **load_options)
     return apply_transforms(trace, args)
