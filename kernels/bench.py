@@ -84,15 +84,17 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
     for num_seqs, context, kv_heads in DECODE_GRID:
         case = make_decode_case(num_seqs, context, kv_heads, gen)
         qo_bytes = 2 * case.q.numel() * case.q.element_size()
-        splits = choose_launch(num_seqs, kv_heads, context, HEAD_DIM, 2, sms)[0]
+        group = NUM_Q_HEADS // kv_heads
+        splits = {elem: choose_launch(num_seqs, kv_heads, context, HEAD_DIM, elem, sms, group)[0] for elem in (1, 2)}
         ref = None
         case_rows: list[dict] = []
         timed: list[tuple[dict, object]] = []
         for name, run, note in _decode_runners(case, args.skip_flex, args.skip_flashinfer):
             fp8 = name.endswith("_fp8")
+            ours = splits[1 if fp8 else 2] if name.startswith("one_pass") else ""
             row = dict(kind="decode", num_seqs=num_seqs, context=context, q_heads=NUM_Q_HEADS, kv_heads=kv_heads,
                        method=name, kv_dtype="fp8" if fp8 else "bf16", us=math.nan, eager_us=math.nan, gbs=math.nan,
-                       pct_copy=math.nan, tflops=math.nan, splits=splits if name.startswith("one_pass") else "",
+                       pct_copy=math.nan, tflops=math.nan, splits=ours,
                        rel_err=math.nan, note=note, us_rounds="", eager_rounds="")
             row["_bytes"] = case.kv_bytes() // (2 if fp8 else 1) + qo_bytes
             if run is not None:

@@ -16,10 +16,15 @@ MAX_SPLITS = 64
 MIN_TOKENS_PER_SPLIT = 128  # below this a split's fixed cost (q load, merge traffic) outweighs its parallelism
 TARGET_PROGRAMS_PER_SM = 4  # two full waves at two resident programs per SM (H200 sweep, docs/kernels.md)
 SMEM_BUDGET = 160 * 1024  # bytes of pipelined K/V tiles per program; leaves room below the 227 KB limit
-MERGE_TILE = 8192  # fp32 partials the merge loads at once (64 registers a thread at 4 warps)
+MERGE_TILE = 8192  # fp32 partials the merge loads at once at 4 warps (64 registers a thread), pro rata for fewer
 MIN_MERGE_S = 4  # splits a merge load takes at least: MQA's 32 x 128 partials 4 at a time (H200: 25.6 -> 25.0 us)
 FP8_DEEP_STAGES = 5  # two K/V buffers (`kv_buffers`): fp8 decode 3-7% faster where a program has 8+ tiles (H200)
 FP8_DEEP_MIN_TILES = 8  # below this the longer pipeline prologue costs more than the overlap gives
+# fp8 with many (sequence, KV head) pairs: one-warp programs over 32-token tiles, about 8 an SM (H200, 2026-12-03:
+# 256 x 2048 275 us against 364 us for 4-warp programs, 0.56x of bf16; docs/kernels.md, "What was tried" 24)
+FP8_WARP_MIN_UNITS = 64  # below this (1 x 32768, 1 x 1024) 4-warp programs split 8-33 ways stay faster
+FP8_WARP_PROGRAMS_PER_SM = 8
+FP8_WARP_MIN_TOKENS_PER_SPLIT = 512  # 8 x 4096: 8 splits 34.1 us, 16 splits 35.9 us
 
 
 def kv_buffers(num_stages: int) -> int:
@@ -80,6 +85,9 @@ def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split
     return DecodeConfig(block_n, 4, max(1, min(stages, SMEM_BUDGET // stage_bytes)))
 
 
+FP8_WARP_CONFIG = DecodeConfig(32, 1, FP8_DEEP_STAGES)
+
+
 _COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
 
 
@@ -98,12 +106,21 @@ def split_counters(device: torch.device, needed: int) -> torch.Tensor:
 
 
 def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: int, elem_size: int,
-                  num_sms: int) -> tuple[int, DecodeConfig]:
-    """The automatic (num_splits, DecodeConfig) of a GPU launch; `elem_size` is the cache's element size.
+                  num_sms: int, group: int = 1) -> tuple[int, DecodeConfig]:
+    """The automatic (num_splits, DecodeConfig) of a GPU launch; `elem_size` is the cache's element size,
+    `group` the query heads a KV head.
 
     Where `choose_num_splits` would split, 128-token tiles at half the programs won on every split row of
     the H200 sweep (1 x 1024: 11.8 vs 12.9 us; MQA 32 x 2048: 26.1 vs 32.3 us; 1 x 32768: 50.1 vs 50.7 us).
+    An fp8 cache with FP8_WARP_MIN_UNITS or more (sequence, KV head) pairs and at most 16 query heads a KV
+    head (one 16-row dot) takes one-warp programs instead: the 4-warp fp8 tile is issue-bound at two programs
+    an SM, where one-warp programs hold no cross-warp softmax reductions and fit about eight.
     """
+    units = num_seqs * num_kv_heads
+    if elem_size == 1 and head_dim <= 128 and group <= 16 and units >= FP8_WARP_MIN_UNITS:
+        splits = min(FP8_WARP_PROGRAMS_PER_SM * num_sms // units, max_context // FP8_WARP_MIN_TOKENS_PER_SPLIT,
+                     MAX_SPLITS)
+        return max(1, splits), FP8_WARP_CONFIG
     num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms)
     split_tiles = num_splits > 1 and head_dim <= 128
     if split_tiles:
@@ -123,7 +140,8 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
     if num_splits is None:
         if on_gpu:
             num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
-            num_splits, auto_cfg = choose_launch(num_seqs, num_kv_heads, max_context, head_dim, elem_size, num_sms)
+            num_splits, auto_cfg = choose_launch(num_seqs, num_kv_heads, max_context, head_dim, elem_size, num_sms,
+                                                  num_q_heads // num_kv_heads)
             cfg = config or auto_cfg
         else:
             num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, 4)
@@ -132,8 +150,9 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
     group = num_q_heads // num_kv_heads
     merge_g = max(2, next_pow2(group))
     # the interpreter takes small merge chunks so that tests walk the multi-chunk loop too
-    merge_s = min(next_pow2(num_splits), max(MIN_MERGE_S if on_gpu else 1,
-                                               (MERGE_TILE if on_gpu else 512) // (merge_g * next_pow2(head_dim))))
+    merge_tile = MERGE_TILE * cfg.num_warps // 4 if on_gpu else 512
+    merge_s = min(next_pow2(num_splits),
+                  max(MIN_MERGE_S if on_gpu else 1, merge_tile // (merge_g * next_pow2(head_dim))))
     meta = dict(GROUP=group, GROUP_PAD=max(next_pow2(group), 16 if on_gpu else 1),  # tl.dot needs M >= 16
                 HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, BLOCK_N=cfg.block_n,
                 SPLIT=num_splits > 1, MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,

@@ -17,6 +17,7 @@ from kernels import (
     paged_decode_ref, paged_decode_two_pass, paged_prefill, paged_prefill_ref, write_kv, write_kv_ref,
 )
 from kernels._common import FP8_DTYPE, FP8_MAX, dequantize_cache, fp8_scales, quantize_fp8
+from kernels.decode_launch import FP8_WARP_CONFIG, choose_launch
 from kernels.testing import TOLERANCE, max_rel_err, poisoned_like, randn, random_paged_case
 
 CUDA = torch.cuda.is_available()
@@ -123,6 +124,29 @@ def test_decode_on_fp8_cache_matches_dequantized_reference(block_size, head_dim,
     # the scales matter: ignoring them gives a different answer
     wrong = paged_decode_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
     assert max_rel_err(out, wrong) > 10 * TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES if CUDA else [torch.float16], ids=str)  # one dtype: interpreter time
+def test_decode_on_fp8_cache_with_one_warp_programs(dtype):
+    """64 (sequence, KV head) pairs: on a GPU the automatic launch is the one-warp one (FP8_WARP_CONFIG, split
+    a few ways), which the CPU interpreter runs when it is passed explicitly."""
+    gen = torch.Generator().manual_seed(64)
+    lens = [1100] + [9 + 5 * i for i in range(15)]  # the long one gets the GPU launch split
+    case, k_scale, v_scale = fp8_case(lens, 4, 64, 16, True, gen)
+    q = randn((len(lens), 16, 64), dtype, DEVICE, gen)
+    if CUDA:
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        splits, config = choose_launch(len(lens), 4, case.block_tables.shape[1] * 16, 64, 1, sms, 4)
+        assert config == FP8_WARP_CONFIG and splits > 1
+        launch = {}
+    else:
+        launch = dict(config=FP8_WARP_CONFIG, num_splits=3)
+    out = poisoned_like(q)
+    paged_decode(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, k_scale=k_scale, v_scale=v_scale,
+                 out=out, **launch)
+    ref = paged_decode_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens,
+                           k_scale=k_scale, v_scale=v_scale)
+    assert max_rel_err(out, ref) < TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("per_head", [False, True], ids=["per_tensor", "per_head"])

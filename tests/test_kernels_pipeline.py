@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from kernels.decode_launch import (
-    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, choose_launch, default_decode_config, kv_buffers,
+    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, choose_launch, default_decode_config, kv_buffers,
 )
 from kernels.prefill import default_prefill_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-VARIANTS = [("bf16", 64, 3), ("bf16", 64, 5), ("fp8e4nv", 128, 3), ("fp8e4nv", 128, 5)]
+# (K/V dtype, tile, stages, warps): the decode defaults, 4-warp and one-warp (FP8_WARP_CONFIG)
+VARIANTS = [("bf16", 64, 3, 4), ("bf16", 64, 5, 4), ("fp8e4nv", 128, 3, 4), ("fp8e4nv", 128, 5, 4),
+            ("fp8e4nv", 32, 5, 1)]
 
 _COMPILE = r"""
 import json, re, sys
@@ -30,7 +32,7 @@ from triton.compiler import ASTSource
 from kernels.decode import _decode_kernel
 
 
-def kv_tile_buffers(kv_dtype, block_n, num_stages):
+def kv_tile_buffers(kv_dtype, block_n, num_stages, num_warps):
     pointers = dict(q_ptr="*bf16", k_ptr=f"*{kv_dtype}", v_ptr=f"*{kv_dtype}", bt_ptr="*i32", lens_ptr="*i32",
                     out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
     constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
@@ -48,7 +50,8 @@ def kv_tile_buffers(kv_dtype, block_n, num_stages):
             if name.startswith("stride") and name != "stride_scale":
                 attrs[(i,)] = [["tt.divisibility", 16]]
     compiled = triton.compile(ASTSource(_decode_kernel, signature, constants, attrs),
-                              target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=num_stages))
+                              target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
     return sorted({int(n) for n in re.findall(rf"memdesc<(\d+)x{block_n}x128x", compiled.asm["ttgir"])})
 
 
@@ -61,7 +64,7 @@ print(json.dumps(answer))
 
 
 @pytest.fixture(scope="module")
-def kv_tile_buffers() -> dict[tuple[str, int, int], set[int]]:
+def kv_tile_buffers() -> dict[tuple[str, int, int, int], set[int]]:
     """Per variant of VARIANTS, the leading dimensions of the shared-memory allocations of the decode
     kernel's [block_n, 128] K/V tiles, compiled for sm_90 in one fresh process (the tests run Triton's
     interpreter)."""
@@ -75,7 +78,7 @@ def kv_tile_buffers() -> dict[tuple[str, int, int], set[int]]:
     return {v: set(b) for v, b in zip(VARIANTS, answer["buffers"])}
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}x{v[2]}")
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}x{v[3]}x{v[2]}")
 def test_paged_kv_loads_get_one_buffer_per_two_stages_past_the_first(kv_tile_buffers, variant):
     assert kv_tile_buffers[variant] == {kv_buffers(variant[2])}
 
@@ -94,6 +97,19 @@ def test_fp8_decode_gets_a_second_buffer_only_with_enough_tiles():
     # 256 x 2048 (16 tiles a program) deep; 1 x 1024 (8 splits of one tile) not
     assert choose_launch(256, 8, 2048, 128, 1, 132)[1].num_stages == FP8_DEEP_STAGES
     assert choose_launch(1, 8, 1024, 128, 1, 132)[1].num_stages == 3
+
+
+def test_fp8_decode_with_many_sequence_head_pairs_runs_one_warp_programs():
+    # (seqs, context, kv heads) -> splits: the H200 rows where one-warp programs won (docs/kernels.md, item 24)
+    for seqs, context, kv_heads, splits in [(256, 2048, 8, 1), (128, 512, 8, 1), (32, 2048, 32, 1), (64, 1024, 8, 2),
+                                            (32, 2048, 8, 4), (16, 16384, 8, 8), (8, 4096, 8, 8)]:
+        assert choose_launch(seqs, kv_heads, context, 128, 1, 132, 32 // kv_heads) == (splits, FP8_WARP_CONFIG)
+    assert (FP8_WARP_CONFIG.num_warps, kv_buffers(FP8_WARP_CONFIG.num_stages)) == (1, 2)
+    # few pairs, MQA's 32-row group, large heads and a bf16 cache keep 4-warp programs
+    assert choose_launch(1, 8, 32768, 128, 1, 132, 4)[1].num_warps == 4
+    assert choose_launch(32, 1, 2048, 128, 1, 132, 32)[1].num_warps == 4
+    assert choose_launch(256, 8, 2048, 256, 1, 132, 4)[1].num_warps == 4
+    assert choose_launch(256, 8, 2048, 128, 2, 132, 4)[1].num_warps == 4
 
 
 def test_prefill_default_has_two_kv_buffers_within_shared_memory():
