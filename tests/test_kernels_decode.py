@@ -122,6 +122,11 @@ def test_gpu_merge_loads_at_least_four_splits_at_once():
     assert gqa["MERGE_S"] == 16  # 4 heads x 128 dims: the 8192-float tile holds 16 splits
     two = plan(1, 32, 8, 128, 16, 1024, torch.bfloat16, False, 2, cuda, 2, DecodeConfig(128, 4, 2))[2]
     assert two["MERGE_S"] == 2  # never more than the splits there are
+    # one warp holds a quarter of four warps' registers: the chunk shrinks with it (4 splits, not 16)
+    from kernels.decode_launch import FP8_WARP_CONFIG
+
+    one_warp = plan(8, 32, 8, 128, 16, 4096, torch.bfloat16, True, 1, cuda, 8, FP8_WARP_CONFIG)[2]
+    assert (one_warp["num_warps"], one_warp["MERGE_S"]) == (1, 4)
 
 
 @settings(max_examples=max(10, settings().max_examples // 5))
