@@ -35,7 +35,9 @@ def check_caching_allocator(pool: CachingBlockAllocator, name: str = "gpu") -> N
     if None in pieces[num_plain:]:
         first = next(b for b, p in zip(queue, pieces) if p is not None)
         _fail(f"{name}: free queue has a plain block after the cached block {first} (plain and cached mixed)")
-    reachable = len(pieces) - num_plain - list(map(attrgetter("first"), pieces[num_plain:])).count(ROOT)
+    # reachable as the pool reads it (`Piece.reachable`, as `evictable_blocks`): an unreachable piece's
+    # `first` is read by nothing
+    reachable = list(map(attrgetter("reachable"), pieces[num_plain:])).count(True)
     if reachable != pool.num_cached_blocks:
         _fail(f"{name}: cached counter {pool.num_cached_blocks} != {reachable} cached blocks in the free queue")
     _check_pieces(pool, name)
