@@ -106,18 +106,19 @@ def split_counters(device: torch.device, needed: int) -> torch.Tensor:
 
 
 def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: int, elem_size: int,
-                  num_sms: int, group: int = 1) -> tuple[int, DecodeConfig]:
+                  num_sms: int, group: int = 1, q_elem_size: int = 2) -> tuple[int, DecodeConfig]:
     """The automatic (num_splits, DecodeConfig) of a GPU launch; `elem_size` is the cache's element size,
-    `group` the query heads a KV head.
+    `group` the query heads a KV head, `q_elem_size` the query's element size.
 
     Where `choose_num_splits` would split, 128-token tiles at half the programs won on every split row of
     the H200 sweep (1 x 1024: 11.8 vs 12.9 us; MQA 32 x 2048: 26.1 vs 32.3 us; 1 x 32768: 50.1 vs 50.7 us).
     An fp8 cache with FP8_WARP_MIN_UNITS or more (sequence, KV head) pairs and at most 16 query heads a KV
     head (one 16-row dot) takes one-warp programs instead: the 4-warp fp8 tile is issue-bound at two programs
-    an SM, where one-warp programs hold no cross-warp softmax reductions and fit about eight.
+    an SM, where one-warp programs hold no cross-warp softmax reductions and fit about eight. fp32 queries
+    keep 4 warps: widened to fp32, one warp's K/V tiles spill (4 KB a thread, sm_90a build).
     """
     units = num_seqs * num_kv_heads
-    if elem_size == 1 and head_dim <= 128 and group <= 16 and units >= FP8_WARP_MIN_UNITS:
+    if elem_size == 1 and q_elem_size == 2 and head_dim <= 128 and group <= 16 and units >= FP8_WARP_MIN_UNITS:
         splits = min(FP8_WARP_PROGRAMS_PER_SM * num_sms // units, max_context // FP8_WARP_MIN_TOKENS_PER_SPLIT,
                      MAX_SPLITS)
         return max(1, splits), FP8_WARP_CONFIG
@@ -141,7 +142,7 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
         if on_gpu:
             num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
             num_splits, auto_cfg = choose_launch(num_seqs, num_kv_heads, max_context, head_dim, elem_size, num_sms,
-                                                  num_q_heads // num_kv_heads)
+                                                  num_q_heads // num_kv_heads, q_dtype.itemsize)
             cfg = config or auto_cfg
         else:
             num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, 4)

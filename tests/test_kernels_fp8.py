@@ -128,16 +128,17 @@ def test_decode_on_fp8_cache_matches_dequantized_reference(block_size, head_dim,
 
 @pytest.mark.parametrize("dtype", DTYPES if CUDA else [torch.float16], ids=str)  # one dtype: interpreter time
 def test_decode_on_fp8_cache_with_one_warp_programs(dtype):
-    """64 (sequence, KV head) pairs: on a GPU the automatic launch is the one-warp one (FP8_WARP_CONFIG, split
-    a few ways), which the CPU interpreter runs when it is passed explicitly."""
+    """64 (sequence, KV head) pairs: on a GPU the automatic launch for a 16-bit q is the one-warp one
+    (FP8_WARP_CONFIG, split a few ways), which the CPU interpreter runs when it is passed explicitly."""
     gen = torch.Generator().manual_seed(64)
     lens = [1100] + [9 + 5 * i for i in range(15)]  # the long one gets the GPU launch split
     case, k_scale, v_scale = fp8_case(lens, 4, 64, 16, True, gen)
     q = randn((len(lens), 16, 64), dtype, DEVICE, gen)
     if CUDA:
         sms = torch.cuda.get_device_properties(0).multi_processor_count
-        splits, config = choose_launch(len(lens), 4, case.block_tables.shape[1] * 16, 64, 1, sms, 4)
-        assert config == FP8_WARP_CONFIG and splits > 1
+        splits, config = choose_launch(len(lens), 4, case.block_tables.shape[1] * 16, 64, 1, sms, 4,
+                                       q.element_size())
+        assert (config == FP8_WARP_CONFIG and splits > 1) == (dtype != torch.float32)  # fp32 q: 4 warps
         launch = {}
     else:
         launch = dict(config=FP8_WARP_CONFIG, num_splits=3)

@@ -105,11 +105,12 @@ def test_fp8_decode_with_many_sequence_head_pairs_runs_one_warp_programs():
                                             (32, 2048, 8, 4), (16, 16384, 8, 8), (8, 4096, 8, 8)]:
         assert choose_launch(seqs, kv_heads, context, 128, 1, 132, 32 // kv_heads) == (splits, FP8_WARP_CONFIG)
     assert (FP8_WARP_CONFIG.num_warps, kv_buffers(FP8_WARP_CONFIG.num_stages)) == (1, 2)
-    # few pairs, MQA's 32-row group, large heads and a bf16 cache keep 4-warp programs
+    # few pairs, MQA's 32-row group, large heads, a bf16 cache and fp32 queries keep 4-warp programs
     assert choose_launch(1, 8, 32768, 128, 1, 132, 4)[1].num_warps == 4
     assert choose_launch(32, 1, 2048, 128, 1, 132, 32)[1].num_warps == 4
     assert choose_launch(256, 8, 2048, 256, 1, 132, 4)[1].num_warps == 4
     assert choose_launch(256, 8, 2048, 128, 2, 132, 4)[1].num_warps == 4
+    assert choose_launch(256, 8, 2048, 128, 1, 132, 4, q_elem_size=4)[1].num_warps == 4  # fp32 q would spill
 
 
 def test_prefill_default_has_two_kv_buffers_within_shared_memory():
