@@ -42,15 +42,17 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
-    """Split the context so (seq, kv head, split) programs fill about TARGET_PROGRAMS_PER_SM per SM.
+def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, num_sms: int,
+                      programs_per_sm: int = TARGET_PROGRAMS_PER_SM,
+                      min_tokens_per_split: int = MIN_TOKENS_PER_SPLIT) -> int:
+    """Split the context so (seq, kv head, split) programs fill about `programs_per_sm` per SM, no split
+    shorter than `min_tokens_per_split`.
 
     Rounded down: a partial extra wave costs more than slightly fewer programs (seen at 16 x 16384: 5 splits
     took 324 us, 4 took 255 us on an H200).
     """
     programs = num_seqs * num_kv_heads
-    target = TARGET_PROGRAMS_PER_SM * num_sms
-    splits = min(target // programs, max_context // MIN_TOKENS_PER_SPLIT, MAX_SPLITS)
+    splits = min(programs_per_sm * num_sms // programs, max_context // min_tokens_per_split, MAX_SPLITS)
     return max(1, splits)
 
 
@@ -117,11 +119,10 @@ def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: 
     an SM, where one-warp programs hold no cross-warp softmax reductions and fit about eight. fp32 queries
     keep 4 warps: widened to fp32, one warp's K/V tiles spill (4 KB a thread, sm_90a build).
     """
-    units = num_seqs * num_kv_heads
-    if elem_size == 1 and q_elem_size == 2 and head_dim <= 128 and group <= 16 and units >= FP8_WARP_MIN_UNITS:
-        splits = min(FP8_WARP_PROGRAMS_PER_SM * num_sms // units, max_context // FP8_WARP_MIN_TOKENS_PER_SPLIT,
-                     MAX_SPLITS)
-        return max(1, splits), FP8_WARP_CONFIG
+    pairs = num_seqs * num_kv_heads
+    if elem_size == 1 and q_elem_size == 2 and head_dim <= 128 and group <= 16 and pairs >= FP8_WARP_MIN_UNITS:
+        return choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms, FP8_WARP_PROGRAMS_PER_SM,
+                                 FP8_WARP_MIN_TOKENS_PER_SPLIT), FP8_WARP_CONFIG
     num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms)
     split_tiles = num_splits > 1 and head_dim <= 128
     if split_tiles:

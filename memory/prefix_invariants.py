@@ -37,7 +37,7 @@ def check_caching_allocator(pool: CachingBlockAllocator, name: str = "gpu") -> N
         _fail(f"{name}: free queue has a plain block after the cached block {first} (plain and cached mixed)")
     # reachable as the pool reads it (`Piece.reachable`, as `evictable_blocks`): an unreachable piece's
     # `first` is read by nothing
-    reachable = list(map(attrgetter("reachable"), pieces[num_plain:])).count(True)
+    reachable = sum(piece.reachable for piece in pieces[num_plain:])
     if reachable != pool.num_cached_blocks:
         _fail(f"{name}: cached counter {pool.num_cached_blocks} != {reachable} cached blocks in the free queue")
     _check_pieces(pool, name)
