@@ -21,6 +21,7 @@ from kernels._common import (
     dequantize_cache, gather_sequence,
 )
 from kernels._launch import FastLauncher
+from kernels._paged import tile_kv_offsets
 from kernels.decode_launch import DecodeConfig, plan, split_counters
 
 LOG2E = 1.4426950408889634
@@ -33,14 +34,9 @@ def _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, 
     """One K/V tile of BLOCK_N tokens from `tile_start` into the online softmax state (m_i, l_i, acc)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
-    tokens = tile_start + offs_n
-    n_mask = tokens < end
+    n_mask = tile_start + offs_n < end
     d_mask = offs_d < HEAD_DIM
-    if MASKED:
-        block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-    else:
-        block = tl.load(bt_row + tokens // BLOCK_SIZE).to(tl.int64)
-    kv_off = block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off
+    kv_off = tile_kv_offsets(bt_row, tile_start, n_mask, head_off, stride_kb, stride_kt, BLOCK_SIZE, BLOCK_N, MASKED)
     kv_ptrs = kv_off[:, None] + offs_d[None, :]
     if MASKED:
         tile_mask = n_mask[:, None] & d_mask[None, :]

@@ -21,23 +21,21 @@ from kernels._common import (
     dequantize_cache, dot_precision, gather_sequence, next_pow2,
 )
 from kernels._launch import FastLauncher
+from kernels._paged import tile_kv_offsets
 from kernels.decode import LOG2E
 
 
 @triton.jit
 def _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos, key_end,
                  offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                 BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                 WHOLE: tl.constexpr):
+                 BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, FP8: tl.constexpr,
+                 DOT_PRECISION: tl.constexpr, WHOLE: tl.constexpr):
     """One K/V tile into the online softmax state. WHOLE: every token of the tile exists and every head-dim
     column is real, so loads take no masks (unpredicated copies); CAUSAL: scores right of a row are masked."""
     tokens = tile_start + offs_n
     n_mask = tokens < key_end
-    if WHOLE:
-        block = tl.load(bt_row + tokens // BLOCK_SIZE).to(tl.int64)
-    else:
-        block = tl.load(bt_row + tokens // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-    kv_ptrs = (block * stride_kb + (tokens % BLOCK_SIZE) * stride_kt + head_off)[:, None] + offs_d[None, :]
+    kv_ptrs = tile_kv_offsets(bt_row, tile_start, n_mask, head_off, stride_kb, stride_kt, BLOCK_SIZE, BLOCK_N,
+                              not WHOLE)[:, None] + offs_d[None, :]
     tile_mask = n_mask[:, None] & d_mask[None, :]
     if WHOLE:
         k = tl.load(k_ptr + kv_ptrs)
@@ -99,12 +97,12 @@ def _prefill_kernel(
         for tile_start in range(0, full_end, BLOCK_N):
             acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
                                          seq_len, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                                         BLOCK_SIZE, False, FP8, DOT_PRECISION, HEAD_DIM == HEAD_DIM_PAD)
+                                         BLOCK_SIZE, BLOCK_N, False, FP8, DOT_PRECISION, HEAD_DIM == HEAD_DIM_PAD)
         key_end = tl.minimum(seq_len, first_pos + tile * BLOCK_M + BLOCK_M)
         for tile_start in range(full_end, key_end, BLOCK_N):
             acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, k_ptr, v_ptr, bt_row, head_off, tile_start, rows_pos,
                                          key_end, offs_n, offs_d, d_mask, stride_kb, stride_kt, qk_scale,
-                                         BLOCK_SIZE, True, FP8, DOT_PRECISION, False)
+                                         BLOCK_SIZE, BLOCK_N, True, FP8, DOT_PRECISION, False)
         acc = acc / tl.where(m_mask, l_i, 1.0)[:, None]
         if FP8:
             acc = acc * tl.load(vs_ptr + (head // GROUP) * stride_scale)

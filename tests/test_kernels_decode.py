@@ -85,6 +85,31 @@ def test_whole_tiles_and_a_masked_tail(num_splits, dtype):
     assert max_rel_err(out, ref) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_scores_that_climb_and_jump_along_the_context(num_splits, dtype):
+    # The running max moves by less than the kernel's rescale slack over some tiles and by far more over
+    # others: scores climb 1.5 every 16 tokens, jump by 12 at token 150 (sequence 0); sequence 1 has the
+    # same scores reversed, so its max comes first and later tiles only add small terms.
+    gen = torch.Generator().manual_seed(11)
+    head_dim, length = 64, 200
+    case = random_paged_case([length, length], 1, head_dim, 16, dtype, DEVICE, gen)
+    direction = torch.randn(head_dim, generator=gen, dtype=torch.float32)
+    direction = direction / direction.norm()
+    q = (direction * head_dim ** 0.5).expand(2, 2, head_dim).contiguous()  # score = direction . k
+    climb = torch.tensor([1.5 * (t // 16) + (12.0 if t >= 150 else 0.0) for t in range(length)])
+    for seq, lift in enumerate((climb, climb.flip(0))):
+        for t in range(length):
+            block = int(case.block_tables[seq, t // 16])
+            k = 0.3 * torch.randn(head_dim, generator=gen) + lift[t] * direction
+            case.k_cache[block, t % 16, 0] = k.to(dtype=dtype, device=DEVICE)
+    q = q.to(dtype=dtype, device=DEVICE)
+    out = paged_decode(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, num_splits=num_splits,
+                       out=poisoned_like(q))
+    ref = paged_decode_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
+    assert max_rel_err(out, ref) < TOLERANCE[dtype]
+
+
 def test_more_splits_than_tiles_leaves_empty_splits_harmless():
     # 12 splits over contexts of 1..40 tokens: most splits are empty and must not disturb the merge.
     err = run_decode(paged_decode, 16, 64, 2, 1, 12, torch.float32, [1, 40])
