@@ -15,6 +15,7 @@ from kernels._common import dot_precision, next_pow2
 MAX_SPLITS = 64
 MIN_TOKENS_PER_SPLIT = 128  # below this a split's fixed cost (q load, merge traffic) outweighs its parallelism
 TARGET_PROGRAMS_PER_SM = 4  # two full waves at two resident programs per SM (H200 sweep, docs/kernels.md)
+REGISTERS_PER_SM = 64 * 1024  # 32-bit registers of an SM (sm_80 and sm_90 alike)
 SMEM_BUDGET = 160 * 1024  # bytes of pipelined K/V tiles per program; leaves room below the 227 KB limit
 MERGE_TILE = 8192  # fp32 partials the merge loads at once at 4 warps (64 registers a thread), pro rata for fewer
 MIN_MERGE_S = 4  # splits a merge load takes at least: MQA's 32 x 128 partials 4 at a time (H200: 25.6 -> 25.0 us)
@@ -58,21 +59,25 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, num_sm
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Launch configuration of the decode kernel: K/V tile of `block_n` tokens, warps, pipeline stages."""
+    """Launch configuration of the decode kernel: K/V tile of `block_n` tokens, warps, pipeline stages, and
+    optionally a cap on registers a thread (`max_registers`, Triton's `maxnreg`; None: the compiler's choice)."""
 
     block_n: int
     num_warps: int
     num_stages: int
+    max_registers: int | None = None
 
     def __post_init__(self) -> None:
         if self.block_n < 16 or self.block_n & (self.block_n - 1):
             raise ValueError(f"block_n: must be a power of two >= 16, got {self.block_n}")
         if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1:
             raise ValueError(f"num_warps/num_stages: got {self.num_warps}/{self.num_stages}")
+        if self.max_registers is not None and not 24 <= self.max_registers <= 255:
+            raise ValueError(f"max_registers: must be in [24, 255] or None, got {self.max_registers}")
 
 
 def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split: bool = False,
-                          tiles_per_program: int = 0) -> DecodeConfig:
+                          tiles_per_program: int = 0, q_elem_size: int = 2) -> DecodeConfig:
     """Small tiles in the interpreter, where size is time; on the GPU the H200 sweeps' picks (docs/kernels.md):
     64-token tiles, but 128 for an fp8 cache (`elem_size` 1: same bytes a stage) and when splitting. An fp8
     cache whose programs walk `tiles_per_program` >= FP8_DEEP_MIN_TILES tiles gets a second K/V buffer: the
@@ -84,7 +89,12 @@ def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split
     if (elem_size == 1 and head_dim <= 128 and tiles_per_program >= FP8_DEEP_MIN_TILES
             and kv_buffers(FP8_DEEP_STAGES) * stage_bytes <= SMEM_BUDGET):
         return DecodeConfig(block_n, 4, FP8_DEEP_STAGES)
-    return DecodeConfig(block_n, 4, max(1, min(stages, SMEM_BUDGET // stage_bytes)))
+    stages = max(1, min(stages, SMEM_BUDGET // stage_bytes))
+    if elem_size == 2 and q_elem_size == 2 and block_n == 64:
+        # TARGET_PROGRAMS_PER_SM of these share an SM only at <= 128 registers a thread; the sm_90a build of a
+        # 16-bit cache and query needs 130 (Triton 3.6), which would leave three. The cap costs no spills there.
+        return DecodeConfig(block_n, 4, stages, REGISTERS_PER_SM // (TARGET_PROGRAMS_PER_SM * 4 * 32))
+    return DecodeConfig(block_n, 4, stages)
 
 
 FP8_WARP_CONFIG = DecodeConfig(32, 1, FP8_DEEP_STAGES)
@@ -129,7 +139,7 @@ def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: 
         num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, max(1, num_sms // 2))
     block_n = default_decode_config(head_dim, True, elem_size, split_tiles).block_n
     tiles = -(-max_context // (num_splits * block_n))  # whole tiles a program walks (the longest sequence's)
-    return num_splits, default_decode_config(head_dim, True, elem_size, split_tiles, tiles)
+    return num_splits, default_decode_config(head_dim, True, elem_size, split_tiles, tiles, q_elem_size)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -138,7 +148,7 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
           config: DecodeConfig | None) -> tuple[tuple[int, int, int], int, dict, int]:
     """Everything about a launch that depends only on shapes: (grid, num_splits, constexprs, workspace size)."""
     on_gpu = device.type == "cuda"
-    cfg = config or default_decode_config(head_dim, on_gpu, elem_size)
+    cfg = config or default_decode_config(head_dim, on_gpu, elem_size, q_elem_size=q_dtype.itemsize)
     if num_splits is None:
         if on_gpu:
             num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
@@ -160,6 +170,8 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
                 SPLIT=num_splits > 1, MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,
                 FP8_TO_F32=q_dtype == torch.float32,
                 DOT_PRECISION=dot_precision(q_dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if on_gpu and cfg.max_registers is not None:
+        meta["maxnreg"] = cfg.max_registers
     lse_offset = num_seqs * num_q_heads * num_splits * head_dim
     workspace = lse_offset + num_seqs * num_q_heads * num_splits if num_splits > 1 else 0
     return (num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from kernels.decode_launch import (
-    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, choose_launch, default_decode_config, kv_buffers,
+    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, TARGET_PROGRAMS_PER_SM, choose_launch,
+    default_decode_config, kv_buffers,
 )
 from kernels.prefill import default_prefill_config
 
@@ -25,14 +26,15 @@ VARIANTS = [("bf16", 64, 3, 4), ("bf16", 64, 5, 4), ("fp8e4nv", 128, 3, 4), ("fp
             ("fp8e4nv", 32, 5, 1)]
 
 _COMPILE = r"""
-import json, re, sys
+import json, pathlib, re, subprocess, sys, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 from kernels.decode import _decode_kernel
 
 
-def kv_tile_buffers(kv_dtype, block_n, num_stages, num_warps):
+def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None):
     pointers = dict(q_ptr="*bf16", k_ptr=f"*{kv_dtype}", v_ptr=f"*{kv_dtype}", bt_ptr="*i32", lens_ptr="*i32",
                     out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
     constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
@@ -49,38 +51,80 @@ def kv_tile_buffers(kv_dtype, block_n, num_stages, num_warps):
             signature[name] = "fp32" if name == "qk_scale" else "i32"
             if name.startswith("stride") and name != "stride_scale":
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    compiled = triton.compile(ASTSource(_decode_kernel, signature, constants, attrs),
-                              target=GPUTarget("cuda", 90, 32),
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
+    options = dict(num_warps=num_warps, num_stages=num_stages)
+    if maxnreg is not None:
+        options["maxnreg"] = maxnreg
+    return triton.compile(ASTSource(_decode_kernel, signature, constants, attrs), target=GPUTarget("cuda", 90, 32),
+                          options=options)
+
+
+def kv_tile_buffers(kv_dtype, block_n, num_stages, num_warps):
+    compiled = compile_decode(kv_dtype, block_n, num_stages, num_warps)
     return sorted({int(n) for n in re.findall(rf"memdesc<(\d+)x{block_n}x128x", compiled.asm["ttgir"])})
 
 
+def registers_and_spills(kv_dtype, block_n, num_stages, num_warps, maxnreg):
+    # ptxas -v on the PTX, with the ptxas Triton ships (the compiled kernel reports registers only once loaded)
+    ptx = compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg).asm["ptx"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "k.ptx"
+        path.write_text(ptx)
+        ptxas = get_ptxas(90).path  # the one Triton builds sm_90 kernels with
+        info = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(path), "-o", str(path) + ".o"],
+                              capture_output=True, text=True, check=True).stderr
+    return int(re.search(r"Used (\d+) registers", info).group(1)), int(re.search(r"(\d+) bytes spill stores", info).group(1))
+
+
 try:
-    answer = {"buffers": [kv_tile_buffers(*v) for v in json.loads(sys.argv[1])]}
+    variants, capped = json.loads(sys.argv[1])
+    answer = {"buffers": [kv_tile_buffers(*v) for v in variants],
+              "registers": [registers_and_spills(*v) for v in capped]}
 except Exception as exc:  # no NVIDIA backend or ptxas here
     answer = {"skip": f"{type(exc).__name__}: {str(exc)[:120]}"}
 print(json.dumps(answer))
 """
 
 
+# (K/V dtype, tile, stages, warps, register cap): the capped decode defaults
+CAPPED = [("bf16", 64, 3, 4, default_decode_config(128, True, 2).max_registers)]
+
+
 @pytest.fixture(scope="module")
-def kv_tile_buffers() -> dict[tuple[str, int, int, int], set[int]]:
-    """Per variant of VARIANTS, the leading dimensions of the shared-memory allocations of the decode
-    kernel's [block_n, 128] K/V tiles, compiled for sm_90 in one fresh process (the tests run Triton's
-    interpreter)."""
+def sm90_builds() -> dict:
+    """Compiled for sm_90 in one fresh process (the tests run Triton's interpreter): per variant of VARIANTS,
+    the leading dimensions of the shared-memory allocations of the decode kernel's [block_n, 128] K/V tiles;
+    per variant of CAPPED, (registers a thread, bytes spilled) as ptxas reports them."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(VARIANTS)], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=600)
+    done = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps([VARIANTS, CAPPED])], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     if "skip" in answer:
         pytest.skip(f"cannot compile for sm_90 here: {answer['skip']}")
-    return {v: set(b) for v, b in zip(VARIANTS, answer["buffers"])}
+    return {"buffers": {v: set(b) for v, b in zip(VARIANTS, answer["buffers"])},
+            "registers": {v: tuple(r) for v, r in zip(CAPPED, answer["registers"])}}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}x{v[3]}x{v[2]}")
-def test_paged_kv_loads_get_one_buffer_per_two_stages_past_the_first(kv_tile_buffers, variant):
-    assert kv_tile_buffers[variant] == {kv_buffers(variant[2])}
+def test_paged_kv_loads_get_one_buffer_per_two_stages_past_the_first(sm90_builds, variant):
+    assert sm90_builds["buffers"][variant] == {kv_buffers(variant[2])}
+
+
+@pytest.mark.parametrize("variant", CAPPED, ids=lambda v: f"{v[0]}-{v[1]}x{v[3]}x{v[2]}-max{v[4]}")
+def test_register_capped_decode_fits_its_programs_an_sm_without_spills(sm90_builds, variant):
+    registers, spilled = sm90_builds["registers"][variant]
+    assert registers <= variant[4] and spilled == 0
+
+
+def test_sixteen_bit_decode_caps_registers_for_its_programs_an_sm():
+    cfg = default_decode_config(128, True, 2)
+    assert (cfg.block_n, cfg.num_warps) == (64, 4)
+    assert REGISTERS_PER_SM // (cfg.max_registers * 32 * cfg.num_warps) == TARGET_PROGRAMS_PER_SM
+    # fp32 queries, an fp8 cache, split tiles and the interpreter's tiles take the compiler's register count
+    assert default_decode_config(128, True, 2, q_elem_size=4).max_registers is None
+    assert default_decode_config(128, True, 1).max_registers is None
+    assert default_decode_config(128, True, 2, split=True).max_registers is None
+    assert default_decode_config(128, False, 2).max_registers is None
 
 
 def test_kv_buffers_count():
