@@ -72,7 +72,8 @@ def registers_and_spills(kv_dtype, block_n, num_stages, num_warps, maxnreg):
         ptxas = get_ptxas(90).path  # the one Triton builds sm_90 kernels with
         info = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(path), "-o", str(path) + ".o"],
                               capture_output=True, text=True, check=True).stderr
-    return int(re.search(r"Used (\d+) registers", info).group(1)), int(re.search(r"(\d+) bytes spill stores", info).group(1))
+    registers = int(re.search(r"Used (\d+) registers", info).group(1))
+    return registers, int(re.search(r"(\d+) bytes spill stores", info).group(1))
 
 
 try:
