@@ -34,11 +34,11 @@ from triton.compiler import ASTSource
 from kernels.decode import _decode_kernel
 
 
-def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None):
+def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split=False):
     pointers = dict(q_ptr="*bf16", k_ptr=f"*{kv_dtype}", v_ptr=f"*{kv_dtype}", bt_ptr="*i32", lens_ptr="*i32",
                     out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
     constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
-                     SPLIT=False, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
+                     SPLIT=split, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
                      DOT_PRECISION="tf32")
     signature, attrs = {}, {}
     for i, name in enumerate(_decode_kernel.arg_names):
@@ -63,9 +63,9 @@ def kv_tile_buffers(kv_dtype, block_n, num_stages, num_warps):
     return sorted({int(n) for n in re.findall(rf"memdesc<(\d+)x{block_n}x128x", compiled.asm["ttgir"])})
 
 
-def registers_and_spills(kv_dtype, block_n, num_stages, num_warps, maxnreg):
+def registers_and_spills(kv_dtype, block_n, num_stages, num_warps, maxnreg, split):
     # ptxas -v on the PTX, with the ptxas Triton ships (the compiled kernel reports registers only once loaded)
-    ptx = compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg).asm["ptx"]
+    ptx = compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg, split).asm["ptx"]
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "k.ptx"
         path.write_text(ptx)
@@ -86,8 +86,9 @@ print(json.dumps(answer))
 """
 
 
-# (K/V dtype, tile, stages, warps, register cap): the capped decode defaults
-CAPPED = [("bf16", 64, 3, 4, default_decode_config(128, True, 2).max_registers)]
+# (K/V dtype, tile, stages, warps, register cap, split): the capped decode default, unsplit and with the split
+# merge (explicit split counts, as the execute backend passes, keep the 64-token tile)
+CAPPED = [("bf16", 64, 3, 4, default_decode_config(128, True, 2).max_registers, split) for split in (False, True)]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_paged_kv_loads_get_one_buffer_per_two_stages_past_the_first(sm90_builds
     assert sm90_builds["buffers"][variant] == {kv_buffers(variant[2])}
 
 
-@pytest.mark.parametrize("variant", CAPPED, ids=lambda v: f"{v[0]}-{v[1]}x{v[3]}x{v[2]}-max{v[4]}")
+@pytest.mark.parametrize("variant", CAPPED, ids=lambda v: f"{v[0]}-{v[1]}x{v[3]}x{v[2]}-max{v[4]}-split{int(v[5])}")
 def test_register_capped_decode_fits_its_programs_an_sm_without_spills(sm90_builds, variant):
     registers, spilled = sm90_builds["registers"][variant]
     assert registers <= variant[4] and spilled == 0
