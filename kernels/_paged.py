@@ -29,3 +29,18 @@ def tile_kv_offsets(bt_row, tile_start, n_mask, head_off, stride_kb, stride_kt,
         block = tl.load(bt_row + tile_start // BLOCK_SIZE).to(tl.int64)
         offsets = block * stride_kb + ((tile_start % BLOCK_SIZE + offs_n) * stride_kt + head_off)
     return offsets
+
+
+@triton.jit
+def widen_e4m3(x):
+    """e4m3 -> fp16 (exact), two `cvt.rn.f16x2.e4m3x2` a 32-bit word (sm_89 and later).
+
+    Marked impure so that Triton keeps the conversion where the tile was loaded: its own `.to(tl.float16)` is
+    moved past the shared-memory read of a dot operand, and the B operand of `p @ v` (reduced over the token
+    axis, 128 bytes apart in a [tokens, 128] fp8 tile; sm_90 has no 8-bit transposing ldmatrix) is then
+    gathered one byte a load. Widened first, V is staged as fp16 and read with ldmatrix (sm_90a build,
+    Triton 3.6: no LDS.U8 left in the decode loop; where it pays is `widen_v_in_registers`' call).
+    """
+    return tl.inline_asm_elementwise(
+        "{ .reg .b16 lo, hi; mov.b32 {lo, hi}, $2; cvt.rn.f16x2.e4m3x2 $0, lo; cvt.rn.f16x2.e4m3x2 $1, hi; }",
+        "=r,=r,r", [x], dtype=tl.float16, is_pure=False, pack=4)

@@ -21,7 +21,7 @@ from kernels._common import (
     dequantize_cache, gather_sequence,
 )
 from kernels._launch import FastLauncher
-from kernels._paged import tile_kv_offsets
+from kernels._paged import tile_kv_offsets, widen_e4m3
 from kernels.decode_launch import DecodeConfig, plan, split_counters
 
 LOG2E = 1.4426950408889634
@@ -30,7 +30,8 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt, qk_scale, m_i, l_i, acc,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                 BLOCK_N: tl.constexpr, MASKED: tl.constexpr, FP8: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                 BLOCK_N: tl.constexpr, MASKED: tl.constexpr, FP8: tl.constexpr, FP8_WIDEN_V: tl.constexpr,
+                 DOT_PRECISION: tl.constexpr):
     """One K/V tile of BLOCK_N tokens from `tile_start` into the online softmax state (m_i, l_i, acc)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
@@ -50,7 +51,10 @@ def _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, 
         v = tl.load(v_ptr + kv_ptrs, mask=d_mask[None, :], other=0.0)
     if FP8:  # e4m3 -> fp16/fp32 is exact
         k = k.to(q.dtype)
-        v = v.to(q.dtype)
+        if FP8_WIDEN_V:  # V read with ldmatrix rather than byte by byte (see widen_e4m3)
+            v = widen_e4m3(v)
+        else:
+            v = v.to(q.dtype)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     if MASKED:
         s = tl.where(n_mask[None, :], s, float("-inf"))
@@ -70,7 +74,7 @@ def _decode_kernel(
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
     MERGE_G: tl.constexpr, MERGE_S: tl.constexpr, FP8: tl.constexpr, FP8_TO_F32: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    FP8_WIDEN_V: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -103,11 +107,11 @@ def _decode_kernel(
     for tile_start in range(start, full_end, BLOCK_N):
         m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt,
                                      qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
-                                     False, FP8, DOT_PRECISION)
+                                     False, FP8, FP8_WIDEN_V, DOT_PRECISION)
     if full_end < end:
         m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, full_end, end, head_off, stride_kb, stride_kt,
                                      qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
-                                     True, FP8, DOT_PRECISION)
+                                     True, FP8, FP8_WIDEN_V, DOT_PRECISION)
 
     has_tokens = l_i > 0  # false only for an empty split
     acc = acc / tl.where(has_tokens, l_i, 1.0)[:, None]

@@ -24,8 +24,12 @@ FP8_DEEP_MIN_TILES = 8  # below this the longer pipeline prologue costs more tha
 # fp8 with many (sequence, KV head) pairs: one-warp programs over 32-token tiles, about 8 an SM (H200, 2026-12-03:
 # 256 x 2048 275 us against 364 us for 4-warp programs, 0.56x of bf16; docs/kernels.md, "What was tried" 24)
 FP8_WARP_MIN_UNITS = 64  # below this (1 x 32768, 1 x 1024) 4-warp programs split 8-33 ways stay faster
-FP8_WARP_PROGRAMS_PER_SM = 8
-FP8_WARP_MIN_TOKENS_PER_SPLIT = 512  # 8 x 4096: 8 splits 34.1 us, 16 splits 35.9 us
+WARP_PROGRAMS_PER_SM = 8
+WARP_MIN_TOKENS_PER_SPLIT = 512  # 8 x 4096: 8 splits 34.1 us, 16 splits 35.9 us
+# 16-bit caches with this many pairs or more: one-warp programs over 32-token tiles too (H200, three probes on
+# 2026-12-03: 128 x 512, 256 x 2048 and MHA 32 x 2048 1-5% faster than 64 x 4 x 3; at 256-512 pairs, and split,
+# not faster; docs/kernels.md, "What was tried" 24, 28, 29)
+WARP_MIN_UNITS_16BIT = 1024
 
 
 def kv_buffers(num_stages: int) -> int:
@@ -100,6 +104,18 @@ def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split
 FP8_WARP_CONFIG = DecodeConfig(32, 1, FP8_DEEP_STAGES)
 
 
+def widen_v_in_registers(fp8_on_gpu: bool, q_dtype: torch.dtype, num_warps: int, head_dim: int) -> bool:
+    """Whether an fp8 launch widens V where it is loaded (`widen_e4m3`, an inline-asm conversion; Triton takes
+    e4m3 only from sm_89 on, which has it), so that `p @ v` reads V with ldmatrix instead of byte by byte.
+
+    Multi-warp programs with 16-bit queries only (H200, 2026-12-03, docs/kernels.md "What was tried" 29): 1 x
+    32768 35.1 vs 39.1 us, MQA 21.8 vs 23.2; the one-warp programs were 13-40% slower with it (the extra
+    shared-memory round trip sits on one warp's critical path), though their loop is 28% shorter.
+    """
+    return fp8_on_gpu and q_dtype != torch.float32 and num_warps > 1 and head_dim <= 128
+WARP_CONFIG_16BIT = DecodeConfig(32, 1, 3)
+
+
 _COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
 
 
@@ -127,12 +143,15 @@ def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: 
     An fp8 cache with FP8_WARP_MIN_UNITS or more (sequence, KV head) pairs and at most 16 query heads a KV
     head (one 16-row dot) takes one-warp programs instead: the 4-warp fp8 tile is issue-bound at two programs
     an SM, where one-warp programs hold no cross-warp softmax reductions and fit about eight. fp32 queries
-    keep 4 warps: widened to fp32, one warp's K/V tiles spill (4 KB a thread, sm_90a build).
+    keep 4 warps: widened to fp32, one warp's K/V tiles spill (4 KB a thread, sm_90a build). A 16-bit cache
+    and query take one-warp programs (WARP_CONFIG_16BIT) from WARP_MIN_UNITS_16BIT pairs on.
     """
     pairs = num_seqs * num_kv_heads
-    if elem_size == 1 and q_elem_size == 2 and head_dim <= 128 and group <= 16 and pairs >= FP8_WARP_MIN_UNITS:
-        return choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms, FP8_WARP_PROGRAMS_PER_SM,
-                                 FP8_WARP_MIN_TOKENS_PER_SPLIT), FP8_WARP_CONFIG
+    min_pairs = FP8_WARP_MIN_UNITS if elem_size == 1 else WARP_MIN_UNITS_16BIT
+    if q_elem_size == 2 and head_dim <= 128 and group <= 16 and pairs >= min_pairs:
+        config = FP8_WARP_CONFIG if elem_size == 1 else WARP_CONFIG_16BIT
+        return choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms, WARP_PROGRAMS_PER_SM,
+                                 WARP_MIN_TOKENS_PER_SPLIT), config
     num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, num_sms)
     split_tiles = num_splits > 1 and head_dim <= 128
     if split_tiles:
@@ -169,6 +188,7 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
                 HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, BLOCK_N=cfg.block_n,
                 SPLIT=num_splits > 1, MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,
                 FP8_TO_F32=q_dtype == torch.float32,
+                FP8_WIDEN_V=widen_v_in_registers(fp8 and on_gpu, q_dtype, cfg.num_warps, head_dim),
                 DOT_PRECISION=dot_precision(q_dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if on_gpu and cfg.max_registers is not None:
         meta["maxnreg"] = cfg.max_registers

@@ -150,6 +150,24 @@ def test_decode_on_fp8_cache_with_one_warp_programs(dtype):
     assert max_rel_err(out, ref) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16] if CUDA else [torch.float16], ids=str)
+@pytest.mark.parametrize("block_size,head_dim,num_q_heads,num_kv_heads,num_splits",
+                         [c for c in CASES if c[1] <= 128])
+def test_one_warp_fp8_decode_matches_dequantized_reference(block_size, head_dim, num_q_heads, num_kv_heads,
+                                                           num_splits, dtype):
+    """The one-warp launch (automatic on a GPU only from 64 pairs on) on every block size and head dim it takes."""
+    gen = torch.Generator().manual_seed(block_size + head_dim)
+    lens = [1, block_size, 2 * block_size + 3, 70]
+    case, k_scale, v_scale = fp8_case(lens, num_kv_heads, head_dim, block_size, True, gen)
+    q = randn((len(lens), num_q_heads, head_dim), dtype, DEVICE, gen)
+    out = poisoned_like(q)
+    paged_decode(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, num_splits=num_splits,
+                 k_scale=k_scale, v_scale=v_scale, config=FP8_WARP_CONFIG, out=out)
+    ref = paged_decode_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens,
+                           k_scale=k_scale, v_scale=v_scale)
+    assert max_rel_err(out, ref) < TOLERANCE[dtype]
+
+
 @pytest.mark.parametrize("per_head", [False, True], ids=["per_tensor", "per_head"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("block_size,head_dim,num_q_heads,num_kv_heads", [c[:4] for c in CASES])

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from kernels.decode_launch import (
-    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, TARGET_PROGRAMS_PER_SM, choose_launch,
-    default_decode_config, kv_buffers,
+    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, TARGET_PROGRAMS_PER_SM, WARP_CONFIG_16BIT,
+    choose_launch,
+    default_decode_config, kv_buffers, widen_v_in_registers,
 )
 from kernels.prefill import default_prefill_config
 
@@ -22,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # (K/V dtype, tile, stages, warps): the decode defaults, 4-warp and one-warp (FP8_WARP_CONFIG)
+FP8_WARP_CONFIG_SHAPE = (FP8_WARP_CONFIG.block_n, FP8_WARP_CONFIG.num_stages, FP8_WARP_CONFIG.num_warps)
 VARIANTS = [("bf16", 64, 3, 4), ("bf16", 64, 5, 4), ("fp8e4nv", 128, 3, 4), ("fp8e4nv", 128, 5, 4),
-            ("fp8e4nv", 32, 5, 1)]
+            ("fp8e4nv", *FP8_WARP_CONFIG_SHAPE)]
 
 _COMPILE = r"""
 import json, pathlib, re, subprocess, sys, tempfile
@@ -39,7 +42,7 @@ def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split
                     out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
     constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
                      SPLIT=split, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
-                     DOT_PRECISION="tf32")
+                     FP8_WIDEN_V=kv_dtype == "fp8e4nv" and num_warps > 1, DOT_PRECISION="tf32")
     signature, attrs = {}, {}
     for i, name in enumerate(_decode_kernel.arg_names):
         if name in constants:
@@ -76,10 +79,21 @@ def registers_and_spills(kv_dtype, block_n, num_stages, num_warps, maxnreg, spli
     return registers, int(re.search(r"(\d+) bytes spill stores", info).group(1))
 
 
+def byte_shared_loads(kv_dtype, block_n, num_stages, num_warps):
+    cubin = compile_decode(kv_dtype, block_n, num_stages, num_warps).asm["cubin"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        cuobjdump = pathlib.Path(get_ptxas(90).path).with_name("cuobjdump")
+        sass = subprocess.run([str(cuobjdump), "-sass", str(path)], capture_output=True, text=True, check=True).stdout
+    return sass.count("LDS.U8")
+
+
 try:
     variants, capped = json.loads(sys.argv[1])
     answer = {"buffers": [kv_tile_buffers(*v) for v in variants],
-              "registers": [registers_and_spills(*v) for v in capped]}
+              "registers": [registers_and_spills(*v) for v in capped],
+              "byte_loads": [byte_shared_loads(*v) for v in variants]}
 except Exception as exc:  # no NVIDIA backend or ptxas here
     answer = {"skip": f"{type(exc).__name__}: {str(exc)[:120]}"}
 print(json.dumps(answer))
@@ -94,8 +108,9 @@ CAPPED = [("bf16", 64, 3, 4, default_decode_config(128, True, 2).max_registers, 
 @pytest.fixture(scope="module")
 def sm90_builds() -> dict:
     """Compiled for sm_90 in one fresh process (the tests run Triton's interpreter): per variant of VARIANTS,
-    the leading dimensions of the shared-memory allocations of the decode kernel's [block_n, 128] K/V tiles;
-    per variant of CAPPED, (registers a thread, bytes spilled) as ptxas reports them."""
+    the leading dimensions of the shared-memory allocations of the decode kernel's [block_n, 128] K/V tiles and
+    the byte-wide shared loads (`LDS.U8`) in its SASS; per variant of CAPPED, (registers a thread, bytes
+    spilled) as ptxas reports them."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps([VARIANTS, CAPPED])], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=600)
@@ -104,7 +119,8 @@ def sm90_builds() -> dict:
     if "skip" in answer:
         pytest.skip(f"cannot compile for sm_90 here: {answer['skip']}")
     return {"buffers": {v: set(b) for v, b in zip(VARIANTS, answer["buffers"])},
-            "registers": {v: tuple(r) for v, r in zip(CAPPED, answer["registers"])}}
+            "registers": {v: tuple(r) for v, r in zip(CAPPED, answer["registers"])},
+            "byte_loads": dict(zip(VARIANTS, answer["byte_loads"]))}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}x{v[3]}x{v[2]}")
@@ -116,6 +132,23 @@ def test_paged_kv_loads_get_one_buffer_per_two_stages_past_the_first(sm90_builds
 def test_register_capped_decode_fits_its_programs_an_sm_without_spills(sm90_builds, variant):
     registers, spilled = sm90_builds["registers"][variant]
     assert registers <= variant[4] and spilled == 0
+
+
+def test_multi_warp_fp8_decode_reads_v_without_byte_gathers(sm90_builds):
+    # widened where loaded (`widen_e4m3`), V is staged as fp16 and read with ldmatrix; the one-warp fp8 build,
+    # which converts after the shared-memory read, gathers V's B operand one byte a load
+    assert sm90_builds["byte_loads"][("fp8e4nv", 128, 3, 4)] == 0
+    assert sm90_builds["byte_loads"][("fp8e4nv", 128, 5, 4)] == 0
+    assert sm90_builds["byte_loads"][("fp8e4nv", *FP8_WARP_CONFIG_SHAPE)] > 0
+    assert sm90_builds["byte_loads"][("bf16", 64, 3, 4)] == 0
+
+
+def test_fp8_decode_widens_v_in_registers_only_in_multi_warp_programs_of_16_bit_queries():
+    assert widen_v_in_registers(True, torch.bfloat16, 4, 128) and widen_v_in_registers(True, torch.float16, 4, 64)
+    assert not widen_v_in_registers(True, torch.bfloat16, FP8_WARP_CONFIG.num_warps, 128)
+    assert not widen_v_in_registers(True, torch.float32, 4, 128)
+    assert not widen_v_in_registers(False, torch.bfloat16, 4, 128)  # the interpreter cannot run inline asm
+    assert not widen_v_in_registers(True, torch.bfloat16, 4, 256)
 
 
 def test_sixteen_bit_decode_caps_registers_for_its_programs_an_sm():
@@ -151,12 +184,24 @@ def test_fp8_decode_with_many_sequence_head_pairs_runs_one_warp_programs():
                                             (32, 2048, 8, 4), (16, 16384, 8, 8), (8, 4096, 8, 8)]:
         assert choose_launch(seqs, kv_heads, context, 128, 1, 132, 32 // kv_heads) == (splits, FP8_WARP_CONFIG)
     assert (FP8_WARP_CONFIG.num_warps, kv_buffers(FP8_WARP_CONFIG.num_stages)) == (1, 2)
-    # few pairs, MQA's 32-row group, large heads, a bf16 cache and fp32 queries keep 4-warp programs
+    # few pairs, MQA's 32-row group, large heads and fp32 queries keep 4-warp programs
     assert choose_launch(1, 8, 32768, 128, 1, 132, 4)[1].num_warps == 4
     assert choose_launch(32, 1, 2048, 128, 1, 132, 32)[1].num_warps == 4
     assert choose_launch(256, 8, 2048, 256, 1, 132, 4)[1].num_warps == 4
-    assert choose_launch(256, 8, 2048, 128, 2, 132, 4)[1].num_warps == 4
     assert choose_launch(256, 8, 2048, 128, 1, 132, 4, q_elem_size=4)[1].num_warps == 4  # fp32 q would spill
+
+
+def test_sixteen_bit_decode_runs_one_warp_programs_only_with_very_many_pairs():
+    # the H200 rows where one-warp bf16 programs won: 1024 and more (sequence, KV head) pairs, unsplit
+    for seqs, context, kv_heads in [(256, 2048, 8), (128, 512, 8), (32, 2048, 32)]:
+        assert choose_launch(seqs, kv_heads, context, 128, 2, 132, 32 // kv_heads) == (1, WARP_CONFIG_16BIT)
+    assert WARP_CONFIG_16BIT.num_warps == 1
+    # 512 pairs and fewer, where the 4-warp launch was as fast or faster, MQA, large heads and fp32 queries
+    for seqs, context, kv_heads, head_dim, q_elem_size in [(64, 1024, 8, 128, 2), (16, 16384, 8, 128, 2),
+                                                           (1024, 2048, 1, 128, 2), (256, 2048, 8, 256, 2),
+                                                           (256, 2048, 8, 128, 4)]:
+        config = choose_launch(seqs, kv_heads, context, head_dim, 2, 132, 32 // kv_heads, q_elem_size)[1]
+        assert config.num_warps == 4
 
 
 def test_prefill_default_has_two_kv_buffers_within_shared_memory():
