@@ -15,8 +15,7 @@ import torch
 
 from kernels.decode_launch import (
     FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, TARGET_PROGRAMS_PER_SM, WARP_CONFIG_16BIT,
-    choose_launch,
-    default_decode_config, kv_buffers, widen_v_in_registers,
+    choose_launch, default_decode_config, kv_buffers, widen_v_in_registers,
 )
 from kernels.prefill import default_prefill_config
 
