@@ -110,8 +110,9 @@ def widen_v_in_registers(fp8_on_gpu: bool, q_dtype: torch.dtype, num_warps: int,
     e4m3 only from sm_89 on, which has it), so that `p @ v` reads V with ldmatrix instead of byte by byte.
 
     Multi-warp programs with 16-bit queries only (H200, 2026-12-03, docs/kernels.md "What was tried" 29): 1 x
-    32768 35.1 vs 39.1 us, MQA 21.8 vs 23.2; the one-warp programs were 2-42% slower with it (the extra
-    shared-memory round trip sits on one warp's critical path), though their loop is 28% shorter.
+    32768 35.1 vs 39.1 us, MQA 21.8 vs 23.2; the one-warp programs were 2-42% slower with it (likely the
+    extra shared-memory round trip on one warp's critical path; not profiled), though their loop is 28% shorter.
+    Head dims over 128 were not measured and keep `.to()`.
     """
     return fp8_on_gpu and q_dtype != torch.float32 and num_warps > 1 and head_dim <= 128
 
