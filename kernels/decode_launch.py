@@ -27,7 +27,7 @@ FP8_WARP_MIN_UNITS = 64  # below this (1 x 32768, 1 x 1024) 4-warp programs spli
 WARP_PROGRAMS_PER_SM = 8
 WARP_MIN_TOKENS_PER_SPLIT = 512  # 8 x 4096: 8 splits 34.1 us, 16 splits 35.9 us
 # 16-bit caches with this many pairs or more: one-warp programs over 32-token tiles too (H200, three probes on
-# 2026-12-03: 128 x 512, 256 x 2048 and MHA 32 x 2048 1-5% faster than 64 x 4 x 3; at 256-512 pairs, and split,
+# 2026-12-03: 128 x 512, 256 x 2048 and MHA 32 x 2048 0.5-4.5% faster than 64 x 4 x 3; at 256-512 pairs, and split,
 # not faster; docs/kernels.md, "What was tried" 24, 28, 29)
 WARP_MIN_UNITS_16BIT = 1024
 

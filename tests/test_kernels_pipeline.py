@@ -33,7 +33,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
+import torch
 from kernels.decode import _decode_kernel
+from kernels.decode_launch import widen_v_in_registers
 
 
 def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split=False):
@@ -41,7 +43,8 @@ def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split
                     out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
     constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
                      SPLIT=split, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
-                     FP8_WIDEN_V=kv_dtype == "fp8e4nv" and num_warps > 1, DOT_PRECISION="tf32")
+                     FP8_WIDEN_V=widen_v_in_registers(kv_dtype == "fp8e4nv", torch.bfloat16, num_warps, 128),
+                     DOT_PRECISION="tf32")
     signature, attrs = {}, {}
     for i, name in enumerate(_decode_kernel.arg_names):
         if name in constants:
