@@ -63,9 +63,16 @@ def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split
                           options=options)
 
 
-def kv_tile_buffers(kv_dtype, block_n, num_stages, num_warps):
+def kv_tile_buffers_and_byte_loads(kv_dtype, block_n, num_stages, num_warps):
+    # one build: the K/V tiles' shared-memory buffers from its TTGIR, byte-wide shared loads from its SASS
     compiled = compile_decode(kv_dtype, block_n, num_stages, num_warps)
-    return sorted({int(n) for n in re.findall(rf"memdesc<(\d+)x{block_n}x128x", compiled.asm["ttgir"])})
+    buffers = sorted({int(n) for n in re.findall(rf"memdesc<(\d+)x{block_n}x128x", compiled.asm["ttgir"])})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "k.cubin"
+        path.write_bytes(compiled.asm["cubin"])
+        cuobjdump = pathlib.Path(get_ptxas(90).path).with_name("cuobjdump")
+        sass = subprocess.run([str(cuobjdump), "-sass", str(path)], capture_output=True, text=True, check=True).stdout
+    return buffers, sass.count("LDS.U8")
 
 
 def registers_and_spills(kv_dtype, block_n, num_stages, num_warps, maxnreg, split):
@@ -81,21 +88,11 @@ def registers_and_spills(kv_dtype, block_n, num_stages, num_warps, maxnreg, spli
     return registers, int(re.search(r"(\d+) bytes spill stores", info).group(1))
 
 
-def byte_shared_loads(kv_dtype, block_n, num_stages, num_warps):
-    cubin = compile_decode(kv_dtype, block_n, num_stages, num_warps).asm["cubin"]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp) / "k.cubin"
-        path.write_bytes(cubin)
-        cuobjdump = pathlib.Path(get_ptxas(90).path).with_name("cuobjdump")
-        sass = subprocess.run([str(cuobjdump), "-sass", str(path)], capture_output=True, text=True, check=True).stdout
-    return sass.count("LDS.U8")
-
-
 try:
     variants, capped = json.loads(sys.argv[1])
-    answer = {"buffers": [kv_tile_buffers(*v) for v in variants],
-              "registers": [registers_and_spills(*v) for v in capped],
-              "byte_loads": [byte_shared_loads(*v) for v in variants]}
+    builds = [kv_tile_buffers_and_byte_loads(*v) for v in variants]
+    answer = {"buffers": [b for b, _ in builds], "byte_loads": [n for _, n in builds],
+              "registers": [registers_and_spills(*v) for v in capped]}
 except Exception as exc:  # no NVIDIA backend or ptxas here
     answer = {"skip": f"{type(exc).__name__}: {str(exc)[:120]}"}
 print(json.dumps(answer))
