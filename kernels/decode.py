@@ -74,7 +74,7 @@ def _decode_kernel(
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
     MERGE_G: tl.constexpr, MERGE_S: tl.constexpr, FP8: tl.constexpr, FP8_TO_F32: tl.constexpr,
-    FP8_WIDEN_V: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    FP8_WIDEN_V: tl.constexpr, PARTIALS_16BIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -122,9 +122,12 @@ def _decode_kernel(
     if not SPLIT:
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
     else:
-        # Workspace rows (seq, head) hold num_splits partial outputs [HEAD_DIM], then (at lse_offset) their LSEs.
+        # Workspace rows (seq, head) hold num_splits partial outputs [HEAD_DIM] (fp32, or the output dtype with
+        # PARTIALS_16BIT), then (at lse_offset fp32 elements) their LSEs.
         rows = (seq * tl.num_programs(1) * GROUP + heads).to(tl.int64) * num_splits
-        tl.store(ws_ptr + (rows + split)[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=out_mask)
+        part_ptr = ws_ptr.to(tl.pointer_type(out_ptr.dtype.element_ty)) if PARTIALS_16BIT else ws_ptr
+        tl.store(part_ptr + (rows + split)[:, None] * HEAD_DIM + offs_d[None, :], acc.to(part_ptr.dtype.element_ty),
+                 mask=out_mask)
         lse = tl.where(has_tokens, m_i + tl.log2(tl.where(has_tokens, l_i, 1.0)), float("-inf"))
         tl.store(ws_ptr + lse_offset + rows + split, lse, mask=g_mask)
         tl.debug_barrier()  # every thread's partial is written before the release below
@@ -146,8 +149,9 @@ def _decode_kernel(
                 lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + s_idx[None, :], mask=mask2,
                                other=float("-inf"), cache_modifier=".cg")
                 part_off = (mrows[:, None] + s_idx[None, :]) * HEAD_DIM
-                part = tl.load(ws_ptr + part_off[:, :, None] + offs_d[None, None, :],
-                               mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0, cache_modifier=".cg")
+                part = tl.load(part_ptr + part_off[:, :, None] + offs_d[None, None, :],
+                               mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0,
+                               cache_modifier=".cg").to(tl.float32)
                 # split 0 is never empty, so m is finite after the first chunk for every real head
                 m_new = tl.where(mg_mask, tl.maximum(m, tl.max(lses, 1)), 0.0)
                 alpha = tl.exp2(m - m_new)
@@ -199,7 +203,7 @@ def paged_decode(
     scale = default_scale(head_dim, scale)
     plan_key = (num_seqs, num_q_heads, num_kv_heads, head_dim, block_size, block_tables.shape[1] * block_size,
                 q.dtype, k_cache.dtype == FP8_DTYPE, k_cache.element_size(), q.device, num_splits, config)
-    grid, num_splits, meta, workspace = plan(*plan_key)
+    grid, num_splits, meta, workspace, lse_offset = plan(*plan_key)
     if num_splits > 1:
         ws = torch.empty(workspace, dtype=torch.float32, device=q.device)
         counters = split_counters(q.device, num_seqs * num_kv_heads)
@@ -209,8 +213,7 @@ def paged_decode(
     ints = (sq[0], sq[1], sk[0], sk[1], sk[2], block_tables.stride(0), so[0], so[1], stride_scale)
     tensors = (q, k_cache, v_cache, block_tables, seq_lens, out, ws, counters, k_scale, v_scale)
     # the key fixes every constexpr (through the plan) and every int Triton specializes on
-    _launch_decode((plan_key, ints), grid, (*tensors, *ints, scale * LOG2E, num_splits,
-                                            num_seqs * num_q_heads * num_splits * head_dim), tensors, meta)
+    _launch_decode((plan_key, ints), grid, (*tensors, *ints, scale * LOG2E, num_splits, lse_offset), tensors, meta)
     return out
 
 

@@ -30,6 +30,12 @@ WARP_MIN_TOKENS_PER_SPLIT = 512  # 8 x 4096: 8 splits 34.1 us, 16 splits 35.9 us
 # 2026-12-03: 128 x 512, 256 x 2048 and MHA 32 x 2048 0.5-4.5% faster than 64 x 4 x 3; at 256-512 pairs, and split,
 # not faster; docs/kernels.md, "What was tried" 24, 28, 29)
 WARP_MIN_UNITS_16BIT = 1024
+# Split partial outputs in the (16-bit) output dtype, as vLLM's paged_attention_v2 keeps them (`tmp_output` in
+# `output.dtype`, vllm/attention/ops/paged_attn.py:148-150 at 5da3a32), where the query group is this large: a
+# split's partials are GROUP x head_dim values against its K/V tile bytes. H200, 2026-12-03: MQA (group 32) 23.8 vs
+# 25.0 us, with an fp8 cache 20.5 vs 21.8; group 4 rows 2-6% slower with them (1 x 1024, 1 x 32768); groups 8-16
+# not measured (docs/kernels.md, "What was tried" 31).
+PARTIALS_16BIT_MIN_GROUP = 32
 
 
 def kv_buffers(num_stages: int) -> int:
@@ -120,6 +126,12 @@ def widen_v_in_registers(fp8_on_gpu: bool, q_dtype: torch.dtype, num_warps: int,
 _COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
 
 
+def partials_in_16_bits(num_splits: int, group: int, q_dtype: torch.dtype) -> bool:
+    """Whether a split launch stores its normalized partial outputs in the query's (= output's) 16-bit dtype rather
+    than fp32: one more rounding to the output dtype (vLLM does the same), half the partials' traffic."""
+    return num_splits > 1 and group >= PARTIALS_16BIT_MIN_GROUP and q_dtype in (torch.float16, torch.bfloat16)
+
+
 def split_counters(device: torch.device, needed: int) -> torch.Tensor:
     """Per-device int32 arrival counters of the fused split merge; each launch leaves them at zero again.
 
@@ -165,8 +177,9 @@ def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: 
 @functools.lru_cache(maxsize=4096)
 def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int, max_context: int,
           q_dtype: torch.dtype, fp8: bool, elem_size: int, device: torch.device, num_splits: int | None,
-          config: DecodeConfig | None) -> tuple[tuple[int, int, int], int, dict, int]:
-    """Everything about a launch that depends only on shapes: (grid, num_splits, constexprs, workspace size)."""
+          config: DecodeConfig | None) -> tuple[tuple[int, int, int], int, dict, int, int]:
+    """Everything about a launch that depends only on shapes: (grid, num_splits, constexprs, workspace size, offset
+    of the LSEs in the workspace), both in fp32 elements."""
     on_gpu = device.type == "cuda"
     cfg = config or default_decode_config(head_dim, on_gpu, elem_size, q_elem_size=q_dtype.itemsize)
     if num_splits is None:
@@ -190,9 +203,11 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
                 SPLIT=num_splits > 1, MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,
                 FP8_TO_F32=q_dtype == torch.float32,
                 FP8_WIDEN_V=widen_v_in_registers(fp8 and on_gpu, q_dtype, cfg.num_warps, head_dim),
+                PARTIALS_16BIT=partials_in_16_bits(num_splits, group, q_dtype),
                 DOT_PRECISION=dot_precision(q_dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if on_gpu and cfg.max_registers is not None:
         meta["maxnreg"] = cfg.max_registers
-    lse_offset = num_seqs * num_q_heads * num_splits * head_dim
+    partials = num_seqs * num_q_heads * num_splits * head_dim
+    lse_offset = -(-partials // 2) if meta["PARTIALS_16BIT"] else partials  # two 16-bit partials an fp32 slot
     workspace = lse_offset + num_seqs * num_q_heads * num_splits if num_splits > 1 else 0
-    return (num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace
+    return (num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace, lse_offset

@@ -110,6 +110,30 @@ def test_scores_that_climb_and_jump_along_the_context(num_splits, dtype):
     assert max_rel_err(out, ref) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_large_query_groups_merge_split_partials_kept_in_the_output_dtype(dtype):
+    # 16-bit outputs of groups this large store their split partials in the output dtype (fp32 ones keep fp32):
+    # the merge must read them back as written, and the LSEs behind them must not overlap them.
+    from kernels.decode_launch import PARTIALS_16BIT_MIN_GROUP, partials_in_16_bits
+
+    assert partials_in_16_bits(3, PARTIALS_16BIT_MIN_GROUP, dtype) == (dtype != torch.float32)
+    err = run_decode(paged_decode, 16, 64, 2 * PARTIALS_16BIT_MIN_GROUP, 2, 3, dtype, [1, 16, 75, 40, 33])
+    assert err < TOLERANCE[dtype]
+
+
+def test_split_partials_take_16_bits_only_for_large_groups_of_16_bit_queries():
+    from kernels.decode_launch import DecodeConfig, plan
+
+    cuda, cfg = torch.device("cuda"), DecodeConfig(128, 4, 2)
+    _, _, mqa, workspace, lse_offset = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, cfg)
+    assert mqa["PARTIALS_16BIT"] and lse_offset == 32 * 32 * 8 * 128 // 2
+    assert workspace == lse_offset + 32 * 32 * 8  # one fp32 LSE a (sequence, head, split)
+    _, _, gqa, _, lse_offset = plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, cfg)
+    assert not gqa["PARTIALS_16BIT"] and lse_offset == 32 * 33 * 128  # group 4: fp32 partials
+    assert not plan(32, 32, 1, 128, 16, 2048, torch.float32, False, 4, cuda, 8, cfg)[2]["PARTIALS_16BIT"]
+    assert not plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 1, cfg)[2]["PARTIALS_16BIT"]
+
+
 def test_more_splits_than_tiles_leaves_empty_splits_harmless():
     # 12 splits over contexts of 1..40 tokens: most splits are empty and must not disturb the merge.
     err = run_decode(paged_decode, 16, 64, 2, 1, 12, torch.float32, [1, 40])

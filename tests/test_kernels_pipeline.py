@@ -44,7 +44,7 @@ def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split
     constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
                      SPLIT=split, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
                      FP8_WIDEN_V=widen_v_in_registers(kv_dtype == "fp8e4nv", torch.bfloat16, num_warps, 128),
-                     DOT_PRECISION="tf32")
+                     PARTIALS_16BIT=False, DOT_PRECISION="tf32")
     signature, attrs = {}, {}
     for i, name in enumerate(_decode_kernel.arg_names):
         if name in constants:
