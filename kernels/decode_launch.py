@@ -120,16 +120,16 @@ def widen_v_in_registers(fp8_on_gpu: bool, q_dtype: torch.dtype, num_warps: int,
     extra shared-memory round trip on one warp's critical path; not profiled), though their loop is 28% shorter.
     Head dims over 128 were not measured and keep `.to()`.
     """
-    return fp8_on_gpu and q_dtype != torch.float32 and num_warps > 1 and head_dim <= 128
-
-
-_COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
+    return fp8_on_gpu and q_dtype.itemsize == 2 and num_warps > 1 and head_dim <= 128
 
 
 def partials_in_16_bits(num_splits: int, group: int, q_dtype: torch.dtype) -> bool:
     """Whether a split launch stores its normalized partial outputs in the query's (= output's) 16-bit dtype rather
     than fp32: one more rounding to the output dtype (vLLM does the same), half the partials' traffic."""
-    return num_splits > 1 and group >= PARTIALS_16BIT_MIN_GROUP and q_dtype in (torch.float16, torch.bfloat16)
+    return num_splits > 1 and group >= PARTIALS_16BIT_MIN_GROUP and q_dtype.itemsize == 2
+
+
+_COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
 
 
 def split_counters(device: torch.device, needed: int) -> torch.Tensor:
