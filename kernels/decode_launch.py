@@ -33,9 +33,9 @@ WARP_MIN_UNITS_16BIT = 1024
 # Split partial outputs in the (16-bit) output dtype, as vLLM's paged_attention_v2 keeps them (`tmp_output` in
 # `output.dtype`, vllm/attention/ops/paged_attn.py:148-150 at 5da3a32), where the query group is this large: a
 # split's partials are GROUP x head_dim values against its K/V tile bytes. H200, 2026-12-03: MQA (group 32) 23.8 vs
-# 25.0 us, with an fp8 cache 20.5 vs 21.8; group 4 rows 2-6% slower with them (1 x 1024, 1 x 32768); groups 8-16
-# not measured (docs/kernels.md, "What was tried" 31).
-PARTIALS_16BIT_MIN_GROUP = 32
+# 25.0 us, with an fp8 cache 20.5 vs 21.8; groups 8 and 16 0-9% faster on every split row, bf16 and fp8; group 4
+# rows 2-6% slower (1 x 1024, 1 x 32768) (docs/kernels.md, "What was tried" 31, 33).
+PARTIALS_16BIT_MIN_GROUP = 8
 
 
 def kv_buffers(num_stages: int) -> int:
@@ -198,7 +198,9 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
     merge_tile = MERGE_TILE * cfg.num_warps // 4 if on_gpu else 512
     merge_s = min(next_pow2(num_splits),
                   max(MIN_MERGE_S if on_gpu else 1, merge_tile // (merge_g * next_pow2(head_dim))))
-    meta = dict(GROUP=group, GROUP_PAD=max(next_pow2(group), 16 if on_gpu else 1),  # tl.dot needs M >= 16
+    # No padding of the query tile to the MMA's 16 rows: Triton (3.6+) pads a small dot itself, and the kernel
+    # then holds fewer registers and softmax lanes (H200: 0.2-2.6% faster on every row, "What was tried" 33).
+    meta = dict(GROUP=group, GROUP_PAD=next_pow2(group),
                 HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, BLOCK_N=cfg.block_n,
                 SPLIT=num_splits > 1, MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,
                 FP8_TO_F32=q_dtype == torch.float32,

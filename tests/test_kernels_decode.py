@@ -130,6 +130,7 @@ def test_split_partials_take_16_bits_only_for_large_groups_of_16_bit_queries():
     assert workspace == lse_offset + 32 * 32 * 8  # one fp32 LSE a (sequence, head, split)
     _, _, gqa, _, lse_offset = plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, cfg)
     assert not gqa["PARTIALS_16BIT"] and lse_offset == 32 * 33 * 128  # group 4: fp32 partials
+    assert plan(1, 32, 4, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, cfg)[2]["PARTIALS_16BIT"]  # group 8
     assert not plan(32, 32, 1, 128, 16, 2048, torch.float32, False, 4, cuda, 8, cfg)[2]["PARTIALS_16BIT"]
     assert not plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 1, cfg)[2]["PARTIALS_16BIT"]
 

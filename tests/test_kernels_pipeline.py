@@ -41,7 +41,7 @@ from kernels.decode_launch import widen_v_in_registers
 def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split=False):
     pointers = dict(q_ptr="*bf16", k_ptr=f"*{kv_dtype}", v_ptr=f"*{kv_dtype}", bt_ptr="*i32", lens_ptr="*i32",
                     out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
-    constants = dict(GROUP=4, GROUP_PAD=16, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
+    constants = dict(GROUP=4, GROUP_PAD=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
                      SPLIT=split, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
                      FP8_WIDEN_V=widen_v_in_registers(kv_dtype == "fp8e4nv", torch.bfloat16, num_warps, 128),
                      PARTIALS_16BIT=False, DOT_PRECISION="tf32")
