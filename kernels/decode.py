@@ -5,7 +5,7 @@ One program owns (sequence, KV head, split): it loads the query heads that share
 Each K/V tile is read from device memory exactly once; scores stay in registers; a running max `m` and
 sum `l` rescale the partial output. Whole tiles are loaded and scored without token masks; only the last,
 partial tile of a split is masked. With few sequences and long contexts the context is cut into
-`num_splits` ranges whose normalized partial outputs (fp32; the 16-bit output dtype for groups of 32+ query
+`num_splits` ranges whose normalized partial outputs (fp32; the 16-bit output dtype for groups of 8+ query
 heads, as vLLM's paged_attention_v2) and log-sum-exps go to a workspace; the last split
 of each (sequence, KV head) to finish (an atomic counter says which) merges them, so a call is one launch.
 An fp8 (e4m3) cache is dequantized in the kernel: K/V tiles are converted to q's dtype (exact), the K
