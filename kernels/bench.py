@@ -6,7 +6,9 @@ CUDA-graph replay (GPU time) and eager `do_bench` (host overhead included), both
 in `--rounds` interleaved rounds (each round times every method of the row once, in turn; the median round
 is reported and the per-round figures are kept in the CSV).
 fp8 rows run on the same K/V quantized to e4m3 with per-tensor scales. GB/s counts K/V read once + q +
-out; "% copy" divides by a device-to-device copy measured in the same run. Writes CSV, PNG and markdown.
+out; "% copy" divides by a device-to-device copy measured in the same run. Every decode output is checked
+against float64 attention over the bf16 cache (`rel_err`; a note flags one off by more than rounding explains).
+Writes CSV, PNG and markdown.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, interleaved_times, make_decode_case, median,
-    rel_err, time_eager_us, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, disagreement, interleaved_times,
+    make_decode_case, median, rel_err, time_eager_us, time_us,
 )
 
 DECODE_METHODS = ("one_pass", "one_pass_fp8", "two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged",
@@ -78,6 +80,7 @@ def _decode_runners(case, skip_flex: bool, skip_flashinfer: bool):
 def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, save) -> None:
     import torch
 
+    from kernels.decode import paged_decode_ref
     from kernels.decode_launch import choose_launch
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -86,7 +89,9 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
         qo_bytes = 2 * case.q.numel() * case.q.element_size()
         group = NUM_Q_HEADS // kv_heads
         splits = {elem: choose_launch(num_seqs, kv_heads, context, HEAD_DIM, elem, sms, group)[0] for elem in (1, 2)}
-        ref = None
+        # every method, ours included, against float64 attention over the bf16 cache (fp8 methods: their
+        # quantization error), so a wrong output points at its own method
+        exact = paged_decode_ref(case.q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
         case_rows: list[dict] = []
         timed: list[tuple[dict, object]] = []
         for name, run, note in _decode_runners(case, args.skip_flex, args.skip_flashinfer):
@@ -98,9 +103,12 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
                        rel_err=math.nan, note=note, us_rounds="", eager_rounds="")
             row["_bytes"] = case.kv_bytes() // (2 if fp8 else 1) + qo_bytes
             if run is not None:
-                out = run()
-                ref = out if ref is None else ref  # one_pass (bf16) runs first; the rest are checked against it
-                row["rel_err"] = rel_err(out, ref)
+                try:
+                    row["rel_err"] = rel_err(run(), exact)
+                    flag = disagreement(row["rel_err"], row["kv_dtype"])
+                except ValueError as exc:  # an output of another shape is reported, not fatal
+                    flag = str(exc)
+                row["note"] = "; ".join(x for x in (row["note"], flag) if x)
                 timed.append((row, run))
             case_rows.append(row)
         # every method once per round, in turn; medians over the rounds
@@ -109,7 +117,7 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
             row["us_rounds"] = ";".join(f"{x:.1f}" for x in graph)
             row["eager_rounds"] = ";".join(f"{x:.1f}" for x in eager)
             if how != "graph":
-                row["note"] = (row["note"] + "; " if row["note"] else "") + "graph capture failed: eager time in both columns"
+                row["note"] = "; ".join(x for x in (row["note"], "graph capture failed: eager time in both columns") if x)
             row["gbs"] = row["_bytes"] / row["us"] / 1e3
             row["pct_copy"] = 100 * row["gbs"] / copy_gbs
         for row in case_rows:
@@ -118,7 +126,7 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
             print(f"decode {num_seqs:>4} x {context:>6} kv{kv_heads:<2} {row['method']:<15} {row['us']:>8.1f} us graph "
                   f"{row['eager_us']:>8.1f} us eager {row['pct_copy']:>5.1f}% err {row['rel_err']:.1e} "
                   f"[{row['eager_rounds']}] {row['note']}", flush=True)
-        del case
+        del case, exact
         torch.cuda.empty_cache()
         save()  # partial results survive a run cut short
 

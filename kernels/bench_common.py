@@ -144,4 +144,17 @@ def copy_bandwidth_gbs() -> float:
 
 
 def rel_err(out: "torch.Tensor", ref: "torch.Tensor") -> float:
-    return float((out.float() - ref.float()).norm() / ref.float().norm())
+    """L2 norm of (out - ref) over that of ref; shapes must match (a silent broadcast would read as an error)."""
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
+
+
+# Relative error against the float64 reference above which an output is wrong rather than rounded: bf16 outputs
+# land at 1e-3 to 4e-3 of it, those over an e4m3 cache at about 4e-2 (3 mantissa bits; docs/kernels.md).
+MAX_REL_ERR = {"bf16": 2e-2, "fp8": 1e-1}
+
+
+def disagreement(err: float, kv_dtype: str) -> str:
+    """A note for a method whose output is off the float64 reference by more than rounding explains (NaN too)."""
+    return "" if err <= MAX_REL_ERR[kv_dtype] else f"output off the float64 reference by {err:.1e}"

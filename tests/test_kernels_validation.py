@@ -124,8 +124,22 @@ def test_bench_report_tables_from_rows():
     assert graph["sdpa_flash"] == pytest.approx(0.5)
     text = markdown(rows, dict(card="card", date="2026-12-02", torch="t", triton="x", copy_gbs=4000.0))
     assert "| 1 x 1024 (8) | 30.0 | 40.0 | 60.0 | n/a | 0.75 |" in text  # eager: 30 over min(40, 60)
-    assert "| 1 x 1024 (8) | 10.0 | 6.0 | 0.60 |" in text  # fp8 over bf16
+    assert "| 1 x 1024 (8) | 10.0 | 6.0 | 0.60 | 2.0 | 0.0e+00 (0.0e+00) | n/a |" in text  # fp8 over bf16, errors
     assert "target" not in text
+
+
+def test_bench_flags_outputs_off_the_float64_reference():
+    from kernels.bench_common import MAX_REL_ERR, disagreement, rel_err
+
+    exact = torch.randn(2, 4, 8, dtype=torch.float64)
+    rounded = exact.to(torch.bfloat16)
+    assert rel_err(rounded, exact) < 4e-3 and disagreement(rel_err(rounded, exact), "bf16") == ""
+    swapped = exact.flip(1)  # right values, wrong heads
+    assert "off the float64 reference" in disagreement(rel_err(swapped, exact), "bf16")
+    assert disagreement(0.04, "fp8") == "" and disagreement(0.04, "bf16") != ""  # e4m3's rounding, not bf16's
+    assert disagreement(float("nan"), "fp8") != "" and MAX_REL_ERR["bf16"] < MAX_REL_ERR["fp8"]
+    with pytest.raises(ValueError, match="differs from the reference"):
+        rel_err(exact[:, :, None], exact)  # would broadcast to a bogus error
 
 
 def test_bench_rounds_interleave_methods(monkeypatch):
@@ -152,3 +166,50 @@ def test_bench_rejects_zero_rounds(capsys):
     assert main(["--rounds", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["kernels.bench: error: --rounds: must be >= 1, got 0"]
+
+
+def test_bench_decode_checks_every_output_against_float64_attention(monkeypatch, capsys):
+    # The benchmark's decode loop on tiny shapes with stand-in peers and timers: each output is compared with
+    # float64 attention, a wrong one is flagged in its note, one of another shape is reported, not fatal.
+    import types
+
+    import torch.nn.functional as F
+
+    from kernels import bench
+    from kernels.bench_common import DecodeCase
+
+    def tiny_case(num_seqs, context, kv_heads, gen):
+        g = torch.Generator().manual_seed(0)
+        blocks = num_seqs * context // 16
+        k, v = (torch.randn(blocks, 16, kv_heads, 128, generator=g).half().to(DEVICE) for _ in range(2))
+        tables = torch.randperm(blocks, generator=g).view(num_seqs, -1).int().to(DEVICE)
+        lens = torch.full((num_seqs,), context, dtype=torch.int32, device=DEVICE)
+        q = torch.randn(num_seqs, 32, 128, generator=g).half().to(DEVICE)
+        return DecodeCase(q, k, v, tables, lens, context)
+
+    def peers(case, skip_flex, skip_flashinfer):
+        args = (case.q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
+        k, v = case.contiguous_kv()
+        yield "one_pass", lambda: paged_decode(*args), ""
+        yield "sdpa_flash", lambda: F.scaled_dot_product_attention(
+            case.q.unsqueeze(2).float(), k.float(), v.float(), enable_gqa=True).squeeze(2), ""
+        yield "gather_sdpa", lambda: paged_decode(*args).flip(1), "heads swapped"
+        yield "flex_paged", lambda: paged_decode(*args)[:, None], ""
+        yield "flashinfer", None, "failed: not installed"
+
+    monkeypatch.setattr(bench, "DECODE_GRID", ((1, 64, 8), (2, 32, 1)))
+    monkeypatch.setattr(bench, "make_decode_case", tiny_case)
+    monkeypatch.setattr(bench, "_decode_runners", peers)
+    monkeypatch.setattr(bench, "interleaved_times", lambda runs, rounds: [([1.0], [2.0], "graph") for _ in runs])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(multi_processor_count=4))
+    rows: list[dict] = []
+    bench.bench_decode(rows, 4000.0, types.SimpleNamespace(skip_flex=False, skip_flashinfer=False, rounds=1), None,
+                       lambda: None)
+    by = {(r["num_seqs"], r["method"]): r for r in rows}
+    assert len(rows) == 10 and capsys.readouterr().out.count("\n") == 10
+    for seqs in (1, 2):
+        assert by[seqs, "one_pass"]["rel_err"] < 4e-3 and by[seqs, "one_pass"]["note"] == ""
+        assert by[seqs, "sdpa_flash"]["rel_err"] < 1e-5
+        assert by[seqs, "gather_sdpa"]["note"].startswith("heads swapped; output off the float64 reference by")
+        assert "differs from the reference's" in by[seqs, "flex_paged"]["note"]
+        assert by[seqs, "flashinfer"]["note"] == "failed: not installed"
