@@ -6,8 +6,9 @@ CUDA-graph replay (GPU time) and eager `do_bench` (host overhead included), both
 in `--rounds` interleaved rounds (each round times every method of the row once, in turn; the median round
 is reported and the per-round figures are kept in the CSV).
 fp8 rows run on the same K/V quantized to e4m3 with per-tensor scales. GB/s counts K/V read once + q +
-out; "% copy" divides by a device-to-device copy measured in the same run. Every decode output is checked
-against float64 attention over the bf16 cache (`rel_err`; a note flags one off by more than rounding explains).
+out; "% copy" divides by a device-to-device copy measured in the same run. Every decode output and every causal
+prefill output is checked against float64 attention over the bf16 cache (`rel_err`; a note flags one off by more
+than rounding explains).
 Writes CSV, PNG and markdown.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, disagreement, interleaved_times,
-    make_decode_case, median, rel_err, time_eager_us, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, check_output, copy_bandwidth_gbs, interleaved_times, join_notes,
+    make_decode_case, median, time_eager_us, time_us,
 )
 
 DECODE_METHODS = ("one_pass", "one_pass_fp8", "two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged",
@@ -103,12 +104,8 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
                        rel_err=math.nan, note=note, us_rounds="", eager_rounds="")
             row["_bytes"] = case.kv_bytes() // (2 if fp8 else 1) + qo_bytes
             if run is not None:
-                try:
-                    row["rel_err"] = rel_err(run(), exact)
-                    flag = disagreement(row["rel_err"], row["kv_dtype"])
-                except ValueError as exc:  # an output of another shape is reported, not fatal
-                    flag = str(exc)
-                row["note"] = "; ".join(x for x in (row["note"], flag) if x)
+                row["rel_err"], flag = check_output(run, exact, row["kv_dtype"])
+                row["note"] = join_notes(row["note"], flag)
                 timed.append((row, run))
             case_rows.append(row)
         # every method once per round, in turn; medians over the rounds
@@ -117,7 +114,7 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
             row["us_rounds"] = ";".join(f"{x:.1f}" for x in graph)
             row["eager_rounds"] = ";".join(f"{x:.1f}" for x in eager)
             if how != "graph":
-                row["note"] = "; ".join(x for x in (row["note"], "graph capture failed: eager time in both columns") if x)
+                row["note"] = join_notes(row["note"], "graph capture failed: eager time in both columns")
             row["gbs"] = row["_bytes"] / row["us"] / 1e3
             row["pct_copy"] = 100 * row["gbs"] / copy_gbs
         for row in case_rows:
@@ -136,47 +133,56 @@ def bench_prefill(rows: list, args: argparse.Namespace, gen, save) -> None:
 
     from kernels.bench_common import DecodeCase
     from kernels.bench_peers import make_flashinfer_prefill, make_sdpa_prefill
-    from kernels.prefill import paged_prefill
+    from kernels.prefill import paged_prefill, paged_prefill_ref
 
     kv_heads = 8
     for num_seqs, chunk, context in PREFILL_GRID:
         case = make_decode_case(num_seqs, context, kv_heads, gen)
         k8, ks, v8, vs = _fp8_copy(case)
-        q = torch.randn((num_seqs * chunk, NUM_Q_HEADS, HEAD_DIM), generator=gen, device="cuda", dtype=torch.bfloat16)
-        qsl = torch.arange(0, num_seqs + 1, device="cuda", dtype=torch.int32) * chunk
+        device = case.q.device
+        q = torch.randn((num_seqs * chunk, NUM_Q_HEADS, HEAD_DIM), generator=gen, device=device, dtype=case.q.dtype)
+        qsl = torch.arange(0, num_seqs + 1, device=device, dtype=torch.int32) * chunk
         first = context - chunk
         flops_causal = 4 * HEAD_DIM * NUM_Q_HEADS * num_seqs * sum(first + i + 1 for i in range(chunk))
         flops_full = 4 * HEAD_DIM * NUM_Q_HEADS * num_seqs * chunk * context
         k, v = case.contiguous_kv()
         q4 = q.view(num_seqs, chunk, NUM_Q_HEADS, HEAD_DIM).transpose(1, 2)
+        # causal outputs are checked against float64 attention over the bf16 cache; SDPA flash's unmasked one is not
+        exact = paged_prefill_ref(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens, qsl)
         methods = [
             ("paged_prefill", lambda: (lambda: paged_prefill(q, case.k_cache, case.v_cache, case.block_tables,
                                                              case.seq_lens, qsl, max_query_len=chunk), ""),
-             flops_causal, "causal, bottom-right"),
+             flops_causal, "causal, bottom-right", True),
             ("paged_prefill_fp8", lambda: (lambda: paged_prefill(q, k8, v8, case.block_tables, case.seq_lens, qsl,
                                                                  max_query_len=chunk, k_scale=ks, v_scale=vs), ""),
-             flops_causal, "causal, e4m3 cache"),
-            ("sdpa_flash", lambda: make_sdpa_prefill(q4, k, v), flops_full, f"no mask (full {chunk}x{context})"),
+             flops_causal, "causal, e4m3 cache", True),
+            ("sdpa_flash", lambda: make_sdpa_prefill(q4, k, v), flops_full, f"no mask (full {chunk}x{context})",
+             False),
         ]
         if not args.skip_flashinfer:
-            methods.append(("flashinfer", lambda: make_flashinfer_prefill(case, q, chunk), flops_causal, ""))
-        for name, make, flops, extra in methods:
+            methods.append(("flashinfer", lambda: make_flashinfer_prefill(case, q, chunk), flops_causal, "", True))
+        for name, make, flops, extra, causal in methods:
             row = dict(kind="prefill", num_seqs=num_seqs, context=context, q_heads=NUM_Q_HEADS, kv_heads=kv_heads,
                        method=name, kv_dtype="fp8" if name.endswith("_fp8") else "bf16", us=math.nan,
                        eager_us=math.nan, gbs=math.nan, pct_copy=math.nan, tflops=math.nan, splits="",
-                       rel_err=math.nan, note=f"chunk {chunk}; {extra}")
+                       rel_err=math.nan, note=join_notes(f"chunk {chunk}", extra))
             try:
                 run, note = make()
+                flag = ""
+                if causal:
+                    row["rel_err"], flag = check_output(run, exact, row["kv_dtype"])
                 row["us"], _ = time_us(run)
                 row["eager_us"] = time_eager_us(run)
                 row["tflops"] = flops / row["us"] / 1e6
-                row["note"] += f"; {note}" if note else ""
+                row["note"] = join_notes(row["note"], note, flag)
             except Exception as exc:  # noqa: BLE001 - a peer that fails is reported as such
-                row["note"] += f"; failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                row["note"] = join_notes(row["note"], f"failed: {type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''}")
             rows.append(row)
             print(f"prefill {num_seqs} x {chunk} over {context} {name:<18} {row['us']:>9.1f} us "
-                  f"{row['eager_us']:>9.1f} eager {row['tflops']:>6.1f} TFLOP/s {row['note']}", flush=True)
-        del case, k, v, k8, v8
+                  f"{row['eager_us']:>9.1f} eager {row['tflops']:>6.1f} TFLOP/s err {row['rel_err']:.1e} {row['note']}",
+                  flush=True)
+        del case, k, v, k8, v8, exact
         torch.cuda.empty_cache()
         save()
 

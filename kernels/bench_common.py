@@ -7,6 +7,7 @@ Torch and triton are imported inside functions so `kernels.bench_cli` stays ligh
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -158,3 +159,17 @@ MAX_REL_ERR = {"bf16": 2e-2, "fp8": 1e-1}
 def disagreement(err: float, kv_dtype: str) -> str:
     """A note for a method whose output is off the float64 reference by more than rounding explains (NaN too)."""
     return "" if err <= MAX_REL_ERR[kv_dtype] else f"output off the float64 reference by {err:.1e}"
+
+
+def check_output(run: Runner, exact: "torch.Tensor", kv_dtype: str) -> tuple[float, str]:
+    """(relative error of one call's output against the float64 reference, a note: empty, or why it is off);
+    an output of another shape is a note, not an exception, so one bad peer does not end the run."""
+    try:
+        err = rel_err(run(), exact)
+    except ValueError as exc:
+        return math.nan, str(exc)
+    return err, disagreement(err, kv_dtype)
+
+
+def join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)

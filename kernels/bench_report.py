@@ -71,11 +71,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
                      f"{_f(_us(m, 'one_pass_fp8') / _us(m, 'one_pass'), 2)} | {_f(f8.get('pct_copy', math.nan))} | "
                      f"{f8.get('rel_err', math.nan):.1e} ({_us(m, 'one_pass', 'rel_err'):.1e}) | "
                      f"{_f(_us(m, 'flashinfer_fp8'))} |")
-    lines += ["", "| prefill | method | graph us | eager us | TFLOP/s | note |", "|---|---|---|---|---|---|"]
+    lines += ["", "Prefill; rel. err against float64 causal attention over the bf16 cache (n/a: not causal):", "",
+              "| prefill | method | graph us | eager us | TFLOP/s | rel. err vs exact | note |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] == "prefill":
+            err = r.get("rel_err", math.nan)
             lines.append(f"| {r['num_seqs']} x 512 over {r['context']} | {r['method']} | {_f(r['us'])} | "
-                         f"{_f(r['eager_us'])} | {_f(r['tflops'])} | {r['note']} |")
+                         f"{_f(r['eager_us'])} | {_f(r['tflops'])} | {f'{err:.1e}' if err == err else 'n/a'} | "
+                         f"{r['note']} |")
     graph, eager = speedups(rows, "us"), speedups(rows, "eager_us")
     lines += ["", "Geomean over the decode rows of peer time / one-pass time (> 1: one-pass faster):", "",
               "| peer | graph | eager |", "|---|---|---|"]

@@ -1,6 +1,7 @@
 """Unsupported inputs fail with one clear ValueError; the bench CLI stays light and fails cleanly without a GPU."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -125,6 +126,11 @@ def test_bench_report_tables_from_rows():
     text = markdown(rows, dict(card="card", date="2026-12-02", torch="t", triton="x", copy_gbs=4000.0))
     assert "| 1 x 1024 (8) | 30.0 | 40.0 | 60.0 | n/a | 0.75 |" in text  # eager: 30 over min(40, 60)
     assert "| 1 x 1024 (8) | 10.0 | 6.0 | 0.60 | 2.0 | 0.0e+00 (0.0e+00) | n/a |" in text  # fp8 over bf16, errors
+    prefill = [dict(kind="prefill", num_seqs=1, context=4096, method=m, us=88.0, eager_us=90.0, tflops=366.0,
+                    rel_err=err, note="chunk 512") for m, err in (("paged_prefill", 2e-3), ("sdpa_flash", math.nan))]
+    text = markdown(rows + prefill, dict(card="card", date="2026-12-02", torch="t", triton="x", copy_gbs=4000.0))
+    assert "| 1 x 512 over 4096 | paged_prefill | 88.0 | 90.0 | 366.0 | 2.0e-03 | chunk 512 |" in text
+    assert "| 1 x 512 over 4096 | sdpa_flash | 88.0 | 90.0 | 366.0 | n/a | chunk 512 |" in text
     assert "target" not in text
 
 
@@ -213,3 +219,45 @@ def test_bench_decode_checks_every_output_against_float64_attention(monkeypatch,
         assert by[seqs, "gather_sdpa"]["note"].startswith("heads swapped; output off the float64 reference by")
         assert "differs from the reference's" in by[seqs, "flex_paged"]["note"]
         assert by[seqs, "flashinfer"]["note"] == "failed: not installed"
+
+
+def test_bench_prefill_checks_causal_outputs_against_float64_attention(monkeypatch, capsys):
+    # The prefill loop with stand-in peers and timers: causal outputs are compared with float64 attention (the
+    # fp8 cache within its rounding), the unmasked SDPA one is not, a wrong one is flagged.
+    import types
+
+    from kernels import bench, bench_peers
+    from kernels.bench_common import DecodeCase
+
+    def tiny_case(num_seqs, context, kv_heads, gen):
+        g = torch.Generator().manual_seed(1)
+        blocks = num_seqs * context // 16
+        k, v = (torch.randn(blocks, 16, kv_heads, 128, generator=g).half().to(DEVICE) for _ in range(2))
+        tables = torch.randperm(blocks, generator=g).view(num_seqs, -1).int().to(DEVICE)
+        lens = torch.full((num_seqs,), context, dtype=torch.int32, device=DEVICE)
+        return DecodeCase(torch.zeros(num_seqs, 32, 128, dtype=torch.float16, device=DEVICE), k, v, tables, lens,
+                          context)
+
+    def wrong_peer(case, q, chunk):
+        return (lambda: paged_prefill(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens,
+                                      torch.arange(0, case.seq_lens.numel() + 1, device=q.device,
+                                                   dtype=torch.int32) * chunk).flip(0)), "tokens reversed"
+
+    monkeypatch.setattr(bench, "PREFILL_GRID", ((1, 16, 64), (2, 16, 32)))
+    monkeypatch.setattr(bench, "make_decode_case", tiny_case)
+    monkeypatch.setattr(bench, "time_us", lambda run: (1.0, "graph"))
+    monkeypatch.setattr(bench, "time_eager_us", lambda run: 2.0)
+    monkeypatch.setattr(bench_peers, "make_sdpa_prefill", lambda q4, k, v: ((lambda: q4 * 0), ""))
+    monkeypatch.setattr(bench_peers, "make_flashinfer_prefill", wrong_peer)
+    rows: list[dict] = []
+    bench.bench_prefill(rows, types.SimpleNamespace(skip_flashinfer=False), torch.Generator(DEVICE).manual_seed(0),
+                        lambda: None)
+    by = {(r["num_seqs"], r["method"]): r for r in rows}
+    assert len(rows) == 8 and capsys.readouterr().out.count("\n") == 8
+    for seqs in (1, 2):
+        assert by[seqs, "paged_prefill"]["rel_err"] < 4e-3 and by[seqs, "paged_prefill"]["note"] == (
+            "chunk 16; causal, bottom-right")
+        assert 1e-2 < by[seqs, "paged_prefill_fp8"]["rel_err"] < 1e-1
+        assert "off the float64" not in by[seqs, "paged_prefill_fp8"]["note"]
+        assert by[seqs, "sdpa_flash"]["rel_err"] != by[seqs, "sdpa_flash"]["rel_err"]  # NaN: not compared
+        assert by[seqs, "flashinfer"]["note"].startswith("chunk 16; tokens reversed; output off the float64")
