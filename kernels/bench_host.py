@@ -47,7 +47,8 @@ def callables(gen) -> dict:
     case = make_decode_case(1, 1024, 8, gen)
     q, kc, vc, bt, sl = case.q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens
     out = torch.empty_like(q)
-    grid, _, meta, _, _ = plan(1, NUM_Q_HEADS, 8, HEAD_DIM, 16, bt.shape[1] * 16, q.dtype, False, 2, q.device, 1, None)
+    launch = plan(1, NUM_Q_HEADS, 8, HEAD_DIM, 16, bt.shape[1] * 16, q.dtype, False, 2, q.device, 1, None)
+    grid, meta = launch.grid, launch.meta
     launch_args = (q, kc, vc, bt, sl, out, out, out, kc, vc, *q.stride()[:2], *kc.stride()[:3], bt.stride(0),
                    *out.stride()[:2], 0, LOG2E / HEAD_DIM ** 0.5, 1, 0)
     k_new = torch.randn((4, 8, HEAD_DIM), generator=gen, device="cuda", dtype=torch.bfloat16)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -174,12 +175,21 @@ def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: 
     return num_splits, default_decode_config(head_dim, True, elem_size, split_tiles, tiles, q_elem_size)
 
 
+class DecodePlan(NamedTuple):
+    """Everything about a decode launch that depends only on shapes."""
+
+    grid: tuple[int, int, int]  # (sequences, KV heads, splits)
+    num_splits: int
+    meta: dict  # the kernel's constexprs and launch options
+    workspace: int  # fp32 elements of split partials and LSEs (0 unsplit)
+    lse_offset: int  # fp32 elements before the LSEs in the workspace
+
+
 @functools.lru_cache(maxsize=4096)
 def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, block_size: int, max_context: int,
           q_dtype: torch.dtype, fp8: bool, elem_size: int, device: torch.device, num_splits: int | None,
-          config: DecodeConfig | None) -> tuple[tuple[int, int, int], int, dict, int, int]:
-    """Everything about a launch that depends only on shapes: (grid, num_splits, constexprs, workspace size, offset
-    of the LSEs in the workspace), both in fp32 elements."""
+          config: DecodeConfig | None) -> DecodePlan:
+    """The launch of one decode call's shapes (cached: a call of `paged_decode` costs a dictionary look-up)."""
     on_gpu = device.type == "cuda"
     cfg = config or default_decode_config(head_dim, on_gpu, elem_size, q_elem_size=q_dtype.itemsize)
     if num_splits is None:
@@ -212,4 +222,4 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
     partials = num_seqs * num_q_heads * num_splits * head_dim
     lse_offset = -(-partials // 2) if meta["PARTIALS_16BIT"] else partials  # two 16-bit partials an fp32 slot
     workspace = lse_offset + num_seqs * num_q_heads * num_splits if num_splits > 1 else 0
-    return (num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace, lse_offset
+    return DecodePlan((num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace, lse_offset)

@@ -125,14 +125,14 @@ def test_split_partials_take_16_bits_only_for_large_groups_of_16_bit_queries():
     from kernels.decode_launch import DecodeConfig, plan
 
     cuda, cfg = torch.device("cuda"), DecodeConfig(128, 4, 2)
-    _, _, mqa, workspace, lse_offset = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, cfg)
-    assert mqa["PARTIALS_16BIT"] and lse_offset == 32 * 32 * 8 * 128 // 2
-    assert workspace == lse_offset + 32 * 32 * 8  # one fp32 LSE a (sequence, head, split)
-    _, _, gqa, _, lse_offset = plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, cfg)
-    assert not gqa["PARTIALS_16BIT"] and lse_offset == 32 * 33 * 128  # group 4: fp32 partials
-    assert plan(1, 32, 4, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, cfg)[2]["PARTIALS_16BIT"]  # group 8
-    assert not plan(32, 32, 1, 128, 16, 2048, torch.float32, False, 4, cuda, 8, cfg)[2]["PARTIALS_16BIT"]
-    assert not plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 1, cfg)[2]["PARTIALS_16BIT"]
+    mqa = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, cfg)
+    assert mqa.meta["PARTIALS_16BIT"] and mqa.lse_offset == 32 * 32 * 8 * 128 // 2
+    assert mqa.workspace == mqa.lse_offset + 32 * 32 * 8  # one fp32 LSE a (sequence, head, split)
+    gqa = plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, cfg)
+    assert not gqa.meta["PARTIALS_16BIT"] and gqa.lse_offset == 32 * 33 * 128  # group 4: fp32 partials
+    assert plan(1, 32, 4, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, cfg).meta["PARTIALS_16BIT"]  # group 8
+    assert not plan(32, 32, 1, 128, 16, 2048, torch.float32, False, 4, cuda, 8, cfg).meta["PARTIALS_16BIT"]
+    assert not plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 1, cfg).meta["PARTIALS_16BIT"]
 
 
 def test_more_splits_than_tiles_leaves_empty_splits_harmless():
@@ -166,16 +166,16 @@ def test_gpu_merge_loads_at_least_four_splits_at_once():
     from kernels.decode_launch import DecodeConfig, plan
 
     cuda = torch.device("cuda")
-    mqa = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, DecodeConfig(128, 4, 2))[2]
+    mqa = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, DecodeConfig(128, 4, 2)).meta
     assert mqa["MERGE_G"] == 32 and mqa["MERGE_S"] == 4
-    gqa = plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, DecodeConfig(128, 4, 2))[2]
+    gqa = plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, cuda, 33, DecodeConfig(128, 4, 2)).meta
     assert gqa["MERGE_S"] == 16  # 4 heads x 128 dims: the 8192-float tile holds 16 splits
-    two = plan(1, 32, 8, 128, 16, 1024, torch.bfloat16, False, 2, cuda, 2, DecodeConfig(128, 4, 2))[2]
+    two = plan(1, 32, 8, 128, 16, 1024, torch.bfloat16, False, 2, cuda, 2, DecodeConfig(128, 4, 2)).meta
     assert two["MERGE_S"] == 2  # never more than the splits there are
     # one warp holds a quarter of four warps' registers: the chunk shrinks with it (4 splits, not 16)
     from kernels.decode_launch import FP8_WARP_CONFIG
 
-    one_warp = plan(8, 32, 8, 128, 16, 4096, torch.bfloat16, True, 1, cuda, 8, FP8_WARP_CONFIG)[2]
+    one_warp = plan(8, 32, 8, 128, 16, 4096, torch.bfloat16, True, 1, cuda, 8, FP8_WARP_CONFIG).meta
     assert (one_warp["num_warps"], one_warp["MERGE_S"]) == (1, 4)
 
 

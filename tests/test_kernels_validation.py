@@ -174,6 +174,20 @@ def test_bench_rejects_zero_rounds(capsys):
     assert err == ["kernels.bench: error: --rounds: must be >= 1, got 0"]
 
 
+def tiny_bench_case(num_seqs: int, context: int, kv_heads: int, gen=None):
+    """A stand-in for the benchmark's case (fp16, 32 query heads, head dim 128, blocks of 16) small enough for
+    the interpreter; `gen` is ignored, the seed is fixed."""
+    from kernels.bench_common import DecodeCase
+
+    g = torch.Generator().manual_seed(0)
+    blocks = num_seqs * context // 16
+    k, v = (torch.randn(blocks, 16, kv_heads, 128, generator=g).half().to(DEVICE) for _ in range(2))
+    tables = torch.randperm(blocks, generator=g).view(num_seqs, -1).int().to(DEVICE)
+    lens = torch.full((num_seqs,), context, dtype=torch.int32, device=DEVICE)
+    q = torch.randn(num_seqs, 32, 128, generator=g).half().to(DEVICE)
+    return DecodeCase(q, k, v, tables, lens, context)
+
+
 def test_bench_decode_checks_every_output_against_float64_attention(monkeypatch, capsys):
     # The benchmark's decode loop on tiny shapes with stand-in peers and timers: each output is compared with
     # float64 attention, a wrong one is flagged in its note, one of another shape is reported, not fatal.
@@ -182,16 +196,6 @@ def test_bench_decode_checks_every_output_against_float64_attention(monkeypatch,
     import torch.nn.functional as F
 
     from kernels import bench
-    from kernels.bench_common import DecodeCase
-
-    def tiny_case(num_seqs, context, kv_heads, gen):
-        g = torch.Generator().manual_seed(0)
-        blocks = num_seqs * context // 16
-        k, v = (torch.randn(blocks, 16, kv_heads, 128, generator=g).half().to(DEVICE) for _ in range(2))
-        tables = torch.randperm(blocks, generator=g).view(num_seqs, -1).int().to(DEVICE)
-        lens = torch.full((num_seqs,), context, dtype=torch.int32, device=DEVICE)
-        q = torch.randn(num_seqs, 32, 128, generator=g).half().to(DEVICE)
-        return DecodeCase(q, k, v, tables, lens, context)
 
     def peers(case, skip_flex, skip_flashinfer):
         args = (case.q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
@@ -204,7 +208,7 @@ def test_bench_decode_checks_every_output_against_float64_attention(monkeypatch,
         yield "flashinfer", None, "failed: not installed"
 
     monkeypatch.setattr(bench, "DECODE_GRID", ((1, 64, 8), (2, 32, 1)))
-    monkeypatch.setattr(bench, "make_decode_case", tiny_case)
+    monkeypatch.setattr(bench, "make_decode_case", tiny_bench_case)
     monkeypatch.setattr(bench, "_decode_runners", peers)
     monkeypatch.setattr(bench, "interleaved_times", lambda runs, rounds: [([1.0], [2.0], "graph") for _ in runs])
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(multi_processor_count=4))
@@ -227,16 +231,6 @@ def test_bench_prefill_checks_causal_outputs_against_float64_attention(monkeypat
     import types
 
     from kernels import bench, bench_peers
-    from kernels.bench_common import DecodeCase
-
-    def tiny_case(num_seqs, context, kv_heads, gen):
-        g = torch.Generator().manual_seed(1)
-        blocks = num_seqs * context // 16
-        k, v = (torch.randn(blocks, 16, kv_heads, 128, generator=g).half().to(DEVICE) for _ in range(2))
-        tables = torch.randperm(blocks, generator=g).view(num_seqs, -1).int().to(DEVICE)
-        lens = torch.full((num_seqs,), context, dtype=torch.int32, device=DEVICE)
-        return DecodeCase(torch.zeros(num_seqs, 32, 128, dtype=torch.float16, device=DEVICE), k, v, tables, lens,
-                          context)
 
     def wrong_peer(case, q, chunk):
         return (lambda: paged_prefill(q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens,
@@ -244,7 +238,7 @@ def test_bench_prefill_checks_causal_outputs_against_float64_attention(monkeypat
                                                    dtype=torch.int32) * chunk).flip(0)), "tokens reversed"
 
     monkeypatch.setattr(bench, "PREFILL_GRID", ((1, 16, 64), (2, 16, 32)))
-    monkeypatch.setattr(bench, "make_decode_case", tiny_case)
+    monkeypatch.setattr(bench, "make_decode_case", tiny_bench_case)
     monkeypatch.setattr(bench, "time_us", lambda run: (1.0, "graph"))
     monkeypatch.setattr(bench, "time_eager_us", lambda run: 2.0)
     monkeypatch.setattr(bench_peers, "make_sdpa_prefill", lambda q4, k, v: ((lambda: q4 * 0), ""))
