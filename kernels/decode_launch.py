@@ -92,7 +92,8 @@ def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split
     """Small tiles in the interpreter, where size is time; on the GPU the H200 sweeps' picks (docs/kernels.md):
     64-token tiles, but 128 for an fp8 cache (`elem_size` 1: same bytes a stage) and when splitting. An fp8
     cache whose programs walk `tiles_per_program` >= FP8_DEEP_MIN_TILES tiles gets a second K/V buffer: the
-    fp8 kernel holds 253 registers, so two programs an SM, too few to hide a tile's load latency alone."""
+    4-warp fp8 kernel held 253 registers when this was measured (2026-12-02; about 195 since the changes of
+    "What was tried" 28-33), two programs an SM, too few to hide a tile's load latency alone."""
     if not on_gpu:
         return DecodeConfig(32, 1, 1)
     block_n, stages = (32, 2) if head_dim > 128 else (128 if elem_size == 1 or (split and elem_size == 2) else 64, 3)
