@@ -135,6 +135,18 @@ def test_split_partials_take_16_bits_only_for_large_groups_of_16_bit_queries():
     assert not plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 1, cfg).meta["PARTIALS_16BIT"]
 
 
+def test_query_tile_is_padded_to_a_power_of_two_only():
+    # Triton pads a dot below the MMA's 16 rows itself; padding the tile too costs registers (docs/kernels.md,
+    # "What was tried" 33), on the GPU as in the interpreter.
+    from kernels.decode_launch import DecodeConfig, plan
+
+    for device in (torch.device("cuda"), torch.device("cpu")):
+        pads = [plan(8, 32, kv, 128, 16, 4096, torch.bfloat16, False, 2, device, 2, DecodeConfig(64, 4, 3)).meta[
+            "GROUP_PAD"] for kv in (32, 8, 4, 1)]
+        assert pads == [1, 4, 8, 32]
+    assert plan(2, 12, 4, 64, 16, 512, torch.float16, False, 2, torch.device("cuda"), 1, None).meta["GROUP_PAD"] == 4
+
+
 def test_more_splits_than_tiles_leaves_empty_splits_harmless():
     # 12 splits over contexts of 1..40 tokens: most splits are empty and must not disturb the merge.
     err = run_decode(paged_decode, 16, 64, 2, 1, 12, torch.float32, [1, 40])
