@@ -132,16 +132,20 @@ def partials_in_16_bits(num_splits: int, group: int, q_dtype: torch.dtype) -> bo
 
 
 _COUNTERS: dict[torch.device, tuple[int, torch.Tensor]] = {}
+_OUTGROWN_COUNTERS: list[torch.Tensor] = []  # kept alive: a CUDA graph captured earlier still addresses them
 
 
 def split_counters(device: torch.device, needed: int) -> torch.Tensor:
     """Per-device int32 arrival counters of the fused split merge; each launch leaves them at zero again.
 
     Launches on one stream are ordered, so they can share the array; launches running concurrently on
-    different streams must not both split (pass num_splits=1 on the second stream).
+    different streams must not both split (pass num_splits=1 on the second stream). An array outgrown by a
+    larger batch is never freed, so graphs captured with it replay safely.
     """
     size, counters = _COUNTERS.get(device, (0, None))
     if size < needed:
+        if counters is not None:
+            _OUTGROWN_COUNTERS.append(counters)
         size = max(needed, 1 << 16)
         counters = torch.zeros(size, dtype=torch.int32, device=device)
         _COUNTERS[device] = (size, counters)

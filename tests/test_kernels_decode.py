@@ -227,3 +227,15 @@ def test_one_pass_long_contexts_on_gpu(num_q_heads, num_kv_heads, dtype):
     # The benchmark's shapes at small batch: long contexts exercise the automatic split-K path.
     err = run_decode(paged_decode, 16, 128, num_q_heads, num_kv_heads, None, dtype, [32768, 1, 4097, 2048])
     assert err < TOLERANCE[dtype]
+
+
+def test_split_counters_grow_without_freeing_arrays_a_captured_graph_may_use():
+    from kernels import decode_launch as L
+
+    device = torch.device("cpu")
+    small = L.split_counters(device, 1)
+    assert L.split_counters(device, small.numel()) is small  # shared while it is large enough
+    large = L.split_counters(device, small.numel() + 1)
+    assert large.numel() > small.numel() and not large.any()
+    assert any(t is small for t in L._OUTGROWN_COUNTERS)  # still alive for graphs that captured it
+    assert L.split_counters(device, 1) is large
