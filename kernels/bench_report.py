@@ -78,7 +78,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         if r["kind"] == "prefill":
             err = r.get("rel_err", math.nan)
             lines.append(f"| {r['num_seqs']} x 512 over {r['context']} | {r['method']} | {_f(r['us'])} | "
-                         f"{_f(r['eager_us'])} | {_f(r['tflops'])} | {f'{err:.1e}' if err == err else 'n/a'} | "
+                         f"{_f(r['eager_us'])} | {_f(r['tflops'])} | {f'{err:.1e}' if math.isfinite(err) else 'n/a'} | "
                          f"{r['note']} |")
     graph, eager = speedups(rows, "us"), speedups(rows, "eager_us")
     lines += ["", "Geomean over the decode rows of peer time / one-pass time (> 1: one-pass faster):", "",

@@ -35,16 +35,18 @@ from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 import torch
 from kernels.decode import _decode_kernel
-from kernels.decode_launch import widen_v_in_registers
+from kernels.decode_launch import DecodeConfig, plan
 
 
 def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split=False):
+    # the constexprs and options the product's plan gives a launch of this configuration (group 4, head dim 128,
+    # 16-token blocks; 8 splits where split, as an explicit split count would)
+    fp8 = kv_dtype == "fp8e4nv"
+    meta = plan(8, 32, 8, 128, 16, 4096, torch.bfloat16, fp8, 1 if fp8 else 2, torch.device("cuda"),
+                8 if split else 1, DecodeConfig(block_n, num_warps, num_stages, maxnreg)).meta
     pointers = dict(q_ptr="*bf16", k_ptr=f"*{kv_dtype}", v_ptr=f"*{kv_dtype}", bt_ptr="*i32", lens_ptr="*i32",
                     out_ptr="*bf16", ws_ptr="*fp32", sem_ptr="*i32", ks_ptr="*fp32", vs_ptr="*fp32")
-    constants = dict(GROUP=4, GROUP_PAD=4, HEAD_DIM=128, HEAD_DIM_PAD=128, BLOCK_SIZE=16, BLOCK_N=block_n,
-                     SPLIT=split, MERGE_G=4, MERGE_S=4, FP8=kv_dtype == "fp8e4nv", FP8_TO_F32=False,
-                     FP8_WIDEN_V=widen_v_in_registers(kv_dtype == "fp8e4nv", torch.bfloat16, num_warps, 128),
-                     PARTIALS_16BIT=False, DOT_PRECISION="tf32")
+    constants = {name: meta[name] for name in _decode_kernel.arg_names if name in meta}
     signature, attrs = {}, {}
     for i, name in enumerate(_decode_kernel.arg_names):
         if name in constants:
@@ -56,9 +58,7 @@ def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split
             signature[name] = "fp32" if name == "qk_scale" else "i32"
             if name.startswith("stride") and name != "stride_scale":
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    options = dict(num_warps=num_warps, num_stages=num_stages)
-    if maxnreg is not None:
-        options["maxnreg"] = maxnreg
+    options = {key: value for key, value in meta.items() if key in ("num_warps", "num_stages", "maxnreg")}
     return triton.compile(ASTSource(_decode_kernel, signature, constants, attrs), target=GPUTarget("cuda", 90, 32),
                           options=options)
 
