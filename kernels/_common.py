@@ -39,46 +39,52 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 def check_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> tuple[int, int, int, int]:
     """Validate a paged K/V cache pair; returns (num_blocks, block_size, num_kv_heads, head_dim)."""
-    if k_cache.dim() != 4:
+    # every property read once: these checks run on each kernel call (docs/kernels.md, host overhead)
+    shape = k_cache.shape
+    if len(shape) != 4:
         raise ValueError(
-            f"k_cache: expected [num_blocks, block_size, num_kv_heads, head_dim], got shape {tuple(k_cache.shape)}"
+            f"k_cache: expected [num_blocks, block_size, num_kv_heads, head_dim], got shape {tuple(shape)}"
         )
-    if v_cache.shape != k_cache.shape:
-        raise ValueError(f"v_cache: shape {tuple(v_cache.shape)} differs from k_cache {tuple(k_cache.shape)}")
-    if v_cache.dtype != k_cache.dtype or v_cache.device != k_cache.device:
+    if v_cache.shape != shape:
+        raise ValueError(f"v_cache: shape {tuple(v_cache.shape)} differs from k_cache {tuple(shape)}")
+    dtype = k_cache.dtype
+    if v_cache.dtype != dtype or v_cache.device != k_cache.device:
         raise ValueError("v_cache: dtype/device differ from k_cache")
-    if v_cache.stride() != k_cache.stride():
+    stride = k_cache.stride()
+    if v_cache.stride() != stride:
         raise ValueError("v_cache: strides differ from k_cache's (the kernels address both alike)")
-    num_blocks, block_size, num_kv_heads, head_dim = k_cache.shape
+    num_blocks, block_size, num_kv_heads, head_dim = shape
     if block_size not in SUPPORTED_BLOCK_SIZES:
         raise ValueError(f"block_size: {block_size} not supported; use one of {SUPPORTED_BLOCK_SIZES}")
     if head_dim not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim: {head_dim} not supported; use one of {SUPPORTED_HEAD_DIMS}")
-    if k_cache.dtype not in CACHE_DTYPES:
-        raise ValueError(f"dtype: {k_cache.dtype} not supported; use float16, bfloat16, float32 or "
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"dtype: {dtype} not supported; use float16, bfloat16, float32 or "
                          "float8_e4m3fn (fp8)")
     if num_kv_heads < 1 or num_blocks < 1:
         raise ValueError("k_cache: num_blocks and num_kv_heads must be >= 1")
-    if k_cache.stride()[2:] != (head_dim, 1) or v_cache.stride()[2:] != (head_dim, 1):
+    if stride[3] != 1 or stride[2] != head_dim:  # v_cache's strides are k_cache's (checked above)
         raise ValueError("k_cache/v_cache: each block must be [block_size, num_kv_heads, head_dim] with contiguous heads")
     return num_blocks, block_size, num_kv_heads, head_dim
 
 
 def check_query(q: torch.Tensor, k_cache: torch.Tensor, rank: int, name: str = "q") -> tuple[int, int]:
     """Validate q of shape [n, num_q_heads, head_dim]; returns (n, num_q_heads)."""
-    if q.dim() != rank:
-        raise ValueError(f"{name}: expected [tokens, num_q_heads, head_dim], got shape {tuple(q.shape)}")
-    n, num_q_heads, head_dim = q.shape
-    num_kv_heads = k_cache.shape[2]
-    if head_dim != k_cache.shape[3]:
-        raise ValueError(f"{name}: head_dim {head_dim} differs from the cache's {k_cache.shape[3]}")
+    shape = q.shape
+    if len(shape) != rank:
+        raise ValueError(f"{name}: expected [tokens, num_q_heads, head_dim], got shape {tuple(shape)}")
+    n, num_q_heads, head_dim = shape
+    _, _, num_kv_heads, cache_head_dim = k_cache.shape
+    if head_dim != cache_head_dim:
+        raise ValueError(f"{name}: head_dim {head_dim} differs from the cache's {cache_head_dim}")
     if num_q_heads < 1 or num_q_heads % num_kv_heads != 0:
         raise ValueError(f"{name}: num_q_heads {num_q_heads} must be a positive multiple of num_kv_heads {num_kv_heads}")
-    if k_cache.dtype == FP8_DTYPE:
-        if q.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"{name}: dtype {q.dtype} not supported; use float16, bfloat16 or float32")
-    elif q.dtype != k_cache.dtype:
-        raise ValueError(f"{name}: dtype {q.dtype} differs from the cache's {k_cache.dtype}")
+    dtype, cache_dtype_ = q.dtype, k_cache.dtype
+    if cache_dtype_ == FP8_DTYPE:
+        if dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"{name}: dtype {dtype} not supported; use float16, bfloat16 or float32")
+    elif dtype != cache_dtype_:
+        raise ValueError(f"{name}: dtype {dtype} differs from the cache's {cache_dtype_}")
     if q.device != k_cache.device:
         raise ValueError(f"{name}: device {q.device} differs from the cache's {k_cache.device}")
     if q.stride(2) != 1:
@@ -87,12 +93,13 @@ def check_query(q: torch.Tensor, k_cache: torch.Tensor, rank: int, name: str = "
 
 
 def check_index(t: torch.Tensor, name: str, rank: int, length: int | None, device: torch.device) -> None:
-    if t.dim() != rank:
-        raise ValueError(f"{name}: expected a {rank}-D int32 tensor, got shape {tuple(t.shape)}")
+    shape = t.shape
+    if len(shape) != rank:
+        raise ValueError(f"{name}: expected a {rank}-D int32 tensor, got shape {tuple(shape)}")
     if t.dtype != torch.int32:
         raise ValueError(f"{name}: dtype must be int32, got {t.dtype}")
-    if length is not None and t.shape[0] != length:
-        raise ValueError(f"{name}: expected {length} rows, got {t.shape[0]}")
+    if length is not None and shape[0] != length:
+        raise ValueError(f"{name}: expected {length} rows, got {shape[0]}")
     if t.device != device:
         raise ValueError(f"{name}: device {t.device} differs from the cache's {device}")
     if t.stride(-1) != 1:
@@ -101,6 +108,9 @@ def check_index(t: torch.Tensor, name: str, rank: int, length: int | None, devic
 
 def check_out(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     if out is None:
+        # always contiguous; empty_like (a contiguous `like` only) costs a third of torch.empty(shape, ...)
+        if like.is_contiguous():
+            return torch.empty_like(like)
         return torch.empty(like.shape, dtype=like.dtype, device=like.device)
     if out.shape != like.shape or out.dtype != like.dtype or out.device != like.device:
         raise ValueError(f"out: expected {tuple(like.shape)} {like.dtype} on {like.device}, got {tuple(out.shape)} {out.dtype}")

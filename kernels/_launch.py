@@ -25,10 +25,14 @@ def _hooks_set() -> bool:
     runtime = getattr(_knobs, "runtime", None)
     if runtime is None:
         return True
-    # Triton 3.6+ keeps hooks in a HookChain (never None; empty when nobody registered one)
-    return any(h is not None and getattr(h, "calls", True) for h in (runtime.launch_enter_hook,
-                                                                      runtime.launch_exit_hook))
+    # Triton 3.6+ keeps hooks in a HookChain (never None; empty when nobody registered one); older ones a function
+    enter, exit_ = runtime.launch_enter_hook, runtime.launch_exit_hook
+    return bool((enter is not None and getattr(enter, "calls", True))
+                or (exit_ is not None and getattr(exit_, "calls", True)))
 
+
+# torch.cuda.current_device() without its lazy-init check (the tensors are on a GPU, so CUDA is initialized)
+_current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
 
 MAX_ENTRIES = 4096  # keys kept per kernel; past this the cache starts over (Triton keeps the binaries)
 
@@ -56,12 +60,11 @@ class FastLauncher:
         if not self.enabled or not tensors[0].is_cuda:
             self.fn[grid](*args, **meta)
             return
-        aligned = True
+        addresses = 0
         for t in tensors:
-            if t.data_ptr() & 15:
-                aligned = False
-                break
-        device = torch.cuda.current_device()
+            addresses |= t.data_ptr()
+        aligned = not addresses & 15
+        device = _current_device()
         entry = self._cache.get((device, key)) if aligned else None
         if entry is None or _hooks_set():
             compiled = self.fn[grid](*args, **meta)

@@ -46,7 +46,7 @@ class FakeKernel:
 
 @pytest.fixture
 def launcher(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(_launch, "_current_device", lambda: 0)
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 77, raising=False)
     monkeypatch.setattr(_launch, "_hooks_set", lambda: False)
     kernel = FakeKernel()

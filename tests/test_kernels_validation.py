@@ -53,6 +53,27 @@ def test_mismatched_arguments():
         paged_decode(q, k[0], v[0], tables, lens)
     with pytest.raises(ValueError, match="query_start_loc: expected 3 rows"):
         paged_prefill(q, k, v, tables, lens, torch.zeros(2, dtype=torch.int32, device=DEVICE))
+    with pytest.raises(ValueError, match="v_cache: dtype/device differ"):
+        paged_decode(q, k, v.float(), tables, lens)
+    wide = torch.zeros((4, 16, 2, 128), dtype=k.dtype, device=DEVICE)
+    with pytest.raises(ValueError, match="v_cache: strides differ"):
+        paged_decode(q, k, wide[..., :64], tables, lens)
+    with pytest.raises(ValueError, match="contiguous heads"):
+        paged_decode(q, wide[..., :64], wide.clone()[..., :64], tables, lens)
+    with pytest.raises(ValueError, match="q: the head_dim axis must be contiguous"):
+        paged_decode(torch.zeros((2, 4, 128), dtype=q.dtype, device=DEVICE)[..., ::2], k, v, tables, lens)
+    with pytest.raises(ValueError, match="block_tables: last axis must be contiguous"):
+        paged_decode(q, k, v, torch.zeros((2, 4), dtype=torch.int32, device=DEVICE)[:, ::2], lens)
+    with pytest.raises(ValueError, match="q: head_dim 64 differs from the cache's 128"):
+        paged_decode(q, wide, wide.clone(), tables, lens)
+
+
+def test_decode_output_is_contiguous_for_a_strided_query():
+    q, k, v, tables, lens = inputs()
+    q_t = q.transpose(0, 1).contiguous().transpose(0, 1)  # [seqs, heads, dim], heads outermost in memory
+    assert not q_t.is_contiguous()
+    out = paged_decode(q_t, k, v, tables, lens)
+    assert out.is_contiguous() and out.shape == q.shape
 
 
 def test_importing_the_cli_module_loads_neither_torch_nor_triton():
