@@ -37,6 +37,14 @@ WARP_MIN_UNITS_16BIT = 1024
 # 25.0 us, with an fp8 cache 20.5 vs 21.8; groups 8 and 16 0-9% faster on every split row, bf16 and fp8; group 4
 # rows 2-6% slower (1 x 1024, 1 x 32768) (docs/kernels.md, "What was tried" 31, 33).
 PARTIALS_16BIT_MIN_GROUP = 8
+# Where the flat merge would take this many dependent chunk loads or more, the splits merge up a tree instead
+# (`_merge_tree`), of fan-in 8 where a multi-warp program's registers hold it (2x a flat chunk of fp32 partials,
+# 4x of 16-bit ones: no spills in sm_90a builds), else a flat chunk. H200, graph us, flat / tree of 8: 1 x 32768
+# with 32 query heads a KV head (64 splits, 16 chunks) 33.0 / 25.2, 16 heads 30.3 / 25.3 (fan-in 16: 26.6),
+# 1 x 16384 with 32 26.6 / 19.0, 8 x 4096 with 32 23.4 / 21.3; at 2-3 chunks (MQA 32 x 2048, 1 x 32768 with 4)
+# the tree's extra level is even or up to 7% slower (docs/kernels.md, "What was tried" 38).
+MERGE_TREE_MIN_CHUNKS = 4
+TREE_FAN_IN = 8
 
 
 def kv_buffers(num_stages: int) -> int:
@@ -188,6 +196,7 @@ class DecodePlan(NamedTuple):
     meta: dict  # the kernel's constexprs and launch options
     workspace: int  # fp32 elements of split partials and LSEs (0 unsplit)
     lse_offset: int  # fp32 elements before the LSEs in the workspace
+    counters: int  # int32 arrival counters the merge needs (`split_counters`; 0 unsplit)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -215,16 +224,24 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
                   max(MIN_MERGE_S if on_gpu else 1, merge_tile // (merge_g * next_pow2(head_dim))))
     # No padding of the query tile to the MMA's 16 rows: Triton (3.6+) pads a small dot itself, and the kernel
     # then holds fewer registers and softmax lanes (H200: 0.2-2.6% faster on every row, "What was tried" 33).
+    partials_16bit = partials_in_16_bits(num_splits, group, q_dtype)
+    merge_tree = num_splits > 1 and -(-num_splits // merge_s) >= MERGE_TREE_MIN_CHUNKS
+    if merge_tree:  # fan-in: each node is one load, so it may take more registers than a chunk of the flat loop
+        tree_tile = merge_tile * (4 if partials_16bit else 2) if on_gpu and cfg.num_warps >= 4 else merge_tile
+        fan_in = min(TREE_FAN_IN, tree_tile // (merge_g * next_pow2(head_dim)))
+        merge_s = max(2, min(next_pow2(num_splits), max(merge_s, fan_in)))
     meta = dict(GROUP=group, GROUP_PAD=next_pow2(group),
                 HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim), BLOCK_SIZE=block_size, BLOCK_N=cfg.block_n,
                 SPLIT=num_splits > 1, MERGE_G=merge_g, MERGE_S=merge_s, FP8=fp8,
                 FP8_TO_F32=q_dtype == torch.float32,
                 FP8_WIDEN_V=widen_v_in_registers(fp8 and on_gpu, q_dtype, cfg.num_warps, head_dim),
-                PARTIALS_16BIT=partials_in_16_bits(num_splits, group, q_dtype),
+                PARTIALS_16BIT=partials_16bit, MERGE_TREE=merge_tree,
                 DOT_PRECISION=dot_precision(q_dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if on_gpu and cfg.max_registers is not None:
         meta["maxnreg"] = cfg.max_registers
     partials = num_seqs * num_q_heads * num_splits * head_dim
     lse_offset = -(-partials // 2) if meta["PARTIALS_16BIT"] else partials  # two 16-bit partials an fp32 slot
     workspace = lse_offset + num_seqs * num_q_heads * num_splits if num_splits > 1 else 0
-    return DecodePlan((num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace, lse_offset)
+    pairs = num_seqs * num_kv_heads
+    counters = 0 if num_splits == 1 else pairs * 2 * num_splits if merge_tree else pairs
+    return DecodePlan((num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace, lse_offset, counters)

@@ -153,6 +153,25 @@ def test_more_splits_than_tiles_leaves_empty_splits_harmless():
     assert err < TOLERANCE[torch.float32]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_many_splits_merge_up_a_tree_and_leave_the_counters_at_zero(dtype):
+    # 37 splits of 8 query heads a KV head merge up a tree (on the GPU fan-in 8: 37 -> 5 -> 1; in the
+    # interpreter fan-in 2: six levels); the 1-token sequence leaves whole subtrees of empty splits. Every counter must
+    # be back at zero after the call, and a second call (reusing them) must be right too.
+    from kernels.decode_launch import MERGE_TREE_MIN_CHUNKS, TREE_FAN_IN, plan, split_counters
+
+    key = (3, 16, 2, 128, 16, 4 * 16, dtype, False, dtype.itemsize, torch.device(DEVICE), 37, None)
+    launch = plan(*key)
+    assert launch.meta["MERGE_TREE"] and launch.counters == 3 * 2 * 2 * 37
+    assert launch.meta["MERGE_S"] == (TREE_FAN_IN if CUDA else 2)
+    assert not plan(*key[:-2], 2, None).meta["MERGE_TREE"]  # one or two chunks: the flat merge
+    assert MERGE_TREE_MIN_CHUNKS > 2
+    for seed in (0, 1):
+        err = run_decode(paged_decode, 16, 128, 16, 2, 37, dtype, [1, 40, 64], seed=seed)
+        assert err < TOLERANCE[dtype]
+        assert not split_counters(torch.device(DEVICE), 1).any()
+
+
 def test_custom_scale():
     gen = torch.Generator().manual_seed(3)
     case = random_paged_case([9, 30], 2, 64, 16, torch.float32, DEVICE, gen)
