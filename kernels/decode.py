@@ -7,7 +7,8 @@ sum `l` rescale the partial output. Whole tiles are loaded and scored without to
 partial tile of a split is masked. With few sequences and long contexts the context is cut into
 `num_splits` ranges whose normalized partial outputs (fp32; the 16-bit output dtype for groups of 8+ query
 heads, as vLLM's paged_attention_v2) and log-sum-exps go to a workspace; the last split
-of each (sequence, KV head) to finish (an atomic counter says which) merges them, so a call is one launch.
+of each (sequence, KV head) to finish (an atomic counter says which) merges them, or with many splits of a large
+query group the splits merge up a tree (`kernels.decode_merge`), so a call is one launch.
 An fp8 (e4m3) cache is dequantized in the kernel: K/V tiles are converted to q's dtype (exact), the K
 scale is folded into the softmax scale and the V scale applied to the output.
 """
@@ -24,6 +25,7 @@ from kernels._common import (
 from kernels._launch import FastLauncher
 from kernels._paged import tile_kv_offsets, widen_e4m3
 from kernels.decode_launch import DecodeConfig, plan, split_counters
+from kernels.decode_merge import _merge_flat, _merge_tree
 
 LOG2E = 1.4426950408889634
 
@@ -65,67 +67,6 @@ def _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, 
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return m_new, l_i, acc
-
-
-@triton.jit
-def _merge_tree(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, split, num_splits, lse_offset, stride_os, stride_oh,
-                GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, MERGE_G: tl.constexpr,
-                MERGE_S: tl.constexpr):
-    """Merge a (sequence, KV head)'s split partials up a tree of fan-in MERGE_S: the last of MERGE_S sibling
-    nodes to arrive (an atomic counter a parent) merges them in one load into the first sibling's workspace slot
-    and moves up, so a merge of many splits is a few dependent round trips, spread over programs, instead of
-    one program's chain of splits / MERGE_S loads. The root writes the output.
-
-    Level l's node i covers splits [i * MERGE_S^l, (i + 1) * MERGE_S^l) and keeps its partial and LSE in split
-    slot i * MERGE_S^l. A pair's counters start at pair * 2 * num_splits (the levels need fewer than that).
-    """
-    offs_mg = tl.arange(0, MERGE_G)
-    offs_c = tl.arange(0, MERGE_S)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    mg_mask = offs_mg < GROUP
-    d_mask = offs_d < HEAD_DIM
-    pair = seq * tl.num_programs(1) + kv_head
-    mrows = (pair * GROUP + offs_mg).to(tl.int64) * num_splits
-    node = split
-    width = split * 0 + 1  # splits a node of this level covers
-    count = num_splits  # nodes at this level
-    counters = sem_ptr + pair * 2 * num_splits
-    going = split >= 0
-    while going:
-        parent = node // MERGE_S
-        first = parent * MERGE_S
-        counter = counters + parent
-        last = tl.atomic_add(counter, 1, sem="acq_rel") == tl.minimum(count - first, MERGE_S) - 1
-        if last:
-            tl.atomic_xchg(counter, 0)  # every sibling has arrived: ready for the next launch
-            slots = (first + offs_c) * width
-            mask2 = mg_mask[:, None] & (first + offs_c < count)[None, :]
-            # .cg loads bypass L1, which is not coherent across SMs
-            lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + slots[None, :], mask=mask2,
-                           other=float("-inf"), cache_modifier=".cg")
-            part = tl.load(part_ptr + ((mrows[:, None] + slots[None, :]) * HEAD_DIM)[:, :, None] + offs_d[None, None, :],
-                           mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0,
-                           cache_modifier=".cg").to(tl.float32)
-            m = tl.max(lses, 1)
-            m = tl.where(m > float("-inf"), m, 0.0)  # a node of empty (trailing) splits has no finite LSE
-            w = tl.exp2(lses - m[:, None])
-            weight = tl.sum(w, 1)
-            total = tl.sum(part * w[:, :, None], 1) / tl.where(weight > 0, weight, 1.0)[:, None]
-            if count <= MERGE_S:  # the root
-                out_ptrs = out_ptr + seq * stride_os + (kv_head * GROUP + offs_mg)[:, None] * stride_oh + offs_d[None, :]
-                tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=mg_mask[:, None] & d_mask[None, :])
-            else:
-                slot = first * width
-                tl.store(part_ptr + (mrows + slot)[:, None] * HEAD_DIM + offs_d[None, :],
-                         total.to(part_ptr.dtype.element_ty), mask=mg_mask[:, None] & d_mask[None, :])
-                lse = tl.where(weight > 0, m + tl.log2(tl.where(weight > 0, weight, 1.0)), float("-inf"))
-                tl.store(ws_ptr + lse_offset + mrows + slot, lse, mask=mg_mask)
-                tl.debug_barrier()  # the merged partial is written before the next level's release
-        going = last & (count > MERGE_S)
-        counters += tl.cdiv(count, MERGE_S)
-        node = parent
-        width *= MERGE_S
-        count = tl.cdiv(count, MERGE_S)
 
 
 @triton.jit
@@ -198,38 +139,8 @@ def _decode_kernel(
             _merge_tree(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, split, num_splits, lse_offset,
                         stride_os, stride_oh, GROUP, HEAD_DIM, HEAD_DIM_PAD, MERGE_G, MERGE_S)
         else:
-            counter = sem_ptr + seq * tl.num_programs(1) + kv_head
-            if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:
-                # Last split of this (seq, KV head): merge its GROUP heads, MERGE_S splits per load, with a running
-                # max (as the online softmax) so that no separate pass over the LSEs precedes the partials: each
-                # chunk is one dependent round trip. .cg loads bypass L1, which is not coherent across SMs.
-                offs_mg = tl.arange(0, MERGE_G)
-                mg_mask = offs_mg < GROUP
-                mrows = (seq * tl.num_programs(1) * GROUP + kv_head * GROUP + offs_mg).to(tl.int64) * num_splits
-                offs_c = tl.arange(0, MERGE_S)
-                m = tl.full([MERGE_G], float("-inf"), dtype=tl.float32)
-                weight = tl.zeros([MERGE_G], dtype=tl.float32)
-                total = tl.zeros([MERGE_G, HEAD_DIM_PAD], dtype=tl.float32)
-                for s0 in range(0, num_splits, MERGE_S):
-                    s_idx = s0 + offs_c
-                    mask2 = mg_mask[:, None] & (s_idx < num_splits)[None, :]
-                    lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + s_idx[None, :], mask=mask2,
-                                   other=float("-inf"), cache_modifier=".cg")
-                    part_off = (mrows[:, None] + s_idx[None, :]) * HEAD_DIM
-                    part = tl.load(part_ptr + part_off[:, :, None] + offs_d[None, None, :],
-                                   mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0,
-                                   cache_modifier=".cg").to(tl.float32)
-                    # split 0 is never empty, so m is finite after the first chunk for every real head
-                    m_new = tl.where(mg_mask, tl.maximum(m, tl.max(lses, 1)), 0.0)
-                    alpha = tl.exp2(m - m_new)
-                    w = tl.exp2(lses - m_new[:, None])
-                    weight = weight * alpha + tl.sum(w, 1)
-                    total = total * alpha[:, None] + tl.sum(part * w[:, :, None], 1)
-                    m = m_new
-                total = total / tl.where(mg_mask, weight, 1.0)[:, None]
-                merged_ptrs = out_ptr + seq * stride_os + (kv_head * GROUP + offs_mg)[:, None] * stride_oh + offs_d[None, :]
-                tl.store(merged_ptrs, total.to(out_ptr.dtype.element_ty), mask=mg_mask[:, None] & d_mask[None, :])
-                tl.atomic_xchg(counter, 0)  # ready for the next launch
+            _merge_flat(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, num_splits, lse_offset, stride_os, stride_oh,
+                        GROUP, HEAD_DIM, HEAD_DIM_PAD, MERGE_G, MERGE_S)
 
 
 _launch_decode = FastLauncher(_decode_kernel)

@@ -38,11 +38,11 @@ WARP_MIN_UNITS_16BIT = 1024
 # rows 2-6% slower (1 x 1024, 1 x 32768) (docs/kernels.md, "What was tried" 31, 33).
 PARTIALS_16BIT_MIN_GROUP = 8
 # Where the flat merge would take this many dependent chunk loads or more, the splits merge up a tree instead
-# (`_merge_tree`), of fan-in 8 where a multi-warp program's registers hold it (2x a flat chunk of fp32 partials,
-# 4x of 16-bit ones: no spills in sm_90a builds), else a flat chunk. H200, graph us, flat / tree of 8: 1 x 32768
-# with 32 query heads a KV head (64 splits, 16 chunks) 33.0 / 25.2, 16 heads 30.3 / 25.3 (fan-in 16: 26.6),
-# 1 x 16384 with 32 26.6 / 19.0, 8 x 4096 with 32 23.4 / 21.3; at 2-3 chunks (MQA 32 x 2048, 1 x 32768 with 4)
-# the tree's extra level is even or up to 7% slower (docs/kernels.md, "What was tried" 38).
+# (`decode_merge._merge_tree`), of fan-in 8 where a multi-warp program's registers hold it (2x a flat chunk of
+# fp32 partials, 4x of 16-bit ones: no spills in sm_90a builds), else a flat chunk. H200, graph us, flat / tree
+# of 8: 1 x 32768 with 32 query heads a KV head (64 splits, 16 chunks) 33.0 / 25.2, 16 heads 30.3 / 25.3 (fan-in
+# 16: 26.6), 1 x 16384 with 32 26.6 / 19.0, 8 x 4096 with 32 23.4 / 21.3; at 2-3 chunks (MQA 32 x 2048, 1 x 32768
+# with 4) the tree's extra level is even or up to 7% slower (docs/kernels.md, "What was tried" 38).
 MERGE_TREE_MIN_CHUNKS = 4
 TREE_FAN_IN = 8
 
