@@ -154,7 +154,7 @@ def split_counters(device: torch.device, needed: int) -> torch.Tensor:
     if size < needed:
         if counters is not None:
             _OUTGROWN_COUNTERS.append(counters)
-        size = max(needed, 1 << 16)
+        size = max(needed, 2 * size, 1 << 16)  # doubling: a batch that grows by steps keeps few outgrown arrays
         counters = torch.zeros(size, dtype=torch.int32, device=device)
         _COUNTERS[device] = (size, counters)
     return counters

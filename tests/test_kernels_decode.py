@@ -258,3 +258,7 @@ def test_split_counters_grow_without_freeing_arrays_a_captured_graph_may_use():
     assert large.numel() > small.numel() and not large.any()
     assert any(t is small for t in L._OUTGROWN_COUNTERS)  # still alive for graphs that captured it
     assert L.split_counters(device, 1) is large
+    kept = len(L._OUTGROWN_COUNTERS)
+    for step in range(1, 9):  # a batch growing by small steps: the array doubles, so few arrays are left behind
+        L.split_counters(device, large.numel() + 1000 * step)
+    assert len(L._OUTGROWN_COUNTERS) == kept + 1
