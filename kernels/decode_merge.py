@@ -14,6 +14,21 @@ import triton.language as tl
 
 
 @triton.jit
+def _load_splits(ws_ptr, part_ptr, lse_offset, mrows, slots, mask2, HEAD_DIM: tl.constexpr,
+                 HEAD_DIM_PAD: tl.constexpr):
+    """LSEs [MERGE_G, MERGE_S] and partials [MERGE_G, MERGE_S, HEAD_DIM_PAD] (fp32) of the heads' rows `mrows` at
+    split slots `slots`; masked entries read -inf and 0. .cg loads bypass L1, which is not coherent across SMs."""
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    d_mask = offs_d < HEAD_DIM
+    lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + slots[None, :], mask=mask2, other=float("-inf"),
+                   cache_modifier=".cg")
+    part_off = (mrows[:, None] + slots[None, :]) * HEAD_DIM
+    part = tl.load(part_ptr + part_off[:, :, None] + offs_d[None, None, :],
+                   mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0, cache_modifier=".cg")
+    return lses, part.to(tl.float32)
+
+
+@triton.jit
 def _merge_flat(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, num_splits, lse_offset, stride_os, stride_oh,
                 GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, MERGE_G: tl.constexpr,
                 MERGE_S: tl.constexpr):
@@ -24,7 +39,7 @@ def _merge_flat(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, num_splits, ls
     if tl.atomic_add(counter, 1, sem="acq_rel") == num_splits - 1:
         # Last split of this (seq, KV head): merge its GROUP heads, MERGE_S splits per load, with a running
         # max (as the online softmax) so that no separate pass over the LSEs precedes the partials: each
-        # chunk is one dependent round trip. .cg loads bypass L1, which is not coherent across SMs.
+        # chunk is one dependent round trip.
         offs_mg = tl.arange(0, MERGE_G)
         mg_mask = offs_mg < GROUP
         mrows = (seq * tl.num_programs(1) * GROUP + kv_head * GROUP + offs_mg).to(tl.int64) * num_splits
@@ -35,12 +50,7 @@ def _merge_flat(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, num_splits, ls
         for s0 in range(0, num_splits, MERGE_S):
             s_idx = s0 + offs_c
             mask2 = mg_mask[:, None] & (s_idx < num_splits)[None, :]
-            lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + s_idx[None, :], mask=mask2,
-                           other=float("-inf"), cache_modifier=".cg")
-            part_off = (mrows[:, None] + s_idx[None, :]) * HEAD_DIM
-            part = tl.load(part_ptr + part_off[:, :, None] + offs_d[None, None, :],
-                           mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0,
-                           cache_modifier=".cg").to(tl.float32)
+            lses, part = _load_splits(ws_ptr, part_ptr, lse_offset, mrows, s_idx, mask2, HEAD_DIM, HEAD_DIM_PAD)
             # split 0 is never empty, so m is finite after the first chunk for every real head
             m_new = tl.where(mg_mask, tl.maximum(m, tl.max(lses, 1)), 0.0)
             alpha = tl.exp2(m - m_new)
@@ -87,13 +97,7 @@ def _merge_tree(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, split, num_spl
             tl.atomic_xchg(counter, 0)  # every sibling has arrived: ready for the next launch
             slots = (first + offs_c) * width
             mask2 = mg_mask[:, None] & (first + offs_c < count)[None, :]
-            # .cg loads bypass L1, which is not coherent across SMs
-            lses = tl.load(ws_ptr + lse_offset + mrows[:, None] + slots[None, :], mask=mask2,
-                           other=float("-inf"), cache_modifier=".cg")
-            part_off = (mrows[:, None] + slots[None, :]) * HEAD_DIM
-            part = tl.load(part_ptr + part_off[:, :, None] + offs_d[None, None, :],
-                           mask=mask2[:, :, None] & d_mask[None, None, :], other=0.0,
-                           cache_modifier=".cg").to(tl.float32)
+            lses, part = _load_splits(ws_ptr, part_ptr, lse_offset, mrows, slots, mask2, HEAD_DIM, HEAD_DIM_PAD)
             m = tl.max(lses, 1)
             m = tl.where(m > float("-inf"), m, 0.0)  # a node of empty (trailing) splits has no finite LSE
             w = tl.exp2(lses - m[:, None])
