@@ -156,8 +156,9 @@ def check_decode_args(
     """
     _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
     num_seqs, num_q_heads = check_query(q, k_cache, rank=3)
-    check_index(block_tables, "block_tables", 2, num_seqs, k_cache.device)
-    check_index(seq_lens, "seq_lens", 1, num_seqs, k_cache.device)
+    device = k_cache.device
+    check_index(block_tables, "block_tables", 2, num_seqs, device)
+    check_index(seq_lens, "seq_lens", 1, num_seqs, device)
     return block_size, num_kv_heads, head_dim, num_seqs, num_q_heads, check_out(out, q)
 
 

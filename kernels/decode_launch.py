@@ -45,6 +45,9 @@ PARTIALS_16BIT_MIN_GROUP = 8
 # with 4) the tree's extra level is even or up to 7% slower (docs/kernels.md, "What was tried" 38).
 MERGE_TREE_MIN_CHUNKS = 4
 TREE_FAN_IN = 8
+# A tree's counters a (sequence, KV head) pair, per split: its levels need ceil(S/F) + ceil(S/F^2) + ... < 2 S
+# for any fan-in F >= 2 (`decode_merge._merge_tree` addresses them with the same constant)
+TREE_COUNTERS_PER_SPLIT = 2
 
 
 def kv_buffers(num_stages: int) -> int:
@@ -240,8 +243,8 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
     if on_gpu and cfg.max_registers is not None:
         meta["maxnreg"] = cfg.max_registers
     partials = num_seqs * num_q_heads * num_splits * head_dim
-    lse_offset = -(-partials // 2) if meta["PARTIALS_16BIT"] else partials  # two 16-bit partials an fp32 slot
+    lse_offset = -(-partials // 2) if partials_16bit else partials  # two 16-bit partials an fp32 slot
     workspace = lse_offset + num_seqs * num_q_heads * num_splits if num_splits > 1 else 0
     pairs = num_seqs * num_kv_heads
-    counters = 0 if num_splits == 1 else pairs * 2 * num_splits if merge_tree else pairs
+    counters = 0 if num_splits == 1 else pairs * TREE_COUNTERS_PER_SPLIT * num_splits if merge_tree else pairs
     return DecodePlan((num_seqs, num_kv_heads, num_splits), num_splits, meta, workspace, lse_offset, counters)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from kernels.decode_launch import TREE_COUNTERS_PER_SPLIT
+
+_TREE_COUNTERS_PER_SPLIT = tl.constexpr(TREE_COUNTERS_PER_SPLIT)
+
 
 @triton.jit
 def _load_splits(ws_ptr, part_ptr, lse_offset, mrows, slots, mask2, HEAD_DIM: tl.constexpr,
@@ -74,7 +78,7 @@ def _merge_tree(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, split, num_spl
     one program's chain of splits / MERGE_S loads. The root writes the output.
 
     Level l's node i covers splits [i * MERGE_S^l, (i + 1) * MERGE_S^l) and keeps its partial and LSE in split
-    slot i * MERGE_S^l. A pair's counters start at pair * 2 * num_splits (the levels need fewer than that).
+    slot i * MERGE_S^l. A pair's counters start at pair * TREE_COUNTERS_PER_SPLIT * num_splits (`plan` sizes them).
     """
     offs_mg = tl.arange(0, MERGE_G)
     offs_c = tl.arange(0, MERGE_S)
@@ -84,10 +88,10 @@ def _merge_tree(out_ptr, ws_ptr, part_ptr, sem_ptr, seq, kv_head, split, num_spl
     pair = seq * tl.num_programs(1) + kv_head
     mrows = (pair * GROUP + offs_mg).to(tl.int64) * num_splits
     node = split
-    width = split * 0 + 1  # splits a node of this level covers
+    width = tl.full((), 1, tl.int32)  # splits a node of this level covers
     count = num_splits  # nodes at this level
-    counters = sem_ptr + pair * 2 * num_splits
-    going = split >= 0
+    counters = sem_ptr + pair * _TREE_COUNTERS_PER_SPLIT * num_splits
+    going = tl.full((), True, tl.int1)
     while going:
         parent = node // MERGE_S
         first = parent * MERGE_S
