@@ -60,6 +60,7 @@ def _copy_blocks_kernel(kc_ptr, vc_ptr, pairs_ptr, BLOCK_NUMEL: tl.constexpr, CH
 
 
 _launch_write_kv = FastLauncher(_write_kv_kernel)
+_launch_copy_blocks = FastLauncher(_copy_blocks_kernel)
 
 
 def write_kv(
@@ -127,8 +128,10 @@ def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor, pairs: CopyPairs) 
         return
     block_numel = block_size * num_kv_heads * head_dim
     chunk = min(next_pow2(block_numel), 4096 if k_cache.is_cuda else 1 << 16)
-    _copy_blocks_kernel[(pairs_t.shape[0], triton.cdiv(block_numel, chunk))](
-        k_cache, v_cache, pairs_t, BLOCK_NUMEL=block_numel, CHUNK=chunk, num_warps=4 if k_cache.is_cuda else 1)
+    tensors = (k_cache, v_cache, pairs_t)
+    _launch_copy_blocks((k_cache.dtype, block_numel, chunk), (pairs_t.shape[0], triton.cdiv(block_numel, chunk), 1),
+                        tensors, tensors, dict(BLOCK_NUMEL=block_numel, CHUNK=chunk,
+                                               num_warps=4 if k_cache.is_cuda else 1))
 
 
 def write_kv_ref(

@@ -202,3 +202,28 @@ def test_prefill_and_write_kv_repeated_calls_stay_correct(dtype):
         write_kv_ref(k, v, kc, vc, slots)
         assert torch.equal(case.k_cache.nan_to_num(7.0), kc.nan_to_num(7.0))
         assert torch.equal(case.v_cache.nan_to_num(7.0), vc.nan_to_num(7.0))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the direct launch path needs a GPU")
+def test_copy_blocks_repeated_calls_take_the_cached_launcher_and_stay_correct(monkeypatch):
+    from kernels import copy_blocks, copy_blocks_ref
+    from kernels.cache_ops import _copy_blocks_kernel, _launch_copy_blocks
+    from kernels.testing import random_paged_case
+
+    gen = torch.Generator().manual_seed(7)
+    case = random_paged_case([40, 9], 2, 64, 16, torch.float16, "cuda", gen)
+    copy_blocks(case.k_cache.clone(), case.v_cache.clone(), [(0, 5)])  # compiles (or finds) through JITFunction.run
+
+    def jit_run(*a, **k):
+        raise AssertionError("JITFunction.run called on a cached key")
+
+    monkeypatch.setattr(_copy_blocks_kernel, "run", jit_run)
+    num_blocks = case.k_cache.shape[0]
+    for pairs in ([(0, num_blocks - 1)], [(1, 2), (3, 4), (0, 5)]):  # grids of 1 and 3 pairs
+        kc, vc = case.k_cache.clone(), case.v_cache.clone()
+        copy_blocks(case.k_cache, case.v_cache, pairs)
+        copy_blocks_ref(kc, vc, pairs)
+        assert torch.equal(case.k_cache.nan_to_num(7.0), kc.nan_to_num(7.0))
+        assert torch.equal(case.v_cache.nan_to_num(7.0), vc.nan_to_num(7.0))
+    assert _launch_copy_blocks._cache
