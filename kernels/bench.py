@@ -2,7 +2,8 @@
 
 Decode grid (bf16, 32 q heads, 8 KV heads, head dim 128, block 16, equal lengths, scattered block tables),
 plus MHA and MQA at (32, 2048). Every method runs in the same process on the same K/V and is timed twice:
-CUDA-graph replay (GPU time) and eager `do_bench` (host overhead included), both medians with L2 flushed,
+CUDA-graph replay (GPU time; L2 flushed by a read) and eager `do_bench` (host overhead included; L2 flushed by
+do_bench's zeroing), both medians,
 in `--rounds` interleaved rounds (each round times every method of the row once, in turn; the median round
 is reported and the per-round figures are kept in the CSV).
 fp8 rows run on the same K/V quantized to e4m3 with per-tensor scales. GB/s counts K/V read once + q +

@@ -187,6 +187,20 @@ def test_bench_rounds_interleave_methods(monkeypatch):
     assert bench_common.median([3.0, 1.0, 2.0]) == 2.0 and bench_common.median([4.0, 1.0]) == 2.5
 
 
+def test_l2_flush_reads_its_buffer_and_writes_nothing(monkeypatch):
+    # a zeroing flush leaves dirty lines whose write-back the timed kernel pays for
+    from kernels import bench_common
+
+    monkeypatch.setattr(bench_common, "FLUSH_BYTES", 1 << 20)
+    monkeypatch.setattr(bench_common, "_FLUSH", {})
+    bench_common.flush_l2("cpu")
+    buf = bench_common._FLUSH["cpu"]
+    assert buf.numel() * buf.element_size() == 1 << 20
+    buf.fill_(3.0)
+    bench_common.flush_l2("cpu")
+    assert bench_common._FLUSH["cpu"] is buf and torch.all(buf == 3.0)
+
+
 def test_bench_rejects_zero_rounds(capsys):
     from kernels.bench import main
 
