@@ -64,7 +64,7 @@ def make_decode_case(num_seqs: int, context: int, num_kv_heads: int, gen: "torch
 
 
 FLUSH_BYTES = 256 * 1024 * 1024  # well above the H100's 50 MB and the H200's 60 MB of L2
-_FLUSH: dict = {}  # device -> float32 buffer of FLUSH_BYTES, ones
+_FLUSH: dict[str, "torch.Tensor"] = {}  # device -> float32 buffer of FLUSH_BYTES, ones
 
 
 def flush_l2(device: str = "cuda") -> None:
@@ -82,7 +82,7 @@ def flush_l2(device: str = "cuda") -> None:
 
 
 def time_graph_us(fn: Runner, reps: int = 40) -> float:
-    """Median over CUDA-graph replays of `fn`, L2 flushed (`flush_l2`) before each; no host overhead in the numbers."""
+    """Median over CUDA-graph replays of `fn`, L2 flushed (`flush_l2`) before each; no host overhead in them."""
     import torch
 
     side = torch.cuda.Stream()

@@ -6,6 +6,8 @@ import csv
 import math
 from pathlib import Path
 
+from kernels.bench_common import FLUSH_BYTES
+
 FIELDS = ("kind", "num_seqs", "context", "q_heads", "kv_heads", "method", "kv_dtype", "us", "eager_us", "gbs",
           "pct_copy", "tflops", "splits", "rel_err", "note", "us_rounds", "eager_rounds")
 PEERS = ("two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged", "flashinfer")
@@ -44,7 +46,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
     t = decode_table(rows)
     lines = [f"Card: **{meta['card']}**, {meta['date']}, torch {meta['torch']}, triton {meta['triton']}; "
              f"device-to-device copy {meta['copy_gbs']:.0f} GB/s (read + write).", "",
-             "CUDA-graph replay (GPU time), microseconds:", "",
+             f"CUDA-graph replay (GPU time; L2 flushed by a {FLUSH_BYTES >> 20} MiB read before each replay), "
+             "microseconds:", "",
              "| seqs x len (kv heads) | one-pass | GB/s | % copy | splits | " + " | ".join(PEERS) + " |",
              "|---|---|---|---|---|" + "---|" * len(PEERS)]
     for (s, n, h), m in t.items():

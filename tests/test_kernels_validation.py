@@ -146,6 +146,7 @@ def test_bench_report_tables_from_rows():
     assert graph["sdpa_flash"] == pytest.approx(0.5)
     text = markdown(rows, dict(card="card", date="2026-12-02", torch="t", triton="x", copy_gbs=4000.0))
     assert "| 1 x 1024 (8) | 30.0 | 40.0 | 60.0 | n/a | 0.75 |" in text  # eager: 30 over min(40, 60)
+    assert "L2 flushed by a 256 MiB read before each replay" in text  # the timer's method, in the report itself
     assert "| 1 x 1024 (8) | 10.0 | 6.0 | 0.60 | 2.0 | 0.0e+00 (0.0e+00) | n/a |" in text  # fp8 over bf16, errors
     prefill = [dict(kind="prefill", num_seqs=1, context=4096, method=m, us=88.0, eager_us=90.0, tflops=366.0,
                     rel_err=err, note="chunk 512") for m, err in (("paged_prefill", 2e-3), ("sdpa_flash", math.nan))]
