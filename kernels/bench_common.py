@@ -78,7 +78,6 @@ def flush_l2(device: str = "cuda") -> None:
     buf = _FLUSH.get(device)
     if buf is None or buf.numel() * buf.element_size() != FLUSH_BYTES:
         buf = _FLUSH[device] = torch.ones(FLUSH_BYTES // 4, dtype=torch.float32, device=device)
-        buf.sum()  # a first full read evicts the fill's own dirty lines, so even the first flush leaves none
     buf.sum()
 
 
