@@ -79,6 +79,19 @@ def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, num_sm
     return max(1, splits)
 
 
+def nonempty_splits(max_context: int, num_splits: int, block_n: int) -> int:
+    """How many of `num_splits` splits of a `max_context`-token sequence hold tokens.
+
+    The kernel gives every split the same whole number of BLOCK_N tiles (the context over the splits, rounded up
+    to a tile), so the last splits can be empty: 1 x 32768 at 33 splits of 1024 tokens leaves the 33rd empty, 3000
+    tokens at 23 splits of 256 leave 11. An empty split still launches a program and a merge slot.
+    """
+    if max_context < 1:
+        return num_splits
+    tokens_per_split = -(-(-(-max_context // num_splits)) // block_n) * block_n
+    return -(-max_context // tokens_per_split)
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """Launch configuration of the decode kernel: K/V tile of `block_n` tokens, warps, pipeline stages, and
@@ -217,6 +230,7 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
             cfg = config or auto_cfg
         else:
             num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, 4)
+        num_splits = nonempty_splits(max_context, num_splits, cfg.block_n)  # an explicit count is the caller's
     if not 1 <= num_splits <= 256:
         raise ValueError(f"num_splits: must be in [1, 256], got {num_splits}")
     group = num_q_heads // num_kv_heads

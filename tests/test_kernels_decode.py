@@ -248,6 +248,30 @@ def test_one_pass_long_contexts_on_gpu(num_q_heads, num_kv_heads, dtype):
     assert err < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("on_gpu", [True, False])
+def test_automatic_split_counts_leave_no_split_of_the_longest_context_empty(monkeypatch, on_gpu):
+    # splits get whole tiles, so a count chosen for occupancy can leave trailing splits with no tokens at all
+    from kernels import decode_launch as L
+
+    monkeypatch.setattr(L, "_num_sms", lambda index: 132)  # an H200's count, without a GPU
+    L.plan.cache_clear()
+    device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
+    try:
+        for num_seqs, kv_heads, blocks in [(1, 8, 2048), (1, 8, 188), (8, 1, 250), (4, 2, 188), (16, 1, 188), (2, 8, 64),
+                                           (1, 1, 7), (3, 4, 1000), (1, 1, 49), (1, 1, 65)]:
+            context = 16 * blocks
+            launch = L.plan(num_seqs, 32, kv_heads, 128, 16, context, torch.bfloat16, False, 2, device, None, None)
+            splits, block_n = launch.num_splits, launch.meta["BLOCK_N"]
+            tokens_per_split = -(-(-(-context // splits)) // block_n) * block_n  # as the kernel cuts them
+            assert splits * tokens_per_split >= context > (splits - 1) * tokens_per_split, (num_seqs, kv_heads, context)
+        if on_gpu:  # 1 x 32768 with 8 KV heads: 33 splits of 1024 tokens would leave the 33rd empty
+            assert L.plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, device, None, None).num_splits == 32
+        # an explicit count is the caller's, empty splits included
+        assert L.plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, device, 33, None).num_splits == 33
+    finally:
+        L.plan.cache_clear()
+
+
 def test_split_counters_grow_without_freeing_arrays_a_captured_graph_may_use():
     from kernels import decode_launch as L
 
