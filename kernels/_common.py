@@ -79,12 +79,12 @@ def check_query(q: torch.Tensor, k_cache: torch.Tensor, rank: int, name: str = "
         raise ValueError(f"{name}: head_dim {head_dim} differs from the cache's {cache_head_dim}")
     if num_q_heads < 1 or num_q_heads % num_kv_heads != 0:
         raise ValueError(f"{name}: num_q_heads {num_q_heads} must be a positive multiple of num_kv_heads {num_kv_heads}")
-    dtype, cache_dtype_ = q.dtype, k_cache.dtype
-    if cache_dtype_ == FP8_DTYPE:
+    dtype, kv_dtype = q.dtype, k_cache.dtype
+    if kv_dtype == FP8_DTYPE:
         if dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"{name}: dtype {dtype} not supported; use float16, bfloat16 or float32")
-    elif dtype != cache_dtype_:
-        raise ValueError(f"{name}: dtype {dtype} differs from the cache's {cache_dtype_}")
+    elif dtype != kv_dtype:
+        raise ValueError(f"{name}: dtype {dtype} differs from the cache's {kv_dtype}")
     if q.device != k_cache.device:
         raise ValueError(f"{name}: device {q.device} differs from the cache's {k_cache.device}")
     if q.stride(2) != 1:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import triton
 
 from kernels._common import dot_precision, next_pow2
 
@@ -88,8 +89,8 @@ def nonempty_splits(max_context: int, num_splits: int, block_n: int) -> int:
     """
     if max_context < 1:
         return num_splits
-    tokens_per_split = -(-(-(-max_context // num_splits)) // block_n) * block_n
-    return -(-max_context // tokens_per_split)
+    tokens_per_split = triton.cdiv(triton.cdiv(max_context, num_splits), block_n) * block_n  # as the kernel
+    return triton.cdiv(max_context, tokens_per_split)
 
 
 @dataclass(frozen=True)
