@@ -45,6 +45,11 @@ PARTIALS_16BIT_MIN_GROUP = 8
 # 16: 26.6), 1 x 16384 with 32 26.6 / 19.0, 8 x 4096 with 32 23.4 / 21.3; at 2-3 chunks (MQA 32 x 2048, 1 x 32768
 # with 4) the tree's extra level is even or up to 7% slower (docs/kernels.md, "What was tried" 38).
 MERGE_TREE_MIN_CHUNKS = 4
+# A split launch of a 16-bit cache and query: 64-token tiles with two K/V buffers where a program walks this many
+# tiles or more, else 128-token tiles with one. H200, 2026-12-03, read-flushed graph us at the automatic split
+# counts, 128 x 4 x 2 / 64 x 4 x 5: MQA 32 x 2048 (8 splits, 4 tiles) 21.5 / 20.9, 8 x 4096 40.3 / 39.7, 16 x 16384
+# 251.4 / 249.0, 32 x 2048 68.8 / 68.2, 1 x 32768 40.8 / 40.8 (docs/kernels.md, "What was tried" 46)
+SPLIT_DEEP_MIN_TILES = 4
 TREE_FAN_IN = 8
 # A tree's counters a (sequence, KV head) pair, per split: its levels need ceil(S/F) + ceil(S/F^2) + ... < 2 S
 # for any fan-in F >= 2 (`decode_merge._merge_tree` addresses them with the same constant)
@@ -136,6 +141,7 @@ def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split
 
 FP8_WARP_CONFIG = DecodeConfig(32, 1, FP8_DEEP_STAGES)
 WARP_CONFIG_16BIT = DecodeConfig(32, 1, 3)
+SPLIT_DEEP_CONFIG_16BIT = DecodeConfig(64, 4, FP8_DEEP_STAGES)  # two K/V buffers (`kv_buffers`)
 
 
 def widen_v_in_registers(fp8_on_gpu: bool, q_dtype: torch.dtype, num_warps: int, head_dim: int) -> bool:
@@ -179,11 +185,22 @@ def split_counters(device: torch.device, needed: int) -> torch.Tensor:
 
 def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: int, elem_size: int,
                   num_sms: int, group: int = 1, q_elem_size: int = 2) -> tuple[int, DecodeConfig]:
-    """The automatic (num_splits, DecodeConfig) of a GPU launch; `elem_size` is the cache's element size,
-    `group` the query heads a KV head, `q_elem_size` the query's element size.
+    """The automatic (num_splits, DecodeConfig) of a GPU launch, the count cut to the splits that hold tokens
+    (`nonempty_splits`); `elem_size` is the cache's element size, `group` the query heads a KV head,
+    `q_elem_size` the query's element size (the choice: `_choose_splits_and_config`)."""
+    num_splits, config = _choose_splits_and_config(num_seqs, num_kv_heads, max_context, head_dim, elem_size,
+                                                   num_sms, group, q_elem_size)
+    return nonempty_splits(max_context, num_splits, config.block_n), config
+
+
+def _choose_splits_and_config(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: int, elem_size: int,
+                              num_sms: int, group: int, q_elem_size: int) -> tuple[int, DecodeConfig]:
+    """The split count before the cut, and the launch configuration.
 
     Where `choose_num_splits` would split, 128-token tiles at half the programs won on every split row of
-    the H200 sweep (1 x 1024: 11.8 vs 12.9 us; MQA 32 x 2048: 26.1 vs 32.3 us; 1 x 32768: 50.1 vs 50.7 us).
+    the H200 sweep (1 x 1024: 11.8 vs 12.9 us; MQA 32 x 2048: 26.1 vs 32.3 us; 1 x 32768: 50.1 vs 50.7 us);
+    with a 16-bit cache and query, 64-token tiles double-buffered (SPLIT_DEEP_CONFIG_16BIT) where a program
+    walks SPLIT_DEEP_MIN_TILES of them.
     An fp8 cache with FP8_WARP_MIN_UNITS or more (sequence, KV head) pairs and at most 16 query heads a KV
     head (one 16-row dot) takes one-warp programs instead: the 4-warp fp8 tile is issue-bound at two programs
     an SM, where one-warp programs hold no cross-warp softmax reductions and fit about eight. fp32 queries
@@ -200,8 +217,12 @@ def choose_launch(num_seqs: int, num_kv_heads: int, max_context: int, head_dim: 
     split_tiles = num_splits > 1 and head_dim <= 128
     if split_tiles:
         num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, max(1, num_sms // 2))
+    if split_tiles and elem_size == 2 and q_elem_size == 2:
+        deep = SPLIT_DEEP_CONFIG_16BIT
+        if triton.cdiv(max_context, num_splits * deep.block_n) >= SPLIT_DEEP_MIN_TILES:
+            return num_splits, deep
     block_n = default_decode_config(head_dim, True, elem_size, split_tiles).block_n
-    tiles = -(-max_context // (num_splits * block_n))  # whole tiles a program walks (the longest sequence's)
+    tiles = triton.cdiv(max_context, num_splits * block_n)  # whole tiles a program walks (the longest sequence's)
     return num_splits, default_decode_config(head_dim, True, elem_size, split_tiles, tiles, q_elem_size)
 
 
@@ -231,7 +252,8 @@ def plan(num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int, bloc
             cfg = config or auto_cfg
         else:
             num_splits = choose_num_splits(num_seqs, num_kv_heads, max_context, 4)
-        num_splits = nonempty_splits(max_context, num_splits, cfg.block_n)  # an explicit count is the caller's
+        # (again) with the tile launched; the cut is idempotent. An explicit count is the caller's.
+        num_splits = nonempty_splits(max_context, num_splits, cfg.block_n)
     if not 1 <= num_splits <= 256:
         raise ValueError(f"num_splits: must be in [1, 256], got {num_splits}")
     group = num_q_heads // num_kv_heads

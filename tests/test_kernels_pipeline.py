@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from kernels.decode_launch import (
-    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, TARGET_PROGRAMS_PER_SM, WARP_CONFIG_16BIT,
-    choose_launch, default_decode_config, kv_buffers, widen_v_in_registers,
+    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, SPLIT_DEEP_CONFIG_16BIT,
+    SPLIT_DEEP_MIN_TILES, TARGET_PROGRAMS_PER_SM, WARP_CONFIG_16BIT, DecodeConfig, choose_launch,
+    default_decode_config, kv_buffers, widen_v_in_registers,
 )
 from kernels.prefill import default_prefill_config
 
@@ -201,6 +202,21 @@ def test_sixteen_bit_decode_runs_one_warp_programs_only_with_very_many_pairs():
                                                            (256, 2048, 8, 128, 4)]:
         config = choose_launch(seqs, kv_heads, context, head_dim, 2, 132, 32 // kv_heads, q_elem_size)[1]
         assert config.num_warps == 4
+
+
+def test_sixteen_bit_split_launches_double_buffer_64_token_tiles_where_programs_walk_enough_of_them():
+    # the H200 rows where 64 x 4 x 5 beat 128 x 4 x 2 at the automatic split count (docs/kernels.md, item 46)
+    for seqs, context, kv_heads in [(32, 2048, 1), (8, 4096, 8), (16, 16384, 8), (1, 32768, 8), (32, 2048, 8)]:
+        splits, config = choose_launch(seqs, kv_heads, context, 128, 2, 132, 32 // kv_heads)
+        assert config == SPLIT_DEEP_CONFIG_16BIT
+        assert context // (splits * config.block_n) >= SPLIT_DEEP_MIN_TILES
+    assert (SPLIT_DEEP_CONFIG_16BIT.block_n, kv_buffers(SPLIT_DEEP_CONFIG_16BIT.num_stages)) == (64, 2)
+    # the count is the launched one: 33 splits of 1 x 32768 would leave the last without a token
+    assert choose_launch(1, 8, 32768, 128, 2, 132, 4)[0] == 32
+    # 1 x 1024 (8 splits of 128 tokens), fp32 queries and an fp8 cache keep 128-token tiles with one buffer
+    assert choose_launch(1, 8, 1024, 128, 2, 132, 4) == (8, DecodeConfig(128, 4, 2))
+    assert choose_launch(8, 8, 4096, 128, 2, 132, 4, q_elem_size=4)[1] == DecodeConfig(128, 4, 2)
+    assert choose_launch(1, 8, 32768, 128, 1, 132, 4)[1].block_n == 128
 
 
 def test_prefill_default_has_two_kv_buffers_within_shared_memory():
