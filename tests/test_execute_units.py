@@ -10,16 +10,39 @@ import torch
 
 from sim.execute.device import check_fits
 from sim.execute.fidelity import latency_errors, step_errors
-from sim.execute.model import balanced_num_splits
-from sim.presets import GIB
+from kernels import FP8_DTYPE
+from kernels.decode_launch import plan
+from sim.execute.model import ModelShapes, balanced_num_splits
+from sim.execute.runner import StepRunner, decode_tile
+from sim.presets import GIB, MODELS
 
 
 def test_balanced_splits_break_up_the_longest_sequence() -> None:
     # 38 sequences, one of 8000 tokens: filling the GPU alone gives 1 split; balance asks for 4.
-    assert balanced_num_splits([8000] + [2000] * 37, 8, 132) == 4
-    assert balanced_num_splits([4096] * 32, 8, 132) == 2      # uniform: as the kernel's own heuristic
-    assert balanced_num_splits([8192], 8, 132) == 64          # one long sequence: capped at MAX_SPLITS
-    assert balanced_num_splits([100] * 4, 8, 132) == 1        # too short to split
+    assert balanced_num_splits([8000] + [2000] * 37, 8, 132, 64) == 4
+    assert balanced_num_splits([4096] * 32, 8, 132, 64) == 2      # uniform: as the kernel's own heuristic
+    assert balanced_num_splits([8192], 8, 132, 128) == 64         # one long sequence: capped at MAX_SPLITS
+    assert balanced_num_splits([100] * 4, 8, 132, 64) == 1        # too short to split
+
+
+@pytest.mark.parametrize("block_n, splits", [(64, 16), (128, 12)])
+def test_balanced_splits_leave_no_split_of_the_longest_sequence_empty(block_n: int, splits: int) -> None:
+    # 3008 tokens ask for 23 splits; in whole tiles of block_n (as the kernel divides) the last ones would be empty
+    assert balanced_num_splits([3008, 500], 8, 132, block_n) == splits
+    tokens_per_split = -(-(-(-3008 // splits)) // block_n) * block_n
+    assert (splits - 1) * tokens_per_split < 3008 <= splits * tokens_per_split
+
+
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, FP8_DTYPE], ids=str)
+def test_runner_cuts_splits_with_the_tile_an_explicit_split_count_launches(kv_dtype: torch.dtype) -> None:
+    shapes, elem = ModelShapes.of(MODELS["llama-3-8b"]), kv_dtype.itemsize
+    for device in (torch.device("cpu"), torch.device("cuda")):  # planning a GPU launch needs no GPU
+        launched = plan(8, shapes.num_q_heads, shapes.num_kv_heads, shapes.head_dim, 16, 4096, torch.bfloat16,
+                        elem == 1, elem, device, 8, None).meta["BLOCK_N"]
+        assert decode_tile(shapes, device, torch.bfloat16, kv_dtype) == launched
+    runner = StepRunner(ModelShapes.of(MODELS["tiny"]), 4, 0, 16, torch.bfloat16, torch.device("cpu"), 0,
+                        poison=False, kv_dtype=kv_dtype)
+    assert runner.decode_block_n == decode_tile(runner.shapes, torch.device("cpu"), torch.bfloat16, kv_dtype)
 
 
 def test_a_model_that_does_not_fit_says_so_and_suggests_a_smaller_one(monkeypatch: pytest.MonkeyPatch) -> None:

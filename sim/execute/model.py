@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import FP8_DTYPE, KVCache, paged_decode, paged_prefill, write_kv, write_kv_ref
-from kernels.decode_launch import MAX_SPLITS, MIN_TOKENS_PER_SPLIT, TARGET_PROGRAMS_PER_SM
+from kernels.decode_launch import MAX_SPLITS, MIN_TOKENS_PER_SPLIT, TARGET_PROGRAMS_PER_SM, nonempty_splits
 from sim.execute.lineage import TABLE_ROWS
 from sim.presets import ModelSpec
 
@@ -58,20 +58,22 @@ class ModelShapes:
         return self.num_layers * layer + self.vocab * self.hidden + TABLE_ROWS * self.hidden
 
 
-def balanced_num_splits(lens: list[int], num_kv_heads: int, num_sms: int) -> int:
-    """Split-K factor for a decode batch whose lengths the host knows.
+def balanced_num_splits(lens: list[int], num_kv_heads: int, num_sms: int, block_n: int) -> int:
+    """Split-K factor for a decode batch whose lengths the host knows, launched with `block_n`-token tiles.
 
     `kernels.decode_launch.choose_num_splits` sees only the widest block table, so it fills the GPU with programs
     but ignores imbalance: with 40 sequences of 100 to 8000 tokens it picks 1 split, and the longest
     sequence's programs run alone long after the rest (measured up to 35% slower than a uniform batch
     of more tokens). Here the longest program's share, max_len / splits, is also held to the average
-    work per resident program slot, kv_heads * sum(lens) / (2 * num_sms).
+    work per resident program slot, kv_heads * sum(lens) / (2 * num_sms). The count is cut to the splits of
+    the longest sequence that hold tokens (`nonempty_splits`): `paged_decode` keeps an explicit count as given.
     """
     programs = len(lens) * num_kv_heads
     fill = TARGET_PROGRAMS_PER_SM * num_sms // max(programs, 1)
     longest, total = max(lens), sum(lens)
     balance = -(-longest * 2 * num_sms // max(num_kv_heads * total, 1))
-    return max(1, min(max(fill, balance), longest // MIN_TOKENS_PER_SPLIT, MAX_SPLITS))
+    splits = max(1, min(max(fill, balance), longest // MIN_TOKENS_PER_SPLIT, MAX_SPLITS))
+    return nonempty_splits(longest, splits, block_n)
 
 
 @dataclass
