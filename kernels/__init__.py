@@ -12,9 +12,9 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "paged_decode": "kernels.decode",
     "paged_decode_ref": "kernels.decode",
-    "choose_num_splits": "kernels.decode_launch",
-    "choose_launch": "kernels.decode_launch",
-    "DecodeConfig": "kernels.decode_launch",
+    "choose_num_splits": "kernels.decode_config",
+    "choose_launch": "kernels.decode_config",
+    "DecodeConfig": "kernels.decode_config",
     "PrefillConfig": "kernels.prefill",
     "fp8_scales": "kernels._common",
     "FP8_DTYPE": "kernels._common",

@@ -83,7 +83,7 @@ def bench_decode(rows: list, copy_gbs: float, args: argparse.Namespace, gen, sav
     import torch
 
     from kernels.decode import paged_decode_ref
-    from kernels.decode_launch import choose_launch
+    from kernels.decode_config import choose_launch
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for num_seqs, context, kv_heads in DECODE_GRID:

@@ -28,7 +28,7 @@ PREFILL_TILES = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8,
 def prune_decode_configs(configs: list, head_dim: int, elem_size: int) -> list:
     """Drop decode configs whose K and V tile buffers exceed shared memory."""
     from kernels._common import next_pow2
-    from kernels.decode_launch import kv_buffers
+    from kernels.decode_config import kv_buffers
 
     return [c for c in configs if kv_buffers(c.num_stages) * 2 * c.block_n * next_pow2(head_dim) * elem_size <= SMEM_LIMIT]
 
@@ -36,7 +36,7 @@ def prune_decode_configs(configs: list, head_dim: int, elem_size: int) -> list:
 def prune_prefill_configs(configs: list, head_dim: int, elem_size: int) -> list:
     """Drop prefill configs whose q tile plus K/V tile buffers exceed shared memory."""
     from kernels._common import next_pow2
-    from kernels.decode_launch import kv_buffers
+    from kernels.decode_config import kv_buffers
 
     d = next_pow2(head_dim) * elem_size
     return [c for c in configs if c.block_m * d + kv_buffers(c.num_stages) * 2 * c.block_n * d <= SMEM_LIMIT]
@@ -46,7 +46,7 @@ def sweep_decode(out: Path, copy_gbs: float, gen) -> None:
     import torch
 
     from kernels.decode import paged_decode
-    from kernels.decode_launch import DecodeConfig, choose_num_splits
+    from kernels.decode_config import DecodeConfig, choose_num_splits
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     tiles = prune_decode_configs([DecodeConfig(*c) for c in DECODE_TILES], HEAD_DIM, 2)

@@ -24,7 +24,8 @@ from kernels._common import (
 )
 from kernels._launch import FastLauncher
 from kernels._paged import tile_kv_offsets, widen_e4m3
-from kernels.decode_launch import DecodeConfig, plan, split_counters
+from kernels.decode_config import DecodeConfig
+from kernels.decode_launch import plan, split_counters
 from kernels.decode_merge import _merge_flat, _merge_tree
 
 LOG2E = 1.4426950408889634

@@ -130,7 +130,7 @@ class PrefillConfig:
 
 def default_prefill_config(head_dim: int, on_gpu: bool, elem_size: int = 2) -> PrefillConfig:
     """Tiny tiles in the interpreter, where size is time. On the GPU shared memory holds q plus
-    `kernels.decode_launch.kv_buffers(num_stages)` K/V tiles, which must fit in 227 KB per program."""
+    `kernels.decode_config.kv_buffers(num_stages)` K/V tiles, which must fit in 227 KB per program."""
     if not on_gpu:
         return PrefillConfig(32, 32, 1, 1)
     if head_dim > 128 or elem_size > 2:

@@ -122,7 +122,8 @@ def test_large_query_groups_merge_split_partials_kept_in_the_output_dtype(dtype)
 
 
 def test_split_partials_take_16_bits_only_for_large_groups_of_16_bit_queries():
-    from kernels.decode_launch import DecodeConfig, plan
+    from kernels.decode_config import DecodeConfig
+    from kernels.decode_launch import plan
 
     cuda, cfg = torch.device("cuda"), DecodeConfig(128, 4, 2)
     mqa = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, cfg)
@@ -138,7 +139,8 @@ def test_split_partials_take_16_bits_only_for_large_groups_of_16_bit_queries():
 def test_query_tile_is_padded_to_a_power_of_two_only():
     # Triton pads a dot below the MMA's 16 rows itself; padding the tile too costs registers (docs/kernels.md,
     # "What was tried" 33), on the GPU as in the interpreter.
-    from kernels.decode_launch import DecodeConfig, plan
+    from kernels.decode_config import DecodeConfig
+    from kernels.decode_launch import plan
 
     for device in (torch.device("cuda"), torch.device("cpu")):
         pads = [plan(8, 32, kv, 128, 16, 4096, torch.bfloat16, False, 2, device, 2, DecodeConfig(64, 4, 3)).meta[
@@ -194,7 +196,8 @@ def test_split_heuristic():
 def test_gpu_merge_loads_at_least_four_splits_at_once():
     # Planning reads no device, so a CUDA plan can be checked here. MQA's 32 heads x 128 dims would fit only
     # 2 splits in the merge tile; each chunk is a dependent round trip, so it takes 4 (H200: 25.6 -> 25.0 us).
-    from kernels.decode_launch import DecodeConfig, plan
+    from kernels.decode_config import DecodeConfig
+    from kernels.decode_launch import plan
 
     cuda = torch.device("cuda")
     mqa = plan(32, 32, 1, 128, 16, 2048, torch.bfloat16, False, 2, cuda, 8, DecodeConfig(128, 4, 2)).meta
@@ -204,7 +207,7 @@ def test_gpu_merge_loads_at_least_four_splits_at_once():
     two = plan(1, 32, 8, 128, 16, 1024, torch.bfloat16, False, 2, cuda, 2, DecodeConfig(128, 4, 2)).meta
     assert two["MERGE_S"] == 2  # never more than the splits there are
     # one warp holds a quarter of four warps' registers: the chunk shrinks with it (4 splits, not 16)
-    from kernels.decode_launch import FP8_WARP_CONFIG
+    from kernels.decode_config import FP8_WARP_CONFIG
 
     one_warp = plan(8, 32, 8, 128, 16, 4096, torch.bfloat16, True, 1, cuda, 8, FP8_WARP_CONFIG).meta
     assert (one_warp["num_warps"], one_warp["MERGE_S"]) == (1, 4)

@@ -17,7 +17,7 @@ from kernels import (
     paged_decode_ref, paged_decode_two_pass, paged_prefill, paged_prefill_ref, write_kv, write_kv_ref,
 )
 from kernels._common import FP8_DTYPE, FP8_MAX, dequantize_cache, fp8_scales, quantize_fp8
-from kernels.decode_launch import FP8_WARP_CONFIG, choose_launch
+from kernels.decode_config import FP8_WARP_CONFIG, choose_launch
 from kernels.testing import TOLERANCE, max_rel_err, poisoned_like, randn, random_paged_case
 
 CUDA = torch.cuda.is_available()

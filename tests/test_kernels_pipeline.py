@@ -1,6 +1,6 @@
 """The decode launch's stage counts rest on how Triton pipelines a paged kernel's loads: K/V addresses come
 from a block-table load in the same loop, so K/V get (num_stages - 1) // 2 shared-memory buffers
-(`kernels.decode_launch.kv_buffers`). Checked by compiling the decode kernel for Hopper (sm_90), which needs
+(`kernels.decode_config.kv_buffers`). Checked by compiling the decode kernel for Hopper (sm_90), which needs
 Triton's NVIDIA backend but no GPU, and reading the buffers off the TTGIR."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.decode_launch import (
+from kernels.decode_config import (
     FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, SPLIT_DEEP_CONFIG_16BIT,
     SPLIT_DEEP_MIN_TILES, TARGET_PROGRAMS_PER_SM, WARP_CONFIG_16BIT, DecodeConfig, choose_launch,
     default_decode_config, kv_buffers, widen_v_in_registers,
@@ -36,7 +36,8 @@ from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 import torch
 from kernels.decode import _decode_kernel
-from kernels.decode_launch import DecodeConfig, plan
+from kernels.decode_config import DecodeConfig
+from kernels.decode_launch import plan
 
 
 def compile_decode(kv_dtype, block_n, num_stages, num_warps, maxnreg=None, split=False):

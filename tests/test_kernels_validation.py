@@ -117,7 +117,7 @@ def test_bench_and_sweep_share_a_helper_module_and_import_not_each_other():
 
 def test_sweep_prunes_configs_that_overflow_shared_memory():
     from kernels.bench_sweep import DECODE_TILES, prune_decode_configs, prune_prefill_configs
-    from kernels.decode_launch import DecodeConfig
+    from kernels.decode_config import DecodeConfig
     from kernels.prefill import PrefillConfig
 
     kept = prune_decode_configs([DecodeConfig(*c) for c in DECODE_TILES], 128, 2)

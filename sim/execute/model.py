@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import FP8_DTYPE, KVCache, paged_decode, paged_prefill, write_kv, write_kv_ref
-from kernels.decode_launch import MAX_SPLITS, MIN_TOKENS_PER_SPLIT, TARGET_PROGRAMS_PER_SM, nonempty_splits
+from kernels.decode_config import MAX_SPLITS, MIN_TOKENS_PER_SPLIT, TARGET_PROGRAMS_PER_SM, nonempty_splits
 from sim.execute.lineage import TABLE_ROWS
 from sim.presets import ModelSpec
 
@@ -61,7 +61,7 @@ class ModelShapes:
 def balanced_num_splits(lens: list[int], num_kv_heads: int, num_sms: int, block_n: int) -> int:
     """Split-K factor for a decode batch whose lengths the host knows, launched with `block_n`-token tiles.
 
-    `kernels.decode_launch.choose_num_splits` sees only the widest block table, so it fills the GPU with programs
+    `kernels.decode_config.choose_num_splits` sees only the widest block table, so it fills the GPU with programs
     but ignores imbalance: with 40 sequences of 100 to 8000 tokens it picks 1 split, and the longest
     sequence's programs run alone long after the rest (measured up to 35% slower than a uniform batch
     of more tokens). Here the longest program's share, max_len / splits, is also held to the average

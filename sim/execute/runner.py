@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from kernels import KVCache
-from kernels.decode_launch import default_decode_config
+from kernels.decode_config import default_decode_config
 from sim.execute.batch import ExecBatch
 from sim.execute.hostpool import HostPool
 from sim.execute.lineage import LAYER_STRIDE, TABLE_ROWS, token_rows
