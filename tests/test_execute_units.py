@@ -1,6 +1,7 @@
 """Execute-backend pieces that need no kernels: the decode split heuristic, the memory check, fidelity."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_balanced_splits_break_up_the_longest_sequence() -> None:
 def test_balanced_splits_leave_no_split_of_the_longest_sequence_empty(block_n: int, splits: int) -> None:
     # 3008 tokens ask for 23 splits; in whole tiles of block_n (as the kernel divides) the last ones would be empty
     assert balanced_num_splits([3008, 500], 8, 132, block_n) == splits
-    tokens_per_split = -(-(-(-3008 // splits)) // block_n) * block_n
+    tokens_per_split = math.ceil(math.ceil(3008 / splits) / block_n) * block_n  # whole tiles, as the kernel
     assert (splits - 1) * tokens_per_split < 3008 <= splits * tokens_per_split
 
 
