@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, check_output, copy_bandwidth_gbs, interleaved_times, join_notes,
-    make_decode_case, median, time_eager_us, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, check_output, copy_bandwidth_gbs, gpu_identity,
+    interleaved_times, join_notes, make_decode_case, median, time_eager_us, time_us,
 )
 
 DECODE_METHODS = ("one_pass", "one_pass_fp8", "two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged",
@@ -204,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{card}: device-to-device copy {copy_gbs:.0f} GB/s (read + write)", flush=True)
     rows: list[dict] = []
     meta = dict(card=card, date=dt.date.today().isoformat(), copy_gbs=copy_gbs, torch=torch.__version__,
-                triton=__import__("triton").__version__)
+                triton=__import__("triton").__version__,
+                identity=gpu_identity(str(torch.cuda.get_device_properties(0).uuid)))
     save = lambda: write_outputs(rows, meta, args.out)  # noqa: E731
     bench_decode(rows, copy_gbs, args, gen, save)
     bench_prefill(rows, args, gen, save)

@@ -9,6 +9,7 @@ Torch and triton are imported inside functions so `kernels.bench_cli` stays ligh
 from __future__ import annotations
 
 import math
+import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -186,3 +187,19 @@ def check_output(run: Runner, exact: "torch.Tensor", kv_dtype: str) -> tuple[flo
 
 def join_notes(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
+
+
+def gpu_identity(uuid: str) -> str:
+    """Serial, driver and maximum SM clock of the GPU `uuid` (`nvidia-smi`), "" where it cannot say: cards of one
+    model differ by a few percent, and by more for some kernels than for others (docs/kernels.md, runs 13-15), so
+    a run names the card it ran on."""
+    uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"  # torch prints the bare hex, nvidia-smi wants GPU-
+    query = ["nvidia-smi", "-i", uuid, "--query-gpu=serial,driver_version,clocks.max.sm", "--format=csv,noheader"]
+    try:
+        done = subprocess.run(query, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    fields = [f.strip() for f in done.stdout.strip().split(",")]
+    if done.returncode != 0 or len(fields) != 3:
+        return ""
+    return f"serial {fields[0]}, driver {fields[1]}, SM clock max {fields[2]}"

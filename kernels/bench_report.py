@@ -44,7 +44,8 @@ def _f(x: float, digits: int = 1) -> str:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     t = decode_table(rows)
-    lines = [f"Card: **{meta['card']}**, {meta['date']}, torch {meta['torch']}, triton {meta['triton']}; "
+    identity = f" ({meta['identity']})" if meta.get("identity") else ""
+    lines = [f"Card: **{meta['card']}**{identity}, {meta['date']}, torch {meta['torch']}, triton {meta['triton']}; "
              f"device-to-device copy {meta['copy_gbs']:.0f} GB/s (read + write).", "",
              f"CUDA-graph replay (GPU time; L2 flushed by a {FLUSH_BYTES >> 20} MiB read before each replay), "
              "microseconds:", "",

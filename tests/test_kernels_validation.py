@@ -154,6 +154,34 @@ def test_bench_report_tables_from_rows():
     assert "| 1 x 512 over 4096 | paged_prefill | 88.0 | 90.0 | 366.0 | 2.0e-03 | chunk 512 |" in text
     assert "| 1 x 512 over 4096 | sdpa_flash | 88.0 | 90.0 | 366.0 | n/a | chunk 512 |" in text
     assert "target" not in text
+    assert text.startswith("Card: **card**, 2026-12-02")  # no identity: nothing between the name and the date
+    named = markdown(rows, dict(card="card", date="2026-12-02", torch="t", triton="x", copy_gbs=4000.0,
+                                identity="serial 1653724058913, driver 580.1, SM clock max 1980 MHz"))
+    assert named.startswith("Card: **card** (serial 1653724058913, driver 580.1, SM clock max 1980 MHz), 2026-12-02")
+
+
+def test_bench_names_the_card_it_ran_on(monkeypatch):
+    from kernels import bench_common
+
+    calls = []
+
+    def smi(args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout="1653724058913, 580.1, 1980 MHz\n", stderr="")
+
+    monkeypatch.setattr(bench_common.subprocess, "run", smi)
+    identity = bench_common.gpu_identity("ffc79498-8ff3-c2dc-3b0d-fafd804516ae")  # as torch prints a uuid
+    assert identity == "serial 1653724058913, driver 580.1, SM clock max 1980 MHz"
+    assert calls[0][1:3] == ["-i", "GPU-ffc79498-8ff3-c2dc-3b0d-fafd804516ae"]
+
+    def missing(args, **kwargs):
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(bench_common.subprocess, "run", missing)
+    assert bench_common.gpu_identity("GPU-x") == ""  # no nvidia-smi: the report simply omits it
+    failing = lambda args, **kwargs: subprocess.CompletedProcess(args, 6, stdout="No devices were found\n", stderr="")
+    monkeypatch.setattr(bench_common.subprocess, "run", failing)
+    assert bench_common.gpu_identity("GPU-x") == ""
 
 
 def test_bench_flags_outputs_off_the_float64_reference():
