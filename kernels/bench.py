@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     meta = dict(card=card, date=dt.date.today().isoformat(), copy_gbs=copy_gbs, torch=torch.__version__,
                 triton=__import__("triton").__version__,
-                identity=gpu_identity(str(torch.cuda.get_device_properties(0).uuid)))
+                identity=gpu_identity(str(getattr(torch.cuda.get_device_properties(0), "uuid", ""))))
     save = lambda: write_outputs(rows, meta, args.out)  # noqa: E731
     bench_decode(rows, copy_gbs, args, gen, save)
     bench_prefill(rows, args, gen, save)

@@ -193,6 +193,8 @@ def gpu_identity(uuid: str) -> str:
     """Serial, driver and maximum SM clock of the GPU `uuid` (`nvidia-smi`), "" where it cannot say: cards of one
     model differ by a few percent, and by more for some kernels than for others (docs/kernels.md, runs 13-15), so
     a run names the card it ran on."""
+    if not uuid:
+        return ""
     uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"  # torch prints the bare hex, nvidia-smi wants GPU-
     query = ["nvidia-smi", "-i", uuid, "--query-gpu=serial,driver_version,clocks.max.sm", "--format=csv,noheader"]
     try:

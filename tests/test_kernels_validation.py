@@ -182,6 +182,7 @@ def test_bench_names_the_card_it_ran_on(monkeypatch):
     failing = lambda args, **kwargs: subprocess.CompletedProcess(args, 6, stdout="No devices were found\n", stderr="")
     monkeypatch.setattr(bench_common.subprocess, "run", failing)
     assert bench_common.gpu_identity("GPU-x") == ""
+    assert bench_common.gpu_identity("") == ""  # a torch without device uuids
 
 
 def test_bench_flags_outputs_off_the_float64_reference():
