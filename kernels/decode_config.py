@@ -17,8 +17,10 @@ MIN_TOKENS_PER_SPLIT = 128  # below this a split's fixed cost (q load, merge tra
 TARGET_PROGRAMS_PER_SM = 4  # two full waves at two resident programs per SM (H200 sweep, docs/kernels.md)
 REGISTERS_PER_SM = 64 * 1024  # 32-bit registers of an SM (sm_80 and sm_90 alike)
 SMEM_BUDGET = 160 * 1024  # bytes of pipelined K/V tiles per program; leaves room below the 227 KB limit
-FP8_DEEP_STAGES = 5  # two K/V buffers (`kv_buffers`): fp8 decode 3-7% faster where a program has 8+ tiles (H200)
-FP8_DEEP_MIN_TILES = 8  # below this the longer pipeline prologue costs more than the overlap gives
+TWO_BUFFER_STAGES = 5  # the stages at which a paged kernel's K/V loads get two shared-memory buffers (`kv_buffers`)
+# fp8 4-warp programs take them where they walk this many tiles (3-7% faster on the H200); below it the longer
+# pipeline prologue costs more than the overlap gives
+FP8_DEEP_MIN_TILES = 8
 # fp8 with many (sequence, KV head) pairs: one-warp programs over 32-token tiles, about 8 an SM (H200, 2026-12-03:
 # 256 x 2048 275 us against 364 us for 4-warp programs, 0.56x of bf16; docs/kernels.md, "What was tried" 24)
 FP8_WARP_MIN_UNITS = 64  # below this (1 x 32768, 1 x 1024) 4-warp programs split 8-33 ways stay faster
@@ -103,8 +105,8 @@ def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split
     block_n, stages = (32, 2) if head_dim > 128 else (128 if elem_size == 1 or (split and elem_size == 2) else 64, 3)
     stage_bytes = 2 * block_n * next_pow2(head_dim) * elem_size  # one K and one V tile
     if (elem_size == 1 and head_dim <= 128 and tiles_per_program >= FP8_DEEP_MIN_TILES
-            and kv_buffers(FP8_DEEP_STAGES) * stage_bytes <= SMEM_BUDGET):
-        return DecodeConfig(block_n, 4, FP8_DEEP_STAGES)
+            and kv_buffers(TWO_BUFFER_STAGES) * stage_bytes <= SMEM_BUDGET):
+        return DecodeConfig(block_n, 4, TWO_BUFFER_STAGES)
     stages = max(1, min(stages, SMEM_BUDGET // stage_bytes))
     if elem_size == 2 and q_elem_size == 2 and block_n == 64:
         # TARGET_PROGRAMS_PER_SM of these share an SM only at <= 128 registers a thread; the sm_90a build of a
@@ -113,9 +115,9 @@ def default_decode_config(head_dim: int, on_gpu: bool, elem_size: int = 2, split
     return DecodeConfig(block_n, 4, stages)
 
 
-FP8_WARP_CONFIG = DecodeConfig(32, 1, FP8_DEEP_STAGES)
+FP8_WARP_CONFIG = DecodeConfig(32, 1, TWO_BUFFER_STAGES)
 WARP_CONFIG_16BIT = DecodeConfig(32, 1, 3)
-SPLIT_DEEP_CONFIG_16BIT = DecodeConfig(64, 4, FP8_DEEP_STAGES)  # two K/V buffers (`kv_buffers`)
+SPLIT_DEEP_CONFIG_16BIT = DecodeConfig(64, 4, TWO_BUFFER_STAGES)
 
 
 def widen_v_in_registers(fp8_on_gpu: bool, q_dtype: torch.dtype, num_warps: int, head_dim: int) -> bool:

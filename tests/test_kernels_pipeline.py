@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from kernels.decode_config import (
-    FP8_DEEP_MIN_TILES, FP8_DEEP_STAGES, FP8_WARP_CONFIG, REGISTERS_PER_SM, SPLIT_DEEP_CONFIG_16BIT,
-    SPLIT_DEEP_MIN_TILES, TARGET_PROGRAMS_PER_SM, WARP_CONFIG_16BIT, DecodeConfig, choose_launch,
+    FP8_DEEP_MIN_TILES, FP8_WARP_CONFIG, REGISTERS_PER_SM, SPLIT_DEEP_CONFIG_16BIT, SPLIT_DEEP_MIN_TILES,
+    TARGET_PROGRAMS_PER_SM, TWO_BUFFER_STAGES, WARP_CONFIG_16BIT, DecodeConfig, choose_launch,
     default_decode_config, kv_buffers, widen_v_in_registers,
 )
 from kernels.prefill import default_prefill_config
@@ -173,12 +173,12 @@ def test_kv_buffers_count():
 def test_fp8_decode_gets_a_second_buffer_only_with_enough_tiles():
     deep = default_decode_config(128, True, 1, False, FP8_DEEP_MIN_TILES)
     shallow = default_decode_config(128, True, 1, False, FP8_DEEP_MIN_TILES - 1)
-    assert (deep.num_stages, shallow.num_stages) == (FP8_DEEP_STAGES, 3)
+    assert (deep.num_stages, shallow.num_stages) == (TWO_BUFFER_STAGES, 3)
     assert kv_buffers(deep.num_stages) == 2
     assert default_decode_config(128, True, 2, False, 64).num_stages == 3  # bf16: 4 programs an SM hide it
     assert default_decode_config(256, True, 1, False, 64).num_stages <= 2  # large heads keep their small tiles
     # 256 x 2048 (16 tiles a program) deep; 1 x 1024 (8 splits of one tile) not
-    assert choose_launch(256, 8, 2048, 128, 1, 132)[1].num_stages == FP8_DEEP_STAGES
+    assert choose_launch(256, 8, 2048, 128, 1, 132)[1].num_stages == TWO_BUFFER_STAGES
     assert choose_launch(1, 8, 1024, 128, 1, 132)[1].num_stages == 3
 
 
