@@ -14,7 +14,7 @@ from sim.execute.fidelity import latency_errors, step_errors
 from kernels import FP8_DTYPE
 from kernels.decode_launch import plan
 from sim.execute.model import ModelShapes, balanced_num_splits
-from sim.execute.runner import StepRunner, decode_tile
+from sim.execute.runner import StepRunner, decode_launch_config
 from sim.presets import GIB, MODELS
 
 
@@ -40,10 +40,10 @@ def test_runner_cuts_splits_with_the_tile_an_explicit_split_count_launches(kv_dt
     for device in (torch.device("cpu"), torch.device("cuda")):  # planning a GPU launch needs no GPU
         launched = plan(8, shapes.num_q_heads, shapes.num_kv_heads, shapes.head_dim, 16, 4096, torch.bfloat16,
                         elem == 1, elem, device, 8, None).meta["BLOCK_N"]
-        assert decode_tile(shapes, device, torch.bfloat16, kv_dtype) == launched
+        assert decode_launch_config(shapes, device, torch.bfloat16, kv_dtype).block_n == launched
     runner = StepRunner(ModelShapes.of(MODELS["tiny"]), 4, 0, 16, torch.bfloat16, torch.device("cpu"), 0,
                         poison=False, kv_dtype=kv_dtype)
-    assert runner.decode_block_n == decode_tile(runner.shapes, torch.device("cpu"), torch.bfloat16, kv_dtype)
+    assert runner.decode_config == decode_launch_config(runner.shapes, torch.device("cpu"), torch.bfloat16, kv_dtype)
 
 
 def test_a_model_that_does_not_fit_says_so_and_suggests_a_smaller_one(monkeypatch: pytest.MonkeyPatch) -> None:

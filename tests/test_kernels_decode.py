@@ -7,6 +7,7 @@ multiples of the block size; the full cartesian grid is marked slow.
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -265,7 +266,7 @@ def test_automatic_split_counts_leave_no_split_of_the_longest_context_empty(monk
             context = 16 * blocks
             launch = L.plan(num_seqs, 32, kv_heads, 128, 16, context, torch.bfloat16, False, 2, device, None, None)
             splits, block_n = launch.num_splits, launch.meta["BLOCK_N"]
-            tokens_per_split = -(-(-(-context // splits)) // block_n) * block_n  # as the kernel cuts them
+            tokens_per_split = math.ceil(math.ceil(context / splits) / block_n) * block_n  # as the kernel cuts them
             assert splits * tokens_per_split >= context > (splits - 1) * tokens_per_split, (num_seqs, kv_heads, context)
         if on_gpu:  # 1 x 32768 with 8 KV heads: 33 splits of 1024 tokens would leave the 33rd empty
             assert L.plan(1, 32, 8, 128, 16, 32768, torch.bfloat16, False, 2, device, None, None).num_splits == 32

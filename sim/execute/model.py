@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from kernels import FP8_DTYPE, KVCache, paged_decode, paged_prefill, write_kv, write_kv_ref
-from kernels.decode_config import MAX_SPLITS, MIN_TOKENS_PER_SPLIT, TARGET_PROGRAMS_PER_SM, nonempty_splits
+from kernels.decode_config import (
+    MAX_SPLITS, MIN_TOKENS_PER_SPLIT, TARGET_PROGRAMS_PER_SM, DecodeConfig, nonempty_splits,
+)
 from sim.execute.lineage import TABLE_ROWS
 from sim.presets import ModelSpec
 
@@ -91,7 +93,8 @@ class StepInputs:
     max_query_len: int
     decode_tables: torch.Tensor   # int32 [D, W]
     decode_lens: torch.Tensor     # int32 [D]
-    decode_splits: int            # split-K factor of the decode kernel (balanced_num_splits)
+    decode_splits: int            # split-K factor of the decode kernel (balanced_num_splits) ...
+    decode_config: DecodeConfig   # ... and its launch, whose tile the count was cut with
     sample_tokens: torch.Tensor   # int64 [S]
 
 
@@ -162,7 +165,7 @@ class RandomTransformer:
                               scale=self.scale, max_query_len=inp.max_query_len, out=out[:p], **scales)
             if t > p:
                 paged_decode(q[p:], kc, vc, inp.decode_tables, inp.decode_lens, scale=self.scale,
-                             num_splits=inp.decode_splits, out=out[p:], **scales)
+                             num_splits=inp.decode_splits, config=inp.decode_config, out=out[p:], **scales)
             if capture is not None:
                 capture.append((q, out))
             h = torch.addmm(x, out.view(t, q_w), self.w_o[layer].t())

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from kernels import KVCache
-from kernels.decode_config import default_decode_config
+from kernels.decode_config import DecodeConfig, default_decode_config
 from sim.execute.batch import ExecBatch
 from sim.execute.hostpool import HostPool
 from sim.execute.lineage import LAYER_STRIDE, TABLE_ROWS, token_rows
@@ -22,11 +22,12 @@ from sim.execute.timing import make_timer
 MAX_RERUNS = 3
 
 
-def decode_tile(shapes: ModelShapes, device: torch.device, dtype: torch.dtype, kv_dtype: torch.dtype) -> int:
-    """Tokens a tile of the decode launch for an explicit split count (no config given, as the backend calls
-    `paged_decode`): its balanced split counts are cut to non-empty splits in these tiles."""
+def decode_launch_config(shapes: ModelShapes, device: torch.device, dtype: torch.dtype,
+                         kv_dtype: torch.dtype) -> DecodeConfig:
+    """The decode launch the backend passes with its own split count (the kernel's unsplit default): passed
+    explicitly, so that the tile its balanced counts are cut with is the tile that runs."""
     return default_decode_config(shapes.head_dim, device.type == "cuda", kv_dtype.itemsize,
-                                 q_elem_size=dtype.itemsize).block_n
+                                 q_elem_size=dtype.itemsize)
 
 
 class StepRunner:
@@ -49,7 +50,7 @@ class StepRunner:
         self.timer = make_timer(device)
         # The decode kernel's own default assumes 4 "SMs" in the interpreter; keep that there.
         self.num_sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-        self.decode_block_n = decode_tile(shapes, device, dtype, self.kv_dtype)
+        self.decode_config = decode_launch_config(shapes, device, dtype, self.kv_dtype)
         self.layer_offsets = np.arange(shapes.num_layers, dtype=np.int64)[:, None] * LAYER_STRIDE
         self.reruns = 0
 
@@ -93,7 +94,8 @@ class StepRunner:
             decode_tables=tables(batch.decodes),
             decode_lens=ints([s.seq_len for s in batch.decodes]),
             decode_splits=balanced_num_splits([s.seq_len for s in batch.decodes], self.shapes.num_kv_heads,
-                                              self.num_sms, self.decode_block_n) if batch.decodes else 1,
+                                              self.num_sms, self.decode_config.block_n) if batch.decodes else 1,
+            decode_config=self.decode_config,
             sample_tokens=ints(batch.sample_tokens, torch.int64),
         )
 
