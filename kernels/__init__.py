@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     "write_kv_ref": "kernels.cache_ops",
     "copy_blocks": "kernels.cache_ops",
     "copy_blocks_ref": "kernels.cache_ops",
+    "paged_read": "kernels.paged_read",
+    "paged_read_ref": "kernels.paged_read",
     "PagedAttention": "kernels.layer",
     "KVCache": "kernels.layer",
     "AttentionMetadata": "kernels.layer",

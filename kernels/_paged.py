@@ -32,6 +32,28 @@ def tile_kv_offsets(bt_row, tile_start, n_mask, head_off, stride_kb, stride_kt,
 
 
 @triton.jit
+def load_kv_tile(k_ptr, v_ptr, kv_off, n_mask, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+                 MASKED: tl.constexpr):
+    """K and V tiles [BLOCK_N, HEAD_DIM_PAD] at element offsets `kv_off` (`tile_kv_offsets`); padded head dims
+    read 0. Predicated only where it must be: a MASKED tile on its tokens (`n_mask`), an unmasked one only on a
+    padded head dim (fewer predicate ops a load in the decode loop, docs/kernels.md "What was tried" 8)."""
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    d_mask = offs_d < HEAD_DIM
+    kv_ptrs = kv_off[:, None] + offs_d[None, :]
+    if MASKED:
+        tile_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(k_ptr + kv_ptrs, mask=tile_mask, other=0.0)
+        v = tl.load(v_ptr + kv_ptrs, mask=tile_mask, other=0.0)
+    elif HEAD_DIM == HEAD_DIM_PAD:
+        k = tl.load(k_ptr + kv_ptrs)
+        v = tl.load(v_ptr + kv_ptrs)
+    else:
+        k = tl.load(k_ptr + kv_ptrs, mask=d_mask[None, :], other=0.0)
+        v = tl.load(v_ptr + kv_ptrs, mask=d_mask[None, :], other=0.0)
+    return k, v
+
+
+@triton.jit
 def widen_e4m3(x):
     """e4m3 -> fp16 (exact), two `cvt.rn.f16x2.e4m3x2` a 32-bit word (sm_89 and later).
 

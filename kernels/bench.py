@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, check_output, copy_bandwidth_gbs, gpu_identity,
-    interleaved_times, join_notes, make_decode_case, median, time_eager_us, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, check_output, copy_bandwidth_gbs, fp8_copy, gpu_identity,
+    interleaved_times, join_notes, make_decode_case, median, run_main, time_eager_us, time_us,
 )
 
 DECODE_METHODS = ("one_pass", "one_pass_fp8", "two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged",
@@ -38,17 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode: every method timed once per round, in turn; the tables give the medians")
 
 
-def _fp8_copy(case):
-    """The case's K/V quantized to e4m3 with per-tensor scales (amax / 448), as `write_kv` would store them."""
-    from kernels._common import fp8_scales, quantize_fp8
-
-    out = []
-    for cache in (case.k_cache, case.v_cache):
-        scale = fp8_scales(cache)
-        out += [quantize_fp8(cache.flatten(0, 1), scale).view(cache.shape), scale]
-    return out  # k8, k_scale, v8, v_scale
-
-
 def _decode_runners(case, skip_flex: bool, skip_flashinfer: bool):
     from kernels import bench_peers as peers
     from kernels.bench_common import DecodeCase
@@ -56,7 +45,7 @@ def _decode_runners(case, skip_flex: bool, skip_flashinfer: bool):
     from kernels.decode_two_pass import paged_decode_two_pass
 
     args = (case.q, case.k_cache, case.v_cache, case.block_tables, case.seq_lens)
-    k8, ks, v8, vs = _fp8_copy(case)
+    k8, ks, v8, vs = fp8_copy(case)
     case8 = DecodeCase(case.q, k8, v8, case.block_tables, case.seq_lens, case.context)
     makers = {
         "one_pass": lambda: (lambda: paged_decode(*args), ""),
@@ -139,7 +128,7 @@ def bench_prefill(rows: list, args: argparse.Namespace, gen, save) -> None:
     kv_heads = 8
     for num_seqs, chunk, context in PREFILL_GRID:
         case = make_decode_case(num_seqs, context, kv_heads, gen)
-        k8, ks, v8, vs = _fp8_copy(case)
+        k8, ks, v8, vs = fp8_copy(case)
         device = case.q.device
         q = torch.randn((num_seqs * chunk, NUM_Q_HEADS, HEAD_DIM), generator=gen, device=device, dtype=case.q.dtype)
         qsl = torch.arange(0, num_seqs + 1, device=device, dtype=torch.int32) * chunk
@@ -222,13 +211,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except (ValueError, OSError) as exc:
-        print(f"kernels.bench: error: {exc}", file=sys.stderr)
-        return 2
+    return run_main("kernels.bench", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ Torch and triton are imported inside functions so `kernels.bench_cli` stays ligh
 """
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -62,6 +64,16 @@ def make_decode_case(num_seqs: int, context: int, num_kv_heads: int, gen: "torch
     seq_lens = torch.full((num_seqs,), context, dtype=torch.int32, device="cuda")
     q = torch.randn((num_seqs, NUM_Q_HEADS, HEAD_DIM), generator=gen, device="cuda", dtype=torch.bfloat16)
     return DecodeCase(q, k_cache, v_cache, block_tables, seq_lens, context)
+
+
+def fp8_copy(case: DecodeCase) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """(k8, k_scale, v8, v_scale): the case's K/V quantized to e4m3 with per-tensor scales (amax / 448), as
+    `write_kv` would store them."""
+    from kernels._common import fp8_scales, quantize_fp8
+
+    k_scale, v_scale = fp8_scales(case.k_cache), fp8_scales(case.v_cache)
+    quantize = lambda c, s: quantize_fp8(c.flatten(0, 1), s).view(c.shape)  # noqa: E731
+    return quantize(case.k_cache, k_scale), k_scale, quantize(case.v_cache, v_scale), v_scale
 
 
 FLUSH_BYTES = 256 * 1024 * 1024  # well above the H100's 50 MB and the H200's 60 MB of L2
@@ -205,3 +217,16 @@ def gpu_identity(uuid: str) -> str:
     if done.returncode != 0 or len(fields) != 3:
         return ""
     return f"serial {fields[0]}, driver {fields[1]}, SM clock max {fields[2]}"
+
+
+def run_main(module: str, doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+             run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+    """`python -m <module>`: parse `argv`, run, and turn bad input (ValueError, OSError) into one line on stderr
+    and exit status 2."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except (ValueError, OSError) as exc:
+        print(f"{module}: error: {exc}", file=sys.stderr)
+        return 2

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from kernels.bench_common import HEAD_DIM, NUM_Q_HEADS, make_decode_case
+from kernels.bench_common import HEAD_DIM, NUM_Q_HEADS, make_decode_case, run_main
 
 
 def host_us(fn, calls: int) -> float:
@@ -111,15 +111,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench_host", description=__doc__.splitlines()[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None)
-    try:
-        return run(parser.parse_args(argv))
-    except (ValueError, OSError) as exc:
-        print(f"kernels.bench_host: error: {exc}", file=sys.stderr)
-        return 2
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("kernels.bench_host", __doc__, _add_arguments, run, argv)
 
 
 if __name__ == "__main__":

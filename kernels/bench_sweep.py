@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, make_decode_case, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, make_decode_case, run_main, time_us,
 )
 
 SMEM_LIMIT = 227 * 1024  # bytes of shared memory per program on Hopper
@@ -128,15 +128,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench_sweep", description=__doc__.splitlines()[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--seed", type=int, default=0)
-    try:
-        return run(parser.parse_args(argv))
-    except (ValueError, OSError) as exc:
-        print(f"kernels.bench_sweep: error: {exc}", file=sys.stderr)
-        return 2
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("kernels.bench_sweep", __doc__, _add_arguments, run, argv)
 
 
 if __name__ == "__main__":

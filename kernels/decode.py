@@ -23,7 +23,7 @@ from kernels._common import (
     dequantize_cache, gather_sequence,
 )
 from kernels._launch import FastLauncher
-from kernels._paged import tile_kv_offsets, widen_e4m3
+from kernels._paged import load_kv_tile, tile_kv_offsets, widen_e4m3
 from kernels.decode_config import DecodeConfig
 from kernels.decode_launch import plan, split_counters
 from kernels.decode_merge import _merge_flat, _merge_tree
@@ -37,22 +37,9 @@ def _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, 
                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, FP8: tl.constexpr, FP8_WIDEN_V: tl.constexpr,
                  DOT_PRECISION: tl.constexpr):
     """One K/V tile of BLOCK_N tokens from `tile_start` into the online softmax state (m_i, l_i, acc)."""
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    n_mask = tile_start + offs_n < end
-    d_mask = offs_d < HEAD_DIM
+    n_mask = tile_start + tl.arange(0, BLOCK_N) < end
     kv_off = tile_kv_offsets(bt_row, tile_start, n_mask, head_off, stride_kb, stride_kt, BLOCK_SIZE, BLOCK_N, MASKED)
-    kv_ptrs = kv_off[:, None] + offs_d[None, :]
-    if MASKED:
-        tile_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_ptr + kv_ptrs, mask=tile_mask, other=0.0)
-        v = tl.load(v_ptr + kv_ptrs, mask=tile_mask, other=0.0)
-    elif HEAD_DIM == HEAD_DIM_PAD:
-        k = tl.load(k_ptr + kv_ptrs)
-        v = tl.load(v_ptr + kv_ptrs)
-    else:
-        k = tl.load(k_ptr + kv_ptrs, mask=d_mask[None, :], other=0.0)
-        v = tl.load(v_ptr + kv_ptrs, mask=d_mask[None, :], other=0.0)
+    k, v = load_kv_tile(k_ptr, v_ptr, kv_off, n_mask, HEAD_DIM, HEAD_DIM_PAD, MASKED)
     if FP8:  # e4m3 -> fp16/fp32 is exact
         k = k.to(q.dtype)
         if FP8_WIDEN_V:  # V read with ldmatrix rather than byte by byte (see widen_e4m3)
