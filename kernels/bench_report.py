@@ -104,6 +104,13 @@ def write_outputs(rows: list[dict], meta: dict, out: Path) -> None:
     _plot(rows, meta, out / "kernels_bench.png")
 
 
+def plotted_methods(table: dict[tuple[int, int, int], dict[str, dict]]) -> tuple[str, ...]:
+    """The decode methods, in the report's order, that have a finite GB/s on some row: a peer that was skipped
+    (`--skip-flex`) or could not run gets no bar and no legend entry."""
+    return tuple(method for method in ("one_pass", "one_pass_fp8") + PEERS
+                 if any(math.isfinite(m.get(method, {}).get("gbs", math.nan)) for m in table.values()))
+
+
 def _plot(rows: list[dict], meta: dict, path: Path) -> None:
     import matplotlib
 
@@ -111,7 +118,7 @@ def _plot(rows: list[dict], meta: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     t = decode_table(rows)
-    methods = ("one_pass", "one_pass_fp8") + PEERS
+    methods = plotted_methods(t)
     labels = [f"{s}x{n}\nkv{h}" for s, n, h in t]
     fig, ax = plt.subplots(figsize=(15, 5))
     width = 0.8 / len(methods)

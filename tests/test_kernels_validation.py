@@ -131,7 +131,7 @@ def test_sweep_prunes_configs_that_overflow_shared_memory():
 
 
 def test_bench_report_tables_from_rows():
-    from kernels.bench_report import markdown, speedups
+    from kernels.bench_report import decode_table, markdown, plotted_methods, speedups
 
     def row(method, us, eager, kv_heads=8, **extra):
         return dict(kind="decode", num_seqs=1, context=1024, q_heads=32, kv_heads=kv_heads, method=method,
@@ -155,6 +155,9 @@ def test_bench_report_tables_from_rows():
     assert "| 1 x 512 over 4096 | sdpa_flash | 88.0 | 90.0 | 366.0 | n/a | chunk 512 |" in text
     assert "target" not in text
     assert text.startswith("Card: **card**, 2026-12-02")  # no identity: nothing between the name and the date
+    skipped = row("flashinfer", math.nan, math.nan)
+    skipped["gbs"] = math.nan
+    assert plotted_methods(decode_table(rows + [skipped])) == ("one_pass", "one_pass_fp8", "sdpa_cudnn", "sdpa_flash")
     named = markdown(rows, dict(card="card", date="2026-12-02", torch="t", triton="x", copy_gbs=4000.0,
                                 identity="serial 1653724058913, driver 580.1, SM clock max 1980 MHz"))
     assert named.startswith("Card: **card** (serial 1653724058913, driver 580.1, SM clock max 1980 MHz), 2026-12-02")
