@@ -65,6 +65,8 @@ def row_runners(num_seqs: int, context: int, num_kv_heads: int, gen) -> list[tup
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    if args.rounds < 1:
+        raise ValueError(f"--rounds: must be >= 1, got {args.rounds}")
     if not torch.cuda.is_available():
         raise ValueError("bench_read: needs a CUDA GPU")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -100,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("bench_out"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="directory for read_ceiling.csv")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random K/V and block tables")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="every method timed once per round, in turn; the table gives the medians")
 
 def main(argv: list[str] | None = None) -> int:
     return run_main("kernels.bench_read", __doc__, _add_arguments, run, argv)

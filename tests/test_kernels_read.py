@@ -52,3 +52,13 @@ def test_paged_read_rejects_what_it_cannot_read():
         paged_read(k, v, tables, lens, num_splits=0)
     with pytest.raises(ValueError, match="seq_lens"):
         paged_read(k, v, tables, lens[:2])
+
+
+def test_bench_read_bad_input_is_one_line(capsys):
+    from kernels.bench_read import main
+
+    assert main(["--rounds", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["kernels.bench_read: error: --rounds: must be >= 1, got 0"]
+    if not torch.cuda.is_available():
+        assert main([]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == ["kernels.bench_read: error: bench_read: needs a CUDA GPU"]
