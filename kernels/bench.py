@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kernels.bench_common import (
     DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, check_output, copy_bandwidth_gbs, fp8_copy, gpu_identity,
-    interleaved_times, join_notes, make_decode_case, median, run_main, time_eager_us, time_us,
+    interleaved_times, join_notes, make_decode_case, median, run_main, start_gpu_run, time_eager_us, time_us,
 )
 
 DECODE_METHODS = ("one_pass", "one_pass_fp8", "two_pass", "sdpa_cudnn", "sdpa_flash", "gather_sdpa", "flex_paged",
@@ -180,14 +180,9 @@ def bench_prefill(rows: list, args: argparse.Namespace, gen, save) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    if args.rounds < 1:
-        raise ValueError(f"--rounds: must be >= 1, got {args.rounds}")
-    if not torch.cuda.is_available():
-        raise ValueError("bench kernels: needs a CUDA GPU (the interpreter is for correctness, not timing)")
+    gen = start_gpu_run(args, "bench kernels")
     from kernels.bench_report import markdown, write_outputs
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator(device="cuda").manual_seed(args.seed)
     card = torch.cuda.get_device_name(0)
     copy_gbs = copy_bandwidth_gbs()
     print(f"{card}: device-to-device copy {copy_gbs:.0f} GB/s (read + write)", flush=True)

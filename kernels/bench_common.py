@@ -230,3 +230,17 @@ def run_main(module: str, doc: str, add_arguments: Callable[[argparse.ArgumentPa
     except (ValueError, OSError) as exc:
         print(f"{module}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def start_gpu_run(args: argparse.Namespace, what: str) -> "torch.Generator":
+    """A GPU benchmark's start: `--rounds` (where it has one) at least 1 and a CUDA GPU, else a ValueError naming
+    `what`; the output directory made; the CUDA generator every case draws from, seeded by `--seed`."""
+    import torch
+
+    rounds = getattr(args, "rounds", 1)
+    if rounds < 1:
+        raise ValueError(f"--rounds: must be >= 1, got {rounds}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{what}: needs a CUDA GPU (the interpreter is for correctness, not timing)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    return torch.Generator(device="cuda").manual_seed(args.seed)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kernels.bench_common import (
     HEAD_DIM, NUM_Q_HEADS, fp8_copy, gpu_identity, interleaved_times, make_decode_case, median, run_main,
+    start_gpu_run,
 )
 from kernels.decode_config import DecodeConfig
 
@@ -65,12 +66,7 @@ def row_runners(num_seqs: int, context: int, num_kv_heads: int, gen) -> list[tup
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    if args.rounds < 1:
-        raise ValueError(f"--rounds: must be >= 1, got {args.rounds}")
-    if not torch.cuda.is_available():
-        raise ValueError("bench_read: needs a CUDA GPU")
-    args.out.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator(device="cuda").manual_seed(args.seed)
+    gen = start_gpu_run(args, "bench_read")
     props = torch.cuda.get_device_properties(0)
     card = f"{props.name} ({gpu_identity(str(getattr(props, 'uuid', '')))})"
     records = []

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, make_decode_case, run_main, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, make_decode_case, run_main, start_gpu_run, time_us,
 )
 
 SMEM_LIMIT = 227 * 1024  # bytes of shared memory per program on Hopper
@@ -117,12 +117,7 @@ def _write(path: Path, rows: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ValueError("bench kernels --sweep: needs a CUDA GPU")
-    args.out.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator(device="cuda").manual_seed(args.seed)
+    gen = start_gpu_run(args, "bench kernels --sweep")
     sweep_decode(args.out, copy_bandwidth_gbs(), gen)
     sweep_prefill(args.out, gen)
     return 0

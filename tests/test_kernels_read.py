@@ -61,4 +61,5 @@ def test_bench_read_bad_input_is_one_line(capsys):
     assert capsys.readouterr().err.strip().splitlines() == ["kernels.bench_read: error: --rounds: must be >= 1, got 0"]
     if not torch.cuda.is_available():
         assert main([]) == 2
-        assert capsys.readouterr().err.strip().splitlines() == ["kernels.bench_read: error: bench_read: needs a CUDA GPU"]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("kernels.bench_read: error: bench_read: needs a CUDA GPU")
