@@ -115,6 +115,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None)
 
+
 def main(argv: list[str] | None = None) -> int:
     return run_main("kernels.bench_host", __doc__, _add_arguments, run, argv)
 

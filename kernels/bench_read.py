@@ -50,16 +50,14 @@ def row_runners(num_seqs: int, context: int, num_kv_heads: int, gen) -> list[tup
         scales = dict(k_scale=k_scale, v_scale=v_scale) if kv_dtype == "fp8" else {}
         decode = (lambda k=k, v=v, scales=scales:
                   paged_decode(case.q, k, v, case.block_tables, case.seq_lens, **scales))
-        read = (lambda k=k, v=v, splits=splits, config=config:
-                paged_read(k, v, case.block_tables, case.seq_lens, num_splits=splits, config=config))
         out.append((dict(method=f"decode_{kv_dtype}", kv_dtype=kv_dtype, config=config, splits=splits), decode))
-        out.append((dict(method=f"read_{kv_dtype}_same", kv_dtype=kv_dtype, config=config, splits=splits), read))
-        if kv_dtype == "fp8":
-            for other in (c for c in READ_CONFIGS if c != config):  # the same launch is `read_fp8_same`
-                runner = (lambda other=other, splits=splits:
-                          paged_read(k8, v8, case.block_tables, case.seq_lens, num_splits=splits, config=other))
-                out.append((dict(method=f"read_fp8_{_label(other)}", kv_dtype="fp8", config=other, splits=splits),
-                            runner))
+        reads = [(f"read_{kv_dtype}_same", config)]
+        if kv_dtype == "fp8":  # other structures; the decode's own is `read_fp8_same`
+            reads += [(f"read_fp8_{_label(c)}", c) for c in READ_CONFIGS if c != config]
+        for method, read_config in reads:
+            read = (lambda k=k, v=v, splits=splits, read_config=read_config:
+                    paged_read(k, v, case.block_tables, case.seq_lens, num_splits=splits, config=read_config))
+            out.append((dict(method=method, kv_dtype=kv_dtype, config=read_config, splits=splits), read))
     return out
 
 
@@ -75,13 +73,12 @@ def run(args: argparse.Namespace) -> int:
         timed = interleaved_times([runner for _, runner in described], args.rounds)
         graph = {desc["method"]: median(rounds) for (desc, _), (rounds, _, _) in zip(described, timed)}
         for (desc, _), (rounds, _, _) in zip(described, timed):
-            config = desc["config"]
+            config, us = desc["config"], graph[desc["method"]]
             records.append(dict(
                 num_seqs=num_seqs, context=context, kv_heads=num_kv_heads, method=desc["method"],
                 kv_dtype=desc["kv_dtype"], block_n=config.block_n, num_warps=config.num_warps,
-                num_stages=config.num_stages, splits=desc["splits"], us=round(median(rounds), 2),
-                over_bf16_decode=round(median(rounds) / graph["decode_bf16"], 3),
-                us_rounds=";".join(f"{t:.1f}" for t in rounds)))
+                num_stages=config.num_stages, splits=desc["splits"], us=round(us, 2),
+                over_bf16_decode=round(us / graph["decode_bf16"], 3), us_rounds=";".join(f"{t:.1f}" for t in rounds)))
         torch.cuda.empty_cache()
     with open(args.out / "read_ceiling.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -92,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     print("| seqs x len (kv heads) | method | tile x warps x stages | splits | us |")
     print("|---|---|---|---|---|")
     for r in records:
-        print(f"| {r['num_seqs']} x {r['context']} ({r['kv_heads']}) | {r['method']} | "
-              f"{r['block_n']}x{r['num_warps']}x{r['num_stages']} | {r['splits']} | {r['us']} ({r['over_bf16_decode']}) |")
+        tile = f"{r['block_n']}x{r['num_warps']}x{r['num_stages']}"
+        print(f"| {r['num_seqs']} x {r['context']} ({r['kv_heads']}) | {r['method']} | {tile} | {r['splits']} | "
+              f"{r['us']} ({r['over_bf16_decode']}) |")
     return 0
 
 
@@ -102,6 +100,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random K/V and block tables")
     parser.add_argument("--rounds", type=int, default=3,
                         help="every method timed once per round, in turn; the table gives the medians")
+
 
 def main(argv: list[str] | None = None) -> int:
     return run_main("kernels.bench_read", __doc__, _add_arguments, run, argv)

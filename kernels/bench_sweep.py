@@ -127,6 +127,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--seed", type=int, default=0)
 
+
 def main(argv: list[str] | None = None) -> int:
     return run_main("kernels.bench_sweep", __doc__, _add_arguments, run, argv)
 

@@ -20,6 +20,7 @@ from kernels._common import FP8_DTYPE, check_cache, check_index, gather_sequence
 from kernels._paged import load_kv_tile, tile_kv_offsets
 from kernels.decode_config import DecodeConfig
 
+
 @triton.jit
 def _read_tile(k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt, acc_k, acc_v,
                HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -70,8 +71,8 @@ def paged_read(k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch
     _, block_size, num_kv_heads, head_dim = check_cache(k_cache, v_cache)
     if k_cache.dtype not in (torch.float16, torch.bfloat16, FP8_DTYPE):
         raise ValueError(f"k_cache: paged_read takes a 16-bit or fp8 cache, got {k_cache.dtype}")
-    num_seqs = block_tables.shape[0] if block_tables.dim() == 2 else -1
     check_index(block_tables, "block_tables", 2, None, k_cache.device)
+    num_seqs = block_tables.shape[0]
     check_index(seq_lens, "seq_lens", 1, num_seqs, k_cache.device)
     if not 1 <= num_splits <= 256:
         raise ValueError(f"num_splits: must be in [1, 256], got {num_splits}")
