@@ -20,5 +20,5 @@ def build(split=True, step=32, nb=4, mx=128, vec=1, early=0):
     open("/tmp/d.sass", "w").write(sass)
     print(split, step, nb, mx, vec, early, re.search(r"REG:\d+ STACK:\d+ SHARED:\d+ LOCAL:\d+", ru).group(0), "smem", ck.metadata.shared,
           "HMMA", sass.count("HMMA"), "LDS.U8", sass.count("LDS.U8"), "LDSM", sass.count("LDSM"), "setmaxnreg", sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ck.asm["ptx"]))))
-for a in [dict(step=32, nb=3, early=0), dict(step=32, nb=2, early=2), dict(step=16, nb=4, early=2)]:
+for a in [dict(step=32, nb=3, early=0), dict(step=16, nb=4, early=2), dict(step=16, nb=4, early=3)]:
     build(**a)

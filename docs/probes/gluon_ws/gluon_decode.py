@@ -21,6 +21,19 @@ _cp_load = getattr(cp, "async_load", None) or cp.async_copy_global_to_shared
 
 
 @gluon.jit
+def _softmax_step(q, k_t, scale, m_i, l_i, tok, end, a_op: gl.constexpr, mma: gl.constexpr, UNITS: gl.constexpr,
+                  STEP: gl.constexpr):
+    """One step's scores and online-softmax update; p as the second dot's A operand."""
+    scores = mma_v2(q, k_t, gl.zeros([UNITS, 16, STEP], gl.float32, mma)) * scale
+    scores = gl.where((tok < end)[None, None, :], scores, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(scores, 2))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(scores - m_new[:, :, None])
+    l_i = l_i * alpha + gl.sum(p, 2)
+    return gl.convert_layout(p.to(gl.float16), a_op), alpha, m_new, l_i
+
+
+@gluon.jit
 def _consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty,
               seq, kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh,
               stride_os, stride_oh, stride_scale, num_q_heads,
@@ -54,14 +67,8 @@ def _consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, r
         for i in range(n_steps):
             k_t = gl.convert_layout(gl.permute(k_nx.to(gl.float16), (0, 2, 1)), b_op)
             v = gl.convert_layout(v_nx.to(gl.float16), b_op)
-            scores = mma_v2(q, k_t, gl.zeros([UNITS, 16, STEP], gl.float32, mma)) * scale
-            tok = start + i * STEP + offs_n
-            scores = gl.where((tok < end)[None, None, :], scores, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(scores, 2))
-            alpha = gl.exp2(m_i - m_new)
-            p = gl.exp2(scores - m_new[:, :, None])
-            l_i = l_i * alpha + gl.sum(p, 2)
-            p16 = gl.convert_layout(p.to(gl.float16), a_op)
+            p16, alpha, m_new, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * STEP + offs_n, end, a_op, mma,
+                                                   UNITS, STEP)
             nxt = i + 1
             s1 = nxt % NUM_BUF
             mbarrier.wait(ready.index(s1), (nxt // NUM_BUF) & 1, pred=nxt < n_steps)
@@ -96,14 +103,8 @@ def _consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, r
                 mbarrier.arrive(empty.index(s))
                 k_t = gl.convert_layout(gl.permute(k_bl, (0, 2, 1)), b_op)
                 v = gl.convert_layout(v_bl, b_op)
-            scores = mma_v2(q, k_t, gl.zeros([UNITS, 16, STEP], gl.float32, mma)) * scale
-            tok = start + i * STEP + offs_n
-            scores = gl.where((tok < end)[None, None, :], scores, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(scores, 2))
-            alpha = gl.exp2(m_i - m_new)
-            p = gl.exp2(scores - m_new[:, :, None])
-            l_i = l_i * alpha + gl.sum(p, 2)
-            p16 = gl.convert_layout(p.to(gl.float16), a_op)
+            p16, alpha, m_new, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * STEP + offs_n, end, a_op, mma,
+                                                   UNITS, STEP)
             acc = mma_v2(p16, v, acc * alpha[:, :, None])
             m_i = m_new
     has_tokens = l_i > 0
