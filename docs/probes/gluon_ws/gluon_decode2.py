@@ -4,6 +4,10 @@ A program owns UNITS KV heads of one sequence and one split. The default partiti
 K/V, STEP tokens a buffer, into a ring of NUM_BUF buffers (cp.async; a `ready` mbarrier a buffer counts the 128
 copying threads); each KV head's consumer is its own one-warp partition, so the consumers never wait on each other
 except through the ring (an `empty` mbarrier a buffer counts the UNITS consumers).
+
+EARLY (the unswapped consumer): 0 K/V read straight into the dot layouts; 2 widened to fp16 where read, the buffer
+freed, then moved to the dot layouts (best, docs/kernels.md item 56); 3 as 2 with V held as fp8 until the scores are
+done; 5 software-pipelined (the next step's wait and reads before this step's second dot; spills, item 58).
 """
 from __future__ import annotations
 
@@ -50,7 +54,25 @@ def _consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, r
     m_i = gl.full([16], float("-inf"), gl.float32, row_l)
     l_i = gl.zeros([16], gl.float32, row_l)
     acc = gl.zeros([16, HEAD_DIM], gl.float32, mma)
-    for i in range(n_steps):
+    if EARLY == 5:  # software-pipelined: the next step's wait and fp8 reads issued before this step's second dot
+        mbarrier.wait(ready.index(0), 0, pred=n_steps > 0)
+        k_nx = k_smem.index(UNIT).load(blk)
+        v_nx = v_smem.index(UNIT).load(blk)
+        mbarrier.arrive(empty.index(0), pred=n_steps > 0)
+        for i in range(n_steps):
+            k_t = gl.convert_layout(gl.permute(k_nx.to(gl.float16), (1, 0)), b_op)
+            v8 = v_nx
+            p16, alpha, m_i, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * STEP + offs_n, end, a_op, mma,
+                                                 STEP)
+            nxt = i + 1
+            s1 = nxt % NUM_BUF
+            mbarrier.wait(ready.index(s1), (nxt // NUM_BUF) & 1, pred=nxt < n_steps)
+            k_nx = k_smem.index(s1 * 4 + UNIT).load(blk)
+            v_nx = v_smem.index(s1 * 4 + UNIT).load(blk)
+            mbarrier.arrive(empty.index(s1), pred=nxt < n_steps)
+            v = gl.convert_layout(v8.to(gl.float16), b_op)
+            acc = mma_v2(p16, v, acc * alpha[:, None])
+    for i in range(n_steps if EARLY != 5 else 0):
         s = i % NUM_BUF
         mbarrier.wait(ready.index(s), (i // NUM_BUF) & 1)
         k_buf = k_smem.index(s * 4 + UNIT)
@@ -59,8 +81,6 @@ def _consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, r
             k_t = k_buf.permute((1, 0)).load(b_op).to(gl.float16)
             v = v_buf.load(b_op).to(gl.float16)
             mbarrier.arrive(empty.index(s))
-            p16, alpha, m_i, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * STEP + offs_n, end, a_op, mma,
-                                                 STEP)
             p16, alpha, m_i, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * STEP + offs_n, end, a_op, mma,
                                                  STEP)
         elif EARLY == 2:  # widened to fp16 where read, the buffer freed, then moved to the dot layouts
@@ -322,7 +342,25 @@ def _fp16_consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_sm
     m_i = gl.full([16], float("-inf"), gl.float32, row_l)
     l_i = gl.zeros([16], gl.float32, row_l)
     acc = gl.zeros([16, HEAD_DIM], gl.float32, mma)
-    for i in range(n_steps):
+    if EARLY == 5:  # software-pipelined: the next step's wait and fp8 reads issued before this step's second dot
+        mbarrier.wait(ready.index(0), 0, pred=n_steps > 0)
+        k_nx = k_smem.index(UNIT).load(blk)
+        v_nx = v_smem.index(UNIT).load(blk)
+        mbarrier.arrive(empty.index(0), pred=n_steps > 0)
+        for i in range(n_steps):
+            k_t = gl.convert_layout(gl.permute(k_nx.to(gl.float16), (1, 0)), b_op)
+            v8 = v_nx
+            p16, alpha, m_i, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * STEP + offs_n, end, a_op, mma,
+                                                 STEP)
+            nxt = i + 1
+            s1 = nxt % NUM_BUF
+            mbarrier.wait(ready.index(s1), (nxt // NUM_BUF) & 1, pred=nxt < n_steps)
+            k_nx = k_smem.index(s1 * 4 + UNIT).load(blk)
+            v_nx = v_smem.index(s1 * 4 + UNIT).load(blk)
+            mbarrier.arrive(empty.index(s1), pred=nxt < n_steps)
+            v = gl.convert_layout(v8.to(gl.float16), b_op)
+            acc = mma_v2(p16, v, acc * alpha[:, None])
+    for i in range(n_steps if EARLY != 5 else 0):
         s = i % NUM_BUF
         mbarrier.wait(ready.index(s), (i // NUM_BUF) & 1)
         k_buf = k_smem.index(s * 4 + UNIT)
