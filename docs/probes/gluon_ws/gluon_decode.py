@@ -17,7 +17,18 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 from triton.experimental.gluon.language.nvidia.ampere import mbarrier, mma_v2
 
-_cp_load = getattr(cp, "async_load", None) or cp.async_copy_global_to_shared
+from gluon_read import cp_load
+
+
+
+@gluon.jit
+def split_steps(lens_ptr, seq, split, num_splits, STEP: gl.constexpr):
+    """This split's token range [start, end) and its number of STEP-token steps (the product decode's split rule)."""
+    seq_len = gl.load(lens_ptr + seq)
+    tokens_per_split = gl.cdiv(gl.cdiv(seq_len, num_splits), STEP) * STEP
+    start = split * tokens_per_split
+    end = gl.minimum(start + tokens_per_split, seq_len)
+    return start, end, gl.cdiv(gl.maximum(end - start, 0), STEP)
 
 
 @gluon.jit
@@ -140,8 +151,8 @@ def _producer(k_ptr, v_ptr, bt_row, k_smem, v_smem, ready, empty, start, end, n_
             rows = block * stride_kb + (tok % BLOCK_SIZE) * stride_kt
             ptrs = rows[None, :, None] + inner
             mask = ok[None, :, None]
-            _cp_load(k_smem.index(s).slice(b * 16, 16, dim=1), k_ptr + ptrs, mask)
-            _cp_load(v_smem.index(s).slice(b * 16, 16, dim=1), v_ptr + ptrs, mask)
+            cp_load(k_smem.index(s).slice(b * 16, 16, dim=1), k_ptr + ptrs, mask)
+            cp_load(v_smem.index(s).slice(b * 16, 16, dim=1), v_ptr + ptrs, mask)
         cp.mbarrier_arrive(ready.index(s), increment_count=False)
 
 
@@ -156,11 +167,7 @@ def _ws_decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, ls
     seq = gl.program_id(0)
     kv_head0 = gl.program_id(1) * UNITS
     split = gl.program_id(2)
-    seq_len = gl.load(lens_ptr + seq)
-    tokens_per_split = gl.cdiv(gl.cdiv(seq_len, num_splits), STEP) * STEP
-    start = split * tokens_per_split
-    end = gl.minimum(start + tokens_per_split, seq_len)
-    n_steps = gl.cdiv(gl.maximum(end - start, 0), STEP)
+    start, end, n_steps = split_steps(lens_ptr, seq, split, num_splits, STEP)
     k_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_BUF, UNITS, STEP, HEAD_DIM], smem_layout)
     v_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_BUF, UNITS, STEP, HEAD_DIM], smem_layout)
     ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())

@@ -17,7 +17,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 from triton.experimental.gluon.language.nvidia.ampere import mbarrier, mma_v2
 
-_cp_load = getattr(cp, "async_load", None) or cp.async_copy_global_to_shared
+from gluon_decode import LOG2E, cp_load, merge_ref, split_steps
+
 
 
 @gluon.jit
@@ -32,11 +33,11 @@ def _softmax_step(q, k_t, scale, m_i, l_i, tok, end, a_op: gl.constexpr, mma: gl
 
 
 @gluon.jit
-def _consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty,
-              seq, kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh,
-              stride_os, stride_oh, stride_scale, num_q_heads, UNIT: gl.constexpr,
-              GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, STEP: gl.constexpr, NUM_BUF: gl.constexpr,
-              SPLIT: gl.constexpr, EARLY: gl.constexpr):
+def _consumer_rows(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty,
+                   seq, kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh,
+                   stride_os, stride_oh, stride_scale, num_q_heads, UNIT: gl.constexpr,
+                   GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, STEP: gl.constexpr, NUM_BUF: gl.constexpr,
+                   SPLIT: gl.constexpr, EARLY: gl.constexpr):
     blk: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [1, 1], [1, 0])
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, 1], instr_shape=[16, 8])
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
@@ -171,6 +172,23 @@ def _consumer_swapped(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v
 
 
 @gluon.jit
+def _consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty,
+              seq, kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh,
+              stride_os, stride_oh, stride_scale, num_q_heads, UNIT: gl.constexpr,
+              GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, STEP: gl.constexpr, NUM_BUF: gl.constexpr,
+              SPLIT: gl.constexpr, EARLY: gl.constexpr, SWAP: gl.constexpr, GROUP_N: gl.constexpr):
+    """One KV head's consumer: the query heads on the MMA's rows, or with SWAP the tokens and head dims."""
+    if SWAP:
+        _consumer_swapped(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq,
+                          kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os,
+                          stride_oh, stride_scale, num_q_heads, UNIT, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, GROUP_N)
+    else:
+        _consumer_rows(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0,
+                       split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh,
+                       stride_scale, num_q_heads, UNIT, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY)
+
+
+@gluon.jit
 def _producer(k_ptr, v_ptr, bt_row, k_smem, v_smem, ready, empty, start, end, n_steps, head_off,
               stride_kb, stride_kt, stride_kh, HEAD_DIM: gl.constexpr, BLOCK_SIZE: gl.constexpr, STEP: gl.constexpr,
               NUM_BUF: gl.constexpr, UNITS: gl.constexpr):
@@ -188,8 +206,8 @@ def _producer(k_ptr, v_ptr, bt_row, k_smem, v_smem, ready, empty, start, end, n_
             mask = ok[:, None]
             for u in gl.static_range(UNITS):
                 ptrs = (rows + u * stride_kh)[:, None] + offs_d[None, :]
-                _cp_load(k_smem.index(s * UNITS + u), k_ptr + ptrs, mask)
-                _cp_load(v_smem.index(s * UNITS + u), v_ptr + ptrs, mask)
+                cp_load(k_smem.index(s * UNITS + u), k_ptr + ptrs, mask)
+                cp_load(v_smem.index(s * UNITS + u), v_ptr + ptrs, mask)
         cp.mbarrier_arrive(ready.index(s), increment_count=False)
 
 
@@ -204,11 +222,7 @@ def _ws_decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, ls
     seq = gl.program_id(0)
     kv_head0 = gl.program_id(1) * UNITS
     split = gl.program_id(2)
-    seq_len = gl.load(lens_ptr + seq)
-    tokens_per_split = gl.cdiv(gl.cdiv(seq_len, num_splits), STEP) * STEP
-    start = split * tokens_per_split
-    end = gl.minimum(start + tokens_per_split, seq_len)
-    n_steps = gl.cdiv(gl.maximum(end - start, 0), STEP)
+    start, end, n_steps = split_steps(lens_ptr, seq, split, num_splits, STEP)
     # buffer s, KV head u at row s * UNITS + u
     k_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_BUF * UNITS, STEP, HEAD_DIM], smem_layout)
     v_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_BUF * UNITS, STEP, HEAD_DIM], smem_layout)
@@ -218,37 +232,23 @@ def _ws_decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, ls
         mbarrier.init(ready.index(p), count=32 * UNITS)
         mbarrier.init(empty.index(p), count=UNITS)
     bt_row = bt_ptr + seq * stride_bt
-    if SWAP:
-        gl.warp_specialize([
-            (_producer, (k_ptr, v_ptr, bt_row, k_smem, v_smem, ready, empty, start, end, n_steps, kv_head0 * stride_kh,
-                         stride_kb, stride_kt, stride_kh, HEAD_DIM, BLOCK_SIZE, STEP, NUM_BUF, UNITS)),
-            (_consumer_swapped, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 0, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, GROUP_N)),
-            (_consumer_swapped, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 1, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, GROUP_N)),
-            (_consumer_swapped, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 2, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, GROUP_N)),
-            (_consumer_swapped, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 3, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, GROUP_N)),
-        
-        ], [1, 1, 1, 1], [CONSUMER_REGS] * 4)
-    else:
-        gl.warp_specialize([
-            (_producer, (k_ptr, v_ptr, bt_row, k_smem, v_smem, ready, empty, start, end, n_steps, kv_head0 * stride_kh,
-                         stride_kb, stride_kt, stride_kh, HEAD_DIM, BLOCK_SIZE, STEP, NUM_BUF, UNITS)),
-            (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 0, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY)),
-            (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 1, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY)),
-            (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 2, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY)),
-            (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0, split, num_splits,
-                         start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh, stride_scale, num_q_heads, 3, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY)),
-        
+    # one consumer partition a KV head (the unit index must be a literal: a constexpr a partition)
+    gl.warp_specialize([
+        (_producer, (k_ptr, v_ptr, bt_row, k_smem, v_smem, ready, empty, start, end, n_steps, kv_head0 * stride_kh,
+                     stride_kb, stride_kt, stride_kh, HEAD_DIM, BLOCK_SIZE, STEP, NUM_BUF, UNITS)),
+        (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0,
+                     split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh,
+                     stride_scale, num_q_heads, 0, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY, SWAP, GROUP_N)),
+        (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0,
+                     split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh,
+                     stride_scale, num_q_heads, 1, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY, SWAP, GROUP_N)),
+        (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0,
+                     split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh,
+                     stride_scale, num_q_heads, 2, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY, SWAP, GROUP_N)),
+        (_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty, seq, kv_head0,
+                     split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os, stride_oh,
+                     stride_scale, num_q_heads, 3, GROUP, HEAD_DIM, STEP, NUM_BUF, SPLIT, EARLY, SWAP, GROUP_N)),
     ], [1, 1, 1, 1], [CONSUMER_REGS] * 4)
-
-
-LOG2E = 1.4426950408889634
 
 
 def ws_decode(q, k, v, bt, lens, k_scale, v_scale, num_splits, step=16, num_buf=4, maxnreg=128, early=2,
@@ -270,185 +270,3 @@ def ws_decode(q, k, v, bt, lens, k_scale, v_scale, num_splits, step=16, num_buf=
         GROUP_N=max(8, 1 << (hq // hkv - 1).bit_length()), num_warps=units, maxnreg=maxnreg)
     return out, ws, lse
 
-
-def merge_ref(ws, lse, out_dtype):
-    m = lse.max(-1, keepdim=True).values
-    w = torch.exp2(lse - m)
-    return ((ws * w[..., None]).sum(-2) / w.sum(-1)[..., None]).to(out_dtype)
-
-
-@gluon.jit
-def _widening_producer(k_ptr, v_ptr, bt_row, k8_smem, v8_smem, k16_smem, v16_smem, ready, empty, start, end,
-                       n_steps, head_off, stride_kb, stride_kt, stride_kh, HEAD_DIM: gl.constexpr,
-                       BLOCK_SIZE: gl.constexpr, COPIES: gl.constexpr, NUM_BUF: gl.constexpr, UNITS: gl.constexpr):
-    """Copies fp8 K/V (16 tokens a step) COPIES steps ahead into a private ring, then widens each landed step to
-    fp16 into the consumers' ring. Every thread reads back only the bytes it copied, so the fp8 ring needs no
-    barrier; the fp16 ring has a ready/empty mbarrier pair a buffer."""
-    layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [4, 1], [1, 0])
-    offs_t = gl.arange(0, 16, gl.SliceLayout(1, layout))
-    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, layout))
-    for j in gl.static_range(COPIES):
-        _copy_step(k_ptr, v_ptr, bt_row, k8_smem, v8_smem, j, start, end, head_off, stride_kb, stride_kt, stride_kh,
-                   offs_t, offs_d, BLOCK_SIZE, COPIES, UNITS)
-        cp.commit_group()
-    for i in range(n_steps):
-        cp.wait_group(COPIES - 1)
-        f = i % COPIES
-        s = i % NUM_BUF
-        mbarrier.wait(empty.index(s), ((i // NUM_BUF) & 1) ^ 1)
-        for u in gl.static_range(UNITS):
-            k16_smem.index(s * UNITS + u).store(k8_smem.index(f * UNITS + u).load(layout).to(gl.float16))
-            v16_smem.index(s * UNITS + u).store(v8_smem.index(f * UNITS + u).load(layout).to(gl.float16))
-        mbarrier.arrive(ready.index(s))
-        _copy_step(k_ptr, v_ptr, bt_row, k8_smem, v8_smem, i + COPIES, start, end, head_off, stride_kb, stride_kt,
-                   stride_kh, offs_t, offs_d, BLOCK_SIZE, COPIES, UNITS)
-        cp.commit_group()
-
-
-@gluon.jit
-def _copy_step(k_ptr, v_ptr, bt_row, k8_smem, v8_smem, j, start, end, head_off, stride_kb, stride_kt, stride_kh,
-               offs_t, offs_d, BLOCK_SIZE: gl.constexpr, COPIES: gl.constexpr, UNITS: gl.constexpr):
-    tok = start + j * 16 + offs_t
-    ok = tok < end
-    block = gl.load(bt_row + tok // BLOCK_SIZE, mask=ok, other=0).to(gl.int64)
-    rows = block * stride_kb + (tok % BLOCK_SIZE) * stride_kt + head_off
-    f = j % COPIES
-    for u in gl.static_range(UNITS):
-        ptrs = (rows + u * stride_kh)[:, None] + offs_d[None, :]
-        _cp_load(k8_smem.index(f * UNITS + u), k_ptr + ptrs, ok[:, None])
-        _cp_load(v8_smem.index(f * UNITS + u), v_ptr + ptrs, ok[:, None])
-
-
-@gluon.jit
-def _fp16_consumer(q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k_smem, v_smem, ready, empty,
-                   seq, kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh,
-                   stride_os, stride_oh, stride_scale, num_q_heads, UNIT: gl.constexpr,
-                   GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_BUF: gl.constexpr,
-                   SPLIT: gl.constexpr, DIRECT: gl.constexpr):
-    blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [1, 1], [1, 0])
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, 1], instr_shape=[16, 8])
-    a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    row_l: gl.constexpr = gl.SliceLayout(1, mma)
-    kv_head = kv_head0 + UNIT
-    offs_g = gl.arange(0, 16, row_l)
-    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, mma))
-    offs_n = gl.arange(0, 16, gl.SliceLayout(0, mma))
-    heads = kv_head * GROUP + offs_g
-    g_ok = offs_g < GROUP
-    q = gl.load(q_ptr + seq * stride_qs + heads[:, None] * stride_qh + offs_d[None, :], mask=g_ok[:, None], other=0.0)
-    q = gl.convert_layout(q.to(gl.float16), a_op)
-    scale = qk_scale * gl.load(ks_ptr + kv_head * stride_scale)
-    m_i = gl.full([16], float("-inf"), gl.float32, row_l)
-    l_i = gl.zeros([16], gl.float32, row_l)
-    acc = gl.zeros([16, HEAD_DIM], gl.float32, mma)
-    if EARLY == 5:  # software-pipelined: the next step's wait and fp8 reads issued before this step's second dot
-        mbarrier.wait(ready.index(0), 0, pred=n_steps > 0)
-        k_nx = k_smem.index(UNIT).load(blk)
-        v_nx = v_smem.index(UNIT).load(blk)
-        mbarrier.arrive(empty.index(0), pred=n_steps > 0)
-        for i in range(n_steps):
-            k_t = gl.convert_layout(gl.permute(k_nx.to(gl.float16), (1, 0)), b_op)
-            v8 = v_nx
-            p16, alpha, m_i, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * STEP + offs_n, end, a_op, mma,
-                                                 STEP)
-            nxt = i + 1
-            s1 = nxt % NUM_BUF
-            mbarrier.wait(ready.index(s1), (nxt // NUM_BUF) & 1, pred=nxt < n_steps)
-            k_nx = k_smem.index(s1 * 4 + UNIT).load(blk)
-            v_nx = v_smem.index(s1 * 4 + UNIT).load(blk)
-            mbarrier.arrive(empty.index(s1), pred=nxt < n_steps)
-            v = gl.convert_layout(v8.to(gl.float16), b_op)
-            acc = mma_v2(p16, v, acc * alpha[:, None])
-    for i in range(n_steps if EARLY != 5 else 0):
-        s = i % NUM_BUF
-        mbarrier.wait(ready.index(s), (i // NUM_BUF) & 1)
-        k_buf = k_smem.index(s * 4 + UNIT)
-        v_buf = v_smem.index(s * 4 + UNIT)
-        if DIRECT:
-            k_t = k_buf.permute((1, 0)).load(b_op)
-            v = v_buf.load(b_op)
-            mbarrier.arrive(empty.index(s))
-        else:
-            k_bl = k_buf.load(blk)
-            v_bl = v_buf.load(blk)
-            mbarrier.arrive(empty.index(s))
-            k_t = gl.convert_layout(gl.permute(k_bl, (1, 0)), b_op)
-            v = gl.convert_layout(v_bl, b_op)
-        p16, alpha, m_i, l_i = _softmax_step(q, k_t, scale, m_i, l_i, start + i * 16 + offs_n, end, a_op, mma, 16)
-        acc = mma_v2(p16, v, acc * alpha[:, None])
-    has_tokens = l_i > 0
-    acc = acc / gl.where(has_tokens, l_i, 1.0)[:, None]
-    acc = acc * gl.load(vs_ptr + kv_head * stride_scale)
-    if SPLIT:
-        rows = (seq * num_q_heads + heads) * num_splits + split
-        gl.store(ws_ptr + rows[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_ok[:, None])
-        lse = gl.where(has_tokens, m_i + gl.log2(gl.where(has_tokens, l_i, 1.0)), float("-inf"))
-        gl.store(lse_ptr + rows, lse, mask=g_ok)
-    else:
-        out_off = seq * stride_os + heads[:, None] * stride_oh + offs_d[None, :]
-        gl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=g_ok[:, None])
-
-
-@gluon.jit
-def _ws16_decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr,
-                        stride_qs, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_os, stride_oh,
-                        stride_scale, qk_scale, num_splits, num_q_heads,
-                        GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_SIZE: gl.constexpr, COPIES: gl.constexpr,
-                        NUM_BUF: gl.constexpr, UNITS: gl.constexpr, SPLIT: gl.constexpr, DIRECT: gl.constexpr,
-                        CONSUMER_REGS: gl.constexpr):
-    fp8_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
-    fp16_layout: gl.constexpr = gl.SwizzledSharedLayout(8, 1, 8, [1, 0])
-    seq = gl.program_id(0)
-    kv_head0 = gl.program_id(1) * UNITS
-    split = gl.program_id(2)
-    seq_len = gl.load(lens_ptr + seq)
-    tokens_per_split = gl.cdiv(gl.cdiv(seq_len, num_splits), 16) * 16
-    start = split * tokens_per_split
-    end = gl.minimum(start + tokens_per_split, seq_len)
-    n_steps = gl.cdiv(gl.maximum(end - start, 0), 16)
-    k8_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [COPIES * UNITS, 16, HEAD_DIM], fp8_layout)
-    v8_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [COPIES * UNITS, 16, HEAD_DIM], fp8_layout)
-    k16_smem = gl.allocate_shared_memory(gl.float16, [NUM_BUF * UNITS, 16, HEAD_DIM], fp16_layout)
-    v16_smem = gl.allocate_shared_memory(gl.float16, [NUM_BUF * UNITS, 16, HEAD_DIM], fp16_layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
-    for p in gl.static_range(NUM_BUF):
-        mbarrier.init(ready.index(p), count=1)
-        mbarrier.init(empty.index(p), count=UNITS)
-    bt_row = bt_ptr + seq * stride_bt
-    gl.warp_specialize([
-        (_widening_producer, (k_ptr, v_ptr, bt_row, k8_smem, v8_smem, k16_smem, v16_smem, ready, empty, start, end,
-                              n_steps, kv_head0 * stride_kh, stride_kb, stride_kt, stride_kh, HEAD_DIM, BLOCK_SIZE,
-                              COPIES, NUM_BUF, UNITS)),
-        (_fp16_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k16_smem, v16_smem, ready, empty, seq,
-                          kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os,
-                          stride_oh, stride_scale, num_q_heads, 0, GROUP, HEAD_DIM, NUM_BUF, SPLIT, DIRECT)),
-        (_fp16_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k16_smem, v16_smem, ready, empty, seq,
-                          kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os,
-                          stride_oh, stride_scale, num_q_heads, 1, GROUP, HEAD_DIM, NUM_BUF, SPLIT, DIRECT)),
-        (_fp16_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k16_smem, v16_smem, ready, empty, seq,
-                          kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os,
-                          stride_oh, stride_scale, num_q_heads, 2, GROUP, HEAD_DIM, NUM_BUF, SPLIT, DIRECT)),
-        (_fp16_consumer, (q_ptr, out_ptr, ws_ptr, lse_ptr, ks_ptr, vs_ptr, k16_smem, v16_smem, ready, empty, seq,
-                          kv_head0, split, num_splits, start, end, n_steps, qk_scale, stride_qs, stride_qh, stride_os,
-                          stride_oh, stride_scale, num_q_heads, 3, GROUP, HEAD_DIM, NUM_BUF, SPLIT, DIRECT)),
-    ], [1, 1, 1, 1], [CONSUMER_REGS] * 4)
-
-
-def ws16_decode(q, k, v, bt, lens, k_scale, v_scale, num_splits, copies=4, num_buf=2, maxnreg=128, direct=False,
-                consumer_regs=208, scale=None):
-    units = 4
-    num_seqs, hq, d = q.shape
-    hkv = k.shape[2]
-    scale = scale or d ** -0.5
-    out = torch.empty_like(q)
-    ws = torch.empty((num_seqs, hq, num_splits, d), dtype=torch.float32, device=q.device)
-    lse = torch.empty((num_seqs, hq, num_splits), dtype=torch.float32, device=q.device)
-    sk = k.stride()
-    _ws16_decode_kernel[(num_seqs, hkv // units, num_splits)](
-        q, k, v, bt, lens, out, ws, lse, k_scale, v_scale, q.stride(0), q.stride(1), sk[0], sk[1], sk[2],
-        bt.stride(0), out.stride(0), out.stride(1), 1 if k_scale.numel() > 1 else 0, scale * LOG2E, num_splits, hq,
-        GROUP=hq // hkv, HEAD_DIM=d, BLOCK_SIZE=k.shape[1], COPIES=copies, NUM_BUF=num_buf, UNITS=units,
-        SPLIT=num_splits > 1, DIRECT=direct, CONSUMER_REGS=consumer_regs, num_warps=units, maxnreg=maxnreg)
-    return out, ws, lse

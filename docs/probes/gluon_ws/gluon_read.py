@@ -11,7 +11,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 from triton.experimental.gluon.language.nvidia.ampere import mbarrier
 
-_cp_load = getattr(cp, "async_load", None) or cp.async_copy_global_to_shared
+cp_load = getattr(cp, "async_load", None) or cp.async_copy_global_to_shared  # Triton 3.9 / 3.6
 SLOT: gl.constexpr = 16
 _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
@@ -35,8 +35,8 @@ def _issue(k_ptr, v_ptr, k_dst, v_dst, bt_row, tok, ok, head_off, stride_kb, str
     rows = block * stride_kb + (tok % BLOCK_SIZE + offs_t) * stride_kt + head_off
     ptrs = rows[:, None] + offs_d[None, :]
     mask = (offs_t < 16)[:, None] & ok
-    _cp_load(k_dst, k_ptr + ptrs, mask)
-    _cp_load(v_dst, v_ptr + ptrs, mask)
+    cp_load(k_dst, k_ptr + ptrs, mask)
+    cp_load(v_dst, v_ptr + ptrs, mask)
 
 
 @gluon.jit
@@ -108,8 +108,8 @@ def _ws_producer(k_ptr, v_ptr, k_smem, v_smem, ready, empty, n_slots, start, bt_
         tok = start + i * 16
         block = gl.load(bt_row + tok // BLOCK_SIZE).to(gl.int64)
         base = block * stride_kb + (tok % BLOCK_SIZE) * stride_kt + head_off
-        _cp_load(k_smem.index(s), k_ptr + base + inner)
-        _cp_load(v_smem.index(s), v_ptr + base + inner)
+        cp_load(k_smem.index(s), k_ptr + base + inner)
+        cp_load(v_smem.index(s), v_ptr + base + inner)
         cp.mbarrier_arrive(ready.index(s), increment_count=False)
 
 

@@ -1,80 +1,31 @@
-"""On the H200: the warp-specialized Gluon fp8 decode: correctness, then graph us beside the product."""
-import sys, time
-sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
-import torch
-from kernels.bench_common import make_decode_case, fp8_copy, interleaved_times, median, NUM_Q_HEADS, HEAD_DIM
-from kernels.decode import paged_decode, paged_decode_ref
-from kernels.decode_config import choose_launch, DecodeConfig
-from kernels.paged_read import paged_read
-import gluon_decode as g
-import gluon_read as gr
+"""On the H200: item 55's decode (`gluon_decode`): checks against the float64 reference, then graph us beside the
+product. `PYTHONPATH=$PWD python3 docs/probes/gluon_ws/run_decode_probe.py [rounds]`; edit VARIANTS:
+(step, buffers, EARLY, maxnreg)."""
+import os
+import sys
+import time
 
-rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-variants = [(16, 4, 2, 128), (16, 4, 4, 128), (32, 3, 4, 128), (32, 2, 4, 128), (16, 6, 4, 128)]
-print(torch.cuda.get_device_properties(0).name, time.strftime("%H:%M:%S", time.gmtime()))
-gen = torch.Generator(device="cuda").manual_seed(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
 
-def gl_decode(q, k, v, bt, lens, ks, vs, splits, step, nb, early, mx):
-    out, ws, lse = g.ws_decode(q, k, v, bt, lens, ks, vs, splits, step=step, num_buf=nb, early=early, maxnreg=mx)
-    return g.merge_ref(ws, lse, q.dtype) if splits > 1 else out
+import gluon_decode as g  # noqa: E402
+import gluon_read as gr  # noqa: E402
+from probe_common import bench_decodes, check_ragged  # noqa: E402
 
-# correctness: ragged lengths, tails, empty splits, per-tensor and per-head scales
-for hkv, lens_list in ((8, [1, 37, 300, 1024]), (32, [5, 200]), (4, [129, 16])):
-    bs, hq = 16, 32
-    lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
-    nblk = [-(-n // bs) for n in lens_list]
-    total = sum(nblk) + 3
-    k = (torch.randn(total, bs, hkv, 128, device="cuda", generator=gen) * 2).to(torch.float8_e4m3fn)
-    v = (torch.randn(total, bs, hkv, 128, device="cuda", generator=gen) * 2).to(torch.float8_e4m3fn)
-    perm = torch.randperm(total, device="cuda", generator=gen).to(torch.int32)
-    bt = torch.zeros(len(lens_list), max(nblk), dtype=torch.int32, device="cuda")
-    o = 0
-    for i, n in enumerate(nblk):
-        bt[i, :n] = perm[o:o + n]; o += n
-    q = torch.randn(len(lens_list), hq, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-    for ks, vs in ((torch.tensor([0.7], device="cuda"), torch.tensor([1.3], device="cuda")),
-                   (torch.rand(hkv, device="cuda", generator=gen) + 0.5, torch.rand(hkv, device="cuda", generator=gen) + 0.5)):
-        ref = paged_decode_ref(q, k, v, bt, lens, k_scale=ks, v_scale=vs)
-        prod = paged_decode(q, k, v, bt, lens, k_scale=ks, v_scale=vs)
-        for splits in (1, 3):
-            for step, nb, early, mx in variants:
-                try:
-                    out = gl_decode(q, k, v, bt, lens, ks, vs, splits, step, nb, early, mx)
-                    torch.cuda.synchronize()
-                    err = (out.double() - ref).abs().max().item()
-                    print(f"check hkv={hkv} scales={ks.numel()} splits={splits} step={step} nb={nb} early={early} r{mx}: gluon err {err:.3e} product err {(prod.double() - ref).abs().max().item():.3e}")
-                except Exception as exc:
-                    print(f"check FAILED step={step} nb={nb}: {type(exc).__name__}: {str(exc)[:400]}")
+VARIANTS = [(16, 4, 2, 128), (32, 3, 2, 128), (32, 3, 0, 128)]
 
-gen = torch.Generator(device="cuda").manual_seed(0)
-sms = torch.cuda.get_device_properties(0).multi_processor_count
-for num_seqs, context, hkv in ((16, 16384, 8), (256, 2048, 8)):
-    case = make_decode_case(num_seqs, context, hkv, gen)
-    k8, ks, v8, vs = fp8_copy(case)
-    s8, c8 = choose_launch(num_seqs, hkv, context, HEAD_DIM, 1, sms, NUM_Q_HEADS // hkv)
-    bt, lens, q = case.block_tables, case.seq_lens, case.q
-    prod = paged_decode(q, k8, v8, bt, lens, k_scale=ks, v_scale=vs)
-    runners = {
-        "decode_bf16": lambda: paged_decode(q, case.k_cache, case.v_cache, bt, lens),
-        "decode_fp8": lambda: paged_decode(q, k8, v8, bt, lens, k_scale=ks, v_scale=vs),
-        "ws_read_4": lambda: gr.ws_read(k8, v8, bt, lens, s8, 4),
-    }
-    for step, nb, early, mx in variants:
-        for splits in sorted({s8}):
-            name = f"gl_{step}x{nb}e{early}r{mx}_s{splits}"
-            try:
-                out = gl_decode(q, k8, v8, bt, lens, ks, vs, splits, step, nb, early, mx)
-                diff = (out.float() - prod.float()).abs().max().item()
-                print(f"  {num_seqs}x{context} {name} vs product max abs diff {diff:.2e}")
-            except Exception as exc:
-                print(f"  {name} FAILED {type(exc).__name__}: {str(exc)[:300]}")
-                continue
-            runners[name] = (lambda step=step, nb=nb, splits=splits, early=early, mx=mx:
-                             g.ws_decode(q, k8, v8, bt, lens, ks, vs, splits, step=step, num_buf=nb, early=early, maxnreg=mx))
-    names = list(runners)
-    timed = interleaved_times([runners[n] for n in names], rounds)
-    bf16 = median(timed[0][0])
-    print(f"row {num_seqs}x{context}x{hkv} fp8 product splits {s8} {c8}")
-    for n, (graph, eager, how) in zip(names, timed):
-        us = median(graph)
-        print(f"  {n:18s} {us:8.1f} us  over_bf16 {us / bf16:.3f}  rounds {[round(x, 1) for x in graph]}")
+
+def decode_fn(step, nb, early, mx):
+    def decode(q, k, v, bt, lens, ks, vs, splits, merge=True):
+        out, ws, lse = g.ws_decode(q, k, v, bt, lens, ks, vs, splits, step=step, num_buf=nb, early=early, maxnreg=mx)
+        return g.merge_ref(ws, lse, q.dtype) if merge and splits > 1 else out
+    return decode
+
+
+if __name__ == "__main__":
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    print(torch.cuda.get_device_properties(0).name, time.strftime("%H:%M:%S", time.gmtime()))
+    decodes = {"gl_" + "_".join(map(str, v)): decode_fn(*v) for v in VARIANTS}
+    check_ragged(decodes)
+    bench_decodes(decodes, rounds, extra=lambda k8, v8, bt, lens, splits: {
+        "ws_read_4": lambda: gr.ws_read(k8, v8, bt, lens, splits, 4)})

@@ -1,8 +1,10 @@
-"""On the H200: Gluon read structures beside the fp8 decode and paged_read (graph us, median of rounds)."""
+"""On the H200: Gluon read structures (item 54) beside the fp8 decode and paged_read: each program's sums checked
+against `paged_read_ref`, then graph us. `PYTHONPATH=$PWD python3 docs/probes/gluon_ws/run_read_probe.py [rounds]`."""
 import sys, time
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
 import torch
-from kernels.bench_common import make_decode_case, fp8_copy, interleaved_times, median, NUM_Q_HEADS, HEAD_DIM
+from kernels.bench_common import make_decode_case, fp8_copy, NUM_Q_HEADS, HEAD_DIM
+from probe_common import time_rows
 from kernels.decode import paged_decode
 from kernels.decode_config import choose_launch, DecodeConfig
 from kernels.paged_read import paged_read, paged_read_ref
@@ -38,10 +40,5 @@ for num_seqs, context, hkv in ((16, 16384, 8), (256, 2048, 8)):
             except Exception as exc:
                 print(f"check {name}: FAILED {type(exc).__name__}: {str(exc)[:300]}")
                 runners[name] = None
-    names = [n for n, f in runners.items() if f is not None]
-    timed = interleaved_times([runners[n] for n in names], rounds)
-    bf16 = median(timed[0][0])
-    print(f"row {num_seqs}x{context} splits bf16 {s16} {c16} fp8 {s8} {c8}")
-    for n, (graph, eager, how) in zip(names, timed):
-        us = median(graph)
-        print(f"  {n:18s} {us:8.1f} us  over_bf16 {us / bf16:.3f}  rounds {[round(x, 1) for x in graph]}")
+    time_rows(f"row {num_seqs}x{context} splits bf16 {s16} {c16} fp8 {s8} {c8}",
+              {n: f for n, f in runners.items() if f is not None}, rounds)
