@@ -17,18 +17,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 from triton.experimental.gluon.language.nvidia.ampere import mbarrier, mma_v2
 
-from gluon_read import cp_load
-
-
-
-@gluon.jit
-def split_steps(lens_ptr, seq, split, num_splits, STEP: gl.constexpr):
-    """This split's token range [start, end) and its number of STEP-token steps (the product decode's split rule)."""
-    seq_len = gl.load(lens_ptr + seq)
-    tokens_per_split = gl.cdiv(gl.cdiv(seq_len, num_splits), STEP) * STEP
-    start = split * tokens_per_split
-    end = gl.minimum(start + tokens_per_split, seq_len)
-    return start, end, gl.cdiv(gl.maximum(end - start, 0), STEP)
+from gluon_read import cp_load, split_steps
 
 
 @gluon.jit

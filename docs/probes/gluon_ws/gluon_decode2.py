@@ -17,7 +17,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
 from triton.experimental.gluon.language.nvidia.ampere import mbarrier, mma_v2
 
-from gluon_decode import LOG2E, cp_load, merge_ref, split_steps
+from gluon_decode import LOG2E
+from gluon_read import cp_load, split_steps
 
 
 
@@ -253,7 +254,7 @@ def _ws_decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, ls
 
 def ws_decode(q, k, v, bt, lens, k_scale, v_scale, num_splits, step=16, num_buf=4, maxnreg=128, early=2,
               consumer_regs=216, scale=None, swap=False):
-    """Returns (out, workspace partials, LSEs); where split, merge with `merge_ref` (a probe wrapper)."""
+    """Returns (out, workspace partials, LSEs); where split, merge with `gluon_decode.merge_ref` (a probe wrapper)."""
     units = 4
     num_seqs, hq, d = q.shape
     hkv = k.shape[2]

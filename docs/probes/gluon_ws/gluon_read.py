@@ -17,13 +17,20 @@ _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
 
 @gluon.jit
-def _split_range(lens_ptr, seq, split, num_splits, STEP: gl.constexpr):
+def split_steps(lens_ptr, seq, split, num_splits, STEP: gl.constexpr):
+    """This split's token range [start, end) and its number of STEP-token steps (the product decode's split rule)."""
     seq_len = gl.load(lens_ptr + seq)
     tokens_per_split = gl.cdiv(gl.cdiv(seq_len, num_splits), STEP) * STEP
     start = split * tokens_per_split
     end = gl.minimum(start + tokens_per_split, seq_len)
-    n_slots = gl.maximum(end - start, 0) // 16
-    return start, n_slots
+    return start, end, gl.cdiv(gl.maximum(end - start, 0), STEP)
+
+
+@gluon.jit
+def _whole_slots(lens_ptr, seq, split, num_splits):
+    """The decode's 32-token split (its one-warp fp8 tile) in whole 16-token slots; a probe reads no tail."""
+    start, end, _ = split_steps(lens_ptr, seq, split, num_splits, 32)
+    return start, gl.maximum(end - start, 0) // 16
 
 
 @gluon.jit
@@ -48,7 +55,7 @@ def _ring_read_kernel(k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, stride_kb, stride
     seq = gl.program_id(0)
     kv_head = gl.program_id(1)
     split = gl.program_id(2)
-    start, n_slots = _split_range(lens_ptr, seq, split, num_splits, 32)
+    start, n_slots = _whole_slots(lens_ptr, seq, split, num_splits)
     k_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_SLOTS, 16, HEAD_DIM], smem_layout)
     v_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_SLOTS, 16, HEAD_DIM], smem_layout)
     bt_row = bt_ptr + seq * stride_bt
@@ -121,7 +128,7 @@ def _ws_read_kernel(k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, stride_kb, stride_k
     seq = gl.program_id(0)
     unit_group = gl.program_id(1)
     split = gl.program_id(2)
-    start, n_slots = _split_range(lens_ptr, seq, split, num_splits, 32)
+    start, n_slots = _whole_slots(lens_ptr, seq, split, num_splits)
     k_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_SLOTS, UNITS, 16, HEAD_DIM], smem_layout)
     v_smem = gl.allocate_shared_memory(k_ptr.dtype.element_ty, [NUM_SLOTS, UNITS, 16, HEAD_DIM], smem_layout)
     ready = gl.allocate_shared_memory(gl.int64, [NUM_SLOTS, 1], mbarrier.MBarrierLayout())

@@ -9,6 +9,8 @@ from kernels.bench_common import HEAD_DIM, NUM_Q_HEADS, fp8_copy, interleaved_ti
 from kernels.decode import paged_decode, paged_decode_ref
 from kernels.decode_config import choose_launch
 
+from gluon_decode import merge_ref
+
 # (q, k, v, block_tables, seq_lens, k_scale, v_scale, num_splits, merge=True) -> out; merge=False: the kernel alone
 Decode = Callable[..., torch.Tensor]
 BENCH_ROWS = ((16, 16384, 8), (256, 2048, 8))  # (num_seqs, context, num_kv_heads): the fp8 goal's rows
@@ -95,3 +97,12 @@ def bench_decodes(decodes: dict[str, Decode], rounds: int, rows=BENCH_ROWS, extr
                 continue
             runners[name] = lambda decode=decode: decode(q, k8, v8, bt, lens, ks, vs, splits, merge=False)
         time_rows(f"row {num_seqs}x{context}x{hkv} fp8 product splits {splits} {config}", runners, rounds)
+
+
+def split_decode(ws_decode, **launch) -> Decode:
+    """A `Decode` from a probe's `ws_decode(q, k, v, bt, lens, k_scale, v_scale, num_splits, **launch)`, which returns
+    (out, split partials, LSEs): merged in torch where split, unless merge=False (the kernel alone, for timing)."""
+    def decode(q, k, v, bt, lens, ks, vs, splits, merge=True):
+        out, ws, lse = ws_decode(q, k, v, bt, lens, ks, vs, splits, **launch)
+        return merge_ref(ws, lse, q.dtype) if merge and splits > 1 else out
+    return decode

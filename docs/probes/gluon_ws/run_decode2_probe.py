@@ -11,18 +11,15 @@ import torch  # noqa: E402
 
 import gluon_decode2 as g  # noqa: E402
 import gluon_read as gr  # noqa: E402
-from probe_common import bench_decodes, check_ragged  # noqa: E402
+from probe_common import bench_decodes, check_ragged, split_decode  # noqa: E402
 from run_decode_probe import decode_fn as item55_decode  # noqa: E402
 
 VARIANTS = [(16, 4, 2, 128, 216, False), (16, 6, 2, 128, 216, False), (16, 4, 2, 128, 216, True)]
 
 
 def decode_fn(step, nb, early, mx, consumer_regs, swap):
-    def decode(q, k, v, bt, lens, ks, vs, splits, merge=True):
-        out, ws, lse = g.ws_decode(q, k, v, bt, lens, ks, vs, splits, step=step, num_buf=nb, early=early, maxnreg=mx,
-                                   consumer_regs=consumer_regs, swap=swap)
-        return g.merge_ref(ws, lse, q.dtype) if merge and splits > 1 else out
-    return decode
+    return split_decode(g.ws_decode, step=step, num_buf=nb, early=early, maxnreg=mx, consumer_regs=consumer_regs,
+                        swap=swap)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,13 @@ import torch  # noqa: E402
 
 import gluon_decode as g  # noqa: E402
 import gluon_read as gr  # noqa: E402
-from probe_common import bench_decodes, check_ragged  # noqa: E402
+from probe_common import bench_decodes, check_ragged, split_decode  # noqa: E402
 
 VARIANTS = [(16, 4, 2, 128), (32, 3, 2, 128), (32, 3, 0, 128)]
 
 
 def decode_fn(step, nb, early, mx):
-    def decode(q, k, v, bt, lens, ks, vs, splits, merge=True):
-        out, ws, lse = g.ws_decode(q, k, v, bt, lens, ks, vs, splits, step=step, num_buf=nb, early=early, maxnreg=mx)
-        return g.merge_ref(ws, lse, q.dtype) if merge and splits > 1 else out
-    return decode
+    return split_decode(g.ws_decode, step=step, num_buf=nb, early=early, maxnreg=mx)
 
 
 if __name__ == "__main__":
