@@ -58,6 +58,31 @@ def _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, 
 
 
 @triton.jit
+def _attend_range(q, k_ptr, v_ptr, bt_ptr, seq, kv_head, start, end, stride_bt, stride_kb, stride_kt, stride_kh,
+                  qk_scale, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+                  BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, FP8_WIDEN_V: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr):
+    """The online softmax state (m, l, acc) of the query tile `q` over tokens [start, end) of sequence `seq`, KV head
+    `kv_head` (`start` a multiple of BLOCK_N). Whole tiles load and score without token masks (fewer predicate ops
+    per load); the tail tile is masked."""
+    m_i = tl.full([GROUP_PAD], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([GROUP_PAD], dtype=tl.float32)
+    acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], dtype=tl.float32)
+    bt_row = bt_ptr + seq * stride_bt
+    head_off = kv_head * stride_kh
+    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
+    for tile_start in range(start, full_end, BLOCK_N):
+        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt,
+                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
+                                     False, FP8, FP8_WIDEN_V, DOT_PRECISION)
+    if full_end < end:
+        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, full_end, end, head_off, stride_kb, stride_kt,
+                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
+                                     True, FP8, FP8_WIDEN_V, DOT_PRECISION)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _decode_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, ws_ptr, sem_ptr, ks_ptr, vs_ptr,
     stride_qs, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_os, stride_oh, stride_scale,
@@ -89,21 +114,9 @@ def _decode_kernel(
         if not FP8_TO_F32:
             q = q.to(tl.float16)  # e4m3 widens to fp16 in one instruction a pair; bf16 would take three
 
-    m_i = tl.full([GROUP_PAD], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([GROUP_PAD], dtype=tl.float32)
-    acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], dtype=tl.float32)
-    bt_row = bt_ptr + seq * stride_bt
-    head_off = kv_head * stride_kh
-    # Whole tiles load and score without token masks (fewer predicate ops per load); the tail tile is masked.
-    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
-    for tile_start in range(start, full_end, BLOCK_N):
-        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt,
-                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
-                                     False, FP8, FP8_WIDEN_V, DOT_PRECISION)
-    if full_end < end:
-        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, full_end, end, head_off, stride_kb, stride_kt,
-                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
-                                     True, FP8, FP8_WIDEN_V, DOT_PRECISION)
+    m_i, l_i, acc = _attend_range(q, k_ptr, v_ptr, bt_ptr, seq, kv_head, start, end, stride_bt, stride_kb, stride_kt,
+                                  stride_kh, qk_scale, GROUP_PAD, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N, FP8,
+                                  FP8_WIDEN_V, DOT_PRECISION)
 
     has_tokens = l_i > 0  # false only for an empty split
     acc = acc / tl.where(has_tokens, l_i, 1.0)[:, None]

@@ -1,25 +1,24 @@
-"""Build the product's fp8 and bf16 decode for 16 x 16384 (its automatic launches), the stamped copy and the stream-K
-probe for sm_90a without a GPU, and print registers and stack a thread, shared memory and SASS size: the stamps must
-leave the product's build alone (registers within a few), and stream-K's registers say how many programs an SM fit.
+"""Build for sm_90a without a GPU, and print registers and stack a thread, shared memory and SASS size of: the product's
+decode at its automatic launch on every row of the benchmark (bf16 and fp8 caches), the stamped copy on 16 x 16384
+(the stamps must leave the product's build alone: registers within a few) and the stream-K probe (its registers say
+how many programs an SM fit).
 `PYTHONPATH=$PWD python3 docs/probes/decode_timeline/compile_probes.py` under Triton 3.6 or 3.9."""
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import torch  # noqa: E402
 import triton  # noqa: E402
+from sm90_build import SM90, registers_and_opcodes  # noqa: E402
 from stamped import _build_kernel  # noqa: E402
 from streamk import StreamK, _streamk_kernel  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 import kernels.decode  # noqa: E402
 from kernels import decode_launch  # noqa: E402
+from kernels.bench_common import DECODE_GRID, HEAD_DIM, NUM_Q_HEADS  # noqa: E402
 
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 ALIGNED_INTS = {"stride_qs", "stride_kb", "stride_kt", "stride_kh", "stride_bt", "stride_os", "stride_oh",
                 "lse_offset", "tiles_per_pair"}  # what Triton sees divisible by 16 at the benchmark's shapes
 
@@ -36,27 +35,26 @@ def build(fn, meta: dict, kv_type: str) -> str:
     aligned = {(names.index(n),): [["tt.divisibility", 16]] for n in names
                if n not in meta and (sig[n].startswith("*") or n in ALIGNED_INTS)}
     src = ASTSource(fn, sig, {(names.index(k),): v for k, v in meta.items()}, aligned)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-        cubin.write(compiled.asm["cubin"])
-        cubin.flush()
-        usage = subprocess.run([CUOBJDUMP, "-res-usage", cubin.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([CUOBJDUMP, "-sass", cubin.name], capture_output=True, text=True).stdout
-    instructions = len(re.findall(r"^\s+/\*[0-9a-f]{4}\*/", sass, re.M))
-    registers = re.search(r"REG:\d+ STACK:\d+", usage).group(0)
-    return f"{registers} shared {compiled.metadata.shared} sass {instructions}"
+    compiled = triton.compile(src, target=SM90, options=options)
+    registers, ops = registers_and_opcodes(compiled)
+    return f"{registers} shared {compiled.metadata.shared} sass {len(ops)}"
 
 
 def main() -> None:
     decode_launch._num_sms = lambda index: 132  # an H200's SMs, for the automatic launch
     stamped = _build_kernel()
-    for fp8 in (True, False):
-        p = decode_launch.plan.__wrapped__(16, 32, 8, 128, 16, 16384, torch.bfloat16, fp8, 1 if fp8 else 2,
-                                           torch.device("cuda", 0), None, None)
-        kv_type = "*fp8e4nv" if fp8 else "*bf16"
-        launch = f"{p.meta['BLOCK_N']}x{p.meta['num_warps']}x{p.meta['num_stages']}"
-        print(f"{'fp8' if fp8 else 'bf16'} decode {launch}: product {build(kernels.decode._decode_kernel, p.meta, kv_type)};"
-              f" stamped {build(stamped, p.meta, kv_type)}")
+    for num_seqs, context, num_kv_heads in DECODE_GRID:
+        for fp8 in (False, True):
+            p = decode_launch.plan.__wrapped__(num_seqs, NUM_Q_HEADS, num_kv_heads, HEAD_DIM, 16, context,
+                                               torch.bfloat16, fp8, 1 if fp8 else 2, torch.device("cuda", 0), None,
+                                               None)
+            kv_type = "*fp8e4nv" if fp8 else "*bf16"
+            launch = f"{p.meta['BLOCK_N']}x{p.meta['num_warps']}x{p.meta['num_stages']}, {p.num_splits} splits"
+            line = (f"{num_seqs} x {context} ({num_kv_heads}) {'fp8' if fp8 else 'bf16'} decode {launch}: product "
+                    f"{build(kernels.decode._decode_kernel, p.meta, kv_type)}")
+            if (num_seqs, context, num_kv_heads) == (16, 16384, 8):
+                line += f"; stamped {build(stamped, p.meta, kv_type)}"
+            print(line)
     for fp8, block_n, stages in ((True, 32, 5), (True, 16, 5), (False, 32, 3)):
         sk = StreamK(16, 32, 8, 128, 16, 16384, 8 * 132, block_n, 1, stages, fp8, torch.device("cpu"))
         print(f"stream-K {'fp8' if fp8 else 'bf16'} {block_n}x1x{stages}: "

@@ -42,7 +42,8 @@ def floors() -> None:
             times[name].append(time_graph_us(fn))
     us = {name: median(t) for name, t in times.items()}
     print("\nfloors, graph us: " + ", ".join(f"{name} {t:.1f}" for name, t in us.items()))
-    print(f"  half / full: sum {us['sum 512 MiB'] / us['sum 1 GiB']:.4f}, copy {us['copy 512 MiB'] / us['copy 1 GiB']:.4f}")
+    sum_ratio, copy_ratio = us["sum 512 MiB"] / us["sum 1 GiB"], us["copy 512 MiB"] / us["copy 1 GiB"]
+    print(f"  half / full: sum {sum_ratio:.4f}, copy {copy_ratio:.4f}")
 
 
 def main() -> None:
@@ -78,7 +79,8 @@ def main() -> None:
                 graph = time_graph_us(run)
                 graph_clock = clock_of(ts)
                 eager = time_eager_us(run)
-                print(f"  round {r} {label}: graph {graph:.1f} us at {graph_clock}, eager {eager:.1f} us at {clock_of(ts)}")
+                print(f"  round {r} {label}: graph {graph:.1f} us at {graph_clock}, "
+                      f"eager {eager:.1f} us at {clock_of(ts)}")
         print(" one call after 1 s idle / after 1.5 s of back-to-back calls:")
         for label, (run, ts) in stamped.items():
             torch.cuda.synchronize()

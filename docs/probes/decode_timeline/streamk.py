@@ -1,6 +1,6 @@
 """Stream-K one-warp decode (docs/kernels.md "What was tried" 61): a grid of exactly P programs (a whole number an
 SM), the (sequence, KV head) pairs' tiles concatenated and cut into P ranges of equal tiles (+-1), each range walked
-pair segment by pair segment with the product's tile step (`_attend_tile`); each segment's partial goes to a
+pair segment by pair segment with the product's tile loop (`_attend_range`); each segment's partial goes to a
 workspace slot and the pair's last contributor merges. Equal sequence lengths only (the benchmark rows): a probe,
 not product code. `ts` (int64 [P, 5]) takes each program's SM, start and end (%globaltimer) as `stamped.timeline`
 reads them (no loop stamp, no cycles).
@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import default_scale, dot_precision, next_pow2
-from kernels.decode import LOG2E, _attend_tile
+from kernels.decode import LOG2E, _attend_range
 
 
 @triton.jit
@@ -42,20 +42,9 @@ def _segment(q_ptr, k_ptr, v_ptr, bt_ptr, out_ptr, ws_ptr, sem_ptr, ks_ptr, vs_p
     if FP8:
         qk_scale = qk_scale * tl.load(ks_ptr)
         q = q.to(tl.float16)
-    m_i = tl.full([GROUP_PAD], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([GROUP_PAD], dtype=tl.float32)
-    acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], dtype=tl.float32)
-    bt_row = bt_ptr + seq * stride_bt
-    head_off = kv_head * stride_kh
-    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
-    for tile_start in range(start, full_end, BLOCK_N):
-        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt,
-                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
-                                     False, FP8, False, DOT_PRECISION)
-    if full_end < end:
-        m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, full_end, end, head_off, stride_kb, stride_kt,
-                                     qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
-                                     True, FP8, False, DOT_PRECISION)
+    m_i, l_i, acc = _attend_range(q, k_ptr, v_ptr, bt_ptr, seq, kv_head, start, end, stride_bt, stride_kb, stride_kt,
+                                  stride_kh, qk_scale, GROUP_PAD, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N, FP8,
+                                  False, DOT_PRECISION)
     has_tokens = l_i > 0
     acc = acc / tl.where(has_tokens, l_i, 1.0)[:, None]
     if FP8:
@@ -148,7 +137,9 @@ class StreamK:
         self.ws = torch.empty(self.rows * head_dim + self.rows, dtype=torch.float32, device=device)
         self.sem = torch.zeros(self.num_pairs, dtype=torch.int32, device=device)
         self.meta = dict(GROUP=group, GROUP_PAD=next_pow2(group), HEAD_DIM=head_dim, HEAD_DIM_PAD=next_pow2(head_dim),
-                         BLOCK_SIZE=block_size, BLOCK_N=block_n, MAXC=self.maxc, MERGE_S=min(self.maxc, max(2, 2048 * num_warps // (next_pow2(group) * next_pow2(head_dim)))),
+                         BLOCK_SIZE=block_size, BLOCK_N=block_n, MAXC=self.maxc,
+                         # the product's merge chunk for a one-warp program (kernels.decode_launch.MERGE_TILE)
+                         MERGE_S=min(self.maxc, max(2, 2048 * num_warps // (next_pow2(group) * next_pow2(head_dim)))),
                          FP8=fp8, DOT_PRECISION=dot_precision(q_dtype),
                          num_warps=num_warps, num_stages=num_stages)
         self.num_kv_heads, self.head_dim = num_kv_heads, head_dim

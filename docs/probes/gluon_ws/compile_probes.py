@@ -2,24 +2,21 @@
 the launch; `setmaxnreg` moves them between partitions), shared memory, SASS instructions and a digest of their
 opcodes (to tell a refactor that changes nothing from one that does).
 
-`python3 docs/probes/gluon_ws/compile_probes.py` under Triton 3.6 or 3.9; `cuobjdump` is looked up beside Triton's
-ptxas (a Triton wheel ships both)."""
+`python3 docs/probes/gluon_ws/compile_probes.py` under Triton 3.6 or 3.9 (`docs/probes/sm90_build.py` reads the
+builds)."""
 import hashlib
 import importlib
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
+from sm90_build import SM90, registers_and_opcodes  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
 TYPES = dict(q_ptr="*bf16", k_ptr="*fp8e4nv", v_ptr="*fp8e4nv", bt_ptr="*i32", lens_ptr="*i32", out_ptr="*bf16",
              ws_ptr="*fp32", lse_ptr="*fp32", ks_ptr="*fp32", vs_ptr="*fp32", qk_scale="fp32")
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
 def build(module: str, kernel: str, constexprs: dict, num_warps: int, maxnreg: int | None = None) -> str:
@@ -30,15 +27,9 @@ def build(module: str, kernel: str, constexprs: dict, num_warps: int, maxnreg: i
                  and (sig[n].startswith("*") or (n.startswith("stride") and n != "stride_bt"))}
     src = GluonASTSource(fn, sig, {(names.index(k),): v for k, v in constexprs.items()}, divisible)
     options = dict(num_warps=num_warps) | ({"maxnreg": maxnreg} if maxnreg else {})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-        cubin.write(compiled.asm["cubin"])
-        cubin.flush()
-        usage = subprocess.run([CUOBJDUMP, "-res-usage", cubin.name], capture_output=True, text=True).stdout
-        sass = subprocess.run([CUOBJDUMP, "-sass", cubin.name], capture_output=True, text=True).stdout
-    ops = [line.split()[0] for line in re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?(.*?);", sass, re.M)]
+    compiled = triton.compile(src, target=SM90, options=options)
+    regs, ops = registers_and_opcodes(compiled)
     digest = hashlib.md5(" ".join(ops).encode()).hexdigest()[:10]
-    regs = re.search(r"REG:\d+ STACK:\d+", usage).group(0)
     return f"{regs} shared {compiled.metadata.shared} sass {len(ops)} HMMA {ops.count('HMMA.16816.F32')} digest {digest}"
 
 
