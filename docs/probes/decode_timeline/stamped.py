@@ -41,7 +41,7 @@ _INSERTIONS = (  # (anchor, text inserted after it); anchors must occur once in 
      '    t_end = _stamp(seq, "mov.u64 $0, %globaltimer;")\n'
      '    c_end = _stamp(seq, "mov.u64 $0, %clock64;")\n'
      '    pid = (seq * tl.num_programs(1) + kv_head) * tl.num_programs(2) + split\n'
-     '    row = ts_ptr + pid * 5\n'
+     f'    row = ts_ptr + pid * {STAMP_FIELDS}\n'
      '    tl.store(row, sm_id)\n    tl.store(row + 1, t_start)\n    tl.store(row + 2, t_loop)\n'
      '    tl.store(row + 3, t_end)\n    tl.store(row + 4, c_end - c_start)\n\n'),
 )
@@ -53,7 +53,10 @@ def _build_kernel():
         if source.count(anchor) != 1:
             raise RuntimeError(f"kernels/decode.py changed: anchor {anchor!r} found {source.count(anchor)} times")
         source = source.replace(anchor, anchor + text)
-    source = source.replace("\n\n@triton.jit\ndef _attend_tile", _HELPERS + "\n\n@triton.jit\ndef _attend_tile", 1)
+    first_jit = "\n\n@triton.jit\ndef _attend_tile"
+    if first_jit not in source:
+        raise RuntimeError("kernels/decode.py changed: no _attend_tile to put the stamp helper before")
+    source = source.replace(first_jit, _HELPERS + first_jit, 1)
     path = Path(tempfile.mkdtemp()) / "stamped_decode_kernel.py"  # triton.jit reads the source from a file
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("stamped_decode_kernel", path)
