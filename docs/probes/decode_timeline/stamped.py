@@ -47,23 +47,34 @@ _INSERTIONS = (  # (anchor, text inserted after it); anchors must occur once in 
 )
 
 
-def _build_kernel():
-    source = inspect.getsource(kernels.decode)
-    for anchor, text in _INSERTIONS:
-        if source.count(anchor) != 1:
-            raise RuntimeError(f"kernels/decode.py changed: anchor {anchor!r} found {source.count(anchor)} times")
-        source = source.replace(anchor, anchor + text)
+def anchored(source: str, anchor: str) -> int:
+    """The index of `anchor` in the product's decode source, which must hold it exactly once."""
+    if source.count(anchor) != 1:
+        raise RuntimeError(f"kernels/decode.py changed: anchor {anchor!r} found {source.count(anchor)} times")
+    return source.index(anchor)
+
+
+def decode_kernel_from(source: str, helpers: str, module_name: str):
+    """`_decode_kernel` of `source` (kernels/decode.py's, edited) with `helpers` (Triton functions) put before its
+    first kernel function; written to a file and imported, since triton.jit reads a function's source from its file."""
     first_jit = "\n\n@triton.jit\ndef _attend_tile"
-    if first_jit not in source:
-        raise RuntimeError("kernels/decode.py changed: no _attend_tile to put the stamp helper before")
-    source = source.replace(first_jit, _HELPERS + first_jit, 1)
-    path = Path(tempfile.mkdtemp()) / "stamped_decode_kernel.py"  # triton.jit reads the source from a file
+    at = anchored(source, first_jit)
+    source = source[:at] + helpers + source[at:]
+    path = Path(tempfile.mkdtemp()) / f"{module_name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("stamped_decode_kernel", path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module._decode_kernel
+
+
+def _build_kernel():
+    source = inspect.getsource(kernels.decode)
+    for anchor, text in _INSERTIONS:
+        at = anchored(source, anchor) + len(anchor)
+        source = source[:at] + text + source[at:]
+    return decode_kernel_from(source, _HELPERS, "stamped_decode_kernel")
 
 
 _KERNEL = None
