@@ -6,23 +6,6 @@ import triton.language as tl
 
 
 @triton.jit
-def split_token_range(seq_len, split, num_splits, BLOCK_N: tl.constexpr):
-    """Tokens [start, end) of split `split` of a `seq_len`-token sequence: every split gets the same whole number of
-    BLOCK_N tiles (the context over the splits, rounded up to a tile), so trailing splits may be empty
-    (`decode_config.nonempty_splits` counts the others on the host)."""
-    tokens_per_split = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
-    start = split * tokens_per_split
-    return start, tl.minimum(start + tokens_per_split, seq_len)
-
-
-@triton.jit
-def whole_tiles_end(start, end, BLOCK_N: tl.constexpr):
-    """Where the whole BLOCK_N tiles from `start` stop before `end` (`start` itself for an empty range): the tiles
-    before it load without token masks, one masked tile covers the rest."""
-    return start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
-
-
-@triton.jit
 def tile_kv_offsets(bt_row, tile_start, n_mask, head_off, stride_kb, stride_kt,
                     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     """Element offsets [BLOCK_N] (int64, `head_off` included) of the tokens tile_start .. tile_start + BLOCK_N - 1

@@ -23,7 +23,7 @@ from kernels._common import (
     dequantize_cache, gather_sequence,
 )
 from kernels._launch import FastLauncher
-from kernels._paged import load_kv_tile, split_token_range, tile_kv_offsets, whole_tiles_end, widen_e4m3
+from kernels._paged import load_kv_tile, tile_kv_offsets, widen_e4m3
 from kernels.decode_config import DecodeConfig
 from kernels.decode_launch import plan, split_counters
 from kernels.decode_merge import _merge_flat, _merge_tree
@@ -70,7 +70,7 @@ def _attend_range(q, k_ptr, v_ptr, bt_ptr, seq, kv_head, start, end, stride_bt, 
     acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], dtype=tl.float32)
     bt_row = bt_ptr + seq * stride_bt
     head_off = kv_head * stride_kh
-    full_end = whole_tiles_end(start, end, BLOCK_N)
+    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
     for tile_start in range(start, full_end, BLOCK_N):
         m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt,
                                      qk_scale, m_i, l_i, acc, HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N,
@@ -97,7 +97,10 @@ def _decode_kernel(
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(lens_ptr + seq)
-    start, end = split_token_range(seq_len, split, num_splits, BLOCK_N)
+    # Each split gets a whole number of BLOCK_N tiles; trailing splits may be empty.
+    tokens_per_split = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
+    start = split * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, seq_len)
 
     offs_g = tl.arange(0, GROUP_PAD)
     offs_d = tl.arange(0, HEAD_DIM_PAD)

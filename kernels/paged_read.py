@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import FP8_DTYPE, check_cache, check_index, gather_sequence, next_pow2
-from kernels._paged import load_kv_tile, split_token_range, tile_kv_offsets, whole_tiles_end
+from kernels._paged import load_kv_tile, tile_kv_offsets
 from kernels.decode_config import DecodeConfig
 
 
@@ -46,12 +46,14 @@ def _paged_read_kernel(k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr, stride_kb, strid
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(lens_ptr + seq)
-    start, end = split_token_range(seq_len, split, num_splits, BLOCK_N)  # the decode's split rule
+    tokens_per_split = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N  # the decode's split rule
+    start = split * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, seq_len)
     acc_k = tl.zeros([16, BLOCK_N], dtype=tl.float32)
     acc_v = tl.zeros([16, HEAD_DIM_PAD], dtype=tl.float32)
     bt_row = bt_ptr + seq * stride_bt
     head_off = kv_head * stride_kh
-    full_end = whole_tiles_end(start, end, BLOCK_N)
+    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
     for tile_start in range(start, full_end, BLOCK_N):
         acc_k, acc_v = _read_tile(k_ptr, v_ptr, bt_row, tile_start, end, head_off, stride_kb, stride_kt, acc_k, acc_v,
                                   HEAD_DIM, HEAD_DIM_PAD, BLOCK_SIZE, BLOCK_N, False, FP8)
