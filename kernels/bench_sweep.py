@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from kernels.bench_common import (
-    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, make_decode_case, run_main, start_gpu_run, time_us,
+    DECODE_GRID, HEAD_DIM, NUM_Q_HEADS, PREFILL_GRID, copy_bandwidth_gbs, make_decode_case, run_main, start_gpu_run,
+    time_us,
 )
 
 SMEM_LIMIT = 227 * 1024  # bytes of shared memory per program on Hopper
