@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-DEFAULT_ATTAINMENT = 0.9
+from analysis.slo import DEFAULT_ATTAINMENT
 
 
 def check_attainment_target(target: float) -> float:

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 import pandas as pd
 
 from analysis.atomic import atomic_directory, write_manifest
-from analysis.capacity import DEFAULT_ATTAINMENT, capacity_by_policy, check_attainment_target
+from analysis.capacity import capacity_by_policy, check_attainment_target
 from analysis.metrics import DEFAULT_PERCENTILES
 from analysis.report import write_report
 from analysis.report_context import ReportContext
 from analysis.runs import RunData, run_metrics
-from analysis.slo import SLO
+from analysis.slo import DEFAULT_ATTAINMENT, SLO
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from analysis.executors import add_executor_arguments
+from analysis.slo import DEFAULT_ATTAINMENT, DEFAULT_SLO
 from sim.console import warn
 from traces.options import add_arrival_options, add_transform_options, apply_transforms, seed_arg, transform_words
 
 DEFAULT_POLICIES = ("vllm", "sglang", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "static")
 DEFAULT_OUT = "out/compare"
 DEFAULT_MODEL, DEFAULT_GPU = "llama-3-8b", "h100-sxm"  # for a --trace file
-# Used when --goodput is not given: a chat-style bound on waiting for the first token and on decode pace.
-DEFAULT_GOODPUT = ("ttft:2000", "tpot:100")
+DEFAULT_GOODPUT = DEFAULT_SLO.goodput_args()  # when --goodput is not given
 
 
 def _entries(text: str) -> list[str]:
@@ -98,8 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--goodput", nargs="+", metavar="NAME:MS",
                    help=f"SLOs as vLLM's benchmark takes them: ttft:MS tpot:MS e2el:MS "
                         f"(default: {' '.join(DEFAULT_GOODPUT)})")
-    p.add_argument("--slo-attainment", type=float, default=0.9, metavar="F",
-                   help="share of requests that must meet the SLOs for a load to count (default 0.9)")
+    p.add_argument("--slo-attainment", type=float, default=DEFAULT_ATTAINMENT, metavar="F",
+                   help=f"share of requests that must meet the SLOs for a load to count (default {DEFAULT_ATTAINMENT})")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="replays run in N parallel processes")
     add_executor_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

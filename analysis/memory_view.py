@@ -16,7 +16,7 @@ import pandas as pd
 
 from sim.metrics import kv_token_usage, kv_usage, memory_figures, time_weighted_mean
 
-STEP_COLUMNS: tuple[str, ...] = (
+REQUIRED_STEP_COLUMNS: tuple[str, ...] = (
     "start_s", "duration_s", "batch_size", "num_running", "kv_blocks_used", "kv_blocks_free", "kv_tokens", "kv_slots_reserved",
     "cow_copies", "preemptions", "swaps_out", "swaps_in",
 )
@@ -24,7 +24,7 @@ EVENT_COLUMNS: tuple[str, ...] = ("preemptions", "swaps_out", "swaps_in", "cow_c
 
 
 def check_step_columns(steps: pd.DataFrame) -> None:
-    missing = [c for c in STEP_COLUMNS if c not in steps.columns]
+    missing = [c for c in REQUIRED_STEP_COLUMNS if c not in steps.columns]
     if missing:
         raise ValueError(f"steps table: missing columns {', '.join(missing)}")
 

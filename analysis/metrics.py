@@ -28,7 +28,7 @@ from sim.metrics import percentiles as sim_percentiles
 from sim.metrics import time_per_output_token
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (90.0, 99.0)
-REQUEST_COLUMNS: tuple[str, ...] = (
+REQUIRED_REQUEST_COLUMNS: tuple[str, ...] = (
     "arrival_s", "finish_s", "prompt_tokens", "output_tokens", "status", "ttft_s", "e2e_s",
 )
 LATENCY_METRICS: tuple[str, ...] = ("ttft", "tpot", "itl", "e2el")
@@ -40,7 +40,7 @@ def percentile_key(p: float) -> str:
 
 
 def check_request_columns(requests: pd.DataFrame) -> None:
-    missing = [c for c in REQUEST_COLUMNS if c not in requests.columns]
+    missing = [c for c in REQUIRED_REQUEST_COLUMNS if c not in requests.columns]
     if missing:
         raise ValueError(f"requests table: missing columns {', '.join(missing)}")
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 SLO_NAMES: tuple[str, ...] = ("ttft", "tpot", "e2el")
+DEFAULT_ATTAINMENT = 0.9  # share of requests that must meet the SLOs for a load to count
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class SLO:
     def items(self) -> list[tuple[str, float]]:
         """The constrained metrics as (name, milliseconds), in SLO_NAMES order."""
         return [(name, float(v)) for name in SLO_NAMES if (v := getattr(self, f"{name}_ms")) is not None]
+
+    def goodput_args(self) -> tuple[str, ...]:
+        """The `--goodput` words for these bounds: `("ttft:2000", "tpot:100")`."""
+        return tuple(f"{name}:{ms:g}" for name, ms in self.items())
 
     def describe(self) -> str:
         """`ttft<=2000ms, tpot<=100ms`, or `none` for an empty SLO."""
@@ -60,3 +65,7 @@ def parse_goodput(items: Sequence[str]) -> SLO:
         except ValueError:
             raise ValueError(f"goodput: {name}: {raw!r} is not a number of milliseconds") from None
     return SLO(**{f"{name}_ms": ms for name, ms in values.items()})
+
+
+# Used where no SLO is given: a chat-style bound on waiting for the first token and on decode pace.
+DEFAULT_SLO = SLO(ttft_ms=2000, tpot_ms=100)

@@ -24,18 +24,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from analysis.slo import DEFAULT_ATTAINMENT, DEFAULT_SLO
+
 GRID = """\
 [grid]
 policy = ["vllm-v0", "sarathi", "orca-max", "static"]
 max_num_seqs = [16, 64, 128, 256]
 num_gpu_blocks = [1500, 3000, 6000, 12000]
 """
-SLO = """\
-[slo]
-ttft_ms = 2000
-tpot_ms = 100
-attainment = 0.9
-"""
+SLO = "[slo]\n" + "".join(f"{name}_ms = {ms:g}\n" for name, ms in DEFAULT_SLO.items()) + f"attainment = {DEFAULT_ATTAINMENT}\n"
 SEARCH = (0.1, 4.0, 0.05)
 
 

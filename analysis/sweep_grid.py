@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from sim.config import DEFAULT_POLICY
+
 from analysis.spec_locator import Locator
 from analysis.sweep_spec import SweepConfig
 
@@ -18,7 +20,7 @@ def expand_grid(where: Locator, engine: dict[str, Any], grid: dict[str, list[Any
     from sim.policies import make_policy
     from sim.policies.sglang import check_schedule_policy
 
-    policies = tuple(grid.get("policy", [engine.get("policy", "vllm-v0")]))
+    policies = tuple(grid.get("policy", [engine.get("policy", DEFAULT_POLICY)]))
     if "lpm" in grid.get("schedule_policy", [engine.get("schedule_policy")]):
         try:  # sglang's queue order; no other policy reads it
             check_schedule_policy(tuple(map(str, policies)), "lpm", True)
@@ -29,7 +31,7 @@ def expand_grid(where: Locator, engine: dict[str, Any], grid: dict[str, list[Any
     for index, values in enumerate(itertools.product(*grid.values())):
         params = dict(zip(grid, values))
         options = {**engine, **params}
-        policy = options.pop("policy", "vllm-v0")
+        policy = options.pop("policy", DEFAULT_POLICY)
         try:
             # the policy's own rules too (vLLM V1 refuses a token budget below max_num_seqs, ...)
             make_policy(policy).configure(EngineConfig(**options))
@@ -55,7 +57,7 @@ def grid_warnings(where: Locator, engine: dict[str, Any], grid: dict[str, list[A
     from sim.policies import POLICIES
     from sim.policies.settings import ignored_note, ignored_settings
 
-    policies = [POLICIES[p] for p in grid.get("policy", [engine.get("policy", "vllm-v0")])]
+    policies = [POLICIES[p] for p in grid.get("policy", [engine.get("policy", DEFAULT_POLICY)])]
     warnings = []
     for table, keys in (("grid", grid), ("engine", engine)):
         for name in keys:

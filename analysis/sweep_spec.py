@@ -45,6 +45,11 @@ class Search:
     high: float
     precision: float
 
+    def __post_init__(self) -> None:
+        if not (0 < self.low < self.high and self.precision > 0):
+            raise ValueError(f"search: needs 0 < low < high and precision > 0, got low {self.low:g}, "
+                             f"high {self.high:g}, precision {self.precision:g}")
+
 
 @dataclass(frozen=True)
 class SweepConfig:
@@ -102,7 +107,7 @@ class SweepSpec:
                 trace = trace.head(source["num_requests"])
             what = f"{source['path']}"
             if "arrivals" in source:
-                from traces.generator import ArrivalSpec
+                from traces.arrivals import ArrivalSpec
 
                 what += f" ({ArrivalSpec.parse(source['arrivals']).describe()}, seed {self.seed})"
         elif "preset" in source:

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from analysis.capacity import DEFAULT_ATTAINMENT
+from analysis.slo import DEFAULT_ATTAINMENT
 from analysis.slo import SLO, SLO_NAMES
 from analysis.spec_locator import Locator, SpecError, check_number, check_table
 from analysis.sweep_grid import expand_grid, grid_warnings
@@ -157,7 +157,7 @@ def _parse_trace(where: Locator, trace: dict[str, Any]) -> dict[str, Any]:
 
 def _check_arrivals(where: Locator, trace: dict[str, Any]) -> None:
     """`arrivals`: `--arrivals` of `replay` and `compare` (the same parser), for a trace file's requests."""
-    from traces.generator import ArrivalSpec, ArrivalSpecError
+    from traces.arrivals import ArrivalSpec, ArrivalSpecError
 
     if "path" not in trace:
         raise where.error("trace.arrivals", "only with trace.path (a preset or [trace.generate] has its own arrivals)")

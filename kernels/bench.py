@@ -40,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _decode_runners(case, skip_flex: bool, skip_flashinfer: bool):
     from kernels import bench_peers as peers
-    from kernels.bench_common import DecodeCase
     from kernels.decode import paged_decode
     from kernels.decode_two_pass import paged_decode_two_pass
 

@@ -40,7 +40,7 @@ class DecodeCase:
 
     def contiguous_kv(self) -> tuple["torch.Tensor", "torch.Tensor"]:
         """K, V as [num_seqs, num_kv_heads, context, head_dim], the layout SDPA wants."""
-        b, (_, bs, h, d) = self.q.shape[0], self.k_cache.shape
+        b, (_, _, h, d) = self.q.shape[0], self.k_cache.shape
         idx = self.block_tables.long()
         k = self.k_cache[idx].reshape(b, -1, h, d)[:, : self.context].transpose(1, 2).contiguous()
         v = self.v_cache[idx].reshape(b, -1, h, d)[:, : self.context].transpose(1, 2).contiguous()

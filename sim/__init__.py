@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sim.config import EngineConfig
-    from sim.cost import AnalyticCostModel, CostProfile, StepBatch, StepCostModel
+    from sim.cost import AnalyticCostModel, CostProfile, StepBatch
     from sim.policies import POLICIES
     from sim.presets import GPUS, MODELS, GpuSpec, ModelSpec
     from sim.simulate import replay
@@ -25,7 +25,6 @@ _EXPORTS = {
     "AnalyticCostModel": "sim.cost",
     "CostProfile": "sim.cost",
     "StepBatch": "sim.cost",
-    "StepCostModel": "sim.cost",
     "POLICIES": "sim.policies",
     "GPUS": "sim.presets",
     "MODELS": "sim.presets",

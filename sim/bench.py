@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sim.config import DEFAULT_POLICY
 from sim.console import machine_line
 from sim.schema import SUMMARY_JSON
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (default 3)")
     parser.add_argument("--requests", type=int, default=100_000, help="generated requests (default 100000)")
     parser.add_argument("--rate", type=float, default=20.0, help="arrival rate of the generated traces")
-    parser.add_argument("--policy", default="vllm-v0", help="policy replayed (default vllm-v0)")
+    parser.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy replayed (default {DEFAULT_POLICY})")
     parser.add_argument("--skip-generated", action="store_true", help="only the Azure trace")
     parser.add_argument("--azure", type=Path, default=AZURE, help=f"the Azure code trace (default {AZURE})")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from sim.host_time import check_engine_name, check_graph_sizes
 from sim.presets import GIB, GPUS, KV_CACHE_DTYPES, MODELS, GpuSpec, ModelSpec, lookup
 
+DEFAULT_POLICY = "vllm-v0"  # the policy a replay runs when none is named
 BACKENDS: tuple[str, ...] = ("analytic", "execute")
 DEVICES: tuple[str, ...] = ("cuda", "cpu")
 

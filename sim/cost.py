@@ -1,4 +1,4 @@
-"""Step time: the `StepCostModel` protocol and its default, an analytic roofline over the presets.
+"""Step time: an analytic roofline over the presets (`AnalyticCostModel`).
 
 A step's time is a fixed host overhead, the GEMMs (weights read once, FLOPs per token), attention (prefill
 chunks by FLOPs, decode by the KV bytes it reads), tensor-parallel all-reduces, and copy-on-write / swap
@@ -11,14 +11,13 @@ for every pure decode step (one or many), which keeps fast-forwarding exact.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 
-from sim.json_profile import FieldError, load_json_dataclass
+from sim.json_profile import check_constants, load_json_dataclass
 from sim.presets import GpuSpec, ModelSpec
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -48,18 +47,7 @@ class CostProfile:
     host_per_token_s: float | None = None
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name in ("name", "description"):
-                continue
-            value = getattr(self, f.name)
-            if f.name.startswith("host_") and value is None:
-                continue
-            if f.name.startswith("host_") and isinstance(value, (int, float)) and not math.isfinite(value):
-                raise FieldError(f"cost profile {self.name}", f.name, f"must be a finite number >= 0, got {value!r}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise FieldError(f"cost profile {self.name}", f.name, f"must be a number >= 0, got {value!r}")
-            if f.name.endswith("efficiency") and not 0 < value <= 1:
-                raise FieldError(f"cost profile {self.name}", f.name, f"must be in (0, 1], got {value!r}")
+        check_constants(self, f"cost profile {self.name}", skip=("name", "description"))
 
     @classmethod
     def load(cls, name_or_path: str) -> "CostProfile":
@@ -81,20 +69,6 @@ class StepBatch:
     cow_copies: int = 0            # block copies inside HBM
     swap_blocks: int = 0           # blocks moved over the host link
     graph_tokens: int = 0          # > 0: tokens the GEMMs run at (a CUDA graph's padded batch)
-
-
-@runtime_checkable
-class StepCostModel(Protocol):
-    """Where step times come from. `decode_times` must agree with what `step_time` would say for a pure
-    decode batch; a backend without a closed form may loop over `step_time`."""
-
-    name: str
-
-    def step_time(self, batch: StepBatch) -> float: ...
-
-    def decode_times(self, num_seqs: int, context: np.ndarray) -> np.ndarray: ...
-
-    def describe(self) -> dict: ...
 
 
 class AnalyticCostModel:
@@ -207,10 +181,19 @@ class AnalyticCostModel:
         }
 
 
-def make_cost_model(config) -> AnalyticCostModel:
+class CostModelConfig(Protocol):
+    """What the cost model reads of an `EngineConfig` (named structurally: the config imports this module's
+    neighbours, so a direct import would close a cycle)."""
+
+    model_spec: ModelSpec
+    gpu_spec: GpuSpec
+    cost_profile: str
+    block_size: int
+    kv_cache_dtype: str
+
+
+def make_cost_model(config: CostModelConfig) -> AnalyticCostModel:
     """The analytic cost model of an `EngineConfig`. With `backend="execute"` the measured step times
     advance the clock and this model only predicts each step alongside (for fidelity tables)."""
-    if config.backend not in ("analytic", "execute"):
-        raise ValueError(f"backend: unknown name {config.backend!r}; valid names: analytic, execute")
     return AnalyticCostModel(config.model_spec, config.gpu_spec, CostProfile.load(config.cost_profile),
                              config.block_size, config.kv_cache_dtype)

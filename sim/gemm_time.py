@@ -21,11 +21,11 @@ fraction of its datasheet bandwidth its memory system reaches against the fitted
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sim.hbm_measured import bandwidth_scale
-from sim.json_profile import FieldError, load_json_dataclass
+from sim.json_profile import FieldError, check_constants, load_json_dataclass
 from sim.presets import GPUS, GpuSpec, lookup
 
 OPS_PROFILE_DIR = Path(__file__).with_name("profiles") / "ops"
@@ -50,14 +50,7 @@ class OpTimeModel:
     def __post_init__(self) -> None:
         if self.fitted_gpu:
             lookup(f"op time model {self.name}: fitted_gpu", GPUS, self.fitted_gpu)
-        for f in fields(self):
-            if f.name in ("name", "description", "fitted_gpu"):
-                continue
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise FieldError(f"op time model {self.name}", f.name, f"must be a number >= 0, got {value!r}")
-            if f.name.endswith("efficiency") and not 0 < value <= 1:
-                raise FieldError(f"op time model {self.name}", f.name, f"must be in (0, 1], got {value!r}")
+        check_constants(self, f"op time model {self.name}", skip=("name", "description", "fitted_gpu"))
         if not self.gemm_smoothness >= 1:
             raise FieldError(f"op time model {self.name}", "gemm_smoothness",
                              f"must be >= 1, got {self.gemm_smoothness!r}")

@@ -22,6 +22,8 @@ The policy's engine supplies the defaults (`EngineHost`, through `EngineConfig.h
 """
 from __future__ import annotations
 
+import math
+
 from bisect import bisect_left
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol, TypeVar
@@ -88,6 +90,12 @@ def no_graphs(config: EngineSettings) -> tuple[int, ...]:
     return ()
 
 
+def check_host_terms(step_s: float, per_request_s: float, per_token_s: float) -> None:
+    for name, value in (("step_s", step_s), ("per_request_s", per_request_s), ("per_token_s", per_token_s)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"host_{name}: must be a finite number >= 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class EngineHost:
     """An engine's published host constants (seconds), whether it overlaps them with the device, and the
@@ -98,6 +106,9 @@ class EngineHost:
     per_token_s: float
     overlap: bool
     graph_sizes: Callable[[EngineSettings], tuple[int, ...]]
+
+    def __post_init__(self) -> None:
+        check_host_terms(self.step_s, self.per_request_s, self.per_token_s)
 
 
 # Constants and their sources: docs/sim.md, "Host time and CUDA graphs".
@@ -149,6 +160,10 @@ class HostModel:
     per_token_s: float = 0.0
     overlap: bool = False
     graph_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_host_terms(self.step_s, self.per_request_s, self.per_token_s)
+        check_graph_sizes(self.graph_sizes)
 
     @classmethod
     def of(cls, config: EngineSettings, profile: "CostProfile") -> "HostModel":

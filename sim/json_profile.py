@@ -6,6 +6,7 @@ one place for the name lookup and the one-line errors (unknown name, bad JSON wi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,19 @@ class FieldError(ValueError):
     def __init__(self, owner: str, field: str, reason: str) -> None:
         super().__init__(f"{owner}: {field}: {reason}")
         self.field, self.reason = field, reason
+
+
+def check_constants(obj: Any, owner: str, skip: tuple[str, ...] = ()) -> None:
+    """Every field of the dataclass `obj` but `skip` is a finite number >= 0 (None where its default is None),
+    an `*efficiency` a fraction of a peak in (0, 1]: a `FieldError` names the first that is not."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in skip or (value is None and f.default is None):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise FieldError(owner, f.name, f"must be a finite number >= 0, got {value!r}")
+        if f.name.endswith("efficiency") and not 0 < value <= 1:
+            raise FieldError(owner, f.name, f"must be in (0, 1], got {value!r}")
 
 
 def _key_line(text: str, key: str) -> int:

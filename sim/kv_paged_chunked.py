@@ -15,7 +15,6 @@ from memory.block_keys import ChainKeys, PrivateChain
 
 from sim.config import EngineConfig
 from sim.kv_paged import PagedKV
-from sim.kv_prefix import PrefixCache, request_block_keys
 from sim.state import Group, Seq
 
 
@@ -30,20 +29,11 @@ class ChunkedPagedKV(PagedKV):
         """V1's admission: the request's computed prefix hits, nothing else (kv_cache_manager.py:266-328);
         the chunks take their blocks in `allocate_chunk`. Returns the tokens found computed."""
         assert group.n == 1, "per-chunk allocation holds one sequence per request"
-        seq, bm, prefix = Seq(self.new_sid(), 0), self.bm, self.prefix
-        cached = 0
-        if isinstance(prefix, PrefixCache):
-            keys, ready = prefix.plan(group)
-            cached = ready * self.bs
-            found = bm.allocate(seq.sid, cached, keys.head(ready))
-            assert found == cached, "the allocation found other hits than the lookup just before"
+        seq = Seq(self.new_sid(), 0)
+        keys, ready = self.prefix.allocate_hits(seq.sid, group)
+        if keys is not None:
             self.chunk_keys[seq.sid] = (keys, ready)
-            prefix.query_tokens += group.prompt
-            if ready:
-                prefix.hits += 1
-                prefix.hit_tokens += cached
-        else:
-            bm.allocate(seq.sid, 0)
+        cached = ready * self.bs
         seq.length = cached
         self.logical += -(-cached // self.bs)  # the blocks of its hits
         group.seqs, group.pending = [seq], []
@@ -54,11 +44,7 @@ class ChunkedPagedKV(PagedKV):
                          prefix_tokens: int, hash_ids: Sequence[int] | None) -> tuple[Hashable, ...] | None:
         """The cache keys of every full block of a beam-search request's prompt, the last one included (its
         rounds' prompts run past it); None with prefix caching off."""
-        if not isinstance(self.prefix, PrefixCache):
-            return None
-        keys = request_block_keys(group.prompt + 1, self.bs, request_key, prefix_group, prefix_tokens, hash_ids,
-                                  self.prefix.group_keys)
-        return tuple(keys.listed())
+        return self.prefix.prompt_keys(group, request_key, prefix_group, prefix_tokens, hash_ids)
 
     def assign_beam_keys(self, group: Group, keys: tuple[Hashable, ...],
                          chain: PrivateChain | None) -> PrivateChain:

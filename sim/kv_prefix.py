@@ -78,6 +78,14 @@ class NoPrefixCache:
         self.bm.allocate(sid, group.prompt)
         return 0
 
+    def allocate_hits(self, sid: int, group: Group) -> tuple[None, int]:
+        self.bm.allocate(sid, 0)
+        return None, 0
+
+    def prompt_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                    prefix_tokens: int, hash_ids: Sequence[int] | None) -> None:
+        return None
+
     def progress(self, group: Group) -> None:
         return None
 
@@ -130,6 +138,26 @@ class PrefixCache:
         if group.generated and group.n == 1 and self.hash_output:
             return group.prompt + group.generated
         return group.prompt
+
+    def allocate_hits(self, sid: int, group: Group) -> tuple[ChainKeys, int]:
+        """V1's admission: only the request's computed prefix hits are allocated (kv_cache_manager.py:266-328;
+        its chunks take their blocks later). Returns its keys and its number of hit blocks."""
+        keys, ready = self.plan(group)
+        cached = ready * self.bs
+        found = self.bm.allocate(sid, cached, keys.head(ready))
+        assert found == cached, "the allocation found other hits than the lookup just before"
+        self.query_tokens += group.prompt
+        if ready:
+            self.hits += 1
+            self.hit_tokens += cached
+        return keys, ready
+
+    def prompt_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
+                    prefix_tokens: int, hash_ids: Sequence[int] | None) -> tuple[Hashable, ...]:
+        """The keys of every full block of `group`'s prompt, the last one included."""
+        keys = request_block_keys(group.prompt + 1, self.bs, request_key, prefix_group, prefix_tokens, hash_ids,
+                                  self.group_keys)
+        return tuple(keys.listed())
 
     def plan(self, group: Group) -> tuple[ChainKeys, int]:
         """The keys to allocate with, and how many leading blocks are computed hits."""

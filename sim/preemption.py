@@ -68,7 +68,8 @@ class PreemptingQueues(RequestQueues):
             for group in self.dirty_groups:
                 kv.commit_group(group, g1)
         for group, q in chunks:
-            assert kv.allocate_chunk(group, q)
+            allocated = kv.allocate_chunk(group, q)
+            assert allocated, "the step's need was counted but a chunk's blocks did not fit"
         return True
 
     def reserve_slots(self, group: Group, tokens: int) -> bool:

@@ -6,6 +6,8 @@ describes ONE GPU's share: weights, heads and KV cache are split `tp` ways and e
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 GIB = 1 << 30
@@ -86,6 +88,12 @@ class GpuSpec:
     hbm_bandwidth: float       # bytes/s
     host_bandwidth: float      # bytes/s over PCIe, for swaps (one direction)
     interconnect_bandwidth: float  # bytes/s over NVLink per GPU, for tensor-parallel all-reduce
+
+    def __post_init__(self) -> None:
+        for field_name in ("memory_gib", "peak_flops", "hbm_bandwidth", "host_bandwidth", "interconnect_bandwidth"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"gpu {self.name}: {field_name}: must be a finite number > 0, got {value!r}")
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from sim.console import warn
 from traces.options import add_arrival_options, add_transform_options, load_trace, seed_arg
 
-DEFAULT_POLICY = "vllm-v0"
+DEFAULT_POLICY = "vllm-v0"  # sim.config.DEFAULT_POLICY, spelled out as the names below are
 # The names `sim.policies.POLICIES`, `sim.presets.MODELS`, `GPUS` and `sim.host_time.ENGINES` register, spelled
 # out for --help so that building the parser imports none of them (a test keeps them equal).
 POLICY_NAMES = ("vllm", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "orca-oracle", "orca-pow2", "static", "sglang")

@@ -40,10 +40,10 @@ class Scheduler(PolicyVerbs):
                  fast_forward: bool = True) -> None:
         super().__init__(config, kv)
         self.policy, self.seed = policy, seed
-        self.running_by_admission = getattr(policy, "running_by_admission", False)
+        self.running_by_admission = policy.running_by_admission
         self.priority_order = config.scheduling_policy == "priority"
-        self.split_samples = getattr(policy, "samples_as_requests", False)
-        self.prompt_first = getattr(policy, "prompt_request_first", False)
+        self.split_samples = policy.samples_as_requests
+        self.prompt_first = policy.prompt_request_first
         self.num_spawned = 0   # requests the trace does not hold (samples, beam-search rounds' requests)
         self.bs, self.fast_forward = config.block_size, fast_forward
         arrival = np.asarray(trace.column("arrival_s"), dtype=np.float64)
@@ -56,7 +56,7 @@ class Scheduler(PolicyVerbs):
         self.recorder = StepRecorder()   # monitoring: one plain record per step or run of decode steps
         # vLLM V1 runs beam search in its API server, as rounds of requests (`sim.v1_beam_search`).
         self.beam_front_end = (BeamFrontEnd(config, kv, seed, self._new_index, self._never_fits)
-                               if getattr(policy, "beam_search_as_requests", False) else None)
+                               if policy.beam_search_as_requests else None)
 
     # ---- requests ----------------------------------------------------------------------------------
     def add_request(self, i: int) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from sim.config import EngineConfig
+from sim.config import DEFAULT_POLICY, EngineConfig
 from sim.engine import Engine
 from sim.policies import make_policy
 from sim.result import SimResult
@@ -11,7 +11,7 @@ from sim.schema import STEP_COLUMNS
 from sim.tables import inter_token_gaps, requests_table, summarize
 
 
-def replay(trace, config: EngineConfig, policy: str = "vllm-v0", seed: int = 0, progress: bool = False) -> SimResult:
+def replay(trace, config: EngineConfig, policy: str = DEFAULT_POLICY, seed: int = 0, progress: bool = False) -> SimResult:
     """Replay `trace` (a `traces.Trace`) on one engine under `policy`. Same inputs and seed give the same
     tables (the summary's `wall_s` aside). Requests that can never run are rejected with a reason."""
     started = time.perf_counter()

@@ -67,8 +67,6 @@ class AnalyticTimer:
         self.cost = make_cost_model(config)
         self.host = HostModel.of(config, self.cost.profile)  # the profile the cost model loaded: read once
         self.fast_forward = config.fast_forward
-        # (base, slope) of a linear decode-time model, if the cost model has one: scalar fast path.
-        self._linear = getattr(self.cost, "decode_coefficients", None)
         self._no_host = not (self.host.step_s or self.host.per_request_s or self.host.per_token_s)
         self._decode_terms: dict[int, tuple[float, float, float]] = {}  # b -> (base, slope, host s): see decode_ns
 
@@ -106,14 +104,9 @@ class AnalyticTimer:
         """Durations (ns) of k pure decode steps of b sequences, the first with summed context c0.
         Short runs use scalar arithmetic, long ones numpy: the same IEEE operations, the same values."""
         host = self.host
-        if self._linear is None:  # a cost model without a closed form: no graph padding
-            h = host.host_s(b, b)
-            device = self.cost.decode_times(b, c0 + b * np.arange(k, dtype=np.int64))
-            ns = ((device + h if not host.overlap else np.maximum(device, h)) * 1e9 + 0.5).astype(np.int64)
-            return np.maximum(ns, 1, out=ns)
         terms = self._decode_terms.get(b)
         if terms is None:  # per batch size: a run asks twice, and the same sizes recur all along
-            terms = self._decode_terms[b] = (*self._linear(b, host.padded(b)), host.host_s(b, b))
+            terms = self._decode_terms[b] = (*self.cost.decode_coefficients(b, host.padded(b)), host.host_s(b, b))
         base, slope, h = terms
         if k <= SCALAR_RUN:
             if host.overlap:

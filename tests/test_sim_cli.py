@@ -241,10 +241,12 @@ def test_replay_help_names_every_policy_model_and_gpu() -> None:
     from sim.host_time import ENGINES
     from sim.policies import POLICIES
     from sim.presets import GPUS, MODELS
+    from sim import config, replay_cli
     from sim.replay_cli import GPU_NAMES, HOST_ENGINE_NAMES, MODEL_NAMES, POLICY_NAMES
 
     assert HOST_ENGINE_NAMES == tuple(ENGINES)
     assert POLICY_NAMES == tuple(POLICIES)
+    assert replay_cli.DEFAULT_POLICY == config.DEFAULT_POLICY
     assert MODEL_NAMES == tuple(MODELS)
     assert GPU_NAMES == tuple(GPUS)
     help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["replay"].format_help().split())

@@ -158,10 +158,10 @@ def test_a_profile_overrides_the_engines_host_constants(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"host_step_s": -1.0}, "cost profile default: host_step_s: must be a number >= 0, got -1.0"),
+    ({"host_step_s": -1.0}, "cost profile default: host_step_s: must be a finite number >= 0, got -1.0"),
     ({"host_per_request_s": float("inf")}, "host_per_request_s: must be a finite number >= 0, got inf"),
-    ({"host_per_token_s": "fast"}, "host_per_token_s: must be a number >= 0, got 'fast'"),
-    ({"host_per_token_s": True}, "host_per_token_s: must be a number >= 0, got True"),
+    ({"host_per_token_s": "fast"}, "host_per_token_s: must be a finite number >= 0, got 'fast'"),
+    ({"host_per_token_s": True}, "host_per_token_s: must be a finite number >= 0, got True"),
 ])
 def test_bad_profile_host_values_are_one_line_errors(fields: dict, message: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -190,7 +190,7 @@ def test_a_bad_host_value_in_a_profile_file_is_a_one_line_cli_error(tmp_path: Pa
     code = cli.main(["replay", "--trace", str(trace), "--cost-profile", bad, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("pagedlab: error: ") and err.count("\n") == 1
-    assert "host_step_s: must be a number >= 0, got -0.5" in err
+    assert "host_step_s: must be a finite number >= 0, got -0.5" in err
 
 
 @pytest.mark.parametrize("policy, fields", [

@@ -68,5 +68,5 @@ def test_analysis_column_needs_are_columns_of_the_replay_schema() -> None:
     from analysis import memory_view, metrics
     from sim.schema import REQUEST_COLUMNS, STEP_COLUMNS
 
-    assert set(metrics.REQUEST_COLUMNS) <= set(REQUEST_COLUMNS)
-    assert set(memory_view.STEP_COLUMNS) <= set(STEP_COLUMNS)
+    assert set(metrics.REQUIRED_REQUEST_COLUMNS) <= set(REQUEST_COLUMNS)
+    assert set(memory_view.REQUIRED_STEP_COLUMNS) <= set(STEP_COLUMNS)

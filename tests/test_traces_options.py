@@ -11,7 +11,7 @@ import pytest
 
 from sim import cli
 from traces import Request, Trace, generate, load
-from traces.generator import ArrivalSpec
+from traces.arrivals import ArrivalSpec
 from traces.request import MAX_ARRIVAL_S, MAX_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from traces.catalog import FORMATS
-from traces.request import FIELDS
+from traces.request import FIELDS, REQUIRED_COLUMNS
 from traces.problems import Problems
 from traces.validate import (hash_ids_column, native_columns, seconds_column, text_column, timestamp_column,
                              token_column)
@@ -141,13 +141,12 @@ def _vidur(frame: pd.DataFrame, problems: Problems, options: LoadOptions) -> Par
                   _zero_skips("num_prefill_tokens", prompt, "num_decode_tokens", output))
 
 
-_NATIVE_REQUIRED = ("arrival_s", "prompt_tokens", "output_tokens")
-_NATIVE_OPTIONAL = tuple(f for f in FIELDS if f not in _NATIVE_REQUIRED)
+_NATIVE_OPTIONAL = tuple(f for f in FIELDS if f not in REQUIRED_COLUMNS)
 _NATIVE_TEXT = ("request_id", "sampling", "prefix_group", "hash_ids")
 
 FORMAT_SPECS: dict[str, FormatSpec] = {spec.name: spec for spec in (
-    FormatSpec("native-csv", "csv", _NATIVE_REQUIRED, _NATIVE_OPTIONAL, _NATIVE_TEXT, _native, "arrival_s", True),
-    FormatSpec("native-jsonl", "jsonl", _NATIVE_REQUIRED, _NATIVE_OPTIONAL, (), _native, "arrival_s", True),
+    FormatSpec("native-csv", "csv", REQUIRED_COLUMNS, _NATIVE_OPTIONAL, _NATIVE_TEXT, _native, "arrival_s", True),
+    FormatSpec("native-jsonl", "jsonl", REQUIRED_COLUMNS, _NATIVE_OPTIONAL, (), _native, "arrival_s", True),
     FormatSpec("azure", "csv", ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), (), ("TIMESTAMP",), _azure,
                "TIMESTAMP"),
     FormatSpec("burstgpt", "csv", ("Timestamp", "Request tokens", "Response tokens"),

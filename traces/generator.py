@@ -10,8 +10,8 @@ Arrivals (`rate` in requests/s; `inf` sends everything at 0) -- the first reques
     (burstiness 1 is Poisson; < 1 burstier, > 1 more regular).
   - "constant": every gap is 1/rate.
 
-`ArrivalSpec` ("poisson:RATE", "gamma:RATE:CV", "constant:RATE") gives a length-only trace (e.g.
-Vidur's arxiv-summarization lengths) arrival times from the same seeded stream `generate` uses.
+`traces.arrivals.ArrivalSpec` ("poisson:RATE", "gamma:RATE:CV", "constant:RATE") gives a length-only trace
+(e.g. Vidur's arxiv-summarization lengths) arrival times from the same seeded stream `generate` uses.
 
 Lengths: "fixed" (input_len, output_len), "uniform" (integers in [len*(1-range_ratio),
 len*(1+range_ratio)], vLLM's random-dataset convention), "lognormal" (mean input_len/output_len,
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from traces.arrivals import arrival_gaps, seed_streams
 from traces.catalog import ARRIVALS, LENGTH_DISTRIBUTIONS, PRESET_NAMES
 from traces.request import FIELDS, MAX_ARRIVAL_S
 from traces.trace import Trace
@@ -53,6 +54,14 @@ class LengthPreset:
     output_sigma: float
     max_tokens: int  # cap on each side
     source: str
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_mean", "output_mean", "prompt_sigma", "output_sigma"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"length preset: {name}: must be a finite number > 0, got {value!r}")
+        if not (isinstance(self.max_tokens, int) and self.max_tokens >= 1):
+            raise ValueError(f"length preset: max_tokens: must be an integer >= 1, got {self.max_tokens!r}")
 
 
 _VLLM_PAPER = "Kwon et al., SOSP 2023 (vLLM), Sec. 6.1 / Fig. 11"
@@ -104,69 +113,6 @@ def _check(ok: bool, name: str, reason: str) -> None:
         raise ValueError(f"generate: {name}: {reason}")
 
 
-def _gaps(rng: np.random.Generator, num_gaps: int, arrival: str, rate: float, burstiness: float) -> np.ndarray:
-    if math.isinf(rate):
-        return np.zeros(num_gaps)
-    if arrival == "poisson":
-        return rng.exponential(1.0 / rate, size=num_gaps)
-    if arrival == "gamma":
-        return rng.gamma(burstiness, 1.0 / (rate * burstiness), size=num_gaps)
-    return np.full(num_gaps, 1.0 / rate)
-
-
-def _arrival_stream(seed: int) -> np.random.Generator:
-    """The arrival stream of `seed` (the first of the six `generate` splits the seed into)."""
-    return np.random.default_rng(np.random.SeedSequence(seed).spawn(6)[0])
-
-
-class ArrivalSpecError(ValueError):
-    """A bad arrival spec. str() is `arrivals: reason`; `reason` alone is for a caller that names the field
-    itself (`--arrivals`, a sweep spec's trace.arrivals)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"arrivals: {reason}")
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class ArrivalSpec:
-    """Arrival times for a trace that has none: `kind` poisson, gamma or constant at `rate` req/s;
-    gamma gaps have coefficient of variation `cv` (shape 1/cv**2, vLLM's burstiness; cv 1 is Poisson)."""
-
-    kind: str
-    rate: float
-    cv: float = 1.0
-
-    def __post_init__(self) -> None:
-        for ok, reason in ((self.kind in ARRIVALS, f"unknown kind {self.kind!r} (expected one of {', '.join(ARRIVALS)})"),
-                           (math.isfinite(self.rate) and self.rate > 0, f"rate must be a finite number > 0, got {self.rate:g}"),
-                           (math.isfinite(self.cv) and self.cv > 0, f"cv must be a finite number > 0, got {self.cv:g}")):
-            if not ok:
-                raise ArrivalSpecError(reason)
-
-    @classmethod
-    def parse(cls, text: str) -> "ArrivalSpec":
-        """`poisson:RATE`, `gamma:RATE:CV` or `constant:RATE`."""
-        kind, *numbers = text.strip().split(":")
-        wanted = 2 if kind == "gamma" else 1
-        try:
-            if kind not in ARRIVALS or len(numbers) != wanted:
-                raise ValueError
-            values = [float(x) for x in numbers]
-        except ValueError:
-            raise ArrivalSpecError(f"expected poisson:RATE, gamma:RATE:CV or constant:RATE, got {text!r}") from None
-        return cls(kind, *values)
-
-    def describe(self) -> str:
-        cv = f", cv {self.cv:g}" if self.kind == "gamma" else ""
-        return f"{self.kind} arrivals at {self.rate:g} req/s{cv}"
-
-    def times(self, num_requests: int, seed: int) -> np.ndarray:
-        """`num_requests` arrival times from 0, seeded by `seed`."""
-        gaps = _gaps(_arrival_stream(seed), num_requests - 1, self.kind, self.rate, 1.0 / self.cv**2)
-        return np.concatenate([[0.0], np.cumsum(gaps)])[:num_requests]
-
-
 def generate(num_requests: int, *, rate: float, arrival: str = "poisson", burstiness: float = 1.0,
              lengths: str = "sharegpt", seed: int = 0, parallel_fraction: float = 0.0,
              beam_fraction: float = 0.0, n: int = 4, num_prefix_groups: int = 0, prefix_tokens: int = 0,
@@ -203,11 +149,10 @@ def generate(num_requests: int, *, rate: float, arrival: str = "poisson", bursti
     for name, cap in (("max_prompt_tokens", max_prompt_tokens), ("max_output_tokens", max_output_tokens)):
         _check(cap is None or cap >= 1, name, f"must be >= 1, got {cap}")
 
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
-    rng_arrival, rng_prompt, rng_output, rng_sampling, rng_prefix, rng_priority = streams
+    rng_arrival, rng_prompt, rng_output, rng_sampling, rng_prefix, rng_priority = seed_streams(seed)
     num = num_requests
 
-    gaps = _gaps(rng_arrival, num - 1, arrival, rate, burstiness)
+    gaps = arrival_gaps(rng_arrival, num - 1, arrival, rate, burstiness)
     arrival_s = np.concatenate([[0.0], np.cumsum(gaps)])
     _check(arrival_s[-1] <= MAX_ARRIVAL_S, "rate", f"{num} requests at {rate:g} req/s span {arrival_s[-1]:.3g} s, "
            f"more than the {MAX_ARRIVAL_S:.0e} s a trace may span")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from traces.formats import FORMAT_SPECS, FORMATS, FormatSpec, LoadOptions, detect
-from traces.generator import ArrivalSpec
+from traces.arrivals import ArrivalSpec
 from traces.reading import Header, open_bytes, read_csv_table, read_header, read_jsonl_table
 from traces.request import HASH_BLOCK_TOKENS
 from traces.trace import Trace, sort_by_arrival

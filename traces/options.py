@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from traces.generator import ArrivalSpec
+    from traces.arrivals import ArrivalSpec
     from traces.trace import Trace
 
 OVER_CONTEXT = ("clip", "drop")
@@ -57,7 +57,7 @@ def _rate_scale(text: str) -> float:
 
 
 def _arrivals(text: str) -> "ArrivalSpec":
-    from traces.generator import ArrivalSpec, ArrivalSpecError
+    from traces.arrivals import ArrivalSpec, ArrivalSpecError
 
     try:
         return ArrivalSpec.parse(text)

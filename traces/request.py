@@ -51,7 +51,8 @@ class Request:
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Request))
-REQUIRED_FIELDS: tuple[str, ...] = FIELDS[:4]
+# The columns a trace file must have: a missing request_id is the row number, the rest have defaults.
+REQUIRED_COLUMNS: tuple[str, ...] = ("arrival_s", "prompt_tokens", "output_tokens")
 DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(Request)[4:]}
 
 

@@ -10,7 +10,8 @@ from typing import Iterable, Iterator, overload
 import numpy as np
 import pandas as pd
 
-from traces.request import FIELDS, HASH_BLOCK_TOKENS, MAX_ARRIVAL_S, Request, requests_from_columns
+from traces.request import (FIELDS, HASH_BLOCK_TOKENS, MAX_ARRIVAL_S, REQUIRED_COLUMNS, Request,
+                            requests_from_columns)
 from traces.problems import Locator, Problems, error
 from traces.validate import arrival_span, native_columns
 
@@ -133,7 +134,7 @@ class Trace:
     def from_pandas(cls, df: pd.DataFrame, *, source: str = "<DataFrame>") -> "Trace":
         """A trace from a frame with the field names as columns (arrival_s, prompt_tokens and
         output_tokens required). Bad cells raise `source:<index label>: field: reason`."""
-        for name in ("arrival_s", "prompt_tokens", "output_tokens"):
+        for name in REQUIRED_COLUMNS:
             if name not in df.columns:
                 raise error(f"{source}:columns", name, "missing column")
         problems = Problems(Locator(source, df.index))

@@ -95,6 +95,10 @@ class Policy(Protocol):
     beam_search: bool         # the engine runs beam search itself (else its front end's requests if the policy
                               # has `beam_search_as_requests`, as vllm; else beam requests are rejected)
     host_engine: str          # whose host time, overlap and CUDA graphs (a name in sim.host_time.ENGINES)
+    running_by_admission: bool     # `running` in admission order (V1), not arrival order
+    samples_as_requests: bool      # parallel samples as n one-sample requests (V1), not a forked group
+    beam_search_as_requests: bool  # beam search as the API server's rounds of 1-token requests (V1)
+    prompt_request_first: bool     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
     settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
     settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
 
@@ -127,6 +131,7 @@ class EnginePolicy:
     running_by_admission = False   # `running` in admission order (V1), not arrival order
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
     beam_search_as_requests = False  # beam search as the API server's rounds of 1-token requests (V1)
+    prompt_request_first = False     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
     settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:

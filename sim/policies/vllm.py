@@ -126,7 +126,8 @@ class VllmPolicy(EnginePolicy):
                 chunk = min(group.prefill_len - group.prefill_done, budget, cap)
                 if chunk > 0:
                     # Only the first chunk's blocks (scheduler.py:1435-1452); the gate above makes it fit.
-                    assert sched.allocate_chunk(group, chunk)
+                    allocated = sched.allocate_chunk(group, chunk)
+                    assert allocated, "admission gate passed but the first chunk's blocks did not fit"
                     chunks.append((group, chunk))
                 budget -= chunk
                 seqs += group.n
