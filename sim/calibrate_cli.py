@@ -1,8 +1,10 @@
 """`pagedlab calibrate`: measure the executor's step times on this GPU and fit a cost profile.
 
-    pagedlab calibrate --gpu-name h200                      # writes sim/profiles/h200.json (+ .csv)
+    pagedlab calibrate --gpu-name h200 --force              # replaces sim/profiles/h200.json (+ .csv)
     pagedlab replay --trace T --gpu h200 --cost-profile h200 --out out/
 
+A profile in sim/profiles/ is what `--cost-profile NAME` loads, so an existing one is never replaced, and a
+CPU or `--quick` fit (a smoke test, not the GPU's times) never written there, without `--force`.
 Heavy imports (torch, triton) happen inside `run`; on the CPU the Triton interpreter is switched on first.
 """
 from __future__ import annotations
@@ -11,8 +13,17 @@ import argparse
 import datetime
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traces.options import seed_arg
+
+if TYPE_CHECKING:  # torch stays out of `pagedlab` start-up
+    import torch
+
+    from sim.execute.calibrate import Point
+    from sim.presets import ModelSpec
+
+CPU_DEVICE_NAME = "CPU (Triton interpreter)"  # the measurements' device column on the CPU
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,17 +36,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-name", required=True, metavar="NAME",
                    help="GPU preset the efficiencies refer to (h100-sxm, h200, ...); also the profile's name")
     p.add_argument("--model", default="llama-3-8b", metavar="M", help="model preset to measure (default llama-3-8b)")
-    p.add_argument("--device", default=None, choices=("cuda", "cpu"), help="default: cuda if present")
+    p.add_argument("--device", default=None, choices=("cuda", "cpu"),
+                   help="default: cuda (an error without a CUDA GPU); cpu runs the Triton interpreter: slow, a "
+                        "smoke test, not a GPU profile")
     p.add_argument("--block-size", type=int, default=16, metavar="B", help="tokens per KV block (default 16)")
     p.add_argument("--kv-cache-dtype", default="auto", metavar="auto|fp8",
                    help="KV cache element type: auto = the model's dtype (default), fp8 = e4m3; the fit counts "
                         "attention bytes as stored, so use the profile with the same --kv-cache-dtype")
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per point (default 5)")
-    p.add_argument("--quick", action="store_true", help="a few small points (CPU smoke test)")
+    p.add_argument("--quick", action="store_true", help="a few small points (CPU smoke test; give --out)")
     p.add_argument("--seed", type=seed_arg, default=0, metavar="S", help="seed of the random weights (default 0)")
     p.add_argument("--from-csv", metavar="PATH", help="refit from earlier measurements instead of measuring")
     p.add_argument("--out", metavar="PATH", help="profile JSON to write (default: sim/profiles/NAME.json); "
-                   "the measurements go next to it as .csv")
+                   "the measurements go next to it as .csv; an existing file is refused unless --force, and so "
+                   "is a CPU or --quick fit into sim/profiles/")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing profile (a shipped one too), or write a CPU/--quick fit to sim/profiles/")
     p.set_defaults(func=run)
 
 
@@ -64,10 +80,17 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix != ".json":
         raise ValueError(f"{out}: out: the profile must be a .json file")
     _check_out_dir(out.parent)  # before minutes of measuring
+    csv = out.with_suffix(".csv")
+    refit_in_place = bool(args.from_csv) and Path(args.from_csv).resolve() == csv.resolve()
     if args.from_csv:
         points, measured, copy_s, swap_s, device_name = _read_csv(Path(args.from_csv))
+        _check_smoke_fit(out, args.gpu_name, device_name == CPU_DEVICE_NAME, _is_quick(points), args.force)
+        _check_replace(out, csv, refit_in_place, args.force)
     else:
-        points, measured, copy_s, swap_s, device_name = _measure(args, model)
+        device = _device(args.device)
+        _check_smoke_fit(out, args.gpu_name, device.type == "cpu", args.quick, args.force)
+        _check_replace(out, csv, refit_in_place, args.force)
+        points, measured, copy_s, swap_s, device_name = _measure(args, model, device)
     import numpy as np
 
     from sim.execute.calibrate import fit_profile, predict, profile_dict, rel_errors
@@ -86,18 +109,68 @@ def run(args: argparse.Namespace) -> int:
     CostProfile(**data)  # validate before writing
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
-    csv = out.with_suffix(".csv")
-    if not args.from_csv or Path(args.from_csv).resolve() != csv.resolve():
+    if not refit_in_place:
         _write_csv(csv, points, measured, predicted, copy_s, swap_s, device_name)
     print(f"{args.gpu_name}: {len(points)} points on {device_name}; fit median |error| {np.median(err):.1%}, "
           f"max {err.max():.1%} -> {out}")
     return 0
 
 
-def _measure(args: argparse.Namespace, model):
-    from sim.execute.device import check_fits, dtype_for, kv_dtype_for, resolve_device
+def _device(name: str | None) -> "torch.device":
+    """`--device`, where its default (cuda) is an error without a GPU: it fell back to the CPU silently, and a
+    CPU fit is a smoke test, not the profile of the GPU it is named after."""
+    import torch
 
-    device = resolve_device(args.device)
+    from sim.execute.device import resolve_device
+
+    if name is None and not torch.cuda.is_available():
+        raise ValueError("calibrate: needs a CUDA GPU (none is visible); pass --device cpu to fit on the CPU's "
+                         "Triton interpreter (slow, and not a GPU profile: give --out PATH)")
+    return resolve_device(name)
+
+
+def _in_profile_dir(out: Path) -> bool:
+    from sim.cost import PROFILE_DIR
+
+    return out.parent.resolve() == PROFILE_DIR.resolve()
+
+
+def _is_quick(points: list["Point"]) -> bool:
+    """Measurements of the `--quick` grid only (read back from a CSV)."""
+    from sim.execute.calibrate import quick_grid
+
+    return set(points) <= set(quick_grid())
+
+
+def _check_smoke_fit(out: Path, gpu_name: str, on_cpu: bool, quick: bool, force: bool) -> None:
+    """Refuse to put a fit from the CPU or the quick grid where `--cost-profile NAME` would load it as the
+    GPU's: a CPU fit's step times were thousands of times the GPU's (TTFT p50 2444 s against 0.116 s)."""
+    if force or not (on_cpu or quick) or not _in_profile_dir(out):
+        return
+    how = " and ".join(w for w, on in (("on the CPU (Triton interpreter)", on_cpu), ("with --quick", quick)) if on)
+    raise ValueError(f"{out}: out: a fit measured {how} is a smoke test, not {gpu_name} timings, yet "
+                     f"`--cost-profile {out.stem}` would load it from there; give --out PATH outside sim/profiles/, "
+                     "or --force")
+
+
+def _check_replace(out: Path, csv: Path, refit_in_place: bool, force: bool) -> None:
+    """Refuse an existing profile (or measurements CSV) unless `force`: the shipped ones were measured on GPUs
+    this machine may not have, and any other is someone's earlier measurement."""
+    if force:
+        return
+    if out.exists():
+        what = (f"would replace the {out.stem} profile that `--cost-profile {out.stem}` loads (the shipped ones "
+                "were measured on real GPUs)" if _in_profile_dir(out) else "exists")
+        raise OSError(f"{out}: out: {what}; give --out PATH to write elsewhere, or --force to replace it")
+    if csv.exists() and not refit_in_place:
+        raise OSError(f"{csv}: out: exists (the measurements go next to the profile); give --out PATH to write "
+                      "elsewhere, or --force to replace it")
+
+
+def _measure(args: argparse.Namespace, model: "ModelSpec", device: "torch.device",
+             ) -> tuple[list["Point"], list[float], tuple[int, float], tuple[int, float], str]:
+    from sim.execute.device import check_fits, dtype_for, kv_dtype_for
+
     import torch
 
     from sim.execute.calibrate import (
@@ -120,7 +193,7 @@ def _measure(args: argparse.Namespace, model):
     measured = [time_point(runner, p, num_blocks, repeats) for p in points]
     copy_s = (copies, time_copies(runner, copies, repeats))
     swap_s = (swaps, time_swaps(runner, swaps, repeats))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else CPU_DEVICE_NAME
     return points, measured, copy_s, swap_s, name
 
 

@@ -78,6 +78,97 @@ def test_bad_calibrate_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
                                        "directory)\n")
 
 
+@pytest.fixture()
+def profile_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of sim/profiles/ (default and h100-sxm) standing in for it, so a regression cannot damage the
+    shipped files."""
+    import shutil
+
+    import sim.cost
+
+    copy = tmp_path / "profiles"
+    copy.mkdir()
+    for name in ("default.json", "h100-sxm.json", "h100-sxm.csv"):
+        shutil.copy(sim.cost.PROFILE_DIR / name, copy / name)
+    monkeypatch.setattr(sim.cost, "PROFILE_DIR", copy)
+    return copy
+
+
+def test_calibrate_without_a_gpu_says_so_instead_of_fitting_on_the_cpu(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # It fell back to the CPU silently, then failed on host memory (or wrote a CPU fit under the GPU's name).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "p.json"
+    assert cli.main(["calibrate", "--gpu-name", "h200", "--model", "tiny", "--quick", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("pagedlab: error: calibrate: needs a CUDA GPU (none is visible); pass "
+                                       "--device cpu to fit on the CPU's Triton interpreter (slow, and not a GPU "
+                                       "profile: give --out PATH)\n")
+    assert not out.exists()
+
+
+def test_calibrate_keeps_the_shipped_profile_unless_forced(profile_dir: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # `calibrate --gpu-name h100-sxm` wrote over sim/profiles/h100-sxm.json and .csv.
+    shipped = {p.name: p.read_bytes() for p in profile_dir.iterdir()}
+    measured = tmp_path / "h100-measured.csv"
+    measured.write_bytes(shipped["h100-sxm.csv"])
+    prof = profile_dir / "h100-sxm.json"
+    assert cli.main(["calibrate", "--gpu-name", "h100-sxm", "--from-csv", str(measured)]) == 2
+    assert capsys.readouterr().err == (
+        f"pagedlab: error: {prof}: out: would replace the h100-sxm profile that `--cost-profile h100-sxm` loads "
+        "(the shipped ones were measured on real GPUs); give --out PATH to write elsewhere, or --force to replace it\n")
+    assert {p.name: p.read_bytes() for p in profile_dir.iterdir()} == shipped
+    assert cli.main(["calibrate", "--gpu-name", "h100-sxm", "--from-csv", str(measured), "--force"]) == 0
+    assert "h100-sxm: 47 points on NVIDIA H100 80GB HBM3; fit median |error| 1.3%" in capsys.readouterr().out
+    assert CostProfile.load("h100-sxm").name == "h100-sxm" and prof.read_bytes() != shipped["h100-sxm.json"]
+
+
+@pytest.mark.parametrize("how", ["measured on the CPU", "read from a CPU measurement"])
+def test_calibrate_refuses_a_cpu_fit_where_cost_profile_would_load_it(
+        profile_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        how: str) -> None:
+    # A CPU fit under sim/profiles/h100-sxm.json made a replay's TTFT p50 2444 s instead of 0.116 s; a new
+    # name (h200 has no profile in this directory) is refused alike, before any measuring.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # what --device cpu sets; undone after, for GPU tests
+    shipped = {p.name: p.read_bytes() for p in profile_dir.iterdir()}
+    if how == "measured on the CPU":
+        extra = ["--model", "tiny", "--device", "cpu", "--quick"]
+        what = "on the CPU (Triton interpreter) and with --quick"
+    else:
+        cpu_csv = tmp_path / "cpu.csv"
+        cpu_csv.write_text(shipped["h100-sxm.csv"].decode().replace("NVIDIA H100 80GB HBM3",
+                                                                    "CPU (Triton interpreter)"))
+        extra, what = ["--from-csv", str(cpu_csv)], "on the CPU (Triton interpreter)"
+    for name in ("h100-sxm", "h200"):
+        assert cli.main(["calibrate", "--gpu-name", name, *extra]) == 2
+        assert capsys.readouterr().err == (
+            f"pagedlab: error: {profile_dir / name}.json: out: a fit measured {what} is a smoke test, not {name} "
+            f"timings, yet `--cost-profile {name}` would load it from there; give --out PATH outside sim/profiles/, "
+            "or --force\n")
+    assert {p.name: p.read_bytes() for p in profile_dir.iterdir()} == shipped
+
+
+def test_calibrate_keeps_an_existing_out_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    measured = tmp_path / "measured.csv"
+    measured.write_bytes((Path(cli.__file__).parent / "profiles" / "h100-sxm.csv").read_bytes())
+    out = tmp_path / "p.json"
+    argv = ["calibrate", "--gpu-name", "h100-sxm", "--from-csv", str(measured), "--out", str(out)]
+    assert cli.main(argv) == 0
+    first = out.read_bytes()
+    out.write_text("{}\n")  # someone's file: kept
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.endswith(f"error: {out}: out: exists; give --out PATH to write elsewhere, or "
+                                            "--force to replace it\n")
+    assert out.read_text() == "{}\n"
+    out.unlink()  # the measurements CSV beside it is refused alike
+    assert cli.main(argv) == 2 and f"{out.with_suffix('.csv')}: out: exists" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main([*argv, "--force"]) == 0 and out.read_bytes() == first
+    # a refit in place reads its CSV and writes only the profile
+    assert cli.main(["calibrate", "--gpu-name", "h100-sxm", "--from-csv", str(out.with_suffix(".csv")), "--out",
+                     str(out), "--force"]) == 0
+
+
 @pytest.mark.parametrize("name", ["h100-sxm", "h200"])
 def test_shipped_profiles_are_measured(name: str) -> None:
     profile = CostProfile.load(name)

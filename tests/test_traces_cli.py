@@ -69,7 +69,7 @@ def test_convert_to_a_gz_name_writes_gzip_that_loads_back(tmp_path: Path, capsys
         assert f"wrote 2 requests to {out} ({kind})" in capsys.readouterr().out
         assert [(r.arrival_s, r.prompt_tokens) for r in load(out)] == [(0.0, 10), (1.0, 3)]
     first = (tmp_path / "t2.csv.gz").read_bytes()
-    assert cli.main(["trace", "convert", str(src), "--out", str(tmp_path / "t2.csv.gz")]) == 0
+    assert cli.main(["trace", "convert", str(src), "--out", str(tmp_path / "t2.csv.gz"), "--force"]) == 0
     assert (tmp_path / "t2.csv.gz").read_bytes() == first  # same trace, same bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t2.csv.gz", "t2.jsonl.gz", "t2.parquet"]
 
@@ -119,6 +119,62 @@ def test_convert_refuses_to_overwrite_its_own_input(tmp_path: Path, capsys: pyte
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["convert", "gen"])
+def test_an_existing_out_file_is_kept_unless_force_is_given(tmp_path: Path, command: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # Any existing file (another trace, say) was replaced without a word.
+    head = ["trace", "convert", str(_trace(tmp_path))] if command == "convert" else ["trace", "gen", "-n", "3"]
+    out = tmp_path / "other.csv"
+    out.write_text("someone else's file\n")
+    assert cli.main([*head, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"pagedlab: error: {out}: out: exists; give a new path, or --force to replace it\n"
+    assert captured.out == "" and out.read_text() == "someone else's file\n"
+    assert cli.main([*head, "--out", str(out), "--force"]) == 0
+    assert len(load(out)) in (2, 3) and capsys.readouterr().out.startswith(f"wrote ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["other.csv", "t.csv"] if command == "convert"
+                                                         else ["other.csv"])
+
+
+@pytest.mark.parametrize("command", ["convert", "gen"])
+def test_an_out_the_system_refuses_is_named_as_given(tmp_path: Path, command: str,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--out /proc/x` named the temporary file: `/proc/.x.17536.tmp: file: no such file or directory`.
+    head = ["trace", "convert", str(_trace(tmp_path))] if command == "convert" else ["trace", "gen", "-n", "3"]
+    out = tmp_path / "x.csv"
+    real_open = Path.open
+
+    def refused(self: Path, *args: object, **kwargs: object) -> object:
+        if self.parent == tmp_path and self.name.startswith(".x.csv."):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refused)
+    assert cli.main([*head, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {out}: out: cannot be written (no such file or directory)\n"
+    assert not out.exists()
+    monkeypatch.undo()
+    # a failure while writing (the disk filled up) names the user's path too, and leaves no temporary file
+    from traces.trace import Trace
+
+    def full(self: Trace, path: Path) -> None:
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Trace, "to_csv", full)
+    assert cli.main([*head, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"pagedlab: error: {out}: out: cannot be written (no space left on device)\n"
+    assert not any(p.name.startswith(".x.csv") for p in tmp_path.iterdir()) and not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_convert_to_proc_names_the_out_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["trace", "convert", str(_trace(tmp_path)), "--out", "/proc/x"]) == 2
+    err = capsys.readouterr().err  # as root: /proc/x: out: cannot be written (...); else /proc: out: permission ...
+    assert err.startswith("pagedlab: error: /proc") and ": out: " in err and err.count("\n") == 1
+    assert ".tmp" not in err
+
+
 def test_an_interrupted_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from traces.trace import Trace
 
@@ -130,6 +186,6 @@ def test_an_interrupted_write_leaves_the_previous_file(tmp_path: Path, monkeypat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trace, "to_csv", interrupted)
-    assert cli.main(["trace", "convert", str(_trace(tmp_path)), "--out", str(out)]) == 130  # as Ctrl-C
+    assert cli.main(["trace", "convert", str(_trace(tmp_path)), "--out", str(out), "--force"]) == 130  # as Ctrl-C
     assert out.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "t.csv"]

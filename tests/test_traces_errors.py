@@ -33,6 +33,12 @@ CASES = [
     ("unknown format (JSON keys)", "t.jsonl", '{"a": 1}\n', ":1", "header", "unknown trace format"),
     ("bad timestamp", "t.csv", AZ + "2023-11-16 18:17:03.9799600,5,1\n2023-13-45 18:17:03,5,1\n", ":3", "TIMESTAMP",
      "not a timestamp: '2023-13-45 18:17:03'"),
+    # a time without an offset was read as UTC: 1 s of wall clock became 18001 s
+    ("timestamps with and without a UTC offset", "t.csv", AZ + "2023-11-16 18:17:03.9799600+05:00,10,5\n"
+     "2023-11-16 18:17:04.9799600,10,5\n", ":3", "TIMESTAMP", "no UTC offset, but line 2 has one"),
+    ("timestamps without and with a UTC offset", "t.csv", AZ + "2023-11-16 18:17:03.9799600,10,5\n"
+     "2023-11-16 18:17:04.9799600,10,5\n2023-11-16 18:17:05Z,10,5\n", ":4", "TIMESTAMP",
+     "has a UTC offset ('2023-11-16 18:17:05Z'), but line 2 has none"),
     ("truncated JSON line", "t.jsonl", MOON + '{"timestamp": 10, "input_le', ":2", "json", "truncated JSON"),
     ("invalid JSON line", "t.jsonl", MOON + MOON + "{'timestamp': 1}\n", ":3", "json", "invalid JSON"),
     # a cut-off object that still ends its line: the column is the line's, not the one after its newline

@@ -66,6 +66,13 @@ def test_azure_2024_timestamps_with_utc_offset(tmp_path: Path) -> None:
     assert [r.arrival_s for r in load(path, format="azure")] == [0.0, 1.5]
 
 
+def test_azure_timestamps_with_different_utc_offsets_are_instants(tmp_path: Path) -> None:
+    # Mixing offsets and no offsets is refused (tests/test_traces_errors.py); different offsets are real times.
+    path = write(tmp_path, "azure_tz.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                 "2024-05-10 05:00:00+05:00,100,10\n2024-05-10 00:00:01Z,200,20\n2024-05-09 19:00:02.5-0500,300,30\n")
+    assert [r.arrival_s for r in load(path, format="azure")] == [0.0, 1.0, 2.5]
+
+
 def test_burstgpt_skips_failed_requests_with_notice_and_filters(tmp_path: Path) -> None:
     path = write(tmp_path, "burst.csv",
                  "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"

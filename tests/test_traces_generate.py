@@ -119,7 +119,7 @@ def test_cli_gen_writes_the_native_trace(tmp_path: Path, capsys: pytest.CaptureF
                         beam_fraction=0.25, n=2, num_prefix_groups=2, prefix_tokens=16)
     assert load(out).requests == expected.requests
     first = out.read_bytes()
-    assert cli.main(args) == 0 and out.read_bytes() == first  # byte for byte
+    assert cli.main([*args, "--force"]) == 0 and out.read_bytes() == first  # byte for byte
     jsonl = tmp_path / "gen.jsonl"
     assert cli.main([*args[:3], str(jsonl), *args[4:]]) == 0
     assert load(jsonl).requests == expected.requests

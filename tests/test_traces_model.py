@@ -116,15 +116,35 @@ def test_transformations() -> None:
     assert faster.duration_s == pytest.approx(trace.duration_s / 2)
     clipped = trace.clip(120)
     assert all(r.total_tokens == 120 and r.prompt_tokens == 100 for r in clipped)
-    assert "clipped 10 of 10" in clipped.notices[-1] and "10 outputs shortened" in clipped.notices[-1]
+    assert clipped.notices[-1] == ("clipped 10 of 10 requests to a 120-token context: 10 outputs shortened; "
+                                   "output tokens 500 -> 200")
     tiny = trace.clip(64)
     assert all((r.prompt_tokens, r.output_tokens, r.prefix_tokens) == (63, 1, 63) for r in tiny)
-    assert "10 prompts truncated" in tiny.notices[-1]
+    assert tiny.notices[-1] == ("clipped 10 of 10 requests to a 64-token context: 10 prompts truncated to 63 tokens "
+                                "(their outputs to 1 token); prompt tokens 1000 -> 630, output tokens 500 -> 10")
     assert trace.clip(1000).requests == trace.requests and "clipped 0 of 10" in trace.clip(1000).notices[-1]
     for bad in (lambda: trace.head(-1), lambda: trace.window(5, 5), lambda: trace.scale_rate(0),
                 lambda: trace.clip(1)):
         with pytest.raises(ValueError):
             bad()
+
+
+def test_clip_notice_counts_every_output_it_changed() -> None:
+    # The notice said "1 outputs shortened, 2 prompts truncated", yet the truncated prompts' outputs were cut too.
+    trace = Trace([req(0, 0.0, prompt=100, output=50), req(1, 1.0, prompt=40, output=50),
+                   req(2, 2.0, prompt=70, output=1), req(3, 3.0, prompt=10, output=10)])
+    clipped = trace.clip(64)
+    assert [(r.prompt_tokens, r.output_tokens) for r in clipped] == [(63, 1), (40, 24), (63, 1), (10, 10)]
+    changed = sum(a.output_tokens != b.output_tokens for a, b in zip(trace, clipped))
+    assert changed == 2  # the third request's output was 1 token already
+    assert clipped.notices[-1] == ("clipped 3 of 4 requests to a 64-token context: 2 prompts truncated to 63 tokens "
+                                   "(their outputs to 1 token), 1 more output shortened; prompt tokens 220 -> 176, "
+                                   "output tokens 111 -> 36")
+    assert sum(r.output_tokens for r in clipped) == 36 and sum(r.prompt_tokens for r in clipped) == 176
+    one = Trace([req(0, 0.0, prompt=100, output=50)]).clip(64)
+    assert one.notices[-1] == ("clipped 1 of 1 requests to a 64-token context: 1 prompt truncated to 63 tokens "
+                               "(its output to 1 token); prompt tokens 100 -> 63, output tokens 50 -> 1")
+    assert Trace([req(0, 0.0)]).clip(64).notices[-1] == "clipped 0 of 1 requests to a 64-token context"
 
 
 def test_clip_truncates_hash_ids_with_the_prompt() -> None:

@@ -119,7 +119,8 @@ def test_replay_max_context_clips_or_drops_as_stated(long_trace: Path, tmp_path:
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["replay", "--trace", str(long_trace), "--max-context", "8192", "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
-    assert "trace: clipped 6 of 12 requests to a 8192-token context (0 outputs shortened, 6 prompts truncated" in out
+    assert ("trace: clipped 6 of 12 requests to a 8192-token context: 6 prompts truncated to 8191 tokens (their "
+            "outputs to 1 token); prompt tokens 73800 -> 50946, output tokens 480 -> 246") in out
     clipped = pd.read_csv(tmp_path / "c" / "requests.csv")
     assert (clipped["status"] == "finished").all() and clipped["prompt_tokens"].max() == 8191
     assert cli.main(["replay", "--trace", str(long_trace), "--max-context", "8192", "--over-context", "drop",

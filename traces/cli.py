@@ -24,8 +24,9 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     add_arrival_options(p, seed=True)
 
 
-def _check_out(out: Path, source: str | None = None) -> None:
-    """Refuse, before any work, an --out file that cannot be written (or that is the trace being read)."""
+def _check_out(out: Path, source: str | None = None, *, force: bool = False) -> None:
+    """Refuse, before any work, an --out file that cannot be written, that is the trace being read, or that
+    exists (another trace, or any file, would be lost) unless `force`."""
     import os
 
     if out.is_dir():
@@ -37,6 +38,29 @@ def _check_out(out: Path, source: str | None = None) -> None:
         raise OSError(f"{parent}: out: permission denied (not writable)")
     if source is not None and out.exists() and out.resolve() == Path(source).resolve():
         raise OSError(f"{out}: out: is the trace being read; give another path")
+    if out.exists() and not force:
+        raise OSError(f"{out}: out: exists; give a new path, or --force to replace it")
+    # Permission bits do not say it (root may write anywhere, yet not make a file in /proc): make the
+    # temporary file `_write` will make, and remove it.
+    tmp = _tmp_path(out)
+    try:
+        tmp.open("wb").close()
+    except OSError as exc:
+        raise _out_error(out, exc) from None
+    tmp.unlink()
+
+
+def _tmp_path(out: Path) -> Path:
+    """Where `_write` writes before renaming into place: beside `out`, hidden, unique to this process."""
+    import os
+
+    return out.with_name(f".{out.name}.{os.getpid()}.tmp")
+
+
+def _out_error(out: Path, exc: OSError) -> OSError:
+    """`out: cannot be written (reason)`, naming the user's path, not the temporary file's."""
+    reason = exc.strerror or type(exc).__name__
+    return OSError(f"{out}: out: cannot be written ({reason[0].lower()}{reason[1:]})")
 
 
 def _written_as(out: Path) -> str:
@@ -56,7 +80,7 @@ def _write(trace: "Trace", out: Path) -> None:
 
     compressed = out.suffix == ".gz"
     kind = Path(out.stem).suffix if compressed else out.suffix
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = _tmp_path(out)
     plain = tmp.with_name(tmp.name + ".plain") if compressed else tmp
     try:
         if kind == ".jsonl":
@@ -68,6 +92,8 @@ def _write(trace: "Trace", out: Path) -> None:
                     gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as dst:
                 shutil.copyfileobj(src, dst)
         os.replace(tmp, out)
+    except OSError as exc:  # e.g. the disk filled up: the user's path, not the temporary file, is named
+        raise _out_error(out, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
         plain.unlink(missing_ok=True)
@@ -93,7 +119,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    _check_out(Path(args.out), args.path)
+    _check_out(Path(args.out), args.path, force=args.force)
     trace = load_trace(args.path, args, model=args.model, log_type=args.log_type)
     _write(trace, Path(args.out))
     print(f"wrote {len(trace)} requests to {args.out} ({_written_as(Path(args.out))})")
@@ -131,7 +157,7 @@ def run_gen(args: argparse.Namespace) -> int:
     from traces.generator import generate
 
     _check_gen_options(args)
-    _check_out(Path(args.out))
+    _check_out(Path(args.out), force=args.force)
     trace = generate(
         args.num_requests, rate=args.rate, arrival=args.arrival, burstiness=args.burstiness,
         lengths=args.lengths, seed=args.seed, parallel_fraction=args.parallel_fraction,
@@ -161,11 +187,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     convert = sub.add_parser("convert", help="rewrite any supported trace as a native trace")
     _add_load_options(convert)
     add_transform_options(convert)
-    convert.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV; .gz: compressed)")
+    convert.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV; .gz: "
+                         "compressed); an existing file is refused unless --force")
+    convert.add_argument("--force", action="store_true", help="replace an existing --out file")
     convert.set_defaults(func=run_convert)
 
     gen = sub.add_parser("gen", help="write a seeded synthetic native trace")
-    gen.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV; .gz: compressed)")
+    gen.add_argument("--out", required=True, metavar="PATH", help="output (.jsonl: native JSONL, else CSV; .gz: "
+                     "compressed); an existing file is refused unless --force")
+    gen.add_argument("--force", action="store_true", help="replace an existing --out file")
     gen.add_argument("-n", "--num-requests", type=int, default=1000, help="requests (default 1000)")
     gen.add_argument("--rate", type=float, default=1.0, help="requests/s; inf sends all at 0 (default 1)")
     gen.add_argument("--arrival", default="poisson", help=f"one of: {', '.join(ARRIVALS)} (default poisson)")

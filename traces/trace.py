@@ -30,6 +30,29 @@ def sort_by_arrival(cols: Columns) -> tuple[Columns, int]:
     return {name: values[order] for name, values in cols.items()}, out_of_order
 
 
+def _clip_changes(before: Columns, after: Columns, max_context: int) -> str:
+    """What `clip` changed, counted from the columns themselves (empty when nothing did), e.g. `: 132 prompts
+    truncated to 4095 tokens (their outputs to 1 token), 1 more output shortened; prompt tokens 2139076 ->
+    1895640, output tokens 34488 -> 30674`. A truncated prompt's output is cut to 1 token as well, so the
+    outputs shortened are both groups, not the second alone."""
+    prompt_cut = before["prompt_tokens"] != after["prompt_tokens"]
+    output_cut = before["output_tokens"] != after["output_tokens"]
+    parts: list[str] = []
+    if prompt_cut.any():
+        truncated = int(prompt_cut.sum())
+        parts.append(f"{truncated} prompt{'' if truncated == 1 else 's'} truncated to {max_context - 1} tokens "
+                     f"({'its output' if truncated == 1 else 'their outputs'} to 1 token)")
+    shortened = int((output_cut & ~prompt_cut).sum())
+    if shortened:
+        more = "more " if parts else ""  # besides the truncated prompts' outputs
+        parts.append(f"{shortened} {more}output{'' if shortened == 1 else 's'} shortened")
+    if not parts:
+        return ""
+    totals = [f"{kind} tokens {int(before[f'{kind}_tokens'].sum())} -> {int(after[f'{kind}_tokens'].sum())}"
+              for kind, cut in (("prompt", prompt_cut), ("output", output_cut)) if cut.any()]
+    return f": {', '.join(parts)}; {', '.join(totals)}"
+
+
 class Trace:
     """An ordered (by `arrival_s`, stable) collection of `Request`s.
 
@@ -216,10 +239,8 @@ class Trace:
                 if hash_ids[pos] is not None:
                     hash_ids[pos] = hash_ids[pos][: -(-(max_context - 1) // HASH_BLOCK_TOKENS)]
             cols["hash_ids"] = hash_ids
-        num_over, num_prompts = int(over.sum()), int(long_prompt.sum())
-        return self._derive(cols, f"clipped {num_over} of {len(self)} requests to a {max_context}-token "
-                                  f"context ({num_over - num_prompts} outputs shortened, "
-                                  f"{num_prompts} prompts truncated to {max_context - 1} tokens)")
+        return self._derive(cols, f"clipped {int(over.sum())} of {len(self)} requests to a {max_context}-token "
+                                  f"context{_clip_changes(self._cols, cols, max_context)}")
 
     def drop_longer(self, max_context: int) -> "Trace":
         """Leave out the requests whose prompt + output exceeds `max_context` tokens (counted in

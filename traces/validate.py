@@ -99,16 +99,43 @@ def arrival_span(seconds: np.ndarray, field: str, problems: Problems) -> None:
                   f"at most {MAX_ARRIVAL_S:.0e} s (about 3 years): is the column in the right unit?")
 
 
+# A UTC offset after the time of day, as ISO 8601 parsing accepts it: Z, +05:00, +0500 or +05 (a date's
+# own `-16` is not one: the offset must follow a time, after its `T` or space).
+UTC_OFFSET = r"[T ]\d[\d:.,]*\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
 def timestamp_column(col: pd.Series, field: str, problems: Problems) -> np.ndarray:
     """Wall-clock timestamps such as `2023-11-16 18:17:03.9799600` (up to 9 fractional digits, an
-    optional UTC offset), as int64 nanoseconds."""
+    optional UTC offset), as int64 nanoseconds. Either every timestamp has an offset or none has:
+    a time without one would be read as UTC, so a mix moves some requests by hours, silently."""
     missing = col.isna().to_numpy()
     problems.flag(missing, field, lambda p: "missing value")
     parsed = pd.to_datetime(col, format="ISO8601", errors="coerce", utc=True)
     bad = parsed.isna().to_numpy() & ~missing
     problems.flag(bad, field, lambda p: f"not a timestamp: {shown(col.iloc[p])} "
                   "(expected e.g. 2023-11-16 18:17:03.9799600)")
+    _offsets_all_or_none(col, ~missing & ~bad, field, problems)
     return parsed.to_numpy("datetime64[ns]", na_value=np.datetime64(0, "ns")).view(np.int64)
+
+
+def _offsets_all_or_none(col: pd.Series, valid: np.ndarray, field: str, problems: Problems) -> None:
+    """Flag the first valid timestamp whose having a UTC offset differs from the first valid one's."""
+    if not valid.any():
+        return
+    try:  # pandas refuses a mix of offsets, or of offsets and none, unless told utc=True: the fast check
+        pd.to_datetime(col[valid], format="ISO8601")
+        return
+    except (ValueError, TypeError, OverflowError):
+        pass  # a mix, or only different offsets (real instants): the slower per-cell look tells which
+    has_offset = col.astype(str).str.strip().str.contains(UTC_OFFSET, regex=True).to_numpy(bool) & valid
+    first = int(np.argmax(valid))
+    line = problems.locator.lines[first]
+    if has_offset[first]:
+        problems.flag(valid & ~has_offset, field, lambda p: f"no UTC offset, but line {line} has one "
+                      f"({shown(col.iloc[first])}); give every timestamp an offset, or none")
+    else:
+        problems.flag(has_offset, field, lambda p: f"has a UTC offset ({shown(col.iloc[p])}), but line {line} "
+                      "has none; give every timestamp an offset, or none")
 
 
 def text_column(col: pd.Series, default: str | None) -> np.ndarray:
