@@ -25,11 +25,13 @@ class EngineConfig:
     model: str = "llama-3-8b"
     gpu: str = "h100-sxm"
     block_size: int = 16
+    # vLLM V0's defaults (v0.6.6.post1): utilization, max_num_seqs, swap space (vllm/engine/arg_utils.py:119,
+    # 121, 213), token budget (vllm/config.py:1442), watermark (vllm/core/block_manager.py:65).
     gpu_memory_utilization: float = 0.9
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None   # None: max(max_model_len, 2048), vLLM's default
     prefill_chunk_tokens: int = 512             # sarathi's per-step token budget (chunked prefill)
-    swap_space_gib: float = 4.0                 # CPU swap pool per GPU (vllm-swap)
+    swap_space_gib: float = 4.0                 # CPU swap pool per GPU (vllm-v0's forked groups, vllm-swap)
     num_gpu_blocks: int | None = None           # override the computed pool size
     watermark: float = 0.01                     # fraction of GPU blocks kept free at admission (paged)
     max_model_len: int | None = None            # None: the model's context length

@@ -13,7 +13,7 @@ from memory import AllocStatus, BlockManager, PrefixCachingBlockManager
 from sim.config import EngineConfig
 from sim.kv_paged_decode import PagedDecode
 from sim.kv_prefix import NoPrefixCache, PrefixCache
-from sim.state import Group, Seq
+from sim.state import SWAP, SWAP_GROUPS, Group, Seq
 
 
 class PagedKV(PagedDecode):
@@ -31,7 +31,7 @@ class PagedKV(PagedDecode):
 
     @classmethod
     def for_policy(cls, config: EngineConfig, policy, block_manager_cls: type[BlockManager]) -> "PagedKV":
-        return cls(config, swap=policy.preemption == "swap", block_manager_cls=block_manager_cls)
+        return cls(config, swap=policy.preemption in (SWAP, SWAP_GROUPS), block_manager_cls=block_manager_cls)
 
     # ---- admission -----------------------------------------------------------------------------------
     def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,

@@ -9,10 +9,12 @@ or swapped out; swapped requests come back with `swap_in`. `sim.policy_verbs.Pol
 from __future__ import annotations
 
 from sim.lifecycle import RequestQueues
-from sim.state import DECODE, PREFILL, RECOMPUTE, SWAP, SWAPPED, WAITING, Group
+from sim.state import DECODE, PREFILL, RECOMPUTE, SWAP, SWAP_GROUPS, SWAPPED, WAITING, Group
 
 
 class PreemptingQueues(RequestQueues):
+    swap_space_exhausted = 0  # swap preemptions that found the CPU pool full and recomputed (V0 aborts there)
+
     # ---- decode memory ---------------------------------------------------------------------------
     def reserve_decode(self, mode: str = RECOMPUTE) -> int:
         """Slots for this step's token of every decoding sequence; when the pool runs short, preempt the
@@ -101,12 +103,16 @@ class PreemptingQueues(RequestQueues):
         self.num_running_seqs -= group.n
         group.preemptions += 1
         out.preemptions += 1
-        if mode == SWAP and group.state == DECODE and kv.can_swap_out(group):
-            out.swap_out_blocks += kv.swap_out(group, g)
-            out.swaps_out += 1
-            group.swaps += 1
-            group.state = SWAPPED
-            return group
+        if group.state == DECODE and (mode == SWAP or (mode == SWAP_GROUPS and group.n > 1)):
+            if kv.can_swap_out(group):
+                out.swap_out_blocks += kv.swap_out(group, g)
+                out.swaps_out += 1
+                group.swaps += 1
+                group.state = SWAPPED
+                return group
+            # vLLM V0 stops here: "Aborted due to the lack of CPU swap space" (RuntimeError,
+            # vllm/core/scheduler.py:1605-1610 @v0.6.6.post1). The replay recomputes instead and counts it.
+            self.swap_space_exhausted += 1
         kv.free(group, g)
         group.state = WAITING
         group.dirty = group.fresh_fork = False

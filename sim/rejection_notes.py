@@ -8,9 +8,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-REJECTION_WARN_FRACTION = 0.05
-
-
 def _suggested_model(needed: int, current: str) -> str | None:
     """The preset with the shortest context that still holds `needed` tokens (tensor-parallel ones aside)."""
     from sim.presets import MODELS
@@ -28,23 +25,23 @@ def too_long_reason(num_too_long: int, longest: int, model: str, context_len: in
 
 
 def context_note(trace: object, model: str, context_len: int) -> str | None:
-    """Before a replay: one line when more than 5% of a trace's requests cannot fit the context."""
+    """Before a replay: one line when any of a trace's requests cannot fit the context."""
     lengths = trace.column("prompt_tokens") + trace.column("output_tokens")  # type: ignore[attr-defined]
     too_long = int((lengths > context_len).sum())
-    if not len(lengths) or too_long <= REJECTION_WARN_FRACTION * len(lengths):
+    if not too_long:
         return None
     return (f"{too_long / len(lengths):.0%} of requests ({too_long} of {len(lengths)}) will be rejected: "
             f"{too_long_reason(too_long, int(lengths.max()), model, context_len)}")
 
 
 def rejection_note(requests: "pd.DataFrame", model: str, context_len: int) -> str | None:
-    """One line saying why, when more than 5% of requests were rejected; None otherwise. Reads the
-    requests table: rejected rows, their lengths and their `reason`."""
+    """One line saying why, when any request was rejected (a lost request is never a quiet success); None
+    otherwise. Reads the requests table: rejected rows, their lengths and their `reason`."""
     import re
 
     rejected = requests[requests["status"] == "rejected"]
     total = len(requests)
-    if not total or len(rejected) <= REJECTION_WARN_FRACTION * total:
+    if not len(rejected):
         return None
     share = f"{len(rejected) / total:.0%} of requests ({len(rejected)} of {total}) were rejected"
     length = rejected["prompt_tokens"] + rejected["output_tokens"]

@@ -43,6 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="KV pool size in blocks (default: what fits in GPU memory)")
     p.add_argument("--block-size", type=int, default=16, metavar="B", help="tokens per KV block (default 16)")
     p.add_argument("--max-num-seqs", type=int, default=256, metavar="N", help="batch limit (default 256)")
+    p.add_argument("--swap-space-gib", type=float, default=None, metavar="GIB",
+                   help="CPU swap pool per GPU, for vllm-v0's forked groups and vllm-swap (default 4, vLLM V0's)")
     p.add_argument("--backend", default="analytic", choices=("analytic", "execute"),
                    help="step-time source: the analytic model (default) or real kernels on a GPU (execute)")
     p.add_argument("--device", default=None, choices=("cuda", "cpu"),
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     config = EngineConfig(
         model=args.model, gpu=args.gpu, num_gpu_blocks=args.num_gpu_blocks, block_size=args.block_size,
         max_num_seqs=args.max_num_seqs, backend=args.backend, cost_profile=args.cost_profile,
+        **({} if args.swap_space_gib is None else {"swap_space_gib": args.swap_space_gib}),
         host_engine=args.host_engine,
         fast_forward=not args.no_fast_forward, device=args.device if execute else None, verify=args.verify,
         verify_every=1 if args.verify_every is None else args.verify_every,
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from sim.policies.settings import ignored_warnings
 
     given = [name for name in ("schedule_policy", "scheduling_policy", "enable_chunked_prefill",
-                               "enable_prefix_caching") if getattr(args, name) is not None]
+                               "enable_prefix_caching", "swap_space_gib") if getattr(args, name) is not None]
     for warning in ignored_warnings((args.policy,), given):
         warn(warning)
     if execute:
@@ -130,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
             warn("--scheduling-policy priority: every request of the trace has priority 0 (no "
                  "priority column): requests are ordered by arrival alone")
     result = replay(trace, config, policy=args.policy, seed=args.seed, progress=args.progress)
+    from sim.rejection_notes import rejection_note
+
+    note = rejection_note(result.requests, config.model, config.context_len)
+    if len(result.requests) and result.summary["num_rejected"] == len(result.requests):
+        # Nothing ran: the configuration cannot serve this trace at all (an error, not a result to report).
+        raise ValueError(f"{args.trace}: requests: no request can run on this engine: {note}")
     result.write(args.out)
     if not args.quiet:
         s = result.summary
@@ -138,11 +147,13 @@ def run(args: argparse.Namespace) -> int:
               f"{s['preemptions']} preemptions; KV cache {percent(s['kv_usage_mean'])} held on average (peak "
               f"{percent(s['kv_usage_peak'])}), {percent(s['slot_utilization'])} of held slots filled; "
               f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
-    from sim.rejection_notes import rejection_note
-
-    note = rejection_note(result.requests, config.model, config.context_len)
     if note:  # even with --quiet: losing requests is not a quiet success
         warn(note)
+    exhausted = result.summary["swap_space_exhausted"]
+    if exhausted:  # the real engine would have stopped: not a quiet success either
+        warn(f"{exhausted} preemptions found the CPU swap pool ({config.swap_space_gib:g} GiB) full and recomputed "
+             f"instead; vLLM V0 aborts there (\"Aborted due to the lack of CPU swap space\"): try a larger "
+             f"--swap-space-gib")
     if not args.quiet:
         s = result.summary
         if s.get("prefix_caching"):

@@ -33,6 +33,7 @@ def replay(trace, config: EngineConfig, policy: str = DEFAULT_POLICY, seed: int 
         **summarize(steps, requests, itl_s, kv_blocks_total=config.kv_blocks, block_size=config.block_size),
         "engine_requests": scheduler.num_engine_requests,
         "num_cpu_blocks": scheduler.kv.bm.num_cpu_blocks,
+        "swap_space_exhausted": scheduler.swap_space_exhausted,
         "num_records": len(scheduler.recorder.records),
         "fast_forward": timer.fast_forward,
         "prefix_caching": bool(config.enable_prefix_caching),

@@ -5,7 +5,10 @@ import random
 
 WAITING, PREFILL, DECODE, SWAPPED, FINISHED, REJECTED = range(6)
 STATE_NAMES = ("waiting", "prefill", "decode", "swapped", "finished", "rejected")
-RECOMPUTE, SWAP = "recompute", "swap"   # preemption modes
+# Preemption modes. SWAP_GROUPS is vLLM V0's default: a request of one running sequence is recomputed, a
+# forked group (parallel samples, beams) swapped, since V0 cannot recompute a group of several sequences
+# (`Scheduler._preempt`, vllm/core/scheduler.py:1533-1547 @v0.6.6.post1).
+RECOMPUTE, SWAP, SWAP_GROUPS = "recompute", "swap", "swap-groups"
 
 
 def beam_rng(seed: int, idx: int) -> random.Random:

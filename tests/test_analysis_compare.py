@@ -288,9 +288,11 @@ def test_the_default_comparison_puts_memory_under_pressure(tmp_path: Path, capsy
     command = (out / "manifest.json").read_text()
     assert "--model llama-2-7b --gpu a100-40gb" in command  # the default preset's setting
     s = pd.read_csv(out / "summary.csv").set_index(["policy", "load"])
-    # Light load: memory is loose. Heavy load: vllm recomputes, vllm-swap swaps, orca-max reserves.
+    # Light load: memory is loose. Heavy load: vllm-v0 recomputes single requests and swaps forked groups,
+    # vllm-swap swaps every victim, orca-max reserves.
     assert s.loc[("vllm-v0", 2), "preemptions"] == 0 and s.loc[("vllm-v0", 6), "preemptions"] > 0
-    assert s.loc[("vllm-v0", 6), "swaps_out"] == 0 and s.loc[("vllm-swap", 6), "swaps_out"] > 0
+    assert 0 < s.loc[("vllm-v0", 6), "swaps_out"] < s.loc[("vllm-swap", 6), "swaps_out"]
+    assert s.loc[("vllm-v0", 6), "swaps_out"] < s.loc[("vllm-v0", 6), "preemptions"]
     assert s.loc[("vllm-v0", 6), "kv_usage_peak"] == pytest.approx(1.0, abs=0.02)
     assert s.loc[("vllm-v0", 6), "p99_ttft_ms"] != s.loc[("vllm-swap", 6), "p99_ttft_ms"]
     assert s.loc[("orca-max", 6), "kv_unused_fraction"] > 0.5 > s.loc[("vllm-v0", 6), "kv_unused_fraction"]

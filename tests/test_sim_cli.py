@@ -138,7 +138,7 @@ def test_replay_prints_the_traces_notices(tmp_path: Path, capsys: pytest.Capture
         "trace: arrivals shifted by -0.5 s so the first request arrives at 0",
         "trace: arrivals out of order (1 rows arrived before an earlier row, first at "
         f"{path}:3); sorted stably by arrival",
-        "trace: clipped 1 of 3 requests to a 40-token context (1 outputs shortened, 0 prompts truncated to 39 tokens)",
+        "trace: clipped 1 of 3 requests to a 40-token context: 1 output shortened; output tokens 15 -> 14",
     ]
     assert out[6].startswith("vllm-v0: 3 finished, 0 rejected of 3 requests")
 
@@ -168,17 +168,35 @@ def test_replay_says_in_one_line_why_many_requests_were_rejected(tmp_path: Path,
                      "--out", str(tmp_path / "q")]) == 0
     quiet = capsys.readouterr()
     assert quiet.out == "" and quiet.err.startswith("pagedlab: warning: 40% of requests (2 of 5) were rejected: ")
-    # 1 of 21 (under 5%): no warning.
+    # One of 21 is said too; none rejected, nothing.
     few = write_trace(tmp_path / "few.csv", [Request(f"r{i}", 0.1 * i, 9000 if i == 0 else 100, 20) for i in range(21)])
     assert cli.main(["replay", "--trace", str(few), "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().err == ("pagedlab: warning: 5% of requests (1 of 21) were rejected: 1 exceed max_model_len "
+                                       "8192 of llama-3-8b (prompt + output, up to 9020 tokens); try --model "
+                                       "mistral-7b or --max-context 8192\n")
+    fit = write_trace(tmp_path / "fit.csv", [Request(f"r{i}", 0.1 * i, 100, 20) for i in range(21)])
+    assert cli.main(["replay", "--trace", str(fit), "--out", str(tmp_path / "d")]) == 0
     assert capsys.readouterr().err == ""
 
 
+def test_replay_where_no_request_can_run_is_a_one_line_error_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_trace(tmp_path / "long.csv", [Request(f"r{i}", 0.1 * i, 9000, 50) for i in range(3)])
+    assert cli.main(["replay", "--trace", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"pagedlab: error: {path}: requests: no request can run on this engine: 100% of requests (3 of 3) "
+                   "were rejected: 3 exceed max_model_len 8192 of llama-3-8b (prompt + output, up to 9050 tokens); "
+                   "try --model mistral-7b or --max-context 8192\n")
+    assert not (tmp_path / "o").exists()
+
+
 def test_replay_console_never_prints_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_trace(tmp_path / "t.csv", [Request(f"r{i}", 0.1 * i, 9000, 50) for i in range(3)])
+    # One request of one token: no inter-token gap, no TPOT.
+    path = write_trace(tmp_path / "t.csv", [Request("r0", 0.0, 10, 1)] + [Request(f"r{i}", 0.1 * i, 9000, 50)
+                                                                          for i in range(1, 3)])
     assert cli.main(["replay", "--trace", str(path), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "0 finished, 3 rejected" in out and "KV cache - held on average (peak -), - of held slots filled;" in out
+    assert "1 finished, 2 rejected" in out
     assert "nan" not in out.lower()
 
 

@@ -16,6 +16,8 @@ copy-on-write, beam re-selection, preemption, swap and prefix hits) under every 
 V1: parallel samples as child requests, beam requests as the API server's rounds of 1-token requests, prefix
 caching on by default, preemption) was added with the beam rounds, on 2026-12-02, and changed once the same
 day, when a round sent at the end of a step started reaching the engine during the next step (sim/engine.py).
+The sharing runs under vllm-v0 changed on 2026-12-04, when it took V0's default preemption mode: a forked
+group (parallel samples, beams) is swapped, a single sequence recomputed.
 """
 from __future__ import annotations
 
@@ -88,9 +90,9 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "4503b0164ccb7989f67d01e15266cc09cff4de3cb247acbf81b8cbc40d8a9463",
     ),
     "sharing-vllm-v0": (
-        "41b48ab478937313662f429679ba893d732328d582b9f3da2a372a071cdbf2b9",
-        "23748e53e3d09355aa7cdeb2de033b8daf5965d51f779f529504a8df26651af6",
-        "83714e2a44eeb8165180284097029edd5c291489646007467114398646b8f8b9",
+        "e1c913b32eb14410cf568f637e12283040cbf91ecea1bb222c06c9e28db160f9",
+        "2abb85c64b6354d4abcb25c5d542cdb912134d5e0777ce6fa332cf1298e7a431",
+        "1cbd543b604956fed906c5ef13e0cfefe6d99d342a58d267f657d8e37da62e2d",
     ),
     "sharing-vllm-swap": (
         "6230900022e36ba4574e7c38f28fcdca3898ec5822d53821776e2b0ee353adda",
@@ -118,9 +120,9 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "9890bc41defc32a9a97a3c9383e9d87df6bc973da80e242d7b393307db062054",
     ),
     "sharing-vllm-v0-prefix": (
-        "5913d20288c982b41664b67f572321a5c3b84cf6d42a4096e6e5f3ae3b107c74",
-        "72da3fe1434e6a5291a68c3b7c1c0e9305fdcb2e27730a75406dfc080cff744c",
-        "031df42387c7fe4baf8f1b33023e5d0e0aa10b474d50483dc6e96120ffa08e4e",
+        "854dbf615caad79420aa615354da37e29d65714d6475e1cc7bb4657e2eeb0016",
+        "22d6635622919e75d80e45d47118daa0f74f9d65c2ad9d9fe7ecc089301899e2",
+        "8ae463a5c65759dcccd745b659dfe12c7135ee5c8bff29fbec5b8bb0282d4428",
     ),
     "sharing-vllm-swap-prefix": (
         "d7cca6231a0a4ca941b438b9e330976293055e6d36dbe18b4ad14be962480fb5",

@@ -136,11 +136,31 @@ def test_vllm_swap_swaps_instead_of_recomputing() -> None:
     assert not ((steps["num_swapped"] > 0) & (steps["num_prefill_tokens"] > 0)).any()
 
 
-def test_vllm_swap_falls_back_to_recompute_without_cpu_space() -> None:
+def test_vllm_swap_recomputes_and_counts_where_v0_would_abort_without_cpu_space() -> None:
     trace = Trace([Request(f"r{i}", 0.001 * i, 100, 300) for i in range(6)])
     result = replay(trace, EngineConfig(num_gpu_blocks=60, watermark=0.0, swap_space_gib=0.0), policy="vllm-swap")
-    assert result.summary["swaps_out"] == 0 and result.summary["recomputed_tokens"] > 0
+    s = result.summary
+    assert s["swaps_out"] == 0 and s["recomputed_tokens"] > 0
+    assert s["swap_space_exhausted"] == s["preemptions"] > 0
     assert (result.requests["status"] == "finished").all()
+    assert replay(trace, EngineConfig(num_gpu_blocks=60, watermark=0.0), policy="vllm-swap").summary[
+        "swap_space_exhausted"] == 0
+
+
+def test_vllm_v0_recomputes_a_single_sequence_and_swaps_a_forked_group() -> None:
+    # p (parallel sampling, n=2) and g (greedy) outgrow a small pool together; V0 preempts the newest running
+    # request: g is recomputed when it is the victim, p swapped (V0 cannot recompute a group of sequences).
+    for order in (("p", "g"), ("g", "p")):
+        reqs = {"p": lambda t: Request("p", t, 100, 300, n=2, sampling="parallel"),
+                "g": lambda t: Request("g", t, 100, 300)}
+        trace = Trace([reqs[name](0.001 * i) for i, name in enumerate(order)])
+        v0 = by_id(replay(trace, EngineConfig(num_gpu_blocks=45, watermark=0.0), policy="vllm-v0"))
+        victim = v0.loc[order[1]]
+        assert victim.preemptions >= 1 and (v0["status"] == "finished").all(), order
+        if order[1] == "p":
+            assert victim.swaps == victim.preemptions and victim.recomputed_tokens == 0
+        else:
+            assert victim.swaps == 0 and victim.recomputed_tokens > 0
 
 
 def test_every_policy_serves_the_same_simple_trace() -> None:

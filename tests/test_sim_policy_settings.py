@@ -12,10 +12,12 @@ from sim import POLICIES, EngineConfig, replay
 from sim.policies.settings import POLICY_SETTINGS, ignored_note, ignored_settings
 from traces import Request, Trace
 
-# 24 requests within 24 ms, prompts of 300 sharing one of two prefixes, outputs of 40 to 200, priorities 0-3:
-# the token budget, the chunk size, the pool, the reservations and the queue orders all bind.
+# 24 requests within 24 ms, prompts of 300 sharing one of two prefixes, outputs of 40 to 200, priorities 0-3,
+# every eighth parallel sampling (n=2): the token budget, the chunk size, the pool, the reservations, the
+# queue orders and the swapping of forked groups all bind.
 TRACE = Trace([Request(f"r{i}", 0.001 * i, 300, 40 + 7 * i, priority=(24 - i) % 4, prefix_group="ab"[i % 3 > 0],
-                       prefix_tokens=160 if i % 3 else 240) for i in range(24)])
+                       prefix_tokens=160 if i % 3 else 240, n=2 if i % 8 == 5 else 1,
+                       sampling="parallel" if i % 8 == 5 else "greedy") for i in range(24)])
 BASE = EngineConfig(max_model_len=1024, num_gpu_blocks=500, max_num_seqs=16)
 # setting -> (other settings that let it bind, its changed value)
 CHANGES: dict[str, tuple[dict, object]] = {

@@ -30,9 +30,11 @@ def test_a_resumed_request_hits_its_own_prompt_and_output_blocks(policy: str, po
     # with 15 full blocks. With 31 blocks a takes the one free block and finishes within it; with 30 it
     # takes blocks from the free queue, where only b's cached blocks are: the least recently used, b's
     # last blocks, are evicted first.
+    # No CPU pool (vllm-v0 has one for forked groups): private blocks are then registered on release, so
+    # the evictions counted are b's alone.
     reqs = [Request("a", 0.0, 160, a_output), Request("b", 0.0, 160, 300)]
-    result = replay(Trace(reqs), EngineConfig(num_gpu_blocks=pool, enable_prefix_caching=True, check_every=1),
-                    policy=policy)
+    result = replay(Trace(reqs), EngineConfig(num_gpu_blocks=pool, enable_prefix_caching=True, check_every=1,
+                                              swap_space_gib=0.0), policy=policy)
     b = result.requests.set_index("request_id").loc["b"]
     s = result.summary
     assert b.preemptions == 1 and b.status == "finished"

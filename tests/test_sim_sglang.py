@@ -146,7 +146,7 @@ def test_retraction_takes_fewest_generated_then_longest_prompt_and_raises_the_ra
     # and the same number of tokens: D, the longer prompt, is retracted first. vLLM v0 takes the newest (C).
     trace = Trace([Request("A", 0.0, 60, 300), Request("B", 0.0, 100, 300), Request("D", 0.5, 48, 300),
                    Request("C", 0.5, 16, 300)])
-    engine, policy = run_engine(trace, num_gpu_blocks=76, watermark=0.0, check_every=1)
+    engine, policy = run_engine(trace, num_gpu_blocks=64, watermark=0.0, check_every=1)
     step, victims, before, after = policy.retractions[0]
     assert victims == [2]  # D
     assert after > before and after == pytest.approx(1.0, abs=0.1)
@@ -155,6 +155,7 @@ def test_retraction_takes_fewest_generated_then_longest_prompt_and_raises_the_ra
     assert requests["D"].preemptions == 1 and requests["C"].preemptions == 0
     # The retracted request joined the end of the waiting queue and still finished.
     assert all(g.state == 4 for g in sched.groups)  # FINISHED
+    # vLLM, in a pool where it preempts once, takes the newest (C).
     vllm = by_id(replay(trace, EngineConfig(num_gpu_blocks=76, watermark=0.0), policy="vllm"))
     assert vllm.loc["C", "preemptions"] >= 1 and vllm.loc["D", "preemptions"] == 0
 
@@ -172,14 +173,15 @@ def test_ratio_decays_per_decode_step_to_its_floor_and_resets() -> None:
 
 def test_the_estimate_holds_back_a_request_the_pool_would_admit() -> None:
     # A has ~2000 tokens to go: 0.7 of them are reserved, so B (1000 to go) waits although its prompt
-    # blocks are free (vllm and sarathi admit it at once).
+    # blocks are free (vllm and sarathi admit it at once); the estimate's refusal latches SGLang's
+    # `batch_is_full`, so no later prefill pass tries B again before A leaves the batch.
     trace = Trace([Request("A", 0.0, 16, 2000), Request("B", 0.1, 100, 1000)])
     config = EngineConfig(num_gpu_blocks=150, watermark=0.0)
     sgl = by_id(replay(trace, config, policy="sglang"))
     for other in ("vllm", "sarathi"):
         assert by_id(replay(trace, config, policy=other)).loc["B", "ttft_s"] < 0.05
     assert sgl.loc["B", "ttft_s"] > 0.3
-    assert sgl.loc["B", "first_token_s"] < sgl.loc["A", "finish_s"]  # admitted once the ratio decayed
+    assert sgl.loc["B", "first_token_s"] >= sgl.loc["A", "finish_s"]
     assert (sgl["preemptions"] == 0).all()
 
 
@@ -194,7 +196,7 @@ def test_beam_search_runs_in_the_scheduler_and_beam_groups_are_retracted_last() 
     result = replay(trace, EngineConfig(num_gpu_blocks=320, watermark=0.0), policy="sglang")
     req = by_id(result)
     assert (req["status"] == "finished").all() and result.summary["cow_copies"] > 0
-    assert req.loc["C", "preemptions"] == 2 and req["preemptions"].sum() == 2
+    assert req.loc["C", "preemptions"] >= 1 and req["preemptions"].sum() == req.loc["C", "preemptions"]
 
 
 @pytest.mark.parametrize("radix_cache", [False, True])

@@ -21,10 +21,10 @@ from test_sweep import SPEC, run_cli, write_spec
      "max_num_batched_tokens=4096: max_num_batched_tokens: 4096 is smaller than max_model_len 8192; vLLM V0 "
      "refuses this without chunked prefill (policy sarathi chunks prompts)"),
     # a grid over a setting no policy of the sweep reads would repeat one result per value
-    (lambda s: s.replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nswap_space_gib = [1, 8]"),
-     "spec.toml:11: grid.swap_space_gib: policy vllm-v0 ignores it (it uses recompute preemption (vllm-swap swaps) "
-     "instead); policy sarathi ignores it (it has no such setting): every value gives the same results; set it for "
-     "a policy that reads it, or drop it"),
+    (lambda s: s.replace("max_num_seqs = [4, 16]", "max_num_seqs = [4, 16]\nchunked_prefill_size = [64, 128]"),
+     "spec.toml:11: grid.chunked_prefill_size: policy vllm-v0 ignores it (it uses max_num_batched_tokens instead); "
+     "policy sarathi ignores it (it uses prefill_chunk_tokens instead): every value gives the same results; set it "
+     "for a policy that reads it, or drop it"),
     (lambda s: s.replace("[trace.generate]\nnum_requests = 40\nrate = 1.0\nlengths = \"sharegpt\"",
                          '[trace]\npath = "missing.csv"'),
      "spec.toml:3: trace.path: no such file: {dir}/missing.csv (a relative path is relative to the spec file)"),

@@ -89,7 +89,7 @@ class SchedulerView(Protocol):
 class Policy(Protocol):
     name: str
     memory: str               # a layout in sim.kv_layouts.LAYOUTS: "paged", "paged-per-chunk", "reserved", "contiguous"
-    preemption: str           # "recompute", "swap" or "none"
+    preemption: str           # a mode of sim.state: RECOMPUTE, SWAP or SWAP_GROUPS (V0: swap forked groups)
     chunked_prefill: bool     # prompts may exceed the per-step token budget
     reserve_true_output: bool  # reserved memory: prompt + true output (oracle) instead of the maximum
     beam_search: bool         # the engine runs beam search itself (else its front end's requests if the policy

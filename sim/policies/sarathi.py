@@ -1,8 +1,12 @@
 """`sarathi`: Sarathi-Serve's stall-free batching. Every step first decodes every running sequence, then
-fills what is left of a token budget (`prefill_chunk_tokens`) with prefill chunks: unfinished prefills
-first, then new requests FCFS. A long prompt is split over several steps instead of stalling decodes.
-Memory is paged as in `vllm-v0` (the whole prompt is allocated at admission, recompute preemption); no new
-request is admitted in a step that preempted one."""
+fills what is left of a token budget (`prefill_chunk_tokens`, Sarathi-Serve's `chunk_size`, 512) with
+prefill chunks: unfinished prefills first, then new requests FCFS. A long prompt is split over several
+steps instead of stalling decodes. Memory is paged as in `vllm-v0` (the whole prompt is allocated at
+admission; recompute preemption of the newest running request, which goes back to the front of the queue),
+and the new-request pass runs in every step, one that preempted too. Source: microsoft/sarathi-serve
+`sarathi/core/scheduler/sarathi_scheduler.py` (`_schedule`: running decodes, then running prefills and
+waiting requests within `chunk_size - num_batched_tokens`) and `base_scheduler.py` (`_preempt`:
+`waiting.insert(0, seq)`) @13f16cf."""
 from __future__ import annotations
 
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
@@ -30,19 +34,18 @@ class SarathiPolicy(EnginePolicy):
             chunk = min(group.prefill_len - group.prefill_done, budget)
             prefills.append((group, chunk))
             budget -= chunk
-        if not preempted:
-            seqs, waiting = sched.num_running_seqs, sched.waiting
-            while waiting and budget > 0:
-                group = waiting[0]
-                admitted = admit_head(sched, seqs)
-                if admitted is None:
-                    continue
-                if not admitted:
-                    break
-                chunk = min(group.prefill_len - group.prefill_done, budget)
-                prefills.append((group, chunk))
-                budget -= chunk
-                seqs += group.n
+        seqs, waiting = sched.num_running_seqs, sched.waiting
+        while waiting and budget > 0:
+            group = waiting[0]
+            admitted = admit_head(sched, seqs)
+            if admitted is None:
+                continue
+            if not admitted:
+                break
+            chunk = min(group.prefill_len - group.prefill_done, budget)
+            prefills.append((group, chunk))
+            budget -= chunk
+            seqs += group.n
         return StepPlan(
             prefills=prefills,
             decode=sched.decode_seqs > 0,

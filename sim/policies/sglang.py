@@ -75,6 +75,12 @@ class SGLangPolicy(EnginePolicy):
 
     def __init__(self) -> None:
         self.ratio = NewTokenRatio()
+        # SGLang's `running_batch.batch_is_full`: set when the estimate stops a prefill pass with a batch running
+        # (scheduler.py:4281-4284); no pass runs while it is set and no request is half prefilled (4098-4101),
+        # until the running batch shrinks (a request finishes, 3967, or is retracted, 4545). Running
+        # sequences only grow by admission, which the latch stops: fewer than when it was set means one left.
+        self.batch_is_full = False
+        self._seqs_when_full = 0
         # Monitoring (tests): (decode step, retracted request idxs, ratio before, ratio after).
         self.retractions: list[tuple[int, list[int], float, float]] = []
 
@@ -86,15 +92,25 @@ class SGLangPolicy(EnginePolicy):
     def schedule(self, sched: SchedulerView) -> StepPlan:
         if not sched.running:
             self.ratio.reset(sched.G)
-        prefills, blocked_by_estimate = self._prefill_batch(sched)
+        if self.batch_is_full and (not sched.running or sched.num_running_seqs < self._seqs_when_full):
+            self.batch_is_full = False
+        prefills: list[tuple[Group, int]] = []
+        blocked_by_estimate = False
+        if not self.batch_is_full or sched.prefilling:
+            prefills, blocked_by_estimate = self._prefill_batch(sched)
+            if blocked_by_estimate and (prefills or sched.running):
+                self.batch_is_full, self._seqs_when_full = True, sched.num_running_seqs
         if prefills:
             return StepPlan(prefills=prefills)
         retracted = self._retract_for_decode(sched)
+        if retracted:
+            self.batch_is_full = False
         preempted = sched.reserve_decode(RECOMPUTE)
         lpm = self._lpm_active(sched)
         return StepPlan(
             decode=True,
-            # The ratio decays every decode step: a head held back by the estimate may fit a later one.
+            # Latched, nothing changes until a request leaves; unlatched, a head held back by the estimate
+            # may fit after a later step's ratio decay.
             steady=not retracted and not preempted and not blocked_by_estimate,
             # Under LPM a newcomer with a longer cached prefix may go first.
             arrivals_matter=not sched.waiting or lpm,
@@ -150,8 +166,8 @@ class SGLangPolicy(EnginePolicy):
             if seqs + group.n > cfg.max_num_seqs:
                 break
             need = sched.prefill_need(group)
-            if prefills and need >= rem_input:  # schedule_policy.py:1645-1675
-                break
+            # `max_prefill_tokens` stops the pass only through rem_input above: its per-request cap applies
+            # without chunked prefill alone (schedule_policy.py:1627-1633), and SGLang's pool always chunks here.
             charged = paged_input(need, bs)
             # A beam leader runs with ignore_eos; without the radix cache it takes the other rule
             # (schedule_policy.py:1401-1402; the cache's `disable` flag, mem_cache/kv_cache_builder.py:365-390).

@@ -1,24 +1,28 @@
-"""`vllm-v0`: vLLM's V0 scheduler (0.6-era; the default before the V1 engine, see `vllm` for V1). FCFS continuous batching; a step either prefills newly admitted
-requests (prefills first: running decodes wait that step) or decodes every running sequence. When a
-decode needs a block and none is free, the newest running request is preempted and later recomputed.
-The watermark keeps a few blocks free at admission so that running requests can grow."""
+"""`vllm-v0`: vLLM's V0 scheduler (0.6-era, with parallel samples and beams forked in the engine; the default
+before the V1 engine, see `vllm` for V1). FCFS continuous batching; a step either prefills newly admitted
+requests (prefills first: running decodes wait that step) or decodes every running sequence, and no new
+prefill runs while any request is swapped out (`_schedule_default`, vllm/core/scheduler.py:1046-1125
+@v0.6.6.post1). When a decode needs a block and none is free, the newest running request is preempted
+(`running_queue.pop()`, :613): recomputed if it has one sequence, swapped to the CPU pool (`swap_space_gib`)
+if it is a forked group (:1533-1547). Victims go back to the front of the queue (`extendleft`). The
+watermark (0.01 of the pool) keeps a few blocks free at admission so that running requests can grow
+(vllm/core/block_manager.py:108-145)."""
 from __future__ import annotations
 
 from sim.config import EngineConfig
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_waiting, swap_in_swapped
-from sim.state import RECOMPUTE
+from sim.state import SWAP_GROUPS
 
 
 class VllmV0Policy(EnginePolicy):
     name = "vllm-v0"
     memory = "paged"
-    preemption = RECOMPUTE
+    preemption = SWAP_GROUPS
     chunked_prefill = False
     host_engine = "vllm-v0"  # synchronous: host work adds to each step; CUDA graphs up to 256
-    settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching"})
+    settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching", "swap_space_gib"})
     settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
-                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens",
-                        "swap_space_gib": "recompute preemption (vllm-swap swaps)"}
+                        "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens"}
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """The settings as they are, but those V0's SchedulerConfig refuses at startup (without chunked
