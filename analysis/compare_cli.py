@@ -190,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
 
     for warning in ignored_warnings(args.policies, engine):  # after the refusals (the spec checks them)
         warn(warning)
+    # The output and the cost profile before any work (reading a large trace included).
+    from analysis.atomic import check_output_dir
+    from sim.cost import CostProfile
+
+    check_output_dir(Path(args.out))
+    if args.cost_profile is not None:
+        CostProfile.load(args.cost_profile)
 
     preset_name = None
     if args.trace:

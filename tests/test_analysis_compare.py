@@ -397,3 +397,14 @@ def test_compare_never_replaces_a_validation_report(tmp_path: Path, capsys: pyte
     assert code == 2 and err == (f"pagedlab: error: {out}: out: holds a `pagedlab validate` report, which "
                                  "`pagedlab compare` does not replace; give another --out\n")
     assert (out / "validation.md").read_text() == "kept"
+
+
+def test_compare_checks_out_and_cost_profile_before_reading_the_trace(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    code, out, err = run_cli(["compare", "--trace", str(AZURE), "--out", str(taken)], capsys)
+    assert (code, out) == (2, "") and err == f"pagedlab: error: {taken}: out: exists and is not a directory\n"
+    code, out, err = run_cli(["compare", "--trace", str(AZURE), "--cost-profile", "nope",
+                              "--out", str(tmp_path / "o")], capsys)
+    assert (code, out) == (2, "") and err.startswith("pagedlab: error: cost_profile: unknown name 'nope'")
