@@ -8,6 +8,8 @@ single steps reach. The engine owns only the clock; the scheduler owns the queue
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import simpy
 from simpy.core import URGENT
 
@@ -16,6 +18,9 @@ from sim.kv_layouts import make_kv_layout
 from sim.policies.base import Policy
 from sim.scheduler import Scheduler
 from sim.timer import StepTimer, make_step_timer
+
+if TYPE_CHECKING:
+    from traces.trace import Trace
 
 # From a front end's sending a request at the end of a step (a beam search's next round, sim.v1_beam_search)
 # to the engine core's input queue: positive, so the request misses the step scheduled right away and joins
@@ -35,7 +40,7 @@ class _Arrival(simpy.events.Event):
 
 
 class Engine:
-    def __init__(self, trace, config: EngineConfig, policy: Policy, seed: int = 0, progress: bool = False) -> None:
+    def __init__(self, trace: Trace, config: EngineConfig, policy: Policy, seed: int = 0, progress: bool = False) -> None:
         self.config = config
         self.timer: StepTimer = make_step_timer(config, seed)
         kv = make_kv_layout(config, policy, self.timer.block_manager_cls)

@@ -20,7 +20,7 @@ records it as one record.
 from __future__ import annotations
 
 import heapq
-from typing import Hashable, Sequence
+from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 
@@ -34,9 +34,12 @@ from sim.scheduler_output import SchedulerOutput
 from sim.state import DECODE, PREFILL, WAITING, Group, beam_rng
 from sim.v1_beam_search import BeamFrontEnd
 
+if TYPE_CHECKING:
+    from traces.trace import Trace
+
 
 class Scheduler(PolicyVerbs):
-    def __init__(self, trace, config: EngineConfig, policy: Policy, kv: KVLayout, seed: int = 0,
+    def __init__(self, trace: Trace, config: EngineConfig, policy: Policy, kv: KVLayout, seed: int = 0,
                  fast_forward: bool = True) -> None:
         super().__init__(config, kv)
         self.policy, self.seed = policy, seed

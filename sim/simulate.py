@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from sim.config import DEFAULT_POLICY, EngineConfig
 from sim.engine import Engine
@@ -10,8 +11,11 @@ from sim.result import SimResult
 from sim.schema import STEP_COLUMNS
 from sim.tables import inter_token_gaps, requests_table, summarize
 
+if TYPE_CHECKING:
+    from traces.trace import Trace
 
-def replay(trace, config: EngineConfig, policy: str = DEFAULT_POLICY, seed: int = 0, progress: bool = False) -> SimResult:
+
+def replay(trace: Trace, config: EngineConfig, policy: str = DEFAULT_POLICY, seed: int = 0, progress: bool = False) -> SimResult:
     """Replay `trace` (a `traces.Trace`) on one engine under `policy`. Same inputs and seed give the same
     tables (the summary's `wall_s` aside). Requests that can never run are rejected with a reason."""
     started = time.perf_counter()
