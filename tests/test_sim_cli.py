@@ -190,6 +190,19 @@ def test_replay_where_no_request_can_run_is_a_one_line_error_and_writes_nothing(
     assert not (tmp_path / "o").exists()
 
 
+def test_replay_warns_where_vllm_v0_would_have_aborted_for_lack_of_swap_space(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_trace(tmp_path / "t.csv", [Request(f"r{i}", 0.001 * i, 100, 300) for i in range(6)])
+    argv = ["replay", "--trace", str(path), "--policy", "vllm-swap", "--num-gpu-blocks", "60", "--quiet"]
+    assert cli.main([*argv, "--swap-space-gib", "0", "--out", str(tmp_path / "a")]) == 0
+    exhausted = json.loads((tmp_path / "a" / "summary.json").read_text())["swap_space_exhausted"]
+    assert exhausted > 0 and capsys.readouterr().err == (
+        f"pagedlab: warning: {exhausted} preemptions found the CPU swap pool (0 GiB) full and recomputed instead; "
+        "vLLM V0 aborts there (\"Aborted due to the lack of CPU swap space\"): try a larger --swap-space-gib\n")
+    assert cli.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_replay_console_never_prints_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # One request of one token: no inter-token gap, no TPOT.
     path = write_trace(tmp_path / "t.csv", [Request("r0", 0.0, 10, 1)] + [Request(f"r{i}", 0.1 * i, 9000, 50)

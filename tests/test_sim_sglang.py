@@ -434,3 +434,12 @@ def test_a_request_sglangs_budget_never_admits_is_rejected_with_that_rule() -> N
         "SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, 48 + 5 tokens, "
         "stays below the 48 free tokens of the idle pool (prefill_budget.py:114-131)")
     assert by_id(replay(trace, EngineConfig(num_gpu_blocks=3), policy="vllm-v0"))["status"].eq("finished").all()
+
+
+def test_max_prefill_tokens_caps_the_pass_not_each_request_while_chunking() -> None:
+    # With chunked prefill (always, in SGLang's model) a request larger than what is left of max_prefill_tokens
+    # still joins the pass; only a spent budget stops it (schedule_policy.py:883 against 1627-1633).
+    trace = Trace([Request("A", 0.0, 300, 5), Request("B", 0.0, 300, 5), Request("C", 0.0, 300, 5)])
+    result = replay(trace, EngineConfig(max_prefill_tokens=400, chunked_prefill_size=8192), policy="sglang")
+    first = result.steps.iloc[0]
+    assert first["num_prefill_seqs"] == 2 and first["num_prefill_tokens"] == 600
