@@ -35,7 +35,7 @@ _LENGTHS_WHY = ("parallel samples share only the prompt's full blocks, so the sa
                 " implies S = 12.2% (width 2) and 11.8% (width 6) on Alpaca, 32.4% and 36.6% on ShareGPT; our "
                 "lognormal lengths (means from Fig. 11, spreads our reading of its histograms, traces/generator.py) "
                 "give 14.6% and 30-32%. Measured: the saving does not move with the load (Alpaca 2-30 req/s, ShareGPT"
-                " 0.5-4 req/s: within 0.8 points) and moves about 1 point between seeds, so the lengths are the miss;"
+                " 0.5-4 req/s: within 0.9 points) and moves about 1 point between seeds, so the lengths are the miss;"
                 " the fix is the datasets' per-request (prompt, output) lengths under OPT's tokenizer, replayed as a "
                 "length table instead of the lognormals (not shipped), not spreads tuned on this figure.")
 _BEAM_WHY = ("beams save (n-1)/n times S, the shared share of a beam's block-time; the published range implies S = 75%"
@@ -44,7 +44,7 @@ _BEAM_WHY = ("beams save (n-1)/n times S, the shared share of a beam's block-tim
              "step the beams that lost are freed and the survivors forked, copy-on-write of the last block) but draws "
              "the losers at random (beam_replace_prob=0.25, sim/config.py) instead of taking vLLM's top candidates by "
              "cumulative log-probability; measured, the rate hardly matters: from 0.1 to 1.0 per step width 6 reads "
-             "54-66% (Alpaca) and 78-81% (ShareGPT), and only no re-selection at all (0) drops to the parallel-"
+             "54-66% (Alpaca) and 78-80% (ShareGPT), and only no re-selection at all (0) drops to the parallel-"
              "sampling value; at 0.1 Alpaca's S falls from 72% to 65% as the paper's does, but ShareGPT's stays at "
              "94-95%. No single rate fits both datasets; the fix is vLLM's selection rule (keep the n best of the "
              "beams' continuations by cumulative log-probability) replayed over per-step candidate log-probabilities "
