@@ -91,6 +91,7 @@ class Engine:
         arrival_ns, n = scheduler.arrival_ns, scheduler.num_requests
         while True:
             if not scheduler.has_unfinished():
+                scheduler.release_held()  # idle: the last step's output is processed
                 if self.cursor >= n and not scheduler.num_in_transit:
                     return
                 self._wake = env.event()

@@ -151,6 +151,14 @@ def check_graph_sizes(sizes: object) -> None:
         raise ValueError(f"cuda_graph_sizes: must be a strictly increasing tuple of integers >= 1, got {sizes!r}")
 
 
+def overlaps(config: EngineSettings) -> bool:
+    """Whether the engine schedules while the device runs (async scheduling): the setting, else its engine's
+    default; no engine named (an unconfigured `EngineConfig`): only if set."""
+    if config.async_scheduling is not None or config.host_engine is None:
+        return bool(config.async_scheduling)
+    return ENGINES[config.host_engine].overlap
+
+
 @dataclass(frozen=True)
 class HostModel:
     """The host terms and padding rule one replay uses."""
@@ -170,11 +178,10 @@ class HostModel:
         """The engine's host model (`config.host_engine`, filled by the policy) with the profile's overrides;
         no engine (an unconfigured `EngineConfig`): no host time, no graphs."""
         if config.host_engine is None:
-            base = cls(overlap=bool(config.async_scheduling), graph_sizes=config.cuda_graph_sizes or ())
+            base = cls(overlap=overlaps(config), graph_sizes=config.cuda_graph_sizes or ())
         else:
             e = ENGINES[config.host_engine]
-            base = cls(e.step_s, e.per_request_s, e.per_token_s,
-                       e.overlap if config.async_scheduling is None else config.async_scheduling,
+            base = cls(e.step_s, e.per_request_s, e.per_token_s, overlaps(config),
                        e.graph_sizes(config) if config.cuda_graph_sizes is None else config.cuda_graph_sizes)
         overrides = {f.removeprefix("host_"): getattr(profile, f) for f in HOST_FIELDS
                      if getattr(profile, f) is not None}

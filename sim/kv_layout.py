@@ -73,6 +73,10 @@ class KVLayout(Protocol):
     def free(self, group: Group, g: int) -> None:
         """Release the group's memory at decode step g."""
 
+    def hold(self, group: Group, g: int) -> None:
+        """The group finished at decode step g but keeps its memory (freed by a later `free`): its sequences
+        stop growing."""
+
     # ---- decoding ------------------------------------------------------------------------------------
     @property
     def growing(self) -> int:

@@ -51,6 +51,12 @@ class PagedDecode(LazyDecode):
             seq.synced_g = g
             self.lazy_synced += n
 
+    def hold(self, group: Group, g: int) -> None:
+        for seq in group.seqs:
+            if seq.phase >= 0:  # told to the block manager, so that the later release sees every token
+                self.sync(seq, g)
+                self.leave(seq, g)
+
     def sync_all(self, g: int) -> None:
         for bucket in self.buckets:
             for seq in bucket:

@@ -115,6 +115,11 @@ class ReservedKV(LazyDecode):
         self.resident += g - seq.synced_g
         super().leave(seq, g)
 
+    def hold(self, group: Group, g: int) -> None:
+        for seq in group.seqs:
+            if seq.phase >= 0:
+                self.leave(seq, g)
+
     def sync_all(self, g: int) -> None:  # nothing is told to the block manager while decoding
         return None
 

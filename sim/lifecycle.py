@@ -44,6 +44,10 @@ class RequestQueues:
         # (sched/request_queue.py:131-197); else running by arrival and a FIFO waiting queue.
         self.running_by_admission = False
         self.priority_order = False
+        # V1 with async scheduling: finished requests keep their slots and blocks until the next step has been
+        # scheduled (`release_held`); (group, decode step it finished at).
+        self.finish_lag = False
+        self.held: list[tuple[Group, int]] = []
 
     # ---- queue order -----------------------------------------------------------------------------
     def enqueue(self, group: Group) -> None:
@@ -157,11 +161,22 @@ class RequestQueues:
                 self.dirty_groups.remove(group)
         assert group.generated == group.output, f"{group.request_id}: {group.generated} != {group.output}"
         group.end_run(self.G)
-        self.kv.free(group, self.G)
+        if self.finish_lag:
+            self.kv.hold(group, self.G)
+            self.held.append((group, self.G))
+        else:
+            self.kv.free(group, self.G)
+            self.num_running_seqs -= group.n
         self.running.remove(group)
-        self.num_running_seqs -= group.n
         group.state, group.finish_ns = FINISHED, now
         self._done(group)
+
+    def release_held(self) -> None:
+        """The finished requests' outputs are processed: their slots and blocks go back."""
+        for group, g in self.held:
+            self.kv.free(group, g)
+            self.num_running_seqs -= group.n
+        self.held.clear()
 
     def _done(self, group: Group) -> None:
         """`group` finished or was rejected; a parent of one-sample children is done with its last child."""

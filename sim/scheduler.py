@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Hashable, Sequence
 import numpy as np
 
 from sim.config import EngineConfig
+from sim.host_time import overlaps
 from sim.kv_layout import KVLayout
 from sim.kv_lazy import NEVER
 from sim.policies.base import Policy
@@ -44,6 +45,7 @@ class Scheduler(PolicyVerbs):
         super().__init__(config, kv)
         self.policy, self.seed = policy, seed
         self.running_by_admission = policy.running_by_admission
+        self.finish_lag = policy.finish_lags_a_step and overlaps(config)
         self.priority_order = config.scheduling_policy == "priority"
         self.split_samples = policy.samples_as_requests
         self.prompt_first = policy.prompt_request_first
@@ -157,6 +159,13 @@ class Scheduler(PolicyVerbs):
         self.out = out = SchedulerOutput(g, self.recorder.num_rows)
         plan = self.policy.schedule(self)
         has_decode = plan.decode and self.decode_seqs > 0
+        held = bool(self.held)
+        if held and not plan.prefills and not has_decode:
+            # Nothing to run beside them: the engine waits for the last step's output, which frees them.
+            self.release_held()
+            held = False
+            plan = self.policy.schedule(self)
+            has_decode = plan.decode and self.decode_seqs > 0
         if not plan.prefills and not has_decode:
             self.out = None
             return None
@@ -173,11 +182,13 @@ class Scheduler(PolicyVerbs):
             out.prefill_kv_tokens += c + q
             if c + q == group.prefill_len and group.output:  # a prefill-only request samples nothing
                 out.sampled_seqs += group.n
-        # Requests in transit arrive during the next step: no run of steps past it.
+        # Requests in transit arrive during the next step, and held memory returns after it: no run past it.
         if (has_decode and plan.steady and not out.preemptions and self.fast_forward and not self.dirty_groups
-                and out.is_pure_decode and not self.num_in_transit):
+                and out.is_pure_decode and not self.num_in_transit and not held):
             out.max_decode_steps = min(self._steps_to_finish(g), kv.steps_memory_allows(g))
             assert b and out.max_decode_steps >= 1
+        if held:  # this step is scheduled: the previous one's output is processed now
+            self.release_held()
         return out
 
     def _decode_context(self, g: int) -> int:
@@ -245,7 +256,8 @@ class Scheduler(PolicyVerbs):
         kv.sync_all(self.G)
         kv.bm.check_invariants()
         assert kv.used_blocks() <= kv.bm.num_gpu_blocks
-        kv.check([grp for grp in self.running if grp.state in (DECODE, PREFILL)], self.G)
+        kv.check([grp for grp in self.running if grp.state in (DECODE, PREFILL)] + [grp for grp, _ in self.held],
+                 self.G)
         assert self.decode_seqs == sum(len(grp.seqs) for grp in self.running if grp.state == DECODE)
         if final:
             assert not self.running and not self.waiting and not self.swapped

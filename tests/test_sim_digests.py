@@ -17,7 +17,8 @@ V1: parallel samples as child requests, beam requests as the API server's rounds
 caching on by default, preemption) was added with the beam rounds, on 2026-12-02, and changed once the same
 day, when a round sent at the end of a step started reaching the engine during the next step (sim/engine.py).
 The sharing runs under vllm-v0 changed on 2026-12-04, when it took V0's default preemption mode: a forked
-group (parallel samples, beams) is swapped, a single sequence recomputed.
+group (parallel samples, beams) is swapped, a single sequence recomputed; sharing-vllm the same day, when a
+request finishing in a step kept its slot and blocks while the next step was scheduled (V1's async scheduling).
 """
 from __future__ import annotations
 
@@ -135,9 +136,9 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
     ),
     "sharing-vllm": (
-        "702bdbb127569b86176ea87b6859eaef06d680644dc00797304edcfac522e00d",
-        "1cde7b0f68a8622bdbf308dc69a1e4fb0ce18100785c24283b91eb435ba32418",
-        "92a8e2205599ec04b6ac76b6f1e3a9c170e953133817160144a97eec053d9816",
+        "1b29dd014fbcd75ad9d5f3e1b883cf650447e4f746c7b006458707b564625e38",
+        "ff8a43027a4e768170ed8a29a633a4c378b2e82e0944fbc290ec12c2ff998572",
+        "e57affeba2caf04c6270f82c6988e1b604343ba9c80104de339aea02a3d05236",
     ),
 }
 

@@ -453,3 +453,20 @@ def test_vllm_allocates_through_the_per_chunk_layout_and_v0_at_admission() -> No
     assert v1.chunk_need(b, 40) == 3 and v1.allocate_chunk(b, 40) and v1.bm.num_blocks(b.seqs[0].sid) == 3
     assert v1.chunk_need(b, 60) == 4 and not v1.allocate_chunk(b, 62 * 16)  # short pool: nothing taken
     assert v1.bm.num_blocks(b.seqs[0].sid) == 3 and v1.logical_blocks() == 3
+
+
+@pytest.mark.parametrize("async_scheduling", [None, False])
+def test_a_finished_request_keeps_its_slot_while_the_next_step_is_scheduled(async_scheduling: bool | None) -> None:
+    # A finishes while C runs; B waits for A's slot (max_num_seqs 2). With async scheduling (V1's default) the
+    # step after A's last is scheduled before A's output is processed: B joins the step after that.
+    trace = Trace([Request("A", 0.0, 16, 5), Request("C", 0.0, 16, 40), Request("B", 0.001, 16, 5)])
+    result = replay(trace, EngineConfig(max_num_seqs=2, async_scheduling=async_scheduling, check_every=1),
+                    policy="vllm")
+    steps = result.steps
+    a_done = by_id(result).loc["A", "finish_s"]
+    following = steps[steps["start_s"] >= a_done].iloc[:2]
+    if async_scheduling is None:  # C decodes alone, then B's prefill joins it
+        assert following["num_prefill_tokens"].tolist() == [0, 16]
+    else:
+        assert following["num_prefill_tokens"].tolist()[0] == 16
+    assert (result.requests["status"] == "finished").all()

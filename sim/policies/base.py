@@ -99,6 +99,8 @@ class Policy(Protocol):
     samples_as_requests: bool      # parallel samples as n one-sample requests (V1), not a forked group
     beam_search_as_requests: bool  # beam search as the API server's rounds of 1-token requests (V1)
     prompt_request_first: bool     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
+    finish_lags_a_step: bool       # with async scheduling, a finished request's slot and blocks are freed
+                                   # only after the next step is scheduled (V1)
     settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
     settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
 
@@ -132,6 +134,7 @@ class EnginePolicy:
     samples_as_requests = False    # parallel samples as n one-sample requests (V1), not a forked group
     beam_search_as_requests = False  # beam search as the API server's rounds of 1-token requests (V1)
     prompt_request_first = False     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
+    finish_lags_a_step = False       # a finished request frees its slot and blocks at once
     settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:

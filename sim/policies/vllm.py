@@ -80,6 +80,10 @@ class VllmPolicy(EnginePolicy):
     beam_search = False            # not in the engine: the API server sends rounds of requests
     beam_search_as_requests = True  # (entrypoints/generate/beam_search/online.py:93-116; sim.v1_beam_search)
     host_engine = "vllm-v1"  # async scheduling on by default (docs/engines.md), CUDA graphs up to 512
+    # With async scheduling, step N+1 is scheduled before step N's output is processed (`step_with_batch_queue`,
+    # v1/engine/core.py:733-777): a request finishing in step N is skipped, not freed (sched/scheduler.py:800-814),
+    # and keeps its slot (1073) and blocks until `update_from_output`, after that schedule.
+    finish_lags_a_step = True
     settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching", "long_prefill_token_threshold",
                           "scheduling_policy", "enable_chunked_prefill"})
     settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (one budget for decodes and chunks)",
