@@ -44,8 +44,9 @@ class RequestQueues:
         # (sched/request_queue.py:131-197); else running by arrival and a FIFO waiting queue.
         self.running_by_admission = False
         self.priority_order = False
-        # V1 with async scheduling: finished requests keep their slots and blocks until the next step has been
-        # scheduled (`release_held`); (group, decode step it finished at).
+        # V1 with async scheduling: finished requests stay in `running` with their slots and blocks until the
+        # next step has been scheduled (`release_held`), as V1's finishing requests stay in its `running`
+        # (the next schedule skips them, and may preempt one); (group, decode step it finished at).
         self.finish_lag = False
         self.held: list[tuple[Group, int]] = []
 
@@ -166,8 +167,8 @@ class RequestQueues:
             self.held.append((group, self.G))
         else:
             self.kv.free(group, self.G)
+            self.running.remove(group)
             self.num_running_seqs -= group.n
-        self.running.remove(group)
         group.state, group.finish_ns = FINISHED, now
         self._done(group)
 
@@ -175,8 +176,17 @@ class RequestQueues:
         """The finished requests' outputs are processed: their slots and blocks go back."""
         for group, g in self.held:
             self.kv.free(group, g)
+            self.running.remove(group)
             self.num_running_seqs -= group.n
         self.held.clear()
+
+    def release_one(self, group: Group) -> None:
+        """A held finished request goes now (V1 preempted it: its blocks are freed at once)."""
+        index = next(i for i, (grp, _) in enumerate(self.held) if grp is group)
+        _, g = self.held.pop(index)
+        self.kv.free(group, g)
+        self.running.remove(group)
+        self.num_running_seqs -= group.n
 
     def _done(self, group: Group) -> None:
         """`group` finished or was rejected; a parent of one-sample children is done with its last child."""

@@ -9,7 +9,7 @@ or swapped out; swapped requests come back with `swap_in`. `sim.policy_verbs.Pol
 from __future__ import annotations
 
 from sim.lifecycle import RequestQueues
-from sim.state import DECODE, PREFILL, RECOMPUTE, SWAP, SWAP_GROUPS, SWAPPED, WAITING, Group
+from sim.state import DECODE, FINISHED, PREFILL, RECOMPUTE, SWAP, SWAP_GROUPS, SWAPPED, WAITING, Group
 
 
 class PreemptingQueues(RequestQueues):
@@ -87,7 +87,13 @@ class PreemptingQueues(RequestQueues):
 
     def preempt(self, group: Group) -> None:
         """Preempt a running request by recompute (its blocks, this step's included, are freed); it waits
-        again at the front (FCFS) or by its key (priority)."""
+        again at the front (FCFS) or by its key (priority). A finished one still held (V1's async scheduling:
+        its last step's output is not processed yet) only frees its blocks: nothing is left to recompute."""
+        if group.state == FINISHED:
+            group.preemptions += 1
+            self.out.preemptions += 1
+            self.release_one(group)
+            return
         self.running.remove(group)
         self.requeue(self._preempt(group, RECOMPUTE))
 

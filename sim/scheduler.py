@@ -32,7 +32,7 @@ from sim.policies.base import Policy
 from sim.policy_verbs import PolicyVerbs
 from sim.records import StepRecorder
 from sim.scheduler_output import SchedulerOutput
-from sim.state import DECODE, PREFILL, WAITING, Group, beam_rng
+from sim.state import DECODE, FINISHED, PREFILL, WAITING, Group, beam_rng
 from sim.v1_beam_search import BeamFrontEnd
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ class Scheduler(PolicyVerbs):
             counts_id, growing = -1, 0
         self.recorder.add((
             k, start_ns, g if b else 0, b, out.prefill_tokens, len(prefills), out.sampled_seqs,
-            len(self.running), out.num_waiting, len(self.swapped), kv.used_blocks(), kv.kv_tokens(g),
+            len(self.running) - len(self.held), out.num_waiting, len(self.swapped), kv.used_blocks(), kv.kv_tokens(g),
             kv.reserved_slots(), kv.logical_blocks(), out.cow_copies, out.preemptions, out.swaps_out,
             out.swaps_in, out.swap_out_blocks, out.swap_in_blocks, growing, counts_id,
         ), durations)
@@ -256,8 +256,8 @@ class Scheduler(PolicyVerbs):
         kv.sync_all(self.G)
         kv.bm.check_invariants()
         assert kv.used_blocks() <= kv.bm.num_gpu_blocks
-        kv.check([grp for grp in self.running if grp.state in (DECODE, PREFILL)] + [grp for grp, _ in self.held],
-                 self.G)
+        assert {id(grp) for grp in self.running if grp.state == FINISHED} == {id(grp) for grp, _ in self.held}
+        kv.check([grp for grp in self.running if grp.state in (DECODE, PREFILL, FINISHED)], self.G)
         assert self.decode_seqs == sum(len(grp.seqs) for grp in self.running if grp.state == DECODE)
         if final:
             assert not self.running and not self.waiting and not self.swapped

@@ -18,7 +18,8 @@ caching on by default, preemption) was added with the beam rounds, on 2026-12-02
 day, when a round sent at the end of a step started reaching the engine during the next step (sim/engine.py).
 The sharing runs under vllm-v0 changed on 2026-12-04, when it took V0's default preemption mode: a forked
 group (parallel samples, beams) is swapped, a single sequence recomputed; sharing-vllm the same day, when a
-request finishing in a step kept its slot and blocks while the next step was scheduled (V1's async scheduling).
+request finishing in a step kept its slot and blocks while the next step was scheduled (V1's async scheduling),
+and could be that step's victim.
 """
 from __future__ import annotations
 
@@ -136,9 +137,9 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
     ),
     "sharing-vllm": (
-        "1b29dd014fbcd75ad9d5f3e1b883cf650447e4f746c7b006458707b564625e38",
-        "ff8a43027a4e768170ed8a29a633a4c378b2e82e0944fbc290ec12c2ff998572",
-        "e57affeba2caf04c6270f82c6988e1b604343ba9c80104de339aea02a3d05236",
+        "8dc508ad873e7d3c1b08144f0136bc8ba694b126e6403466cad234b7a5acd48e",
+        "0634de90d12682245ab0ba1f7528741fc591472f907e7cbfbdef4e473211dfe7",
+        "8c8740568326358c9137ea6b2daf7d533d44c89b01b436616082cdaad235fb7a",
     ),
 }
 

@@ -312,14 +312,17 @@ def test_the_execute_backend_runs_vllm_chunk_allocation_on_a_real_cache() -> Non
 
 
 # ---- the running loop's order -----------------------------------------------------------------------
-def v1_running_loop(running: list[tuple[object, bool, int]], budget: int, cap: int) -> dict:
+def v1_running_loop(running: list[tuple[object, bool | None, int]], budget: int, cap: int) -> dict:
     """vLLM V1's running loop as written (sched/scheduler.py:795-849, 1002), memory aside: walk `running`
-    (request, decoding, tokens left) in order while budget is left; a decode takes one token, a prefill
-    `min(rest, cap if cap > 0, budget)`. Returns request -> tokens."""
+    (request, decoding or None if its last step is in flight, tokens left) in order while budget is left; a
+    finishing request is skipped (800-814), a decode takes one token, a prefill `min(rest, cap if cap > 0,
+    budget)`. Returns request -> tokens."""
     tokens = {}
     for request, decoding, rest in running:
         if budget <= 0:
             break
+        if decoding is None:
+            continue
         n = 1 if decoding else rest
         if 0 < cap < n:
             n = cap
@@ -335,7 +338,7 @@ def test_the_running_loop_gives_each_request_the_tokens_v1_gives_walking_running
     """Every step without preemption schedules exactly what V1's loop over `running` does, including steps
     where decodes follow unfinished prefills and the budget runs out (long_prefill_token_threshold on)."""
     from sim.policies.vllm import VllmPolicy
-    from sim.state import DECODE
+    from sim.state import DECODE, FINISHED
 
     rng = random.Random(seed)
     arrivals = sorted(rng.uniform(0.0, 0.4) for _ in range(80))
@@ -343,21 +346,23 @@ def test_the_running_loop_gives_each_request_the_tokens_v1_gives_walking_running
                            priority=rng.randint(0, 3)) for i, t in enumerate(arrivals)])
     config = EngineConfig(max_num_batched_tokens=128, max_num_seqs=16, long_prefill_token_threshold=48,
                           num_gpu_blocks=100, scheduling_policy=scheduling, fast_forward=False)
-    original, seen = VllmPolicy.schedule, {"checked": 0, "interleaved": 0, "preempting": 0}
+    original, seen = VllmPolicy.schedule, {"checked": 0, "interleaved": 0, "preempting": 0, "finishing": 0}
 
     def schedule(self, sched):
         budget = sched.config.token_budget
         cap = sched.config.long_prefill_token_threshold if len(sched.running) + len(sched.waiting) > 1 else 0
-        before = [(g, g.state == DECODE, g.prefill_len - g.prefill_done) for g in sched.running]
+        before = [(g, None if g.state == FINISHED else g.state == DECODE, g.prefill_len - g.prefill_done)
+                  for g in sched.running]
         plan = original(self, sched)
         if not all(g in sched.running for g, _, _ in before):
             seen["preempting"] += 1    # memory ran short: V1's walk with preemption decided
             return plan
         ran = {g: q for g, q in plan.prefills if g in dict.fromkeys(r for r, _, _ in before)}
         ran.update({g: 1 for g, decoding, _ in before if decoding and plan.decode})
+        seen["finishing"] += any(decoding is None for _, decoding, _ in before)
         assert ran == v1_running_loop(before, budget, cap)
         seen["checked"] += 1
-        first_prefill = next((i for i, (_, decoding, _) in enumerate(before) if not decoding), len(before))
+        first_prefill = next((i for i, (_, decoding, _) in enumerate(before) if decoding is False), len(before))
         demand = sum(1 if d else min(rest, cap or rest) for _, d, rest in before)
         seen["interleaved"] += any(d for _, d, _ in before[first_prefill:]) and demand > budget
         return plan
@@ -365,7 +370,7 @@ def test_the_running_loop_gives_each_request_the_tokens_v1_gives_walking_running
     monkeypatch.setattr(VllmPolicy, "schedule", schedule)
     result = replay(trace, config, policy="vllm")
     assert (result.requests["status"] == "finished").all()
-    assert seen["checked"] > 100 and seen["interleaved"] > 0 and seen["preempting"] > 0, seen
+    assert seen["checked"] > 100 and seen["interleaved"] > 0 and seen["preempting"] > 0 and seen["finishing"] > 0, seen
 
 
 class WalkView:
@@ -374,13 +379,13 @@ class WalkView:
     def __init__(self, spec: list[tuple[str, str, int, int, int]], free: int, budget: int) -> None:
         from types import SimpleNamespace
 
-        from sim.state import DECODE, PREFILL, Group
+        from sim.state import DECODE, FINISHED, PREFILL, Group
 
         self.config, self.free = SimpleNamespace(token_budget=budget), free
         self.running, self.need, self.holds, self.preempted = [], {}, {}, []
         for i, (rid, state, priority, need, holds) in enumerate(spec):
             group = Group(i, rid, i, 100, 10, 1, "greedy", priority)
-            group.state = DECODE if state == "decode" else PREFILL
+            group.state = {"decode": DECODE, "prefill": PREFILL, "finishing": FINISHED}[state]
             group.prefill_len, group.prefill_done = (100, 0) if state == "prefill" else (0, 0)
             self.running.append(group)
             self.need[rid], self.holds[rid] = need, holds
@@ -416,6 +421,10 @@ WALKS = [
      ["C", "B"], {}),
     ("priority", [("A", "decode", 0, 0, 1), ("B", "decode", 9, 1, 2), ("C", "prefill", 0, 1, 0)], 0,
      ["B"], {"C": 31}),
+    # F finished in the step in flight (async scheduling): the walk skips it, yet as the last of `running`
+    # it is FCFS's victim, and its blocks let A decode (scheduler.py:800-814, 969-970).
+    ("fcfs", [("A", "decode", 0, 1, 1), ("F", "finishing", 0, 0, 2), ("P", "prefill", 0, 1, 0)], 0,
+     ["P", "F"], {}),
 ]
 
 

@@ -41,7 +41,8 @@ class SchedulerView(Protocol):
 
     config: EngineConfig
     waiting: deque[Group]       # arrived, not admitted (preempted-by-recompute requests at the front)
-    running: list[Group]        # admitted: prefilling or decoding, in arrival order
+    running: list[Group]        # admitted: prefilling or decoding, in arrival order (V1: admission order, and
+                                # with async scheduling those finished in the last step, still held)
     swapped: deque[Group]       # preempted to the CPU pool
     prefilling: list[Group]     # running requests whose (re)prefill is not complete, in admission order
     num_running_seqs: int       # sequences of running requests (against max_num_seqs)

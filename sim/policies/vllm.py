@@ -21,7 +21,7 @@ from typing import Callable
 from sim.config import EngineConfig, with_server_defaults
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan, admit_head
 from sim.presets import GIB
-from sim.state import DECODE, PREFILL, RECOMPUTE, WAITING, Group
+from sim.state import DECODE, FINISHED, PREFILL, RECOMPUTE, WAITING, Group
 from sim.v1_memory import v1_memory
 
 # vllm/config/cache.py:215 (gpu_memory_utilization), :257 (enable_prefix_caching);
@@ -162,7 +162,8 @@ def _running_tokens(sched: SchedulerView, cap: int) -> tuple[list[tuple[Group, i
             break
         want = min(group.prefill_len - group.prefill_done, cap)
         q = min(want, budget)
-        assert q == want or group is sched.running[-1], "V1's budget ran out before the last running request"
+        assert q == want or group is _last_unfinished(sched.running), \
+            "V1's budget ran out before the last running request"
         chunks.append((group, q))
         budget -= q
     return chunks, budget
@@ -180,6 +181,9 @@ def _walk(sched: SchedulerView, cap: int, victim: Callable[[list[Group]], Group]
     preempted = i = 0
     while i < len(running) and budget > 0:
         group = running[i]
+        if group.state == FINISHED:  # its last step is in flight (async scheduling): skipped (800-814)
+            i += 1
+            continue
         q = 1 if group.state == DECODE else min(group.prefill_len - group.prefill_done, cap, budget)
         while not sched.reserve_slots(group, q):
             out = victim(running)
@@ -197,12 +201,17 @@ def _walk(sched: SchedulerView, cap: int, victim: Callable[[list[Group]], Group]
         scheduled[group] = q
         budget -= q
         i += 1
-    assert i == len(running), "V1's running loop reaches every running request it does not preempt"
+    assert all(grp.state == FINISHED for grp in running[i:]), \
+        "V1's running loop reaches every running request it does not preempt"
     return [(group, q) for group, q in scheduled.items() if group.state == PREFILL], budget, preempted
 
 
 def _last(running: list[Group]) -> Group:
     return running[-1]
+
+
+def _last_unfinished(running: list[Group]) -> Group | None:
+    return next((grp for grp in reversed(running) if grp.state != FINISHED), None)
 
 
 def _priority_key(group: Group) -> tuple[int, int]:
