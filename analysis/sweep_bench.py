@@ -32,7 +32,8 @@ policy = ["vllm-v0", "sarathi", "orca-max", "static"]
 max_num_seqs = [16, 64, 128, 256]
 num_gpu_blocks = [1500, 3000, 6000, 12000]
 """
-SLO = "[slo]\n" + "".join(f"{name}_ms = {ms:g}\n" for name, ms in DEFAULT_SLO.items()) + f"attainment = {DEFAULT_ATTAINMENT}\n"
+SLO = ("[slo]\n" + "".join(f"{name}_ms = {ms:g}\n" for name, ms in DEFAULT_SLO.items())
+       + f"attainment = {DEFAULT_ATTAINMENT}\n")
 SEARCH = (0.1, 4.0, 0.05)
 
 

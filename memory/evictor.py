@@ -6,10 +6,11 @@ V1's `BlockPool.free_block_queue` (`FreeKVCacheBlockQueue`, vllm/v1/core/kv_cach
 takes blocks from the head; a released cached block joins the tail, so the cached blocks nearest the head
 are the least recently used; a cached block taken again (revived) leaves from the middle; a cached block
 taken from the head is evicted (its hash dropped). A released block *without* a hash joins the head, as
-in vLLM 0.33 (`BlockPool.free_blocks`, vllm/v1/core/block_pool.py:836-847: non-cached blocks prepended for
-LIFO reuse): it holds nothing worth keeping, so it is taken before any cached block. The queue (`memory.free_queue`) keeps the plain blocks as a stack and the cached ones
-as segments of blocks released together, so that a table's release, a lookup's revival and an eviction
-cost a few list operations per segment, not a map operation per block.
+in vLLM 0.33 (`BlockPool.free_blocks`, vllm/v1/core/block_pool.py:836-847: non-cached blocks prepended
+for LIFO reuse): it holds nothing worth keeping, so it is taken before any cached block. The queue
+(`memory.free_queue`) keeps the plain blocks as a stack and the cached ones as segments of blocks released
+together, so that a table's release, a lookup's revival and an eviction cost a few list operations per
+segment, not a map operation per block.
 
 An unreachable block is cached (it joins the queue's tail and is evicted in turn, as vLLM V1 keeps every
 hashed block) but can never be hit: the full blocks of a finished request. Metrics (`num_cached_blocks`,

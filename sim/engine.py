@@ -40,7 +40,8 @@ class _Arrival(simpy.events.Event):
 
 
 class Engine:
-    def __init__(self, trace: Trace, config: EngineConfig, policy: Policy, seed: int = 0, progress: bool = False) -> None:
+    def __init__(self, trace: Trace, config: EngineConfig, policy: Policy, seed: int = 0,
+                 progress: bool = False) -> None:
         self.config = config
         self.timer: StepTimer = make_step_timer(config, seed)
         kv = make_kv_layout(config, policy, self.timer.block_manager_cls)

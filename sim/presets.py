@@ -92,7 +92,8 @@ class GpuSpec:
     def __post_init__(self) -> None:
         for field_name in ("memory_gib", "peak_flops", "hbm_bandwidth", "host_bandwidth", "interconnect_bandwidth"):
             value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value > 0):
                 raise ValueError(f"gpu {self.name}: {field_name}: must be a finite number > 0, got {value!r}")
 
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from traces.trace import Trace
 
 
-def replay(trace: Trace, config: EngineConfig, policy: str = DEFAULT_POLICY, seed: int = 0, progress: bool = False) -> SimResult:
+def replay(trace: Trace, config: EngineConfig, policy: str = DEFAULT_POLICY, seed: int = 0,
+           progress: bool = False) -> SimResult:
     """Replay `trace` (a `traces.Trace`) on one engine under `policy`. Same inputs and seed give the same
     tables (the summary's `wall_s` aside). Requests that can never run are rejected with a reason."""
     started = time.perf_counter()
