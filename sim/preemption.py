@@ -9,7 +9,8 @@ or swapped out; swapped requests come back with `swap_in`. `sim.policy_verbs.Pol
 from __future__ import annotations
 
 from sim.lifecycle import RequestQueues
-from sim.state import DECODE, FINISHED, PREFILL, RECOMPUTE, SWAP, SWAP_GROUPS, SWAPPED, WAITING, Group
+from sim.state import (DECODE, FINISHED, PREFILL, RECOMPUTE, REJECTED, SWAP, SWAP_GROUPS, SWAPPED, WAITING,
+                       Group)
 
 
 class PreemptingQueues(RequestQueues):
@@ -92,6 +93,12 @@ class PreemptingQueues(RequestQueues):
         if group.state == FINISHED:
             group.preemptions += 1
             self.out.preemptions += 1
+            # Where the user's row already summed this request (its last child, its beam round), add it there.
+            parent, search = group.parent, group.beam_search
+            if parent is not None and parent.state in (FINISHED, REJECTED):
+                parent.preemptions += 1
+            elif search is not None and search.summed(group):
+                search.user.preemptions += 1
             self.release_one(group)
             return
         self.running.remove(group)

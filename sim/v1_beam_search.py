@@ -120,6 +120,10 @@ class BeamSearch:
         self.round, self.outstanding = requests, len(requests)
         return requests
 
+    def summed(self, request: Group) -> bool:
+        """Whether `request`'s counters are in the user's row already (its round is done)."""
+        return not (self.outstanding and any(r is request for r in self.round))
+
     def request_done(self, request: Group) -> tuple[list[Group], bool]:
         """`request` of the round in flight finished or was rejected. Returns the next round's requests
         (when this was the round's last) and whether the user's request is now done."""

@@ -137,7 +137,7 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
     ),
     "sharing-vllm": (
-        "8dc508ad873e7d3c1b08144f0136bc8ba694b126e6403466cad234b7a5acd48e",
+        "e5bb00cd5a289eceb078e2353ea7131dae80dcb8e18bb98626f92573ef60fea3",
         "0634de90d12682245ab0ba1f7528741fc591472f907e7cbfbdef4e473211dfe7",
         "8c8740568326358c9137ea6b2daf7d533d44c89b01b436616082cdaad235fb7a",
     ),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -479,3 +480,15 @@ def test_a_finished_request_keeps_its_slot_while_the_next_step_is_scheduled(asyn
     else:
         assert following["num_prefill_tokens"].tolist()[0] == 16
     assert (result.requests["status"] == "finished").all()
+
+
+@pytest.mark.parametrize("scheduling", ["fcfs", "priority"])
+def test_every_preemption_shows_on_its_users_row(scheduling: str) -> None:
+    # Under pressure V1 also preempts requests whose last step is in flight (held, already finished): their
+    # preemption is counted on the user's row even when its children or beam round were summed into it.
+    from traces import load
+
+    trace = load(str(Path(__file__).parent / "data" / "sim_sharing_trace.csv"))
+    result = replay(trace, EngineConfig(num_gpu_blocks=600, scheduling_policy=scheduling), policy="vllm")
+    assert result.summary["preemptions"] > 0
+    assert int(result.requests["preemptions"].sum()) == result.summary["preemptions"]
