@@ -173,10 +173,10 @@ class ContiguousKV(ReservedKV):
             self.ranges[seq.sid] = self.buddy.allocate(order)
         return cached
 
-    def free(self, group: Group, g: int) -> None:
+    def free(self, group: Group, g: int, cache_output: bool = True) -> None:
         for seq in group.seqs:
             self.buddy.free(self.ranges.pop(seq.sid))
-        super().free(group, g)
+        super().free(group, g, cache_output)
 
     def used_blocks(self) -> int:
         return self.buddy.num_units - self.buddy.num_free_units  # whole buddy ranges: nobody else can use them

@@ -70,8 +70,9 @@ class KVLayout(Protocol):
     def share_samples(self, group: Group) -> None:
         """The (re)prefill finished: parallel samples/beams share its blocks (may mark the group dirty)."""
 
-    def free(self, group: Group, g: int) -> None:
-        """Release the group's memory at decode step g."""
+    def free(self, group: Group, g: int, cache_output: bool = True) -> None:
+        """Release the group's memory at decode step g; a prefix cache keeps its computed blocks, its output's
+        only with `cache_output` (SGLang's retraction frees the output uncached)."""
 
     def hold(self, group: Group, g: int) -> None:
         """The group finished at decode step g but keeps its memory (freed by a later `free`): its sequences

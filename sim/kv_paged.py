@@ -124,7 +124,7 @@ class PagedKV(PagedDecode):
             group.fresh_fork = not group.is_beam
         group.dirty = group.fresh_fork or group.is_beam
 
-    def free(self, group: Group, g: int) -> None:
+    def free(self, group: Group, g: int, cache_output: bool = True) -> None:
         # A lazy sequence's untold tokens sit in blocks it already has: freeing needs no sync.
         bm = self.bm
         if self.prefix.hash_output:  # its tokens go into the cache: the block manager must hold them
@@ -132,7 +132,7 @@ class PagedKV(PagedDecode):
                 # A victim already given this step's slot (V1's priority walk) is synced past g: nothing to tell.
                 if seq.phase >= 0 and seq.synced_g < g:
                     self.sync(seq, g)
-        self.prefix.release(group)
+        self.prefix.release(group, cache_output)
         for seq in group.seqs:
             if seq.phase >= 0:
                 self.leave(seq, g)

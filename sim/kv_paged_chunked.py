@@ -98,11 +98,11 @@ class ChunkedPagedKV(PagedKV):
     def abort_prefill(self, group: Group) -> None:
         self.uncomputed -= group.seqs[0].length - group.prefill_done  # chunks allocated in this step, not run
 
-    def free(self, group: Group, g: int) -> None:
+    def free(self, group: Group, g: int, cache_output: bool = True) -> None:
         for seq in group.seqs:
             self.chunk_keys.pop(seq.sid, None)
         self._cache_unlooked_blocks(group)
-        super().free(group, g)
+        super().free(group, g, cache_output)
 
     def _cache_unlooked_blocks(self, group: Group) -> None:
         """Keyed full blocks past those the request could look up (a beam round's last prompt block,

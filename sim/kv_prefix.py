@@ -89,7 +89,7 @@ class NoPrefixCache:
     def progress(self, group: Group) -> None:
         return None
 
-    def release(self, group: Group) -> None:
+    def release(self, group: Group, cache_output: bool = True) -> None:
         return None
 
     def summary(self) -> dict:
@@ -220,11 +220,12 @@ class PrefixCache:
         else:
             group.pending[0] = upto
 
-    def release(self, group: Group) -> None:
+    def release(self, group: Group, cache_output: bool = True) -> None:
         """Before the group's blocks are freed (it finished, or is preempted to be recomputed): its
         computed full blocks are cached - the private prompt blocks the allocation deferred, and with
-        `hash_output` its output (a recompute finds them; a finished request's stay cached unreachable,
-        evicted in turn). Only what a (re)prefill computed counts: the last sampled token has no KV."""
+        `hash_output` and `cache_output` its output (a recompute finds them; a finished request's stay
+        cached unreachable, evicted in turn). Only what a (re)prefill computed counts: the last sampled
+        token has no KV."""
         seqs = group.seqs
         if not seqs or not (self.lazy or self.hash_output):
             return
@@ -233,7 +234,11 @@ class PrefixCache:
         prefilled = group.prefill_done >= group.prefill_len
         # A complete (re)prefill's sequence holds prompt + generated tokens, all but the last computed;
         # an interrupted one registers what its allocation keyed (pending where not computed).
-        tokens = group.prompt + group.generated if prefilled and self.hash_output else self.tokens(group)
+        output = self.hash_output and cache_output
+        if prefilled:
+            tokens = group.prompt + group.generated if output else group.prompt
+        else:
+            tokens = self.tokens(group)
         if group.n == 1 and tokens > group.prompt:
             keys = keys.head(max((tokens - 1) // bs, len(keys)))
         full = bm.num_tokens(seqs[0].sid) // bs  # a request allocated chunk by chunk may hold less than its prompt
@@ -245,7 +250,7 @@ class PrefixCache:
             for i, block in enumerate(blocks, start):
                 pending[block] = i >= done
             self.flagged = self.flagged or start + len(blocks) > done
-        if self.hash_output and prefilled and group.n > 1:
+        if output and prefilled and group.n > 1:
             # The samples' own output blocks (parallel sampling, beams): cached, never looked up (a
             # recompute restores them without the cache).
             keys = keys.head((tokens - 1) // bs)

@@ -102,7 +102,7 @@ class ReservedKV(LazyDecode):
     def share_samples(self, group: Group) -> None:
         return None  # each sample prefilled its own region: nothing to share, never dirty
 
-    def free(self, group: Group, g: int) -> None:
+    def free(self, group: Group, g: int, cache_output: bool = True) -> None:
         for seq in group.seqs:
             if seq.phase >= 0:
                 self.leave(seq, g)

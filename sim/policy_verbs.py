@@ -62,10 +62,13 @@ class PolicyVerbs(PreemptingQueues):
         return self.kv.bm.num_free_gpu_blocks
 
     def retract(self, group: Group) -> None:
-        """Preempt the chosen decoding request by recompute; it joins the END of the waiting queue."""
+        """Preempt the chosen decoding request by recompute; it joins the END of the waiting queue. SGLang
+        frees its KV without inserting the unfinished part into the radix tree (`release_kv_cache(...,
+        checkpoint=False)`, managers/schedule_batch.py:2389; mem_cache/common.py:422-433): its prompt, inserted
+        after its prefill, stays cached, its output does not."""
         assert group.state == DECODE
         self.running.remove(group)
-        self.waiting.append(self._preempt(group, RECOMPUTE))
+        self.waiting.append(self._preempt(group, RECOMPUTE, cache_output=False))
 
     def abort(self, group: Group, reason: str) -> None:
         """End a decoding request early, without its output (SGLang aborts a beam group it would have to

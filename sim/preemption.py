@@ -104,7 +104,7 @@ class PreemptingQueues(RequestQueues):
         self.running.remove(group)
         self.requeue(self._preempt(group, RECOMPUTE))
 
-    def _preempt(self, group: Group, mode: str) -> Group:
+    def _preempt(self, group: Group, mode: str, cache_output: bool = True) -> Group:
         kv, g, out = self.kv, self.G, self.out
         if group.state == DECODE:
             self._stop_decoding(group, g)
@@ -126,7 +126,7 @@ class PreemptingQueues(RequestQueues):
             # vLLM V0 stops here: "Aborted due to the lack of CPU swap space" (RuntimeError,
             # vllm/core/scheduler.py:1605-1610 @v0.6.6.post1). The replay recomputes instead and counts it.
             self.swap_space_exhausted += 1
-        kv.free(group, g)
+        kv.free(group, g, cache_output)
         group.state = WAITING
         group.dirty = group.fresh_fork = False
         group.prefill_done = 0

@@ -443,3 +443,15 @@ def test_max_prefill_tokens_caps_the_pass_not_each_request_while_chunking() -> N
     result = replay(trace, EngineConfig(max_prefill_tokens=400, chunked_prefill_size=8192), policy="sglang")
     first = result.steps.iloc[0]
     assert first["num_prefill_seqs"] == 2 and first["num_prefill_tokens"] == 600
+
+
+def test_a_retracted_request_finds_its_prompt_cached_not_its_output() -> None:
+    # SGLang frees a retracted request's KV without inserting its output into the radix tree
+    # (schedule_batch.py:2389, checkpoint=False): on resume D hits its prompt's full blocks alone.
+    trace = Trace([Request("A", 0.0, 60, 300), Request("B", 0.0, 100, 300), Request("D", 0.5, 48, 300),
+                   Request("C", 0.5, 16, 300)])
+    result = replay(trace, EngineConfig(num_gpu_blocks=64, watermark=0.0, enable_prefix_caching=True), policy="sglang")
+    d = by_id(result).loc["D"]
+    assert d.preemptions == 1 and d.status == "finished"
+    assert result.summary["prefix_hit_tokens"] == (48 - 1) // 16 * 16
+    assert d.recomputed_tokens > 200  # its prompt past the hit and its output again (with the output cached: 17)
