@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.capacity import format_capacity
     from analysis.compare import CompareSpec, compare, load_points, trace_rate
     from analysis.presets import DEFAULT_PRESET, generate_preset, get_preset
-    from analysis.findings import check_failed_message
+    from analysis.findings import check_failed_message, rejection_finding
     from analysis.slo import parse_goodput
     from analysis.tables import CONSOLE_COLUMNS, formatted, to_console
     from sim.rejection_notes import context_note
@@ -236,9 +236,11 @@ def run(args: argparse.Namespace) -> int:
 
     for notice in trace.notices:
         print(f"trace: {notice}")
-    note = context_note(trace, args.model, spec.engine_config().context_len)
+    context_len = spec.engine_config().context_len
+    note = context_note(trace, args.model, context_len)
     if note:
         warn(note)
+    too_long = int(((trace.column("prompt_tokens") + trace.column("output_tokens")) > context_len).sum())
     outcome = compare(trace, points, spec, args.out, command=command, trace_description=description,
                       load_label=label, progress=not args.quiet)
     print(to_console(formatted(outcome.table, CONSOLE_COLUMNS)))
@@ -248,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
     if "verify_mismatches" in outcome.table:
         print(f"verify: {int(outcome.table['verify_checked'].sum())} sequence-steps checked, "
               f"{int(outcome.table['verify_mismatches'].sum())} mismatches")
+    rejected = rejection_finding(outcome.table, {})
+    # As replay does (a lost request is never a quiet success), unless the context note above said it all.
+    if rejected and int(outcome.table["rejected"].max()) > too_long:
+        warn(f"{rejected.rstrip('.')}; why: the report's findings, and the reason column of runs/*/requests.csv")
     overfull = outcome.table[outcome.table["kv_overfull_steps"] > 0]
     if not overfull.empty:
         warn(check_failed_message(overfull))

@@ -9,6 +9,9 @@ from sim.host_time import check_engine_name, check_graph_sizes
 from sim.presets import GIB, GPUS, KV_CACHE_DTYPES, MODELS, GpuSpec, ModelSpec, lookup
 
 DEFAULT_POLICY = "vllm-v0"  # the policy a replay runs when none is named
+# vLLM refuses a swap space above 0.7 of the host's memory (`CacheConfig.verify_with_parallel_config`, "Too large
+# swap space"); the simulator has no host, so it takes the largest H100/H200 servers' (DGX: 2 TiB).
+MAX_SWAP_SPACE_GIB = 0.7 * 2048
 BACKENDS: tuple[str, ...] = ("analytic", "execute")
 DEVICES: tuple[str, ...] = ("cuda", "cpu")
 
@@ -113,6 +116,10 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+        limit = MAX_SWAP_SPACE_GIB / self.model_spec.tp  # every GPU of the node swaps to the same host
+        if self.swap_space_gib > limit:
+            raise ValueError(f"swap_space_gib: {self.swap_space_gib:g} GiB a GPU (x{self.model_spec.tp}) is more than "
+                             f"vLLM accepts of a 2 TiB host (0.7 of it); give at most {limit:g}")
         if self.max_model_len is not None and self.max_model_len > self.model_spec.max_model_len:
             raise ValueError(f"max_model_len: {self.max_model_len} exceeds {self.model}'s context of "
                              f"{self.model_spec.max_model_len} tokens")

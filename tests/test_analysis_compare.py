@@ -408,3 +408,17 @@ def test_compare_checks_out_and_cost_profile_before_reading_the_trace(tmp_path: 
     code, out, err = run_cli(["compare", "--trace", str(AZURE), "--cost-profile", "nope",
                               "--out", str(tmp_path / "o")], capsys)
     assert (code, out) == (2, "") and err.startswith("pagedlab: error: cost_profile: unknown name 'nope'")
+
+
+def test_compare_warns_when_a_policy_rejects_requests_the_context_note_did_not_announce(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from traces import Request, Trace
+
+    path = tmp_path / "t.csv"
+    Trace([Request(f"r{i}", 0.5 * i, 2000 if i % 3 == 0 else 100, 50) for i in range(12)]).to_csv(path)
+    code, _, err = run_cli(["compare", "--trace", str(path), "--policies", "vllm-v0,static", "--rate-scales", "1",
+                            "--num-gpu-blocks", "60", "--quiet", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0
+    assert err == ("pagedlab: warning: Rejected requests, which count as missing the SLOs in goodput and SLO "
+                   "attainment: vllm-v0 4 of 12; static 12 of 12; why: the report's findings, and the reason column "
+                   "of runs/*/requests.csv\n")

@@ -58,6 +58,8 @@ def test_kv_blocks_follow_the_memory_left_after_weights() -> None:
     ({"watermark": 1.0}, "watermark: must be a number in [0, 1)"),
     ({"max_model_len": 100_000}, "max_model_len: 100000 exceeds llama-3-8b's context"),
     ({"swap_space_gib": -1}, "swap_space_gib: must be a finite number >= 0"),
+    ({"swap_space_gib": 1e9}, "swap_space_gib: 1e+09 GiB a GPU (x1) is more than vLLM accepts of a 2 TiB host"),
+    ({"swap_space_gib": 400, "model": "llama-3-70b-tp4"}, "give at most 358.4"),
     ({"model": "llama-3-70b-tp4", "gpu": "a100-40gb", "gpu_memory_utilization": 0.5}, "does not fit"),
     # the weights fit: the block is what is too large (it read "model llama-3-8b does not fit on h100-sxm")
     ({"block_size": 100_000_000}, "block_size: one KV block of 100000000 tokens takes 12207.03 GiB, more than the "
