@@ -4,7 +4,8 @@ Inputs are the simulator's `requests` table (one row per request) and `itl_s` (e
 finished request, seconds). Definitions follow vLLM's `calculate_metrics`:
 
 - `completed`: finished requests; rejected ones count only in `num_requests`/`rejected`.
-- throughputs divide by the benchmark duration: first arrival to last finish (or a duration passed in).
+- throughputs divide by the benchmark duration: first arrival to last finish, or to the last arrival if a
+  request refused later makes that later (or a duration passed in).
 - TTFT and E2EL per finished request; TPOT = (E2EL - TTFT) / (output_tokens - 1), only for requests with more
   than one output token (a single-token request has no TPOT; for goodput its TPOT counts as 0), as
   `sim.metrics.time_per_output_token` defines it for `summary.json` too.
@@ -79,11 +80,12 @@ def good_requests(latencies: pd.DataFrame, slo: SLO) -> pd.Series:
 
 
 def benchmark_duration_s(requests: pd.DataFrame) -> float:
-    """First arrival to last finish; NaN when no request finished."""
+    """First arrival to the last finish, or to the last arrival if later (vLLM's benchmark waits for every
+    request, a refused one included: it answers when sent); NaN when no request finished."""
     finish = requests.loc[requests["status"] == "finished", "finish_s"]
     if finish.empty:
         return math.nan
-    return float(finish.max() - requests["arrival_s"].min())
+    return float(max(finish.max(), requests["arrival_s"].max()) - requests["arrival_s"].min())
 
 
 def _stats(prefix: str, values_s: np.ndarray, percentiles: Sequence[float], scale: float, unit: str) -> dict:

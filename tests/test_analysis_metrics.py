@@ -221,3 +221,13 @@ def test_capacity_search_over_hand_made_runs() -> None:
     assert capacity_by_policy(table, target=0.75).set_index("policy").loc["slow", "capacity"] == 1.0
     loose = capacity_by_policy(table, target=0.25).set_index("policy")
     assert loose.loc["fast", "capacity"] == 4.0 and loose.loc["fast", "all_loads_met"]
+
+
+def test_a_request_refused_after_the_last_finish_extends_the_benchmark() -> None:
+    # r3 (rejected) arrives at 9 s, after the last finish (6 s): vLLM's benchmark waits until it was sent and
+    # refused, so the duration is 9 s, not 6 s, and 3 finished requests make 1/3 req/s, not 1/2.
+    requests = hand_requests()
+    requests.loc[3, "arrival_s"] = 9.0
+    metrics = serving_metrics(requests, np.array([]))
+    assert metrics["duration_s"] == pytest.approx(9.0) and metrics["request_throughput"] == pytest.approx(3 / 9)
+    assert serving_metrics(hand_requests(), np.array([]))["duration_s"] == pytest.approx(6.0)
