@@ -77,6 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=int, help="KV block size in tokens (simulator default if unset)")
     p.add_argument("--num-gpu-blocks", type=int, help="override the KV blocks that fit on the GPU")
     p.add_argument("--max-num-seqs", type=int, help="most sequences in one batch (simulator default if unset)")
+    p.add_argument("--swap-space-gib", type=float, metavar="GIB",
+                   help="CPU swap pool per GPU, for vllm-v0's forked groups and vllm-swap (default 4, vLLM V0's)")
     p.add_argument("--cost-profile", metavar="NAME|PATH",
                    help="analytic cost-model constants: a name in sim/profiles/ (e.g. h100-sxm, h200: measured by "
                         "`pagedlab calibrate`) or a JSON file (default: the simulator's 'default')")
@@ -122,8 +124,8 @@ def canonical_command(args: argparse.Namespace, *, preset: str | None, loads_fla
     words += ["--policies", ",".join(args.policies), loads_flag, ",".join(f"{x:g}" for x in loads)]
     words += ["--model", args.model, "--gpu", args.gpu, "--seed", str(args.seed)]
     for flag, value in (("--block-size", args.block_size), ("--num-gpu-blocks", args.num_gpu_blocks),
-                        ("--max-num-seqs", args.max_num_seqs), ("--cost-profile", args.cost_profile),
-                        ("--kv-cache-dtype", args.kv_cache_dtype)):
+                        ("--max-num-seqs", args.max_num_seqs), ("--swap-space-gib", args.swap_space_gib),
+                        ("--cost-profile", args.cost_profile), ("--kv-cache-dtype", args.kv_cache_dtype)):
         if value is not None:
             words += [flag, str(value)]
     if args.enable_prefix_caching is not None:
@@ -168,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "execute" and args.jobs != 1:
         raise ValueError(f"jobs: the execute backend runs one replay at a time on one device; got --jobs {args.jobs}")
     engine = {k: v for k, v in (("block_size", args.block_size), ("num_gpu_blocks", args.num_gpu_blocks),
-                                ("max_num_seqs", args.max_num_seqs), ("cost_profile", args.cost_profile),
-                                ("device", args.device), ("kv_cache_dtype", args.kv_cache_dtype)) if v is not None}
+                                ("max_num_seqs", args.max_num_seqs), ("swap_space_gib", args.swap_space_gib),
+                                ("cost_profile", args.cost_profile), ("device", args.device),
+                                ("kv_cache_dtype", args.kv_cache_dtype)) if v is not None}
     if args.enable_prefix_caching is not None:
         engine["enable_prefix_caching"] = args.enable_prefix_caching
     if args.schedule_policy is not None:

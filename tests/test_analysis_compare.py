@@ -422,3 +422,15 @@ def test_compare_warns_when_a_policy_rejects_requests_the_context_note_did_not_a
     assert err == ("pagedlab: warning: Rejected requests, which count as missing the SLOs in goodput and SLO "
                    "attainment: vllm-v0 4 of 12; static 12 of 12; why: the report's findings, and the reason column "
                    "of runs/*/requests.csv\n")
+
+
+def test_compare_passes_the_swap_space_to_every_run_and_its_command(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "o"
+    code, _, _ = run_cli(["compare", "--num-requests", "50", "--policies", "vllm-v0,vllm-swap", "--rates", "6",
+                          "--swap-space-gib", "0.05", "--quiet", "--out", str(out)], capsys)
+    assert code == 0 and "--swap-space-gib 0.05" in (out / "manifest.json").read_text()
+    for policy in ("vllm-v0", "vllm-swap"):  # 0.05 GiB of Llama-2-7B's 8 MiB blocks
+        assert json.loads((out / "runs" / f"{policy}-6" / "summary.json").read_text())["num_cpu_blocks"] == 6
