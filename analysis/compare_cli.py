@@ -257,6 +257,11 @@ def run(args: argparse.Namespace) -> int:
     # As replay does (a lost request is never a quiet success), unless the context note above said it all.
     if rejected and int(outcome.table["rejected"].max()) > too_long:
         warn(f"{rejected.rstrip('.')}; why: the report's findings, and the reason column of runs/*/requests.csv")
+    if "swap_space_exhausted" in outcome.table:  # as replay warns: the real engine would have stopped
+        full = outcome.table[outcome.table["swap_space_exhausted"].fillna(0) > 0]
+        runs = ", ".join(f"{row.policy} at {row.load:g}" for row in full.itertuples())
+        warn(f"{int(full['swap_space_exhausted'].sum())} preemptions found the CPU swap pool full and recomputed "
+             f"instead ({runs}); vLLM V0 aborts there: try a larger --swap-space-gib")
     overfull = outcome.table[outcome.table["kv_overfull_steps"] > 0]
     if not overfull.empty:
         warn(check_failed_message(overfull))

@@ -429,8 +429,13 @@ def test_compare_passes_the_swap_space_to_every_run_and_its_command(tmp_path: Pa
     import json
 
     out = tmp_path / "o"
-    code, _, _ = run_cli(["compare", "--num-requests", "50", "--policies", "vllm-v0,vllm-swap", "--rates", "6",
-                          "--swap-space-gib", "0.05", "--quiet", "--out", str(out)], capsys)
-    assert code == 0 and "--swap-space-gib 0.05" in (out / "manifest.json").read_text()
+    code, _, err = run_cli(["compare", "--num-requests", "50", "--policies", "vllm-v0,vllm-swap", "--rates", "6",
+                            "--swap-space-gib", "0.05", "--quiet", "--out", str(out)], capsys)
+    assert code == 0 and "--swap-space-gib 0.05" in (out / "manifest.json").read_text() and err == ""
     for policy in ("vllm-v0", "vllm-swap"):  # 0.05 GiB of Llama-2-7B's 8 MiB blocks
         assert json.loads((out / "runs" / f"{policy}-6" / "summary.json").read_text())["num_cpu_blocks"] == 6
+    # A pool that runs full: the runs count it and compare says so, as replay does.
+    code, _, err = run_cli(["compare", "--num-requests", "300", "--policies", "vllm-v0,vllm-swap", "--rates", "6",
+                            "--swap-space-gib", "0.01", "--quiet", "--out", str(tmp_path / "full")], capsys)
+    assert code == 0 and err.startswith("pagedlab: warning: ") and "found the CPU swap pool full" in err
+    assert "vllm-swap at 6" in err
