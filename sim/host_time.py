@@ -22,12 +22,11 @@ The policy's engine supplies the defaults (`EngineHost`, through `EngineConfig.h
 """
 from __future__ import annotations
 
-import math
-
 from bisect import bisect_left
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol, TypeVar
 
+from sim.json_profile import check_constants
 from sim.presets import GpuSpec, ModelSpec
 
 if TYPE_CHECKING:
@@ -90,12 +89,6 @@ def no_graphs(config: EngineSettings) -> tuple[int, ...]:
     return ()
 
 
-def check_host_terms(step_s: float, per_request_s: float, per_token_s: float) -> None:
-    for name, value in (("step_s", step_s), ("per_request_s", per_request_s), ("per_token_s", per_token_s)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"host_{name}: must be a finite number >= 0, got {value!r}")
-
-
 @dataclass(frozen=True)
 class EngineHost:
     """An engine's published host constants (seconds), whether it overlaps them with the device, and the
@@ -108,7 +101,7 @@ class EngineHost:
     graph_sizes: Callable[[EngineSettings], tuple[int, ...]]
 
     def __post_init__(self) -> None:
-        check_host_terms(self.step_s, self.per_request_s, self.per_token_s)
+        check_constants(self, "engine host", skip=("overlap", "graph_sizes"))
 
 
 # Constants and their sources: docs/sim.md, "Host time and CUDA graphs".
@@ -170,7 +163,7 @@ class HostModel:
     graph_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        check_host_terms(self.step_s, self.per_request_s, self.per_token_s)
+        check_constants(self, "host model", skip=("overlap", "graph_sizes"))
         check_graph_sizes(self.graph_sizes)
 
     @classmethod

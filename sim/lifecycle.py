@@ -175,15 +175,15 @@ class RequestQueues:
     def release_held(self) -> None:
         """The finished requests' outputs are processed: their slots and blocks go back."""
         for group, g in self.held:
-            self.kv.free(group, g)
-            self.running.remove(group)
-            self.num_running_seqs -= group.n
+            self._release(group, g)
         self.held.clear()
 
     def release_one(self, group: Group) -> None:
         """A held finished request goes now (V1 preempted it: its blocks are freed at once)."""
         index = next(i for i, (grp, _) in enumerate(self.held) if grp is group)
-        _, g = self.held.pop(index)
+        self._release(*self.held.pop(index))
+
+    def _release(self, group: Group, g: int) -> None:
         self.kv.free(group, g)
         self.running.remove(group)
         self.num_running_seqs -= group.n

@@ -5,6 +5,7 @@ as single steps do."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 
 from sim import EngineConfig, cli, replay
 from sim.cost import CostProfile, StepBatch
-from sim.host_time import ENGINES, HostModel, sglang_graph_sizes, vllm_v0_graph_sizes, vllm_v1_graph_sizes
+from sim.host_time import ENGINES, EngineHost, HostModel, sglang_graph_sizes, vllm_v0_graph_sizes, vllm_v1_graph_sizes
 from sim.policies import make_policy
 from sim.timer import AnalyticTimer
 from traces import Request, Trace
@@ -234,3 +235,23 @@ def test_the_device_only_engine_is_the_replay_without_host_time(tmp_path: Path, 
     assert steps["duration_s"].round(9).tolist() == device["duration_s"].round(9).tolist()
     if policy == "vllm-v0":  # V0 adds its 4 ms a step; the overlapping engines hide theirs under these steps
         assert replay(trace, EngineConfig(), policy).steps["duration_s"].sum() > device["duration_s"].sum() + 0.02
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: HostModel(step_s=-1e-3), "host model: step_s: must be a finite number >= 0, got -0.001"),
+    (lambda: HostModel(per_token_s=float("nan")), "host model: per_token_s: must be a finite number >= 0"),
+    (lambda: HostModel(graph_sizes=(8, 4)), "cuda_graph_sizes: must be a strictly increasing tuple"),
+    (lambda: EngineHost(1e-3, -1.0, 0.0, True, lambda config: ()), "engine host: per_request_s: must be a finite"),
+])
+def test_host_terms_are_checked_where_they_are_made(make, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
+
+
+def test_a_gpu_preset_with_a_rate_of_zero_is_refused() -> None:
+    from dataclasses import replace
+
+    from sim.presets import GPUS
+
+    with pytest.raises(ValueError, match="gpu h100-sxm: hbm_bandwidth: must be a finite number > 0, got 0"):
+        replace(GPUS["h100-sxm"], hbm_bandwidth=0)

@@ -90,3 +90,11 @@ def test_a_generate_option_the_others_make_it_ignore_is_refused_as_trace_gen_doe
     assert code == 2 and out == ""
     assert err == f"pagedlab: error: {tmp_path}/{where}\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1.0, 0.1), (2.0, 1.0, 0.1), (0.5, 1.0, 0.0)])
+def test_capacity_search_bounds_are_checked_where_they_are_made(bounds: tuple[float, float, float]) -> None:
+    from analysis.sweep_spec import Search
+
+    with pytest.raises(ValueError, match="search: needs 0 < low < high and precision > 0"):
+        Search(*bounds)

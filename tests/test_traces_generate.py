@@ -1,6 +1,7 @@
 """Seeded generators: determinism, arrival processes, length presets, sampling mix, prefix groups."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,17 @@ def test_cli_gen_writes_the_native_trace(tmp_path: Path, capsys: pytest.CaptureF
     jsonl = tmp_path / "gen.jsonl"
     assert cli.main([*args[:3], str(jsonl), *args[4:]]) == 0
     assert load(jsonl).requests == expected.requests
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"prompt_mean": 0.0}, "length preset: prompt_mean: must be a finite number > 0, got 0.0"),
+    ({"output_sigma": float("inf")}, "length preset: output_sigma: must be a finite number > 0"),
+    ({"max_tokens": 0}, "length preset: max_tokens: must be an integer >= 1, got 0"),
+])
+def test_a_length_preset_out_of_range_is_refused(fields: dict, message: str) -> None:
+    from dataclasses import replace
+
+    from traces.generator import LENGTH_PRESETS
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        replace(LENGTH_PRESETS["sharegpt"], **fields)
