@@ -20,7 +20,8 @@ class PagedKV(PagedDecode):
     """vLLM's paged KV cache: blocks on demand, fork sharing, copy-on-write, swap to a CPU pool.
     Implements `sim.kv_layout.KVLayout`."""
 
-    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager) -> None:
+    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager,
+                 credit_live_hits: bool = True) -> None:
         if config.enable_prefix_caching:
             block_manager_cls = PrefixCachingBlockManager
         super().__init__(config, config.cpu_blocks if swap else 0, config.watermark, block_manager_cls)
@@ -28,10 +29,14 @@ class PagedKV(PagedDecode):
         self.prefix: PrefixCache | NoPrefixCache = (PrefixCache if config.enable_prefix_caching else NoPrefixCache)(
             self.bm, self.bs)
         self.uncomputed = 0    # allocated prompt tokens a chunked prefill has not computed yet
+        # Admission counts live cached blocks another request shares as not taken (V1, SGLang); V0 counts
+        # every prompt block as needed and credits only free (evictable) cached ones, as free blocks.
+        self.credit_live_hits = credit_live_hits
 
     @classmethod
     def for_policy(cls, config: EngineConfig, policy, block_manager_cls: type[BlockManager]) -> "PagedKV":
-        return cls(config, swap=policy.preemption in (SWAP, SWAP_GROUPS), block_manager_cls=block_manager_cls)
+        return cls(config, swap=policy.preemption in (SWAP, SWAP_GROUPS), block_manager_cls=block_manager_cls,
+                   credit_live_hits=policy.admission_credits_live_hits)
 
     # ---- admission -----------------------------------------------------------------------------------
     def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
@@ -62,8 +67,8 @@ class PagedKV(PagedDecode):
         if bm.num_gpu_blocks - required < bm.watermark_blocks:  # an empty pool caches nothing
             return AllocStatus.NEVER
         room = bm.num_free_gpu_blocks - bm.watermark_blocks
-        if room >= required:  # fits without sharing a cached block: the prefix lookup cannot change that
-            return AllocStatus.OK
+        if room >= required or not self.credit_live_hits:  # the prefix lookup cannot change the answer
+            return AllocStatus.OK if room >= required else AllocStatus.LATER
         # Live cached blocks are shared, not taken.
         return AllocStatus.OK if room >= required - self.prefix.blocks_saved(group) else AllocStatus.LATER
 

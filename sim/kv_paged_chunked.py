@@ -21,8 +21,9 @@ from sim.state import Group, Seq
 class ChunkedPagedKV(PagedKV):
     """`PagedKV` with V1's per-chunk allocation. Implements `sim.kv_layout.KVLayout`."""
 
-    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager) -> None:
-        super().__init__(config, swap, block_manager_cls)
+    def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager,
+                 credit_live_hits: bool = True) -> None:
+        super().__init__(config, swap, block_manager_cls, credit_live_hits)
         self.chunk_keys: dict[int, tuple[Sequence[Hashable], int]] = {}  # sid -> (keys, blocks registered)
 
     def allocate(self, group: Group) -> int:

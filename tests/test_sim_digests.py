@@ -19,7 +19,9 @@ day, when a round sent at the end of a step started reaching the engine during t
 The sharing runs under vllm-v0 changed on 2026-12-04, when it took V0's default preemption mode: a forked
 group (parallel samples, beams) is swapped, a single sequence recomputed; sharing-vllm the same day, when a
 request finishing in a step kept its slot and blocks while the next step was scheduled (V1's async scheduling),
-and could be that step's victim.
+and could be that step's victim. The sharing runs with prefix caching under vllm-v0, vllm-swap and sarathi
+changed again on 2026-12-04, when their admission stopped crediting prefix hits shared with a live request (V0's
+`can_allocate` counts every prompt block as needed).
 """
 from __future__ import annotations
 
@@ -122,19 +124,19 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "9890bc41defc32a9a97a3c9383e9d87df6bc973da80e242d7b393307db062054",
     ),
     "sharing-vllm-v0-prefix": (
-        "854dbf615caad79420aa615354da37e29d65714d6475e1cc7bb4657e2eeb0016",
-        "22d6635622919e75d80e45d47118daa0f74f9d65c2ad9d9fe7ecc089301899e2",
-        "8ae463a5c65759dcccd745b659dfe12c7135ee5c8bff29fbec5b8bb0282d4428",
+        "2104c53ba402ddcf2ee389837aa8ab1bda800ab5ad0eb9c8f18849d1b7f39757",
+        "584fc53a943f61e4a1a2cb7ed5520070c999a87fbabc2606ab6caa0dbb40ce25",
+        "a15d529cacc009a8325a18208193a0fc4f480c7ec8905c8667f5813b8ec96cb6",
     ),
     "sharing-vllm-swap-prefix": (
-        "d7cca6231a0a4ca941b438b9e330976293055e6d36dbe18b4ad14be962480fb5",
-        "84c52cf9d9598ee62e7a9ca93cc4df0d564e5056f5f989c33dbbdeddfe9118be",
-        "b603e3eec6c4043f097ed853dcf72c9b1b20c07c695c843000032c270b4a026f",
+        "58978fdf545885d7ac3f543c8c25ab461a3e1f3c97e517c5b2cd24807e3565d7",
+        "26cca44dd3c9e29e287a84d7618b837b08f8320f1f22a06fb118163c157f3ae4",
+        "c86912a3afeb1a00b365bcfb241c6523cedc4ba0a2c9825c0f5c4a8c7b648e2b",
     ),
     "sharing-sarathi-prefix": (
-        "b6b9fcdf391d1fad70b13f3bb924f681b0eff4dbe6f643d2f498b458cbc6e9d3",
-        "3fecb5ce6bed6cf29260bfd4a108f2ae7665db23ea9368a2aa5ea825679207fd",
-        "6c536d77967fc74b72024e2c0c935667e63fff286cb1933f6c5bf0aabd5f6f29",
+        "f7b8d15ada3df85ce44d2afa32c28e9ce4a9e1a3a0d895ad40b6b4f6ab100230",
+        "fc40bbcdefd577982eafe823609c59f4a1546721a601693f317d327a1a610557",
+        "55d61aa60255fbdad5760b42e76f1fbd9ef893e1da15dd92a83cd4d66471a839",
     ),
     "sharing-vllm": (
         "e5bb00cd5a289eceb078e2353ea7131dae80dcb8e18bb98626f92573ef60fea3",

@@ -142,17 +142,24 @@ def test_a_whole_cached_prompt_still_computes_its_last_token() -> None:
     assert result.summary["prefix_hit_tokens"] == 496
 
 
-def test_admission_counts_only_the_blocks_it_takes() -> None:
-    # 100 blocks: a holds 66 (1040 prompt tokens); b fits beside it only if it shares a's 64 cached blocks.
+@pytest.mark.parametrize("policy, credits", [("vllm", True), ("sglang", True), ("vllm-v0", False),
+                                              ("vllm-swap", False), ("sarathi", False)])
+def test_admission_credits_live_shared_blocks_except_under_v0(policy: str, credits: bool) -> None:
+    # 100 blocks: a holds 66 (1040 prompt tokens); b fits beside it only if its 64 blocks shared with a are
+    # credited. V1 and SGLang take only the blocks they lack; V0's can_allocate counts every prompt block
+    # (vllm/core/block_manager.py:108-145 @v0.6.6.post1), so b waits for a under vllm-v0 and sarathi.
     reqs = [Request("a", 0.0, 1040, 100, prefix_group="g", prefix_tokens=1024),
             Request("b", 0.5, 1040, 100, prefix_group="g", prefix_tokens=1024)]
-    results = {on: replay(Trace(reqs), EngineConfig(num_gpu_blocks=100, enable_prefix_caching=on, check_every=1))
+    results = {on: replay(Trace(reqs), EngineConfig(num_gpu_blocks=100, enable_prefix_caching=on, check_every=1),
+                          policy=policy)
                for on in (False, True)}
     for on, result in results.items():
         a, b = result.requests.set_index("request_id").loc[["a", "b"]].itertuples()
-        assert (b.first_token_s < a.finish_s) == on
-        check_tables(result, Trace(reqs), "vllm-v0")
-    assert results[True].steps["kv_blocks_used"].max() <= 64 + 2 * 7
+        assert (b.first_token_s < a.finish_s) == (on and credits)
+        check_tables(result, Trace(reqs), policy)
+    assert results[True].summary["prefix_hit_tokens"] == 1024  # b hits a's blocks either way (V0: once freed)
+    if credits:
+        assert results[True].steps["kv_blocks_used"].max() <= 64 + 2 * 7
 
 
 def test_recompute_after_preemption_finds_its_own_prompt() -> None:

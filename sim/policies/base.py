@@ -102,6 +102,8 @@ class Policy(Protocol):
     prompt_request_first: bool     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
     finish_lags_a_step: bool       # with async scheduling, a finished request's slot and blocks are freed
                                    # only after the next step is scheduled (V1)
+    admission_credits_live_hits: bool  # admission counts prefix hits shared with a live request as not taken
+                                       # (V1, SGLang); V0 counts every prompt block as needed
     settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
     settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
 
@@ -136,6 +138,7 @@ class EnginePolicy:
     beam_search_as_requests = False  # beam search as the API server's rounds of 1-token requests (V1)
     prompt_request_first = False     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
     finish_lags_a_step = False       # a finished request frees its slot and blocks at once
+    admission_credits_live_hits = True  # live shared prefix hits are not taken at admission (V1, SGLang)
     settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:

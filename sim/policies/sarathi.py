@@ -19,6 +19,8 @@ class SarathiPolicy(EnginePolicy):
     preemption = RECOMPUTE
     chunked_prefill = True
     host_engine = "vllm-v0"  # Sarathi-Serve is built on vLLM V0: synchronous, V0's CUDA graphs
+    # Sarathi-Serve has no prefix caching; with it on, V0's can_allocate as under `vllm-v0`
+    admission_credits_live_hits = False
     settings = frozenset({"prefill_chunk_tokens", "watermark", "enable_prefix_caching"})
     settings_instead = {"max_num_batched_tokens": "prefill_chunk_tokens (decodes and chunks per step)",
                         "chunked_prefill_size": "prefill_chunk_tokens", "max_prefill_tokens": "prefill_chunk_tokens"}

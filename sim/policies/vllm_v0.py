@@ -20,6 +20,9 @@ class VllmV0Policy(EnginePolicy):
     preemption = SWAP_GROUPS
     chunked_prefill = False
     host_engine = "vllm-v0"  # synchronous: host work adds to each step; CUDA graphs up to 256
+    # can_allocate needs every prompt block and credits only free (evictable) cached blocks, as free
+    # blocks (vllm/core/block_manager.py:108-145 @v0.6.6.post1)
+    admission_credits_live_hits = False
     settings = frozenset({"max_num_batched_tokens", "watermark", "enable_prefix_caching", "swap_space_gib"})
     settings_instead = {"prefill_chunk_tokens": "max_num_batched_tokens (whole prompts, never chunked)",
                         "chunked_prefill_size": "max_num_batched_tokens", "max_prefill_tokens": "max_num_batched_tokens"}
