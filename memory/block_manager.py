@@ -191,6 +191,16 @@ class BlockManager(BlockTables):
         _, refs, _ = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
         return self._gpu.num_free_blocks - len(refs) >= self.watermark_blocks
 
+    def num_full_blocks_to_swap_in(self, seq_ids: Iterable[SeqId]) -> int:
+        """Distinct full blocks of these swapped sequences: what vLLM V0's `can_swap_in` counts of their
+        tables (`get_num_full_blocks_touched`, core/block_manager.py:494-497 @v0.6.6.post1); a partial last
+        block is left to the caller's one slot per sequence."""
+        seqs, _, _ = collect_family(seq_ids, self._cpu_seqs, self._cpu, "swap in", self._missing)
+        bs, full = self.block_size, set()
+        for seq in seqs.values():
+            full.update(seq.blocks[:seq.num_tokens // bs])
+        return len(full)
+
     def swap_in(self, seq_ids: Iterable[SeqId]) -> BlockMapping:
         """Move whole swapped families back; returns the CPU block -> GPU block copies to perform.
         Raises `NoFreeBlocksError` only when they do not fit at all (the watermark is `can_swap_in`'s)."""

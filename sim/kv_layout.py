@@ -120,7 +120,8 @@ class KVLayout(Protocol):
     def swap_out(self, group: Group, g: int) -> int:
         """Move the group to the CPU pool; returns the blocks moved."""
 
-    def can_swap_in(self, group: Group) -> bool: ...
+    def swap_in_status(self, group: Group) -> AllocStatus:
+        """Whether the swapped group fits back now (OK), later, or never."""
 
     def swap_in(self, group: Group) -> int:
         """Bring the group back; returns the blocks moved."""

@@ -158,13 +158,17 @@ class PagedKV(PagedDecode):
             self.logical -= self.bm.num_blocks(seq.sid)
         return len(self.bm.swap_out([s.sid for s in group.seqs]))
 
-    def can_swap_in(self, group: Group) -> bool:
-        """Room for the group's blocks plus one new block per sequence, above the watermark."""
+    def swap_in_status(self, group: Group) -> AllocStatus:
+        """V0's `can_swap_in` (core/block_manager.py:343-357, 458-510 @v0.6.6.post1): the group's distinct
+        full blocks plus one block per sequence for the slot its next decode appends, NEVER above the pool,
+        OK above the watermark. That bounds what swapping in and the next decode take (a sequence's partial
+        last block, or its copy on write, is its one block), so the step cannot run short."""
+        bm = self.bm
         sids = [s.sid for s in group.seqs]
-        if not self.bm.can_swap_in(sids):
-            return False
-        blocks = sum(self.bm.num_blocks(sid) for sid in sids) + len(sids)
-        return self.bm.num_free_gpu_blocks - blocks >= self.bm.watermark_blocks
+        touched = bm.num_full_blocks_to_swap_in(sids) + len(sids)
+        if bm.num_gpu_blocks < touched:
+            return AllocStatus.NEVER
+        return AllocStatus.OK if bm.num_free_gpu_blocks - touched >= bm.watermark_blocks else AllocStatus.LATER
 
     def swap_in(self, group: Group) -> int:
         moved = len(self.bm.swap_in([s.sid for s in group.seqs]))

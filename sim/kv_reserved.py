@@ -159,8 +159,8 @@ class ReservedKV(LazyDecode):
     def swap_out(self, group: Group, g: int) -> int:
         raise AssertionError("reserved memory has no swap pool (can_swap_out is False)")
 
-    def can_swap_in(self, group: Group) -> bool:
-        return False
+    def swap_in_status(self, group: Group) -> AllocStatus:
+        raise AssertionError("reserved memory has no swap pool (can_swap_out is False)")
 
     def swap_in(self, group: Group) -> int:
         raise AssertionError("reserved memory has no swap pool")

@@ -49,6 +49,11 @@ class RequestQueues:
         # (the next schedule skips them, and may preempt one); (group, decode step it finished at).
         self.finish_lag = False
         self.held: list[tuple[Group, int]] = []
+        # Where the replay departs from vLLM V0 to go on (sim.preemption): swap preemptions that found the
+        # CPU pool full (V0 aborts) and swapped requests that could not come back on an idle engine (V0
+        # waits for them forever); each recomputed instead.
+        self.swap_space_exhausted = 0
+        self.swapped_recomputed = 0
 
     # ---- queue order -----------------------------------------------------------------------------
     def enqueue(self, group: Group) -> None:

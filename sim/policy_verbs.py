@@ -40,8 +40,15 @@ class PolicyVerbs(PreemptingQueues):
         """The waiting head can never run: it leaves with `reason`."""
         self.reject(self.waiting.popleft(), reason)
 
-    def can_swap_in(self, group: Group) -> bool:
-        return self.kv.can_swap_in(group)
+    def swap_in_status(self, group: Group) -> AllocStatus:
+        """Whether the swapped group fits back now (OK), later, or never."""
+        return self.kv.swap_in_status(group)
+
+    def fail_swapped(self, reason: str) -> None:
+        """The swapped head can never come back: its CPU blocks are freed and it leaves with `reason`."""
+        group = self.swapped.popleft()
+        self.kv.drop_swapped(group)
+        self.reject(group, reason)
 
     # ---- for policies that order the queue or pick their own victims (sim/policies/sglang.py) ---------
     def sort_waiting(self, key: Callable[[Group], Any]) -> None:

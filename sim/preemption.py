@@ -14,8 +14,6 @@ from sim.state import (DECODE, FINISHED, PREFILL, RECOMPUTE, REJECTED, SWAP, SWA
 
 
 class PreemptingQueues(RequestQueues):
-    swap_space_exhausted = 0  # swap preemptions that found the CPU pool full and recomputed (V0 aborts there)
-
     # ---- decode memory ---------------------------------------------------------------------------
     def reserve_decode(self, mode: str = RECOMPUTE) -> int:
         """Slots for this step's token of every decoding sequence; when the pool runs short, preempt the
@@ -148,7 +146,9 @@ class PreemptingQueues(RequestQueues):
         self._start_decoding(group, g1 - 1, join_at=g1)
 
     def recompute_swapped(self, group: Group) -> None:
-        """A swapped request that cannot come back (only when nothing runs): drop its blocks, recompute."""
+        """A swapped request that cannot come back though nothing runs (it needs the watermark's blocks: V0
+        would wait forever): drop its blocks, recompute. Counted (`swapped_recomputed`)."""
+        self.swapped_recomputed += 1
         self.kv.drop_swapped(group)
         group.state, group.dirty, group.fresh_fork = WAITING, False, False
         self.waiting.appendleft(group)

@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         warn(f"{exhausted} preemptions found the CPU swap pool ({config.swap_space_gib:g} GiB) full and recomputed "
              f"instead; vLLM V0 aborts there (\"Aborted due to the lack of CPU swap space\"): try a larger "
              f"--swap-space-gib")
+    stuck = result.summary["swapped_recomputed"]
+    if stuck:
+        warn(f"{stuck} swapped requests could not come back on an idle engine (their blocks need the watermark's) "
+             f"and were recomputed instead; vLLM V0 waits for them forever: try a larger pool (--num-gpu-blocks)")
     if not args.quiet:
         s = result.summary
         if s.get("prefix_caching"):

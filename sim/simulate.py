@@ -39,6 +39,7 @@ def replay(trace: Trace, config: EngineConfig, policy: str = DEFAULT_POLICY, see
         "engine_requests": scheduler.num_engine_requests,
         "num_cpu_blocks": scheduler.kv.bm.num_cpu_blocks,
         "swap_space_exhausted": scheduler.swap_space_exhausted,
+        "swapped_recomputed": scheduler.swapped_recomputed,
         "num_records": len(scheduler.recorder.records),
         "fast_forward": timer.fast_forward,
         "prefix_caching": bool(config.enable_prefix_caching),

@@ -217,6 +217,21 @@ def test_swap_refusals() -> None:
     bm.check_invariants()
 
 
+def test_full_blocks_to_swap_in_count_a_shared_block_once_and_no_partial_block() -> None:
+    bm = BlockManager(num_gpu_blocks=16, block_size=4, num_cpu_blocks=16)
+    bm.allocate("a", 10)      # blocks: 2 full + 1 partial (2 tokens)
+    bm.fork("a", "b")         # shares all three
+    bm.append_slots("b", 3)   # b copies the partial block on write and fills it, then a new partial one
+    bm.swap_out(["a", "b"])
+    # a: 2 shared full + its partial; b: the 2 shared full + its own full copy + a 1-token partial
+    assert bm.num_full_blocks_to_swap_in(["a", "b"]) == 3
+    bm.allocate("c", 8)
+    bm.swap_out(["c"])
+    assert bm.num_full_blocks_to_swap_in(["c"]) == 2  # exactly full: no partial block
+    with pytest.raises(ValueError, match="on the CPU|swapped|not"):
+        bm.num_full_blocks_to_swap_in(["zz"])
+
+
 # ---- invariant checker finds corruption --------------------------------------------------------------
 @pytest.mark.parametrize(
     ("corrupt", "message"),

@@ -21,7 +21,9 @@ group (parallel samples, beams) is swapped, a single sequence recomputed; sharin
 request finishing in a step kept its slot and blocks while the next step was scheduled (V1's async scheduling),
 and could be that step's victim. The sharing runs with prefix caching under vllm-v0, vllm-swap and sarathi
 changed again on 2026-12-04, when their admission stopped crediting prefix hits shared with a live request (V0's
-`can_allocate` counts every prompt block as needed).
+`can_allocate` counts every prompt block as needed); the four sharing runs under vllm-v0 and vllm-swap the same
+day, when a swapped group's return counted its distinct full blocks and a slot per sequence (V0's
+`can_swap_in`), not every sequence's blocks.
 """
 from __future__ import annotations
 
@@ -94,14 +96,14 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "4503b0164ccb7989f67d01e15266cc09cff4de3cb247acbf81b8cbc40d8a9463",
     ),
     "sharing-vllm-v0": (
-        "e1c913b32eb14410cf568f637e12283040cbf91ecea1bb222c06c9e28db160f9",
-        "2abb85c64b6354d4abcb25c5d542cdb912134d5e0777ce6fa332cf1298e7a431",
-        "1cbd543b604956fed906c5ef13e0cfefe6d99d342a58d267f657d8e37da62e2d",
+        "9718a340bb90d707e46ed5fefcf98e1bd5f69d22a6b75c60e63a981d90c0f6c7",
+        "2088630518b30966bd5ffe0cee46ac5015437a344b78983f0c72839d46aa8574",
+        "aac01746d00626adecb32c7aabf433f9c7a01c4ae7e4165ee4846db65d00f6bd",
     ),
     "sharing-vllm-swap": (
-        "6230900022e36ba4574e7c38f28fcdca3898ec5822d53821776e2b0ee353adda",
-        "a2b7987ad489123e1bb7f3f3924612ab17784c4b1bfe0ac5197d3ff99e5e0de0",
-        "75c51cada4aab67d60c6df9bc024d94008641ebd3525ea83c94081323be01e68",
+        "4ac57c34c110fca244d0d5eb156c765a49bc84fc375f3d709fdb38fa437232ea",
+        "8d5b9f45a5b3106a59a5045ecc1ae27c4385e70394a5224882bdaa9236b6b631",
+        "2d7d79f1ab996d7347324084720b840edffdef7120a4b833d3f5bb5dbe262895",
     ),
     "sharing-sarathi": (
         "8f81e5b01a8cf7455c0f139314fe7c2dcc02ba3aaf7e123c7582e08f0ca1769f",
@@ -124,14 +126,14 @@ DIGESTS: dict[str, tuple[str, str, str]] = {
         "9890bc41defc32a9a97a3c9383e9d87df6bc973da80e242d7b393307db062054",
     ),
     "sharing-vllm-v0-prefix": (
-        "2104c53ba402ddcf2ee389837aa8ab1bda800ab5ad0eb9c8f18849d1b7f39757",
-        "584fc53a943f61e4a1a2cb7ed5520070c999a87fbabc2606ab6caa0dbb40ce25",
-        "a15d529cacc009a8325a18208193a0fc4f480c7ec8905c8667f5813b8ec96cb6",
+        "0da4f373c4504de8c82d858c0fd818cfedc4c6b2c790ebc85233bd756c022954",
+        "54e13c26329aa3b7b05cbd4e938aa367911c4a910795e8f55afde1851632e3fd",
+        "0b34401112d5edeec497dde4ef207ca47cece4e3351d0acbe0f2aac0aa63c8fa",
     ),
     "sharing-vllm-swap-prefix": (
-        "58978fdf545885d7ac3f543c8c25ab461a3e1f3c97e517c5b2cd24807e3565d7",
-        "26cca44dd3c9e29e287a84d7618b837b08f8320f1f22a06fb118163c157f3ae4",
-        "c86912a3afeb1a00b365bcfb241c6523cedc4ba0a2c9825c0f5c4a8c7b648e2b",
+        "abf125c80b8499863091459ea899285a479cb9f65ed864604c2622d0d6bfd98a",
+        "e028aa929ca0a6b1e9f70073ffce33eb49f0ddccdcf867320a2da9b27e4ea074",
+        "f694e9569bf4a94cd87d5b9734a9a9aadd5351dfc200d748e69906d1c45fde54",
     ),
     "sharing-sarathi-prefix": (
         "f7b8d15ada3df85ce44d2afa32c28e9ce4a9e1a3a0d895ad40b6b4f6ab100230",

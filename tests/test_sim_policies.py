@@ -163,6 +163,43 @@ def test_vllm_v0_recomputes_a_single_sequence_and_swaps_a_forked_group() -> None
             assert victim.swaps == 0 and victim.recomputed_tokens > 0
 
 
+def test_a_swapped_group_comes_back_when_v0_counts_its_shared_blocks_once() -> None:
+    # p (n=4 over a 30-block prompt) is swapped out under g's growth. V0's can_swap_in counts the family's
+    # distinct full blocks plus a slot per sequence (core/block_manager.py:458-510 @v0.6.6.post1): about
+    # 30 + 4 x 4 + 4 of 64 blocks, so p swaps back in; counting the shared prompt once per sample (4 x 30)
+    # it could never come back, and would be recomputed on the idle engine.
+    trace = Trace([Request("g", 0.0, 160, 300), Request("p", 0.001, 480, 120, n=4, sampling="parallel")])
+    result = replay(trace, EngineConfig(num_gpu_blocks=64, watermark=0.0, check_every=1), policy="vllm-v0")
+    s, p = result.summary, by_id(result).loc["p"]
+    assert p.swaps >= 1 and p.recomputed_tokens == 0 and p.status == "finished"
+    assert s["swaps_in"] == s["swaps_out"] and s["swapped_recomputed"] == 0
+
+
+def test_a_swapped_group_that_cannot_come_back_on_an_idle_engine_is_recomputed_and_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A swap-in refused for good (V0 would wait forever): once nothing else runs, the replay recomputes it
+    # and counts the departure from V0.
+    from memory import AllocStatus
+    from sim.kv_paged import PagedKV
+    monkeypatch.setattr(PagedKV, "swap_in_status", lambda self, group: AllocStatus.LATER)
+    trace = Trace([Request("g", 0.0, 160, 300), Request("p", 0.001, 480, 120, n=4, sampling="parallel")])
+    result = replay(trace, EngineConfig(num_gpu_blocks=64, watermark=0.0, check_every=1), policy="vllm-v0")
+    s, p = result.summary, by_id(result).loc["p"]
+    assert s["swaps_in"] == 0 and s["swapped_recomputed"] == s["swaps_out"] == p.swaps >= 1
+    assert p.status == "finished" and p.recomputed_tokens > 0
+
+
+def test_a_swapped_group_that_can_never_fit_fails_as_v0_fails_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from memory import AllocStatus
+    from sim.kv_paged import PagedKV
+    monkeypatch.setattr(PagedKV, "swap_in_status", lambda self, group: AllocStatus.NEVER)
+    trace = Trace([Request("g", 0.0, 160, 300), Request("p", 0.001, 480, 120, n=4, sampling="parallel")])
+    result = replay(trace, EngineConfig(num_gpu_blocks=64, watermark=0.0, check_every=1), policy="vllm-v0")
+    g, p = by_id(result).loc["g"], by_id(result).loc["p"]
+    assert g.status == "finished" and p.status == "rejected" and "swap back in" in p.reason
+    assert result.summary["num_cpu_blocks"] > 0 and result.summary["swapped_recomputed"] == 0
+
+
 def test_every_policy_serves_the_same_simple_trace() -> None:
     trace = Trace([Request(f"r{i}", 0.02 * i, 40 + i, 30) for i in range(10)])
     for policy in POLICIES:

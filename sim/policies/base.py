@@ -67,7 +67,9 @@ class SchedulerView(Protocol):
 
     def allocate_chunk(self, group: Group, tokens: int) -> bool: ...
 
-    def can_swap_in(self, group: Group) -> bool: ...
+    def swap_in_status(self, group: Group) -> AllocStatus: ...
+
+    def fail_swapped(self, reason: str) -> None: ...
 
     def swap_in(self, group: Group) -> None: ...
 
@@ -202,11 +204,17 @@ def admit_waiting(sched: SchedulerView, token_budget: int) -> list[tuple[Group, 
 
 
 def swap_in_swapped(sched: SchedulerView) -> int:
-    """FCFS from the swapped queue while the pool (above the watermark) and `max_num_seqs` allow."""
+    """FCFS from the swapped queue while the pool (above the watermark) and `max_num_seqs` allow; a head
+    that can never fit the pool fails, as V0 fails it (core/scheduler.py:715-734 @v0.6.6.post1)."""
     count = 0
     while sched.swapped:
         group = sched.swapped[0]
-        if sched.num_running_seqs + group.n > sched.config.max_num_seqs or not sched.can_swap_in(group):
+        status = sched.swap_in_status(group)
+        if status is AllocStatus.NEVER:
+            sched.fail_swapped(f"its {group.n} sequences need more KV blocks than the pool has to swap back in "
+                               f"(vLLM V0 fails such a request)")
+            continue
+        if status is AllocStatus.LATER or sched.num_running_seqs + group.n > sched.config.max_num_seqs:
             break
         sched.swap_in(group)
         count += 1
