@@ -139,8 +139,9 @@ def result_metrics(result: Any, slo: SLO, percentiles: Sequence[float]) -> dict[
     if result.summary.get("prefix_caching"):
         row.update(prefix_hit_rate=result.summary["prefix_hit_rate"],
                    prefix_hit_tokens=result.summary["prefix_hit_tokens"])
-    if result.summary.get("swap_space_exhausted"):  # where vLLM V0 would have aborted (sim.preemption)
-        row.update(swap_space_exhausted=result.summary["swap_space_exhausted"])
+    for departure in ("swap_space_exhausted", "swapped_recomputed"):  # where vLLM V0 would have stopped
+        if result.summary.get(departure):                                 # (aborted, waited forever)
+            row[departure] = result.summary[departure]
     if "verify_checked" in result.summary:  # execute backend with --verify: the shadow check's verdict
         row.update(verify_checked=result.summary["verify_checked"],
                    verify_mismatches=result.summary["verify_mismatches"])

@@ -262,6 +262,11 @@ def run(args: argparse.Namespace) -> int:
         runs = ", ".join(f"{row.policy} at {row.load:g}" for row in full.itertuples())
         warn(f"{int(full['swap_space_exhausted'].sum())} preemptions found the CPU swap pool full and recomputed "
              f"instead ({runs}); vLLM V0 aborts there: try a larger --swap-space-gib")
+    if "swapped_recomputed" in outcome.table:
+        stuck = outcome.table[outcome.table["swapped_recomputed"].fillna(0) > 0]
+        runs = ", ".join(f"{row.policy} at {row.load:g}" for row in stuck.itertuples())
+        warn(f"{int(stuck['swapped_recomputed'].sum())} swapped requests could not come back on an idle engine and "
+             f"were recomputed instead ({runs}); vLLM V0 waits for them forever: try a larger --num-gpu-blocks")
     overfull = outcome.table[outcome.table["kv_overfull_steps"] > 0]
     if not overfull.empty:
         warn(check_failed_message(overfull))

@@ -203,6 +203,27 @@ def test_replay_warns_where_vllm_v0_would_have_aborted_for_lack_of_swap_space(
     assert capsys.readouterr().err == ""
 
 
+def test_replay_and_compare_rows_say_where_a_swapped_request_was_recomputed_on_an_idle_engine(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis.compare import result_metrics
+    from analysis.slo import SLO
+    from memory import AllocStatus
+    from sim import EngineConfig, replay
+    from sim.kv_paged import PagedKV
+    monkeypatch.setattr(PagedKV, "swap_in_status", lambda self, group: AllocStatus.LATER)  # V0 would wait forever
+    requests = [Request("g", 0.0, 160, 300), Request("p", 0.001, 480, 120, n=4, sampling="parallel")]
+    path = write_trace(tmp_path / "t.csv", requests)
+    argv = ["replay", "--trace", str(path), "--policy", "vllm-v0", "--num-gpu-blocks", "64", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    stuck = json.loads((tmp_path / "a" / "summary.json").read_text())["swapped_recomputed"]
+    assert stuck == 1 and capsys.readouterr().err == (
+        "pagedlab: warning: 1 swapped requests could not come back on an idle engine (their blocks need the "
+        "watermark's) and were recomputed instead; vLLM V0 waits for them forever: try a larger pool "
+        "(--num-gpu-blocks)\n")
+    result = replay(Trace(requests), EngineConfig(num_gpu_blocks=64), policy="vllm-v0")
+    assert result_metrics(result, SLO(), (50.0,))["swapped_recomputed"] == 1
+
+
 def test_replay_console_never_prints_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # One request of one token: no inter-token gap, no TPOT.
     path = write_trace(tmp_path / "t.csv", [Request("r0", 0.0, 10, 1)] + [Request(f"r{i}", 0.1 * i, 9000, 50)
