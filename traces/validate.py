@@ -2,6 +2,8 @@
 `source:line: field: reason` (one line, no traceback; the reporting is `traces.problems`)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -110,23 +112,37 @@ def timestamp_column(col: pd.Series, field: str, problems: Problems) -> np.ndarr
     a time without one would be read as UTC, so a mix moves some requests by hours, silently."""
     missing = col.isna().to_numpy()
     problems.flag(missing, field, lambda p: "missing value")
-    parsed = pd.to_datetime(col, format="ISO8601", errors="coerce", utc=True)
+    parsed = _parse_one_zone(col)
+    agreed = parsed is not None
+    if not agreed:  # a mix of offsets and none, or different offsets (real instants): read all as UTC
+        parsed = pd.to_datetime(col, format="ISO8601", errors="coerce", utc=True)
     bad = parsed.isna().to_numpy() & ~missing
     problems.flag(bad, field, lambda p: f"not a timestamp: {shown(col.iloc[p])} "
                   "(expected e.g. 2023-11-16 18:17:03.9799600)")
-    _offsets_all_or_none(col, ~missing & ~bad, field, problems)
+    if not agreed:
+        _offsets_all_or_none(col, ~missing & ~bad, field, problems)
     return parsed.to_numpy("datetime64[ns]", na_value=np.datetime64(0, "ns")).view(np.int64)
 
 
+def _parse_one_zone(col: pd.Series) -> pd.Series | None:
+    """The timestamps in UTC when they agree on their offset (all without one, read as UTC, or all with the
+    same): one parse, the common case. None where pandas refuses a mix unless told `utc=True`."""
+    with warnings.catch_warnings():  # pandas 2.x warns (and returns objects) where 3.x raises
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            parsed = pd.to_datetime(col, format="ISO8601", errors="coerce")
+        except (ValueError, TypeError, OverflowError):
+            return None
+    if not isinstance(parsed.dtype, (np.dtype, pd.DatetimeTZDtype)) or parsed.dtype.kind != "M":
+        return None
+    return parsed.dt.tz_convert("UTC") if parsed.dt.tz is not None else parsed
+
+
 def _offsets_all_or_none(col: pd.Series, valid: np.ndarray, field: str, problems: Problems) -> None:
-    """Flag the first valid timestamp whose having a UTC offset differs from the first valid one's."""
+    """Flag the first valid timestamp whose having a UTC offset differs from the first valid one's (the
+    timestamps did not parse in one zone: a mix, or different offsets, which are real instants)."""
     if not valid.any():
         return
-    try:  # pandas refuses a mix of offsets, or of offsets and none, unless told utc=True: the fast check
-        pd.to_datetime(col[valid], format="ISO8601")
-        return
-    except (ValueError, TypeError, OverflowError):
-        pass  # a mix, or only different offsets (real instants): the slower per-cell look tells which
     has_offset = col.astype(str).str.strip().str.contains(UTC_OFFSET, regex=True).to_numpy(bool) & valid
     first = int(np.argmax(valid))
     line = problems.locator.lines[first]
