@@ -114,6 +114,19 @@ def binned_timeline(timeline: pd.DataFrame, durations: np.ndarray, bins: int = T
     return pd.DataFrame(out)
 
 
+def timeline_span(ends: Mapping[str, float], spread: float = 3.0) -> float | None:
+    """The time axis's end when one run outlasts the others by far (a run `spread` x the median end or more,
+    e.g. `static` at a load it cannot serve, would squeeze the others against zero): a tenth past the longest
+    of the rest. None when the runs are comparable (the axis takes them all)."""
+    if len(ends) < 2:
+        return None
+    median = float(np.median(list(ends.values())))
+    kept = [end for end in ends.values() if end < spread * median]
+    if len(kept) == len(ends) or not kept:
+        return None
+    return 1.1 * max(kept)
+
+
 def plot_kv_timeline(
     runs: Mapping[RunKey, RunData], policies: Sequence[str], load: float, load_label: str, path: Path,
     labels: Mapping[str, str] | None = None,
@@ -122,11 +135,15 @@ def plot_kv_timeline(
     `plot_latency_cdfs`."""
     fig, axes = new_figure(3, 1, 9.0, 2.4)
     styles = policy_styles(policies)
-    names = labels or {}
-    for policy in policies:
-        run = runs.get((policy, load))
-        if run is None or run.steps.empty:
-            continue
+    names = dict(labels or {})
+    shown_runs = {policy: run for policy in policies
+                  if (run := runs.get((policy, load))) is not None and not run.steps.empty}
+    ends = {policy: float((run.steps["start_s"] + run.steps["duration_s"]).max()) for policy, run in shown_runs.items()}
+    span = timeline_span(ends)
+    for policy, run in shown_runs.items():
+        end = ends[policy]
+        if span is not None and end > span:  # cut by the axis: say how far it goes
+            names[policy] = f"{names.get(policy, policy)} (runs to {end:,.0f} s)"
         timeline = binned_timeline(kv_timeline(run.steps, run.summary), run.steps["duration_s"].to_numpy(dtype=float))
         axes[0, 0].plot(timeline["time_s"], 100 * timeline["kv_usage"], label=names.get(policy, policy),
                         **line_style(styles, policy))
@@ -138,6 +155,8 @@ def plot_kv_timeline(
     axes[2, 0].set_xlabel("simulated time (s)")
     for ax in axes[:, 0]:
         ax.grid(alpha=0.3)
+        if span is not None:
+            ax.set_xlim(0, span)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:  # no run finished a request: nothing to label
         fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))

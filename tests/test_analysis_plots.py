@@ -79,6 +79,23 @@ def test_the_kv_timeline_shows_idle_stretches_as_gaps_and_spreads_long_steps_ove
     assert np.isnan(batch[2:6]).all()  # no step runs there: nothing is drawn, not a line from 4 to 2
 
 
+def test_a_run_far_longer_than_the_others_does_not_squeeze_the_kv_timeline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_plots.timeline_span({"a": 3.0, "b": 2.5}) is None  # comparable runs: the axis takes them all
+    assert run_plots.timeline_span({"a": 3.0, "b": 2.5, "static": 300.0}) == pytest.approx(3.3)
+    figures = []
+    save = run_plots.save
+    monkeypatch.setattr(run_plots, "save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    long = fake_run("static", 1.0)
+    long.steps["start_s"] *= 100  # 3 s of steps spread over 290 s
+    runs = {("vllm", 1.0): fake_run("vllm", 1.0), ("sglang", 1.0): fake_run("sglang", 1.0), ("static", 1.0): long}
+    run_plots.plot_kv_timeline(runs, ["vllm", "sglang", "static"], 1.0, "rate", tmp_path / "kv.png")
+    (fig,) = figures
+    assert fig.axes[0].get_xlim() == pytest.approx((0.0, 3.3))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["vllm", "sglang", "static (runs to 290 s)"]
+
+
 def test_the_pareto_plot_keeps_its_legend_off_the_points_and_rings_a_front_of_one_point(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from analysis import sweep_report
