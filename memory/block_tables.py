@@ -79,6 +79,11 @@ class BlockTables:
     def num_required_blocks(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
+    @property
+    def num_gpu_seqs(self) -> int:
+        """Sequences whose blocks are on the GPU (swapped ones are not)."""
+        return len(self._gpu_seqs)
+
     # ---- per-sequence queries ----------------------------------------------------------------------
     def has_seq(self, seq_id: SeqId) -> bool:
         return seq_id in self._gpu_seqs or seq_id in self._cpu_seqs

@@ -53,20 +53,29 @@ class PagedKV(PagedDecode):
             return -(-p // bs)
         return p // bs + group.n * (-(-(p + generated) // bs) - p // bs)
 
+    def usable_blocks(self) -> int:
+        """The most blocks a request may hold at admission: V0's NEVER is the pool less the watermark
+        (core/block_manager.py:139-141 @v0.6.6.post1)."""
+        return self.bm.num_gpu_blocks - self.bm.watermark_blocks
+
+    def admission_watermark(self) -> int:
+        """Blocks admission leaves free (V0: always the watermark)."""
+        return self.bm.watermark_blocks
+
     def never_fits(self, group: Group) -> str | None:
         need = self.blocks_for(group, group.output - 1 if group.output > 1 else 0)
-        usable = self.bm.num_gpu_blocks - self.bm.watermark_blocks
+        usable = self.usable_blocks()
         if need > usable:
-            return (f"needs {need} KV blocks at its longest; the pool has {self.bm.num_gpu_blocks} "
-                    f"({usable} above the watermark)")
+            above = f" ({usable} above the watermark)" if usable < self.bm.num_gpu_blocks else ""
+            return f"needs {need} KV blocks at its longest; the pool has {self.bm.num_gpu_blocks}{above}"
         return None
 
     def status(self, group: Group) -> AllocStatus:
         required = self.blocks_for(group, group.generated)
         bm = self.bm
-        if bm.num_gpu_blocks - required < bm.watermark_blocks:  # an empty pool caches nothing
+        if required > self.usable_blocks():  # an empty pool caches nothing
             return AllocStatus.NEVER
-        room = bm.num_free_gpu_blocks - bm.watermark_blocks
+        room = bm.num_free_gpu_blocks - self.admission_watermark()
         if room >= required or not self.credit_live_hits:  # the prefix lookup cannot change the answer
             return AllocStatus.OK if room >= required else AllocStatus.LATER
         # Live cached blocks are shared, not taken.

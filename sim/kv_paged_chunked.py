@@ -26,6 +26,17 @@ class ChunkedPagedKV(PagedKV):
         super().__init__(config, swap, block_manager_cls, credit_live_hits)
         self.chunk_keys: dict[int, tuple[Sequence[Hashable], int]] = {}  # sid -> (keys, blocks registered)
 
+    def usable_blocks(self) -> int:
+        """The whole pool: V1 applies no watermark on an idle engine (below), and checks at startup that
+        a request of `max_model_len` fits the pool."""
+        return self.bm.num_gpu_blocks
+
+    def admission_watermark(self) -> int:
+        """V1 keeps the watermark free only while requests run (`has_scheduled_reqs=bool(self.running)`,
+        sched/scheduler.py:1451; kv_cache_manager.py:518-525, 546): a sequence on the GPU is a running
+        request (a finished one held for async scheduling too, as V1's stays in `running`)."""
+        return self.bm.watermark_blocks if self.bm.num_gpu_seqs else 0
+
     def allocate(self, group: Group) -> int:
         """V1's admission: the request's computed prefix hits, nothing else (kv_cache_manager.py:266-328);
         the chunks take their blocks in `allocate_chunk`. Returns the tokens found computed."""

@@ -80,6 +80,21 @@ def test_no_request_is_admitted_in_a_step_that_preempted() -> None:
     assert (preempting["num_running"] <= before[preempting.index]).all()
 
 
+def test_the_watermark_holds_only_beside_running_requests_as_v1_applies_it() -> None:
+    # 100 blocks, a 10-block watermark (kv_cache_manager.py:518-525; has_scheduled_reqs=bool(self.running)).
+    # `big` needs 94 blocks: V1 admits it on an idle engine (V0 would call it NEVER, 94 > 100 - 10).
+    config = EngineConfig(num_gpu_blocks=100, watermark=0.1, check_every=1)
+    alone = by_id(replay(Trace([Request("big", 0.0, 1400, 100)]), config, policy="vllm"))
+    assert alone.loc["big", "status"] == "finished"
+    # b (55 blocks) arrives while a (40 blocks) runs: it fits the free blocks but not above the watermark,
+    # so it waits for a; with no watermark it runs beside a.
+    trace = Trace([Request("a", 0.0, 600, 40), Request("b", 0.01, 840, 40)])
+    for watermark, waits in ((0.1, True), (0.0, False)):
+        requests = by_id(replay(trace, EngineConfig(num_gpu_blocks=100, watermark=watermark, check_every=1),
+                                policy="vllm"))
+        assert (requests.loc["b", "first_token_s"] > requests.loc["a", "finish_s"]) == waits, watermark
+
+
 def test_serve_defaults_follow_the_gpu_class_and_explicit_settings_win() -> None:
     assert serve_limits(EngineConfig(gpu="h100-sxm")) == (8192, 1024)
     assert serve_limits(EngineConfig(gpu="h200")) == (8192, 1024)
