@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 
+from memory import BlockManager
+
 from sim.config import EngineConfig
 from sim.host_time import overlaps
 from sim.kv_layout import KVLayout
@@ -149,6 +151,11 @@ class Scheduler(PolicyVerbs):
         fan_out = not self.prompt_first
         return np.array([g.arrival_ns for g in self.groups if g is not None and not g.rejected_on_arrival
                          for _ in (g.children if g.children and fan_out else (g,))], dtype=np.int64)
+
+    @property
+    def block_manager(self) -> BlockManager:
+        """The KV layout's block manager (the execute backend reads its block tables: `RunningView`)."""
+        return self.kv.bm
 
     # ---- planning ----------------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput | None:

@@ -6,8 +6,25 @@ applies its effects (prefill progress, first tokens, finished requests) once the
 """
 from __future__ import annotations
 
+from typing import Protocol
+
+from memory import BlockManager
+
 from sim.cost import StepBatch
 from sim.state import Group
+
+
+class RunningView(Protocol):
+    """What a step timer may read of the scheduler besides the output it times: the running requests and
+    the block tables (the execute backend builds its exact batch from them; the analytic timer needs none).
+    `sim.scheduler.Scheduler` provides it."""
+
+    running: list[Group]
+    decode_seqs: int        # sequences decoding in the next step (lazy ones included)
+    bs: int                 # block size
+
+    @property
+    def block_manager(self) -> BlockManager: ...
 
 
 class SchedulerOutput:

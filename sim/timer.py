@@ -25,12 +25,10 @@ from memory import BlockManager
 from sim.config import EngineConfig
 from sim.cost import StepBatch, make_cost_model
 from sim.host_time import HostModel
-from sim.scheduler_output import SchedulerOutput
+from sim.scheduler_output import RunningView, SchedulerOutput
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from sim.scheduler import Scheduler
 
 SCALAR_RUN = 24  # runs up to this many steps are timed with scalar arithmetic (numpy costs more)
 
@@ -40,8 +38,9 @@ class StepTimer(Protocol):
     fast_forward: bool                       # may one output stand for k identical decode steps
     block_manager_cls: type[BlockManager]    # what the KV layout allocates with
 
-    def bind(self, scheduler: "Scheduler") -> None:
-        """The scheduler whose steps this timer times (built with `block_manager_cls`)."""
+    def bind(self, view: RunningView) -> None:
+        """The scheduler whose steps this timer times, as much as a timer may read of it (its KV layout
+        built with `block_manager_cls`)."""
 
     def time(self, out: SchedulerOutput, until_arrival_ns: int | None) -> list[int] | np.ndarray:
         """Durations (ns, >= 1) of the step, or of each step of a run of `out.max_decode_steps` identical
@@ -70,7 +69,7 @@ class AnalyticTimer:
         self._no_host = not (self.host.step_s or self.host.per_request_s or self.host.per_token_s)
         self._decode_terms: dict[int, tuple[float, float, float]] = {}  # b -> (base, slope, host s): see decode_ns
 
-    def bind(self, scheduler: "Scheduler") -> None:
+    def bind(self, view: RunningView) -> None:
         return None  # the cost model needs only the output
 
     def time(self, out: SchedulerOutput, until_arrival_ns: int | None) -> list[int] | np.ndarray:

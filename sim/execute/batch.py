@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.execute.lineage import prompt_owner
-from sim.scheduler_output import SchedulerOutput
+from sim.scheduler_output import RunningView, SchedulerOutput
 from sim.state import DECODE, Group
 
 if TYPE_CHECKING:
     from memory import BlockManager
-    from sim.scheduler import Scheduler
 
 
 @dataclass(slots=True)
@@ -65,9 +64,9 @@ def slots_of(table: list[int], block_size: int, start: int, end: int) -> np.ndar
     return blocks * block_size + pos % block_size
 
 
-def build_exec_batch(scheduler: "Scheduler", out: SchedulerOutput) -> ExecBatch:
+def build_exec_batch(scheduler: RunningView, out: SchedulerOutput) -> ExecBatch:
     """The step about to run: its prefill chunks (before `prefill_done` advances), then its decodes."""
-    bm, bs, g_now = scheduler.kv.bm, scheduler.bs, out.g
+    bm, bs, g_now = scheduler.block_manager, scheduler.bs, out.g
     batch = ExecBatch()
     for group, q in out.prefills:
         _add_prefill(batch, bm, bs, group, q)

@@ -14,13 +14,12 @@ from sim.cost import make_cost_model
 from sim.execute.batch import build_exec_batch
 from sim.execute.recording import RecordingBlockManager
 from sim.schema import EXEC_STEPS_CSV
-from sim.scheduler_output import SchedulerOutput
+from sim.scheduler_output import RunningView, SchedulerOutput
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from sim.execute.executor import Executor
-    from sim.scheduler import Scheduler
 
 
 class ExecuteTimer:
@@ -32,17 +31,17 @@ class ExecuteTimer:
         self.config, self.seed = config, seed
         self.cost = make_cost_model(config)
         self.executor: "Executor | None" = None
-        self.scheduler: "Scheduler | None" = None
+        self.view: RunningView | None = None
 
-    def bind(self, scheduler: "Scheduler") -> None:
+    def bind(self, view: RunningView) -> None:
         from sim.execute.executor import Executor
 
-        self.scheduler = scheduler
-        self.executor = Executor(self.config, scheduler.kv.bm, self.seed)
+        self.view = view
+        self.executor = Executor(self.config, view.block_manager, self.seed)
 
     def time(self, out: SchedulerOutput, until_arrival_ns: int | None) -> list[int]:
         batch = out.step_batch()
-        exec_batch = build_exec_batch(self.scheduler, out)  # before the chunks advance `prefill_done`
+        exec_batch = build_exec_batch(self.view, out)  # before the chunks advance `prefill_done`
         return [self.executor.run(exec_batch, out.step_index, batch, self.cost.step_time(batch))]
 
     def describe(self) -> dict:
