@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 from memory.block_allocator import NoFreeBlocksError, num_live_leading
+from memory.block_keys import PrivateChain
 from memory.chain_registry import BlockHash, ChainRegistry
 from memory.free_queue import FreeQueue
 from memory.pieces import ROOT, count_unreachable
@@ -81,6 +82,24 @@ class CachingBlockAllocator(ChainRegistry):
             return False
         self.register_unreachable(blocks)
         return True
+
+    def forget_chain(self, chain: PrivateChain) -> int:
+        """The owner of `chain` is done (a finished request): nobody looks its private blocks up again. Those
+        still registered on it stay cached but become unreachable, as if cached so at release: evicted in
+        turn, no longer counted as cached or evicted. Returns how many."""
+        piece_of, refcounts = self._piece_of, self._refcounts
+        pieces = {piece for block in chain.blocks if (piece := piece_of[block]) is not None and piece.chain is chain}
+        count = 0
+        for piece in pieces:
+            live = piece.blocks[:piece.n]
+            self._num_unreachable_free += sum(1 for block in live if not refcounts[block])
+            piece.reachable, piece.chain, piece.first = False, None, ROOT
+            count += piece.n
+        self._num_unreachable += count
+        chain.blocks.clear()
+        chain.nodes.clear()
+        chain.memo = None
+        return count
 
     def acquire_many(self, blocks: Sequence[int]) -> None:
         """One more reference to each cached block: incref if live, revive from the free queue if not.

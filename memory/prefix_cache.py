@@ -160,6 +160,14 @@ class PrefixCachingBlockManager(BlockManager):
         return cached
 
     # ---- caching a sequence's later blocks ---------------------------------------------------------
+    def forget_private(self, block_keys: BlockKeys) -> int:
+        """The sequence keyed by `block_keys` is done for good: its private blocks still cached can never be
+        hit again (`CachingBlockAllocator.forget_chain`). Listed keys have no chain: nothing to do. Returns
+        the blocks that became unreachable."""
+        if type(block_keys) is not ChainKeys or not block_keys.chain.blocks:
+            return 0
+        return self._gpu.forget_chain(block_keys.chain)
+
     def cache_full_blocks(self, seq_id: SeqId, block_keys: BlockKeys,
                           reachable: bool = True) -> tuple[int, list[int]]:
         """Register the sequence's blocks that `block_keys` names beyond its leading cached ones, up to

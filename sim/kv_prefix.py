@@ -225,12 +225,19 @@ class PrefixCache:
         computed full blocks are cached - the private prompt blocks the allocation deferred, and with
         `hash_output` and `cache_output` its output (a recompute finds them; a finished request's stay
         cached unreachable, evicted in turn). Only what a (re)prefill computed counts: the last sampled
-        token has no KV."""
+        token has no KV. A finished request's private blocks registered earlier (at allocation with a CPU
+        pool, or at a preemption) become unreachable too: only the blocks others can hit stay countable."""
+        finished = group.generated >= group.output
+        self._cache_released(group, cache_output, finished)
+        if finished and group.block_keys is not None:
+            self.bm.forget_private(group.block_keys)
+            group.block_keys = None  # nobody looks its keys up again
+
+    def _cache_released(self, group: Group, cache_output: bool, finished: bool) -> None:
         seqs = group.seqs
         if not seqs or not (self.lazy or self.hash_output):
             return
         bm, bs, keys = self.bm, self.bs, group.block_keys
-        finished = group.generated >= group.output
         prefilled = group.prefill_done >= group.prefill_len
         # A complete (re)prefill's sequence holds prompt + generated tokens, all but the last computed;
         # an interrupted one registers what its allocation keyed (pending where not computed).
@@ -256,8 +263,6 @@ class PrefixCache:
             keys = keys.head((tokens - 1) // bs)
             for seq in seqs:
                 bm.cache_full_blocks(seq.sid, keys, False)
-        if finished:
-            group.block_keys = None  # nobody looks its keys up again
 
     def summary(self) -> dict:
         return {

@@ -60,3 +60,25 @@ def test_compact_keys_behave_as_listed_keys(ops: list, pool: int) -> None:
         assert all(compact.block_table(s) == listed.block_table(s) for s in live)
         compact.check_invariants()
         listed.check_invariants()
+
+
+def test_a_forgotten_chain_stays_cached_but_is_neither_found_nor_counted() -> None:
+    for forget_while_live in (True, False):
+        bm = PrefixCachingBlockManager(8, BS)
+        chain = PrivateChain("a")
+        keys = ChainKeys((("g", 0),), 3, chain)  # one shared block, two private ones
+        bm.allocate("a", 7, keys)
+        if forget_while_live:
+            assert bm.forget_private(keys) == 2
+            bm.free("a")
+        else:
+            bm.free("a")
+            assert len(bm.find_cached_prefix(keys)) == 3 and bm.num_cached_blocks == 3
+            assert bm.forget_private(keys) == 2
+        bm.check_invariants()
+        assert bm.num_cached_blocks == 1  # the shared block only
+        assert len(bm.find_cached_prefix(ChainKeys((("g", 0),), 3, chain))) == 1
+        assert bm.forget_private(keys) == 0  # nothing left on the chain
+        bm.allocate("b", 16)  # takes every block: the cached ones are evicted, only the shared one counted
+        assert bm.num_evicted_blocks == 1
+        bm.check_invariants()

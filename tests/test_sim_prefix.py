@@ -162,6 +162,20 @@ def test_admission_credits_live_shared_blocks_except_under_v0(policy: str, credi
         assert results[True].steps["kv_blocks_used"].max() <= 64 + 2 * 7
 
 
+def test_finished_requests_own_blocks_are_not_counted_as_cached_with_or_without_a_cpu_pool() -> None:
+    # Greedy requests only (none is swapped: vllm-v0 recomputes single sequences), so a CPU pool changes
+    # nothing but when private blocks are registered (at allocation with one, at release without). The
+    # counters of blocks a lookup could find must not see that: a finished request's own blocks never count.
+    greedy = Trace([r for r in prefix_trace(120, seed=2, rate=60.0).requests if r.n == 1])
+    runs = [replay(greedy, EngineConfig(num_gpu_blocks=300, enable_prefix_caching=True, swap_space_gib=gib,
+                                        check_every=5), policy="vllm-v0") for gib in (0.0, 4.0)]
+    lazy, eager = (run.summary for run in runs)
+    assert lazy["num_cpu_blocks"] == 0 < eager["num_cpu_blocks"]
+    assert runs[0].steps.equals(runs[1].steps) and lazy["preemptions"] > 0 and lazy["prefix_evicted_blocks"] > 0
+    for key in ("prefix_hit_tokens", "prefix_cached_blocks", "prefix_evicted_blocks"):
+        assert lazy[key] == eager[key], key
+
+
 def test_recompute_after_preemption_finds_its_own_prompt() -> None:
     # A tiny pool forces recompute preemptions; each re-prefill reuses the request's own cached blocks.
     reqs = [Request(f"r{i}", 0.01 * i, 300, 200) for i in range(6)]
