@@ -341,14 +341,17 @@ def test_parallel_samples_are_requests_sent_after_a_prefill_only_prompt_request(
     result = replay(sampling_trace(), EngineConfig(max_num_seqs=8, enable_prefix_caching=radix_cache,
                                                    fast_forward=False), policy="sglang")
     steps, s = result.steps, result.summary
-    # Step 1: q and p's prompt request (max_new_tokens 0: it samples nothing); its samples come after it.
+    # Step 1: q and p's prompt request (max_new_tokens 0: it samples nothing); its samples come after it. Step 2
+    # is q's decode alone: it was scheduled (overlap scheduler) before step 1's output, the prompt request's
+    # return, was processed, so the samples are sent then and prefill in step 3.
     assert steps["num_prefill_tokens"].iloc[0] == 250 and steps["num_generated_tokens"].iloc[0] == 1
+    assert steps["num_prefill_tokens"].iloc[1] == 0 and steps["num_decode_seqs"].iloc[1] == 1
     if radix_cache:
         # The four samples find p's 12 full prompt blocks ((200 - 1) // 16) in the cache: 8 tokens each.
-        assert s["prefix_hit_tokens"] == 4 * 192 and steps["num_prefill_tokens"].iloc[1] == 4 * 8
+        assert s["prefix_hit_tokens"] == 4 * 192 and steps["num_prefill_tokens"].iloc[2] == 4 * 8
     else:
-        assert s["prefix_hit_tokens"] == 0 and steps["num_prefill_tokens"].iloc[1] == 4 * 200
-    assert steps["num_generated_tokens"].iloc[1] == 4
+        assert s["prefix_hit_tokens"] == 0 and steps["num_prefill_tokens"].iloc[2] == 4 * 200
+    assert steps["num_generated_tokens"].iloc[2] == 4
     assert s["cow_copies"] == 0   # no fork, no copy-on-write
     assert steps["num_generated_tokens"].sum() == 10 + 4 * 30
     # vllm-v0 forks the same request into one group of four sequences.
@@ -361,8 +364,9 @@ def test_the_user_request_aggregates_its_samples_as_under_vllm() -> None:
     assert len(req) == 2
     p = req.loc["p"]
     assert (p["status"], p["n"], p["generated_tokens"]) == ("finished", 4, 120)
-    # First token: the first sample's (step 2; the prompt request streams none); finished with the last sample.
-    assert p["first_token_s"] == steps["end_s"].iloc[1]
+    # First token: the first sample's (step 3, after q's decode; the prompt request streams none); finished with
+    # the last sample.
+    assert p["first_token_s"] == steps["end_s"].iloc[2]
     assert p["finish_s"] == steps["end_s"].iloc[-1] > req.loc["q", "finish_s"]
     assert p["ttft_s"] == p["first_token_s"] - p["arrival_s"] and p["e2e_s"] == p["finish_s"] - p["arrival_s"]
     # Each sample streams its own tokens: 4 x 29 gaps, plus q's 9.
@@ -455,3 +459,50 @@ def test_a_retracted_request_finds_its_prompt_cached_not_its_output() -> None:
     assert d.preemptions == 1 and d.status == "finished"
     assert result.summary["prefix_hit_tokens"] == (48 - 1) // 16 * 16
     assert d.recomputed_tokens > 200  # its prompt past the hit and its output again (with the output cached: 17)
+
+
+# ---- the overlap scheduler's lag ---------------------------------------------------------------------
+def finishing_trace(b_arrival: float | None) -> Trace:
+    """A (a 200-token prompt, 13 KV blocks) finishes early; C decodes on; B arrives at `b_arrival`."""
+    reqs = [Request("A", 0.0, 200, 5), Request("C", 0.0, 16, 60)]
+    return Trace(reqs + ([Request("B", b_arrival, 100, 10)] if b_arrival is not None else []))
+
+
+@pytest.mark.parametrize(("pool", "max_seqs", "overlap", "b_waits"), [
+    (24, None, None, True), (24, None, False, False), (40, None, None, False), (40, 2, None, True)])
+def test_a_request_finishing_in_the_batch_in_flight_keeps_its_kv_and_slot_while_the_next_batch_is_scheduled(
+        pool: int, max_seqs: int | None, overlap: bool | None, b_waits: bool) -> None:
+    # B arrives during A's last decode step. With the overlap scheduler (SGLang's default) the next batch is
+    # scheduled before that step's result is processed, A still in the running batch (managers/scheduler.py:
+    # 2083-2120): in a pool of 24 blocks B's estimate does not fit beside A's 13 blocks, so C decodes alone
+    # first and B's prefill follows; with the overlap off, or a pool of 40, B goes at once. A's request slot
+    # is held too: with max_running_requests 2, B waits as well.
+    config = dict(num_gpu_blocks=pool, fast_forward=False, async_scheduling=overlap, check_every=1)
+    if max_seqs is not None:
+        config["max_num_seqs"] = max_seqs
+    alone = replay(finishing_trace(None), EngineConfig(**config), policy="sglang")
+    a_done = by_id(alone).loc["A", "finish_s"]
+    last = alone.steps[alone.steps["end_s"] == a_done].iloc[0]
+    result = replay(finishing_trace((last["start_s"] + a_done) / 2), EngineConfig(**config), policy="sglang")
+    following = result.steps[result.steps["start_s"] >= a_done].iloc[:2]
+    assert following["num_prefill_tokens"].tolist() == ([0, 100] if b_waits else [100, 0])
+    assert (result.requests["status"] == "finished").all() and (result.requests["preemptions"] == 0).all()
+
+
+def test_a_decode_that_does_not_fit_waits_for_the_requests_finishing_in_flight_instead_of_retracting(
+        monkeypatch) -> None:
+    # The retraction test's trace with F, whose last token comes in decode step 252: step 253 needs a block
+    # the pool has only once F's are back. Scheduled while F's last step is in flight, F still holding its KV,
+    # SGLang runs nothing rather than retract (managers/scheduler.py:4463-4474) and decodes once F's result
+    # is processed: nobody is retracted. Retracting around F instead would have taken D.
+    trace = Trace([Request("A", 0.0, 60, 300), Request("B", 0.0, 100, 300), Request("F", 0.0, 16, 253),
+                   Request("D", 0.5, 48, 300), Request("C", 0.5, 16, 300)])
+    policy = SGLangPolicy()
+    engine = Engine(trace, policy.configure(EngineConfig(num_gpu_blocks=74, watermark=0.0, check_every=1)), policy)
+    engine.run()
+    assert policy.waited_for_finishing == [253] and policy.retractions == []
+    assert all(g.state == 4 and g.preemptions == 0 for g in engine.scheduler.groups)  # FINISHED
+    monkeypatch.setattr("sim.policies.sglang._finishing_in_flight", lambda sched: False)
+    policy = SGLangPolicy()
+    Engine(trace, policy.configure(EngineConfig(num_gpu_blocks=74, watermark=0.0)), policy).run()
+    assert [(g, victims) for g, victims, _, _ in policy.retractions] == [(253, [3])]  # D

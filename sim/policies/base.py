@@ -41,8 +41,11 @@ class SchedulerView(Protocol):
 
     config: EngineConfig
     waiting: deque[Group]       # arrived, not admitted (preempted-by-recompute requests at the front)
-    running: list[Group]        # admitted: prefilling or decoding, in arrival order (V1: admission order, and
-                                # with async scheduling those finished in the last step, still held)
+    running: list[Group]        # admitted: prefilling or decoding, in arrival order (V1: admission order), and
+                                # with a finish lag those finished in the last step, still held
+    held: list[tuple[Group, int]]  # finished in the step in flight, their slots and blocks not yet returned
+                                # (`Policy.finish_lags_a_step`); a plan with nothing to run while some are
+                                # held makes the scheduler return them and call `schedule` again
     swapped: deque[Group]       # preempted to the CPU pool
     prefilling: list[Group]     # running requests whose (re)prefill is not complete, in admission order
     num_running_seqs: int       # sequences of running requests (against max_num_seqs)
@@ -101,7 +104,7 @@ class Policy(Protocol):
     beam_search_as_requests: bool  # beam search as the API server's rounds of 1-token requests (V1)
     prompt_request_first: bool     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
     finish_lags_a_step: bool       # with async scheduling, a finished request's slot and blocks are freed
-                                   # only after the next step is scheduled (V1)
+                                   # only after the next step is scheduled (V1; SGLang's overlap scheduler)
     settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
     settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
 

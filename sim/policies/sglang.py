@@ -13,6 +13,10 @@ first, ties: longest prompt) to the end of the waiting queue and raises the rati
 the scheduler (a beam group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups
 are retracted last and, since they cannot be requeued, aborted.
 
+With the overlap scheduler on (SGLang's default; `async_scheduling`) a request finishing in a step keeps its
+KV blocks, its request slot and its place in the estimate's running batch while the next step is scheduled,
+and is never retracted: when the next decode does not fit before it leaves, that decode waits for it.
+
 A parallel-sampling request (n > 1) is not forked: SGLang's tokenizer manager first sends its prompt as a
 prefill-only request (max_new_tokens 0) and, once that returns, n one-sample requests, which find the prompt
 in the radix cache (`managers/tokenizer_manager.py:2130-2151, 2163-2183`); the simulator's child requests
@@ -67,6 +71,11 @@ class SGLangPolicy(EnginePolicy):
     samples_as_requests = True
     prompt_request_first = True   # ... sent after the prompt alone (tokenizer_manager.py:2130-2151)
     host_engine = "sglang"  # overlap scheduler on by default; CUDA graphs up to 256 on H100/H200
+    # With the overlap scheduler the next batch is scheduled before the batch in flight's result is processed
+    # (managers/scheduler.py:2083-2120): a request finishing in it is not finished yet, so it stays in the running
+    # batch - its KV, its request slot, its place in the estimate - until then (its `release_kv_cache`,
+    # scheduler_components/batch_result_processor.py:1466). It is never retracted: see `schedule`.
+    finish_lags_a_step = True
     settings = frozenset({"watermark", "enable_prefix_caching", "schedule_policy", "chunked_prefill_size",
                           "max_prefill_tokens"})
     settings_instead = {"max_num_batched_tokens": "chunked_prefill_size and max_prefill_tokens",
@@ -83,6 +92,8 @@ class SGLangPolicy(EnginePolicy):
         self._seqs_when_full = 0
         # Monitoring (tests): (decode step, retracted request idxs, ratio before, ratio after).
         self.retractions: list[tuple[int, list[int], float, float]] = []
+        # Monitoring (tests): decode steps that waited for requests finishing in the batch in flight.
+        self.waited_for_finishing: list[int] = []
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """SGLang's server defaults for the fields left at ours (`sglang_config`): the radix cache on, no
@@ -102,6 +113,12 @@ class SGLangPolicy(EnginePolicy):
                 self.batch_is_full, self._seqs_when_full = True, sched.num_running_seqs
         if prefills:
             return StepPlan(prefills=prefills)
+        if _finishing_in_flight(sched) and sched.decode_need() > sched.num_free_blocks():
+            # The decode does not fit while requests finishing in the batch in flight still hold their KV: SGLang
+            # runs nothing rather than retract (managers/scheduler.py:4463-4474), and decodes once their result
+            # is processed. An empty plan has the scheduler release them and ask again.
+            self.waited_for_finishing.append(sched.G + 1)
+            return StepPlan()
         retracted = self._retract_for_decode(sched)
         if retracted:
             self.batch_is_full = False
@@ -243,3 +260,9 @@ class SGLangPolicy(EnginePolicy):
             after = self.ratio.after_retraction(g + 1, generated, max_new, sum(map(num_requests, decoding)))
             self.retractions.append((g + 1, victims, before, after))
         return len(victims)
+
+
+def _finishing_in_flight(sched: SchedulerView) -> bool:
+    """Whether a request finishing in the batch in flight is still held: SGLang's `_reqs_finishing_inflight`
+    (managers/scheduler.py:4444-4457), which leaves out beam groups (their rows decode one more tick)."""
+    return any(not group.is_beam for group, _ in sched.held)
