@@ -1,6 +1,8 @@
 """The `sglang` policy's rules (SGLang's scheduler) on small hand-made traces; docs/sim.md, "sglang"."""
 from __future__ import annotations
 
+from collections import deque
+
 import pandas as pd
 import pytest
 
@@ -506,3 +508,98 @@ def test_a_decode_that_does_not_fit_waits_for_the_requests_finishing_in_flight_i
     policy = SGLangPolicy()
     Engine(trace, policy.configure(EngineConfig(num_gpu_blocks=74, watermark=0.0)), policy).run()
     assert [(g, victims) for g, victims, _, _ in policy.retractions] == [(253, [3])]  # D
+
+
+# ---- refreshing the cached prefixes of waiting requests ----------------------------------------------
+@pytest.mark.parametrize("refresh", [True, False])
+def test_fcfs_keeps_a_waiting_requests_cached_prefix_by_refreshing_it_every_32_passes(refresh: bool,
+                                                                                     monkeypatch) -> None:
+    # P's prompt (19 cached blocks of group "sys") is freed; 100 one-token fillers then run one at a time, one
+    # prefill pass each, while Y, which shares P's prompt, waits behind them. A filler keeps one block cached
+    # and takes a plain one, so once the plain blocks run out (about 39 fillers in) every filler evicts the
+    # least recently used cached blocks: P's. Every 32 passes SGLang touches the prefixes of the first 128
+    # waiting requests, Y's among them, which puts P's blocks behind the fillers': Y finds all 19
+    # (managers/schedule_policy.py:280-304). Without the refresh they go first and Y prefills its whole prompt.
+    if not refresh:
+        monkeypatch.setattr("sim.policies.sglang.WAITING_PREFIX_REFRESH_INTERVAL", 10**9)  # the first pass only
+    config = EngineConfig(max_num_seqs=1, num_gpu_blocks=60, check_every=7)
+    result = replay(queue_trace(100), config, policy="sglang")
+    assert result.summary["prefix_hit_tokens"] == (19 * 16 if refresh else 0)
+    assert (result.requests["status"] == "finished").all()
+    if refresh:  # vLLM has no such refresh: Y finds nothing
+        assert replay(queue_trace(100), config, policy="vllm").summary["prefix_hit_tokens"] == 0
+
+
+class OrderView:
+    """What `_order_waiting` reads: the config, the waiting queue; it records the prefixes touched."""
+
+    def __init__(self, num_waiting: int, schedule_policy: str = "fcfs", cache: bool = True) -> None:
+        self.config = EngineConfig(enable_prefix_caching=cache, schedule_policy=schedule_policy)
+        self.waiting = deque(Group(i, f"r{i}", i, 100 + i, 10, 1, "greedy") for i in range(num_waiting))
+        self.touched: list[list[int]] = []
+
+    def touch_prefix(self, group: Group) -> None:
+        self.touched[-1].append(group.idx)
+
+    def prefill_need(self, group: Group) -> int:
+        return group.prompt  # nothing cached: LPM keeps the order
+
+    def prefill_tokens(self, group: Group) -> int:
+        return group.prompt
+
+    def sort_waiting(self, key) -> None:
+        self.waiting = deque(sorted(self.waiting, key=key))
+
+    def passes(self, policy: SGLangPolicy, count: int) -> list[list[int]]:
+        for _ in range(count):
+            self.touched.append([])
+            policy._order_waiting(self)
+        return self.touched
+
+
+def test_the_prefix_refresh_touches_the_first_128_waiting_head_last_every_32_passes_and_lpm_every_pass() -> None:
+    # FCFS: on the first pass and every 32nd after it, the first 128 waiting requests, the head last
+    # (schedule_policy.py:280-304); LPM (at most 128 waiting) matches every waiting request in queue order
+    # each pass, which touches them too, and counts no FCFS pass; above 128 waiting it is FCFS.
+    policy, first_128 = SGLangPolicy(), list(range(127, -1, -1))
+    touched = OrderView(130).passes(policy, 65)
+    assert [i for i, t in enumerate(touched) if t] == [0, 32, 64] and touched[0] == touched[32] == first_128
+    lpm = SGLangPolicy()
+    assert OrderView(5, "lpm").passes(lpm, 3) == [[0, 1, 2, 3, 4]] * 3 and lpm.fcfs_passes == 0
+    assert OrderView(130, "lpm").passes(lpm, 33)[32] == first_128 and lpm.fcfs_passes == 33
+    # Without the radix cache nothing is matched and no pass is counted.
+    no_cache = SGLangPolicy()
+    assert OrderView(5, cache=False).passes(no_cache, 3) == [[], [], []] and no_cache.fcfs_passes == 0
+
+
+def test_a_waiting_head_the_estimate_refuses_has_its_prefix_touched(monkeypatch) -> None:
+    # The adder matches each request it tries before its budget check (`init_next_round_input`,
+    # managers/scheduler.py:4260): B, refused by the estimate, is touched; A, the first pass's queue,
+    # by the refresh of that pass; nobody else until A leaves and B is admitted.
+    from sim.policy_verbs import PolicyVerbs
+
+    touched: list[tuple[int, str]] = []
+    original = PolicyVerbs.touch_prefix
+
+    def touch_prefix(self, group: Group) -> None:
+        touched.append((self.G, group.request_id))
+        original(self, group)
+
+    monkeypatch.setattr(PolicyVerbs, "touch_prefix", touch_prefix)
+    trace = Trace([Request("A", 0.0, 16, 2000), Request("B", 0.1, 100, 1000)])
+    sgl = by_id(replay(trace, EngineConfig(num_gpu_blocks=150, watermark=0.0), policy="sglang"))
+    assert [rid for _, rid in touched] == ["A", "B"] and touched[1][0] > 0
+    assert sgl.loc["B", "first_token_s"] >= sgl.loc["A", "finish_s"]
+
+
+def test_a_pass_that_counts_toward_the_prefix_refresh_is_never_folded_into_a_fast_forwarded_run() -> None:
+    # B's 90 blocks pass SGLang's estimate (it has no watermark) but not the pool above the 10 blocks of the
+    # watermark set here, so each of A's decode steps tries B again: a pass that counts toward the refresh
+    # (every 32nd touches the waiting prefixes). A fast-forwarded run of those steps would skip their passes.
+    passes = {}
+    for fast_forward in (True, False):
+        policy = SGLangPolicy()
+        config = policy.configure(EngineConfig(num_gpu_blocks=100, watermark=0.1, fast_forward=fast_forward))
+        Engine(Trace([Request("A", 0.0, 16, 100), Request("B", 0.05, 1440, 1)]), config, policy).run()
+        passes[fast_forward] = policy.fcfs_passes
+    assert passes[True] == passes[False] == 96

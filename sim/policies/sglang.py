@@ -13,6 +13,10 @@ first, ties: longest prompt) to the end of the waiting queue and raises the rati
 the scheduler (a beam group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups
 are retracted last and, since they cannot be requeued, aborted.
 
+With the radix cache on, the waiting requests' cached prefixes are refreshed in the LRU order as SGLang's prefix
+matches refresh them: under FCFS every 32 passes, the first 128 waiting requests' (head last); under LPM every
+waiting request's, each pass; and a head the estimate refuses.
+
 With the overlap scheduler on (SGLang's default; `async_scheduling`) a request finishing in a step keeps its
 KV blocks, its request slot and its place in the estimate's running batch while the next step is scheduled,
 and is never retracted: when the next decode does not fit before it leaves, that decode waits for it.
@@ -33,12 +37,14 @@ chain's tail before its head); the whole prompt is allocated at admission as in 
 """
 from __future__ import annotations
 
+from itertools import islice
+
 from memory import AllocStatus
 
 from sim.config import EngineConfig
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan
-from sim.policies.sglang_budget import (WAITING_QUEUE_PREFIX_MATCH_MAX, IgnoreEosStates, NewTokenRatio,
-                                        default_chunked_prefill_size)
+from sim.policies.sglang_budget import (WAITING_PREFIX_REFRESH_INTERVAL, WAITING_QUEUE_PREFIX_MATCH_MAX,
+                                        IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size)
 from sim.policies.sglang_charges import (ignore_eos_row, ignore_eos_rows, max_new_tokens, new_tokens, num_requests,
                                          paged_input, running_reserve)
 from sim.policies.sglang_defaults import sglang_config
@@ -94,6 +100,9 @@ class SGLangPolicy(EnginePolicy):
         self.retractions: list[tuple[int, list[int], float, float]] = []
         # Monitoring (tests): decode steps that waited for requests finishing in the batch in flight.
         self.waited_for_finishing: list[int] = []
+        # SGLang's `_waiting_prefix_refresh_calls`: prefill passes that ordered the queue FCFS with the radix
+        # cache on (managers/schedule_policy.py:282-304); every 32nd, from the first, refreshes prefixes.
+        self.fcfs_passes = 0
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """SGLang's server defaults for the fields left at ours (`sglang_config`): the radix cache on, no
@@ -106,7 +115,7 @@ class SGLangPolicy(EnginePolicy):
         if self.batch_is_full and (not sched.running or sched.num_running_seqs < self._seqs_when_full):
             self.batch_is_full = False
         prefills: list[tuple[Group, int]] = []
-        blocked_by_estimate = False
+        blocked_by_estimate, passes = False, self.fcfs_passes
         if not self.batch_is_full or sched.prefilling:
             prefills, blocked_by_estimate = self._prefill_batch(sched)
             if blocked_by_estimate and (prefills or sched.running):
@@ -127,8 +136,9 @@ class SGLangPolicy(EnginePolicy):
         return StepPlan(
             decode=True,
             # Latched, nothing changes until a request leaves; unlatched, a head held back by the estimate
-            # may fit after a later step's ratio decay.
-            steady=not retracted and not preempted and not blocked_by_estimate,
+            # may fit after a later step's ratio decay. A pass that ordered the queue FCFS counts toward the
+            # prefix refresh, so each is a step of its own (LPM's touches repeat alike in a run: no need).
+            steady=not retracted and not preempted and not blocked_by_estimate and self.fcfs_passes == passes,
             # Under LPM a newcomer with a longer cached prefix may go first.
             arrivals_matter=not sched.waiting or lpm,
         )
@@ -139,6 +149,30 @@ class SGLangPolicy(EnginePolicy):
         cfg = sched.config
         return (cfg.schedule_policy == "lpm" and cfg.enable_prefix_caching
                 and len(sched.waiting) <= WAITING_QUEUE_PREFIX_MATCH_MAX)
+
+    def _order_waiting(self, sched: SchedulerView) -> None:
+        """SGLang's `calc_priority` (managers/schedule_policy.py:213-280) with the prefix matches it makes, each
+        of which refreshes the matched path's LRU time in the radix cache (its `match_prefix`/`touch_prefix`:
+        every node of the path gets the current time, mem_cache/unified_cache/unified_tree_core.py:1030-1034)."""
+        if not sched.config.enable_prefix_caching:
+            return  # FCFS (LPM is FCFS without the cache, 324-340) and nothing cached to refresh (286-292)
+        waiting = sched.waiting
+        if self._lpm_active(sched):
+            # LPM matches every waiting request, in queue order (346-354), the last refreshed last; then it
+            # sorts: longest cached prefix first, stable, so FCFS among equals (240-243).
+            for group in waiting:
+                sched.touch_prefix(group)
+            sched.sort_waiting(lambda grp: sched.prefill_need(grp) - sched.prefill_tokens(grp))
+            return
+        # FCFS (or LPM above 128 waiting) matches nothing; every 32nd such pass, the first included, touches the
+        # prefixes of the first 128 waiting requests, the head last, so LRU evicts in reverse queue order
+        # (`_touch_waiting_prefixes`, 280-304; active with the default cache: its `supports_fast_match_prefix()` is
+        # False, mem_cache/unified_radix_cache.py:644-645, unified_cache/unified_tree_core_interface.py:506-508).
+        refresh = self.fcfs_passes % WAITING_PREFIX_REFRESH_INTERVAL == 0
+        self.fcfs_passes += 1
+        if refresh:
+            for group in reversed(list(islice(waiting, WAITING_QUEUE_PREFIX_MATCH_MAX))):
+                sched.touch_prefix(group)
 
     def idle_refusal(self, sched: SchedulerView, group: Group) -> str:
         """The budget check of `_prefill_batch` that an idle engine's whole pool still fails."""
@@ -169,9 +203,9 @@ class SGLangPolicy(EnginePolicy):
             rem_input -= chunk
         if not sched.waiting:
             return prefills, False
-        if self._lpm_active(sched):
-            # Longest cached prefix first; stable, so FCFS among equals (schedule_policy.py:240-243).
-            sched.sort_waiting(lambda grp: sched.prefill_need(grp) - sched.prefill_tokens(grp))
+        if not sched.prefilling and sched.num_running_seqs >= cfg.max_num_seqs:
+            return prefills, False  # no request slot: SGLang returns before ordering the queue (scheduler.py:4117-4126)
+        self._order_waiting(sched)
         free_tokens = sched.num_free_blocks() * bs
         ratio = self.ratio.value(sched.G)
         rem_total = free_tokens - running_reserve(sched.running, sched.G, ratio)  # PrefillBudget.remaining_total
@@ -203,12 +237,16 @@ class SGLangPolicy(EnginePolicy):
                 # Page-ceiled extend + one page + max_new must stay below the estimate
                 # (prefill_budget.py:114-131).
                 if charged + new_tokens(group) >= rem_total:
+                    # Tried, it was matched against the tree first (`init_next_round_input`,
+                    # managers/scheduler.py:4260; schedule_batch.py:1730-1738): its prefix is refreshed.
+                    sched.touch_prefix(group)
                     return prefills, True
             status = sched.admission_status(group)
             if status is AllocStatus.NEVER:
                 sched.reject_head("its KV blocks can never fit the pool")
                 continue
             if status is AllocStatus.LATER:
+                sched.touch_prefix(group)
                 break
             sched.admit(group)
             chunk = min(group.prefill_len - group.prefill_done, rem_chunk)
