@@ -117,6 +117,21 @@ class CachingBlockAllocator(ChainRegistry):
             self._queue.revive(revived)
             self.num_revived_blocks += len(revived)
 
+    def touch(self, blocks: Sequence[int]) -> int:
+        """A lookup's hits (or a prefix of them) are used now without being taken: the free ones move to
+        the queue's tail, deepest first, as if released now - SGLang's radix cache refreshing a matched
+        path's LRU time (mem_cache/unified_cache/unified_tree_core.py:1030-1034). Live ones lead the hits
+        (`num_live_leading`) and stay as they are; the free rest leave the queue together, as a revival's
+        do, and join it again as one segment. Returns how many moved: O(blocks touched)."""
+        live = num_live_leading(self._refcounts, blocks)
+        if live == len(blocks):
+            return 0
+        free = list(blocks[live:])
+        self._queue.revive(free)
+        free.reverse()  # deepest first: a chain's tail is evicted before its head, as after a release
+        self._queue.push(free)
+        return len(free)
+
     # ---- allocation --------------------------------------------------------------------------------
     def allocate_many(self, count: int) -> list[int]:
         """Take `count` blocks from the head of the free queue (refcount 1 each), or none."""

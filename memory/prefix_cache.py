@@ -104,6 +104,15 @@ class PrefixCachingBlockManager(BlockManager):
         hits = self._gpu.match_chain(keys) if type(keys) is ChainKeys else self._gpu.match(keys)
         return self.num_required_blocks(num_tokens) - num_live_leading(rc, hits)
 
+    def touch_cached_prefix(self, block_keys: BlockKeys) -> int:
+        """The longest cached prefix of `block_keys` is used now, not taken: its evictable blocks become the
+        most recently used, deepest first (evicted after every other evictable block, a chain's tail still
+        before its head). SGLang's scheduler refreshes a waiting request's cached prefix this way
+        (`touch_prefix`/`match_prefix`). Returns how many blocks moved in the eviction order."""
+        keys = self._checked_keys(block_keys, None)
+        gpu = self._gpu
+        return gpu.touch(gpu.match_chain(keys) if type(keys) is ChainKeys else gpu.match(keys))
+
     # ---- allocate ----------------------------------------------------------------------------------
     def can_allocate(self, num_tokens: int, block_keys: BlockKeys | None = None) -> AllocStatus:
         take = self.num_blocks_to_allocate(num_tokens, block_keys)

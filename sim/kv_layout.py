@@ -44,6 +44,10 @@ class KVLayout(Protocol):
     def cached_tokens(self, group: Group) -> int:
         """Prompt tokens a (re)prefill admitted now would find computed in the prefix cache."""
 
+    def touch_prefix(self, group: Group) -> None:
+        """A waiting request's computed cached prefix is matched now without being taken (SGLang's LRU
+        refresh): its evictable blocks become the most recently used. A no-op without a prefix cache."""
+
     def allocate(self, group: Group) -> int:
         """Memory for the group's (re)prefill at admission; returns the prompt tokens found computed
         (skipped). A layout that allocates per chunk takes only the prefix hits here."""

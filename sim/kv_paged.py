@@ -46,6 +46,9 @@ class PagedKV(PagedDecode):
     def cached_tokens(self, group: Group) -> int:
         return self.prefix.cached_tokens(group)
 
+    def touch_prefix(self, group: Group) -> None:
+        self.prefix.touch(group)
+
     def blocks_for(self, group: Group, generated: int) -> int:
         """Blocks a (re)prefill takes: the prompt's full blocks once, each sample's tail on its own."""
         bs, p = self.bs, group.prompt

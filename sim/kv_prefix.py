@@ -74,6 +74,9 @@ class NoPrefixCache:
     def cached_tokens(self, group: Group) -> int:
         return 0
 
+    def touch(self, group: Group) -> None:
+        return None
+
     def allocate(self, sid: int, group: Group) -> int:
         self.bm.allocate(sid, group.prompt)
         return 0
@@ -184,6 +187,13 @@ class PrefixCache:
     def cached_tokens(self, group: Group) -> int:
         """Tokens the group's (re)prefill would skip if allocated now."""
         return self.plan(group)[1] * self.bs
+
+    def touch(self, group: Group) -> None:
+        """The group's computed hits (those `cached_tokens` counts) are matched now, not taken: their
+        evictable blocks become the most recently used, as SGLang's match refreshes a path's LRU time."""
+        keys, ready = self.plan(group)
+        if ready:
+            self.bm.touch_cached_prefix(keys.head(ready))
 
     def allocate(self, sid: int, group: Group) -> int:
         """Allocate the (re)prefill's tokens through the cache (`tokens`); returns the tokens whose

@@ -50,6 +50,9 @@ class ReservedKV(LazyDecode):
     def cached_tokens(self, group: Group) -> int:
         return 0
 
+    def touch_prefix(self, group: Group) -> None:
+        return None  # no prefix cache
+
     def reservation(self, group: Group) -> int:
         if self.true_output:
             return group.prompt + group.output

@@ -44,9 +44,10 @@ class RequestQueues:
         # (sched/request_queue.py:131-197); else running by arrival and a FIFO waiting queue.
         self.running_by_admission = False
         self.priority_order = False
-        # V1 with async scheduling: finished requests stay in `running` with their slots and blocks until the
-        # next step has been scheduled (`release_held`), as V1's finishing requests stay in its `running`
-        # (the next schedule skips them, and may preempt one); (group, decode step it finished at).
+        # V1 with async scheduling, SGLang with its overlap scheduler: finished requests stay in `running` with
+        # their slots and blocks until the next step has been scheduled (`release_held`), as V1's finishing
+        # requests stay in its `running` (the next schedule skips them, and may preempt one) and SGLang's in its
+        # running batch (never retracted); (group, decode step it finished at).
         self.finish_lag = False
         self.held: list[tuple[Group, int]] = []
         # Where the replay departs from vLLM V0 to go on (sim.preemption): swap preemptions that found the
@@ -175,7 +176,8 @@ class RequestQueues:
             self.running.remove(group)
             self.num_running_seqs -= group.n
         group.state, group.finish_ns = FINISHED, now
-        self._done(group)
+        if group.followers is None or not self.finish_lag:
+            self._done(group)
 
     def release_held(self) -> None:
         """The finished requests' outputs are processed: their slots and blocks go back."""
@@ -192,6 +194,10 @@ class RequestQueues:
         self.kv.free(group, g)
         self.running.remove(group)
         self.num_running_seqs -= group.n
+        if group.followers is not None:
+            # A prompt request's samples are sent once its output is processed (SGLang's tokenizer manager awaits
+            # it, managers/tokenizer_manager.py:2151): with the overlap scheduler, after the next batch is scheduled.
+            self._done(group)
 
     def _done(self, group: Group) -> None:
         """`group` finished or was rejected; a parent of one-sample children is done with its last child."""

@@ -57,6 +57,11 @@ class PolicyVerbs(PreemptingQueues):
         self.waiting.clear()
         self.waiting.extend(ordered)
 
+    def touch_prefix(self, group: Group) -> None:
+        """SGLang matched a waiting request's prefix against its radix cache, which refreshes the matched
+        path's LRU time: the request's evictable cached prefix becomes the most recently used."""
+        self.kv.touch_prefix(group)
+
     def decode_need(self) -> int:
         """Blocks the next decode step of every decoding sequence would take."""
         if not self.decode_seqs:

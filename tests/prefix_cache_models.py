@@ -2,7 +2,7 @@
 
 `CacheModel`: the prefix cache, predicted from the manager's operations alone. Which key chains are
 registered to which block, and the evictor's LRU order: revivals leave it, released cached blocks join it
-tail first, allocations beyond the plain-free blocks evict from its front; down to its segments
+tail first, so do touched ones (a lookup's free hits used without being taken), allocations beyond the plain-free blocks evict from its front; down to its segments
 (`memory.free_queue`): the blocks one release put at the tail form one segment, less those revived or
 evicted since. Also the cache's counters (evictions, revivals, queries and hits). The machine tells it
 what each operation did; `check` holds a manager against it.
@@ -79,6 +79,17 @@ class CacheModel:
                     del self.segments[k]
                 self.counts["revived"] += 1
                 return
+
+    def touch(self, blocks: list[int]) -> None:
+        """A lookup's evictable hits, in chain order, used without being taken: they leave their segments
+        and join the LRU tail as one, deepest first (not a revival)."""
+        for block in blocks:
+            k = next(k for k, segment in enumerate(self.segments) if block in segment)
+            self.segments[k].remove(block)
+            if not self.segments[k]:
+                del self.segments[k]
+        if blocks:
+            self.segments.append(blocks[::-1])
 
     def release_cached(self, blocks: list[int], together: bool = True) -> None:
         """These blocks lost their last reference, in this order; the cached ones join the LRU tail,

@@ -112,6 +112,30 @@ def test_a_reused_block_becomes_most_recently_used_again() -> None:
     bm.check_invariants()
 
 
+def test_touching_a_cached_prefix_makes_its_evictable_blocks_the_most_recently_used() -> None:
+    # SGLang refreshes a waiting request's cached prefix (its LRU time) without taking it: the evictable
+    # blocks of the longest cached prefix move to the end of the eviction order, a chain's tail still first.
+    bm = PrefixCachingBlockManager(num_gpu_blocks=6, block_size=2)
+    for name, ks in (("a", keys("x", "y")), ("b", keys("z")), ("q", keys("q"))):
+        bm.allocate(name, 2 * len(ks), ks)
+    (a0, a1), (b0,), (q0,) = bm.block_table("a"), bm.block_table("b"), bm.block_table("q")
+    for name in ("a", "b", "q"):
+        bm.free(name)
+    assert bm.evictable_blocks() == [a1, a0, b0, q0]
+    assert bm.touch_cached_prefix(keys("x", "y", "v")) == 2  # the prefix found: x, y
+    assert bm.evictable_blocks() == [b0, q0, a1, a0]
+    assert bm.touch_cached_prefix(keys("v")) == 0 and bm.touch_cached_prefix(keys("z")) == 1
+    assert bm.evictable_blocks() == [q0, a1, a0, b0]
+    bm.allocate("c", 3, keys("x"))  # x is live now: only y can move, and a prefix of the hits moves alone
+    assert bm.touch_cached_prefix(keys("x")) == 0 and bm.touch_cached_prefix(keys("x", "y")) == 1
+    assert bm.evictable_blocks() == [q0, b0, a1]
+    assert (bm.num_revived_blocks, bm.num_evicted_blocks, bm.num_prefix_queries) == (1, 0, 4)  # not counted
+    bm.allocate("d", 6)  # three blocks: the plain one, then q and b are evicted; y is kept
+    assert {q0, b0} < set(bm.block_table("d")) and bm.num_evicted_blocks == 2
+    assert bm.find_cached_prefix(keys("x", "y")) == [a0, a1]
+    bm.check_invariants()
+
+
 # ---- admission and refusals ----------------------------------------------------------------------------
 def test_can_allocate_counts_live_hits_as_free_and_revived_hits_as_taken() -> None:
     bm = PrefixCachingBlockManager(num_gpu_blocks=4, block_size=2)

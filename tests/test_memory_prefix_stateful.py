@@ -238,6 +238,18 @@ class PrefixCacheMachine(ShadowMachine):
             n = data.draw(st.integers(0, len(keys)))
             assert self.bm.find_cached_prefix(self.compact(list(keys), n)) == self.cache.hits(list(keys[:n]))
 
+    @rule(data=st.data(), compact=st.booleans())
+    def touch_a_prefix(self, data: st.DataObject, compact: bool) -> None:
+        """A cached prefix used without being taken (SGLang's LRU refresh of a waiting request's prefix):
+        its evictable blocks join the LRU tail, deepest first; nothing else changes."""
+        if not self.used_keys:
+            return
+        keys = data.draw(st.sampled_from(self.used_keys))
+        keys = keys[:data.draw(st.integers(0, len(keys)))] + data.draw(st.lists(KEYS, max_size=1))
+        free = [b for b in self.cache.hits(keys) if self.bm.refcount(b) == 0]
+        assert self.bm.touch_cached_prefix(self.compact(keys, len(keys)) if compact else keys) == len(free)
+        self.cache.touch(free)
+
     @rule(seq_id=SEQS)
     def duplicate_allocate(self, seq_id: SeqId) -> None:
         self.check_misuse("dup", [(self.bm.allocate, (seq_id, 0))])

@@ -1,6 +1,8 @@
 """The `sglang` policy's rules (SGLang's scheduler) on small hand-made traces; docs/sim.md, "sglang"."""
 from __future__ import annotations
 
+from collections import deque
+
 import pandas as pd
 import pytest
 
@@ -341,14 +343,17 @@ def test_parallel_samples_are_requests_sent_after_a_prefill_only_prompt_request(
     result = replay(sampling_trace(), EngineConfig(max_num_seqs=8, enable_prefix_caching=radix_cache,
                                                    fast_forward=False), policy="sglang")
     steps, s = result.steps, result.summary
-    # Step 1: q and p's prompt request (max_new_tokens 0: it samples nothing); its samples come after it.
+    # Step 1: q and p's prompt request (max_new_tokens 0: it samples nothing); its samples come after it. Step 2
+    # is q's decode alone: it was scheduled (overlap scheduler) before step 1's output, the prompt request's
+    # return, was processed, so the samples are sent then and prefill in step 3.
     assert steps["num_prefill_tokens"].iloc[0] == 250 and steps["num_generated_tokens"].iloc[0] == 1
+    assert steps["num_prefill_tokens"].iloc[1] == 0 and steps["num_decode_seqs"].iloc[1] == 1
     if radix_cache:
         # The four samples find p's 12 full prompt blocks ((200 - 1) // 16) in the cache: 8 tokens each.
-        assert s["prefix_hit_tokens"] == 4 * 192 and steps["num_prefill_tokens"].iloc[1] == 4 * 8
+        assert s["prefix_hit_tokens"] == 4 * 192 and steps["num_prefill_tokens"].iloc[2] == 4 * 8
     else:
-        assert s["prefix_hit_tokens"] == 0 and steps["num_prefill_tokens"].iloc[1] == 4 * 200
-    assert steps["num_generated_tokens"].iloc[1] == 4
+        assert s["prefix_hit_tokens"] == 0 and steps["num_prefill_tokens"].iloc[2] == 4 * 200
+    assert steps["num_generated_tokens"].iloc[2] == 4
     assert s["cow_copies"] == 0   # no fork, no copy-on-write
     assert steps["num_generated_tokens"].sum() == 10 + 4 * 30
     # vllm-v0 forks the same request into one group of four sequences.
@@ -361,8 +366,9 @@ def test_the_user_request_aggregates_its_samples_as_under_vllm() -> None:
     assert len(req) == 2
     p = req.loc["p"]
     assert (p["status"], p["n"], p["generated_tokens"]) == ("finished", 4, 120)
-    # First token: the first sample's (step 2; the prompt request streams none); finished with the last sample.
-    assert p["first_token_s"] == steps["end_s"].iloc[1]
+    # First token: the first sample's (step 3, after q's decode; the prompt request streams none); finished with
+    # the last sample.
+    assert p["first_token_s"] == steps["end_s"].iloc[2]
     assert p["finish_s"] == steps["end_s"].iloc[-1] > req.loc["q", "finish_s"]
     assert p["ttft_s"] == p["first_token_s"] - p["arrival_s"] and p["e2e_s"] == p["finish_s"] - p["arrival_s"]
     # Each sample streams its own tokens: 4 x 29 gaps, plus q's 9.
@@ -455,3 +461,145 @@ def test_a_retracted_request_finds_its_prompt_cached_not_its_output() -> None:
     assert d.preemptions == 1 and d.status == "finished"
     assert result.summary["prefix_hit_tokens"] == (48 - 1) // 16 * 16
     assert d.recomputed_tokens > 200  # its prompt past the hit and its output again (with the output cached: 17)
+
+
+# ---- the overlap scheduler's lag ---------------------------------------------------------------------
+def finishing_trace(b_arrival: float | None) -> Trace:
+    """A (a 200-token prompt, 13 KV blocks) finishes early; C decodes on; B arrives at `b_arrival`."""
+    reqs = [Request("A", 0.0, 200, 5), Request("C", 0.0, 16, 60)]
+    return Trace(reqs + ([Request("B", b_arrival, 100, 10)] if b_arrival is not None else []))
+
+
+@pytest.mark.parametrize(("pool", "max_seqs", "overlap", "b_waits"), [
+    (24, None, None, True), (24, None, False, False), (40, None, None, False), (40, 2, None, True)])
+def test_a_request_finishing_in_the_batch_in_flight_keeps_its_kv_and_slot_while_the_next_batch_is_scheduled(
+        pool: int, max_seqs: int | None, overlap: bool | None, b_waits: bool) -> None:
+    # B arrives during A's last decode step. With the overlap scheduler (SGLang's default) the next batch is
+    # scheduled before that step's result is processed, A still in the running batch (managers/scheduler.py:
+    # 2083-2120): in a pool of 24 blocks B's estimate does not fit beside A's 13 blocks, so C decodes alone
+    # first and B's prefill follows; with the overlap off, or a pool of 40, B goes at once. A's request slot
+    # is held too: with max_running_requests 2, B waits as well.
+    config = dict(num_gpu_blocks=pool, fast_forward=False, async_scheduling=overlap, check_every=1)
+    if max_seqs is not None:
+        config["max_num_seqs"] = max_seqs
+    alone = replay(finishing_trace(None), EngineConfig(**config), policy="sglang")
+    a_done = by_id(alone).loc["A", "finish_s"]
+    last = alone.steps[alone.steps["end_s"] == a_done].iloc[0]
+    result = replay(finishing_trace((last["start_s"] + a_done) / 2), EngineConfig(**config), policy="sglang")
+    following = result.steps[result.steps["start_s"] >= a_done].iloc[:2]
+    assert following["num_prefill_tokens"].tolist() == ([0, 100] if b_waits else [100, 0])
+    assert (result.requests["status"] == "finished").all() and (result.requests["preemptions"] == 0).all()
+
+
+def test_a_decode_that_does_not_fit_waits_for_the_requests_finishing_in_flight_instead_of_retracting(
+        monkeypatch) -> None:
+    # The retraction test's trace with F, whose last token comes in decode step 252: step 253 needs a block
+    # the pool has only once F's are back. Scheduled while F's last step is in flight, F still holding its KV,
+    # SGLang runs nothing rather than retract (managers/scheduler.py:4463-4474) and decodes once F's result
+    # is processed: nobody is retracted. Retracting around F instead would have taken D.
+    trace = Trace([Request("A", 0.0, 60, 300), Request("B", 0.0, 100, 300), Request("F", 0.0, 16, 253),
+                   Request("D", 0.5, 48, 300), Request("C", 0.5, 16, 300)])
+    policy = SGLangPolicy()
+    engine = Engine(trace, policy.configure(EngineConfig(num_gpu_blocks=74, watermark=0.0, check_every=1)), policy)
+    engine.run()
+    assert policy.waited_for_finishing == [253] and policy.retractions == []
+    assert all(g.state == 4 and g.preemptions == 0 for g in engine.scheduler.groups)  # FINISHED
+    monkeypatch.setattr("sim.policies.sglang._finishing_in_flight", lambda sched: False)
+    policy = SGLangPolicy()
+    Engine(trace, policy.configure(EngineConfig(num_gpu_blocks=74, watermark=0.0)), policy).run()
+    assert [(g, victims) for g, victims, _, _ in policy.retractions] == [(253, [3])]  # D
+
+
+# ---- refreshing the cached prefixes of waiting requests ----------------------------------------------
+@pytest.mark.parametrize("refresh", [True, False])
+def test_fcfs_keeps_a_waiting_requests_cached_prefix_by_refreshing_it_every_32_passes(refresh: bool,
+                                                                                     monkeypatch) -> None:
+    # P's prompt (19 cached blocks of group "sys") is freed; 100 one-token fillers then run one at a time, one
+    # prefill pass each, while Y, which shares P's prompt, waits behind them. A filler keeps one block cached
+    # and takes a plain one, so once the plain blocks run out (about 39 fillers in) every filler evicts the
+    # least recently used cached blocks: P's. Every 32 passes SGLang touches the prefixes of the first 128
+    # waiting requests, Y's among them, which puts P's blocks behind the fillers': Y finds all 19
+    # (managers/schedule_policy.py:280-304). Without the refresh they go first and Y prefills its whole prompt.
+    if not refresh:
+        monkeypatch.setattr("sim.policies.sglang.WAITING_PREFIX_REFRESH_INTERVAL", 10**9)  # the first pass only
+    config = EngineConfig(max_num_seqs=1, num_gpu_blocks=60, check_every=7)
+    result = replay(queue_trace(100), config, policy="sglang")
+    assert result.summary["prefix_hit_tokens"] == (19 * 16 if refresh else 0)
+    assert (result.requests["status"] == "finished").all()
+    if refresh:  # vLLM has no such refresh: Y finds nothing
+        assert replay(queue_trace(100), config, policy="vllm").summary["prefix_hit_tokens"] == 0
+
+
+class OrderView:
+    """What `_order_waiting` reads: the config, the waiting queue; it records the prefixes touched."""
+
+    def __init__(self, num_waiting: int, schedule_policy: str = "fcfs", cache: bool = True) -> None:
+        self.config = EngineConfig(enable_prefix_caching=cache, schedule_policy=schedule_policy)
+        self.waiting = deque(Group(i, f"r{i}", i, 100 + i, 10, 1, "greedy") for i in range(num_waiting))
+        self.touched: list[list[int]] = []
+
+    def touch_prefix(self, group: Group) -> None:
+        self.touched[-1].append(group.idx)
+
+    def prefill_need(self, group: Group) -> int:
+        return group.prompt  # nothing cached: LPM keeps the order
+
+    def prefill_tokens(self, group: Group) -> int:
+        return group.prompt
+
+    def sort_waiting(self, key) -> None:
+        self.waiting = deque(sorted(self.waiting, key=key))
+
+    def passes(self, policy: SGLangPolicy, count: int) -> list[list[int]]:
+        for _ in range(count):
+            self.touched.append([])
+            policy._order_waiting(self)
+        return self.touched
+
+
+def test_the_prefix_refresh_touches_the_first_128_waiting_head_last_every_32_passes_and_lpm_every_pass() -> None:
+    # FCFS: on the first pass and every 32nd after it, the first 128 waiting requests, the head last
+    # (schedule_policy.py:280-304); LPM (at most 128 waiting) matches every waiting request in queue order
+    # each pass, which touches them too, and counts no FCFS pass; above 128 waiting it is FCFS.
+    policy, first_128 = SGLangPolicy(), list(range(127, -1, -1))
+    touched = OrderView(130).passes(policy, 65)
+    assert [i for i, t in enumerate(touched) if t] == [0, 32, 64] and touched[0] == touched[32] == first_128
+    lpm = SGLangPolicy()
+    assert OrderView(5, "lpm").passes(lpm, 3) == [[0, 1, 2, 3, 4]] * 3 and lpm.fcfs_passes == 0
+    assert OrderView(130, "lpm").passes(lpm, 33)[32] == first_128 and lpm.fcfs_passes == 33
+    # Without the radix cache nothing is matched and no pass is counted.
+    no_cache = SGLangPolicy()
+    assert OrderView(5, cache=False).passes(no_cache, 3) == [[], [], []] and no_cache.fcfs_passes == 0
+
+
+def test_a_waiting_head_the_estimate_refuses_has_its_prefix_touched(monkeypatch) -> None:
+    # The adder matches each request it tries before its budget check (`init_next_round_input`,
+    # managers/scheduler.py:4260): B, refused by the estimate, is touched; A, the first pass's queue,
+    # by the refresh of that pass; nobody else until A leaves and B is admitted.
+    from sim.policy_verbs import PolicyVerbs
+
+    touched: list[tuple[int, str]] = []
+    original = PolicyVerbs.touch_prefix
+
+    def touch_prefix(self, group: Group) -> None:
+        touched.append((self.G, group.request_id))
+        original(self, group)
+
+    monkeypatch.setattr(PolicyVerbs, "touch_prefix", touch_prefix)
+    trace = Trace([Request("A", 0.0, 16, 2000), Request("B", 0.1, 100, 1000)])
+    sgl = by_id(replay(trace, EngineConfig(num_gpu_blocks=150, watermark=0.0), policy="sglang"))
+    assert [rid for _, rid in touched] == ["A", "B"] and touched[1][0] > 0
+    assert sgl.loc["B", "first_token_s"] >= sgl.loc["A", "finish_s"]
+
+
+def test_a_pass_that_counts_toward_the_prefix_refresh_is_never_folded_into_a_fast_forwarded_run() -> None:
+    # B's 90 blocks pass SGLang's estimate (it has no watermark) but not the pool above the 10 blocks of the
+    # watermark set here, so each of A's decode steps tries B again: a pass that counts toward the refresh
+    # (every 32nd touches the waiting prefixes). A fast-forwarded run of those steps would skip their passes.
+    passes = {}
+    for fast_forward in (True, False):
+        policy = SGLangPolicy()
+        config = policy.configure(EngineConfig(num_gpu_blocks=100, watermark=0.1, fast_forward=fast_forward))
+        Engine(Trace([Request("A", 0.0, 16, 100), Request("B", 0.05, 1440, 1)]), config, policy).run()
+        passes[fast_forward] = policy.fcfs_passes
+    assert passes[True] == passes[False] == 96

@@ -41,8 +41,11 @@ class SchedulerView(Protocol):
 
     config: EngineConfig
     waiting: deque[Group]       # arrived, not admitted (preempted-by-recompute requests at the front)
-    running: list[Group]        # admitted: prefilling or decoding, in arrival order (V1: admission order, and
-                                # with async scheduling those finished in the last step, still held)
+    running: list[Group]        # admitted: prefilling or decoding, in arrival order (V1: admission order), and
+                                # with a finish lag those finished in the last step, still held
+    held: list[tuple[Group, int]]  # finished in the step in flight, their slots and blocks not yet returned
+                                # (`Policy.finish_lags_a_step`); a plan with nothing to run while some are
+                                # held makes the scheduler return them and call `schedule` again
     swapped: deque[Group]       # preempted to the CPU pool
     prefilling: list[Group]     # running requests whose (re)prefill is not complete, in admission order
     num_running_seqs: int       # sequences of running requests (against max_num_seqs)
@@ -80,6 +83,8 @@ class SchedulerView(Protocol):
 
     def sort_waiting(self, key: Callable[[Group], Any]) -> None: ...
 
+    def touch_prefix(self, group: Group) -> None: ...
+
     def decode_need(self) -> int: ...
 
     def num_free_blocks(self) -> int: ...
@@ -103,7 +108,7 @@ class Policy(Protocol):
     beam_search_as_requests: bool  # beam search as the API server's rounds of 1-token requests (V1)
     prompt_request_first: bool     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
     finish_lags_a_step: bool       # with async scheduling, a finished request's slot and blocks are freed
-                                   # only after the next step is scheduled (V1)
+                                   # only after the next step is scheduled (V1; SGLang's overlap scheduler)
     admission_credits_live_hits: bool  # admission counts prefix hits shared with a live request as not taken
                                        # (V1, SGLang); V0 counts every prompt block as needed
     settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads

@@ -13,6 +13,14 @@ first, ties: longest prompt) to the end of the waiting queue and raises the rati
 the scheduler (a beam group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups
 are retracted last and, since they cannot be requeued, aborted.
 
+With the radix cache on, the waiting requests' cached prefixes are refreshed in the LRU order as SGLang's prefix
+matches refresh them: under FCFS every 32 passes, the first 128 waiting requests' (head last); under LPM every
+waiting request's, each pass; and a head the estimate refuses.
+
+With the overlap scheduler on (SGLang's default; `async_scheduling`) a request finishing in a step keeps its
+KV blocks, its request slot and its place in the estimate's running batch while the next step is scheduled,
+and is never retracted: when the next decode does not fit before it leaves, that decode waits for it.
+
 A parallel-sampling request (n > 1) is not forked: SGLang's tokenizer manager first sends its prompt as a
 prefill-only request (max_new_tokens 0) and, once that returns, n one-sample requests, which find the prompt
 in the radix cache (`managers/tokenizer_manager.py:2130-2151, 2163-2183`); the simulator's child requests
@@ -29,12 +37,14 @@ chain's tail before its head); the whole prompt is allocated at admission as in 
 """
 from __future__ import annotations
 
+from itertools import islice
+
 from memory import AllocStatus
 
 from sim.config import EngineConfig
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan
-from sim.policies.sglang_budget import (WAITING_QUEUE_PREFIX_MATCH_MAX, IgnoreEosStates, NewTokenRatio,
-                                        default_chunked_prefill_size)
+from sim.policies.sglang_budget import (WAITING_PREFIX_REFRESH_INTERVAL, WAITING_QUEUE_PREFIX_MATCH_MAX,
+                                        IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size)
 from sim.policies.sglang_charges import (ignore_eos_row, ignore_eos_rows, max_new_tokens, new_tokens, num_requests,
                                          paged_input, running_reserve)
 from sim.policies.sglang_defaults import sglang_config
@@ -67,6 +77,11 @@ class SGLangPolicy(EnginePolicy):
     samples_as_requests = True
     prompt_request_first = True   # ... sent after the prompt alone (tokenizer_manager.py:2130-2151)
     host_engine = "sglang"  # overlap scheduler on by default; CUDA graphs up to 256 on H100/H200
+    # With the overlap scheduler the next batch is scheduled before the batch in flight's result is processed
+    # (managers/scheduler.py:2083-2120): a request finishing in it is not finished yet, so it stays in the running
+    # batch - its KV, its request slot, its place in the estimate - until then (its `release_kv_cache`,
+    # scheduler_components/batch_result_processor.py:1466). It is never retracted: see `schedule`.
+    finish_lags_a_step = True
     settings = frozenset({"watermark", "enable_prefix_caching", "schedule_policy", "chunked_prefill_size",
                           "max_prefill_tokens"})
     settings_instead = {"max_num_batched_tokens": "chunked_prefill_size and max_prefill_tokens",
@@ -83,6 +98,11 @@ class SGLangPolicy(EnginePolicy):
         self._seqs_when_full = 0
         # Monitoring (tests): (decode step, retracted request idxs, ratio before, ratio after).
         self.retractions: list[tuple[int, list[int], float, float]] = []
+        # Monitoring (tests): decode steps that waited for requests finishing in the batch in flight.
+        self.waited_for_finishing: list[int] = []
+        # SGLang's `_waiting_prefix_refresh_calls`: prefill passes that ordered the queue FCFS with the radix
+        # cache on (managers/schedule_policy.py:282-304); every 32nd, from the first, refreshes prefixes.
+        self.fcfs_passes = 0
 
     def engine_settings(self, config: EngineConfig) -> EngineConfig:
         """SGLang's server defaults for the fields left at ours (`sglang_config`): the radix cache on, no
@@ -95,13 +115,19 @@ class SGLangPolicy(EnginePolicy):
         if self.batch_is_full and (not sched.running or sched.num_running_seqs < self._seqs_when_full):
             self.batch_is_full = False
         prefills: list[tuple[Group, int]] = []
-        blocked_by_estimate = False
+        blocked_by_estimate, passes = False, self.fcfs_passes
         if not self.batch_is_full or sched.prefilling:
             prefills, blocked_by_estimate = self._prefill_batch(sched)
             if blocked_by_estimate and (prefills or sched.running):
                 self.batch_is_full, self._seqs_when_full = True, sched.num_running_seqs
         if prefills:
             return StepPlan(prefills=prefills)
+        if _finishing_in_flight(sched) and sched.decode_need() > sched.num_free_blocks():
+            # The decode does not fit while requests finishing in the batch in flight still hold their KV: SGLang
+            # runs nothing rather than retract (managers/scheduler.py:4463-4474), and decodes once their result
+            # is processed. An empty plan has the scheduler release them and ask again.
+            self.waited_for_finishing.append(sched.G + 1)
+            return StepPlan()
         retracted = self._retract_for_decode(sched)
         if retracted:
             self.batch_is_full = False
@@ -110,8 +136,9 @@ class SGLangPolicy(EnginePolicy):
         return StepPlan(
             decode=True,
             # Latched, nothing changes until a request leaves; unlatched, a head held back by the estimate
-            # may fit after a later step's ratio decay.
-            steady=not retracted and not preempted and not blocked_by_estimate,
+            # may fit after a later step's ratio decay. A pass that ordered the queue FCFS counts toward the
+            # prefix refresh, so each is a step of its own (LPM's touches repeat alike in a run: no need).
+            steady=not retracted and not preempted and not blocked_by_estimate and self.fcfs_passes == passes,
             # Under LPM a newcomer with a longer cached prefix may go first.
             arrivals_matter=not sched.waiting or lpm,
         )
@@ -122,6 +149,30 @@ class SGLangPolicy(EnginePolicy):
         cfg = sched.config
         return (cfg.schedule_policy == "lpm" and cfg.enable_prefix_caching
                 and len(sched.waiting) <= WAITING_QUEUE_PREFIX_MATCH_MAX)
+
+    def _order_waiting(self, sched: SchedulerView) -> None:
+        """SGLang's `calc_priority` (managers/schedule_policy.py:213-280) with the prefix matches it makes, each
+        of which refreshes the matched path's LRU time in the radix cache (its `match_prefix`/`touch_prefix`:
+        every node of the path gets the current time, mem_cache/unified_cache/unified_tree_core.py:1030-1034)."""
+        if not sched.config.enable_prefix_caching:
+            return  # FCFS (LPM is FCFS without the cache, 324-340) and nothing cached to refresh (286-292)
+        waiting = sched.waiting
+        if self._lpm_active(sched):
+            # LPM matches every waiting request, in queue order (346-354), the last refreshed last; then it
+            # sorts: longest cached prefix first, stable, so FCFS among equals (240-243).
+            for group in waiting:
+                sched.touch_prefix(group)
+            sched.sort_waiting(lambda grp: sched.prefill_need(grp) - sched.prefill_tokens(grp))
+            return
+        # FCFS (or LPM above 128 waiting) matches nothing; every 32nd such pass, the first included, touches the
+        # prefixes of the first 128 waiting requests, the head last, so LRU evicts in reverse queue order
+        # (`_touch_waiting_prefixes`, 280-304; active with the default cache: its `supports_fast_match_prefix()` is
+        # False, mem_cache/unified_radix_cache.py:644-645, unified_cache/unified_tree_core_interface.py:506-508).
+        refresh = self.fcfs_passes % WAITING_PREFIX_REFRESH_INTERVAL == 0
+        self.fcfs_passes += 1
+        if refresh:
+            for group in reversed(list(islice(waiting, WAITING_QUEUE_PREFIX_MATCH_MAX))):
+                sched.touch_prefix(group)
 
     def idle_refusal(self, sched: SchedulerView, group: Group) -> str:
         """The budget check of `_prefill_batch` that an idle engine's whole pool still fails."""
@@ -152,9 +203,9 @@ class SGLangPolicy(EnginePolicy):
             rem_input -= chunk
         if not sched.waiting:
             return prefills, False
-        if self._lpm_active(sched):
-            # Longest cached prefix first; stable, so FCFS among equals (schedule_policy.py:240-243).
-            sched.sort_waiting(lambda grp: sched.prefill_need(grp) - sched.prefill_tokens(grp))
+        if not sched.prefilling and sched.num_running_seqs >= cfg.max_num_seqs:
+            return prefills, False  # no request slot: SGLang returns before ordering the queue (scheduler.py:4117-4126)
+        self._order_waiting(sched)
         free_tokens = sched.num_free_blocks() * bs
         ratio = self.ratio.value(sched.G)
         rem_total = free_tokens - running_reserve(sched.running, sched.G, ratio)  # PrefillBudget.remaining_total
@@ -186,12 +237,16 @@ class SGLangPolicy(EnginePolicy):
                 # Page-ceiled extend + one page + max_new must stay below the estimate
                 # (prefill_budget.py:114-131).
                 if charged + new_tokens(group) >= rem_total:
+                    # Tried, it was matched against the tree first (`init_next_round_input`,
+                    # managers/scheduler.py:4260; schedule_batch.py:1730-1738): its prefix is refreshed.
+                    sched.touch_prefix(group)
                     return prefills, True
             status = sched.admission_status(group)
             if status is AllocStatus.NEVER:
                 sched.reject_head("its KV blocks can never fit the pool")
                 continue
             if status is AllocStatus.LATER:
+                sched.touch_prefix(group)
                 break
             sched.admit(group)
             chunk = min(group.prefill_len - group.prefill_done, rem_chunk)
@@ -243,3 +298,9 @@ class SGLangPolicy(EnginePolicy):
             after = self.ratio.after_retraction(g + 1, generated, max_new, sum(map(num_requests, decoding)))
             self.retractions.append((g + 1, victims, before, after))
         return len(victims)
+
+
+def _finishing_in_flight(sched: SchedulerView) -> bool:
+    """Whether a request finishing in the batch in flight is still held: SGLang's `_reqs_finishing_inflight`
+    (managers/scheduler.py:4444-4457), which leaves out beam groups (their rows decode one more tick)."""
+    return any(not group.is_beam for group, _ in sched.held)

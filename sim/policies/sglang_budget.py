@@ -12,6 +12,7 @@ NEW_TOKEN_RATIO_DECAY_STEPS = 600   # decay = (init - min) / 600 per decode step
 RETRACT_DECODE_STEPS = 20           # environ.py:649: tokens a kept request is assumed to still need
 CLIP_MAX_NEW_TOKENS = 4096          # mem_cache/prefill_budget.py:89-91
 WAITING_QUEUE_PREFIX_MATCH_MAX = 128  # managers/schedule_policy.py:137: LPM falls back to FCFS above this
+WAITING_PREFIX_REFRESH_INTERVAL = 32  # managers/schedule_policy.py:139: FCFS passes between prefix refreshes
 MAX_PREFILL_TOKENS = 16384          # arg_groups/fields/schedule.py:71-81
 BEAM_LEADER_MARGIN = 4              # beam_search/fork.py:48: the leader's max_new_tokens is the user's + 4
 IGNORE_EOS_RESERVE_TOKENS = 1       # managers/schedule_policy.py:122

@@ -46,7 +46,10 @@ def running_reserve(running: Iterable[Group], g: int, ratio: float) -> float:
     reserve = 0.0
     for group in running:
         if group.state != DECODE:
-            # The chunked request: its last chunk charges its whole output (schedule_policy.py:1140-1223).
+            # The chunked request: its last chunk charges its whole output (schedule_policy.py:1140-1223). Or one
+            # finishing in the batch in flight, still in the running batch (the overlap scheduler): nothing left
+            # as the simulator counts outputs (a beam leader: its margin of 4). SGLang has not yet committed any
+            # request's in-flight token, so it charges each `ratio` x 1 token more: not modelled.
             reserve += new_tokens(group)
         elif group.is_beam:
             reserve += min(group.output + BEAM_LEADER_MARGIN - group.produced(g), CLIP_MAX_NEW_TOKENS)
