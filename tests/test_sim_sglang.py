@@ -333,6 +333,22 @@ def test_an_aborted_request_frees_its_memory_and_is_counted_with_the_rejected(mo
     assert result.steps["kv_blocks_used"].iloc[-1] < result.steps["kv_blocks_used"].max()
 
 
+def test_the_last_request_whose_decode_still_does_not_fit_is_aborted() -> None:
+    # Two beam groups in 13 blocks: B finishes first and, a beam group, is not waited for while its last step
+    # is in flight (its KV still held); A's next decode does not fit beside it, and A is the last request of
+    # the decode batch. SGLang aborts it (schedule_batch.py:3516-3538): nothing may preempt B, which has
+    # finished, nor recompute A, a beam group.
+    trace = Trace([Request("A", 0.0, 2, 46, n=3, sampling="beam"), Request("B", 0.001, 67, 15, n=3, sampling="beam")])
+    policy = SGLangPolicy()
+    engine = Engine(trace, policy.configure(EngineConfig(num_gpu_blocks=13, block_size=16, check_every=1)), policy)
+    engine.run()
+    a, b = engine.scheduler.groups
+    assert b.state == 4 and a.state == 5 and a.preemptions == 0  # FINISHED, REJECTED
+    assert a.reason == ("out of KV memory even after retracting every other request of the decode batch (SGLang "
+                        "aborts the last one)")
+    assert [victims for _, victims, _, _ in policy.retractions] == [[a.idx]]
+
+
 # ---- parallel sampling as requests -------------------------------------------------------------------
 def sampling_trace() -> Trace:
     return Trace([Request("q", 0.0, 50, 10), Request("p", 0.0, 200, 30, n=4, sampling="parallel")])

@@ -131,6 +131,10 @@ class SGLangPolicy(EnginePolicy):
         retracted = self._retract_for_decode(sched)
         if retracted:
             self.batch_is_full = False
+            if not sched.decode_seqs:
+                # The last request was aborted: SGLang runs nothing this tick and forms a batch on the next one
+                # (managers/scheduler.py:3996-4003); the pass may now fit a waiting request.
+                return self.schedule(sched)
         preempted = sched.reserve_decode(RECOMPUTE)
         lpm = self._lpm_active(sched)
         return StepPlan(
@@ -289,6 +293,13 @@ class SGLangPolicy(EnginePolicy):
                                     "beam group)")
             else:
                 sched.retract(victim)
+        if decoding and sched.decode_need() > sched.num_free_blocks():
+            # Not even the last one fits (beam groups finishing in flight still hold their KV): SGLang aborts it
+            # rather than crash (schedule_batch.py:3516-3538).
+            last = decoding.pop()
+            victims.append(last.idx)
+            sched.abort(last, "out of KV memory even after retracting every other request of the decode batch "
+                              "(SGLang aborts the last one)")
         if victims:
             # Over the kept requests (new_token_ratio_tracker.py:40-49): a parallel sample is a request, a
             # beam group only its leader, whose max_new_tokens is the user's + 4.
