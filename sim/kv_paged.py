@@ -52,6 +52,9 @@ class PagedKV(PagedDecode):
     def touch_prefix(self, group: Group) -> None:
         self.prefix.touch(group)
 
+    def evictable_prefix_blocks(self, group: Group) -> int:
+        return self.prefix.evictable_hits(group)
+
     def blocks_for(self, group: Group, generated: int) -> int:
         """Blocks a (re)prefill takes: the prompt's full blocks once, each sample's tail on its own."""
         bs, p = self.bs, group.prompt
