@@ -1,8 +1,8 @@
 """Paged KV memory (vLLM, Sarathi) over the real `memory.BlockManager`: blocks on demand, sharing, CoW, swap.
 
 A (re)prefill's blocks are allocated whole at admission (vLLM V0, Sarathi); `sim.kv_paged_chunked` is the
-V1 layout that allocates them chunk by chunk. Decoding is lazy and batched (`sim.kv_paged_decode`), prefix
-caching is `sim.kv_prefix`'s.
+layout that allocates them chunk by chunk (vLLM V1, SGLang). Decoding is lazy and batched
+(`sim.kv_paged_decode`), prefix caching is `sim.kv_prefix`'s.
 """
 from __future__ import annotations
 

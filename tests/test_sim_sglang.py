@@ -533,6 +533,18 @@ def test_a_request_sglangs_budget_never_admits_is_rejected_with_that_rule() -> N
     assert by_id(replay(trace, EngineConfig(num_gpu_blocks=3), policy="vllm-v0"))["status"].eq("finished").all()
 
 
+def test_a_request_whose_budget_fails_only_with_its_cached_prefix_pinned_is_rejected_saying_so() -> None:
+    # B finds P's 2 cached blocks, evictable on the idle pool of 5: pinned while B is checked, they are not free
+    # to it, and 48 + 10 tokens do not stay below 80 - 32 (counted free, B would be admitted).
+    trace = Trace([Request("P", 0.0, 33, 1, prefix_group="s", prefix_tokens=33),
+                   Request("B", 0.1, 64, 10, prefix_group="s", prefix_tokens=64), Request("S", 0.2, 5, 5)])
+    result = by_id(replay(trace, EngineConfig(num_gpu_blocks=5), policy="sglang"))
+    assert result.loc["B", "status"] == "rejected" and (result.loc[["P", "S"], "status"] == "finished").all()
+    assert result.loc["B", "reason"] == (
+        "SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, 48 + 10 tokens, "
+        "stays below the 80 free tokens of the idle pool less the 32 of its cached prefix (prefill_budget.py:114-131)")
+
+
 def test_max_prefill_tokens_caps_the_pass_not_each_request_while_chunking() -> None:
     # With chunked prefill (always, in SGLang's model) a request larger than what is left of max_prefill_tokens
     # still joins the pass; only a spent budget stops it (schedule_policy.py:883 against 1627-1633).
