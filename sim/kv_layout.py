@@ -1,7 +1,7 @@
 """`KVLayout`: the one interface between the scheduler and KV memory, implemented in full by every layout.
 
 `PagedKV` (vLLM's blocks on demand, sharing, copy-on-write, swap, prefix caching), `ChunkedPagedKV`
-(the same with vLLM V1's per-chunk allocation), `ReservedKV`
+(the same allocated per scheduled chunk, as vLLM V1 and SGLang do), `ReservedKV`
 (static's up-front reservations) and `ContiguousKV` (Orca's contiguous per-request buffers from a buddy
 allocator, with external fragmentation) implement every method; where a layout has nothing to do the
 method is a real no-op (a reservation never grows, so a decode step takes no block; nothing is shared, so
@@ -48,6 +48,11 @@ class KVLayout(Protocol):
         """A waiting request's computed cached prefix is matched now without being taken (SGLang's LRU
         refresh): its evictable blocks become the most recently used. A no-op without a prefix cache."""
 
+    def evictable_prefix_blocks(self, group: Group) -> int:
+        """Blocks of the computed cached prefix `cached_tokens` counts that are free now (evictable, held by no
+        request): SGLang's budget check pins them, so they are not free to the request itself. 0 without a
+        prefix cache."""
+
     def allocate(self, group: Group) -> int:
         """Memory for the group's (re)prefill at admission; returns the prompt tokens found computed
         (skipped). A layout that allocates per chunk takes only the prefix hits here."""
@@ -57,7 +62,7 @@ class KVLayout(Protocol):
         already took the whole prefill: reservations, and paged layouts of the V0-style policies)."""
 
     def allocate_chunk(self, group: Group, tokens: int) -> bool:
-        """Memory for one scheduled prefill chunk (vLLM V1: blocks for the chunk only, step by step);
+        """Memory for one scheduled prefill chunk (vLLM V1, SGLang: blocks for the chunk only, step by step);
         False, taking nothing, if the pool is short. A no-op returning True where admission already took
         the whole prefill."""
 

@@ -1,8 +1,8 @@
 """Paged KV memory (vLLM, Sarathi) over the real `memory.BlockManager`: blocks on demand, sharing, CoW, swap.
 
 A (re)prefill's blocks are allocated whole at admission (vLLM V0, Sarathi); `sim.kv_paged_chunked` is the
-V1 layout that allocates them chunk by chunk. Decoding is lazy and batched (`sim.kv_paged_decode`), prefix
-caching is `sim.kv_prefix`'s.
+layout that allocates them chunk by chunk (vLLM V1, SGLang). Decoding is lazy and batched
+(`sim.kv_paged_decode`), prefix caching is `sim.kv_prefix`'s.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class PagedKV(PagedDecode):
     Implements `sim.kv_layout.KVLayout`."""
 
     def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager,
-                 credit_live_hits: bool = True) -> None:
+                 credit_live_hits: bool = True, watermark_while_idle: bool = True) -> None:
         if config.enable_prefix_caching:
             block_manager_cls = PrefixCachingBlockManager
         super().__init__(config, config.cpu_blocks if swap else 0, config.watermark, block_manager_cls)
@@ -32,11 +32,14 @@ class PagedKV(PagedDecode):
         # Admission counts live cached blocks another request shares as not taken (V1, SGLang); V0 counts
         # every prompt block as needed and credits only free (evictable) cached ones, as free blocks.
         self.credit_live_hits = credit_live_hits
+        # V0 keeps the admission watermark free on an idle engine too; V1 only while requests run.
+        self.watermark_while_idle = watermark_while_idle
 
     @classmethod
     def for_policy(cls, config: EngineConfig, policy, block_manager_cls: type[BlockManager]) -> "PagedKV":
         return cls(config, swap=policy.preemption in (SWAP, SWAP_GROUPS), block_manager_cls=block_manager_cls,
-                   credit_live_hits=policy.admission_credits_live_hits)
+                   credit_live_hits=policy.admission_credits_live_hits,
+                   watermark_while_idle=policy.watermark_while_idle)
 
     # ---- admission -----------------------------------------------------------------------------------
     def assign_block_keys(self, group: Group, request_key: Hashable, prefix_group: Hashable | None,
@@ -49,6 +52,9 @@ class PagedKV(PagedDecode):
     def touch_prefix(self, group: Group) -> None:
         self.prefix.touch(group)
 
+    def evictable_prefix_blocks(self, group: Group) -> int:
+        return self.prefix.evictable_hits(group)
+
     def blocks_for(self, group: Group, generated: int) -> int:
         """Blocks a (re)prefill takes: the prompt's full blocks once, each sample's tail on its own."""
         bs, p = self.bs, group.prompt
@@ -58,12 +64,18 @@ class PagedKV(PagedDecode):
 
     def usable_blocks(self) -> int:
         """The most blocks a request may hold at admission: V0's NEVER is the pool less the watermark
-        (core/block_manager.py:139-141 @v0.6.6.post1)."""
-        return self.bm.num_gpu_blocks - self.bm.watermark_blocks
+        (core/block_manager.py:139-141 @v0.6.6.post1); the whole pool where an idle engine keeps no watermark
+        (V1, which checks at startup that a request of `max_model_len` fits the pool)."""
+        return self.bm.num_gpu_blocks - (self.bm.watermark_blocks if self.watermark_while_idle else 0)
 
     def admission_watermark(self) -> int:
-        """Blocks admission leaves free (V0: always the watermark)."""
-        return self.bm.watermark_blocks
+        """Blocks admission leaves free: V0 always the watermark; V1 only while requests run
+        (`has_scheduled_reqs=bool(self.running)`, sched/scheduler.py:1451; kv_cache_manager.py:518-525, 546): a
+        sequence on the GPU is a running request (a finished one held for async scheduling too, as V1's
+        stays in `running`)."""
+        if self.watermark_while_idle or self.bm.num_gpu_seqs:
+            return self.bm.watermark_blocks
+        return 0
 
     def never_fits(self, group: Group) -> str | None:
         need = self.blocks_for(group, group.output - 1 if group.output > 1 else 0)

@@ -1,10 +1,18 @@
-"""vLLM V1's KV allocation: a (re)prefill holds its prefix hits and the chunks scheduled so far only.
+"""Per-chunk KV allocation (vLLM V1, SGLang): a (re)prefill holds its prefix hits and the chunks scheduled so far.
 
 V1 allocates a request's blocks step by step, for the tokens scheduled in that step
 (`vllm/v1/core/kv_cache_manager.py` `allocate_slots`, 551-588; admission takes only the computed prefix
-hits, 266-328), not the whole prompt at admission as `sim.kv_paged.PagedKV` does. Each request holds one
-sequence (V1 runs every parallel sample as its own request). Full prompt blocks are cached as their
-chunk is allocated (616-625); a request's private blocks are registered when released (`sim.kv_prefix`).
+hits, 266-328), not the whole prompt at admission as `sim.kv_paged.PagedKV` does. SGLang 0.5.23 does the
+same: a new request takes its matched prefix, and each prefill batch allocates only the tokens it extends,
+the chunked request's chunk included (`alloc_for_extend`, mem_cache/allocation.py:374-489). One sequence
+holds the (re)prefill: V1 runs every parallel sample as its own request, and a beam group (SGLang's
+scheduler) forks its beams from it once the prefill is done (`share_samples`), as SGLang's beam leader
+prefills alone and its member rows alias its prompt KV (beam_search/fork.py:1-28, coordinator.py:293-351).
+Full prompt blocks are cached as their chunk is allocated (V1, 616-625); a request's private blocks are
+registered when released (`sim.kv_prefix`). SGLang inserts a chunk into its radix tree only when it schedules
+the next batch (`checkpoint_kv_cache`, managers/scheduler.py:3911-3919, mem_cache/common.py:271-281);
+`sim.policies.sglang` allocates a pass's chunks after choosing its requests, as SGLang does, so no request of
+that pass finds them and the next pass does, computed: the same hits as caching them then.
 """
 from __future__ import annotations
 
@@ -19,28 +27,20 @@ from sim.state import Group, Seq
 
 
 class ChunkedPagedKV(PagedKV):
-    """`PagedKV` with V1's per-chunk allocation. Implements `sim.kv_layout.KVLayout`."""
+    """`PagedKV` with per-chunk allocation. Implements `sim.kv_layout.KVLayout`."""
 
     def __init__(self, config: EngineConfig, swap: bool, block_manager_cls: type[BlockManager] = BlockManager,
-                 credit_live_hits: bool = True) -> None:
-        super().__init__(config, swap, block_manager_cls, credit_live_hits)
+                 credit_live_hits: bool = True, watermark_while_idle: bool = True) -> None:
+        super().__init__(config, swap, block_manager_cls, credit_live_hits, watermark_while_idle)
         self.chunk_keys: dict[int, tuple[Sequence[Hashable], int]] = {}  # sid -> (keys, blocks registered)
 
-    def usable_blocks(self) -> int:
-        """The whole pool: V1 applies no watermark on an idle engine (below), and checks at startup that
-        a request of `max_model_len` fits the pool."""
-        return self.bm.num_gpu_blocks
-
-    def admission_watermark(self) -> int:
-        """V1 keeps the watermark free only while requests run (`has_scheduled_reqs=bool(self.running)`,
-        sched/scheduler.py:1451; kv_cache_manager.py:518-525, 546): a sequence on the GPU is a running
-        request (a finished one held for async scheduling too, as V1's stays in `running`)."""
-        return self.bm.watermark_blocks if self.bm.num_gpu_seqs else 0
-
     def allocate(self, group: Group) -> int:
-        """V1's admission: the request's computed prefix hits, nothing else (kv_cache_manager.py:266-328);
-        the chunks take their blocks in `allocate_chunk`. Returns the tokens found computed."""
-        assert group.n == 1, "per-chunk allocation holds one sequence per request"
+        """Admission: the request's computed prefix hits, nothing else (V1 kv_cache_manager.py:266-328; SGLang
+        locks its matched prefix, schedule_policy.py:1685-1690); the chunks take their blocks in
+        `allocate_chunk`. Returns the tokens found computed."""
+        # A forked group's recompute restores each sample's own tokens, which one sequence cannot hold; neither
+        # engine has one (V1 runs samples as requests, SGLang aborts a beam group rather than retract it).
+        assert group.n == 1 or not group.generated, "per-chunk allocation cannot recompute a forked group"
         seq = Seq(self.new_sid(), 0)
         keys, ready = self.prefix.allocate_hits(seq.sid, group)
         if keys is not None:

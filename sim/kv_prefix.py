@@ -77,6 +77,9 @@ class NoPrefixCache:
     def touch(self, group: Group) -> None:
         return None
 
+    def evictable_hits(self, group: Group) -> int:
+        return 0
+
     def allocate(self, sid: int, group: Group) -> int:
         self.bm.allocate(sid, group.prompt)
         return 0
@@ -194,6 +197,15 @@ class PrefixCache:
         keys, ready = self.plan(group)
         if ready:
             self.bm.touch_cached_prefix(keys.head(ready))
+
+    def evictable_hits(self, group: Group) -> int:
+        """The group's computed hits (those `cached_tokens` counts) that no request holds: evictable blocks,
+        counted free."""
+        keys, ready = self.plan(group)
+        if not ready:
+            return 0
+        rc = self.bm.gpu_refcounts
+        return sum(1 for block in self.bm.find_cached_prefix(keys.head(ready)) if not rc[block])
 
     def allocate(self, sid: int, group: Group) -> int:
         """Allocate the (re)prefill's tokens through the cache (`tokens`); returns the tokens whose

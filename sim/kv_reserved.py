@@ -53,6 +53,9 @@ class ReservedKV(LazyDecode):
     def touch_prefix(self, group: Group) -> None:
         return None  # no prefix cache
 
+    def evictable_prefix_blocks(self, group: Group) -> int:
+        return 0  # no prefix cache
+
     def reservation(self, group: Group) -> int:
         if self.true_output:
             return group.prompt + group.output

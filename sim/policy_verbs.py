@@ -62,6 +62,10 @@ class PolicyVerbs(PreemptingQueues):
         path's LRU time: the request's evictable cached prefix becomes the most recently used."""
         self.kv.touch_prefix(group)
 
+    def evictable_prefix_tokens(self, group: Group) -> int:
+        """Tokens of the group's computed cached prefix in blocks no request holds (counted free)."""
+        return self.kv.evictable_prefix_blocks(group) * self.config.block_size
+
     def decode_need(self) -> int:
         """Blocks the next decode step of every decoding sequence would take."""
         if not self.decode_seqs:

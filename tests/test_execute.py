@@ -63,6 +63,17 @@ def test_shadow_check_passes_swaps() -> None:
     assert s["verify_mismatches"] == 0, s["verify_first_mismatches"]
 
 
+def test_shadow_check_passes_sglangs_chunks_allocated_one_by_one() -> None:
+    # sglang (no prefix cache on this backend) prefills in chunks of 16, allocating each chunk's blocks when it
+    # is scheduled: the beam request's first chunk holds one 16-token block, not its prompt's two; its beams
+    # fork from the prefilled leader (copy-on-write).
+    result = execute(small_trace(), "sglang", 10, chunked_prefill_size=16)
+    s, steps = result.summary, result.steps
+    assert s["num_finished"] == 3 and s["cow_copies"] > 0
+    assert steps["num_prefill_tokens"].iloc[0] == 16 and steps["kv_blocks_used"].iloc[0] == 1
+    assert s["verify_checked"] >= s["num_steps"] and s["verify_mismatches"] == 0, s["verify_first_mismatches"]
+
+
 def _dropping(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
     """Make the runner skip the first copy-on-write copy or swap-in it is given, as a bug would."""
     original = runner_module.StepRunner.run

@@ -9,7 +9,7 @@ import pytest
 from sim import EngineConfig, replay
 from sim.engine import Engine
 from sim.policies.sglang import SGLangPolicy
-from sim.policies.sglang_budget import IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size
+from sim.policies.sglang_budget import IgnoreEosStates, NewTokenRatio, PrefillBudget, default_chunked_prefill_size
 from sim.policies.sglang_charges import running_reserve
 from sim.policies.sglang_memory import default_mem_fraction, prefill_graph_sizes
 from sim.state import DECODE, Group
@@ -141,6 +141,81 @@ def test_prefill_first_steps_never_mix_and_chunks_follow_the_chunk_size() -> Non
 def test_chunk_size_default_follows_gpu_memory() -> None:
     assert [default_chunked_prefill_size(g) for g in (16, 24, 40, 79.6, 140.4, 180)] == [
         2048, 4096, 4096, 8192, 8192, 16384]
+
+
+# ---- KV per chunk --------------------------------------------------------------------------------------
+def test_kv_blocks_follow_the_chunks_step_by_step() -> None:
+    # SGLang allocates each prefill batch's extend only (mem_cache/allocation.py:374-489): A's 1000 tokens in
+    # chunks of 400 hold 25, 50, then 63 blocks, not all 63 from the first chunk on.
+    trace = Trace([Request("A", 0.0, 1000, 3)])
+    config = EngineConfig(chunked_prefill_size=400, enable_prefix_caching=False, fast_forward=False, check_every=1)
+    steps = replay(trace, config, policy="sglang").steps
+    assert steps["num_prefill_tokens"].tolist()[:3] == [400, 400, 200]
+    assert steps["kv_blocks_used"].tolist()[:4] == [25, 50, 63, 63]
+    assert steps["kv_tokens"].tolist()[:3] == [400, 800, 1000]
+
+
+def test_a_cached_prefix_outlives_the_chunks_not_allocated_yet() -> None:
+    # P1's then P2's prompts (groups x and y) are cached, evictable, when A's 480 tokens (30 blocks) arrive in
+    # a pool of 45: the 25 blocks nobody caches hold A's first two chunks; C, which shares P1's prompt, arrives
+    # meanwhile and joins A's last chunk, finding all 9 of P1's prompt blocks: A's last 5 blocks are taken
+    # only after C has locked them. Allocating A's whole prompt at once would have evicted P1's blocks, the
+    # least recently used, before C came (C would find 5 of them).
+    reqs = [Request("P1", 0.0, 160, 1, prefix_group="x", prefix_tokens=160),
+            Request("P2", 0.05, 160, 1, prefix_group="y", prefix_tokens=160),
+            Request("A", 0.2, 480, 2), Request("C", 0.2001, 160, 1, prefix_group="x", prefix_tokens=160)]
+    config = EngineConfig(num_gpu_blocks=45, chunked_prefill_size=200, fast_forward=False, check_every=1)
+    result = replay(Trace(reqs), config, policy="sglang")
+    steps = result.steps[result.steps["start_s"] >= 0.2]
+    assert steps["num_prefill_tokens"].tolist()[:3] == [200, 200, 80 + 160 - 144]  # A's chunks, C beside the last
+    assert steps["kv_blocks_used"].tolist()[:3] == [13, 25, 25 + 9 + 5 + 1]
+    assert result.summary["prefix_hit_tokens"] == 144 and (result.requests["status"] == "finished").all()
+
+
+def test_requests_of_one_pass_do_not_find_each_others_chunks() -> None:
+    # SGLang inserts a chunk into the radix tree at the next schedule (managers/scheduler.py:3911-3919), so B,
+    # admitted in the same pass as A, finds none of the prompt it shares with A (the sim allocates the pass's
+    # chunks after choosing it); V1 caches blocks as it allocates them, and B, scheduled after A, hits them.
+    trace = Trace([Request("A", 0.0, 320, 4, prefix_group="s", prefix_tokens=320),
+                   Request("B", 0.0, 320, 4, prefix_group="s", prefix_tokens=320)])
+    config = EngineConfig(num_gpu_blocks=200, fast_forward=False)
+    sgl = replay(trace, config, policy="sglang")
+    assert sgl.steps["num_prefill_tokens"].iloc[0] == 640 and sgl.summary["prefix_hit_tokens"] == 0
+    assert replay(trace, config, policy="vllm").summary["prefix_hit_tokens"] == 19 * 16
+
+
+def test_the_chunked_requests_next_chunk_is_charged_with_a_page_and_its_output_only_when_last() -> None:
+    # `add_chunked_req` (schedule_policy.py:1140-1222): the chunk budget cut to what the estimate has left, or
+    # all of it when nothing is left; the page-ceiled chunk plus a page, and max_new_tokens with the last chunk.
+    a = Group(0, "A", 0, 1000, 30, 1, "greedy")
+    a.prefill_len, a.prefill_done = 1000, 400
+    budget = PrefillBudget(lambda: 2000, running_reserve=0.0)
+    assert SGLangPolicy._next_chunk(a, budget, 400, 16) == 400
+    assert (budget.total_offset, budget.current_offset) == (416, 416)  # no output: not the last chunk
+    assert SGLangPolicy._next_chunk(a, PrefillBudget(lambda: 2000, 1800.0), 400, 16) == 200  # cut to what is left
+    assert SGLangPolicy._next_chunk(a, PrefillBudget(lambda: 2000, 2000.0), 400, 16) == 400  # must progress
+    a.prefill_done = 900
+    last = PrefillBudget(lambda: 2000, running_reserve=0.0)
+    assert SGLangPolicy._next_chunk(a, last, 400, 16) == 100
+    assert (last.total_offset, last.current_offset) == (112 + 16 + 30, 112 + 16)
+
+
+def test_a_candidates_cached_prefix_is_pinned_while_the_estimate_checks_it() -> None:
+    # P's 39 prompt blocks (624 tokens) are cached and evictable when B, which shares P's prompt, arrives while D
+    # decodes. B's 16-token extend + one page + 100 output tokens fit the free pool less D's reserve, ~725 tokens,
+    # only counting P's blocks as free; SGLang pins B's matched prefix during its check (`_lock_node`,
+    # managers/schedule_policy.py:1225-1238, 1429-1431; mem_cache/unified_cache/components/full.py:315-327), so
+    # B waits for D. With 50 output tokens B goes at once, and locks P's blocks: C, admitted after B in the same
+    # pass, no longer counts them as free (prefill_budget.py:91-105) and waits for B to leave.
+    def run(b_output: int, *after_b: Request) -> pd.DataFrame:
+        reqs = [Request("P", 0.0, 640, 1, prefix_group="s", prefix_tokens=640), Request("D", 0.0, 16, 1300),
+                Request("B", 0.5, 640, b_output, prefix_group="s", prefix_tokens=640), *after_b]
+        return by_id(replay(Trace(reqs), EngineConfig(num_gpu_blocks=100), policy="sglang"))
+
+    pinned = run(100)
+    assert pinned.loc["B", "first_token_s"] >= pinned.loc["D", "finish_s"]
+    locked = run(50, Request("C", 0.5, 16, 10))
+    assert locked.loc["B", "ttft_s"] < 0.05 and locked.loc["C", "first_token_s"] >= locked.loc["B", "finish_s"]
 
 
 def test_retraction_takes_fewest_generated_then_longest_prompt_and_raises_the_ratio() -> None:
@@ -333,6 +408,22 @@ def test_an_aborted_request_frees_its_memory_and_is_counted_with_the_rejected(mo
     assert result.steps["kv_blocks_used"].iloc[-1] < result.steps["kv_blocks_used"].max()
 
 
+def test_the_last_request_whose_decode_still_does_not_fit_is_aborted() -> None:
+    # Two beam groups in 13 blocks: B finishes first and, a beam group, is not waited for while its last step
+    # is in flight (its KV still held); A's next decode does not fit beside it, and A is the last request of
+    # the decode batch. SGLang aborts it (schedule_batch.py:3516-3538): nothing may preempt B, which has
+    # finished, nor recompute A, a beam group.
+    trace = Trace([Request("A", 0.0, 2, 46, n=3, sampling="beam"), Request("B", 0.001, 67, 15, n=3, sampling="beam")])
+    policy = SGLangPolicy()
+    engine = Engine(trace, policy.configure(EngineConfig(num_gpu_blocks=13, block_size=16, check_every=1)), policy)
+    engine.run()
+    a, b = engine.scheduler.groups
+    assert b.state == 4 and a.state == 5 and a.preemptions == 0  # FINISHED, REJECTED
+    assert a.reason == ("out of KV memory even after retracting every other request of the decode batch (SGLang "
+                        "aborts the last one)")
+    assert [victims for _, victims, _, _ in policy.retractions] == [[a.idx]]
+
+
 # ---- parallel sampling as requests -------------------------------------------------------------------
 def sampling_trace() -> Trace:
     return Trace([Request("q", 0.0, 50, 10), Request("p", 0.0, 200, 30, n=4, sampling="parallel")])
@@ -440,6 +531,18 @@ def test_a_request_sglangs_budget_never_admits_is_rejected_with_that_rule() -> N
         "SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, 48 + 5 tokens, "
         "stays below the 48 free tokens of the idle pool (prefill_budget.py:114-131)")
     assert by_id(replay(trace, EngineConfig(num_gpu_blocks=3), policy="vllm-v0"))["status"].eq("finished").all()
+
+
+def test_a_request_whose_budget_fails_only_with_its_cached_prefix_pinned_is_rejected_saying_so() -> None:
+    # B finds P's 2 cached blocks, evictable on the idle pool of 5: pinned while B is checked, they are not free
+    # to it, and 48 + 10 tokens do not stay below 80 - 32 (counted free, B would be admitted).
+    trace = Trace([Request("P", 0.0, 33, 1, prefix_group="s", prefix_tokens=33),
+                   Request("B", 0.1, 64, 10, prefix_group="s", prefix_tokens=64), Request("S", 0.2, 5, 5)])
+    result = by_id(replay(trace, EngineConfig(num_gpu_blocks=5), policy="sglang"))
+    assert result.loc["B", "status"] == "rejected" and (result.loc[["P", "S"], "status"] == "finished").all()
+    assert result.loc["B", "reason"] == (
+        "SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, 48 + 10 tokens, "
+        "stays below the 80 free tokens of the idle pool less the 32 of its cached prefix (prefill_budget.py:114-131)")
 
 
 def test_max_prefill_tokens_caps_the_pass_not_each_request_while_chunking() -> None:

@@ -85,6 +85,8 @@ class SchedulerView(Protocol):
 
     def touch_prefix(self, group: Group) -> None: ...
 
+    def evictable_prefix_tokens(self, group: Group) -> int: ...
+
     def decode_need(self) -> int: ...
 
     def num_free_blocks(self) -> int: ...
@@ -111,6 +113,8 @@ class Policy(Protocol):
                                    # only after the next step is scheduled (V1; SGLang's overlap scheduler)
     admission_credits_live_hits: bool  # admission counts prefix hits shared with a live request as not taken
                                        # (V1, SGLang); V0 counts every prompt block as needed
+    watermark_while_idle: bool     # admission keeps the watermark free on an idle engine too (V0; SGLang has
+                                   # none, so the simulator's applies as V0's); V1 only while requests run
     settings: frozenset[str]  # the settings of sim.policies.settings.POLICY_SETTINGS it reads
     settings_instead: dict[str, str]  # what it reads in place of some it ignores (for the warning)
 
@@ -146,6 +150,7 @@ class EnginePolicy:
     prompt_request_first = False     # a parallel-sampling request's samples wait for its prompt alone (SGLang)
     finish_lags_a_step = False       # a finished request frees its slot and blocks at once
     admission_credits_live_hits = True  # live shared prefix hits are not taken at admission (V1, SGLang)
+    watermark_while_idle = True         # the admission watermark holds on an idle engine too (not V1)
     settings_instead: dict[str, str] = {}
 
     def configure(self, config: EngineConfig) -> EngineConfig:

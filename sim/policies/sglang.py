@@ -6,10 +6,14 @@ waiting requests in queue order - FCFS, or longest cached prefix first (`schedul
 most 128 wait and the prefix cache is on) - within a chunk budget (`chunked_prefill_size`, by GPU memory)
 and `max_prefill_tokens`, and only while SGLang's estimate of free KV tokens allows: running requests are
 charged `new_token_ratio` of their remaining output, new ones all of it (clipped at 4096; the charges are
-`sglang_charges`); a beam group is charged as its leader alone, all of whose output is reserved (it runs
-with ignore_eos), and without the radix cache a beam request is admitted by SGLang's rule for ignore_eos
-requests. A decode step whose new blocks do not fit retracts running requests (fewest generated tokens
-first, ties: longest prompt) to the end of the waiting queue and raises the ratio. Beam search runs in
+`sglang_charges`), the chunked request its chunk (its output with its last chunk); a beam group is charged as
+its leader alone, all of whose output is reserved (it runs with ignore_eos), and without the radix cache a
+beam request is admitted by SGLang's rule for ignore_eos requests. The free tokens are the pool as it is
+during the pass (`PrefillBudget`): a prefix an admitted request locks stops counting at once, and a
+candidate's own cached prefix is pinned while it is checked. The batch's KV is allocated once it is chosen,
+each request's chunk only (the layout "paged-per-chunk"). A decode step whose new blocks do not fit retracts
+running requests (fewest generated tokens first, ties: longest prompt) to the end of the waiting queue and
+raises the ratio; when even the last one's does not fit, it is aborted. Beam search runs in
 the scheduler (a beam group of `beam_width` rows decoding in lockstep over the shared prompt); beam groups
 are retracted last and, since they cannot be requeued, aborted.
 
@@ -32,8 +36,8 @@ from the pool.
 
 Modelling choices (docs/sim.md, "sglang"): the radix cache is the block manager's prefix cache at the
 engine's block size (hits rounded down to whole blocks; eviction least recently released first, a
-chain's tail before its head); the whole prompt is allocated at admission as in the other paged policies;
-`max_new_tokens` is the request's true output length; `max_running_requests` is `max_num_seqs`.
+chain's tail before its head); `max_new_tokens` is the request's true output length; `max_running_requests`
+is `max_num_seqs`.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ from memory import AllocStatus
 from sim.config import EngineConfig
 from sim.policies.base import EnginePolicy, SchedulerView, StepPlan
 from sim.policies.sglang_budget import (WAITING_PREFIX_REFRESH_INTERVAL, WAITING_QUEUE_PREFIX_MATCH_MAX,
-                                        IgnoreEosStates, NewTokenRatio, default_chunked_prefill_size)
+                                        IgnoreEosStates, NewTokenRatio, PrefillBudget, default_chunked_prefill_size)
 from sim.policies.sglang_charges import (ignore_eos_row, ignore_eos_rows, max_new_tokens, new_tokens, num_requests,
                                          paged_input, running_reserve)
 from sim.policies.sglang_defaults import sglang_config
@@ -68,7 +72,8 @@ def check_schedule_policy(policies: tuple[str, ...], schedule_policy: str | None
 
 class SGLangPolicy(EnginePolicy):
     name = "sglang"
-    memory = "paged"
+    # KV per scheduled chunk: a pass allocates each request's extend only (mem_cache/allocation.py:374-489)
+    memory = "paged-per-chunk"
     preemption = RECOMPUTE
     chunked_prefill = True
     beam_search = True   # beam groups in the scheduler (beam_search/coordinator.py:14-35, 119-180)
@@ -131,6 +136,10 @@ class SGLangPolicy(EnginePolicy):
         retracted = self._retract_for_decode(sched)
         if retracted:
             self.batch_is_full = False
+            if not sched.decode_seqs:
+                # The last request was aborted: SGLang runs nothing this tick and forms a batch on the next one
+                # (managers/scheduler.py:3996-4003); the pass may now fit a waiting request.
+                return self.schedule(sched)
         preempted = sched.reserve_decode(RECOMPUTE)
         lpm = self._lpm_active(sched)
         return StepPlan(
@@ -175,7 +184,7 @@ class SGLangPolicy(EnginePolicy):
                 sched.touch_prefix(group)
 
     def idle_refusal(self, sched: SchedulerView, group: Group) -> str:
-        """The budget check of `_prefill_batch` that an idle engine's whole pool still fails."""
+        """The budget check of `_select_prefills` that an idle engine's whole pool still fails."""
         bs, free = sched.config.block_size, sched.num_free_blocks() * sched.config.block_size
         charged = paged_input(sched.prefill_need(group), bs)
         if group.is_beam and not sched.config.enable_prefix_caching:
@@ -183,21 +192,39 @@ class SGLangPolicy(EnginePolicy):
                 return super().idle_refusal(sched, group)
             return (f"SGLang admits a beam leader (ignore_eos) only if its page-ceiled prompt plus one page, "
                     f"{charged} tokens, fits the {free} free tokens of the idle pool (prefill_budget.py:132-140)")
-        if charged + new_tokens(group) < free:
+        pinned = sched.evictable_prefix_tokens(group)
+        if charged + new_tokens(group) < free - pinned:
             return super().idle_refusal(sched, group)
+        of_prefix = f" less the {pinned} of its cached prefix" if pinned else ""
         return (f"SGLang admits a request only if its page-ceiled prompt plus one page plus max_new_tokens, "
-                f"{charged} + {new_tokens(group)} tokens, stays below the {free} free tokens of the idle pool "
-                f"(prefill_budget.py:114-131)")
+                f"{charged} + {new_tokens(group)} tokens, stays below the {free} free tokens of the idle pool"
+                f"{of_prefix} (prefill_budget.py:114-131)")
 
     def _prefill_batch(self, sched: SchedulerView) -> tuple[list[tuple[Group, int]], bool]:
+        """The prefill batch and whether the estimate stopped it. Its KV is allocated once it is chosen, each
+        request's chunk only (`prepare_for_extend`, managers/scheduler.py:4357 -> `alloc_for_extend`,
+        managers/schedule_batch.py:2914-2916, mem_cache/allocation.py:374-489), so no request of the pass finds
+        another's chunk in the prefix cache (SGLang inserts it at the next schedule, scheduler.py:3911-3919)."""
+        prefills, blocked = self._select_prefills(sched)
+        for group, chunk in prefills:
+            # The budget keeps every chunk within the pool: SGLang's allocation has no fallback (`alloc_token_slots`
+            # raises "Out of memory", allocation.py:152-172).
+            allocated = sched.allocate_chunk(group, chunk)
+            assert allocated, f"SGLang's budget chose a chunk of {chunk} tokens the KV pool cannot hold"
+        return prefills, blocked
+
+    def _select_prefills(self, sched: SchedulerView) -> tuple[list[tuple[Group, int]], bool]:
+        """SGLang's PrefillAdder pass (managers/scheduler.py:4079-4357): the chunked request's next chunk, then
+        waiting requests while the chunk, input and memory budgets allow. Allocates nothing."""
         cfg, bs = sched.config, sched.config.block_size
         rem_chunk = cfg.chunked_prefill_size or default_chunked_prefill_size(cfg.gpu_spec.memory_gib)
         rem_input = cfg.max_prefill_tokens
+        ratio = self.ratio.value(sched.G)
+        budget = PrefillBudget(lambda: sched.num_free_blocks() * bs, running_reserve(sched.running, sched.G, ratio))
         prefills: list[tuple[Group, int]] = []
-        for group in sched.prefilling:  # the chunked request goes first (scheduler.py:4179-4184)
-            chunk = min(group.prefill_len - group.prefill_done, rem_chunk)
-            if chunk <= 0:
-                break
+        assert len(sched.prefilling) <= 1, "SGLang chunks one request at a time"
+        for group in sched.prefilling:  # the chunked request goes first (scheduler.py:4176-4184)
+            chunk = self._next_chunk(group, budget, rem_chunk, bs)
             prefills.append((group, chunk))
             rem_chunk -= chunk
             rem_input -= chunk
@@ -206,10 +233,6 @@ class SGLangPolicy(EnginePolicy):
         if not sched.prefilling and sched.num_running_seqs >= cfg.max_num_seqs:
             return prefills, False  # no request slot: SGLang returns before ordering the queue (scheduler.py:4117-4126)
         self._order_waiting(sched)
-        free_tokens = sched.num_free_blocks() * bs
-        ratio = self.ratio.value(sched.G)
-        rem_total = free_tokens - running_reserve(sched.running, sched.G, ratio)  # PrefillBudget.remaining_total
-        rem_current = free_tokens                                # PrefillBudget.remaining_current
         ignore_eos_states: IgnoreEosStates | None = None
         seqs, waiting = sched.num_running_seqs, sched.waiting
         while waiting and rem_chunk > 0 and rem_input > 0:
@@ -223,7 +246,7 @@ class SGLangPolicy(EnginePolicy):
             # A beam leader runs with ignore_eos; without the radix cache it takes the other rule
             # (schedule_policy.py:1401-1402; the cache's `disable` flag, mem_cache/kv_cache_builder.py:365-390).
             if group.is_beam and not cfg.enable_prefix_caching:
-                if charged > min(rem_current, rem_total):  # prefill_budget.py:132-140
+                if charged > min(budget.remaining_current, budget.remaining_total):  # prefill_budget.py:132-140
                     return prefills, True
                 row = ignore_eos_row(group, group.generated)
                 if ignore_eos_states is None:
@@ -231,12 +254,14 @@ class SGLangPolicy(EnginePolicy):
                     ignore_eos_states = IgnoreEosStates([row] + rows)
                 else:
                     ignore_eos_states.insert(row)
-                if not ignore_eos_states.fits(rem_current - charged):
+                if not ignore_eos_states.fits(budget.remaining_current - charged):
                     return prefills, True
             else:
-                # Page-ceiled extend + one page + max_new must stay below the estimate
-                # (prefill_budget.py:114-131).
-                if charged + new_tokens(group) >= rem_total:
+                # Page-ceiled extend + one page + max_new must stay below the estimate (prefill_budget.py:114-131),
+                # its cached prefix pinned meanwhile: a lock takes the path's evictable tokens out of the free ones
+                # (`_lock_node`, schedule_policy.py:1225-1238, 1429-1431; mem_cache/unified_cache/components/
+                # full.py:315-327; prefill_budget.py:91-105).
+                if charged + new_tokens(group) >= budget.remaining_total - sched.evictable_prefix_tokens(group):
                     # Tried, it was matched against the tree first (`init_next_round_input`,
                     # managers/scheduler.py:4260; schedule_batch.py:1730-1738): its prefix is refreshed.
                     sched.touch_prefix(group)
@@ -248,24 +273,32 @@ class SGLangPolicy(EnginePolicy):
             if status is AllocStatus.LATER:
                 sched.touch_prefix(group)
                 break
-            sched.admit(group)
+            sched.admit(group)  # locks its cached prefix (the budget sees it at once), allocates nothing else
             chunk = min(group.prefill_len - group.prefill_done, rem_chunk)
             prefills.append((group, chunk))
             rem_chunk -= chunk
             rem_input -= chunk
             chunked = chunk < group.prefill_len - group.prefill_done
-            if group.is_beam and not cfg.enable_prefix_caching and chunked:
-                # The ignore_eos rule reserves only the first chunk, no output (schedule_policy.py:1369-1381).
-                first_chunk = paged_input(chunk, bs)
-                rem_total -= first_chunk
-                rem_current -= first_chunk
+            if chunked:
+                # A first chunk reserves no output (schedule_policy.py:1369-1381 under ignore_eos, 1674-1675).
+                budget.reserve(paged_input(chunk, bs), 0)
             else:
-                rem_total -= charged + new_tokens(group)
-                rem_current -= charged
+                budget.reserve(charged, new_tokens(group))
             seqs += group.n
             if chunked:
                 break  # it is now the chunked request
         return prefills, False
+
+    @staticmethod
+    def _next_chunk(group: Group, budget: PrefillBudget, rem_chunk: int, bs: int) -> int:
+        """The chunked request's next chunk and its charge (`add_chunked_req`, schedule_policy.py:1140-1222): the
+        chunk budget, cut to what the estimate has left; the page-ceiled chunk plus a page, and its output
+        reserve only with its last chunk. It is outside the running batch (scheduler.py:3911-3914), so nothing
+        else is charged for it; its later chunks are not allocated yet."""
+        rest = group.prefill_len - group.prefill_done
+        chunk = min(rest, budget.available_chunk_tokens(rem_chunk))
+        budget.reserve(paged_input(chunk, bs), new_tokens(group) if chunk == rest else 0)
+        return chunk
 
     # ---- decode and retraction -----------------------------------------------------------------------
     def _retract_for_decode(self, sched: SchedulerView) -> int:
@@ -289,6 +322,13 @@ class SGLangPolicy(EnginePolicy):
                                     "beam group)")
             else:
                 sched.retract(victim)
+        if decoding and sched.decode_need() > sched.num_free_blocks():
+            # Not even the last one fits (beam groups finishing in flight still hold their KV): SGLang aborts it
+            # rather than crash (schedule_batch.py:3516-3538).
+            last = decoding.pop()
+            victims.append(last.idx)
+            sched.abort(last, "out of KV memory even after retracting every other request of the decode batch "
+                              "(SGLang aborts the last one)")
         if victims:
             # Over the kept requests (new_token_ratio_tracker.py:40-49): a parallel sample is a request, a
             # beam group only its leader, whose max_new_tokens is the user's + 4.

@@ -5,6 +5,8 @@ rule with its line and test.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 # managers/scheduler_components/new_token_ratio_tracker.py:21-38, environ.py:646-649
 INIT_NEW_TOKEN_RATIO = 0.7          # times schedule_conservativeness 1.0
 MIN_NEW_TOKEN_RATIO_FACTOR = 0.14   # min = init * 0.14 = 0.098
@@ -25,6 +27,41 @@ def default_chunked_prefill_size(gpu_memory_gib: float) -> int:
         if gpu_memory_gib < below_gib:
             return size
     return 16384
+
+
+class PrefillBudget:
+    """SGLang's `PrefillBudget` of one prefill pass (mem_cache/prefill_budget.py:62-169): the free pool as it
+    is now - evictable cached tokens included, so a prefix an admitted request locks stops counting at once
+    (91-105) - less what the pass has charged: `remaining_total` the running requests' output reserves and
+    each admitted extend with its output, `remaining_current` the extends alone. Nothing is allocated during
+    the pass: the batch's KV is allocated after it (`alloc_for_extend`)."""
+
+    def __init__(self, free_tokens: Callable[[], int], running_reserve: float) -> None:
+        self.free_tokens = free_tokens
+        self.total_offset = running_reserve    # schedule_policy.py:670-680
+        self.current_offset = 0
+
+    @property
+    def remaining_total(self) -> float:
+        return self.free_tokens() - self.total_offset
+
+    @property
+    def remaining_current(self) -> float:
+        return self.free_tokens() - self.current_offset
+
+    def available_chunk_tokens(self, chunk_limit: int) -> int:
+        """The chunked request's next chunk at most (142-145): the chunk budget, cut to what remains in the
+        total; the whole chunk budget where nothing remains ("continuation must make progress to release
+        its KV")."""
+        available = min(chunk_limit, int(self.remaining_total))
+        return available if available > 0 else chunk_limit
+
+    def reserve(self, paged_input: int, max_new_tokens: int) -> None:
+        """Charge an admitted extend (156-168, `_update_prefill_budget`, schedule_policy.py:895-947): its
+        page-ceiled tokens plus a page, and in the total its `max_new_tokens` (none for a chunk that is not
+        its request's last)."""
+        self.total_offset += paged_input + max_new_tokens
+        self.current_offset += paged_input
 
 
 class NewTokenRatio:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from sim.policies.sglang_budget import BEAM_LEADER_MARGIN, CLIP_MAX_NEW_TOKENS
-from sim.state import DECODE, Group
+from sim.state import DECODE, PREFILL, Group
 
 
 def paged_input(tokens: int, page_size: int) -> int:
@@ -40,14 +40,16 @@ def max_new_tokens(group: Group) -> int:
 
 def running_reserve(running: Iterable[Group], g: int, ratio: float) -> float:
     """KV tokens the estimate keeps for running requests' remaining output at decode step `g`
-    (schedule_policy.py:785-799): `ratio` (`new_token_ratio`) of a request's remaining output; all of a
-    beam leader's, which runs with ignore_eos (ratio 1.0, 786-787); the beam members' rows are not requests
-    and are not charged."""
+    (schedule_policy.py:670-680, 785-799): `ratio` (`new_token_ratio`) of a request's remaining output; all of
+    a beam leader's, which runs with ignore_eos (ratio 1.0, 786-787); the beam members' rows are not requests
+    and are not charged. The chunked request is not in the running batch (managers/scheduler.py:3911-3914): the
+    pass charges its chunk (`add_chunked_req`)."""
     reserve = 0.0
     for group in running:
+        if group.state == PREFILL:
+            continue
         if group.state != DECODE:
-            # The chunked request: its last chunk charges its whole output (schedule_policy.py:1140-1223). Or one
-            # finishing in the batch in flight, still in the running batch (the overlap scheduler): nothing left
+            # Finishing in the batch in flight, still in the running batch (the overlap scheduler): nothing left
             # as the simulator counts outputs (a beam leader: its margin of 4). SGLang has not yet committed any
             # request's in-flight token, so it charges each `ratio` x 1 token more: not modelled.
             reserve += new_tokens(group)

@@ -75,6 +75,8 @@ class VllmPolicy(EnginePolicy):
     name = "vllm"
     # KV blocks per scheduled chunk: kv_cache_manager.py:551-588 via sched/scheduler.py:914-918, 1435-1452
     memory = "paged-per-chunk"
+    # The watermark only while requests run: sched/scheduler.py:1451; kv_cache_manager.py:518-525, 546
+    watermark_while_idle = False
     preemption = RECOMPUTE
     chunked_prefill = True
     beam_search = False            # not in the engine: the API server sends rounds of requests
