@@ -8,6 +8,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+
+def share_of_requests(count: int, total: int) -> str:
+    """`count` of `total` as a whole percentage that never reads 100% unless all are (nor 0% unless none are):
+    8,775 of 8,819 is 99.5%, not 100%."""
+    share = count / total
+    text = f"{share:.0%}"
+    if (text == "100%" and count < total) or (text == "0%" and count > 0):
+        text = f"{share:.1%}"
+        if text == "100.0%":
+            text = ">99.9%"
+        elif text == "0.0%":
+            text = "<0.1%"
+    return f"{text} of requests ({count} of {total})"
+
+
 def _suggested_model(needed: int, current: str) -> str | None:
     """The preset with the shortest context that still holds `needed` tokens (tensor-parallel ones aside)."""
     from sim.presets import MODELS
@@ -30,7 +45,7 @@ def context_note(trace: object, model: str, context_len: int) -> str | None:
     too_long = int((lengths > context_len).sum())
     if not too_long:
         return None
-    return (f"{too_long / len(lengths):.0%} of requests ({too_long} of {len(lengths)}) will be rejected: "
+    return (f"{share_of_requests(too_long, len(lengths))} will be rejected: "
             f"{too_long_reason(too_long, int(lengths.max()), model, context_len)}")
 
 
@@ -43,7 +58,7 @@ def rejection_note(requests: "pd.DataFrame", model: str, context_len: int) -> st
     total = len(requests)
     if not len(rejected):
         return None
-    share = f"{len(rejected) / total:.0%} of requests ({len(rejected)} of {total}) were rejected"
+    share = f"{share_of_requests(len(rejected), total)} were rejected"
     length = rejected["prompt_tokens"] + rejected["output_tokens"]
     too_long = length > context_len
     if too_long.sum() * 2 >= len(rejected):

@@ -361,3 +361,11 @@ def test_a_setting_the_policy_ignores_is_a_one_line_warning(trace_file: Path, tm
     assert warnings == ["pagedlab: warning: schedule_policy: policy vllm-v0 ignores it (it has no such setting)"]
     assert cli.main([*args[:-1], "sglang", "--schedule-policy", "fcfs"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("count", "total", "text"), [(3, 3, "100%"), (8775, 8819, "99.5%"), (99999, 100000, ">99.9%"),
+                                                      (1, 1000, "0.1%"), (1, 100000, "<0.1%"), (6, 13, "46%")])
+def test_a_rejected_share_reads_100_percent_only_when_every_request_was_rejected(count: int, total: int,
+                                                                                  text: str) -> None:
+    from sim.rejection_notes import share_of_requests
+    assert share_of_requests(count, total) == f"{text} of requests ({count} of {total})"
