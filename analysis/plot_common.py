@@ -35,7 +35,15 @@ def figure_legend(fig, axes, columns: int) -> None:  # type: ignore[no-untyped-d
             entries.setdefault(label, handle)
     if entries:
         fig.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=8,
-                   ncols=min(len(entries), columns))
+                   ncols=legend_columns(fig.get_figwidth(), list(entries), columns))
+
+
+def legend_columns(width_in: float, labels: Sequence[str], columns: int) -> int:
+    """Columns of a figure legend in 8-point text whose rows fit the figure's width: a column is as wide as
+    the longest label (about 4.4 points a character) plus its line sample and padding (about 40 points); long
+    labels (a policy's rejected count, the SLOs) take fewer columns, never past the edges."""
+    entry_pt = 4.4 * max(map(len, labels)) + 40
+    return max(1, min(len(labels), columns, int(width_in * 72 // entry_pt)))
 
 
 def policy_labels(table: pd.DataFrame, policies: Sequence[str]) -> dict[str, str]:
@@ -56,8 +64,17 @@ def plain_log_ticks(axis) -> None:  # type: ignore[no-untyped-def]
     labelled only on a short range, as matplotlib's default does."""
     from matplotlib.ticker import FuncFormatter, LogFormatter
 
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
-    axis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.4)))
+    class PlainLogFormatter(LogFormatter):
+        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:  # 0.7, not 7e-01
+            return plain_number(x)
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: plain_number(value)))
+    axis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(1, 0.4)))
+
+
+def plain_number(value: float) -> str:
+    """A tick value as written by hand: 20, 10,000, 0.7, 0.05."""
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
 
 
 def new_figure(nrows: int, ncols: int, width: float, height: float):  # -> (Figure, axes 2-D array)

@@ -14,7 +14,7 @@ import pandas as pd
 from analysis.memory_view import kv_timeline
 from analysis.metrics import request_latencies
 from analysis.plot_common import (
-    figure_legend, line_style, load_text, new_figure, plain_log_ticks, policy_styles, save,
+    figure_legend, legend_columns, line_style, load_text, new_figure, plain_log_ticks, policy_styles, save,
 )
 from analysis.runs import RunData
 
@@ -159,7 +159,8 @@ def plot_kv_timeline(
             ax.set_xlim(0, span)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:  # no run finished a request: nothing to label
-        fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(len(policies), 6))
+        fig.legend(handles, labels, loc="outside lower center", fontsize=8,
+                   ncols=legend_columns(fig.get_figwidth(), labels, 6))
     fig.suptitle(f"KV-cache usage and batch size over time at {load_text(load_label, load)} "
                  f"\n(means over the busy time of {TIMELINE_BINS} bins; a gap is an idle engine)")
     return save(fig, path)

@@ -144,3 +144,25 @@ def test_load_plots_of_a_trace_arriving_at_once_run_along_the_rate_scale(
     ttft = fig.axes[0]
     assert ttft.get_xlabel().startswith("rate scale")
     assert sorted({float(x) for line in ttft.get_lines() for x in line.get_xdata()}) == [1.0, 2.0]
+
+
+def test_a_long_legend_wraps_inside_the_figure_and_narrow_log_axes_read_plainly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = []
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    names = ("vllm", "sglang", "vllm-v0", "vllm-swap", "sarathi", "orca-max", "static")
+    rows = [{"policy": p, "load": r, "rate": r, "rejected": 300 if p in ("orca-max", "static") else 8,
+             "p99_ttft_ms": 1e5 + r, "p99_tpot_ms": 150.0 + r, "mean_normalized_latency_s": 0.55 + 0.005 * r}
+            for p in names for r in (20.0, 40.0)]
+    table = pd.DataFrame(rows)
+    plots.plot_latency_vs_rate(table, names, SLO(ttft_ms=2000, tpot_ms=100), tmp_path / "latency.png",
+                               plot_common.policy_labels(table, names))
+    (fig,) = figures
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # a legend of one row of eight was cut at both edges
+    normalized = fig.axes[2]
+    labels = [t.get_text() for t in normalized.get_yticklabels(minor=True) if t.get_text()]
+    assert labels and not any("e-" in label or "e+" in label for label in labels), labels
