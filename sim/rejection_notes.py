@@ -65,8 +65,12 @@ def rejection_note(requests: "pd.DataFrame", model: str, context_len: int) -> st
         return f"{share}: {too_long_reason(int(too_long.sum()), int(length.max()), model, context_len)}"
     kinds = rejected["reason"].astype(str).map(lambda r: re.sub(r"\d+", "N", r))
     common = kinds.value_counts().index[0]
-    first = rejected[kinds == common].iloc[0]
+    group = rejected[kinds == common]
+    first = group.iloc[0]
     others = int((kinds != common).sum())
     rest = f"; {others} for other reasons (the reason column of requests.csv)" if others else ""
-    return (f"{share}: {int((kinds == common).sum())} for this reason (request {first['request_id']}): "
-            f"{first['reason']}{rest}")
+    if group["reason"].nunique() == 1:
+        return f"{share}: {len(group)} for this reason (request {first['request_id']}): {first['reason']}{rest}"
+    # One kind of reason with different figures per request: quote one, say that the figures differ.
+    return (f"{share}: {len(group)} for reasons of this kind, their figures differing (request "
+            f"{first['request_id']}: {first['reason']}){rest}")

@@ -162,6 +162,13 @@ def test_replay_says_in_one_line_why_many_requests_were_rejected(tmp_path: Path,
     assert cli.main(["replay", "--trace", str(big), "--num-gpu-blocks", "50", "--out", str(tmp_path / "p")]) == 0
     assert capsys.readouterr().err == ("pagedlab: warning: 40% of requests (2 of 5) were rejected: 2 for this reason "
                                        "(request r0): needs 127 KV blocks at its longest; the pool has 50\n")
+    # One kind of reason, different figures: the warning quotes one and says the figures differ.
+    sizes = write_trace(tmp_path / "sizes.csv", [Request(f"s{i}", 0.1 * i, 1500 + 500 * i if i < 2 else 100, 20)
+                                                 for i in range(5)])
+    assert cli.main(["replay", "--trace", str(sizes), "--num-gpu-blocks", "50", "--out", str(tmp_path / "s")]) == 0
+    assert capsys.readouterr().err == ("pagedlab: warning: 40% of requests (2 of 5) were rejected: 2 for reasons of "
+                                       "this kind, their figures differing (request s0: needs 95 KV blocks at its "
+                                       "longest; the pool has 50)\n")
     # --quiet drops the summary lines, not the warning: losing requests is not a quiet success.
     assert cli.main(["replay", "--trace", str(big), "--num-gpu-blocks", "50", "--quiet",
                      "--out", str(tmp_path / "q")]) == 0
