@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
               f"requests in {s['sim_duration_s']:.1f} simulated s; {s['num_steps']} steps, "
               f"{s['preemptions']} preemptions; KV cache {percent(s['kv_usage_mean'])} held on average (peak "
               f"{percent(s['kv_usage_peak'])}), {percent(s['slot_utilization'])} of held slots filled; "
-              f"wall {time.perf_counter() - started:.2f} s -> {args.out}")
+              f"wall {time.perf_counter() - started:.2f} s with loading and writing (the replay {s['wall_s']:.2f} s, "
+              f"summary.json's wall_s) -> {args.out}")
     if note:  # even with --quiet: losing requests is not a quiet success
         warn(note)
     exhausted = result.summary["swap_space_exhausted"]

@@ -250,6 +250,8 @@ def test_replay_console_tells_kv_cache_use_from_slot_fill(trace_file: Path, tmp_
     printed = capsys.readouterr().out
     assert (f"KV cache {s['kv_usage_mean']:.1%} held on average (peak {s['kv_usage_peak']:.1%}), "
             f"{s['slot_utilization']:.1%} of held slots filled;") in printed
+    # The console's wall time covers loading and writing too; it names the replay's own, summary.json's wall_s.
+    assert f"(the replay {s['wall_s']:.2f} s, summary.json's wall_s)" in printed
 
 
 def test_out_and_system_errors_are_one_line_in_the_documented_form(trace_file: Path, tmp_path: Path,
