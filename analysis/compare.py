@@ -22,6 +22,7 @@ from analysis.report import write_report
 from analysis.report_context import ReportContext
 from analysis.runs import RunData, run_metrics
 from analysis.slo import DEFAULT_ATTAINMENT, SLO
+from sim.schema import V0_DEPARTURES
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,8 @@ def result_metrics(result: Any, slo: SLO, percentiles: Sequence[float]) -> dict[
     if result.summary.get("prefix_caching"):
         row.update(prefix_hit_rate=result.summary["prefix_hit_rate"],
                    prefix_hit_tokens=result.summary["prefix_hit_tokens"])
-    for departure in ("swap_space_exhausted", "swapped_recomputed"):  # where vLLM V0 would have stopped
-        if result.summary.get(departure):                                 # (aborted, waited forever)
+    for departure in V0_DEPARTURES:  # where vLLM V0 would have stopped (aborted, waited forever)
+        if result.summary.get(departure):
             row[departure] = result.summary[departure]
     if "verify_checked" in result.summary:  # execute backend with --verify: the shadow check's verdict
         row.update(verify_checked=result.summary["verify_checked"],

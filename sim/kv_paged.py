@@ -91,8 +91,10 @@ class PagedKV(PagedDecode):
         if required > self.usable_blocks():  # an empty pool caches nothing
             return AllocStatus.NEVER
         room = bm.num_free_gpu_blocks - self.admission_watermark()
-        if room >= required or not self.credit_live_hits:  # the prefix lookup cannot change the answer
-            return AllocStatus.OK if room >= required else AllocStatus.LATER
+        if room >= required:  # fits without sharing a cached block: the prefix lookup cannot change that
+            return AllocStatus.OK
+        if not self.credit_live_hits:  # V0: every prompt block counts as needed
+            return AllocStatus.LATER
         # Live cached blocks are shared, not taken.
         return AllocStatus.OK if room >= required - self.prefix.blocks_saved(group) else AllocStatus.LATER
 

@@ -167,6 +167,11 @@ class PrefixCache:
 
     def plan(self, group: Group) -> tuple[ChainKeys, int]:
         """The keys to allocate with, and how many leading blocks are computed hits."""
+        keys, ready, _ = self._lookup(group)
+        return keys, ready
+
+    def _lookup(self, group: Group) -> tuple[ChainKeys, int, list[int]]:
+        """`plan`, and the cached blocks the lookup found (the first `ready` are the computed hits)."""
         keys = group.block_keys
         tokens = self.tokens(group)
         if tokens > group.prompt:
@@ -179,7 +184,7 @@ class PrefixCache:
                 keys = keys.head(ready)
         else:
             ready = len(hits)
-        return keys, ready
+        return keys, ready, hits
 
     def blocks_saved(self, group: Group) -> int:
         """Blocks the allocation would not take from the free pool."""
@@ -201,11 +206,9 @@ class PrefixCache:
     def evictable_hits(self, group: Group) -> int:
         """The group's computed hits (those `cached_tokens` counts) that no request holds: evictable blocks,
         counted free."""
-        keys, ready = self.plan(group)
-        if not ready:
-            return 0
+        _, ready, hits = self._lookup(group)
         rc = self.bm.gpu_refcounts
-        return sum(1 for block in self.bm.find_cached_prefix(keys.head(ready)) if not rc[block])
+        return sum(1 for block in hits[:ready] if not rc[block])
 
     def allocate(self, sid: int, group: Group) -> int:
         """Allocate the (re)prefill's tokens through the cache (`tokens`); returns the tokens whose

@@ -35,3 +35,7 @@ EXEC_STEP_COLUMNS: tuple[str, ...] = (
     "prefill_kv_tokens", "decode_seqs", "decode_context", "sampled_seqs", "cow_copies", "swap_blocks",
     "verify_checked", "verify_mismatches",
 )
+
+# summary.json counters of where a replay went on where vLLM V0 would have stopped (sim.preemption): swap
+# preemptions that found the CPU pool full (V0 aborts), swapped requests recomputed on an idle engine (V0 waits).
+V0_DEPARTURES: tuple[str, ...] = ("swap_space_exhausted", "swapped_recomputed")
